@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   — create the venv, install, run the whole pipeline on the embedded default field
+#   make test   — create the venv, install, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: demo test bench compare-beast clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/beastflow run
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+compare-beast: $(BIN)/.installed
+	$(BIN)/python bench/compare_beast.py
+
+clean:
+	rm -rf $(VENV) beastflow-output demo-output .pytest_cache

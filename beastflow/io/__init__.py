@@ -1,0 +1,1 @@
+"""Artifact formats shared by the stages (documented in docs/formats.md)."""

@@ -1,0 +1,156 @@
+"""Chunked row-major HDF5 arrays: the container of SED grids and noise models.
+
+Every dataset has the model index as its first axis, and is chunked along it,
+so a grid larger than memory is written and read one block of models at a time.
+Files are written locally under a temporary name (HDF5 needs a seekable local
+file) and moved/uploaded into place when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+
+from beastflow import storage
+
+DEFAULT_CHUNK_ROWS = 65_536
+
+
+def _chunk_shape(n_rows: int | None, trailing: tuple[int, ...], chunk_rows: int) -> tuple[int, ...]:
+    # Aim for ~4 MB chunks: big enough for throughput, small enough to stream.
+    per_row = max(1, int(np.prod(trailing))) * 8
+    rows = max(1, min(chunk_rows, (4 << 20) // per_row))
+    if n_rows:
+        rows = min(rows, n_rows)
+    return (rows, *trailing)
+
+
+class ArraysWriter:
+    """Append blocks of rows to a set of named datasets sharing the first axis.
+
+    Use as a context manager; the file appears at ``url`` only on a clean exit.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        schema: Mapping[str, tuple[tuple[int, ...], Any]],
+        attrs: Mapping[str, Any] | None = None,
+        n_rows: int | None = None,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        static: Mapping[str, np.ndarray] | None = None,
+    ):
+        self.url = url
+        self.schema = dict(schema)
+        self.attrs = dict(attrs or {})
+        self.n_rows = n_rows
+        self.chunk_rows = chunk_rows
+        self.static = dict(static or {})
+        self.rows_written = 0
+        self._stack = contextlib.ExitStack()
+        self._h5: h5py.File | None = None
+
+    def __enter__(self) -> "ArraysWriter":
+        local = self._stack.enter_context(storage.local_copy_for_write(self.url, suffix=".h5"))
+        self._h5 = self._stack.enter_context(h5py.File(local, "w"))
+        for name, (trailing, dtype) in self.schema.items():
+            n0 = self.n_rows if self.n_rows is not None else 0
+            self._h5.create_dataset(
+                name,
+                shape=(n0, *trailing),
+                maxshape=(None, *trailing),
+                dtype=dtype,
+                chunks=_chunk_shape(self.n_rows, trailing, self.chunk_rows),
+            )
+        for name, arr in self.static.items():
+            self._h5.create_dataset(name, data=np.asarray(arr))
+        for k, v in self.attrs.items():
+            self._h5.attrs[k] = _attr_value(v)
+        return self
+
+    def append(self, block: Mapping[str, np.ndarray]) -> None:
+        assert self._h5 is not None, "use ArraysWriter as a context manager"
+        missing = set(self.schema) - set(block)
+        if missing:
+            raise ValueError(f"{self.url}: block lacks datasets {sorted(missing)}")
+        n = None
+        for name, arr in block.items():
+            if name not in self.schema:
+                raise ValueError(f"{self.url}: unknown dataset {name!r}")
+            if n is None:
+                n = len(arr)
+            elif len(arr) != n:
+                raise ValueError(f"{self.url}: block datasets have different lengths")
+        assert n is not None
+        lo, hi = self.rows_written, self.rows_written + n
+        for name, arr in block.items():
+            ds = self._h5[name]
+            if ds.shape[0] < hi:
+                ds.resize(hi, axis=0)
+            ds[lo:hi] = arr
+        self.rows_written = hi
+
+    def set_attr(self, key: str, value: Any) -> None:
+        assert self._h5 is not None
+        self._h5.attrs[key] = _attr_value(value)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and self.n_rows is not None and self.rows_written != self.n_rows:
+                raise ValueError(f"{self.url}: wrote {self.rows_written} rows, expected {self.n_rows}")
+            if exc_type is None and self._h5 is not None:
+                self._h5.attrs["n_rows"] = self.rows_written
+        except BaseException:
+            self._stack.__exit__(*__import__("sys").exc_info())
+            raise
+        self._stack.__exit__(exc_type, exc, tb)
+
+
+def _attr_value(v: Any) -> Any:
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, default=str)
+    if v is None:
+        return "null"
+    return v
+
+
+def decode_attr(v: Any) -> Any:
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, str) and (v[:1] in ("[", "{") or v == "null"):
+        try:
+            return json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            return v
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+@contextlib.contextmanager
+def open_h5(url: str) -> Iterator[h5py.File]:
+    """Open an HDF5 artifact for reading from any fsspec URL."""
+    if storage.protocol(url) == "file":
+        path = url.split("://", 1)[1] if "://" in url else url
+        try:
+            with h5py.File(path, "r") as h5:
+                yield h5
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{url}: no such file") from None
+        except OSError as exc:
+            if "://" not in url and not __import__("os").path.exists(path):
+                raise FileNotFoundError(f"{url}: no such file") from None
+            raise OSError(f"{url}: not a readable HDF5 file ({exc})") from None
+        return
+    with storage.open_url(url, "rb") as fh, h5py.File(fh, "r") as h5:
+        yield h5
+
+
+def iter_row_blocks(n_rows: int, block: int) -> Iterator[slice]:
+    for lo in range(0, n_rows, block):
+        yield slice(lo, min(n_rows, lo + block))

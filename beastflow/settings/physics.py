@@ -1,0 +1,209 @@
+"""[physics] settings: isochrones, stellar library, distances, dust grid, priors."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import GridRange, NonEmptyFloats, NonEmptyStrings, Section
+
+# Allowed prior model names per axis and the parameters each takes
+# (shared/spec/physics-model.md §6, §8).  ``None`` marks a required parameter.
+PRIOR_MODELS: dict[str, dict[str, dict[str, Any]]] = {
+    "age": {
+        "flat": {"amp": 1.0},
+        "flat_log": {},
+        "bins_histo": {"x": None, "values": None},
+        "bins_interp": {"x": None, "values": None},
+        "exponential": {"tau": None},
+    },
+    "mass": {
+        "kroupa": {"alpha0": 0.3, "alpha1": 1.3, "alpha2": 2.3, "alpha3": 2.3},
+        "salpeter": {"slope": 2.35},
+        "flat": {},
+    },
+    "metallicity": {"flat": {"amp": 1.0}},
+    "distance": {
+        "flat": {"amp": 1.0},
+        "absexponential": {"dist0": None, "tau": None, "amp": 1.0},
+    },
+    "av": {
+        "flat": {"amp": 1.0},
+        "lognormal": {"mean": None, "sigma": None},
+        "two_lognormal": {"mean1": None, "mean2": None, "sigma1": None, "sigma2": None, "N1_to_N2": 1.0},
+        "step": {"dist0": None, "amp1": None, "damp2": None, "lgsigma1": None, "lgsigma2": None},
+        "exponential": {"a": None},
+    },
+    "rv": {
+        "flat": {"amp": 1.0},
+        "lognormal": {"mean": None, "sigma": None},
+        "two_lognormal": {"mean1": None, "mean2": None, "sigma1": None, "sigma2": None, "N1_to_N2": 1.0},
+        "step": {"dist0": None, "amp1": None, "damp2": None, "lgsigma1": None, "lgsigma2": None},
+    },
+    "fA": {
+        "flat": {"amp": 1.0},
+        "lognormal": {"mean": None, "sigma": None},
+        "two_lognormal": {"mean1": None, "mean2": None, "sigma1": None, "sigma2": None, "N1_to_N2": 1.0},
+        "step": {"dist0": None, "amp1": None, "damp2": None, "lgsigma1": None, "lgsigma2": None},
+    },
+}
+
+
+def validate_prior(axis: str, model: dict[str, Any]) -> dict[str, Any]:
+    """Check a prior table, fill defaults; errors name the axis and what is allowed."""
+    allowed = PRIOR_MODELS[axis]
+    if "name" not in model:
+        raise ValueError(f"{axis} prior needs a 'name' (one of {sorted(allowed)})")
+    name = model["name"]
+    if name not in allowed:
+        raise ValueError(f"unknown {axis} prior {name!r}; allowed: {sorted(allowed)}")
+    params = allowed[name]
+    extra = sorted(set(model) - {"name"} - set(params))
+    if extra:
+        raise ValueError(f"{axis} prior {name!r} does not take {extra}; it takes {sorted(params) or 'nothing'}")
+    out: dict[str, Any] = {"name": name}
+    for key, default in params.items():
+        if key in model:
+            val = model[key]
+            if isinstance(val, bool) or not isinstance(val, (int, float, list)):
+                raise ValueError(f"{axis} prior {name!r}: {key} must be a number (or list), got {val!r}")
+            out[key] = val
+        elif default is None:
+            raise ValueError(f"{axis} prior {name!r} needs {key!r}")
+        else:
+            out[key] = default
+    return out
+
+
+class Isochrones(Section):
+    #: "parsec" and "mist" read the grids shipped by lachesis-grids (offline);
+    #: "table" reads a user table (CSV/Parquet/ECSV) with the spec's columns.
+    source: Literal["parsec", "mist", "table"] = "parsec"
+    table: str | None = None
+    logt: GridRange = Field(default_factory=lambda: [6.0, 10.13, 1.0])
+    #: absolute metal mass fractions Z
+    z: NonEmptyFloats = Field(default_factory=lambda: [0.0152])
+    #: resampling step in log10(M_ini) along each isochrone (spec §1.2 mass regridding)
+    logmass_step: float = Field(default=0.05, gt=0)
+    #: drop pre-main-sequence rows (stage 0 with M_ini < 12)
+    filter_pms: bool = False
+
+    @model_validator(mode="after")
+    def _table_needs_path(self):
+        if self.source == "table" and not self.table:
+            raise ValueError("source = 'table' needs physics.isochrones.table (a file URL)")
+        for z in self.z:
+            if not 0 < z < 1:
+                raise ValueError(f"metallicity Z must be an absolute mass fraction in (0, 1), got {z}")
+        return self
+
+
+class StellarLibrary(Section):
+    #: preference order, e.g. ["tlusty", "kurucz"]; "planck" is the analytic,
+    #: offline default (labelled as such in every artifact).
+    libraries: NonEmptyStrings = Field(default_factory=lambda: ["planck"])
+    #: explicit file URLs per library name (any fsspec URL)
+    files: dict[str, str] = Field(default_factory=dict)
+    #: download the standard files from ``download_base_url`` into ``cache``
+    #: when no explicit file is given
+    download: bool = False
+    download_base_url: str = "https://www.stsci.edu/~kgordon/beast/"
+    cache: str = "~/.cache/beastflow/stellib"
+
+    @field_validator("libraries")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        known = {"planck", "kurucz", "tlusty"}
+        bad = [x for x in v if x not in known]
+        if bad:
+            raise ValueError(f"unknown stellar library {bad}; known: {sorted(known)}")
+        return v
+
+
+class Extinction(Section):
+    #: "gordon16" (F99 + G03_SMCBar mixture), "rvfa" (mixture of a_law and b_law
+    #: from dust_extinction), or "single" (one curve, no f_A axis).
+    law: Literal["gordon16", "rvfa", "single"] = "gordon16"
+    a_law: str = "F19"
+    b_law: str = "G03_SMCBar"
+    curve: str = "G23"
+    avs: GridRange = Field(default_factory=lambda: [0.01, 10.0, 1.0])
+    av_log: bool = False
+    rvs: GridRange = Field(default_factory=lambda: [2.0, 6.0, 1.0])
+    fAs: GridRange = Field(default_factory=lambda: [0.0, 1.0, 0.25])
+
+    @model_validator(mode="after")
+    def _limits(self):
+        if min(self.avs[:2]) < 0:
+            raise ValueError("physics.extinction.avs: A(V) must be >= 0")
+        if self.av_log and self.avs[0] <= 0:
+            raise ValueError("physics.extinction.avs: a log A(V) grid needs min > 0")
+        if min(self.rvs[:2]) < 1 or max(self.rvs[:2]) > 7:
+            raise ValueError("physics.extinction.rvs: R(V) must lie in [1, 7]")
+        if min(self.fAs[:2]) < 0 or max(self.fAs[:2]) > 1:
+            raise ValueError("physics.extinction.fAs: f_A must lie in [0, 1]")
+        return self
+
+
+class Priors(Section):
+    age: dict[str, Any] = Field(default_factory=lambda: {"name": "flat"})
+    mass: dict[str, Any] = Field(default_factory=lambda: {"name": "kroupa"})
+    metallicity: dict[str, Any] = Field(default_factory=lambda: {"name": "flat"})
+    distance: dict[str, Any] = Field(default_factory=lambda: {"name": "flat"})
+    av: dict[str, Any] = Field(default_factory=lambda: {"name": "flat"})
+    rv: dict[str, Any] = Field(default_factory=lambda: {"name": "flat"})
+    fA: dict[str, Any] = Field(default_factory=lambda: {"name": "flat"})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _validate_models(cls, data: Any):
+        if isinstance(data, dict):
+            out = dict(data)
+            defaults = {"mass": {"name": "kroupa"}}
+            for axis in PRIOR_MODELS:
+                out.setdefault(axis, defaults.get(axis, {"name": "flat"}))
+                if axis in out:
+                    if not isinstance(out[axis], dict):
+                        raise ValueError(f"{axis}: expected a table like {{ name = \"flat\" }}, got {out[axis]!r}")
+                    out[axis] = validate_prior(axis, out[axis])
+            return out
+        return data
+
+
+class Physics(Section):
+    #: full filter names as in pyphot / BEAST (e.g. HST_ACS_WFC_F475W)
+    filters: NonEmptyStrings = Field(
+        default_factory=lambda: [
+            "HST_WFC3_F275W", "HST_WFC3_F336W", "HST_ACS_WFC_F475W",
+            "HST_ACS_WFC_F814W", "HST_WFC3_F110W", "HST_WFC3_F160W",
+        ]
+    )
+    #: [value] or [min, max, step] in ``distance_unit``
+    distances: GridRange = Field(default_factory=lambda: [24.47])
+    distance_unit: Literal["mag", "pc", "kpc", "Mpc"] = "mag"
+    #: systemic velocity in km/s (redshifts the model spectra)
+    velocity: float = -300.0
+    n_subgrid: int = Field(default=1, ge=1)
+    #: models per chunk when building / streaming the SED grid
+    chunk_models: int = Field(default=262_144, ge=1024)
+    isochrones: Isochrones = Field(default_factory=Isochrones)
+    stellar_library: StellarLibrary = Field(default_factory=StellarLibrary)
+    extinction: Extinction = Field(default_factory=Extinction)
+    priors: Priors = Field(default_factory=Priors)
+
+    @field_validator("filters")
+    @classmethod
+    def _known_filters(cls, v: list[str]) -> list[str]:
+        from beastflow.physics_filters_index import known_filter_names
+
+        known = known_filter_names()
+        bad = [f for f in v if f not in known]
+        if bad:
+            raise ValueError(
+                f"unknown filter {bad}; expected names of the pyphot library such as "
+                "HST_ACS_WFC_F475W or HST_WFC3_F160W"
+            )
+        if len(set(v)) != len(v):
+            raise ValueError("filters are listed twice")
+        return v

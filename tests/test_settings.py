@@ -1,0 +1,98 @@
+import tomllib
+
+import pytest
+
+from beastflow.cli.setup import template_text
+from beastflow.settings import Settings, SettingsError, load_settings, settings_from_dict
+
+
+def _keys(model_cls, prefix=""):
+    out = set()
+    for name, field in model_cls.model_fields.items():
+        if field.exclude:
+            continue
+        ann = field.annotation
+        if isinstance(ann, type) and hasattr(ann, "model_fields"):
+            out |= _keys(ann, prefix + name + ".")
+        else:
+            out.add(prefix + name)
+    return out
+
+
+def _template_keys(d, prefix=""):
+    out = set()
+    for k, v in d.items():
+        if isinstance(v, dict) and prefix + k not in {"project.storage_options", "physics.stellar_library.files"} \
+                and not prefix.startswith("physics.priors"):
+            sub = _template_keys(v, prefix + k + ".")
+            out |= sub if sub or v else {prefix + k}
+        else:
+            out.add(prefix + k)
+    return out
+
+
+def test_template_loads_and_matches_defaults():
+    data = tomllib.loads(template_text())
+    s = settings_from_dict(data)
+    assert s.model_dump() == Settings().model_dump()
+
+
+def test_template_documents_every_key():
+    text = template_text()
+    missing = [k for k in _keys(Settings) if k.rsplit(".", 1)[-1] not in text]
+    assert not missing, f"settings template lacks keys {missing}"
+
+
+def test_unknown_key_named(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text("[physics]\nfilterz = ['HST_WFC3_F275W']\n")
+    with pytest.raises(SettingsError, match=r"physics\.filterz: unknown key"):
+        load_settings(str(f))
+
+
+def test_wrong_type_named():
+    with pytest.raises(SettingsError, match=r"physics\.n_subgrid"):
+        settings_from_dict({"physics": {"n_subgrid": "ten"}})
+    with pytest.raises(SettingsError, match=r"physics\.velocity"):
+        settings_from_dict({"physics": {"velocity": "fast"}})
+
+
+@pytest.mark.parametrize(
+    "section,msg",
+    [
+        ({"physics": {"extinction": {"avs": [2.0, 1.0, 0.1]}}}, r"physics\.extinction\.avs.*min \(2\.0\) is larger than max"),
+        ({"physics": {"isochrones": {"logt": [6.0, 7.0]}}}, r"physics\.isochrones\.logt"),
+        ({"physics": {"isochrones": {"z": []}}}, r"physics\.isochrones\.z.*must not be empty"),
+        ({"physics": {"filters": ["HST_WFC3_F999W"]}}, r"unknown filter \['HST_WFC3_F999W'\]"),
+        ({"physics": {"priors": {"mass": {"name": "chabrier"}}}}, r"unknown mass prior 'chabrier'"),
+        ({"physics": {"priors": {"av": {"name": "lognormal", "mean": 1.0}}}}, r"needs 'sigma'"),
+        ({"physics": {"extinction": {"rvs": [0.5, 6.0, 0.5]}}}, r"R\(V\) must lie in \[1, 7\]"),
+        ({"compat": "beast-2.0"}, r"compat"),
+    ],
+)
+def test_bad_values_name_key(section, msg):
+    with pytest.raises(SettingsError, match=msg):
+        settings_from_dict(section)
+
+
+def test_relative_paths_resolved_against_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    f = tmp_path / "sub" / "s.toml"
+    f.write_text('[project]\noutput = "out"\n[observations]\ncatalog = "cat.fits"\n')
+    s = load_settings(str(f))
+    assert s.project.output == str(tmp_path / "sub" / "out")
+    assert s.observations.catalog == str(tmp_path / "sub" / "cat.fits")
+
+
+def test_invalid_toml_names_file(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[physics\n")
+    with pytest.raises(SettingsError, match="bad.toml: not valid TOML"):
+        load_settings(str(f))
+
+
+def test_section_hash_changes_only_with_section():
+    a = Settings()
+    b = settings_from_dict({"fit": {"lnp_npts": 10}})
+    assert a.section_hash("physics") == b.section_hash("physics")
+    assert a.section_hash("fit") != b.section_hash("fit")
