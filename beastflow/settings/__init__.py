@@ -100,6 +100,8 @@ _PATH_KEYS = [
     ("physics", "isochrones", "table"),
     ("observations", "catalog"),
     ("observations", "ast_results"),
+    ("observations", "source_density", "reference_image"),
+    ("asts", "existing_file"),
     ("noise_model", "absflux_covariance"),
 ]
 

@@ -33,7 +33,7 @@ PRIOR_MODELS: dict[str, dict[str, dict[str, Any]]] = {
         "lognormal": {"mean": None, "sigma": None},
         "two_lognormal": {"mean1": None, "mean2": None, "sigma1": None, "sigma2": None, "N1_to_N2": 1.0},
         "step": {"dist0": None, "amp1": None, "damp2": None, "lgsigma1": None, "lgsigma2": None},
-        "exponential": {"a": None},
+        "exponential": {"a": None, "amp": 1.0},
     },
     "rv": {
         "flat": {"amp": 1.0},
@@ -76,6 +76,37 @@ def validate_prior(axis: str, model: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: prior parameters that must be strictly positive (scales, widths, lognormal modes)
+_POSITIVE_PRIOR_PARAMS = {"tau", "sigma", "sigma1", "sigma2", "lgsigma1", "lgsigma2", "a",
+                          "mean", "mean1", "mean2", "N1_to_N2"}
+
+
+def check_prior_values(axis: str, model: dict[str, Any]) -> dict[str, Any]:
+    """Value checks of a validated prior table; errors name the axis and key."""
+    name = model["name"]
+    for key, val in model.items():
+        if key == "name":
+            continue
+        if key in ("x", "values"):
+            if not isinstance(val, list) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in val):
+                raise ValueError(f"{axis} prior {name!r}: {key} must be a list of numbers, got {val!r}")
+            continue
+        if isinstance(val, list):
+            raise ValueError(f"{axis} prior {name!r}: {key} must be a number, got a list")
+        if key in _POSITIVE_PRIOR_PARAMS and not val > 0:
+            raise ValueError(f"{axis} prior {name!r}: {key} must be > 0, got {val}")
+    if name == "step" and not (model["amp1"] > 0 and model["amp1"] + model["damp2"] > 0):
+        raise ValueError(f"{axis} prior 'step': amp1 and amp1 + damp2 (the lognormal modes) must be > 0")
+    if name in ("bins_histo", "bins_interp"):
+        nx, nv = len(model["x"]), len(model["values"])
+        ok = nv == nx or (name == "bins_histo" and nv == nx - 1)
+        if nx < 2 or not ok:
+            raise ValueError(f"{axis} prior {name!r}: needs >= 2 x (log ages) and as many values "
+                             f"(bins_histo: or one fewer), got {nx} x and {nv} values")
+    return model
+
+
 class Isochrones(Section):
     #: "parsec" and "mist" read the grids shipped by lachesis-grids (offline);
     #: "table" reads a user table (CSV/Parquet/ECSV) with the spec's columns.
@@ -86,6 +117,10 @@ class Isochrones(Section):
     z: NonEmptyFloats = Field(default_factory=lambda: [0.0152])
     #: resampling step in log10(M_ini) along each isochrone (spec §1.2 mass regridding)
     logmass_step: float = Field(default=0.05, gt=0)
+    #: also keep isochrone points where logT or logL moved by more than this
+    #: (dex) since the last kept point, so giant branches are resolved; 0 = pure
+    #: mass lattice
+    max_dlog: float = Field(default=0.05, ge=0)
     #: drop pre-main-sequence rows (stage 0 with M_ini < 12)
     filter_pms: bool = False
 
@@ -145,6 +180,26 @@ class Extinction(Section):
             raise ValueError("physics.extinction.fAs: f_A must lie in [0, 1]")
         return self
 
+    @model_validator(mode="after")
+    def _curve_names(self):
+        # only the curves the chosen law uses are checked (gordon16 names none)
+        if self.law == "gordon16":
+            return self
+        from beastflow.physics.dust_curves import package_curve_names
+
+        rv_dependent, averages = package_curve_names()
+        if self.law == "rvfa":
+            if self.a_law not in rv_dependent:
+                raise ValueError(f"physics.extinction.a_law = {self.a_law!r}: the A component must be an "
+                                 f"R(V)-dependent dust_extinction class, one of {rv_dependent}")
+            if self.b_law not in averages:
+                raise ValueError(f"physics.extinction.b_law = {self.b_law!r}: the B component must be an "
+                                 f"average dust_extinction curve with a fixed R(V), one of {averages}")
+        elif self.curve not in rv_dependent + averages:
+            raise ValueError(f"physics.extinction.curve = {self.curve!r} is not a dust_extinction curve; "
+                             f"one of {rv_dependent + averages}")
+        return self
+
 
 class Priors(Section):
     age: dict[str, Any] = Field(default_factory=lambda: {"name": "flat"})
@@ -166,7 +221,7 @@ class Priors(Section):
                 if axis in out:
                     if not isinstance(out[axis], dict):
                         raise ValueError(f"{axis}: expected a table like {{ name = \"flat\" }}, got {out[axis]!r}")
-                    out[axis] = validate_prior(axis, out[axis])
+                    out[axis] = check_prior_values(axis, validate_prior(axis, out[axis]))
             return out
         return data
 

@@ -1,0 +1,87 @@
+"""``beastflow run [SETTINGS.toml]``: the whole pipeline as one Prefect flow.
+
+Without a settings file the embedded demo field is prepared (below
+``--output``, default ./demo-output) and run.  With no ``PREFECT_API_URL`` set
+Prefect starts a temporary local API for the run (nothing to install or start);
+point ``PREFECT_API_URL`` at a server (infra/prefect-server.sh) to see the run,
+its per-stage progress and the fitted-star summary in the Prefect UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _quiet_prefect_defaults() -> None:
+    # Set before prefect is imported: no analytics from a CLI run, and Prefect's
+    # own INFO logging would interleave with the progress bars.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _quiet_prefect_defaults()
+    from beastflow.settings import load_settings
+
+    if args.settings:
+        settings = load_settings(args.settings)
+    else:
+        try:
+            from beastflow.demo import prepare_demo
+        except ImportError:
+            raise ValueError("no settings file given and this build has no embedded demo field "
+                             "(beastflow.demo); run `beastflow run SETTINGS.toml`") from None
+        out = args.output or "demo-output"
+        print(f"no settings given: preparing the embedded demo field in {out}")
+        settings = prepare_demo(out if "://" in out else os.path.abspath(out))
+    updates = {}
+    if args.executor:
+        updates["executor"] = args.executor
+    if args.no_cache:
+        updates["cache"] = False
+    if updates:
+        settings = settings.model_copy(update={"execution": settings.execution.model_copy(update=updates)})
+
+    from flows.executors import UnitsFailed
+    from flows.pipeline import PipelineStop, pipeline_flow
+    from flows.progress import console_bars
+
+    show = settings.execution.progress and not args.no_progress and sys.stderr.isatty()
+    try:
+        with console_bars(show):
+            run = pipeline_flow(settings, catalog=args.catalog, asts=args.asts)
+    except PipelineStop as stop:
+        print(f"beastflow run: stopped: {stop}", file=sys.stderr)
+        return 3
+    except UnitsFailed as failed:
+        # names every failed sub-file and why; the others are cached for the rerun
+        print(f"beastflow run: error: {failed}", file=sys.stderr)
+        return 1
+    _report(run)
+    return 0
+
+
+def _report(run) -> None:
+    print(f"output: {run.output}")
+    for name, stage in run.stages.items():
+        n = len(stage.states)
+        cached = sum(1 for v in stage.states.values() if v == "Cached")
+        print(f"  {name:<13} {n:>4} unit(s), {cached:>4} from cache")
+    s = run.summary
+    if s:
+        print("fitted: " + ", ".join(f"{k}={v}" for k, v in s.items()))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the whole pipeline (cached, resumable) as a Prefect flow")
+    p.add_argument("settings", nargs="?", help="settings file (any fsspec URL); default: the embedded demo field")
+    p.add_argument("--output", help="folder for the demo field when no settings are given (default ./demo-output)")
+    p.add_argument("--catalog", help="photometry catalog (overrides observations.catalog)")
+    p.add_argument("--asts", help="AST results (overrides observations.ast_results)")
+    p.add_argument("--executor", choices=["inprocess", "processes", "slurm"],
+                   help="where trim and fit run (overrides execution.executor)")
+    p.add_argument("--no-cache", action="store_true", help="recompute every stage (execution.cache = false)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)

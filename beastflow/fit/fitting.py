@@ -1,0 +1,434 @@
+"""Stage "fit": every star of a sub-file against its trimmed (sub)grid.
+
+``run_fit`` streams the trimmed grid and noise model in chunks of
+``fit.chunk_models`` models through the numba kernels of ``likelihood`` (two
+passes per block of ``fit.star_block`` stars: the peak, then the weighted sums),
+and writes ``{prefix}_stats.parquet``, ``{prefix}_pdf1d.hd5``,
+``{prefix}_pdf2d.hd5`` and ``{prefix}_lnp.hd5`` (docs/formats.md, "Fit outputs").
+When the grid fits in one chunk it is prepared once and kept for all blocks.
+
+Default behaviour vs ``compat = "beast-2.1"`` (docs/differences-from-beast.md):
+
+| | default | beast-2.1 |
+|---|---|---|
+| models in the statistics | all (lnP − max > −60, exact to rounding) | lnP − max > −10 |
+| chi2min | over all models | over that sparse set |
+| Pmax | max normalised posterior weight (0–1) | max lnP (a log) |
+| PDF bins | FULL grid (grid info); 2-D = 1-D bins | trimmed grid (or grid info); regular 2-D |
+| prior normalisation | ln Σ weight over the FULL grid | over the trimmed grid (none for subgrids) |
+| completeness | ``fit.completeness`` term in the likelihood | none; c <= 0 is an error |
+| non-finite fluxes | band dropped for that star | band dropped (BEAST would give NaN) |
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from beastflow import storage
+from beastflow.filters import rate_columns, short_names
+from beastflow.fit import likelihood as lk
+from beastflow.fit.grid_info import EXCLUDED, read_grid_info, symlog
+from beastflow.fit.lnp import NOT_TRUNCATED, reduce_heaps, star_seeds
+from beastflow.fit.outputs import PDF2DWriter, write_lnp, write_pdf1d, write_stats
+from beastflow.fit.pdfs import BinSet, binset_from_info, binset_from_trimmed
+from beastflow.fit.stats import STAT_SUFFIXES, iau_names, percentiles_from_pdf
+from beastflow.io.noise_model import open_noise_model
+from beastflow.io.sed_grid import open_sed_grid
+from beastflow.provenance import make_provenance
+
+log = logging.getLogger(__name__)
+
+#: catalog columns carried into the stats table when present (identifiers, positions)
+ID_COLUMNS = ("star_id", "Name", "RA", "DEC", "ra", "dec", "X", "Y", "x", "y", "beast_idx",
+              "SourceDensity", "sd_bin", "reorder_tag")
+BEAST_THRESHOLD = -10.0
+
+
+@dataclass
+class FitResult:
+    stats: str
+    pdf1d: str
+    pdf2d: str
+    lnp: str
+    tag: str | None = None
+    subgrid: int | None = None
+
+
+@dataclass
+class FitOptions:
+    """Everything mode-dependent, resolved once from the settings."""
+
+    compat: bool
+    stat_thr: float
+    lnp_thr: float
+    completeness: str
+    ln_norm: float
+    lnp_npts: int
+    seed: int
+
+
+def read_catalog(url: str) -> pl.DataFrame:
+    """A sub-file (Parquet; CSV/FITS accepted for convenience)."""
+    ext = url.rsplit(".", 1)[-1].lower()
+    with storage.open_url(url, "rb") as fh:
+        if ext == "parquet":
+            return pl.read_parquet(fh)
+        if ext == "csv":
+            return pl.read_csv(fh)
+        if ext in ("fits", "fit"):
+            from astropy.table import Table
+
+            t = Table.read(fh, format="fits")
+            return pl.from_pandas(t.to_pandas())
+    raise ValueError(f"{url}: unsupported catalog format {ext!r} (expected .parquet, .csv or .fits)")
+
+
+def observed_fluxes(cat: pl.DataFrame, filters: list[str], vega: np.ndarray, where: str) -> np.ndarray:
+    cols = rate_columns(filters)
+    missing = [c for c in cols if c not in cat.columns]
+    if missing:
+        raise KeyError(f"{where}: catalog lacks flux columns {missing} for grid filters {filters}")
+    rates = np.column_stack([cat[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in cols]) \
+        if len(cat) else np.empty((0, len(cols)))
+    return rates * np.asarray(vega, dtype=np.float64)[None, :]
+
+
+def _detect_subgrid(url: str) -> int | None:
+    m = re.search(r"gridsub(\d+)", os.path.basename(url))
+    return int(m.group(1)) if m else None
+
+
+def _detect_tag(prefix: str) -> str | None:
+    m = re.search(r"(bin[^_/]+_sub\d+)", os.path.basename(prefix))
+    return m.group(1) if m else None
+
+
+class _Chunk:
+    """One block of models prepared for the kernels."""
+
+    def __init__(self, m, ivar, lne, const, qvals, bins1, bins2, gid, specgrid, start):
+        self.m, self.ivar, self.lne, self.const = m, ivar, lne, const
+        self.qvals, self.bins1, self.bins2, self.gid, self.specgrid, self.start = \
+            qvals, bins1, bins2, gid, specgrid, start
+
+
+def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: str,
+             counters: dict[str, int]) -> _Chunk:
+    seds = blk.seds
+    err = nblk.error
+    comp = nblk.completeness
+    m = np.ascontiguousarray(seds + nblk.bias)
+    weight = blk.columns["weight"]
+    bad_noise = ~(np.all(err > 0, axis=1) & np.all(np.isfinite(err), axis=1) & np.all(np.isfinite(m), axis=1))
+    bad_comp = ~np.all(comp > 0, axis=1)
+    if opts.compat and (bad_comp.any() or bad_noise.any()):
+        raise ValueError(f"{where}: {int((bad_comp | bad_noise).sum())} model(s) have completeness <= 0 or an "
+                         "invalid error in some band; BEAST fits only trimmed grids (compat = 'beast-2.1')")
+    valid = (weight > 0) & ~bad_noise
+    if opts.completeness != "none":
+        valid &= ~bad_comp
+    counters["zero_weight"] += int((weight <= 0).sum())
+    counters["invalid_noise"] += int(bad_noise.sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ivar = np.ascontiguousarray(1.0 / (err * err))
+        lne = np.ascontiguousarray(np.log(err))
+        lnw = np.log(weight) - opts.ln_norm
+        if opts.completeness == "min":
+            lnc = np.log(comp.min(axis=1))
+        elif opts.completeness == "product":
+            lnc = np.log(comp).sum(axis=1)
+        else:
+            lnc = 0.0
+        const = lnw + lnc - lne.sum(axis=1) - 0.5 * seds.shape[1] * lk.LN2PI
+    const = np.where(valid, const, -np.inf)
+    nq = len(bs.qnames)
+    qvals = np.empty((len(seds), nq))
+    nphys = sum(1 for q in bs.qnames if not q.startswith("symlog"))
+    for i, q in enumerate(bs.qnames[:nphys]):
+        qvals[:, i] = blk.columns[q]
+    qvals[:, nphys:] = symlog(m)
+    bins1, bins2 = bs.assign(qvals, where)
+    if "fullgrid_idx" in blk.columns:
+        gid = blk.columns["fullgrid_idx"].astype(np.int64) + gid_offset
+    else:
+        gid = np.arange(blk.start, blk.start + len(seds), dtype=np.int64) + gid_offset
+    spec = blk.columns["specgrid_indx"].astype(np.int64) if "specgrid_indx" in blk.columns \
+        else np.full(len(seds), -1, np.int64)
+    return _Chunk(m, ivar, lne, const, qvals, bins1, bins2, gid, spec, blk.start)
+
+
+def _resolve_options(settings, grid, info: dict | None) -> FitOptions:
+    f = settings.fit
+    compat = settings.beast_compat
+    if compat:
+        stat_thr = lnp_thr = BEAST_THRESHOLD
+        completeness = "none"
+        if settings.physics.n_subgrid > 1:
+            ln_norm = 0.0  # BEAST do_not_normalize for subgrid runs
+        else:
+            w = grid.column("weight")
+            ln_norm = math.log(float(w[w > 0].sum()))
+    else:
+        stat_thr = f.stats_threshold if f.stats_threshold is not None else lk.ALL_MODELS_THRESHOLD
+        lnp_thr = f.lnp_threshold
+        completeness = f.completeness
+        # the FULL grid's total weight: the same constant in every sub-file and
+        # subgrid, so total_log_norm is a log evidence comparable everywhere
+        ln_norm = math.log(info["total_weight"]) if info else 0.0
+    seed = f.seed if f.seed is not None else settings.project.seed
+    return FitOptions(compat, stat_thr, lnp_thr, completeness, ln_norm, f.lnp_npts, seed)
+
+
+def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOptions, gid_offset: int,
+               chunk_models: int, star_block: int, pdf2d_sink=None) -> dict[str, Any]:
+    """Fit stars with fluxes Y [ns, nb] (NaN = band not used); returns per-star arrays.
+
+    ``pdf2d_sink(lo, [pdf per pair])`` receives the 2-D PDFs block by block
+    (they are not kept in memory)."""
+    ns, nb = Y.shape
+    nq = len(bs.qnames)
+    used_all = np.isfinite(Y)
+    Yc = np.where(used_all, Y, 0.0)
+    qcols = [c for c in bs.qnames if not c.startswith("symlog")]
+    cols = sorted(set(qcols) | {"weight"} | ({"fullgrid_idx", "specgrid_indx"} & set(grid.columns)))
+    where = grid.url
+    counters = {"zero_weight": 0, "invalid_noise": 0}
+    single = grid.n_models <= chunk_models
+    cached: list[_Chunk] = []
+
+    def chunks():
+        if cached:
+            yield from cached
+            return
+        for blk, nblk in zip(grid.iter_chunks(chunk_models, columns=cols),
+                             noise.iter_chunks(chunk_models, ["bias", "error", "completeness"])):
+            c = _prepare(blk, nblk, bs, opts, gid_offset, where, counters)
+            if single:
+                cached.append(c)
+            yield c
+
+    T = lk.n_partitions()
+    k = opts.lnp_npts
+    out = {
+        "lnPmax": np.full(ns, -np.inf), "best_idx": np.full(ns, -1, np.int64),
+        "chi2min": np.full(ns, np.inf), "chi2min_idx": np.full(ns, -1, np.int64),
+        "total_log_norm": np.full(ns, -np.inf), "exp": np.zeros((ns, nq)), "best_q": np.full((ns, nq), np.nan),
+        "best_gid": np.full(ns, -1, np.int64), "best_spec": np.full(ns, -1, np.int64),
+        "pdf1": np.zeros((ns, bs.n1)), "n_candidates": np.zeros(ns, np.int64),
+        "truncated_key": np.full(ns, NOT_TRUNCATED), "samples": [], "n_used": used_all.sum(axis=1),
+    }
+    seeds_all = star_seeds(opts.seed, star_ids)
+    for lo in range(0, ns, star_block):
+        hi = min(ns, lo + star_block)
+        y, used = np.ascontiguousarray(Yc[lo:hi]), np.ascontiguousarray(used_all[lo:hi])
+        nsb = hi - lo
+        M = np.full(nsb, -np.inf)
+        bidx = np.full(nsb, -1, np.int64)
+        c2 = np.full(nsb, np.inf)
+        c2i = np.full(nsb, -1, np.int64)
+        for c in chunks():
+            lk.pass_max(y, used, c.m, c.ivar, c.lne, c.const, c.start, M, bidx, c2, c2i, T)
+        if not np.all(np.isfinite(M)):
+            raise ValueError(f"{where}: no model has a finite posterior (every model has weight <= 0 or an "
+                             "invalid noise model)")
+        acc_s0 = np.zeros((T, nsb))
+        acc_exp = np.zeros((T, nsb, nq))
+        acc_h1 = np.zeros((T, nsb, bs.n1))
+        acc_h2 = np.zeros((T, nsb, max(bs.n2, 1)))
+        acc_c2 = np.full((T, nsb), np.inf)
+        acc_c2i = np.full((T, nsb), -1, np.int64)
+        acc_nc = np.zeros((T, nsb), np.int64)
+        kk = max(k, 0)
+        hk = np.full((T, nsb, max(kk, 1)), np.inf)
+        hi_ = np.zeros((T, nsb, max(kk, 1)), np.int64)
+        hl = np.zeros((T, nsb, max(kk, 1)))
+        hc = np.zeros((T, nsb, max(kk, 1)))
+        hn = np.zeros((T, nsb), np.int64)
+        bq = np.full((nsb, nq), np.nan)
+        bg = np.full(nsb, -1, np.int64)
+        bsp = np.full(nsb, -1, np.int64)
+        seeds = seeds_all[lo:hi]
+        for c in chunks():
+            if k > 0:
+                heaps = (hk, hi_, hl, hc, hn)
+            else:  # a zero-size heap axis switches sampling off inside the kernel
+                heaps = (hk[:, :, :0], hi_[:, :, :0], hl[:, :, :0], hc[:, :, :0], hn)
+            lk.pass_accumulate(y, used, c.m, c.ivar, c.lne, c.const, c.start, M, opts.stat_thr, opts.lnp_thr,
+                               c.qvals, c.bins1, c.bins2, c.gid, c.specgrid, bidx, seeds,
+                               acc_s0, acc_exp, acc_h1, acc_h2, acc_c2, acc_c2i, acc_nc, *heaps, bq, bg, bsp)
+        s0 = acc_s0.sum(axis=0)
+        sl = slice(lo, hi)
+        out["lnPmax"][sl], out["best_idx"][sl] = M, bidx
+        out["total_log_norm"][sl] = M + np.log(s0)
+        out["exp"][sl] = acc_exp.sum(axis=0) / s0[:, None]
+        out["pdf1"][sl] = acc_h1.sum(axis=0) / s0[:, None]
+        out["best_q"][sl], out["best_gid"][sl], out["best_spec"][sl] = bq, bg, bsp
+        if opts.compat:  # chi2min over the sparse set only (QUIRK)
+            for t in range(T):
+                better = acc_c2[t] < c2
+                c2 = np.where(better, acc_c2[t], c2)
+                c2i = np.where(better, acc_c2i[t], c2i)
+        out["chi2min"][sl], out["chi2min_idx"][sl] = c2, c2i
+        out["n_candidates"][sl] = acc_nc.sum(axis=0)
+        if k > 0:
+            smp = reduce_heaps(hk, hi_, hl, hc, hn, k)
+            for i, sm in enumerate(smp):
+                if out["n_candidates"][lo + i] > k:
+                    out["truncated_key"][lo + i] = sm["key"][-1]
+            out["samples"].extend(smp)
+        else:
+            out["samples"].extend({"key": np.empty(0), "idx": np.empty(0, np.int64), "lnp": np.empty(0),
+                                   "chi2": np.empty(0)} for _ in range(nsb))
+        if pdf2d_sink is not None and bs.pairs:
+            h2 = acc_h2.sum(axis=0) / s0[:, None]
+            blocks = [h2[:, bs.offsets2[p]:bs.offsets2[p + 1]].reshape(nsb, a.nbins, b.nbins)
+                      for p, (a, b) in enumerate(bs.pairs)]
+            pdf2d_sink(lo, blocks)
+    if counters["zero_weight"]:
+        log.warning("%s: %d model(s) with weight <= 0 are ignored", where, counters["zero_weight"])
+    if counters["invalid_noise"]:
+        log.warning("%s: %d model(s) with error <= 0 or non-finite noise are ignored", where,
+                    counters["invalid_noise"])
+    return out
+
+
+def stats_table(cat: pl.DataFrame, Y: np.ndarray, filters: list[str], bs: BinSet, res: dict[str, Any],
+                opts: FitOptions, surveyname: str, subgrid: int | None) -> pl.DataFrame:
+    """One row per star, columns as fitting.md §4 (+ beastflow's merge quantities)."""
+    ns = len(cat)
+    data: dict[str, Any] = {}
+    ra = next((c for c in ("RA", "ra") if c in cat.columns), None)
+    dec = next((c for c in ("DEC", "dec", "Dec") if c in cat.columns), None)
+    if "Name" not in cat.columns:
+        data["Name"] = (iau_names(surveyname, cat[ra].to_numpy(), cat[dec].to_numpy())
+                        if ra and dec else ["noname"] * ns)
+    for c in cat.columns:
+        if c in ID_COLUMNS or c.startswith("true_"):
+            data[c] = cat[c]
+    for k, f in enumerate(filters):
+        data[f] = Y[:, k]
+    for i, q in enumerate(bs.qnames):
+        b = bs.bins1[i]
+        pdf = res["pdf1"][:, bs.offsets1[i]:bs.offsets1[i + 1]]
+        pc = percentiles_from_pdf(pdf, b.centres)
+        data[f"{q}_Best"] = res["best_q"][:, i]
+        data[f"{q}_Exp"] = res["exp"][:, i]
+        data[f"{q}_p16"], data[f"{q}_p50"], data[f"{q}_p84"] = pc[:, 0], pc[:, 1], pc[:, 2]
+    data["chi2min"] = res["chi2min"]
+    data["chi2min_indx"] = res["chi2min_idx"]
+    # default: probability of the MAP grid point; compat: the peak lnP (a log, QUIRK)
+    data["Pmax"] = res["lnPmax"] if opts.compat else np.exp(res["lnPmax"] - res["total_log_norm"])
+    data["Pmax_indx"] = res["best_idx"]
+    data["specgrid_indx"] = res["best_spec"]
+    data["total_log_norm"] = res["total_log_norm"]
+    data["lnPmax"] = res["lnPmax"]
+    data["Pmax_gid"] = res["best_gid"]
+    data["best_gridsub"] = np.full(ns, -1 if subgrid is None else subgrid, np.int64)
+    data["n_bands_used"] = res["n_used"].astype(np.int64)
+    return pl.DataFrame(data)
+
+
+def run_fit(settings, trimmed_grid_url: str, trimmed_noise_url: str, catalog_url: str,
+            grid_info_url: str | None, out_prefix: str, *, vega_fluxes: np.ndarray | None = None,
+            subgrid: int | None = None, tag: str | None = None) -> FitResult:
+    """Stage "fit" (docs/stages.md).  ``subgrid``/``tag`` default to the
+    ``gridsub{g}`` / ``bin{s}_sub{u}`` tokens of the file names."""
+    settings.activate()
+    grid = open_sed_grid(trimmed_grid_url)
+    noise = open_noise_model(trimmed_noise_url)
+    if noise.n_models != grid.n_models:
+        raise ValueError(f"{trimmed_noise_url}: {noise.n_models} rows, but the grid {trimmed_grid_url} has "
+                         f"{grid.n_models}; a trimmed noise model must be row-aligned with its trimmed grid")
+    if noise.filters != grid.filters:
+        raise ValueError(f"{trimmed_noise_url}: filters {noise.filters} differ from the grid's {grid.filters}")
+    for c in ("weight",):
+        if c not in grid.columns:
+            raise KeyError(f"{trimmed_grid_url}: grid has no {c!r} column")
+    filters = list(grid.filters)
+    info = read_grid_info(grid_info_url) if grid_info_url else None
+    if subgrid is None:
+        subgrid = _detect_subgrid(trimmed_grid_url)
+    if tag is None:
+        tag = _detect_tag(out_prefix)
+    gid_offset = 0
+    if info and subgrid is not None:
+        if subgrid >= len(info["subgrids"]):
+            raise ValueError(f"{grid_info_url}: subgrid {subgrid} requested but the grid info lists "
+                             f"{len(info['subgrids'])} grid(s)")
+        gid_offset = int(info["subgrids"][subgrid]["offset"])
+    elif info and len(info["subgrids"]) > 1:
+        raise ValueError(f"{trimmed_grid_url}: the grid info covers {len(info['subgrids'])} subgrids; name the "
+                         "subgrid (gridsub{g} in the file name or subgrid=g)")
+    opts = _resolve_options(settings, grid, info)
+    f = settings.fit
+    if info is not None:
+        bs = binset_from_info(info, grid.columns, filters, f.pdf_max_nbins, f.pdf2d_pairs, opts.compat,
+                              trimmed_grid_url)
+    else:
+        if not opts.compat:
+            log.warning("%s: no grid info given: PDF bins come from the trimmed grid, so these PDFs cannot be "
+                        "merged with other sub-files (run grid-info on the full grid)", trimmed_grid_url)
+        bs = binset_from_trimmed(grid, noise, f.pdf_max_nbins, f.pdf2d_pairs, f.chunk_models)
+
+    cat = read_catalog(catalog_url)
+    if vega_fluxes is None:
+        from beastflow.physics.vega import vega_band_fluxes
+
+        vega_fluxes = vega_band_fluxes(filters, compat=settings.beast_compat)
+    Y = observed_fluxes(cat, filters, vega_fluxes, catalog_url)
+    star_ids = cat["star_id"].to_numpy() if "star_id" in cat.columns else np.arange(len(cat))
+
+    inputs = {"trimmed_grid": trimmed_grid_url, "trimmed_noise": trimmed_noise_url, "catalog": catalog_url}
+    if grid_info_url:
+        inputs["grid_info"] = grid_info_url
+    prov = make_provenance("fit", settings.section_hash("fit", "compat", "project"), inputs=inputs,
+                           extra={"lnp_seed": opts.seed})
+    meta = {"tag": tag, "subgrid": subgrid, "bins_source": bs.source, "compat": settings.compat,
+            "qnames": bs.qnames, "filters": filters, "stats_threshold": opts.stat_thr,
+            "lnp_threshold": opts.lnp_thr, "lnp_npts": opts.lnp_npts, "completeness": opts.completeness,
+            "ln_weight_norm": opts.ln_norm, "gid_offset": gid_offset, "n_models": grid.n_models}
+    urls = FitResult(stats=f"{out_prefix}_stats.parquet", pdf1d=f"{out_prefix}_pdf1d.hd5",
+                     pdf2d=f"{out_prefix}_pdf2d.hd5", lnp=f"{out_prefix}_lnp.hd5", tag=tag, subgrid=subgrid)
+    log.info("fit %d stars x %d models (%d bands) -> %s", len(cat), grid.n_models, len(filters), out_prefix)
+    with PDF2DWriter(urls.pdf2d, len(cat), bs.pairs, prov, meta) as w2:
+        res = fit_arrays(grid, noise, Y, star_ids, bs, opts, gid_offset, f.chunk_models, f.star_block,
+                         pdf2d_sink=w2.write)
+        w2.finish(star_ids, res["total_log_norm"])
+    pdfs = {b.name: res["pdf1"][:, bs.offsets1[i]:bs.offsets1[i + 1]] for i, b in enumerate(bs.bins1)}
+    write_pdf1d(urls.pdf1d, star_ids, res["total_log_norm"], bs.bins1, pdfs, prov, meta)
+    samples = res["samples"]
+    counts = np.array([len(s["key"]) for s in samples], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    cat_f = lambda f_, dt: np.concatenate([np.asarray(s[f_], dt) for s in samples]) if samples else np.empty(0, dt)  # noqa: E731
+    idx = cat_f("idx", np.int64)
+    gid = _gid_of(grid, idx, gid_offset)
+    fields = {"idx": idx, "gid": gid, "lnp": cat_f("lnp", np.float64), "chi2": cat_f("chi2", np.float64),
+              "key": cat_f("key", np.float64), "subgrid": np.full(len(idx), -1 if subgrid is None else subgrid)}
+    write_lnp(urls.lnp, star_ids, offsets, fields, res["n_candidates"], res["truncated_key"], Y, filters,
+              grid.lamb, prov, meta)
+    df = stats_table(cat, Y, filters, bs, res, opts, f.surveyname, subgrid)
+    write_stats(urls.stats, df, prov, meta)
+    return urls
+
+
+def _gid_of(grid, idx: np.ndarray, offset: int) -> np.ndarray:
+    """Global model ids of trimmed-grid rows ``idx``."""
+    if not len(idx):
+        return np.empty(0, np.int64)
+    if "fullgrid_idx" not in grid.columns:
+        return idx.astype(np.int64) + offset
+    uniq, inv = np.unique(idx, return_inverse=True)
+    fg = grid.read(rows=uniq, columns=["fullgrid_idx"], seds=False).columns["fullgrid_idx"]
+    return fg.astype(np.int64)[inv] + offset
+
+
+__all__ = ["run_fit", "FitResult", "fit_arrays", "read_catalog", "observed_fluxes", "EXCLUDED", "short_names",
+           "STAT_SUFFIXES", "BinSet"]

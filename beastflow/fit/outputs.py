@@ -1,0 +1,231 @@
+"""Fit artifacts: stats (Parquet), 1-D / 2-D PDFs and lnP samples (HDF5).
+
+Layouts are documented in docs/formats.md ("Fit outputs").  Every writer goes
+through ``beastflow.storage`` (temporary name, moved into place when complete)
+and stores the provenance record inside the artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from beastflow import storage
+from beastflow.io.hdf5_arrays import decode_attr, open_h5
+
+PDF1D_FORMAT = "beastflow-pdf1d"
+PDF2D_FORMAT = "beastflow-pdf2d"
+LNP_FORMAT = "beastflow-lnp"
+STATS_FORMAT = "beastflow-stats"
+FORMAT_VERSION = 1
+_META_KEY = b"beastflow"
+
+
+# --------------------------------------------------------------------- stats
+def write_stats(url: str, df: pl.DataFrame, provenance: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    table = df.to_arrow()
+    info = {"format": STATS_FORMAT, "format_version": FORMAT_VERSION,
+            "provenance": dict(provenance), "meta": dict(meta)}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           _META_KEY: json.dumps(info, default=str).encode()})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    storage.write_bytes(url, buf.getvalue())
+    return url
+
+
+def read_stats(url: str) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """(table, {"format", "provenance", "meta"}) of a stats file."""
+    with storage.open_url(url, "rb") as fh:
+        table = pq.read_table(fh)
+    raw = (table.schema.metadata or {}).get(_META_KEY)
+    if raw is None:
+        raise ValueError(f"{url}: not a beastflow stats file (no '{_META_KEY.decode()}' Parquet metadata)")
+    info = json.loads(raw)
+    if info.get("format") != STATS_FORMAT:
+        raise ValueError(f"{url}: not a beastflow stats file (format {info.get('format')!r})")
+    return pl.from_arrow(table), info
+
+
+# ------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def h5_writer(url: str) -> Iterator[h5py.File]:
+    with storage.local_copy_for_write(url, suffix=".h5") as local, h5py.File(local, "w") as h5:
+        yield h5
+
+
+def _attrs(h5: h5py.File, **kv: Any) -> None:
+    for k, v in kv.items():
+        h5.attrs[k] = json.dumps(v, default=str) if isinstance(v, (dict, list, tuple)) else v
+
+
+def _ids_dataset(h5: h5py.File, name: str, ids: np.ndarray) -> None:
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "US O".replace(" ", ""):
+        h5.create_dataset(name, data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
+    else:
+        h5.create_dataset(name, data=ids.astype(np.int64))
+
+
+def _read_ids(ds: h5py.Dataset) -> np.ndarray:
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        return np.asarray(ds.asstr()[...], dtype=object)
+    return np.asarray(ds[...])
+
+
+def _check_format(url: str, h5: h5py.File, fmt: str) -> None:
+    got = decode_attr(h5.attrs.get("format", ""))
+    if got != fmt:
+        raise ValueError(f"{url}: not a {fmt} file (format attribute {got!r})")
+
+
+# --------------------------------------------------------------------- 1-D PDFs
+def write_pdf1d(url: str, star_ids: np.ndarray, total_log_norm: np.ndarray, bins: Sequence[Any],
+                pdfs: Mapping[str, np.ndarray], provenance: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    with h5_writer(url) as h5:
+        _attrs(h5, format=PDF1D_FORMAT, format_version=FORMAT_VERSION, provenance=dict(provenance),
+               meta=dict(meta), quantities=[b.name for b in bins])
+        _ids_dataset(h5, "star_id", star_ids)
+        h5.create_dataset("total_log_norm", data=np.asarray(total_log_norm, np.float64))
+        for b in bins:
+            g = h5.create_group(b.name)
+            g.create_dataset("pdf", data=np.asarray(pdfs[b.name], np.float64),
+                             chunks=(min(256, max(1, len(star_ids))), b.nbins) if len(star_ids) else None,
+                             compression="gzip", compression_opts=1, shuffle=True)
+            g.create_dataset("centres", data=b.centres)
+            g.create_dataset("edges", data=b.edges)
+            g.attrs["log"] = bool(b.log)
+    return url
+
+
+def read_pdf1d(url: str, quantities: Sequence[str] | None = None) -> dict[str, Any]:
+    """{"star_id", "total_log_norm", "quantities", "meta", "provenance",
+    "pdf": {q: [n, nbins]}, "centres": {q}, "edges": {q}, "log": {q}}"""
+    with open_h5(url) as h5:
+        _check_format(url, h5, PDF1D_FORMAT)
+        qs = decode_attr(h5.attrs["quantities"])
+        want = qs if quantities is None else list(quantities)
+        missing = [q for q in want if q not in qs]
+        if missing:
+            raise KeyError(f"{url}: no 1-D PDF for {missing}; quantities are {qs}")
+        out: dict[str, Any] = {"star_id": _read_ids(h5["star_id"]),
+                               "total_log_norm": h5["total_log_norm"][...], "quantities": want,
+                               "meta": decode_attr(h5.attrs.get("meta", "{}")),
+                               "provenance": decode_attr(h5.attrs.get("provenance", "{}")),
+                               "pdf": {}, "centres": {}, "edges": {}, "log": {}}
+        for q in want:
+            out["pdf"][q] = h5[q]["pdf"][...]
+            out["centres"][q] = h5[q]["centres"][...]
+            out["edges"][q] = h5[q]["edges"][...]
+            out["log"][q] = bool(h5[q].attrs["log"])
+    return out
+
+
+# --------------------------------------------------------------------- 2-D PDFs
+class PDF2DWriter:
+    """2-D PDFs written block of stars by block (they are the largest output)."""
+
+    def __init__(self, url: str, n_stars: int, pairs: Sequence[tuple[Any, Any]],
+                 provenance: Mapping[str, Any], meta: Mapping[str, Any]):
+        self.url, self.n, self.pairs = url, n_stars, list(pairs)
+        self.provenance, self.meta = dict(provenance), dict(meta)
+        self._stack = contextlib.ExitStack()
+
+    @staticmethod
+    def pair_name(a: str, b: str) -> str:
+        return f"{a}+{b}"
+
+    def __enter__(self) -> "PDF2DWriter":
+        self.h5 = self._stack.enter_context(h5_writer(self.url))
+        _attrs(self.h5, format=PDF2D_FORMAT, format_version=FORMAT_VERSION, provenance=self.provenance,
+               meta=self.meta, pairs=[self.pair_name(a.name, b.name) for a, b in self.pairs])
+        for a, b in self.pairs:
+            g = self.h5.create_group(self.pair_name(a.name, b.name))
+            g.create_dataset("pdf", shape=(self.n, a.nbins, b.nbins), dtype=np.float64,
+                             chunks=(max(1, min(self.n, 64)), a.nbins, b.nbins) if self.n else None,
+                             compression="gzip", compression_opts=1, shuffle=True)
+            g.create_dataset("centres_a", data=a.centres)
+            g.create_dataset("centres_b", data=b.centres)
+            g.create_dataset("edges_a", data=a.edges)
+            g.create_dataset("edges_b", data=b.edges)
+        return self
+
+    def write(self, lo: int, blocks: Sequence[np.ndarray]) -> None:
+        for (a, b), arr in zip(self.pairs, blocks):
+            self.h5[self.pair_name(a.name, b.name)]["pdf"][lo:lo + len(arr)] = arr
+
+    def finish(self, star_ids: np.ndarray, total_log_norm: np.ndarray) -> None:
+        _ids_dataset(self.h5, "star_id", star_ids)
+        self.h5.create_dataset("total_log_norm", data=np.asarray(total_log_norm, np.float64))
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)
+
+
+def read_pdf2d(url: str) -> dict[str, Any]:
+    with open_h5(url) as h5:
+        _check_format(url, h5, PDF2D_FORMAT)
+        pairs = decode_attr(h5.attrs["pairs"])
+        out: dict[str, Any] = {"star_id": _read_ids(h5["star_id"]), "total_log_norm": h5["total_log_norm"][...],
+                               "pairs": pairs, "meta": decode_attr(h5.attrs.get("meta", "{}")),
+                               "provenance": decode_attr(h5.attrs.get("provenance", "{}")), "pdf": {}, "axes": {}}
+        for p in pairs:
+            g = h5[p]
+            out["pdf"][p] = g["pdf"][...]
+            out["axes"][p] = {k: g[k][...] for k in ("centres_a", "centres_b", "edges_a", "edges_b")}
+    return out
+
+
+# --------------------------------------------------------------------- lnP samples
+LNP_FIELDS = {"idx": np.int64, "gid": np.int64, "lnp": np.float64, "chi2": np.float64,
+              "key": np.float64, "subgrid": np.int32}
+
+
+def write_lnp(url: str, star_ids: np.ndarray, offsets: np.ndarray, fields: Mapping[str, np.ndarray],
+              n_candidates: np.ndarray, truncated_key: np.ndarray, inputs: np.ndarray | None,
+              filters: Sequence[str], waves: np.ndarray | None, provenance: Mapping[str, Any],
+              meta: Mapping[str, Any]) -> str:
+    """Ragged per-star samples as flat arrays + ``offsets`` (star e owns rows
+    offsets[e]:offsets[e+1]), keyed by the star's row and ``star_id``."""
+    with h5_writer(url) as h5:
+        _attrs(h5, format=LNP_FORMAT, format_version=FORMAT_VERSION, provenance=dict(provenance),
+               meta=dict(meta), obs_filters=list(filters))
+        _ids_dataset(h5, "star_id", star_ids)
+        h5.create_dataset("offsets", data=np.asarray(offsets, np.int64))
+        h5.create_dataset("n_candidates", data=np.asarray(n_candidates, np.int64))
+        h5.create_dataset("truncated_key", data=np.asarray(truncated_key, np.float64))
+        for k, dt in LNP_FIELDS.items():
+            h5.create_dataset(k, data=np.asarray(fields[k], dt), compression="gzip", compression_opts=1)
+        if inputs is not None:
+            h5.create_dataset("input", data=np.asarray(inputs, np.float64))
+        if waves is not None:
+            h5.create_dataset("grid_waves", data=np.asarray(waves, np.float64))
+    return url
+
+
+def read_lnp(url: str) -> dict[str, Any]:
+    with open_h5(url) as h5:
+        _check_format(url, h5, LNP_FORMAT)
+        out = {k: h5[k][...] for k in ("offsets", "n_candidates", "truncated_key", *LNP_FIELDS)}
+        out["star_id"] = _read_ids(h5["star_id"])
+        out["input"] = h5["input"][...] if "input" in h5 else None
+        out["grid_waves"] = h5["grid_waves"][...] if "grid_waves" in h5 else None
+        out["obs_filters"] = decode_attr(h5.attrs["obs_filters"])
+        out["meta"] = decode_attr(h5.attrs.get("meta", "{}"))
+        out["provenance"] = decode_attr(h5.attrs.get("provenance", "{}"))
+    return out
+
+
+def lnp_star(lnp: Mapping[str, Any], e: int) -> dict[str, np.ndarray]:
+    """The sample of star row ``e``."""
+    lo, hi = lnp["offsets"][e], lnp["offsets"][e + 1]
+    return {k: lnp[k][lo:hi] for k in LNP_FIELDS}

@@ -1,0 +1,399 @@
+"""Trim an SED (sub)grid and its noise model per catalog sub-file (spec fitting.md §1).
+
+A flux-sorted sub-file spans a narrow brightness range, so most models cannot
+fit any of its stars; dropping them once per sub-file saves evaluating them
+for every star.  A model is kept for a sub-file when
+
+1. its completeness is > 0 in every band (inside the AST coverage; by default
+   also a positive finite error, so the fit never divides by zero), and
+2. in every band k, with v = F + bias:  v + sigma_fac*error >= y_min,k and
+   v - sigma_fac*error <= y_max,k, where [y_min,k, y_max,k] is the sub-file's
+   observed flux range ({B}_RATE x Vega flux, negative values included).
+
+Consequence used by the tests: every model whose chi2 against some star of
+the sub-file is <= sigma_fac^2 passes every band (each band's term is then
+<= sigma_fac^2), so it is kept.
+
+``run_trim`` streams the grid and the noise model ONCE for a whole list of
+sub-files (BEAST's trim_many_via_obsdata reads the big files once per batch
+for the same reason): each block of models is tested against every job and
+the survivors are appended to that job's writers.  Memory is one block plus
+the jobs' writer buffers.
+
+BEAST 2.1 QUIRK (compat only): a band whose cut would remove every remaining
+model is silently skipped.  The per-job bit patterns of passed bands are
+histogrammed while streaming, so whether a band is skipped is known exactly at
+the end; the rare job that skipped a band is re-streamed alone.  Default:
+no skip; an empty result is an error naming the band.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba
+import numpy as np
+
+from beastflow import storage
+from beastflow.filters import short_names
+from beastflow.io.noise_model import NoiseModel, NoiseModelWriter
+from beastflow.io.sed_grid import SEDGrid, SEDGridWriter
+from beastflow.noise.ast_stats import read_table
+from beastflow.noise.toothpick import artifact_identity, vega_fluxes_for
+from beastflow.provenance import make_provenance
+
+log = logging.getLogger(__name__)
+
+NOT_COVERED = -1
+
+
+class TrimError(ValueError):
+    """A sub-file for which no model survives; the message names file and band."""
+
+
+@dataclass(frozen=True)
+class TrimJob:
+    catalog_url: str
+    out_grid_url: str
+    out_noise_url: str
+
+
+@dataclass(frozen=True)
+class TrimResult:
+    catalog_url: str
+    grid_url: str
+    noise_url: str
+    n_stars: int
+    n_models_in: int
+    n_covered: int          # models inside AST coverage (step 1)
+    n_kept: int
+    skipped_bands: list[str] = field(default_factory=list)  # compat band-skip QUIRK
+
+
+# ------------------------------------------------------------ kernels
+
+@numba.njit(cache=True, nogil=True)
+def _trim_patterns(seds, bias, err, compl, ymin, ymax, sigma_fac, need_pos_err, out):
+    """out[j, i] = bit mask of the bands model i passes for job j, or -1 when
+    model i is outside the AST coverage (independent of the job)."""
+    n, nb = seds.shape
+    nj = ymin.shape[0]
+    for i in range(n):
+        covered = True
+        for k in range(nb):
+            e = err[i, k]
+            if not (compl[i, k] > 0.0):
+                covered = False
+                break
+            if need_pos_err and not (e > 0.0 and e < np.inf):
+                covered = False
+                break
+        if not covered:
+            for j in range(nj):
+                out[j, i] = NOT_COVERED
+            continue
+        for j in range(nj):
+            p = 0
+            for k in range(nb):
+                v = seds[i, k] + bias[i, k]
+                d = sigma_fac * err[i, k]
+                if v + d >= ymin[j, k] and v - d <= ymax[j, k]:
+                    p |= 1 << k
+            out[j, i] = p
+
+
+def trim_patterns(seds, bias, err, compl, ymin, ymax, sigma_fac: float, need_pos_err: bool) -> np.ndarray:
+    seds = np.ascontiguousarray(seds, dtype=np.float64)
+    ymin = np.atleast_2d(np.asarray(ymin, dtype=np.float64))
+    ymax = np.atleast_2d(np.asarray(ymax, dtype=np.float64))
+    if seds.shape[1] > 62:
+        raise ValueError(f"trimming supports at most 62 bands, got {seds.shape[1]}")
+    out = np.empty((ymin.shape[0], len(seds)), dtype=np.int64)
+    _trim_patterns(seds, np.ascontiguousarray(bias, dtype=np.float64), np.ascontiguousarray(err, dtype=np.float64),
+                   np.ascontiguousarray(compl, dtype=np.float64), ymin, ymax, float(sigma_fac), bool(need_pos_err), out)
+    return out
+
+
+def trim_patterns_numpy(seds, bias, err, compl, ymin, ymax, sigma_fac, need_pos_err):
+    """Plain-numpy reference of ``trim_patterns`` (tests, benchmark)."""
+    covered = np.all(compl > 0, axis=1)
+    if need_pos_err:
+        covered &= np.all((err > 0) & np.isfinite(err), axis=1)
+    v = seds + bias
+    d = sigma_fac * err
+    ymin = np.atleast_2d(ymin)
+    ymax = np.atleast_2d(ymax)
+    out = np.empty((len(ymin), len(seds)), dtype=np.int64)
+    w = (1 << np.arange(seds.shape[1], dtype=np.int64))
+    for j in range(len(ymin)):
+        ok = (v + d >= ymin[j]) & (v - d <= ymax[j])
+        out[j] = np.where(covered, (ok * w).sum(axis=1), NOT_COVERED)
+    return out
+
+
+def decide_bands(hist: Counter, n_bands: int, compat: bool) -> tuple[int, list[int], int]:
+    """From the histogram {pattern: count} of covered models, return
+    (mask of bands applied, bands skipped, number of survivors).
+
+    compat: bands in filter order, a band whose cut would leave nothing is
+    skipped (BEAST 2.1 QUIRK).  Default: every band applies.
+    """
+    full = (1 << n_bands) - 1
+    if not compat:
+        return full, [], sum(c for p, c in hist.items() if p & full == full)
+    req = 0
+    skipped = []
+    for k in range(n_bands):
+        cand = req | (1 << k)
+        if sum(c for p, c in hist.items() if p & cand == cand) > 0:
+            req = cand
+        else:
+            skipped.append(k)
+    return req, skipped, sum(c for p, c in hist.items() if p & req == req)
+
+
+def _first_empty_band(hist: Counter, n_bands: int) -> int:
+    req = 0
+    for k in range(n_bands):
+        req |= 1 << k
+        if sum(c for p, c in hist.items() if p & req == req) == 0:
+            return k
+    return n_bands - 1
+
+
+# ------------------------------------------------------------ stage
+
+def observed_range(catalog_url: str, filters: Sequence[str], vega: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per band min and max of {B}_RATE x Vega over the sub-file's stars (physical units)."""
+    cols = [f"{b}_RATE" for b in short_names(filters)]
+    try:
+        from beastflow.observations.catalogs import normalise_columns
+        from beastflow.observations.catalogs import read_table as _obs_read_table
+    except ImportError:
+        tab = read_table(catalog_url, cols, what="catalog sub-file")
+    else:
+        df = normalise_columns(_obs_read_table(catalog_url), catalog_url)
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise KeyError(f"{catalog_url}: catalog sub-file lacks column(s) {missing}")
+        tab = {c: df[c].cast(float).to_numpy() for c in cols}
+    fl = np.column_stack([tab[c] for c in cols]) * vega[None, :]
+    if len(fl) == 0:
+        raise TrimError(f"{catalog_url}: the catalog sub-file has no stars")
+    bad = [c for c, ok in zip(cols, np.isfinite(fl).any(axis=0)) if not ok]
+    if bad:
+        raise TrimError(f"{catalog_url}: column(s) {bad} have no finite value")
+    # non-finite rates carry no flux information and cannot widen the range
+    return np.nanmin(fl, axis=0), np.nanmax(fl, axis=0), len(fl)
+
+
+class _JobState:
+    def __init__(self, job: TrimJob, ymin, ymax, n_stars):
+        self.job = job
+        self.ymin, self.ymax, self.n_stars = ymin, ymax, n_stars
+        self.hist: Counter = Counter()
+        self.n_covered = 0
+        self.n_written = 0
+        self.grid_w: SEDGridWriter | None = None
+        self.noise_w: NoiseModelWriter | None = None
+
+
+def _open_writers(st: _JobState, grid: SEDGrid, noise: NoiseModel, out_cols: list[str], prov_g, prov_n, meta) -> None:
+    st.grid_w = SEDGridWriter(st.job.out_grid_url, grid.filters, grid.lamb, out_cols, n_models=None,
+                              provenance=prov_g, stellar_library=grid.stellar_library,
+                              meta={**grid.meta, "trim": meta})
+    st.grid_w.__enter__()
+    try:
+        st.noise_w = NoiseModelWriter(st.job.out_noise_url, noise.filters, n_models=None, provenance=prov_n,
+                                      sed_grid=st.job.out_grid_url, with_covariance="covdiag" in noise.names,
+                                      meta={**noise.meta, "trim": meta})
+        st.noise_w.__enter__()
+    except BaseException:
+        _close(st, ok=False)
+        raise
+
+
+def _close(st: _JobState, ok: bool) -> None:
+    """Commit (rename into place) or discard the job's two files."""
+    for attr in ("noise_w", "grid_w"):
+        w = getattr(st, attr)
+        if w is None:
+            continue
+        setattr(st, attr, None)
+        if ok:
+            w.__exit__(None, None, None)
+        else:
+            try:
+                raise TrimError("discarded")
+            except TrimError:
+                w.__exit__(*sys.exc_info())
+
+
+def _stream(grid: SEDGrid, noise: NoiseModel, states: list[_JobState], masks: list[int | None], chunk: int,
+            sigma_fac: float, need_pos_err: bool, columns: list[str], count: bool) -> None:
+    """One pass over grid + noise: append each job's survivors (pattern & mask == mask)."""
+    ymin = np.array([s.ymin for s in states])
+    ymax = np.array([s.ymax for s in states])
+    names = noise.names
+    noise_iter = noise.iter_chunks(chunk, names=names)
+    for gb in grid.iter_chunks(chunk, columns=columns):
+        nbk = next(noise_iter)
+        if nbk.start != gb.start or len(nbk.bias) != len(gb):
+            raise RuntimeError(f"{noise.url}: blocks out of step with {grid.url}")
+        pat = trim_patterns(gb.seds, nbk.bias, nbk.error, nbk.completeness, ymin, ymax, sigma_fac, need_pos_err)
+        for j, st in enumerate(states):
+            pj = pat[j]
+            if count:
+                vals, cnts = np.unique(pj[pj >= 0], return_counts=True)
+                st.hist.update(dict(zip(vals.tolist(), cnts.tolist())))
+            m = masks[j]
+            if m is None:
+                continue
+            idx = np.flatnonzero((pj >= 0) & ((pj & m) == m))
+            if len(idx) == 0:
+                continue
+            cols = {c: v[idx] for c, v in gb.columns.items()}
+            cols["fullgrid_idx"] = gb.start + idx  # row index in the INPUT (sub)grid
+            st.grid_w.append_models(gb.seds[idx], cols)
+            st.noise_w.append({k: v[idx] for k, v in nbk.arrays.items()})
+            st.n_written += len(idx)
+
+
+def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[TrimJob],
+             vega_fluxes: Sequence[float] | None = None) -> list[TrimResult]:
+    """Trim grid + noise model for every sub-file in ``jobs``; the big files are
+    streamed once per ``[trim] max_jobs_per_pass`` jobs.
+
+    Successful jobs are written even if another job fails; failures are then
+    raised together as one TrimError naming each sub-file and band.
+    """
+    compat = settings.beast_compat
+    tr = settings.trim
+    grid = SEDGrid(sed_grid_url)
+    noise = NoiseModel(noise_url)
+    if noise.n_models != grid.n_models:
+        raise ValueError(f"{noise_url}: noise model has {noise.n_models} rows but the grid {sed_grid_url} has "
+                         f"{grid.n_models}; it was evaluated on another grid")
+    if list(noise.filters) != list(grid.filters):
+        raise ValueError(f"{noise_url}: noise-model filters {noise.filters} differ from the grid's {grid.filters}")
+    filters = grid.filters
+    nb = len(filters)
+    vega = np.asarray(vega_fluxes, dtype=np.float64) if vega_fluxes is not None else vega_fluxes_for(filters, compat)
+    in_cols = [c for c in grid.columns if c != "fullgrid_idx"]
+    out_cols = in_cols + ["fullgrid_idx"]
+    need_pos_err = not compat
+    settings_hash = settings.section_hash("compat", "trim")
+    id_grid = artifact_identity(sed_grid_url)
+    id_noise = artifact_identity(noise_url)
+
+    results: list[TrimResult] = []
+    failures: list[str] = []
+    jobs = list(jobs)
+    for b0 in range(0, len(jobs), tr.max_jobs_per_pass):
+        batch = jobs[b0:b0 + tr.max_jobs_per_pass]
+        states = []
+        for job in batch:
+            try:
+                ymin, ymax, n_stars = observed_range(job.catalog_url, filters, vega)
+            except (TrimError, KeyError, FileNotFoundError) as exc:
+                failures.append(str(exc))
+                continue
+            states.append(_JobState(job, ymin, ymax, n_stars))
+
+        def provs(st: _JobState):
+            inputs = {"sed_grid": sed_grid_url, "noise_model": noise_url, "catalog": st.job.catalog_url}
+            hashes = {"sed_grid": id_grid, "noise_model": id_noise}
+            meta = {"catalog": st.job.catalog_url, "sigma_fac": tr.sigma_fac, "compat": settings.compat,
+                    "flux_min": st.ymin.tolist(), "flux_max": st.ymax.tolist(), "n_stars": st.n_stars,
+                    "source_grid": sed_grid_url, "source_noise_model": noise_url}
+            pg = make_provenance("trim", settings_hash, inputs=inputs, input_hashes=hashes,
+                                 extra={"artifact": "trimmed_sed_grid"})
+            pn = dict(pg, artifact="trimmed_noise_model")
+            return pg, pn, meta
+
+        try:
+            for st in states:
+                _open_writers(st, grid, noise, out_cols, *provs(st))
+            full = (1 << nb) - 1
+            # optimistic single pass: every band applied (always right by default,
+            # right in compat unless a band has to be skipped)
+            _stream(grid, noise, states, [full] * len(states), tr.chunk_models, tr.sigma_fac,
+                    need_pos_err, in_cols, count=True)
+        except BaseException:
+            for st in states:
+                _close(st, ok=False)
+            raise
+
+        redo: list[tuple[_JobState, int, list[int]]] = []
+        for st in states:
+            st.n_covered = sum(st.hist.values())
+            url = st.job.catalog_url
+            if st.n_covered == 0:
+                _close(st, ok=False)
+                failures.append(f"{url}: no model of {sed_grid_url} lies inside the AST coverage of {noise_url} "
+                                "(completeness > 0 in every band): no models are brighter than the minimum ASTs run")
+                continue
+            mask, skipped, n_keep = decide_bands(st.hist, nb, compat)
+            if n_keep == 0:
+                k = _first_empty_band(st.hist, nb)
+                _close(st, ok=False)
+                failures.append(
+                    f"{url}: no model survives the flux-range cut; band {filters[k]} removes the last ones "
+                    f"(sub-file range {st.ymin[k]:.4g}..{st.ymax[k]:.4g} erg/s/cm2/A, [trim] sigma_fac = "
+                    f"{tr.sigma_fac}); the grid does not reach these stars' fluxes")
+                continue
+            if mask != full:
+                redo.append((st, mask, skipped))
+                continue
+            _close(st, ok=True)
+            results.append(TrimResult(url, st.job.out_grid_url, st.job.out_noise_url, st.n_stars, grid.n_models,
+                                      st.n_covered, st.n_written))
+
+        if redo:
+            # compat band-skip: rewrite those jobs with their reduced band mask
+            rstates = []
+            for st, mask, skipped in redo:
+                _close(st, ok=False)
+                ns = _JobState(st.job, st.ymin, st.ymax, st.n_stars)
+                ns.n_covered = st.n_covered
+                _open_writers(ns, grid, noise, out_cols, *provs(ns))
+                rstates.append((ns, mask, skipped))
+            try:
+                _stream(grid, noise, [r[0] for r in rstates], [r[1] for r in rstates], tr.chunk_models,
+                        tr.sigma_fac, need_pos_err, in_cols, count=False)
+            except BaseException:
+                for ns, _, _ in rstates:
+                    _close(ns, ok=False)
+                raise
+            for ns, mask, skipped in rstates:
+                names = [filters[k] for k in skipped]
+                log.warning("%s: band(s) %s cut every model; cut skipped (BEAST 2.1 behaviour)",
+                            ns.job.catalog_url, names)
+                _close(ns, ok=True)
+                results.append(TrimResult(ns.job.catalog_url, ns.job.out_grid_url, ns.job.out_noise_url,
+                                          ns.n_stars, grid.n_models, ns.n_covered, ns.n_written, names))
+    for r in results:
+        log.info("trim %s: kept %d of %d models (%d inside AST coverage)", r.catalog_url, r.n_kept,
+                 r.n_models_in, r.n_covered)
+    if failures:
+        raise TrimError("trimming failed for %d sub-file(s):\n  " % len(failures) + "\n  ".join(failures))
+    return results
+
+
+def trimmed_urls(settings: Any, s: str | int | None, u: str | int | None, g: int | None = None) -> tuple[str, str]:
+    """Artifact URLs of a trimmed grid and noise model (docs/stages.md naming)."""
+    parts = [settings.project.name]
+    if s is not None:
+        parts.append(f"bin{s}")
+    if u is not None:
+        parts.append(f"sub{u}")
+    if g is not None:
+        parts.append(f"gridsub{g}")
+    stem = "_".join(parts)
+    return (storage.join(settings.output, f"{stem}_seds_trim.grid.hd5"),
+            storage.join(settings.output, f"{stem}_noisemodel_trim.grid.hd5"))

@@ -1,0 +1,240 @@
+"""Catalog I/O: any supported file -> normalised polars DataFrame -> Parquet.
+
+Normalised photometry columns (docs/formats.md "Catalogs"): ``star_id`` (int64,
+row number in the original input file, carried through every later stage so
+results can be joined back), ``RA``/``DEC`` (deg), optional ``X``/``Y``, and per
+band ``{B}_RATE`` (F/F_Vega), ``{B}_VEGA``, ``{B}_FLAG`` plus any other column
+upper-cased.  AST tables: ``{B}_IN`` (input Vega mag, NaN = not inserted),
+``{B}_RATE`` (recovered F/F_Vega, 0 = not recovered), ``{B}_VEGA``,
+``CUT_FLAG`` and ``RA``/``DEC`` when present.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from beastflow import storage
+from beastflow.filters import short_names
+
+PROVENANCE_KEY = "beastflow_provenance"
+EXTRA_KEY = "beastflow_meta"
+ID_COL = "star_id"
+
+# a magnitude >= this means "no flux" in DOLPHOT/BEAST products (99.999)
+BAD_MAG = 80.0
+
+_COORD_ALIASES = {"RA_J2000": "RA", "DEC_J2000": "DEC", "RAJ2000": "RA", "DEJ2000": "DEC"}
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be used; the message names the file and the column."""
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    """FITS gives big-endian arrays; polars/arrow need native byte order."""
+    a = np.asarray(a)
+    if a.dtype.byteorder not in ("=", "|") and a.dtype.byteorder != np.dtype(a.dtype.type).byteorder:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+def _from_structured(arr: np.ndarray) -> pl.DataFrame:
+    cols = {}
+    for name in arr.dtype.names or ():
+        col = _native(arr[name])
+        if col.ndim != 1:
+            continue  # vector columns are not part of the catalog schema
+        if col.dtype.kind == "S":
+            col = col.astype(str)
+        cols[name] = col
+    return pl.DataFrame(cols)
+
+
+def _read_fits(url: str) -> pl.DataFrame:
+    from astropy.io import fits
+
+    with storage.local_copy_for_read(url) as local, fits.open(local, memmap=False) as hdul:
+        for hdu in hdul:
+            if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
+                return _from_structured(np.asarray(hdu.data) if hdu.data is not None else np.zeros(0, hdu.columns.dtype))
+    raise CatalogError(f"{url}: no table extension in this FITS file")
+
+
+def _read_hdf5(url: str) -> pl.DataFrame:
+    import h5py
+
+    with storage.local_copy_for_read(url) as local, h5py.File(local, "r") as h5:
+        # astropy writes tables as one compound dataset ("data" by default);
+        # take that, else the first compound dataset found.
+        found: list[str] = []
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and obj.dtype.names and not name.endswith("__table_column_meta__"):
+                found.append(name)
+
+        h5.visititems(visit)
+        if not found:
+            raise CatalogError(f"{url}: no table (compound dataset) in this HDF5 file")
+        name = "data" if "data" in found else found[0]
+        return _from_structured(h5[name][...])
+
+
+def read_table(url: str) -> pl.DataFrame:
+    """Read a FITS / HDF5 / Parquet / CSV table as it is (no renaming)."""
+    if not storage.exists(url):
+        raise FileNotFoundError(f"{url}: catalog file not found")
+    low = url.lower()
+    base = low[:-3] if low.endswith(".gz") else low
+    ext = posixpath.splitext(base)[1]
+    if ext in (".fits", ".fit", ".fts"):
+        return _read_fits(url)
+    if ext in (".hd5", ".h5", ".hdf5", ".hdf"):
+        return _read_hdf5(url)
+    if ext in (".parquet", ".pq"):
+        with storage.open_url(url, "rb") as fh:
+            return pl.read_parquet(fh)
+    if ext in (".csv", ".txt", ".ecsv"):
+        with storage.open_url(url, "rb") as fh:
+            return pl.read_csv(fh.read(), comment_prefix="#")
+    raise CatalogError(f"{url}: unknown catalog format {ext!r} (use FITS, HDF5, Parquet or CSV)")
+
+
+def normalise_columns(df: pl.DataFrame, url: str = "catalog") -> pl.DataFrame:
+    """Upper-case every column (``f475w_rate`` -> ``F475W_RATE``), map coordinate aliases."""
+    mapping: dict[str, str] = {}
+    for c in df.columns:
+        if c == ID_COL:
+            mapping[c] = c
+            continue
+        u = c.upper()
+        mapping[c] = _COORD_ALIASES.get(u, u)
+    seen: dict[str, str] = {}
+    for src, dst in mapping.items():
+        if dst in seen:
+            raise CatalogError(f"{url}: columns {seen[dst]!r} and {src!r} both map to {dst!r}")
+        seen[dst] = src
+    return df.rename({k: v for k, v in mapping.items() if k != v})
+
+
+def _missing_error(url: str, kind: str, missing: Sequence[str], have: Sequence[str]) -> CatalogError:
+    return CatalogError(
+        f"{url}: {kind} catalog lacks required column(s) {list(missing)} "
+        f"(after upper-casing; columns present: {sorted(have)[:40]}{' ...' if len(have) > 40 else ''})")
+
+
+def prepare_photometry(df: pl.DataFrame, filters: Sequence[str], url: str = "catalog") -> pl.DataFrame:
+    """Normalise + validate a photometry catalog; add ``star_id`` if absent."""
+    df = normalise_columns(df, url)
+    bands = short_names(filters)
+    need = [f"{b}_{s}" for b in bands for s in ("RATE", "VEGA", "FLAG")]
+    has_radec = "RA" in df.columns and "DEC" in df.columns
+    has_xy = "X" in df.columns and "Y" in df.columns
+    missing = [c for c in need if c not in df.columns]
+    if not (has_radec or has_xy):
+        missing = ["RA", "DEC"] + missing
+    if missing:
+        raise _missing_error(url, "photometry", missing, df.columns)
+    if df.height == 0:
+        raise CatalogError(f"{url}: photometry catalog is empty (0 rows)")
+    if ID_COL not in df.columns:
+        df = df.with_row_index(ID_COL).with_columns(pl.col(ID_COL).cast(pl.Int64))
+    for c in ("RA", "DEC", "X", "Y"):
+        if c in df.columns:
+            df = df.with_columns(pl.col(c).cast(pl.Float64))
+            if df[c].is_null().any() or not np.isfinite(df[c].to_numpy()).all():
+                raise CatalogError(f"{url}: column {c} has missing or non-finite values")
+    return df
+
+
+def prepare_asts(df: pl.DataFrame, filters: Sequence[str], url: str = "asts") -> pl.DataFrame:
+    """Normalise + validate an AST results table.
+
+    Old-style tables with only ``{B}_IN``/``{B}_VEGA`` magnitudes (99.999 = not
+    inserted / not recovered) are converted: ``{B}_RATE = 10**(-0.4 VEGA)`` and 0
+    where not recovered, ``{B}_IN`` NaN where not inserted.  A missing
+    ``CUT_FLAG`` becomes 0 (no quality cut recorded).
+    """
+    df = normalise_columns(df, url)
+    bands = short_names(filters)
+    missing = [f"{b}_IN" for b in bands if f"{b}_IN" not in df.columns]
+    missing += [f"{b}_RATE" for b in bands if f"{b}_RATE" not in df.columns and f"{b}_VEGA" not in df.columns]
+    if missing:
+        raise _missing_error(url, "AST", missing, df.columns)
+    if df.height == 0:
+        raise CatalogError(f"{url}: AST catalog is empty (0 rows)")
+    exprs = []
+    for b in bands:
+        exprs.append(pl.when(pl.col(f"{b}_IN").cast(pl.Float64) >= BAD_MAG).then(float("nan"))
+                     .otherwise(pl.col(f"{b}_IN").cast(pl.Float64)).alias(f"{b}_IN"))
+        if f"{b}_RATE" not in df.columns:
+            v = pl.col(f"{b}_VEGA").cast(pl.Float64)
+            exprs.append(pl.when(v >= BAD_MAG).then(0.0).otherwise(10.0 ** (-0.4 * v)).alias(f"{b}_RATE"))
+    df = df.with_columns(exprs)
+    if "CUT_FLAG" not in df.columns:
+        df = df.with_columns(pl.lit(0, dtype=pl.Int16).alias("CUT_FLAG"))
+    if ID_COL not in df.columns:
+        df = df.with_row_index(ID_COL).with_columns(pl.col(ID_COL).cast(pl.Int64))
+    return df
+
+
+def read_photometry(url: str, filters: Sequence[str]) -> pl.DataFrame:
+    return prepare_photometry(read_table(url), filters, url)
+
+
+def read_asts(url: str, filters: Sequence[str]) -> pl.DataFrame:
+    return prepare_asts(read_table(url), filters, url)
+
+
+def has_positions(df: pl.DataFrame) -> bool:
+    return "RA" in df.columns and "DEC" in df.columns
+
+
+def to_arrow(df: pl.DataFrame, provenance: Mapping[str, Any] | None = None,
+             meta: Mapping[str, Any] | None = None) -> pa.Table:
+    tab = df.to_arrow()
+    md = dict(tab.schema.metadata or {})
+    if provenance is not None:
+        md[PROVENANCE_KEY.encode()] = json.dumps(provenance, sort_keys=True, default=str).encode()
+    if meta is not None:
+        md[EXTRA_KEY.encode()] = json.dumps(meta, sort_keys=True, default=str).encode()
+    return tab.replace_schema_metadata(md)
+
+
+def write_parquet(df: pl.DataFrame, url: str, provenance: Mapping[str, Any] | None = None,
+                  meta: Mapping[str, Any] | None = None) -> str:
+    """Atomic Parquet write with the provenance JSON in the file metadata."""
+    tab = to_arrow(df, provenance, meta)
+    buf = io.BytesIO()
+    pq.write_table(tab, buf, compression="zstd")
+    storage.write_bytes(url, buf.getvalue())
+    return url
+
+
+def read_parquet(url: str) -> pl.DataFrame:
+    if not storage.exists(url):
+        raise FileNotFoundError(f"{url}: file not found")
+    with storage.open_url(url, "rb") as fh:
+        return pl.read_parquet(fh)
+
+
+def read_parquet_metadata(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(provenance, meta) stored in a beastflow Parquet file."""
+    with storage.open_url(url, "rb") as fh:
+        md = pq.read_schema(fh).metadata or {}
+    prov = json.loads(md[PROVENANCE_KEY.encode()]) if PROVENANCE_KEY.encode() in md else {}
+    meta = json.loads(md[EXTRA_KEY.encode()]) if EXTRA_KEY.encode() in md else {}
+    return prov, meta
+
+
+def read_any_photometry(url: str, filters: Sequence[str]) -> pl.DataFrame:
+    """Our own Parquet outputs and raw input files alike."""
+    return read_photometry(url, filters)

@@ -1,0 +1,10 @@
+"""Plots and an HTML report of a run's artifacts (``beastflow report OUTPUT_URL``).
+
+``make_report(output_url)`` finds the artifacts of a finished run below its
+output location, draws the diagnostic plots (``beastflow.report.plots``) and
+writes ``report/index.html`` linking them.
+"""
+
+from beastflow.report.html import Artifacts, Report, find_artifacts, make_report, stage_timings
+
+__all__ = ["make_report", "find_artifacts", "stage_timings", "Artifacts", "Report"]

@@ -1,0 +1,399 @@
+"""An HTML report of a run: finds the artifacts below an output URL, plots them, links the plots.
+
+``make_report(output_url)`` works on any run's output folder (the demo's or a
+real field's): every section is drawn only when its artifacts exist, and a
+section whose plot fails is reported in the page instead of aborting the whole
+report.  Output: ``{output}/report/index.html`` plus one PNG per plot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import html
+import logging
+import posixpath
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from beastflow import storage
+from beastflow.filters import short_name
+from beastflow.report import plots
+
+log = logging.getLogger(__name__)
+
+REPORT_DIR = "report"
+#: quantities shown for example stars and recovery, when the run has them
+PDF_QUANTITIES = ("Av", "logA", "M_ini", "Rv", "Z")
+RECOVERY_QUANTITIES = ("Av", "logA", "M_ini")
+
+
+@dataclasses.dataclass
+class Artifacts:
+    """What was found below an output URL (None / empty = absent)."""
+
+    output: str
+    project: str
+    stats: str | None = None
+    pdf1d: str | None = None
+    catalog: str | None = None
+    density_map: str | None = None
+    asts: str | None = None
+    asts_per_bin: dict[int, str] = dataclasses.field(default_factory=dict)
+    noise_models: list[str] = dataclasses.field(default_factory=list)
+    sed_grids: list[str] = dataclasses.field(default_factory=list)
+    truth: str | None = None
+    cache_records: list[str] = dataclasses.field(default_factory=list)
+
+
+def _names(urls: Sequence[str]) -> dict[str, str]:
+    return {posixpath.basename(u.rstrip("/")): u for u in urls}
+
+
+def find_artifacts(output_url: str, project: str | None = None, truth_url: str | None = None) -> Artifacts:
+    """Locate a run's artifacts by the names of docs/stages.md."""
+    if not storage.exists(output_url):
+        raise FileNotFoundError(f"{output_url}: no such output folder")
+    files = _names(storage.listdir(output_url))
+    if project is None:
+        cands = sorted(n[: -len("_stats.parquet")] for n in files
+                       if n.endswith("_stats.parquet") and not re.search(r"_bin\d+_sub\d+", n))
+        if not cands:
+            raise FileNotFoundError(f"{output_url}: no merged stats file (P_stats.parquet); "
+                                    "has the pipeline run to the end (merge stage)?")
+        project = cands[0]
+    P = project
+    a = Artifacts(output=output_url, project=P)
+    a.stats = files.get(f"{P}_stats.parquet")
+    a.pdf1d = files.get(f"{P}_pdf1d.hd5")
+    a.catalog = files.get(f"{P}_catalog_sd.parquet") or files.get(f"{P}_catalog_cut.parquet")
+    a.density_map = files.get(f"{P}_sourceden_map.parquet")
+    a.asts = files.get(f"{P}_asts_cut.parquet") or files.get(f"{P}_asts.parquet")
+    for n, u in files.items():
+        m = re.fullmatch(re.escape(P) + r"_asts_bin(\d+)\.parquet", n)
+        if m:
+            a.asts_per_bin[int(m.group(1))] = u
+        if re.fullmatch(re.escape(P) + r"_bin\d+(_gridsub\d+)?_noisemodel\.hd5", n):
+            a.noise_models.append(u)
+        if re.fullmatch(re.escape(P) + r"_seds\.grid(sub\d+)?\.hd5", n):
+            a.sed_grids.append(u)
+    a.noise_models.sort()
+    a.sed_grids.sort()
+    if truth_url:
+        a.truth = truth_url
+    else:
+        a.truth = files.get(f"{P}_truth.parquet") or files.get("demo_truth.parquet")
+    cache = storage.join(output_url, ".cache")
+    for stage_dir in storage.listdir(cache):
+        a.cache_records.extend(u for u in storage.listdir(stage_dir) if u.endswith(".json"))
+    return a
+
+
+# ------------------------------------------------------------------ loaders
+def _read_table(url: str) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    with storage.open_url(url, "rb") as fh:
+        tab = pq.read_table(fh)
+    out = {}
+    for c in tab.column_names:
+        col = tab.column(c)
+        try:
+            out[c] = col.to_numpy()
+        except Exception:  # nested / string columns that are not needed here
+            out[c] = np.asarray(col.to_pylist(), dtype=object)
+    return out
+
+
+def _take(table: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v)[idx] for k, v in table.items()}
+
+
+def _join_on_star_id(left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (into left, into right) of the stars present in both, in left's order."""
+    if "star_id" not in left or "star_id" not in right:
+        raise KeyError("both tables need a star_id column to be joined")
+    lid = np.asarray(left["star_id"]).astype(np.int64)
+    rid = np.asarray(right["star_id"]).astype(np.int64)
+    order = np.argsort(rid, kind="stable")
+    pos = np.searchsorted(rid[order], lid)
+    pos = np.clip(pos, 0, len(rid) - 1)
+    hit = rid[order][pos] == lid
+    return np.flatnonzero(hit), order[pos[hit]]
+
+
+def stage_timings(records: Sequence[str]) -> tuple[dict[str, float], dict[str, int]]:
+    """Seconds and number of units per stage from the pipeline's cache records."""
+    secs: dict[str, float] = {}
+    units: dict[str, int] = {}
+    created: dict[str, str] = {}
+    for u in records:
+        try:
+            rec = storage.read_json(u)
+        except Exception:  # a record being rewritten: skip it
+            continue
+        st = rec.get("stage") or posixpath.basename(posixpath.dirname(u))
+        secs[st] = secs.get(st, 0.0) + float(rec.get("seconds") or 0.0)
+        units[st] = units.get(st, 0) + 1
+        created[st] = min(created.get(st, "~"), str(rec.get("created", "~")))
+    order = sorted(secs, key=lambda s: created.get(s, "~"))
+    return {s: secs[s] for s in order}, {s: units[s] for s in order}
+
+
+def _example_rows(stats: dict[str, np.ndarray], ref: str, n: int = 3) -> np.ndarray:
+    """Bright, middle and faint example stars (by observed flux in ``ref``)."""
+    f = np.asarray(stats[ref], float)
+    order = np.argsort(-np.where(np.isfinite(f), f, -np.inf))
+    if len(order) <= n:
+        return order
+    return order[np.linspace(0, len(order) - 1, n + 2).astype(int)[1:-1]]
+
+
+# ------------------------------------------------------------------ report
+@dataclasses.dataclass
+class Section:
+    title: str
+    images: list[str]
+    text: str = ""
+    error: str = ""
+
+
+@dataclasses.dataclass
+class Report:
+    index: str
+    images: list[str]
+    sections: list[Section]
+    recovery: dict[str, dict[str, float]]
+    artifacts: Artifacts
+
+
+def make_report(output_url: str, project: str | None = None, truth_url: str | None = None,
+                report_url: str | None = None) -> Report:
+    """Plot a finished run's artifacts and write ``report/index.html`` linking the PNGs."""
+    from beastflow.physics.vega import vega_band_fluxes
+
+    art = find_artifacts(output_url, project, truth_url)
+    out = report_url or storage.join(output_url, REPORT_DIR)
+    storage.makedirs(out)
+    sections: list[Section] = []
+    recovery: dict[str, dict[str, float]] = {}
+
+    stats = _read_table(art.stats) if art.stats else None
+    filters = _stats_filters(stats) if stats is not None else []
+    vega = vega_band_fluxes(filters) if filters else np.array([])
+    shorts = [short_name(f) for f in filters]
+    truth = _read_table(art.truth) if art.truth and storage.exists(art.truth) else None
+
+    def section(title: str, fn, text: str = "") -> None:
+        try:
+            imgs = fn()
+        except Exception as exc:  # one bad artifact must not hide the rest of the report
+            log.warning("report section %r failed: %s", title, exc)
+            sections.append(Section(title, [], text, error=f"{type(exc).__name__}: {exc}"))
+            return
+        if imgs:
+            sections.append(Section(title, [i for i in imgs if i], text))
+
+    def img(name: str) -> str:
+        return storage.join(out, name)
+
+    if stats is not None and filters:
+        def cmd():
+            blue, red = _cmd_bands(shorts)
+            kb, kr = shorts.index(blue), shorts.index(red)
+            mb = plots._mags(np.asarray(stats[filters[kb]], float), vega[kb])
+            mr = plots._mags(np.asarray(stats[filters[kr]], float), vega[kr])
+            qs = [q for q in ("Av", "logA", "M_ini") if f"{q}_p50" in stats]
+            vals = [np.log10(stats[f"{q}_p50"]) if q == "M_ini" else stats[f"{q}_p50"] for q in qs]
+            names = ["log M_ini [M_sun] (p50)" if q == "M_ini" else f"{q} (p50)" for q in qs]
+            return [plots.plot_cmd(mb, mr, vals or [None], names or [""], blue, red, img("cmd.png"),
+                                   title="fitted catalog")]
+        section("Colour-magnitude diagram, coloured by fitted parameters", cmd,
+                "Observed photometry of every fitted star; colour = posterior median.")
+
+    if art.density_map:
+        def dmap():
+            tiles = _read_table(art.density_map)
+            ra = dec = None
+            if art.catalog:
+                cat = _read_table(art.catalog)
+                ra, dec = cat.get("RA"), cat.get("DEC")
+            return [plots.plot_density_map(tiles, img("density_map.png"), ra, dec)]
+        section("Source-density map", dmap, "Tiles of the density map with the catalogue positions.")
+
+    if art.asts and filters:
+        def asts_plot():
+            if art.asts_per_bin:
+                parts = {b: _read_table(u) for b, u in sorted(art.asts_per_bin.items())}
+                keys = sorted({k for p in parts.values() for k in p} & set.intersection(*(set(p) for p in parts.values())))
+                merged = {k: np.concatenate([np.asarray(p[k]) for p in parts.values()]) for k in keys}
+                groups = np.concatenate([np.full(len(next(iter(p.values()))), b) for b, p in parts.items()])
+            else:
+                merged, groups = _read_table(art.asts), None
+            bands = [b for b in shorts if f"{b}_IN" in merged and f"{b}_RATE" in merged]
+            return [plots.plot_ast_completeness(merged, bands, img("ast_completeness.png"), groups)]
+        section("Artificial-star completeness", asts_plot,
+                "Fraction of artificial stars recovered (non-zero flux, not cut) per band and density bin.")
+
+    if art.noise_models and filters:
+        def noise_plot():
+            curves = []
+            for u in art.noise_models:
+                curves.append(_noise_curve(u, art))
+            ast_tab = _read_table(art.asts) if art.asts else None
+            return [plots.plot_noise_model(curves, filters, vega, img("noise_model.png"), ast_tab)]
+        section("Noise model", noise_plot,
+                "Toothpick noise model per density bin: fractional error (solid) and bias (dashed) against "
+                "model magnitude; grey points: recovered artificial stars.")
+
+    if stats is not None and filters and len(stats[filters[0]]):
+        ref = filters[shorts.index(_cmd_bands(shorts)[1])]
+        rows = _example_rows(stats, ref, 3)
+        star_labels = [f"star_id {int(stats['star_id'][e])}" if "star_id" in stats else f"row {e}" for e in rows]
+        if art.pdf1d:
+            def pdfs():
+                from beastflow.fit.outputs import read_pdf1d
+                pdf = read_pdf1d(art.pdf1d)
+                qs = [q for q in PDF_QUANTITIES if q in pdf["quantities"]]
+                prow = rows
+                if "star_id" in stats:
+                    # pdf rows follow the pdf file's star order; map by star_id
+                    sid = np.asarray(pdf["star_id"]).astype(np.int64)
+                    where = {int(s): i for i, s in enumerate(sid)}
+                    prow = np.array([where[int(stats["star_id"][e])] for e in rows])
+                tr = None
+                if truth is not None and "star_id" in stats:
+                    li, ri = _join_on_star_id({"star_id": np.asarray(stats["star_id"])[rows]}, truth)
+                    if len(li) == len(rows):
+                        tr = {q: np.asarray(truth[q])[ri] for q in qs if q in truth}
+                sub_stats = {k: np.asarray(v)[rows] for k, v in stats.items() if k.endswith(("_p16", "_p50", "_p84"))}
+                sub_pdf = dict(pdf)
+                sub_pdf["pdf"] = {q: np.asarray(pdf["pdf"][q])[prow] for q in qs}
+                return [plots.plot_pdf1d(sub_pdf, list(range(len(rows))), qs, img("pdf1d_examples.png"),
+                                         sub_stats, tr, star_labels)]
+            section("1-D posterior PDFs of example stars", pdfs, "A bright, a middle and a faint star.")
+
+        def seds():
+            lamb = _wavelengths(art, filters)
+            return [plots.plot_sed_fits(stats, rows, filters, lamb, img("sed_examples.png"), star_labels)]
+        section("SED fits of example stars", seds,
+                "Observed fluxes and the fitted model fluxes (including the noise-model bias).")
+
+    if stats is not None and truth is not None:
+        def rec():
+            li, ri = _join_on_star_id(stats, truth)
+            if len(li) == 0:
+                raise ValueError("no fitted star has a truth entry (star_id)")
+            qs = [q for q in RECOVERY_QUANTITIES if q in truth and f"{q}_p50" in stats]
+            url, met = plots.plot_recovery(_take(stats, li), _take(truth, ri), qs, img("recovery.png"))
+            recovery.update(met)
+            return [url]
+        section("Parameter recovery (fit vs truth)", rec,
+                "Posterior median and p16-p84 against the true value; histogram of (fit - truth) / sigma.")
+
+    if art.cache_records:
+        def timing():
+            secs, units = stage_timings(art.cache_records)
+            if not secs:
+                return []
+            return [plots.plot_timings(secs, img("timings.png"), units)]
+        section("Time per stage", timing, "Compute seconds of every stage (sum over its units, from the cache records).")
+
+    index = storage.join(out, "index.html")
+    storage.write_bytes(index, render_html(art, sections, recovery).encode())
+    images = [i for s in sections for i in s.images]
+    return Report(index=index, images=images, sections=sections, recovery=recovery, artifacts=art)
+
+
+def _stats_filters(stats: dict[str, np.ndarray]) -> list[str]:
+    """Full filter names: the stats columns that have a matching ``symlog{F}_wd_bias_p50``."""
+    return [c for c in stats if f"symlog{c}_wd_bias_p50" in stats]
+
+
+def _cmd_bands(shorts: Sequence[str]) -> tuple[str, str]:
+    """A blue and a red optical band for the CMD (F475W/F814W when present)."""
+    for b, r in (("F475W", "F814W"), ("F555W", "F814W"), ("F606W", "F814W"), ("F336W", "F814W")):
+        if b in shorts and r in shorts:
+            return b, r
+    if len(shorts) >= 2:
+        return shorts[0], shorts[-1]
+    return shorts[0], shorts[0]
+
+
+def _wavelengths(art: Artifacts, filters: Sequence[str]) -> np.ndarray:
+    from beastflow.io.sed_grid import SEDGrid
+
+    for u in art.sed_grids:
+        g = SEDGrid(u)
+        if list(g.filters) == list(filters):
+            return np.asarray(g.lamb)
+    # no grid in the output folder: filter pivot wavelengths from the filter library
+    from beastflow.physics import photometry
+
+    return np.array([f.mean_wavelength for f in photometry.load_filters(filters)])
+
+
+def _noise_curve(url: str, art: Artifacts, max_rows: int = 20_000) -> dict[str, Any]:
+    from beastflow.io.hdf5_arrays import decode_attr, open_h5
+    from beastflow.io.sed_grid import SEDGrid
+
+    with open_h5(url) as h5:
+        n = h5["error"].shape[0]
+        grid_url = decode_attr(h5.attrs.get("sed_grid", ""))
+    if not grid_url or not storage.exists(grid_url):
+        m = re.search(r"_gridsub(\d+)_", posixpath.basename(url))
+        cands = [g for g in art.sed_grids if (f"gridsub{m.group(1)}" in g if m else True)]
+        if not cands:
+            raise FileNotFoundError(f"{url}: its SED grid is not in the output folder")
+        grid_url = cands[0]
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(n, size=min(n, max_rows), replace=False))
+    with open_h5(url) as h5:
+        err, bias = h5["error"][...][rows], h5["bias"][...][rows]
+        comp = h5["completeness"][...][rows]
+    seds = SEDGrid(grid_url).read(columns=[]).seds[rows]
+    m = re.search(r"_bin(\d+)", posixpath.basename(url))
+    return {"label": f"bin {m.group(1)}" if m else posixpath.basename(url), "seds": seds, "error": err,
+            "bias": bias, "completeness": comp}
+
+
+def render_html(art: Artifacts, sections: Sequence[Section], recovery: dict[str, dict[str, float]]) -> str:
+    e = html.escape
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>beastflow report: {e(art.project)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+        "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}"
+        ".err{color:#a00}</style></head><body>",
+        f"<h1>beastflow report: {e(art.project)}</h1>",
+        f"<p>Output: <code>{e(art.output)}</code> &middot; generated {e(now)}</p>",
+        "<ul>" + "".join(f"<li><a href='#s{i}'>{e(s.title)}</a></li>" for i, s in enumerate(sections)) + "</ul>",
+    ]
+    if recovery:
+        parts.append("<h2>Recovery summary</h2><table><tr><th>quantity</th><th>stars</th>"
+                     "<th>median (fit-truth)/&sigma;</th><th>truth inside p16-p84</th><th>median |fit-truth|</th></tr>")
+        for q, m in recovery.items():
+            parts.append(f"<tr><td>{e(q)}</td><td>{m['n']}</td><td>{m['median_z']:+.2f}</td>"
+                         f"<td>{100 * m['coverage_68']:.1f}%</td><td>{m['median_abs_error']:.3g}</td></tr>")
+        parts.append("</table>")
+    for i, s in enumerate(sections):
+        parts.append(f"<h2 id='s{i}'>{e(s.title)}</h2>")
+        if s.text:
+            parts.append(f"<p>{e(s.text)}</p>")
+        if s.error:
+            parts.append(f"<p class='err'>could not be drawn: {e(s.error)}</p>")
+        for im in s.images:
+            name = posixpath.basename(im)
+            parts.append(f"<a href='{e(name)}'><img src='{e(name)}' alt='{e(s.title)}'></a>")
+    found = {k: v for k, v in dataclasses.asdict(art).items() if k not in ("output", "project", "cache_records") and v}
+    parts.append("<h2>Artifacts used</h2><ul>")
+    for k, v in found.items():
+        vals = v.values() if isinstance(v, dict) else (v if isinstance(v, list) else [v])
+        parts.append(f"<li>{e(k)}: " + ", ".join(f"<code>{e(posixpath.basename(str(x)))}</code>" for x in vals) + "</li>")
+    parts.append("</ul></body></html>")
+    return "\n".join(parts)

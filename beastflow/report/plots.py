@@ -1,0 +1,367 @@
+"""Diagnostic plots of a beastflow run (matplotlib, Agg, PNG).
+
+Every function takes plain data (numpy arrays, polars frames, dicts as read by
+the artifact readers), draws one figure and writes it atomically to a URL
+through ``beastflow.storage``; it returns that URL.  Nothing here uses pyplot's
+global state (figures are ``matplotlib.figure.Figure`` objects rendered by the
+Agg canvas), so plotting is safe in worker threads and on headless machines.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from beastflow import storage
+from beastflow.filters import short_name
+
+#: human labels of the usual quantities
+LABELS = {
+    "Av": "A(V) [mag]", "Rv": "R(V)", "f_A": "f_A", "Rv_A": "R(V)_A", "logA": "log age [yr]",
+    "M_ini": "M_ini [M_sun]", "M_act": "M_act [M_sun]", "Z": "Z", "distance": "distance [pc]",
+    "logL": "log L [L_sun]", "logT": "log T_eff [K]", "logg": "log g", "radius": "radius [R_sun]",
+}
+#: symlog scale used by the fit's flux quantities (beast/tools/symlog.py)
+SYMLOG_SCALE = 1e-20
+
+
+def label(q: str) -> str:
+    return LABELS.get(q, q)
+
+
+def inverse_symlog(s: np.ndarray) -> np.ndarray:
+    s = np.asarray(s, dtype=np.float64)
+    return np.sign(s) * SYMLOG_SCALE * (10.0 ** np.abs(s) - 1.0)
+
+
+def save(fig: Figure, url: str, dpi: int = 110) -> str:
+    """Render ``fig`` to PNG and write it atomically to ``url``."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    storage.write_bytes(url, buf.getvalue())
+    return url
+
+
+def _mags(flux: np.ndarray, vega: float) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(flux > 0, -2.5 * np.log10(np.where(flux > 0, flux, 1.0) / vega), np.nan)
+
+
+def _panel_grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    ncol = min(n, max_cols)
+    return int(np.ceil(n / ncol)), ncol
+
+
+# ---------------------------------------------------------------- catalog CMD
+def plot_cmd(mag_blue: np.ndarray, mag_red: np.ndarray, color_values: Sequence[np.ndarray | None],
+             color_names: Sequence[str], blue: str, red: str, url: str, title: str = "") -> str:
+    """Colour-magnitude diagram (blue - red vs red), one panel per colouring quantity.
+
+    ``color_values`` entries may be None (panel coloured by point density only).
+    """
+    mb, mr = np.asarray(mag_blue, float), np.asarray(mag_red, float)
+    ok = np.isfinite(mb) & np.isfinite(mr)
+    n = max(1, len(color_values))
+    fig = Figure(figsize=(4.6 * n, 4.8))
+    for i in range(n):
+        ax = fig.add_subplot(1, n, i + 1)
+        cv = color_values[i] if color_values else None
+        if cv is None:
+            ax.scatter(mb[ok] - mr[ok], mr[ok], s=3, c="k", alpha=0.5, linewidths=0)
+        else:
+            c = np.asarray(cv, float)
+            sel = ok & np.isfinite(c)
+            order = np.argsort(c[sel])  # extreme values on top
+            sc = ax.scatter((mb - mr)[sel][order], mr[sel][order], c=c[sel][order], s=4, cmap="viridis",
+                            linewidths=0)
+            fig.colorbar(sc, ax=ax, label=label(color_names[i]))
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{blue} - {red} [Vega mag]")
+        ax.set_ylabel(f"{red} [Vega mag]")
+        ax.set_title(f"{title} ({int(ok.sum())} stars)" if title else f"{int(ok.sum())} stars", fontsize=9)
+    return save(fig, url)
+
+
+# ---------------------------------------------------------------- density map
+def plot_density_map(tiles: Mapping[str, np.ndarray], url: str, stars_ra: np.ndarray | None = None,
+                     stars_dec: np.ndarray | None = None, unit: str = "sources / arcsec$^2$") -> str:
+    """The source-density tile map (tile table columns ``min_ra``, ``max_ra``, ``min_dec``, ``max_dec``, ``value``)."""
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    fig = Figure(figsize=(6.0, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    v = np.asarray(tiles["value"], float)
+    rects = [Rectangle((a, c), b - a, d - c) for a, b, c, d in
+             zip(tiles["min_ra"], tiles["max_ra"], tiles["min_dec"], tiles["max_dec"])]
+    pc = PatchCollection(rects, cmap="magma", edgecolor="none")
+    pc.set_array(v)
+    ax.add_collection(pc)
+    fig.colorbar(pc, ax=ax, label=unit)
+    if stars_ra is not None and stars_dec is not None:
+        ax.scatter(stars_ra, stars_dec, s=1, c="c", alpha=0.4, linewidths=0)
+    ax.set_xlim(float(np.max(tiles["max_ra"])), float(np.min(tiles["min_ra"])))  # east to the left
+    ax.set_ylim(float(np.min(tiles["min_dec"])), float(np.max(tiles["max_dec"])))
+    ax.set_xlabel("RA [deg]")
+    ax.set_ylabel("Dec [deg]")
+    ax.set_title(f"source density: {len(v)} tiles, max {np.max(v):.2f}", fontsize=9)
+    return save(fig, url)
+
+
+# ---------------------------------------------------------------- ASTs / noise
+def completeness_curve(mag_in: np.ndarray, recovered: np.ndarray, n_bins: int = 25
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bin centres, recovered fraction, counts) of ASTs in bins of input magnitude."""
+    m = np.asarray(mag_in, float)
+    ok = np.isfinite(m) & (m < 80)
+    m, r = m[ok], np.asarray(recovered, bool)[ok]
+    if len(m) == 0:
+        return np.array([]), np.array([]), np.array([])
+    edges = np.linspace(m.min(), m.max() + 1e-9, n_bins + 1)
+    idx = np.clip(np.digitize(m, edges) - 1, 0, n_bins - 1)
+    cnt = np.bincount(idx, minlength=n_bins)
+    rec = np.bincount(idx, weights=r.astype(float), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = rec / cnt
+    return 0.5 * (edges[1:] + edges[:-1]), frac, cnt
+
+
+def plot_ast_completeness(asts: Mapping[str, np.ndarray], bands: Sequence[str], url: str,
+                          groups: np.ndarray | None = None, group_label: str = "density bin") -> str:
+    """AST completeness vs input magnitude per band (``{B}_IN``, ``{B}_RATE``; recovered = rate != 0
+    and CUT_FLAG == 0), one curve per group (e.g. density bin)."""
+    nr, nc = _panel_grid(len(bands))
+    fig = Figure(figsize=(4.2 * nc, 3.3 * nr))
+    cut = np.asarray(asts["CUT_FLAG"]) > 0 if "CUT_FLAG" in asts else None
+    gvals = [None] if groups is None else sorted(np.unique(groups).tolist())
+    for i, b in enumerate(bands):
+        ax = fig.add_subplot(nr, nc, i + 1)
+        rate = np.asarray(asts[f"{b}_RATE"], float)
+        rec = (rate != 0) & np.isfinite(rate)
+        if cut is not None:
+            rec &= ~cut
+        for g in gvals:
+            sel = np.ones(len(rate), bool) if g is None else np.asarray(groups) == g
+            x, frac, cnt = completeness_curve(np.asarray(asts[f"{b}_IN"])[sel], rec[sel])
+            ok = cnt > 0
+            ax.plot(x[ok], frac[ok], "-o", ms=2.5, label=None if g is None else f"{group_label} {g}")
+        ax.set_ylim(-0.03, 1.05)
+        ax.axhline(0.5, color="0.7", lw=0.8, ls=":")
+        ax.set_xlabel(f"{b} input [Vega mag]")
+        ax.set_ylabel("completeness")
+        if groups is not None and i == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"artificial-star completeness ({len(next(iter(asts.values())))} ASTs)", fontsize=10)
+    return save(fig, url)
+
+
+def plot_noise_model(curves: Sequence[Mapping[str, Any]], filters: Sequence[str], vega: np.ndarray, url: str,
+                     asts: Mapping[str, np.ndarray] | None = None) -> str:
+    """Noise-model curves per filter: fractional error and fractional bias vs model magnitude.
+
+    ``curves``: one dict per noise model with ``label``, ``seds`` [n, nb]
+    (model fluxes), ``error``, ``bias``, ``completeness`` (rows aligned).
+    ``asts`` (optional): measured (out - in)/in of recovered ASTs for comparison.
+    """
+    nr, nc = _panel_grid(len(filters))
+    fig = Figure(figsize=(4.4 * nc, 3.4 * nr))
+    for k, f in enumerate(filters):
+        b = short_name(f)
+        ax = fig.add_subplot(nr, nc, k + 1)
+        if asts is not None and f"{b}_IN" in asts:
+            fin = 10 ** (-0.4 * np.asarray(asts[f"{b}_IN"], float))
+            fout = np.asarray(asts[f"{b}_RATE"], float)
+            ok = (fout != 0) & np.isfinite(fout) & np.isfinite(fin)
+            if "CUT_FLAG" in asts:
+                ok &= np.asarray(asts["CUT_FLAG"]) == 0
+            ax.scatter(np.asarray(asts[f"{b}_IN"])[ok], ((fout - fin) / fin)[ok], s=1, c="0.75",
+                       linewidths=0, label="ASTs (out-in)/in", rasterized=True)
+        for c in curves:
+            F = np.asarray(c["seds"])[:, k]
+            err = np.asarray(c["error"])[:, k]
+            bias = np.asarray(c["bias"])[:, k]
+            ok = (F > 0) & (err > 0)
+            if not ok.any():
+                continue
+            m = _mags(F[ok], vega[k])
+            order = np.argsort(m)
+            line, = ax.plot(m[order], (err[ok] / F[ok])[order], lw=1.2, label=f"{c['label']} sigma/F")
+            ax.plot(m[order], (bias[ok] / F[ok])[order], lw=1.0, ls="--", color=line.get_color(),
+                    label=f"{c['label']} bias/F")
+        ax.set_yscale("symlog", linthresh=0.01)
+        ax.set_xlabel(f"{b} model [Vega mag]")
+        ax.set_ylabel("fraction of flux")
+        ax.axhline(0, color="0.5", lw=0.6)
+        if k == 0:
+            ax.legend(fontsize=6)
+    fig.suptitle("toothpick noise model per density bin (dashed: bias)", fontsize=10)
+    return save(fig, url)
+
+
+# ---------------------------------------------------------------- example stars
+def plot_pdf1d(pdf1d: Mapping[str, Any], rows: Sequence[int], quantities: Sequence[str], url: str,
+               stats: Mapping[str, np.ndarray] | None = None, truth: Mapping[str, np.ndarray] | None = None,
+               star_labels: Sequence[str] | None = None) -> str:
+    """1-D posterior PDFs of example stars (rows of the pdf1d file), one column per quantity.
+
+    Vertical lines: p16/p50/p84 from ``stats`` (same row order) and the truth.
+    """
+    nq, ns = len(quantities), len(rows)
+    fig = Figure(figsize=(2.9 * nq, 2.2 * ns))
+    for i, e in enumerate(rows):
+        for j, q in enumerate(quantities):
+            ax = fig.add_subplot(ns, nq, i * nq + j + 1)
+            cen = np.asarray(pdf1d["centres"][q])
+            p = np.asarray(pdf1d["pdf"][q][e])
+            ax.step(cen, p, where="mid", color="C0", lw=1.2)
+            ax.fill_between(cen, p, step="mid", alpha=0.25, color="C0")
+            if pdf1d.get("log", {}).get(q):
+                ax.set_xscale("log")
+            if stats is not None and f"{q}_p50" in stats:
+                for s, ls in (("p16", ":"), ("p50", "-"), ("p84", ":")):
+                    ax.axvline(float(stats[f"{q}_{s}"][e]), color="C1", ls=ls, lw=1)
+            if truth is not None and q in truth:
+                ax.axvline(float(truth[q][i]), color="C3", lw=1.5, label="truth")
+            ax.set_yticks([])
+            if i == ns - 1:
+                ax.set_xlabel(label(q), fontsize=8)
+            if j == 0:
+                ax.set_ylabel(star_labels[i] if star_labels else f"star {e}", fontsize=7)
+            ax.tick_params(labelsize=7)
+    fig.suptitle("1-D posterior PDFs (orange: p16/p50/p84, red: truth)", fontsize=10)
+    return save(fig, url)
+
+
+def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters: Sequence[str],
+                  lamb: np.ndarray, url: str, star_labels: Sequence[str] | None = None) -> str:
+    """Observed band fluxes and the fitted model SED (best model and p16-p84 band) of example stars.
+
+    Uses the stats columns ``{FILTER}`` (observed flux) and
+    ``symlog{FILTER}_wd_bias_{Best,p16,p50,p84}`` (model flux + noise bias).
+    """
+    lamb = np.asarray(lamb, float)
+    order = np.argsort(lamb)
+    n = len(rows)
+    nr, nc = _panel_grid(n, 3)
+    fig = Figure(figsize=(4.3 * nc, 3.3 * nr))
+    lam_um = lamb[order] / 1e4
+    for i, e in enumerate(rows):
+        ax = fig.add_subplot(nr, nc, i + 1)
+        obs = np.array([float(stats[f][e]) for f in filters])[order]
+        mod = {}
+        for s in ("Best", "p16", "p50", "p84"):
+            cols = [f"symlog{f}_wd_bias_{s}" for f in filters]
+            if all(c in stats for c in cols):
+                mod[s] = inverse_symlog(np.array([float(stats[c][e]) for c in cols]))[order]
+        scale = lam_um  # plot lambda * F_lambda: flatter, easier to read
+        if "p16" in mod and "p84" in mod:
+            ax.fill_between(lam_um, mod["p16"] * scale, mod["p84"] * scale, color="C0", alpha=0.25,
+                            label="model p16-p84")
+        if "Best" in mod:
+            ax.plot(lam_um, mod["Best"] * scale, "-s", color="C0", ms=3, lw=1, label="best model")
+        pos = obs > 0
+        ax.plot(lam_um[pos], (obs * scale)[pos], "o", color="C3", ms=5, label="observed")
+        if (~pos).any():
+            ax.plot(lam_um[~pos], np.full((~pos).sum(), np.nan), "v", color="C3")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("wavelength [micron]")
+        ax.set_ylabel(r"$\lambda F_\lambda$ [arb.]")
+        ax.set_title(star_labels[i] if star_labels else f"star {e}", fontsize=8)
+        if i == 0:
+            ax.legend(fontsize=6)
+    fig.suptitle("SED fits of example stars", fontsize=10)
+    return save(fig, url)
+
+
+# ---------------------------------------------------------------- recovery
+def recovery_metrics(fit_p16: np.ndarray, fit_p50: np.ndarray, fit_p84: np.ndarray, truth: np.ndarray
+                     ) -> dict[str, float]:
+    """Median of (fit - truth) / uncertainty and the fraction of truths inside p16-p84.
+
+    The uncertainty is the half-width on the side of the truth (p84 - p50 when
+    the fit is below the truth, p50 - p16 when above), so asymmetric posteriors
+    are judged on the side that matters.
+    """
+    p16, p50, p84, t = (np.asarray(a, float) for a in (fit_p16, fit_p50, fit_p84, truth))
+    ok = np.isfinite(p16) & np.isfinite(p50) & np.isfinite(p84) & np.isfinite(t)
+    p16, p50, p84, t = p16[ok], p50[ok], p84[ok], t[ok]
+    half = np.where(p50 < t, p84 - p50, p50 - p16)
+    # a zero-width side (posterior piled on one grid value): use the other side, then the full width
+    half = np.where(half > 0, half, 0.5 * (p84 - p16))
+    good = half > 0
+    z = (p50[good] - t[good]) / half[good]
+    inside = (t >= p16) & (t <= p84)
+    return {"n": int(ok.sum()), "median_z": float(np.median(z)) if len(z) else float("nan"),
+            "coverage_68": float(np.mean(inside)) if len(t) else float("nan"),
+            "median_abs_error": float(np.median(np.abs(p50 - t))) if len(t) else float("nan")}
+
+
+def plot_recovery(stats: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray], quantities: Sequence[str],
+                  url: str) -> tuple[str, dict[str, dict[str, float]]]:
+    """Fitted (p50 with p16-p84 bars) vs true values, and (fit - truth)/sigma histograms.
+
+    ``stats`` and ``truth`` must be row-aligned (joined on star_id).  Returns
+    (url, {quantity: recovery_metrics}).
+    """
+    nq = len(quantities)
+    fig = Figure(figsize=(4.0 * nq, 7.2))
+    metrics: dict[str, dict[str, float]] = {}
+    for j, q in enumerate(quantities):
+        t = np.asarray(truth[q], float)
+        p16, p50, p84 = (np.asarray(stats[f"{q}_{s}"], float) for s in ("p16", "p50", "p84"))
+        met = recovery_metrics(p16, p50, p84, t)
+        metrics[q] = met
+        ax = fig.add_subplot(2, nq, j + 1)
+        ax.errorbar(t, p50, yerr=[np.clip(p50 - p16, 0, None), np.clip(p84 - p50, 0, None)], fmt="o", ms=2,
+                    elinewidth=0.4, alpha=0.5, color="C0")
+        lo, hi = np.nanmin(np.r_[t, p16]), np.nanmax(np.r_[t, p84])
+        ax.plot([lo, hi], [lo, hi], color="C3", lw=1)
+        if q in ("M_ini", "M_act", "radius"):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel(f"true {label(q)}")
+        ax.set_ylabel(f"fitted {label(q)}")
+        ax.set_title(f"{q}: {100 * met['coverage_68']:.0f}% inside p16-p84", fontsize=9)
+        ax2 = fig.add_subplot(2, nq, nq + j + 1)
+        half = np.where(p50 < t, p84 - p50, p50 - p16)
+        half = np.where(half > 0, half, 0.5 * (p84 - p16))
+        z = np.where(half > 0, (p50 - t) / np.where(half > 0, half, 1), np.nan)
+        z = z[np.isfinite(z)]
+        ax2.hist(np.clip(z, -5, 5), bins=np.linspace(-5, 5, 41), color="C0", alpha=0.7, density=True)
+        xx = np.linspace(-5, 5, 200)
+        ax2.plot(xx, np.exp(-0.5 * xx ** 2) / np.sqrt(2 * np.pi), color="C3", lw=1, label="N(0,1)")
+        ax2.axvline(met["median_z"], color="k", lw=1)
+        ax2.set_xlabel(f"(fit - truth) / sigma  [{q}]")
+        ax2.set_title(f"median {met['median_z']:+.2f}", fontsize=9)
+        if j == 0:
+            ax2.legend(fontsize=7)
+    fig.suptitle(f"parameter recovery ({metrics[quantities[0]]['n']} stars)", fontsize=10)
+    return save(fig, url), metrics
+
+
+# ---------------------------------------------------------------- timings
+def plot_timings(stage_seconds: Mapping[str, float], url: str, stage_units: Mapping[str, int] | None = None) -> str:
+    """Horizontal bars: compute seconds per stage (sum over its units)."""
+    names = list(stage_seconds)
+    secs = np.array([float(stage_seconds[n]) for n in names])
+    fig = Figure(figsize=(6.5, 0.45 * len(names) + 1.2))
+    ax = fig.add_subplot(1, 1, 1)
+    y = np.arange(len(names))
+    ax.barh(y, secs, color="C0")
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{n} ({stage_units[n]})" if stage_units and n in stage_units else n for n in names],
+                       fontsize=8)
+    ax.invert_yaxis()
+    for yi, s in zip(y, secs):
+        ax.text(s, yi, f" {s:.1f} s", va="center", fontsize=7)
+    ax.set_xlabel("seconds (sum over units)")
+    ax.set_xlim(0, max(1.0, secs.max() * 1.25) if len(secs) else 1.0)
+    ax.set_title(f"time per stage, total {secs.sum():.1f} s", fontsize=9)
+    return save(fig, url)

@@ -1,0 +1,292 @@
+"""Where pipeline units run: in this process, a local process pool, or SLURM arrays.
+
+No Prefect import here: the functions below are what a SLURM array task or a
+pool worker executes, and those must start fast and never contact a Prefect
+API (a few hundred array tasks each starting a temporary Prefect server
+would swamp a login node).  The Prefect layer (``flows/tasks.py``) decides
+which units are cache misses and hands only those to ``run_batch``.
+
+Retries here are per unit: when one element of an array fails, only that
+element is resubmitted (after ``retry_delay_s``), up to ``retries`` times.
+Units still failing at the end are reported together in ``UnitsFailed``,
+naming each unit (sub-file) and the last line of its error.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import importlib
+import math
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from beastflow import storage
+
+from . import caching
+
+
+@dataclasses.dataclass
+class Unit:
+    """One call of a stage function, e.g. ``run_fit`` for one (bin, sub-file, subgrid)."""
+
+    stage: str
+    #: unique within the stage, used in file names and the UI: ``bin1_sub0_gridsub0``
+    label: str
+    #: ``"package.module:function"`` (or a callable, for tests); called as ``func(settings, *args, **kwargs)``
+    func: str | Callable[..., Any]
+    args: tuple = ()
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: input artifacts whose content hashes go into the cache key
+    inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: settings sections the stage depends on
+    sections: tuple[str, ...] = ()
+    #: extra key material (non-URL arguments)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: bytes of the grids the unit loads (SLURM memory request)
+    mem_bytes: int = 0
+    #: stars handled by the unit (progress), 0 when not applicable
+    n_stars: int = 0
+
+    def key(self, settings) -> str:
+        return caching.unit_key(self.stage, self.label, settings, self.sections, self.inputs, self.params)
+
+
+class UnitsFailed(RuntimeError):
+    """Some units failed after all retries; ``failures`` maps unit label -> reason."""
+
+    def __init__(self, stage: str, failures: dict[str, str], total: int, logs: str | None = None):
+        self.stage = stage
+        self.failures = dict(failures)
+        lines = [f"{stage}: {len(failures)} of {total} units failed after retries:"]
+        lines += [f"  {label}: {why}" for label, why in sorted(failures.items())]
+        if logs:
+            lines.append(f"  (logs in {logs})")
+        super().__init__("\n".join(lines))
+
+
+def _resolve(func: str | Callable[..., Any]) -> Callable[..., Any]:
+    if callable(func):
+        return func
+    mod, _, name = func.partition(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+def _as_settings(settings):
+    if isinstance(settings, dict):
+        from beastflow.settings import settings_from_dict
+
+        return settings_from_dict(settings)
+    return settings
+
+
+def settings_payload(settings) -> dict[str, Any]:
+    """Settings as plain JSON data (what crosses process / SLURM boundaries)."""
+    return settings.model_dump(mode="json", exclude={"source"})
+
+
+def execute_unit(settings, unit: Unit, key: str) -> dict[str, Any]:
+    """Run one unit and write its cache record; returns the encoded stage result.
+
+    This is the function a pool worker or SLURM array task runs.  The settings
+    arrive as plain data; their storage options are installed first so that an
+    S3 output works the same inside the job.
+    """
+    settings = _as_settings(settings).activate()
+    t0 = time.monotonic()
+    result = _resolve(unit.func)(settings, *unit.args, **unit.kwargs)
+    seconds = time.monotonic() - t0
+    caching.write_record(settings, unit.stage, unit.label, key, result,
+                         extra={"seconds": round(seconds, 3), "host": os.uname().nodename})
+    return caching.encode_result(result)
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The last meaningful line of an error (SLURM errors carry a whole traceback)."""
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if not ln.startswith(("File ", "^", "~", "raise ", "return ")) and not ln.startswith("submitit"):
+            if "Error" in ln or "Exception" in ln or len(lines) == 1:
+                return ln[:500]
+    return (lines[-1] if lines else type(exc).__name__)[:500]
+
+
+# --------------------------------------------------------------------------
+# SLURM memory request
+# --------------------------------------------------------------------------
+def mem_request_gb(settings, mem_bytes: int) -> int:
+    """Memory (GB, whole) for a unit that loads ``mem_bytes`` of grids."""
+    sl = settings.execution.slurm
+    gb = sl.mem_overhead_gb + sl.mem_factor * mem_bytes / 2**30
+    need = max(1, math.ceil(gb))
+    if need > sl.mem_max_gb:
+        raise ValueError(
+            f"a unit needs {need} GB (= {sl.mem_overhead_gb} + {sl.mem_factor} x {mem_bytes / 2**30:.2f} GB of grids), "
+            f"more than execution.slurm.mem_max_gb = {sl.mem_max_gb}; use more subgrids (physics.n_subgrid) "
+            "or raise mem_max_gb"
+        )
+    return need
+
+
+def slurm_folder(settings) -> str:
+    """Absolute local folder for submitit's pickles and logs."""
+    folder = os.path.expanduser(settings.execution.slurm.folder)
+    if os.path.isabs(folder):
+        return folder
+    if storage.protocol(settings.output) == "file":
+        base = settings.output.split("://", 1)[-1]
+        return os.path.abspath(os.path.join(base, folder))
+    return os.path.abspath(folder)
+
+
+# --------------------------------------------------------------------------
+# batches with per-unit retries
+# --------------------------------------------------------------------------
+OnEvent = Callable[[Unit, str, dict[str, Any]], None]
+
+
+def run_batch(settings, units: Sequence[Unit], keys: dict[str, str], kind: str | None = None,
+              on_event: OnEvent | None = None) -> dict[str, Any]:
+    """Run the units with the executor ``kind`` (default: settings.execution.executor).
+
+    Returns ``{label: decoded stage result}``.  ``on_event(unit, status, info)``
+    is called with status ``"done"`` or ``"failed"`` (info: attempt, reason,
+    seconds) as units finish, in this process.  Raises ``UnitsFailed`` naming
+    every unit that still fails after ``settings.execution.retries`` retries.
+    """
+    ex = settings.execution
+    kind = kind or ex.executor
+    submit = {"inprocess": _run_inprocess, "processes": _run_processes, "slurm": _run_slurm}.get(kind)
+    if submit is None:
+        raise ValueError(f"unknown executor {kind!r} (inprocess, processes, slurm)")
+    results: dict[str, Any] = {}
+    pending = list(units)
+    reasons: dict[str, str] = {}
+    for attempt in range(ex.retries + 1):
+        if not pending:
+            break
+        if attempt:
+            time.sleep(ex.retry_delay_s)
+        failed: list[Unit] = []
+        for unit, ok, value, seconds in submit(settings, pending, keys):
+            info = {"attempt": attempt + 1, "seconds": seconds}
+            if ok:
+                results[unit.label] = caching.decode_result(value)
+                # load the output hashes the job recorded (no re-hashing downstream)
+                caching.read_hit(settings, unit.stage, unit.label, keys[unit.label])
+                reasons.pop(unit.label, None)
+                if on_event:
+                    on_event(unit, "done", info)
+            else:
+                reasons[unit.label] = value
+                failed.append(unit)
+                if on_event:
+                    on_event(unit, "failed", {**info, "reason": value, "final": attempt == ex.retries})
+        pending = failed
+    if pending:
+        logs = slurm_folder(settings) if kind == "slurm" else None
+        raise UnitsFailed(pending[0].stage, {u.label: reasons[u.label] for u in pending}, len(units), logs)
+    return results
+
+
+def _run_inprocess(settings, units, keys):
+    for unit in units:
+        t0 = time.monotonic()
+        try:
+            value = execute_unit(settings, unit, keys[unit.label])
+        except Exception as exc:  # noqa: BLE001 - reported per unit, retried
+            yield unit, False, f"{type(exc).__name__}: {exc}", time.monotonic() - t0
+        else:
+            yield unit, True, value, time.monotonic() - t0
+
+
+def _run_processes(settings, units, keys):
+    payload = settings_payload(settings)
+    # "spawn": the parent runs Prefect's threads; forking a threaded process is unsafe.
+    ctx = multiprocessing.get_context("spawn")
+    workers = min(settings.execution.workers, len(units))
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        t0 = time.monotonic()
+        futs = {pool.submit(execute_unit, payload, u, keys[u.label]): u for u in units}
+        for fut in cf.as_completed(futs):
+            unit = futs[fut]
+            try:
+                value = fut.result()
+            except Exception as exc:  # noqa: BLE001
+                yield unit, False, f"{type(exc).__name__}: {exc}", time.monotonic() - t0
+            else:
+                yield unit, True, value, time.monotonic() - t0
+
+
+def _slurm_executor(settings, name: str, mem_gb: int):
+    import submitit
+
+    sl = settings.execution.slurm
+    folder = slurm_folder(settings)
+    os.makedirs(folder, exist_ok=True)
+    # cluster="slurm" explicitly: AutoExecutor would silently fall back to
+    # local execution when sbatch is missing, hiding a misconfiguration.
+    executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster="slurm")
+    params: dict[str, Any] = {
+        "name": name,
+        "timeout_min": sl.time_min,
+        "cpus_per_task": sl.cpus_per_task,
+        "mem_gb": mem_gb,
+    }
+    if sl.partition:
+        params["slurm_partition"] = sl.partition
+    if sl.account:
+        params["slurm_account"] = sl.account
+    if sl.qos:
+        params["slurm_qos"] = sl.qos
+    if sl.array_parallelism:
+        params["slurm_array_parallelism"] = sl.array_parallelism
+    if sl.extra:
+        params["slurm_additional_parameters"] = dict(sl.extra)
+    executor.update_parameters(**params)
+    return executor
+
+
+def _run_slurm(settings, units, keys):
+    from submitit.core.utils import UncompletedJobError
+
+    payload = settings_payload(settings)
+    size = settings.execution.slurm.max_array_size
+    t0 = time.monotonic()
+    running = []
+    for start in range(0, len(units), size):
+        chunk = list(units[start:start + size])
+        # one memory request per array: enough for its largest unit
+        mem_gb = max(mem_request_gb(settings, u.mem_bytes) for u in chunk)
+        executor = _slurm_executor(settings, f"bf-{chunk[0].stage}", mem_gb)
+        jobs = executor.map_array(execute_unit, [payload] * len(chunk), chunk, [keys[u.label] for u in chunk])
+        running += list(zip(chunk, jobs))
+    while running:
+        still = []
+        for unit, job in running:
+            if not job.done():
+                still.append((unit, job))
+                continue
+            try:
+                value = job.result()
+            except UncompletedJobError as exc:
+                state = job.get_info(mode="force").get("State", "UNKNOWN")
+                yield unit, False, f"job {job.job_id} ended without a result (state {state}): {_short_reason(exc)}", \
+                    time.monotonic() - t0
+            except Exception as exc:  # noqa: BLE001 - FailedJobError carries the remote traceback
+                yield unit, False, f"job {job.job_id}: {_short_reason(exc)} (log: {job.paths.stderr})", \
+                    time.monotonic() - t0
+            else:
+                yield unit, True, value, time.monotonic() - t0
+        running = still
+        if running:
+            time.sleep(0.5)
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

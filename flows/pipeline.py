@@ -1,0 +1,262 @@
+"""Prefect flows: one per stage, and the pipeline that runs them in order.
+
+Every flow takes ``settings`` — a settings file URL, a dict, or a
+``beastflow.settings.Settings`` — and returns a ``StageRun`` whose ``urls``
+are the stage's artifacts (``PipelineRun`` for the pipeline).  A stage flow
+called on its own fetches what it needs by calling its upstream stage flows,
+which are cache hits when their inputs are unchanged; the pipeline passes the
+upstream results along instead.
+
+    from flows.pipeline import pipeline_flow, fit_flow
+    run = pipeline_flow("field.toml")       # whole pipeline
+    run.urls["merge"]                        # P_stats.parquet, P_pdf1d.hd5, ...
+    fit_flow("field.toml")                   # only (re)fit, upstream from cache
+
+Fan-out: noise models over (density bin s) x (subgrid g), trims and fits over
+(s, sub-file u, g), merge over everything.  Trim and fit go to the executor of
+``[execution]`` (in-process tasks, a local process pool, or SLURM arrays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+
+from . import stages
+from .progress import publish_summary
+from .tasks import StageRun, run_units
+
+
+class PipelineStop(RuntimeError):
+    """The pipeline cannot go on without outside work (e.g. running the ASTs)."""
+
+
+@dataclasses.dataclass
+class PipelineRun:
+    settings_source: str
+    output: str
+    #: stage -> StageRun
+    stages: dict[str, StageRun]
+    #: fitted-star summary (from the merged stats)
+    summary: dict[str, Any]
+
+    @property
+    def urls(self) -> dict[str, list[str]]:
+        return {name: run.urls for name, run in self.stages.items()}
+
+    @property
+    def states(self) -> dict[str, dict[str, str]]:
+        """stage -> unit -> Prefect task state name ("Cached" or "Completed")."""
+        return {name: dict(run.states) for name, run in self.stages.items()}
+
+
+def load(settings: Any):
+    """A settings file URL, dict or Settings -> activated Settings."""
+    from beastflow.settings import Settings, load_settings, settings_from_dict
+
+    if settings is None:
+        raise ValueError("no settings given (a settings file URL, a dict or a Settings object)")
+    if isinstance(settings, Settings):
+        s = settings
+    elif isinstance(settings, dict):
+        s = settings_from_dict(settings)
+    elif isinstance(settings, (str, os.PathLike)):
+        s = load_settings(os.fspath(settings))
+    else:
+        raise TypeError(f"settings must be a file URL, a dict or a Settings object, not {type(settings).__name__}")
+    return s.activate()
+
+
+def _one(run: StageRun) -> Any:
+    (only,) = run.results.values()
+    return only
+
+
+# Flow options shared by every stage flow.  Parameters are not validated by
+# Prefect because callers pass Settings objects and stage results (dataclasses)
+# as well as plain URLs; ``load`` and the stage functions validate instead.
+_FLOW = dict(validate_parameters=False, persist_result=False, log_prints=True)
+
+
+@flow(name="physicsmodel", **_FLOW)
+def physicsmodel_flow(settings: str | None = None) -> StageRun:
+    """SED (sub)grids and the spectral grid with priors."""
+    s = load(settings)
+    return run_units(s, "physicsmodel", stages.physicsmodel_units(s))
+
+
+@flow(name="density", **_FLOW)
+def density_flow(settings: str | None = None, catalog: str | None = None) -> StageRun:
+    """Source-density map and the catalog annotated with density bins."""
+    s = load(settings)
+    catalog = catalog or s.observations.catalog
+    if not catalog:
+        raise ValueError("no photometry catalog: set observations.catalog in the settings or pass catalog=")
+    return run_units(s, "density", stages.density_units(s, catalog))
+
+
+@flow(name="cut", **_FLOW)
+def cut_flow(settings: str | None = None, density: StageRun | None = None, asts: str | None = None) -> StageRun:
+    """Catalog and AST cuts."""
+    s = load(settings)
+    density = density or density_flow(s)
+    asts = asts or ast_results(s, density=density)
+    return run_units(s, "cut", stages.cut_units(s, _one(density), asts))
+
+
+def ast_results(s, physics: StageRun | None = None, density: StageRun | None = None,
+                ast_inputs: StageRun | None = None) -> str:
+    """URL of the AST results: from the settings, or "observed" by the demo instrument.
+
+    A real field whose ASTs have not been run yet stops here with the list of
+    AST inputs to run through the photometry pipeline (finished stages stay
+    cached for the next run).
+    """
+    if s.observations.ast_results:
+        return s.observations.ast_results
+    from beastflow.demo import has_instrument
+
+    ast_inputs = ast_inputs or ast_inputs_flow(s, physics=physics, density=density)
+    if not has_instrument(s):
+        raise PipelineStop(
+            f"AST inputs written to {', '.join(ast_inputs.urls)}; run them through the photometry pipeline, "
+            "set observations.ast_results to the results and run again (finished stages are cached)"
+        )
+    return _one(run_units(s, "demo_asts", stages.demo_asts_units(s, _one(ast_inputs))))
+
+
+@flow(name="split", **_FLOW)
+def split_flow(settings: str | None = None, cut: StageRun | None = None, density: StageRun | None = None) -> StageRun:
+    """Split by density bin, then by flux into sub-files."""
+    s = load(settings)
+    density = density or density_flow(s)
+    cut = cut or cut_flow(s, density=density)
+    return run_units(s, "split", stages.split_units(s, _one(cut), _one(density)))
+
+
+@flow(name="ast_inputs", **_FLOW)
+def ast_inputs_flow(settings: str | None = None, physics: StageRun | None = None,
+                    density: StageRun | None = None) -> StageRun:
+    """Artificial-star inputs (SEDs and positions) for the photometry pipeline."""
+    s = load(settings)
+    physics = physics or physicsmodel_flow(s)
+    density = density or density_flow(s)
+    return run_units(s, "ast_inputs", stages.ast_inputs_units(s, _one(physics), _one(density)))
+
+
+@flow(name="noisemodel", **_FLOW)
+def noisemodel_flow(settings: str | None = None, physics: StageRun | None = None,
+                    split: StageRun | None = None) -> StageRun:
+    """Noise model per (density bin, subgrid)."""
+    s = load(settings)
+    physics = physics or physicsmodel_flow(s)
+    split = split or split_flow(s)
+    layout = stages.split_layout(_one(split))
+    return run_units(s, "noisemodel", stages.noisemodel_units(s, _one(physics), layout))
+
+
+@flow(name="trim", **_FLOW)
+def trim_flow(settings: str | None = None, physics: StageRun | None = None, split: StageRun | None = None,
+              noise: StageRun | None = None) -> StageRun:
+    """Trimmed grid + noise model per (bin, sub-file, subgrid); SLURM arrays with executor = "slurm"."""
+    s = load(settings)
+    physics = physics or physicsmodel_flow(s)
+    split = split or split_flow(s)
+    noise = noise or noisemodel_flow(s, physics=physics, split=split)
+    layout = stages.split_layout(_one(split))
+    return run_units(s, "trim", stages.trim_units(s, _one(physics), layout, noise))
+
+
+@flow(name="grid_info", **_FLOW)
+def grid_info_flow(settings: str | None = None, physics: StageRun | None = None) -> StageRun:
+    """PDF bins of every quantity over the full grid (shared by all fits)."""
+    s = load(settings)
+    physics = physics or physicsmodel_flow(s)
+    return run_units(s, "grid_info", stages.grid_info_units(s, _one(physics)))
+
+
+@flow(name="fit", **_FLOW)
+def fit_flow(settings: str | None = None, split: StageRun | None = None, trim: StageRun | None = None,
+             grid_info: StageRun | None = None) -> StageRun:
+    """Fit per (bin, sub-file, subgrid); SLURM arrays with executor = "slurm"."""
+    s = load(settings)
+    split = split or split_flow(s)
+    trim = trim or trim_flow(s, split=split)
+    grid_info = grid_info or grid_info_flow(s)
+    layout = stages.split_layout(_one(split))
+    return run_units(s, "fit", stages.fit_units(s, layout, trim, _one(grid_info)))
+
+
+@flow(name="merge", **_FLOW)
+def merge_flow(settings: str | None = None, fit: StageRun | None = None) -> StageRun:
+    """Merge the fits over subgrids and sub-files into P_stats / P_pdf1d / P_pdf2d / P_lnp."""
+    s = load(settings)
+    fit = fit or fit_flow(s)
+    run = run_units(s, "merge", stages.merge_units(s, fit))
+    summary = stages.fit_summary(_one(run))
+    publish_summary("fit", summary, "fitted stars: counts and median posterior values")
+    return run
+
+
+@flow(name="beastflow-pipeline", **_FLOW)
+def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts: str | None = None) -> PipelineRun:
+    """The whole BEAST pipeline on one field; every stage cached and retried.
+
+    ``settings``: settings file URL (None: the embedded demo field).
+    ``catalog`` / ``asts``: override observations.catalog / ast_results.
+    """
+    log = get_run_logger()
+    if settings is None:
+        settings = demo_settings()
+    s = load(settings)
+    runs: dict[str, StageRun] = {}
+    runs["physicsmodel"] = physicsmodel_flow(s)
+    runs["density"] = density_flow(s, catalog=catalog)
+    runs["ast_inputs"] = ast_inputs_flow(s, physics=runs["physicsmodel"], density=runs["density"])
+    asts = asts or ast_results(s, ast_inputs=runs["ast_inputs"])
+    runs["cut"] = cut_flow(s, density=runs["density"], asts=asts)
+    runs["split"] = split_flow(s, cut=runs["cut"], density=runs["density"])
+    runs["noisemodel"] = noisemodel_flow(s, physics=runs["physicsmodel"], split=runs["split"])
+    runs["trim"] = trim_flow(s, physics=runs["physicsmodel"], split=runs["split"], noise=runs["noisemodel"])
+    runs["grid_info"] = grid_info_flow(s, physics=runs["physicsmodel"])
+    runs["fit"] = fit_flow(s, split=runs["split"], trim=runs["trim"], grid_info=runs["grid_info"])
+    runs["merge"] = merge_flow(s, fit=runs["fit"])
+    summary = stages.fit_summary(_one(runs["merge"]))
+    cached = [n for n, r in runs.items() if r.all_cached]
+    log.info("pipeline done: %d stars fitted; stages from cache: %s", summary.get("stars", 0), ", ".join(cached) or "none")
+    return PipelineRun(s.source, s.output, runs, summary)
+
+
+def demo_settings():
+    """Settings of the embedded demo field (``beastflow.demo.prepare_demo``)."""
+    try:
+        from beastflow.demo import prepare_demo
+    except ImportError:
+        raise ValueError(
+            "no settings file given and the embedded demo field is not available in this build "
+            "(beastflow.demo.prepare_demo); run `beastflow run SETTINGS.toml`"
+        ) from None
+    out = os.environ.get("BEASTFLOW_DEMO_OUTPUT", "demo-output")
+    return prepare_demo(out if "://" in out else os.path.abspath(out))
+
+
+STAGE_FLOWS = {
+    "physicsmodel": physicsmodel_flow,
+    "density": density_flow,
+    "cut": cut_flow,
+    "split": split_flow,
+    "ast_inputs": ast_inputs_flow,
+    "noisemodel": noisemodel_flow,
+    "trim": trim_flow,
+    "grid_info": grid_info_flow,
+    "fit": fit_flow,
+    "merge": merge_flow,
+}
+
+__all__ = ["pipeline_flow", "STAGE_FLOWS", "PipelineRun", "PipelineStop", "load"] + [
+    f.__name__ for f in STAGE_FLOWS.values()
+]

@@ -1,0 +1,124 @@
+"""Progress: Prefect artifacts for the UI, optional rich bars on the command line.
+
+Every fanned-out stage gets a Prefect *progress artifact* (fraction of units,
+or of stars for the fit) that is updated as units finish, and at the end a
+*table artifact* listing each unit (sub-file), whether it was computed or
+taken from the cache, its attempts and time.  The CLI installs a console
+reporter (``console_bars``) so the same events drive progress bars in the
+terminal; without it (deployments, Python calls) nothing is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+_CONSOLE: Any = None  # the rich Progress installed by console_bars(), if any
+_LOCK = threading.Lock()
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys: lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:100]
+
+
+def _in_prefect_run() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+@contextlib.contextmanager
+def console_bars(enabled: bool = True) -> Iterator[None]:
+    """Show rich progress bars for the stages run inside this block."""
+    global _CONSOLE
+    if not enabled:
+        yield
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bars = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[note]}"), TimeElapsedColumn(), transient=False)
+    with bars:
+        _CONSOLE = bars
+        try:
+            yield
+        finally:
+            _CONSOLE = None
+
+
+class StageProgress:
+    """Progress of one stage over its units; thread-safe, cheap when nothing listens."""
+
+    def __init__(self, stage: str, labels: list[str], stars: dict[str, int] | None = None):
+        self.stage = stage
+        self.labels = list(labels)
+        self.stars = dict(stars or {})
+        self.total_stars = sum(self.stars.values())
+        self.rows: dict[str, dict[str, Any]] = {
+            lb: {"unit": lb, "status": "pending", "attempts": 0, "seconds": None, "stars": self.stars.get(lb, 0),
+                 "error": ""} for lb in self.labels
+        }
+        self._artifact_id = None
+        self._bar = None
+        self._t0 = time.monotonic()
+        if _in_prefect_run() and self.labels:
+            from prefect.artifacts import create_progress_artifact
+
+            self._artifact_id = create_progress_artifact(
+                progress=0.0, key=artifact_key(stage, "progress"),
+                description=f"{stage}: {len(self.labels)} units" + (f", {self.total_stars} stars" if self.total_stars else ""),
+            )
+        if _CONSOLE is not None and self.labels:
+            self._bar = _CONSOLE.add_task(stage, total=len(self.labels), note="")
+
+    # --------------------------------------------------------------
+    def update(self, label: str, status: str, attempt: int = 1, seconds: float | None = None, error: str = "") -> None:
+        with _LOCK:
+            row = self.rows.setdefault(label, {"unit": label, "stars": 0})
+            row.update(status=status, attempts=attempt, error=error)
+            if seconds is not None:
+                row["seconds"] = round(seconds, 2)
+            finished = [r for r in self.rows.values() if r["status"] in ("computed", "cached")]
+            frac = len(finished) / max(1, len(self.rows))
+            note = ""
+            if self.total_stars:
+                done_stars = sum(r["stars"] for r in finished)
+                frac = done_stars / self.total_stars
+                note = f"{done_stars}/{self.total_stars} stars"
+            failed = sum(1 for r in self.rows.values() if r["status"] == "failed")
+            if failed:
+                note = (note + f" {failed} failed").strip()
+        if self._artifact_id is not None:
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self._artifact_id, progress=round(100.0 * frac, 1),
+                                     description=f"{self.stage}: {len(finished)}/{len(self.rows)} units {note}".strip())
+        if self._bar is not None and _CONSOLE is not None:
+            _CONSOLE.update(self._bar, completed=len(finished), note=note)
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Publish the table of units (sub-files done) and return its rows."""
+        rows = [self.rows[lb] for lb in self.labels] + [r for lb, r in self.rows.items() if lb not in self.labels]
+        if _in_prefect_run() and rows:
+            from prefect.artifacts import create_table_artifact
+
+            create_table_artifact(
+                table=[{k: ("" if v is None else v) for k, v in r.items()} for r in rows],
+                key=artifact_key(self.stage, "units"),
+                description=f"{self.stage}: units done, cached or failed ({time.monotonic() - self._t0:.1f} s)",
+            )
+        return rows
+
+
+def publish_summary(stage: str, summary: dict[str, Any], description: str) -> None:
+    """A one-row table artifact (e.g. the fitted-star summary after the merge)."""
+    if _in_prefect_run():
+        from prefect.artifacts import create_table_artifact
+
+        create_table_artifact(table=[{"quantity": k, "value": v} for k, v in summary.items()],
+                              key=artifact_key(stage, "summary"), description=description)

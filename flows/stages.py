@@ -1,0 +1,228 @@
+"""Units of every stage: which stage function, which inputs, which settings.
+
+This module turns the stage contract (docs/stages.md) into ``Unit`` lists:
+one unit per call of a stage function, labelled by its place in the fan-out
+(bin s, sub-file u, subgrid g), with the input artifacts and the settings
+sections that form its cache key.  It only *describes* calls; running them
+(cached, retried, on SLURM) is ``flows.tasks``' job.  No Prefect import.
+
+Settings sections per stage: a stage is keyed on the sections it reads.
+Sections of upstream stages may be listed too (harmless: their effect reaches
+the stage through its inputs' content hashes anyway); ``[execution]`` never
+is, so changing executor, retries or SLURM options reuses every cached result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from beastflow import storage
+
+from . import caching
+from .executors import Unit
+
+#: pipeline order (the CLI and the UI list stages in this order)
+STAGES = ["physicsmodel", "density", "cut", "split", "ast_inputs", "noisemodel", "trim", "grid_info", "fit", "merge"]
+
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "physicsmodel": ("compat", "physics"),
+    "density": ("compat", "physics", "observations"),
+    "cut": ("compat", "physics", "observations"),
+    "split": ("compat", "physics", "observations"),
+    "ast_inputs": ("compat", "physics", "observations", "asts"),
+    "noisemodel": ("compat", "physics", "noise_model"),
+    "trim": ("compat", "physics", "noise_model", "trim"),
+    "grid_info": ("compat", "physics", "fit"),
+    "fit": ("compat", "physics", "observations", "noise_model", "trim", "fit"),
+    "merge": ("compat", "physics", "fit"),
+}
+
+FUNCS = {
+    "physicsmodel": "beastflow.physics.physicsmodel:run_physicsmodel",
+    "density": "beastflow.observations.density:run_density_map",
+    "cut": "beastflow.observations.cuts:run_cut",
+    "split": "beastflow.observations.split:run_split",
+    "ast_inputs": "beastflow.observations.ast_inputs:run_ast_inputs",
+    "noisemodel": "beastflow.noise.toothpick:run_noisemodel",
+    "trim": "beastflow.noise.trim:run_trim",
+    "grid_info": "beastflow.fit.grid_info:run_grid_info",
+    "fit": "beastflow.fit.fitting:run_fit",
+    "merge": "beastflow.fit.merge:run_merge",
+}
+
+
+def _unit(stage: str, label: str, *args: Any, inputs: dict[str, Any], **kw: Any) -> Unit:
+    return Unit(stage=stage, label=label, func=FUNCS[stage], args=tuple(args), inputs=inputs,
+                sections=SECTIONS[stage], **kw)
+
+
+def _size(urls: Sequence[str]) -> int:
+    return sum(storage.size(u) for u in urls if u and storage.exists(u))
+
+
+def grid_label(g: int, n_grids: int) -> str:
+    return "grid" if n_grids == 1 else f"gridsub{g}"
+
+
+# --------------------------------------------------------------------------
+# one unit per stage function call
+# --------------------------------------------------------------------------
+def physicsmodel_units(settings) -> list[Unit]:
+    """One unit: the stage builds the spectral grid once and all subgrids from it."""
+    ph = settings.physics
+    external: dict[str, Any] = {}
+    if ph.isochrones.source == "table" and ph.isochrones.table:
+        external["isochrones"] = ph.isochrones.table
+    for lib, url in sorted(ph.stellar_library.files.items()):
+        external[f"stellib_{lib}"] = url
+    return [_unit("physicsmodel", "seds", inputs=external)]
+
+
+def density_units(settings, catalog_url: str) -> list[Unit]:
+    return [_unit("density", "map", catalog_url, inputs={"catalog": catalog_url})]
+
+
+def cut_units(settings, density, ast_url: str | None) -> list[Unit]:
+    inputs = {"catalog": density.catalog_url}
+    if ast_url:
+        inputs["asts"] = ast_url
+    return [_unit("cut", "cut", density.catalog_url, ast_url, inputs=inputs)]
+
+
+def split_units(settings, cut, density) -> list[Unit]:
+    inputs = {"catalog": cut.catalog_url, "map": density.map_url}
+    if cut.ast_url:
+        inputs["asts"] = cut.ast_url
+    return [_unit("split", "split", cut.catalog_url, cut.ast_url, density.map_url, inputs=inputs)]
+
+
+def ast_inputs_units(settings, physics, density) -> list[Unit]:
+    grids = list(physics.sed_grids)
+    return [_unit("ast_inputs", "inputAST", grids, density.catalog_url, density.map_url,
+                  inputs={"sed_grids": grids, "catalog": density.catalog_url, "map": density.map_url})]
+
+
+def demo_asts_units(settings, ast_inputs) -> list[Unit]:
+    """The embedded demo only: "observe" the AST inputs through the demo instrument.
+
+    Real fields get their AST results from the photometry pipeline
+    (observations.ast_results); the demo catalog carries the model instrument
+    that made it, and ``beastflow.demo.observe_asts`` plays that part.
+    """
+    url = _ast_input_url(ast_inputs)
+    return [Unit(stage="demo_asts", label="asts", func="beastflow.demo:observe_asts", args=(url,),
+                 inputs={"ast_inputs": url, "catalog": settings.observations.catalog},
+                 sections=("compat", "physics", "observations", "asts"))]
+
+
+def _ast_input_url(ast_inputs) -> str:
+    if getattr(ast_inputs, "input_url", None):
+        return ast_inputs.input_url
+    for u in caching.result_urls(ast_inputs, None):
+        if u.endswith(".parquet"):
+            return u
+    if isinstance(ast_inputs, str):
+        return ast_inputs
+    raise ValueError(f"cannot find the AST input list (P_inputAST.parquet) in the AST-inputs result {ast_inputs!r}")
+
+
+def grid_info_units(settings, physics) -> list[Unit]:
+    grids = list(physics.sed_grids)
+    return [_unit("grid_info", "grid_info", grids, inputs={"sed_grids": grids})]
+
+
+# --------------------------------------------------------------------------
+# fan-out over density bins s, sub-files u, subgrids g
+# --------------------------------------------------------------------------
+def split_layout(split) -> dict[str, Any]:
+    """Bins, sub-files (with row counts) and per-bin AST files from the split manifest."""
+    man = storage.read_json(split.manifest_url)
+    subfiles = [{"bin": int(e["bin"]), "sub": int(e["sub"]), "url": e["url"], "n_rows": int(e["n_rows"])}
+                for e in man["subfiles"] if int(e["n_rows"]) > 0]
+    asts = {int(e["bin"]): e["url"] for e in man.get("asts", [])}
+    missing = sorted({f["bin"] for f in subfiles} - set(asts))
+    if missing:
+        raise ValueError(
+            f"density bins {missing} hold stars but no artificial-star tests after the cuts, so their noise "
+            f"model cannot be built (split manifest {split.manifest_url}); add ASTs there or merge the bins "
+            "(observations.source_density)"
+        )
+    return {"subfiles": subfiles, "asts": asts}
+
+
+def noisemodel_units(settings, physics, layout) -> list[Unit]:
+    P = settings.project.name
+    grids = list(physics.sed_grids)
+    units = []
+    for s, ast_url in sorted(layout["asts"].items()):
+        for g, grid in enumerate(grids):
+            out = settings.artifact(f"{P}_bin{s}_gridsub{g}_noisemodel.hd5")
+            inputs = {"sed_grid": grid, "asts": ast_url}
+            if settings.noise_model.absflux_covariance:
+                inputs["absflux_covariance"] = settings.noise_model.absflux_covariance
+            units.append(_unit("noisemodel", f"bin{s}_{grid_label(g, len(grids))}", grid, ast_url, out,
+                               inputs=inputs))
+    return units
+
+
+def _prefix(settings, s: int, u: int, g: int, n_grids: int) -> str:
+    """``P_bin{s}_sub{u}[_gridsub{g}]``: BEAST's per-(sub-file, subgrid) artifact prefix."""
+    P = settings.project.name
+    base = f"{P}_bin{s}_sub{u}"
+    return settings.artifact(base if n_grids == 1 else f"{base}_gridsub{g}")
+
+
+def _trim_block_bytes(settings, grid_url: str, noise_url: str) -> int:
+    """Memory a trim needs: it streams one block of the grid and noise model at a time.
+
+    Requested as if two blocks were alive (the block being tested and the
+    writers' buffers), which bounds it also for small grids (whole file).
+    """
+    from beastflow.io.sed_grid import SEDGrid
+
+    total = _size([grid_url, noise_url])
+    n_models = max(1, SEDGrid(grid_url).n_models)
+    frac = min(1.0, 2.0 * settings.trim.chunk_models / n_models)
+    return int(total * frac)
+
+
+def trim_units(settings, physics, layout, noise_run) -> list[Unit]:
+    """One unit per (bin s, sub-file u, subgrid g): failures and retries are per sub-file."""
+    from beastflow.noise.trim import TrimJob
+
+    grids = list(physics.sed_grids)
+    n = len(grids)
+    units = []
+    for g, grid in enumerate(grids):
+        for f in layout["subfiles"]:
+            s, u = f["bin"], f["sub"]
+            noise_url = noise_run.results[f"bin{s}_{grid_label(g, n)}"]
+            prefix = _prefix(settings, s, u, g, n)
+            job = TrimJob(catalog_url=f["url"], out_grid_url=f"{prefix}_seds_trim.grid.hd5",
+                          out_noise_url=f"{prefix}_noisemodel_trim.grid.hd5")
+            units.append(_unit("trim", f"bin{s}_sub{u}_{grid_label(g, n)}", grid, noise_url, [job],
+                               inputs={"sed_grid": grid, "noise": noise_url, "catalog": f["url"]},
+                               mem_bytes=_trim_block_bytes(settings, grid, noise_url), n_stars=f["n_rows"]))
+    return units
+
+
+def fit_units(settings, layout, trim_run, grid_info) -> list[Unit]:
+    """One unit per (bin s, sub-file u, subgrid g); memory from the trimmed grid's size."""
+    n = settings.physics.n_subgrid
+    units = []
+    for g in range(n):
+        for f in layout["subfiles"]:
+            s, u = f["bin"], f["sub"]
+            label = f"bin{s}_sub{u}_{grid_label(g, n)}"
+            (tr,) = trim_run.results[label]
+            info_url = grid_info.grid_info
+            units.append(Unit(
+                stage="fit", label=label, func=FUNCS["fit"],
+                args=(tr.grid_url, tr.noise_url, f["url"], info_url, _prefix(settings, s, u, g, n)),
+                kwargs={"subgrid": g if n > 1 else None, "tag": f"bin{s}_sub{u}"},
+                inputs={"trimmed_grid": tr.grid_url, "trimmed_noise": tr.noise_url, "catalog": f["url"],
+                        "grid_info": info_url},
+                sections=SECTIONS["fit"], mem_bytes=_size([tr.grid_url, tr.noise_url]), n_stars=f["n_rows"],
+            ))
+    return units

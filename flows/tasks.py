@@ -1,0 +1,167 @@
+"""Prefect tasks around pipeline units: cache lookup, retries, arrays, progress.
+
+Two ways a stage's units run:
+
+* **one Prefect task per unit** (every light stage, and trim/fit with the
+  in-process executor): the task checks the unit's cache record and returns a
+  ``Completed`` state named **"Cached"** on a hit, otherwise runs the stage
+  function.  Prefect's own retries (``execution.retries`` /
+  ``retry_delay_s``) rerun a failing unit alone.
+* **one Prefect task per array** (trim/fit with ``executor = "processes"`` or
+  ``"slurm"``): the task looks up every unit's cache record in this process,
+  hands only the misses to ``flows.executors.run_batch`` (one SLURM array,
+  failed elements resubmitted alone) and is itself named "Cached" when every
+  unit was a hit.
+
+Prefect's result cache (``cache_policy``) is deliberately off (``NO_CACHE``):
+our records live next to the artifacts (local disk or S3) and are checked
+against the artifacts' content hashes, which Prefect's result store cannot do
+without a configured storage block per output location.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
+
+from . import caching, executors
+from .executors import Unit, UnitsFailed
+from .progress import StageProgress
+
+#: stages whose units may leave this process (executor = processes / slurm)
+HEAVY_STAGES = ("trim", "fit")
+
+CACHED = "Cached"
+
+
+@dataclasses.dataclass
+class StageRun:
+    """What a stage flow returns: its artifacts, per-unit results and task states."""
+
+    stage: str
+    #: every artifact URL the stage produced (or found in its cache)
+    urls: list[str]
+    #: unit label -> the stage function's returned object (dataclass of URLs)
+    results: dict[str, Any]
+    #: unit label -> Prefect state name of the task that handled it ("Cached", "Completed")
+    states: dict[str, str]
+
+    @property
+    def all_cached(self) -> bool:
+        return bool(self.states) and all(s == CACHED for s in self.states.values())
+
+
+@task(cache_policy=NO_CACHE, persist_result=False, log_prints=False)
+def unit_task(settings, unit: Unit):
+    """Run one unit unless its cache record matches; a hit finishes as state "Cached"."""
+    key = unit.key(settings)
+    if settings.execution.cache:
+        hit = caching.read_hit(settings, unit.stage, unit.label, key)
+        if hit is not None:
+            return Completed(name=CACHED, data=hit, message=f"cache hit {key[:12]}: inputs and settings unchanged")
+    return caching.decode_result(executors.execute_unit(settings, unit, key))
+
+
+@task(cache_policy=NO_CACHE, persist_result=False, retries=0)
+def array_task(settings, stage: str, units: list[Unit]):
+    """Run a heavy stage's cache misses as one batch (SLURM array / process pool)."""
+    log = get_run_logger()
+    keys = {u.label: u.key(settings) for u in units}
+    progress = StageProgress(stage, [u.label for u in units], {u.label: u.n_stars for u in units})
+    results: dict[str, Any] = {}
+    misses: list[Unit] = []
+    for u in units:
+        hit = caching.read_hit(settings, stage, u.label, keys[u.label]) if settings.execution.cache else None
+        if hit is None:
+            misses.append(u)
+        else:
+            results[u.label] = hit
+            progress.update(u.label, "cached", attempt=0)
+    if not misses:
+        progress.finish()
+        return Completed(name=CACHED, data=results, message=f"all {len(units)} {stage} units cached")
+    log.info("%s: %d of %d units to run with executor %r", stage, len(misses), len(units),
+             settings.execution.executor)
+
+    def on_event(unit: Unit, status: str, info: dict[str, Any]) -> None:
+        if status == "done":
+            progress.update(unit.label, "computed", info["attempt"], info["seconds"])
+        else:
+            final = info.get("final")
+            progress.update(unit.label, "failed" if final else "retrying", info["attempt"], info["seconds"],
+                            info.get("reason", ""))
+            log.warning("%s[%s] attempt %d failed%s: %s", stage, unit.label, info["attempt"],
+                        "" if final else " (will retry alone)", info.get("reason"))
+
+    try:
+        results.update(executors.run_batch(settings, misses, keys, on_event=on_event))
+    finally:
+        progress.finish()
+    return results
+
+
+def _task_for(settings, unit: Unit):
+    ex = settings.execution
+    return unit_task.with_options(
+        name=f"{unit.stage}",
+        task_run_name=f"{unit.stage}[{unit.label}]",
+        retries=ex.retries,
+        retry_delay_seconds=ex.retry_delay_s,
+    )
+
+
+def run_units(settings, stage: str, units: Sequence[Unit]) -> StageRun:
+    """Run a stage's units (cached, retried), from inside a flow.
+
+    Raises ``UnitsFailed`` naming every unit (sub-file) that failed after its
+    retries, with the reason; units that succeeded keep their cache records,
+    so a rerun redoes only the failed ones.
+    """
+    units = list(units)
+    labels = [u.label for u in units]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{stage}: duplicate unit labels {labels}")
+    if stage in HEAVY_STAGES and settings.execution.executor != "inprocess" and units:
+        state = array_task.with_options(task_run_name=f"{stage}[array x{len(units)}]")(
+            settings, stage, units, return_state=True)
+        results = state.result()  # raises UnitsFailed (with every failed sub-file) on failure
+        states = {lb: (CACHED if state.name == CACHED else "Completed") for lb in labels}
+        return StageRun(stage, _collect_urls(settings, results), results, states)
+
+    progress = StageProgress(stage, labels, {u.label: u.n_stars for u in units})
+    results, states, failures = {}, {}, {}
+    for u in units:
+        st: State = _task_for(settings, u)(settings, u, return_state=True)
+        states[u.label] = st.name
+        if st.is_completed():
+            results[u.label] = st.result()
+            progress.update(u.label, "cached" if st.name == CACHED else "computed")
+        else:
+            reason = _reason(st)
+            failures[u.label] = reason
+            progress.update(u.label, "failed", error=reason)
+    progress.finish()
+    if failures:
+        raise UnitsFailed(stage, failures, len(units))
+    return StageRun(stage, _collect_urls(settings, results), results, states)
+
+
+def _reason(state: State) -> str:
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - turned into the failure report
+        return executors.format_exception(exc)[:500]
+    return state.message or state.name
+
+
+def _collect_urls(settings, results: dict[str, Any]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in results.values():
+        for u in caching.result_urls(r, settings.output):
+            seen.setdefault(u, None)
+    return list(seen)
