@@ -104,12 +104,12 @@ def cut_flow(settings: str | None = None, density: StageRun | None = None, asts:
     """Catalog and AST cuts."""
     s = load(settings)
     density = density or density_flow(s)
-    asts = asts or ast_results(s, density=density)
+    asts = asts or ast_results(s, density=density)[0]
     return run_units(s, "cut", stages.cut_units(s, _one(density), asts))
 
 
 def ast_results(s, physics: StageRun | None = None, density: StageRun | None = None,
-                ast_inputs: StageRun | None = None) -> str:
+                ast_inputs: StageRun | None = None) -> tuple[str, StageRun | None]:
     """URL of the AST results: from the settings, or "observed" by the demo instrument.
 
     A real field whose ASTs have not been run yet stops here with the list of
@@ -117,7 +117,7 @@ def ast_results(s, physics: StageRun | None = None, density: StageRun | None = N
     cached for the next run).
     """
     if s.observations.ast_results:
-        return s.observations.ast_results
+        return s.observations.ast_results, None
     from beastflow.demo import has_instrument
 
     ast_inputs = ast_inputs or ast_inputs_flow(s, physics=physics, density=density)
@@ -126,7 +126,8 @@ def ast_results(s, physics: StageRun | None = None, density: StageRun | None = N
             f"AST inputs written to {', '.join(ast_inputs.urls)}; run them through the photometry pipeline, "
             "set observations.ast_results to the results and run again (finished stages are cached)"
         )
-    return _one(run_units(s, "demo_asts", stages.demo_asts_units(s, _one(ast_inputs))))
+    run = run_units(s, "demo_asts", stages.demo_asts_units(s, _one(ast_inputs)))
+    return _one(run), run
 
 
 @flow(name="split", **_FLOW)
@@ -217,7 +218,10 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     runs["physicsmodel"] = physicsmodel_flow(s)
     runs["density"] = density_flow(s, catalog=catalog)
     runs["ast_inputs"] = ast_inputs_flow(s, physics=runs["physicsmodel"], density=runs["density"])
-    asts = asts or ast_results(s, ast_inputs=runs["ast_inputs"])
+    if not asts:
+        asts, demo_run = ast_results(s, ast_inputs=runs["ast_inputs"])
+        if demo_run is not None:
+            runs["demo_asts"] = demo_run
     runs["cut"] = cut_flow(s, density=runs["density"], asts=asts)
     runs["split"] = split_flow(s, cut=runs["cut"], density=runs["density"])
     runs["noisemodel"] = noisemodel_flow(s, physics=runs["physicsmodel"], split=runs["split"])

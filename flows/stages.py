@@ -15,6 +15,7 @@ is, so changing executor, retries or SLURM options reuses every cached result.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import re
 from typing import Any
 
 from beastflow import storage
@@ -226,3 +227,31 @@ def fit_units(settings, layout, trim_run, grid_info) -> list[Unit]:
                 sections=SECTIONS["fit"], mem_bytes=_size([tr.grid_url, tr.noise_url]), n_stars=f["n_rows"],
             ))
     return units
+
+
+def merge_units(settings, fit_run) -> list[Unit]:
+    """One unit: merge over subgrids per sub-file, then concatenate the sub-files (run_merge does both)."""
+    fits = [fit_run.results[label] for label in sorted(fit_run.results, key=_fan_order)]
+    files = [u for r in fits for u in (r.stats, r.pdf1d, r.pdf2d, r.lnp)]
+    return [_unit("merge", "merge", fits, settings.artifact(settings.project.name), inputs={"fits": files})]
+
+
+def _fan_order(label: str) -> tuple:
+    """Sort bin{s}_sub{u}_gridsub{g} labels numerically (bin 10 after bin 9)."""
+    return tuple(int(x) for x in re.findall(r"\d+", label))
+
+
+def fit_summary(merged) -> dict[str, Any]:
+    """Counts and median best-fit values of the fitted stars (for the UI and the CLI)."""
+    import polars as pl
+
+    with storage.open_url(merged.stats, "rb") as fh:
+        df = pl.read_parquet(fh)
+    out: dict[str, Any] = {"stars": df.height, "stats": merged.stats}
+    for q in ("logA", "M_ini", "Av", "Rv", "f_A", "Z", "distance"):
+        col = f"{q}_p50"
+        if col in df.columns and df.height:
+            out[f"median {col}"] = round(float(df[col].median()), 4)
+    if "chi2min" in df.columns and df.height:
+        out["median chi2min"] = round(float(df["chi2min"].median()), 3)
+    return out

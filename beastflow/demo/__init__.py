@@ -184,7 +184,7 @@ def observe_asts(settings, ast_input_url: str, out_url: str | None = None) -> st
     ``ast_input_url``: the AST-input stage's ``P_inputAST.parquet`` (or its
     ``.txt``).  The result (``P_asts.parquet`` below the output folder unless
     ``out_url``) holds ``{B}_IN``, ``{B}_RATE``, ``{B}_VEGA``, ``{B}_FLAG``,
-    ``CUT_FLAG``, ``RA``/``DEC`` (+ ``_J2000``), ``X``/``Y``.
+    ``CUT_FLAG``, ``RA``/``DEC``, ``X``/``Y``.
     """
     cat = settings.observations.catalog
     instrument = read_instrument(cat) if cat else None

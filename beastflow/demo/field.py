@@ -440,7 +440,8 @@ def observe_ast_list(instrument: Instrument, ast_inputs: dict[str, np.ndarray], 
     (reference-image pixels).  Returns the AST result table: ``{B}_IN``,
     ``{B}_RATE`` (0 when not recovered), ``{B}_VEGA``, ``{B}_FLAG``,
     ``CUT_FLAG`` (1 where a measurement is flagged, the cut the catalogue gets),
-    ``RA``, ``DEC``, ``RA_J2000``, ``DEC_J2000``, ``X``, ``Y``.
+    ``RA``, ``DEC`` (BEAST's ``RA_J2000`` name is not repeated: the catalogue
+    readers treat the two as the same column), ``X``, ``Y``.
     """
     geo = instrument.geometry
     cols = {c.upper(): c for c in ast_inputs}
@@ -479,8 +480,6 @@ def observe_ast_list(instrument: Instrument, ast_inputs: dict[str, np.ndarray], 
     out["CUT_FLAG"] = (flags >= BAD_FLAG).any(axis=1).astype(np.int16)
     out["RA"] = ra
     out["DEC"] = dec
-    out["RA_J2000"] = ra
-    out["DEC_J2000"] = dec
     out["X"] = x
     out["Y"] = y
     out["true_density"] = rho

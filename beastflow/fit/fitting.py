@@ -412,7 +412,7 @@ def run_fit(settings, trimmed_grid_url: str, trimmed_noise_url: str, catalog_url
     gid = _gid_of(grid, idx, gid_offset)
     fields = {"idx": idx, "gid": gid, "lnp": cat_f("lnp", np.float64), "chi2": cat_f("chi2", np.float64),
               "key": cat_f("key", np.float64), "subgrid": np.full(len(idx), -1 if subgrid is None else subgrid)}
-    write_lnp(urls.lnp, star_ids, offsets, fields, res["n_candidates"], res["truncated_key"], Y, filters,
+    write_lnp(urls.lnp, star_ids, offsets, fields, res["n_candidates"], res["truncated_key"], res["lnPmax"], Y, filters,
               grid.lamb, prov, meta)
     df = stats_table(cat, Y, filters, bs, res, opts, f.surveyname, subgrid)
     write_stats(urls.stats, df, prov, meta)

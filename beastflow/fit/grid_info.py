@@ -223,7 +223,8 @@ def compute_grid_info(sed_grid_urls: Sequence[str], max_nbins: int, chunk_models
 
 
 def _entry(q: str, st: _QStats, max_nbins: int, clamp: bool) -> dict[str, Any]:
-    nu = len(st.unique) if not st.saturated else max(len(st.unique), CAP_UNIQUE + 1)
+    # saturated: "more than CAP_UNIQUE" (the exact count depends on chunking; only its size vs the bin cap matters)
+    nu = len(st.unique) if not st.saturated else CAP_UNIQUE + 1
     b1 = make_bins(q, st.min, st.max, st.unique, nu, max_nbins, regular=False, clamp=clamp)
     b2 = make_bins(q, st.min, st.max, st.unique, nu, max_nbins, regular=True, clamp=clamp)
     return {"min": st.min, "max": st.max, "num_unique": nu,

@@ -47,19 +47,19 @@ def reduce_heaps(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k):
 
 
 def merge_star_samples(samples: Sequence[dict], truncated: Sequence[float], k: int,
-                       threshold: float) -> tuple[dict, float]:
+                       threshold: float, lnp_max: float) -> tuple[dict, float]:
     """Merge one star's samples from disjoint model sets (subgrids).
 
     ``samples``: dicts of equal-length arrays incl. ``key`` and ``lnp``;
     ``truncated``: per input, the largest key up to which it is complete
     (NOT_TRUNCATED if complete).  Returns the merged sample (sorted by key) and
-    its completeness key.
+    its completeness key.  ``lnp_max``: the star's peak lnP over all inputs
+    (the sample need not contain the peak model).
     """
     cat = {f: np.concatenate([s[f] for s in samples]) for f in samples[0]}
     tau = float(min(truncated)) if len(truncated) else NOT_TRUNCATED
     keep = cat["key"] <= tau
-    if len(cat["lnp"]):
-        keep &= cat["lnp"] - cat["lnp"].max() > threshold
+    keep &= cat["lnp"] - lnp_max > threshold
     cat = {f: v[keep] for f, v in cat.items()}
     order = np.argsort(cat["key"], kind="stable")
     if len(order) > k:

@@ -191,7 +191,7 @@ LNP_FIELDS = {"idx": np.int64, "gid": np.int64, "lnp": np.float64, "chi2": np.fl
 
 
 def write_lnp(url: str, star_ids: np.ndarray, offsets: np.ndarray, fields: Mapping[str, np.ndarray],
-              n_candidates: np.ndarray, truncated_key: np.ndarray, inputs: np.ndarray | None,
+              n_candidates: np.ndarray, truncated_key: np.ndarray, lnp_max: np.ndarray, inputs: np.ndarray | None,
               filters: Sequence[str], waves: np.ndarray | None, provenance: Mapping[str, Any],
               meta: Mapping[str, Any]) -> str:
     """Ragged per-star samples as flat arrays + ``offsets`` (star e owns rows
@@ -203,6 +203,7 @@ def write_lnp(url: str, star_ids: np.ndarray, offsets: np.ndarray, fields: Mappi
         h5.create_dataset("offsets", data=np.asarray(offsets, np.int64))
         h5.create_dataset("n_candidates", data=np.asarray(n_candidates, np.int64))
         h5.create_dataset("truncated_key", data=np.asarray(truncated_key, np.float64))
+        h5.create_dataset("lnPmax", data=np.asarray(lnp_max, np.float64))
         for k, dt in LNP_FIELDS.items():
             h5.create_dataset(k, data=np.asarray(fields[k], dt), compression="gzip", compression_opts=1)
         if inputs is not None:
@@ -215,7 +216,7 @@ def write_lnp(url: str, star_ids: np.ndarray, offsets: np.ndarray, fields: Mappi
 def read_lnp(url: str) -> dict[str, Any]:
     with open_h5(url) as h5:
         _check_format(url, h5, LNP_FORMAT)
-        out = {k: h5[k][...] for k in ("offsets", "n_candidates", "truncated_key", *LNP_FIELDS)}
+        out = {k: h5[k][...] for k in ("offsets", "n_candidates", "truncated_key", "lnPmax", *LNP_FIELDS)}
         out["star_id"] = _read_ids(h5["star_id"])
         out["input"] = h5["input"][...] if "input" in h5 else None
         out["grid_waves"] = h5["grid_waves"][...] if "grid_waves" in h5 else None

@@ -128,64 +128,56 @@ def ast_binned_stats(ast_df: Any, filters: Sequence[str], n_flux_bins: int = 50,
 
 # ------------------------------------------------------------ evaluation
 
-@numba.njit(cache=True, nogil=True)
-def _interp_index(x: float, xp: np.ndarray) -> int:
-    """numpy.interp's bracket: -1 below, len(xp) above, else j with xp[j] <= x < xp[j+1]
-    (len(xp)-1 when x == xp[-1])."""
-    n = len(xp)
-    if n == 0 or x < xp[0]:
-        return -1
-    if x > xp[n - 1]:
-        return n
-    lo, hi = 0, n - 1
-    while hi - lo > 1:  # invariant xp[lo] <= x < xp[hi] (or x == xp[hi] == xp[n-1])
-        mid = (lo + hi) >> 1
-        if xp[mid] <= x:
-            lo = mid
-        else:
-            hi = mid
-    if x >= xp[n - 1]:
-        return n - 1
-    return lo
-
-
-@numba.njit(cache=True, nogil=True)
-def _interp_at(x: float, j: int, xp: np.ndarray, fp: np.ndarray) -> float:
-    # identical arithmetic to numpy.interp (slope * (x - xp[j]) + fp[j]) with left = right = 0
-    n = len(xp)
-    if j < 0 or j >= n:
-        return 0.0
-    if j == n - 1 or xp[j] == x:
-        return fp[j]
-    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
-    r = slope * (x - xp[j]) + fp[j]
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _lerp(x, j, xs, fp, slope):
+    # numpy.interp's arithmetic, including its fallback when the first form is NaN
+    r = slope[j] * (x - xs[j]) + fp[j]
     if np.isnan(r):
-        r = slope * (x - xp[j + 1]) + fp[j + 1]
+        r = slope[j] * (x - xs[j + 1]) + fp[j + 1]
         if np.isnan(r) and fp[j] == fp[j + 1]:
             r = fp[j]
     return r
 
 
-@numba.njit(cache=True, nogil=True)
-def _toothpick_kernel(seds, offsets, xs, fb, fe, fc, a2, use_abs, flip, out_b, out_e, out_c):
-    """One pass over a block: bracket each model flux once, interpolate the
-    three statistics, add the calibration variance, flip the error sign
-    outside AST coverage."""
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _toothpick_kernel(seds, offsets, xs, fb, fe, fc, sb, se, sc, a2, use_abs, flip, out_b, out_e, out_c):
+    """One pass over a block, band by band: bracket each model flux once
+    (binary search over the band's bin centres), interpolate the three
+    statistics with numpy.interp's arithmetic and precomputed slopes (so the
+    result is bit-identical to np.interp(..., left=0, right=0)), add the
+    calibration variance, flip the error sign outside AST coverage."""
     n, nb = seds.shape
     for k in range(nb):
-        o0, o1 = offsets[k], offsets[k + 1]
-        xp, bp, ep, cp = xs[o0:o1], fb[o0:o1], fe[o0:o1], fc[o0:o1]
+        o0 = offsets[k]
+        m = offsets[k + 1] - o0
         for i in range(n):
             x = seds[i, k]
+            b = 0.0
+            s = 0.0
+            c = 0.0
             if np.isnan(x):
-                out_b[i, k] = np.nan
-                out_e[i, k] = np.nan
-                out_c[i, k] = np.nan
-                continue
-            j = _interp_index(x, xp)
-            b = _interp_at(x, j, xp, bp)
-            s = _interp_at(x, j, xp, ep)
-            c = _interp_at(x, j, xp, cp)
+                b = np.nan
+                s = np.nan
+                c = np.nan
+            elif m > 0 and x >= xs[o0] and x <= xs[o0 + m - 1]:
+                if x == xs[o0 + m - 1]:
+                    j = o0 + m - 1
+                    b, s, c = fb[j], fe[j], fc[j]
+                else:
+                    lo, hi = 0, m - 1  # invariant xs[lo] <= x < xs[hi]
+                    while hi - lo > 1:
+                        mid = (lo + hi) >> 1
+                        if xs[o0 + mid] <= x:
+                            lo = mid
+                        else:
+                            hi = mid
+                    j = o0 + lo
+                    if xs[j] == x:
+                        b, s, c = fb[j], fe[j], fc[j]
+                    else:
+                        b = _lerp(x, j, xs, fb, sb)
+                        s = _lerp(x, j, xs, fe, se)
+                        c = _lerp(x, j, xs, fc, sc)
             if use_abs:
                 s = np.sqrt(a2[k] * (x * x) + s * s)
             if flip and c <= 0.0:
@@ -193,6 +185,17 @@ def _toothpick_kernel(seds, offsets, xs, fb, fe, fc, a2, use_abs, flip, out_b, o
             out_b[i, k] = b
             out_e[i, k] = s
             out_c[i, k] = c
+
+
+def _slopes(offsets: np.ndarray, xs: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """Per-segment slopes (fp[j+1]-fp[j])/(xs[j+1]-xs[j]) within each band, as numpy.interp."""
+    out = np.zeros_like(fp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in range(len(offsets) - 1):
+            o0, o1 = offsets[k], offsets[k + 1]
+            if o1 - o0 > 1:
+                out[o0:o1 - 1] = (fp[o0 + 1:o1] - fp[o0:o1 - 1]) / (xs[o0 + 1:o1] - xs[o0:o1 - 1])
+    return out
 
 
 def evaluate_on_grid(stats: ToothpickStats, seds_block: np.ndarray, absflux_variances: np.ndarray | None = None,
@@ -212,7 +215,8 @@ def evaluate_on_grid(stats: ToothpickStats, seds_block: np.ndarray, absflux_vari
     out_b = np.empty_like(seds)
     out_e = np.empty_like(seds)
     out_c = np.empty_like(seds)
-    _toothpick_kernel(seds, offsets, xs, fb, fe, fc, a2, use_abs, flip_sign, out_b, out_e, out_c)
+    _toothpick_kernel(seds, offsets, xs, fb, fe, fc, _slopes(offsets, xs, fb), _slopes(offsets, xs, fe),
+                      _slopes(offsets, xs, fc), a2, use_abs, flip_sign, out_b, out_e, out_c)
     return out_b, out_e, out_c
 
 

@@ -32,6 +32,9 @@ ID_COL = "star_id"
 # a magnitude >= this means "no flux" in DOLPHOT/BEAST products (99.999)
 BAD_MAG = 80.0
 
+# columns beastflow adds itself keep their spelling through every later read
+KEEP_NAMES = {ID_COL, "SourceDensity", "sd_bin", "sd_tile", "indiv_bg", "bin_median_bg"}
+
 _COORD_ALIASES = {"RA_J2000": "RA", "DEC_J2000": "DEC", "RAJ2000": "RA", "DEJ2000": "DEC"}
 
 
@@ -112,7 +115,7 @@ def normalise_columns(df: pl.DataFrame, url: str = "catalog") -> pl.DataFrame:
     """Upper-case every column (``f475w_rate`` -> ``F475W_RATE``), map coordinate aliases."""
     mapping: dict[str, str] = {}
     for c in df.columns:
-        if c == ID_COL:
+        if c in KEEP_NAMES:
             mapping[c] = c
             continue
         u = c.upper()
@@ -234,7 +237,3 @@ def read_parquet_metadata(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     meta = json.loads(md[EXTRA_KEY.encode()]) if EXTRA_KEY.encode() in md else {}
     return prov, meta
 
-
-def read_any_photometry(url: str, filters: Sequence[str]) -> pl.DataFrame:
-    """Our own Parquet outputs and raw input files alike."""
-    return read_photometry(url, filters)

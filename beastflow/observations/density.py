@@ -211,6 +211,30 @@ def source_bins(df_ra: np.ndarray, df_dec: np.ndarray, sd_tile: np.ndarray, tile
     return tile_bins[sd_tile]
 
 
+def background_values(df: pl.DataFrame, sd: SourceDensity, tile: np.ndarray, n_tiles: int,
+                      compat: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(individual background per source, median per tile) from the reference image."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from .background import individual_backgrounds, tile_medians
+
+    url = sd.reference_image
+    with storage.local_copy_for_read(url) as local, fits.open(local) as h:
+        try:
+            hdu = h[sd.reference_hdu]
+        except (KeyError, IndexError):
+            raise ValueError(f"{url}: no extension {sd.reference_hdu!r} "
+                             "(observations.source_density.reference_hdu)") from None
+        img = np.asarray(hdu.data, float)
+        wcs = WCS(hdu.header)
+    if img.ndim != 2 or not wcs.has_celestial:
+        raise ValueError(f"{url}[{sd.reference_hdu}]: need a 2-D image with a celestial WCS")
+    x, y = wcs.all_world2pix(df["RA"].to_numpy(), df["DEC"].to_numpy(), 0)
+    indiv = individual_backgrounds(img, x, y, sd.mask_radius, sd.ann_width, compat)
+    return indiv, tile_medians(indiv, tile, n_tiles)
+
+
 def _fits_image(values: np.ndarray, grid: TileGrid, provenance: dict[str, Any]) -> bytes:
     from astropy.io import fits
 
@@ -233,26 +257,35 @@ def run_density_map(settings: Settings, catalog_url: str | None = None) -> Densi
     url = catalog_url or settings.observations.catalog
     if not url:
         raise ValueError("no photometry catalog: pass one or set observations.catalog")
-    if sd.kind == "background":
-        raise ValueError("observations.source_density.kind = 'background' is not available in this build; "
-                         "use kind = 'source'")
+    if sd.kind == "background" and not sd.reference_image:
+        raise ValueError("observations.source_density.kind = 'background' needs "
+                         "observations.source_density.reference_image")
     df = catalogs.read_photometry(url, settings.physics.filters)
     tiles, grid, info, annot = compute_density_map(df, sd, compat)
+    inputs = {"catalog": url}
+    extra_cols: dict[str, np.ndarray] = {}
+    if sd.kind == "background":
+        inputs["reference_image"] = sd.reference_image
+        indiv, med = background_values(df, sd, annot["sd_tile"], grid.n_x * grid.n_y, compat)
+        tiles["value"] = med
+        extra_cols = {"indiv_bg": indiv, "bin_median_bg": np.where(annot["sd_tile"] >= 0, med[np.maximum(annot["sd_tile"], 0)], 0.0)}
+        info["background"] = {"mask_radius": sd.mask_radius, "ann_width": sd.ann_width}
     edges, tile_bins = bin_map(tiles, sd, compat)
     tiles["sd_bin"] = tile_bins
     sbin = source_bins(df["RA"].to_numpy(), df["DEC"].to_numpy(), np.maximum(annot["sd_tile"], 0),
                        tile_bins, grid, compat)
 
     prov = make_provenance(STAGE, settings.section_hash("compat", "physics", "observations"),
-                           inputs={"catalog": url}, extra={"info": info})
+                           inputs=inputs, extra={"info": info})
     meta = {**grid.meta(), **info, "edges": None if edges is None else edges.tolist(),
             "binmode": sd.binmode, "kind": sd.kind, "compat": settings.compat}
     name = settings.project.name
     map_url = settings.artifact(f"{name}_sourceden_map.parquet")
     img_url = settings.artifact(f"{name}_sourceden_map.fits")
     cat_url = settings.artifact(f"{name}_catalog_sd.parquet")
-    out = df.with_columns(pl.Series("SourceDensity", annot["SourceDensity"]),
-                          pl.Series("sd_bin", sbin.astype(np.int64)),
+    value_cols = ([pl.Series(k, v) for k, v in extra_cols.items()] if sd.kind == "background"
+                  else [pl.Series("SourceDensity", annot["SourceDensity"])])
+    out = df.with_columns(*value_cols, pl.Series("sd_bin", sbin.astype(np.int64)),
                           pl.Series("sd_tile", annot["sd_tile"].astype(np.int64)))
     tile_df = pl.DataFrame({k: np.asarray(v) for k, v in tiles.items()})
     catalogs.write_parquet(tile_df, map_url, prov, meta)

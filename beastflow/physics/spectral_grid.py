@@ -182,15 +182,25 @@ def _library_spectra(lib, iso: dict[str, np.ndarray], compat: bool):
     return idx, L, np.concatenate(rad), (np.concatenate(osl) if osl else None)
 
 
-def _file_hashes(settings, lib) -> dict[str, str]:
-    """Content hashes of the input files (library files actually read, isochrone table)."""
+def input_hashes(settings) -> dict[str, str]:
+    """Content hashes of the stage's input files: library files, isochrone table.
+
+    Part of the cache key of the stage (with the settings hash): replacing a
+    library file under the same name makes existing grids out of date.
+    """
     from beastflow import storage
+    from beastflow.physics.stellib import library_file
 
     out: dict[str, str] = {}
-    for member in getattr(lib, "members", [lib]):
-        url = getattr(member, "source", None)
-        if url and storage.exists(url):
-            out[f"stellib:{getattr(member, 'name', member.label)}"] = storage.content_hash(url)
+    sl = settings.physics.stellar_library
+    for name in sl.libraries:
+        if name == "planck":
+            continue  # analytic: no input file
+        url = library_file(name, sl)
+        if not storage.exists(url):
+            raise FileNotFoundError(f"{url}: stellar library file not found "
+                                    f"(physics.stellar_library.files.{name})")
+        out[f"stellib:{name}"] = storage.content_hash(url)
     iso = settings.physics.isochrones
     if iso.source == "table" and iso.table:
         out["isochrones"] = storage.content_hash(iso.table)
@@ -310,7 +320,7 @@ def build_spectral_grid(settings) -> SpectralGrid:
         lamb=lamb, star_spectra=F10, star_index=star_index, scale=scale, columns=cols,
         column_order=order, filters=filters, distances=dist, library_label=str(lib.label),
         library_is_analytic=bool(lib.is_analytic), n_isochrone_points=n_iso, n_kept=n_kept,
-        has_osl=osl is not None, input_hashes=_file_hashes(settings, lib), meta=meta,
+        has_osl=osl is not None, input_hashes=input_hashes(settings), meta=meta,
     )
 
 

@@ -7,7 +7,9 @@ pyphot (``libs/vega.hd5``, table ``/spectrum``; the same Bohlin 2007 spectrum
 BEAST's ``vega.hd5`` holds), so the numbers are reproducible offline.
 
 BEAST's stored LUM integrates numerator and denominator over the points with
-T > 0 (``Filter.getFlux``).  In the default mode the same all-points trapezoid
+T > 0 (``Filter.getFlux``); compat mode returns the tabulated LUM of the
+shipped ``vega.hd5`` ``/sed`` table (BEAST's own numbers) when every filter is
+in it, else that integral.  In the default mode the same all-points trapezoid
 as ``photometry.band_fluxes`` is used, so the Vega spectrum put through the
 model photometry is exactly 0 Vega mag.  The two differ by ≲1e-5 relative on
 Vega's fine sampling.
@@ -47,7 +49,29 @@ def _names(filters: Sequence) -> tuple[str, ...]:
 
 
 @functools.cache
+def vega_sed_table() -> dict[str, float]:
+    """LUM per filter of the ``/sed`` table of the shipped vega.hd5 (BEAST's numbers)."""
+    import h5py
+    from pyphot import config
+
+    with h5py.File(f"{config.libsdir}/vega.hd5", "r") as h5:
+        if "sed" not in h5:
+            return {}
+        sed = h5["sed"][...]
+    return {(r["FNAME"].decode() if isinstance(r["FNAME"], bytes) else str(r["FNAME"])): float(r["LUM"])
+            for r in sed}
+
+
+@functools.cache
 def _vega_fluxes_cached(names: tuple[str, ...], compat: bool) -> np.ndarray:
+    if compat:
+        # BEAST reads LUM from vega.hd5 where the filter is tabulated; the
+        # integral below reproduces those values to < 1e-5 for the others.
+        table = vega_sed_table()
+        if all(n in table for n in names):
+            out = np.array([table[n] for n in names])
+            out.setflags(write=False)
+            return out
     lam, flux = vega_spectrum()
     # compat: BEAST's LUM uses the T > 0 points for both integrals; dividing
     # the T>0-numerator weights by a T>0-denominator is the same as

@@ -29,6 +29,9 @@ REPORT_DIR = "report"
 #: quantities shown for example stars and recovery, when the run has them
 PDF_QUANTITIES = ("Av", "logA", "M_ini", "Rv", "Z")
 RECOVERY_QUANTITIES = ("Av", "logA", "M_ini")
+#: the pipeline's stage order (flows/pipeline.py), for the timing plot
+STAGE_ORDER = ["physicsmodel", "density", "ast_inputs", "demo_asts", "cut", "split", "noisemodel", "trim",
+               "grid_info", "fit", "merge"]
 
 
 @dataclasses.dataclass
@@ -139,7 +142,9 @@ def stage_timings(records: Sequence[str]) -> tuple[dict[str, float], dict[str, i
         secs[st] = secs.get(st, 0.0) + float(rec.get("seconds") or 0.0)
         units[st] = units.get(st, 0) + 1
         created[st] = min(created.get(st, "~"), str(rec.get("created", "~")))
-    order = sorted(secs, key=lambda s: created.get(s, "~"))
+    # pipeline order for the known stages, then any other stage by its first record's time
+    order = sorted(secs, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER),
+                                        created.get(s, "~")))
     return {s: secs[s] for s in order}, {s: units[s] for s in order}
 
 

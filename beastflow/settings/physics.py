@@ -153,6 +153,17 @@ class StellarLibrary(Section):
         bad = [x for x in v if x not in known]
         if bad:
             raise ValueError(f"unknown stellar library {bad}; known: {sorted(known)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a stellar library is listed twice: {v}")
+        return v
+
+    @field_validator("files")
+    @classmethod
+    def _known_files(cls, v: dict[str, str]) -> dict[str, str]:
+        # only file-based libraries take a file ("planck" is analytic)
+        bad = sorted(set(v) - {"kurucz", "tlusty"})
+        if bad:
+            raise ValueError(f"files: no library file for {bad}; file-based libraries: ['kurucz', 'tlusty']")
         return v
 
 

@@ -11,10 +11,13 @@ from beastflow.settings.physics import Isochrones
 
 LOGT_SUN = np.log10(5772.0)  # IAU 2015 nominal T_eff
 
-# Initial (zero-age) metallicity of each set's calibrated solar model: the
-# present-day surface Z is lower because of diffusion.  PARSEC v1.2S:
-# Z_ini = 0.01774 (Bressan et al. 2012); MIST: Z_ini = 0.0152 (Choi et al. 2016).
-SOLAR_ZINI = {"parsec": 0.01774, "mist": 0.0152}
+# The Sun started with more metals than its present surface shows (diffusion).
+# PARSEC v1.2S: calibrated solar model Z_ini = 0.01774 (Bressan et al. 2012),
+# while Z = 0.0152 (its [M/H] = 0) gives a 1 M_sun star 0.044 dex brighter at
+# 4.57 Gyr.  MIST: 0.0153, the solar Z BEAST itself uses for MIST tracks
+# (spec §1.2); with the protosolar 0.0142 ([Fe/H] = 0) the star is 0.028 dex
+# brighter (logT still within 0.005 dex).
+SOLAR_ZINI = {"parsec": 0.01774, "mist": 0.0153}
 
 
 @pytest.mark.parametrize("source", ["parsec", "mist"])
@@ -164,3 +167,12 @@ def test_table_missing_column_names_file_and_column(tmp_path):
     t.write(f, format="ascii.csv")
     with pytest.raises(ValueError, match=r"et\.csv.*logg"):
         load_isochrones(Isochrones(source="table", table=str(f)))
+
+
+def test_settings_keys_named():
+    from beastflow.settings import SettingsError, settings_from_dict
+
+    with pytest.raises(SettingsError, match=r"physics\.isochrones\.max_dlog"):
+        settings_from_dict({"physics": {"isochrones": {"max_dlog": -0.1}}})
+    with pytest.raises(SettingsError, match=r"physics\.isochrones"):
+        settings_from_dict({"physics": {"isochrones": {"source": "table"}}})

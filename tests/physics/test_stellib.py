@@ -283,3 +283,44 @@ def test_fits_reader_errors_name_file_and_column(tmp_path):
     fits.HDUList([fits.PrimaryHDU(img), t]).writeto(f)
     with pytest.raises(ValueError, match=r"bad\.grid\.fits.*logg"):
         read_beast_fits(str(f), "kurucz")
+
+
+def test_settings_reject_unknown_files_and_duplicates():
+    from beastflow.settings import SettingsError, settings_from_dict
+
+    with pytest.raises(SettingsError, match=r"physics\.stellar_library\.files"):
+        settings_from_dict({"physics": {"stellar_library": {"files": {"planck": "x.fits"}}}})
+    with pytest.raises(SettingsError, match=r"physics\.stellar_library\.libraries"):
+        settings_from_dict({"physics": {"stellar_library": {"libraries": ["kurucz", "kurucz"]}}})
+
+
+
+# (logT, logg, [(model, weight), ...]) from BEAST 2.1.0's pure-Python
+# ``__interp__`` run on the shared Kurucz file (weights > 0, sorted by model);
+# our compat kernel reproduced 13,740 random points this way bit for bit.
+BEAST_WEIGHTS = [
+    (3.7613, 4.44, [(107, 0.10940354172349456), (108, 0.8022926393056328), (118, 0.01059645827650466), (119, 0.0777073606943681)]),
+    (3.55, 0.2, [(0, 0.48121527029986033), (1, 0.3208101801999069), (11, 0.1187847297001396), (12, 0.07918981980009308)]),
+    (3.5, 4.9, [(9, 0.1999999999999993), (10, 0.8000000000000007)]),
+    (4.0, 2.0, [(256, 1.0)]),
+    (4.2, 3.0, [(308, 0.14699144758375726), (314, 0.8530085524162427)]),
+    (4.65, 4.7, [(406, 0.06280264631422972), (409, 0.9371973536857703)]),
+    (3.9031, 1.25, [(191, 0.4996253727604428), (192, 0.4996253727604428), (200, 0.00037462723955724176), (201, 0.00037462723955724176)]),
+    (4.7, 5.2, [(411, 1.0)]),
+    (3.8, 5.1, [(131, 0.7581224336780856), (141, 0.24187756632191437)]),
+    (4.1, 3.75, [(290, 0.4092959126292812), (291, 0.4092959126292812), (296, 0.09070408737071878), (297, 0.09070408737071878)]),
+    (3.6, 2.5, [(16, 0.07349572379187863), (27, 0.9265042762081214)]),
+    (4.35, 3.3, [(347, 0.24299905178480308), (348, 0.36449857767720406), (352, 0.15700094821519728), (353, 0.23550142232279558)]),
+    (3.71, -0.25, [(66, 0.4794544346382029), (77, 0.5205455653617971)]),
+    (3.98, 4.2, [(246, 0.47892602018004615), (247, 0.31928401345336455), (253, 0.12107397981995352), (254, 0.08071598654663581)]),
+]
+
+
+@pytest.mark.parametrize("T0, g0, expected", BEAST_WEIGHTS)
+def test_weights_match_beast_bit_for_bit(kurucz, T0, g0, expected):
+    idx, w = kurucz.interpolation_weights([T0], [g0], [0.02], compat=True)
+    got = sorted((int(i), float(x)) for i, x in zip(idx[0], w[0]) if i >= 0)
+    assert got == expected
+    # default mode: same algorithm without the index-0 rule; weights sum to 1
+    idx, w = kurucz.interpolation_weights([T0], [g0], [0.02], compat=False)
+    assert np.isclose(w[0].sum(), 1.0, atol=1e-12)

@@ -1,0 +1,33 @@
+"""``beastflow report OUTPUT_URL``: plots and an HTML report of a finished run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from beastflow.report import make_report
+
+    out = args.output_url
+    rep = make_report(out, project=args.project, truth_url=args.truth, report_url=args.report)
+    for s in rep.sections:
+        status = f"{len(s.images)} plot(s)" if not s.error else f"FAILED: {s.error}"
+        print(f"  {s.title}: {status}")
+    for q, m in rep.recovery.items():
+        print(f"  recovery {q}: median (fit-truth)/sigma = {m['median_z']:+.2f}, "
+              f"{100 * m['coverage_68']:.0f}% of {m['n']} truths inside p16-p84")
+    shown = rep.index if "://" in rep.index else os.path.relpath(rep.index)
+    print(f"report: {shown}")
+    return 1 if any(s.error for s in rep.sections) and args.strict else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="plots and an HTML report of a finished run's output folder")
+    p.add_argument("output_url", help="the run's output folder (project.output; any fsspec URL)")
+    p.add_argument("--project", help="project name P of the artifacts (default: from P_stats.parquet)")
+    p.add_argument("--truth", help="truth table (star_id + true parameters) for the recovery plot; "
+                   "default: demo_truth.parquet / P_truth.parquet in the output folder")
+    p.add_argument("--report", help="folder for the report (default: OUTPUT_URL/report)")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when a plot could not be drawn")
+    p.set_defaults(func=cmd_report)

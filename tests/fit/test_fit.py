@@ -1,0 +1,206 @@
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from beastflow.fit.fitting import run_fit
+from beastflow.fit.grid_info import make_bins, read_grid_info, run_grid_info, symlog
+from beastflow.fit.outputs import read_lnp, read_pdf1d, read_stats, lnp_star
+from beastflow.fit.stats import iau_names, percentiles_from_pdf
+from beastflow.io.noise_model import open_noise_model
+from beastflow.io.sed_grid import open_sed_grid
+
+from . import synth
+from .conftest import settings_for
+
+
+def _reference(field, gi_url, compat=False, completeness="min"):
+    """Plain numpy posterior of every model for every star of cat0 (fitting.md §2)."""
+    g = open_sed_grid(field["trim"]).read()
+    nz = open_noise_model(field["trim_noise"]).read()
+    cat = pl.read_parquet(field["cat0"])
+    y = np.column_stack([cat[f"{b}_RATE"].to_numpy() for b in ("F275W", "F336W", "F475W", "F814W", "F110W",
+                                                               "F160W")]) * synth.VEGA
+    m = g.seds + nz.bias
+    e = nz.error
+    w = g.columns["weight"]
+    if compat:
+        lnw = np.log(w) - np.log(w.sum())
+        lnc = 0.0
+    else:
+        lnw = np.log(w) - np.log(read_grid_info(gi_url)["total_weight"])
+        lnc = np.log(nz.completeness.min(axis=1)) if completeness == "min" else 0.0
+    used = np.isfinite(y)
+    lnp = np.empty((len(y), len(m)))
+    chi2 = np.empty_like(lnp)
+    for s in range(len(y)):
+        u = used[s]
+        c2 = (((y[s, u] - m[:, u]) / e[:, u]) ** 2).sum(axis=1)
+        chi2[s] = c2
+        lnp[s] = lnw + lnc - 0.5 * u.sum() * math.log(2 * math.pi) - np.log(e[:, u]).sum(axis=1) - 0.5 * c2
+    return g, m, lnp, chi2, cat
+
+
+@pytest.fixture(scope="module")
+def default_fit(field, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fitdef")
+    s = settings_for(d, lnp_npts=50)
+    gi = run_grid_info(s, [field["full"]], out_url=str(d / "gi.json")).grid_info
+    r = run_fit(s, field["trim"], field["trim_noise"], field["cat0"], gi, str(d / "P_bin0_sub0"),
+                vega_fluxes=synth.VEGA)
+    return s, gi, r
+
+
+def test_kernel_equals_numpy_reference(field, default_fit):
+    s, gi, r = default_fit
+    g, m, lnp, chi2, cat = _reference(field, gi)
+    st, info = read_stats(r.stats)
+    M = lnp.max(axis=1)
+    tln = M + np.log(np.exp(lnp - M[:, None]).sum(axis=1))
+    np.testing.assert_allclose(st["total_log_norm"].to_numpy(), tln, rtol=1e-12)
+    np.testing.assert_allclose(st["lnPmax"].to_numpy(), M, rtol=1e-12)
+    assert (st["Pmax_indx"].to_numpy() == lnp.argmax(axis=1)).all()
+    np.testing.assert_allclose(st["chi2min"].to_numpy(), chi2.min(axis=1), rtol=1e-12)
+    wt = np.exp(lnp - tln[:, None])
+    np.testing.assert_allclose(st["Pmax"].to_numpy(), wt.max(axis=1), rtol=1e-10)
+    for q in ("logA", "M_ini", "Av", "Rv", "f_A", "Z", "logT", "radius"):
+        # models below e^-60 of the peak are skipped: an absolute error < N e^-60 max|q|
+        np.testing.assert_allclose(st[f"{q}_Exp"].to_numpy(), wt @ g.columns[q], rtol=1e-10,
+                                   atol=1e-15 * np.abs(g.columns[q]).max(), err_msg=q)
+        np.testing.assert_allclose(st[f"{q}_Best"].to_numpy(), g.columns[q][lnp.argmax(axis=1)])
+    # flux quantity: symlog of the biased model flux
+    q = "symlogHST_ACS_WFC_F475W_wd_bias"
+    np.testing.assert_allclose(st[f"{q}_Exp"].to_numpy(), wt @ symlog(m[:, 2]), rtol=1e-10)
+    # 1-D PDF = histogram of the weights on the full-grid bins
+    p = read_pdf1d(r.pdf1d)
+    edges = p["edges"]["Av"]
+    ref = np.stack([np.histogram(g.columns["Av"], bins=edges, weights=wt[s])[0] for s in range(len(wt))])
+    np.testing.assert_allclose(p["pdf"]["Av"], ref, rtol=1e-10, atol=1e-15)
+    # the star with a missing F275W flux used 5 bands
+    assert st["n_bands_used"].to_list()[3] == 5 and st["n_bands_used"].to_list()[0] == 6
+
+
+def test_stats_layout_and_ids(field, default_fit):
+    s, gi, r = default_fit
+    st, info = read_stats(r.stats)
+    cat = pl.read_parquet(field["cat0"])
+    assert st.columns[:4] == ["Name", "star_id", "RA", "DEC"]
+    assert (st["star_id"] == cat["star_id"]).all() and (st["RA"] == cat["RA"]).all()
+    assert "true_logA" in st.columns  # simulation truth travels with the stars
+    assert "HST_ACS_WFC_F475W" in st.columns  # observed flux, physical units
+    qn = info["meta"]["qnames"]
+    assert qn[:3] == ["Av", "Rv", "f_A"] and qn[-1] == "symlogHST_WFC3_F160W_wd_bias"
+    assert "weight_Exp" not in st.columns and "fullgrid_idx_Best" not in st.columns
+    i = st.columns.index(f"{qn[0]}_Best")
+    assert st.columns[i:i + 5] == [f"{qn[0]}_{x}" for x in ("Best", "Exp", "p16", "p50", "p84")]
+    assert info["provenance"]["stage"] == "fit" and "trimmed_grid" in info["provenance"]["input_hashes"]
+    assert st["Name"][0].startswith("PHAT J00")
+    # percentiles come from the stored PDFs
+    p = read_pdf1d(r.pdf1d)
+    pc = percentiles_from_pdf(p["pdf"]["logA"], p["centres"]["logA"])
+    np.testing.assert_allclose(st["logA_p50"].to_numpy(), pc[:, 1])
+    assert (st["logA_p16"] <= st["logA_p50"]).all() and (st["logA_p50"] <= st["logA_p84"]).all()
+
+
+def test_lnp_sample(field, default_fit):
+    s, gi, r = default_fit
+    L = read_lnp(r.lnp)
+    g, m, lnp, chi2, cat = _reference(field, gi)
+    for e in (0, 5, 17):
+        sm = lnp_star(L, e)
+        cand = np.flatnonzero(lnp[e] - lnp[e].max() > -10)
+        assert L["n_candidates"][e] == len(cand)
+        assert len(sm["idx"]) == min(50, len(cand)) and len(set(sm["idx"])) == len(sm["idx"])
+        assert set(sm["idx"]) <= set(cand)
+        np.testing.assert_allclose(sm["lnp"], lnp[e, sm["idx"]], rtol=1e-12)
+        np.testing.assert_allclose(sm["chi2"], chi2[e, sm["idx"]], rtol=1e-12)
+        assert (sm["gid"] == g.columns["fullgrid_idx"][sm["idx"]]).all()
+
+
+def test_streaming_in_chunks_is_the_same(field, default_fit, tmp_path):
+    s, gi, r = default_fit
+    s2 = settings_for(tmp_path, lnp_npts=50, chunk_models=1024, star_block=3)
+    r2 = run_fit(s2, field["trim"], field["trim_noise"], field["cat0"], gi, str(tmp_path / "P_bin0_sub0"),
+                 vega_fluxes=synth.VEGA)
+    a, b = read_stats(r.stats)[0], read_stats(r2.stats)[0]
+    for c in a.columns:
+        if a[c].dtype.is_numeric():
+            np.testing.assert_allclose(b[c].to_numpy(), a[c].to_numpy(), rtol=1e-11, err_msg=c)
+    la, lb = read_lnp(r.lnp), read_lnp(r2.lnp)
+    assert (la["gid"] == lb["gid"]).all()  # sampling keys do not depend on chunking or threads
+
+
+def test_compat_mode(field, tmp_path):
+    s = settings_for(tmp_path, lnp_npts=50).model_copy(update={"compat": "beast-2.1"})
+    r = run_fit(s, field["trim"], field["trim_noise"], field["cat0"], None, str(tmp_path / "P_bin0_sub0"),
+                vega_fluxes=synth.VEGA)
+    g, m, lnp, chi2, cat = _reference(field, None, compat=True)
+    st, info = read_stats(r.stats)
+    M = lnp.max(axis=1)
+    S = lnp - M[:, None] > -10  # statistics only over the sparse set (QUIRK)
+    w = np.where(S, np.exp(lnp - M[:, None]), 0.0)
+    np.testing.assert_allclose(st["total_log_norm"].to_numpy(), M + np.log(w.sum(axis=1)), rtol=1e-12)
+    np.testing.assert_allclose(st["Pmax"].to_numpy(), M, rtol=1e-12)  # a log (QUIRK)
+    np.testing.assert_allclose(st["chi2min"].to_numpy(), np.where(S, chi2, np.inf).min(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(st["logA_Exp"].to_numpy(), (w @ g.columns["logA"]) / w.sum(axis=1), rtol=1e-10)
+    assert info["meta"]["bins_source"] == "trimmed_grid"
+    p = read_pdf1d(r.pdf1d)
+    assert p["centres"]["Av"].min() == g.columns["Av"].min()  # bins from the trimmed grid
+
+
+def test_compat_refuses_untrimmed_noise(field, tmp_path):
+    s = settings_for(tmp_path).model_copy(update={"compat": "beast-2.1"})
+    g = open_sed_grid(field["trim"]).read()
+    bias, err, comp = synth.noise_for(g.seds)
+    comp[5, 2] = 0.0
+    from beastflow.io.noise_model import write_noise_model
+
+    nz = write_noise_model(str(tmp_path / "n.hd5"), synth.FILTERS, bias, err, comp)
+    with pytest.raises(ValueError, match="completeness <= 0"):
+        run_fit(s, field["trim"], nz, field["cat0"], None, str(tmp_path / "x"), vega_fluxes=synth.VEGA)
+
+
+def test_clear_errors(field, tmp_path):
+    s = settings_for(tmp_path)
+    cat = pl.read_parquet(field["cat0"]).drop("F814W_RATE")
+    bad = tmp_path / "cat.parquet"
+    cat.write_parquet(bad)
+    with pytest.raises(KeyError, match=r"cat\.parquet.*F814W_RATE"):
+        run_fit(s, field["trim"], field["trim_noise"], str(bad), None, str(tmp_path / "x"), vega_fluxes=synth.VEGA)
+    with pytest.raises(ValueError, match="row-aligned"):
+        run_fit(s, field["trim"], field["trim_sub_noise"][0], field["cat0"], None, str(tmp_path / "x"),
+                vega_fluxes=synth.VEGA)
+    s2 = settings_for(tmp_path, pdf2d_pairs=[["Av", "nope"]])
+    with pytest.raises(ValueError, match="pdf2d_pairs"):
+        run_fit(s2, field["trim"], field["trim_noise"], field["cat0"], None, str(tmp_path / "x"),
+                vega_fluxes=synth.VEGA)
+
+
+def test_percentile_formula():
+    c = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    p = np.array([[0.0, 0.2, 0.0, 0.0, 0.8], [0, 0, 0, 0, 0], [0.25, 0.25, 0.25, 0.25, 0.0]])
+    out = percentiles_from_pdf(p, c)
+    for s in (0, 2):
+        a = np.cumsum(p[s])
+        x = (a - p[s] / 2) / p[s].sum()
+        np.testing.assert_allclose(out[s], [np.interp(v, x, c) for v in (0.16, 0.5, 0.84)])
+    assert (out[1] == 0).all()
+
+
+def test_bins():
+    b = make_bins("Av", 0.0, 3.0, np.array([0.0, 0.5, 1.0, 3.0]), 4, 50)
+    np.testing.assert_allclose(b.centres, [0, 0.5, 1.0, 3.0])
+    np.testing.assert_allclose(b.edges, [-0.25, 0.25, 0.75, 2.0, 4.0])
+    assert list(b.assign(np.array([0.0, 0.5, 1.0, 3.0]))) == [0, 1, 2, 3]
+    r = make_bins("M_ini", 0.1, 100.0, np.array([]), 5000, 4)  # log-spaced, regular
+    np.testing.assert_allclose(r.centres, [0.1, 1.0, 10.0, 100.0])
+    z = make_bins("f_A", 0.0, 0.0, np.array([0.0]), 1, 50)  # BEAST's 0.95c/1.05c is empty for c = 0
+    assert list(z.assign(np.array([0.0]))) == [0]
+    with pytest.raises(ValueError, match="outside the PDF bins"):
+        b.assign(np.array([5.0]), "g.hd5")
+
+
+def test_iau_names():
+    assert iau_names("PHAT", np.array([10.68470833]), np.array([41.26875])) == ["PHAT J004244.3300+411607.500"]
+    assert iau_names("X", np.array([0.0]), np.array([-0.5]))[0] == "X J000000.0000-003000.000"

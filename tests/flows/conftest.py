@@ -1,0 +1,141 @@
+"""Fixtures of the orchestration tests: an isolated Prefect backend, a tiny demo
+field, and services (S3 endpoint, SLURM cluster, Prefect server) that the
+tests start on 127.0.0.1 and stop again.
+
+Prefect reads its settings when it is imported, so PREFECT_HOME etc. are set
+here, before any test module imports ``flows``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="beastflow-prefect-home-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# a test run never talks to a developer's server
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip when a system package is absent -- except in CI, where it is a failure."""
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{why} (CI installs it via .ci/install-services)")
+    pytest.skip(why)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_backend():
+    """One temporary Prefect database + API for the whole session (~10 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def prefect_fast(prefect_backend):
+    """Per test: no flow heartbeats (1 s per flow run otherwise)."""
+    import prefect.settings as ps
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={ps.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+def with_execution(settings, **updates):
+    """A copy of the settings with [execution] keys replaced."""
+    return settings.model_copy(update={"execution": settings.execution.model_copy(update=updates)})
+
+
+def with_output(settings, output: str, storage_options: dict | None = None):
+    proj = settings.project.model_copy(update={"output": output, **(
+        {"storage_options": storage_options} if storage_options is not None else {})})
+    return settings.model_copy(update={"project": proj})
+
+
+@pytest.fixture(scope="session")
+def demo_field(tmp_path_factory):
+    """The embedded demo field at its smallest (coarse grid, 150 stars); made once per session.
+
+    Tests copy the catalog/ASTs they change and point their own output folder
+    elsewhere, so this folder is never modified by a pipeline run.
+    """
+    from beastflow.demo import prepare_demo
+
+    folder = tmp_path_factory.mktemp("demo-field")
+    settings = prepare_demo(str(folder), size="small", n_stars=150)
+    return settings
+
+
+@pytest.fixture
+def tiny_settings(demo_field, tmp_path):
+    """Demo settings writing into this test's own output folder; fast retries."""
+    return with_execution(with_output(demo_field, str(tmp_path / "out")), retry_delay_s=0.0, retries=1,
+                          progress=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# services
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 (free port) with test credentials in the environment."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        need(False, "moto[server] is not installed (pip install -e '.[test]')")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    mp = pytest.MonkeyPatch()
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": url}.items():
+        mp.setenv(k, v)
+    try:
+        yield url
+    finally:
+        mp.undo()
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A one-node SLURM cluster (infra/slurm-up.sh) on free ports; stopped after the session."""
+    need(os.geteuid() == 0 or shutil.which("slurmctld") is not None, "a local SLURM cluster needs root")
+    need(all(shutil.which(p) for p in ("slurmctld", "slurmd", "sbatch", "munged")),
+         "SLURM is not installed (apt-get install slurmctld slurmd slurm-client munge)")
+    state = tmp_path_factory.mktemp("slurm")
+    env = dict(os.environ, BEASTFLOW_SLURM_DIR=str(state), BEASTFLOW_SLURM_NO_INSTALL="1",
+               BEASTFLOW_SLURM_CTLD_PORT=str(free_port()), BEASTFLOW_SLURM_SLURMD_PORT=str(free_port()))
+    up = subprocess.run([str(INFRA / "slurm-up.sh"), "--env"], env=env, capture_output=True, text=True, timeout=120)
+    if up.returncode != 0:
+        subprocess.run([str(INFRA / "slurm-down.sh")], env=env, capture_output=True, timeout=120)
+        pytest.fail(f"infra/slurm-up.sh failed:\n{up.stderr[-3000:]}")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLURM_CONF", str(state / "slurm.conf"))
+    mp.setenv("PATH", f"{state / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    try:
+        yield state
+    finally:
+        mp.undo()
+        subprocess.run([str(INFRA / "slurm-down.sh")], env=env, capture_output=True, timeout=180)

@@ -1,0 +1,118 @@
+"""The pipeline flow on the real stages: caching, reruns after a catalog change, retries.
+
+Every test runs the whole pipeline on the smallest demo field (coarse grid,
+150 stars; a few seconds per run) in its own output folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.pipeline import pipeline_flow
+
+from .conftest import with_execution
+
+pytestmark = pytest.mark.usefixtures("prefect_fast")
+
+#: stages that do not read the photometry catalog
+UPSTREAM_OF_CATALOG = {"physicsmodel", "grid_info"}
+
+
+def _flat(run) -> dict[str, str]:
+    return {f"{stage}[{unit}]": state for stage, units in run.states.items() for unit, state in units.items()}
+
+
+def test_second_run_recomputes_nothing(tiny_settings):
+    first = pipeline_flow(tiny_settings)
+    assert set(first.states) >= {"physicsmodel", "density", "ast_inputs", "cut", "split", "noisemodel", "trim",
+                                 "grid_info", "fit", "merge"}
+    assert set(_flat(first).values()) == {"Completed"}, _flat(first)
+    assert len(first.states["fit"]) >= 2  # fanned out over density bins / sub-files
+    assert first.summary["stars"] > 100
+
+    second = pipeline_flow(tiny_settings)
+    # every task of every stage finished in the "Cached" state: nothing recomputed
+    assert set(_flat(second).values()) == {"Cached"}, _flat(second)
+    assert second.urls == first.urls
+    assert second.summary == first.summary
+
+
+def _change_one_row(src: str, dst: str) -> None:
+    """Copy the catalog with one star's F475W flux changed; keep the Parquet metadata."""
+    table = pq.read_table(src)
+    col = table.column("F475W_RATE").to_pylist()
+    col[0] = col[0] * 1.2
+    i = table.column_names.index("F475W_RATE")
+    table = table.set_column(i, table.schema.field(i), [col])
+    pq.write_table(table, dst)
+
+
+def test_changed_catalog_row_reruns_only_downstream(tiny_settings, tmp_path):
+    catalog = tmp_path / "catalog.parquet"
+    shutil.copyfile(tiny_settings.observations.catalog, catalog)
+    obs = tiny_settings.observations.model_copy(update={"catalog": str(catalog)})
+    settings = tiny_settings.model_copy(update={"observations": obs})
+    first = pipeline_flow(settings)
+
+    _change_one_row(str(catalog), str(catalog))
+    second = pipeline_flow(settings)
+    for stage, units in second.states.items():
+        expected = "Cached" if stage in UPSTREAM_OF_CATALOG else "Completed"
+        assert set(units.values()) == {expected}, (stage, units)
+    assert second.summary["stars"] == first.summary["stars"]
+
+
+def test_transient_fit_failure_is_retried(tiny_settings, monkeypatch):
+    from beastflow.fit import fitting
+
+    real_fit = fitting.run_fit
+    calls: Counter = Counter()
+    failed: list[str] = []
+
+    def fit_failing_once(settings, *args, **kwargs):
+        prefix = args[4]
+        calls[prefix] += 1
+        if not failed:  # the first fit call of the run hits a transient error
+            failed.append(prefix)
+            raise OSError(f"injected transient I/O error writing {prefix}_stats.parquet")
+        return real_fit(settings, *args, **kwargs)
+
+    monkeypatch.setattr(fitting, "run_fit", fit_failing_once)
+    run = pipeline_flow(with_execution(tiny_settings, retries=1, retry_delay_s=0.0))
+
+    assert failed and calls[failed[0]] == 2  # retried once, alone
+    assert all(n == 1 for p, n in calls.items() if p != failed[0])
+    assert set(run.states["fit"].values()) == {"Completed"}
+    assert set(run.states["merge"].values()) == {"Completed"}
+    assert run.summary["stars"] > 100
+
+    # Prefect recorded the retry on that task run
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    label = next(lb for lb in run.states["fit"] if failed[0].endswith(lb.rsplit("_grid", 1)[0]))
+    with get_client(sync_client=True) as client:
+        trs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[f"fit[{label}]"])))
+    assert any(tr.run_count == 2 and tr.state.name == "Completed" for tr in trs)
+
+
+def test_failed_subfile_is_named(tiny_settings, monkeypatch):
+    from beastflow.fit import fitting
+    from flows.executors import UnitsFailed
+
+    def always_fails(settings, *args, **kwargs):
+        if "bin0_sub0" in args[4] or args[4].endswith("sub0"):
+            raise ValueError("injected: this sub-file cannot be fitted")
+        return real(settings, *args, **kwargs)
+
+    real = fitting.run_fit
+    monkeypatch.setattr(fitting, "run_fit", always_fails)
+    with pytest.raises(UnitsFailed) as err:
+        pipeline_flow(with_execution(tiny_settings, retries=0))
+    assert err.value.stage == "fit"
+    assert err.value.failures and all("sub0" in lb for lb in err.value.failures)
+    assert "injected: this sub-file cannot be fitted" in str(err.value)

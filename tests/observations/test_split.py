@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from beastflow.observations.cuts import run_cut
+from beastflow.observations.density import run_density_map
+from beastflow.observations.split import run_split, subfile_sizes
+from beastflow.settings.observations import Split
+
+from .conftest import PHAT_BANDS, synthetic_catalog
+
+
+def _chain(settings, catalog, asts):
+    d = run_density_map(settings, str(catalog))
+    c = run_cut(settings, d.catalog_url, str(asts) if asts else None)
+    return d, c, run_split(settings, c.catalog_url, c.ast_url, d.map_url)
+
+
+def test_phat_split_no_loss_no_duplicates(phat_catalog, phat_asts_rate, make_settings):
+    s = make_settings(observations={"source_density": {"pixsize": 1.0}, "split": {"n_per_file": 20}})
+    d, c, r = _chain(s, phat_catalog, phat_asts_rate)
+    m = json.load(open(r.manifest_url))
+    parts = [pl.read_parquet(e["url"]) for e in m["subfiles"]]
+    ids = np.concatenate([p["star_id"].to_numpy() for p in parts])
+    assert len(ids) == 269 and len(np.unique(ids)) == 269
+    assert sum(e["n_rows"] for e in m["subfiles"]) == 269 == m["n_catalog_rows"]
+    cut = pl.read_parquet(c.catalog_url)
+    bins = dict(zip(cut["star_id"].to_list(), cut["sd_bin"].to_list()))
+    for e, p in zip(m["subfiles"], parts):
+        assert p.height == e["n_rows"] <= 20
+        assert set(p["sd_bin"].to_list()) == {e["bin"]}
+        assert all(bins[i] == e["bin"] for i in p["star_id"].to_list())
+        f = p["F475W_RATE"].to_numpy()
+        assert (np.diff(f) >= 0).all()  # faintest first
+        assert e["flux_range"]["F475W"] == [f.min(), f.max()]
+        assert e["url"].endswith(f"phat_bin{e['bin']}_sub{e['sub']}.parquet")
+    # bins of one bin's sub-files cover increasing flux ranges
+    for b in m["bins"]:
+        subs = sorted((e for e in m["subfiles"] if e["bin"] == b), key=lambda e: e["sub"])
+        assert [e["sub"] for e in subs] == list(range(len(subs)))
+        for a, bb in zip(subs, subs[1:]):
+            assert a["flux_range"]["F475W"][1] <= bb["flux_range"]["F475W"][0]
+    # phat_small ASTs have no positions: every (cut) AST goes to every bin
+    assert m["asts_assignment"] == "all_bins"
+    assert [e["bin"] for e in m["asts"]] == m["bins"]
+    assert all(e["n_rows"] == 171 for e in m["asts"])
+    a0 = pl.read_parquet(m["asts"][0]["url"])
+    assert a0["star_id"].n_unique() == 171
+
+
+def test_asts_with_positions_split_spatially(tmp_path, make_settings):
+    cat = synthetic_catalog(3000, seed=5)
+    cp = tmp_path / "cat.parquet"
+    cat.write_parquet(cp)
+    asts = synthetic_catalog(800, seed=6).rename({f"{b}_VEGA": f"{b}_IN" for b in PHAT_BANDS}).drop(
+        [f"{b}_FLAG" for b in PHAT_BANDS])
+    ap = tmp_path / "asts.parquet"
+    asts.write_parquet(ap)
+    s = make_settings(observations={"source_density": {"mag_cut": [15.0, 30.0], "bin_width": 0.05},
+                                    "split": {"n_per_file": 500}})
+    d, c, r = _chain(s, cp, ap)
+    m = json.load(open(r.manifest_url))
+    assert m["asts_assignment"] == "positions"
+    got = np.concatenate([pl.read_parquet(e["url"])["star_id"].to_numpy() for e in m["asts"]])
+    n_cut = pl.read_parquet(c.ast_url).height
+    assert len(got) == n_cut == len(np.unique(got))  # each AST in exactly one bin
+    assert len(m["bins"]) > 1
+    sub_ids = np.concatenate([pl.read_parquet(e["url"])["star_id"].to_numpy() for e in m["subfiles"]])
+    assert np.array_equal(np.sort(sub_ids), np.arange(3000))
+
+
+def test_subfile_sizes_rules():
+    assert subfile_sizes(13000, Split(n_per_file=6250), False) == [6250, 6250, 500]
+    assert subfile_sizes(4, Split(n_per_file=6250, min_n_subfile=3), True) == [2, 2, 0]  # QUIRK
+    assert subfile_sizes(4, Split(n_per_file=6250, min_n_subfile=3), False) == [2, 2]
+    assert subfile_sizes(20000, Split(n_per_file=6250, min_n_subfile=3), False) == [6250] * 3 + [1250]
+
+
+def test_compat_writes_empty_trailing_subfile(phat_catalog, make_settings):
+    s = make_settings("beast-2.1", observations={"split": {"min_n_subfile": 400}})
+    d, c, r = _chain(s, phat_catalog, None)
+    m = json.load(open(r.manifest_url))
+    assert any(e["n_rows"] == 0 for e in m["subfiles"])
+    assert sum(e["n_rows"] for e in m["subfiles"]) == 269
+
+
+def test_bad_sort_col_and_missing_positions(phat_catalog, phat_asts_rate, make_settings):
+    s = make_settings(observations={"split": {"sort_col": "F999W_RATE"}})
+    d = run_density_map(s, str(phat_catalog))
+    c = run_cut(s, d.catalog_url, str(phat_asts_rate))
+    with pytest.raises(ValueError, match="observations.split.sort_col"):
+        run_split(s, c.catalog_url, c.ast_url, d.map_url)
+    s2 = make_settings(observations={"split": {"asts_without_positions": "error"}})
+    with pytest.raises(ValueError, match="no RA/DEC"):
+        run_split(s2, c.catalog_url, c.ast_url, d.map_url)
+    assert not [u for u in (d.map_url.rsplit("/", 1)[0],) for f in __import__("os").listdir(u) if "_sub" in f]
