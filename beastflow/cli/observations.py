@@ -78,6 +78,8 @@ def _cmd_ast_inputs(args) -> int:
     s = _settings(args)
     name = s.project.name
     cat = args.catalog or s.artifact(f"{name}_catalog_sd.parquet")
+    if not args.catalog and not storage.exists(cat):
+        cat = s.observations.catalog or cat  # before density-map: the raw catalog
     mp = args.map or s.artifact(f"{name}_sourceden_map.parquet")
     r = run_ast_inputs(s, args.grid or _default_grids(s), cat, mp if storage.exists(mp) or args.map else None)
     print(f"{r.n_seds} SEDs, {r.n_rows} AST input rows")

@@ -28,6 +28,8 @@ def convex_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     pts = np.column_stack([np.asarray(x, float), np.asarray(y, float)])
     pts = np.unique(pts, axis=0) if len(pts) < 64 else pts
+    if len(pts) > 50_000:
+        pts = _akl_toussaint(pts)
     if len(pts) < 3:
         raise ValueError(f"footprint needs at least 3 distinct positions, got {len(pts)}")
     try:
@@ -38,6 +40,30 @@ def convex_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if polygon_area(v) < 0:
         v = v[::-1]
     return v
+
+
+def _akl_toussaint(pts: np.ndarray) -> np.ndarray:
+    """Drop points strictly inside the octagon of the extreme points (exact hull filter).
+
+    Every point strictly inside a convex polygon whose vertices are input
+    points cannot be a hull vertex; on big catalogs this leaves only the few
+    points near the edge for qhull.
+    """
+    x, y = pts[:, 0], pts[:, 1]
+    idx = [np.argmin(x), np.argmin(x + y), np.argmin(y), np.argmax(x - y),
+           np.argmax(x), np.argmax(x + y), np.argmax(y), np.argmin(x - y)]
+    poly = pts[np.array(idx)]
+    # remove repeated consecutive vertices, keep counter-clockwise order
+    keep = [0] + [i for i in range(1, len(poly)) if not np.array_equal(poly[i], poly[i - 1])]
+    poly = poly[keep]
+    if len(poly) > 1 and np.array_equal(poly[0], poly[-1]):
+        poly = poly[:-1]
+    if len(poly) < 3 or polygon_area(poly) <= 0:
+        return pts
+    strictly = np.ones(len(pts), bool)
+    for (x0, y0), (x1, y1) in zip(poly, np.roll(poly, -1, axis=0)):
+        strictly &= (x1 - x0) * (y - y0) - (y1 - y0) * (x - x0) > 0
+    return pts[~strictly]
 
 
 def points_in_convex(poly: np.ndarray, x: np.ndarray, y: np.ndarray, tol: float = 0.0) -> np.ndarray:
