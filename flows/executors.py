@@ -253,8 +253,6 @@ def _slurm_executor(settings, name: str, mem_gb: int):
 
 
 def _run_slurm(settings, units, keys):
-    from submitit.core.utils import UncompletedJobError
-
     payload = settings_payload(settings)
     size = settings.execution.slurm.max_array_size
     t0 = time.monotonic()
@@ -274,11 +272,7 @@ def _run_slurm(settings, units, keys):
                 continue
             try:
                 value = job.result()
-            except UncompletedJobError as exc:
-                state = job.get_info(mode="force").get("State", "UNKNOWN")
-                yield unit, False, f"job {job.job_id} ended without a result (state {state}): {_short_reason(exc)}", \
-                    time.monotonic() - t0
-            except Exception as exc:  # noqa: BLE001 - FailedJobError carries the remote traceback
+            except Exception as exc:  # noqa: BLE001 - Failed/UncompletedJobError carry the remote error
                 yield unit, False, f"job {job.job_id}: {_short_reason(exc)} (log: {job.paths.stderr})", \
                     time.monotonic() - t0
             else:

@@ -55,11 +55,10 @@ class PipelineRun:
 
 
 def load(settings: Any):
-    """A settings file URL, dict or Settings -> activated Settings."""
+    """A settings file URL, dict or Settings (None: see ``settings_or_default``) -> activated Settings."""
     from beastflow.settings import Settings, load_settings, settings_from_dict
 
-    if settings is None:
-        raise ValueError("no settings given (a settings file URL, a dict or a Settings object)")
+    settings = settings_or_default(settings)
     if isinstance(settings, Settings):
         s = settings
     elif isinstance(settings, dict):
@@ -207,12 +206,10 @@ def merge_flow(settings: str | None = None, fit: StageRun | None = None) -> Stag
 def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts: str | None = None) -> PipelineRun:
     """The whole BEAST pipeline on one field; every stage cached and retried.
 
-    ``settings``: settings file URL (None: the embedded demo field).
+    ``settings``: settings file URL (None: $BEASTFLOW_SETTINGS, else the embedded demo field).
     ``catalog`` / ``asts``: override observations.catalog / ast_results.
     """
     log = get_run_logger()
-    if settings is None:
-        settings = demo_settings()
     s = load(settings)
     runs: dict[str, StageRun] = {}
     runs["physicsmodel"] = physicsmodel_flow(s)
@@ -233,6 +230,18 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     cached = [n for n, r in runs.items() if r.all_cached]
     log.info("pipeline done: %d stars fitted; stages from cache: %s", summary.get("stars", 0), ", ".join(cached) or "none")
     return PipelineRun(s.source, s.output, runs, summary)
+
+
+def settings_or_default(settings: Any) -> Any:
+    """``settings``, else $BEASTFLOW_SETTINGS, else the embedded demo field.
+
+    Deployments started from the UI with default parameters get their
+    settings from the environment of the worker that runs them.
+    """
+    if settings is not None:
+        return settings
+    env = os.environ.get("BEASTFLOW_SETTINGS")
+    return env if env else demo_settings()
 
 
 def demo_settings():

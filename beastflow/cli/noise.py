@@ -53,7 +53,8 @@ def _manifest(s) -> dict | None:
 
 
 def noisemodel_url(s, b: int | str | None, g: int | None) -> str:
-    parts = [s.project.name] + ([f"bin{b}"] if b is not None else []) + ([f"gridsub{g}"] if g is not None else [])
+    """``P_bin{s}_gridsub{g}_noisemodel.hd5`` (docs/stages.md; g = 0 for a single full grid, as the flows)."""
+    parts = [s.project.name] + ([f"bin{b}"] if b is not None else []) + [f"gridsub{g if g is not None else 0}"]
     return s.artifact("_".join(parts) + "_noisemodel.hd5")
 
 
@@ -143,7 +144,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("settings", help="settings TOML file")
     p.add_argument("--grid", nargs="+", help="SED grid or subgrids (default: found under project.output)")
     p.add_argument("--catalog", nargs="+", help="sub-file(s) to trim for (default: the split manifest's)")
-    p.add_argument("--noise", help="noise model (default: P_bin{s}[_gridsub{g}]_noisemodel.hd5)")
+    p.add_argument("--noise", help="noise model (default: P_bin{s}_gridsub{g}_noisemodel.hd5)")
     p.add_argument("--bins", nargs="+", help="only these density bins")
     p.add_argument("--force", action="store_true", help="redo existing trimmed files")
     p.set_defaults(func=_cmd_trim)

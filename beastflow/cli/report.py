@@ -17,7 +17,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     for q, m in rep.recovery.items():
         print(f"  recovery {q}: median (fit-truth)/sigma = {m['median_z']:+.2f}, "
               f"{100 * m['coverage_68']:.0f}% of {m['n']} truths inside p16-p84")
-    shown = rep.index if "://" in rep.index else os.path.relpath(rep.index)
+    shown = rep.index
+    if "://" not in shown and not os.path.relpath(shown).startswith(".."):
+        shown = os.path.relpath(shown)
     print(f"report: {shown}")
     return 1 if any(s.error for s in rep.sections) and args.strict else 0
 

@@ -60,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"beastflow run: error: {failed}", file=sys.stderr)
         return 1
     _report(run)
+    _write_report(run.output)
     return 0
 
 
@@ -72,6 +73,23 @@ def _report(run) -> None:
     s = run.summary
     if s:
         print("fitted: " + ", ".join(f"{k}={v}" for k, v in s.items()))
+
+
+def _write_report(output: str) -> None:
+    """Plots + HTML report of the finished run (beastflow.report); a plotting
+    problem never turns a finished pipeline run into a failure."""
+    try:
+        from beastflow.report import make_report
+
+        rep = make_report(output)
+    except Exception as exc:  # noqa: BLE001 - reported, the run's results stand
+        print(f"report: not written ({type(exc).__name__}: {exc}); retry with `beastflow report {output}`",
+              file=sys.stderr)
+        return
+    for q, m in rep.recovery.items():
+        print(f"recovery {q}: median (fit-truth)/sigma {m['median_z']:+.2f}, "
+              f"{100 * m['coverage_68']:.0f}% of truths inside p16-p84")
+    print(f"report: {rep.index}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -122,12 +122,15 @@ class _Chunk:
 
 def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: str,
              counters: dict[str, int]) -> _Chunk:
+    """Band/quantity-major arrays of one block (the kernels loop over contiguous
+    models); built directly in that layout to keep the transient memory low."""
     seds = blk.seds
     err = nblk.error
     comp = nblk.completeness
-    m = np.ascontiguousarray(seds + nblk.bias)
     weight = blk.columns["weight"]
-    bad_noise = ~(np.all(err > 0, axis=1) & np.all(np.isfinite(err), axis=1) & np.all(np.isfinite(m), axis=1))
+    mT = np.ascontiguousarray((seds + nblk.bias).T)
+    errT = np.ascontiguousarray(err.T)
+    bad_noise = ~(np.all(errT > 0, axis=0) & np.all(np.isfinite(errT), axis=0) & np.all(np.isfinite(mT), axis=0))
     bad_comp = ~np.all(comp > 0, axis=1)
     if opts.compat and (bad_comp.any() or bad_noise.any()):
         raise ValueError(f"{where}: {int((bad_comp | bad_noise).sum())} model(s) have completeness <= 0 or an "
@@ -138,8 +141,9 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
     counters["zero_weight"] += int((weight <= 0).sum())
     counters["invalid_noise"] += int(bad_noise.sum())
     with np.errstate(divide="ignore", invalid="ignore"):
-        ivar = np.ascontiguousarray(1.0 / (err * err))
-        lne = np.ascontiguousarray(np.log(err))
+        ivT = 1.0 / (errT * errT)
+        lneT = np.log(errT)
+        del errT
         lnw = np.log(weight) - opts.ln_norm
         if opts.completeness == "min":
             lnc = np.log(comp.min(axis=1))
@@ -147,22 +151,22 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
             lnc = np.log(comp).sum(axis=1)
         else:
             lnc = 0.0
-        const = lnw + lnc - lne.sum(axis=1) - 0.5 * seds.shape[1] * lk.LN2PI
-    const = np.where(valid, const, -np.inf)
+        const = lnw + lnc - lneT.sum(axis=0) - 0.5 * seds.shape[1] * lk.LN2PI
+    const = np.ascontiguousarray(np.where(valid, const, -np.inf))
     nq = len(bs.qnames)
-    qvals = np.empty((len(seds), nq))
+    qT = np.empty((nq, len(seds)))
     nphys = sum(1 for q in bs.qnames if not q.startswith("symlog"))
     for i, q in enumerate(bs.qnames[:nphys]):
-        qvals[:, i] = blk.columns[q]
-    qvals[:, nphys:] = symlog(m)
-    bins1, bins2 = bs.assign(qvals, where)
+        qT[i] = blk.columns[q]
+    qT[nphys:] = symlog(mT)
+    b1T, b2T = bs.assign(qT, where)
     if "fullgrid_idx" in blk.columns:
         gid = blk.columns["fullgrid_idx"].astype(np.int64) + gid_offset
     else:
         gid = np.arange(blk.start, blk.start + len(seds), dtype=np.int64) + gid_offset
     spec = blk.columns["specgrid_indx"].astype(np.int64) if "specgrid_indx" in blk.columns \
         else np.full(len(seds), -1, np.int64)
-    return _Chunk(m, ivar, lne, const, qvals, bins1, bins2, gid, spec, blk.start)
+    return _Chunk(mT, ivT, lneT, const, qT, b1T, b2T, gid, spec, blk.start)
 
 
 def _resolve_options(settings, grid, info: dict | None) -> FitOptions:
@@ -211,6 +215,7 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
         for blk, nblk in zip(grid.iter_chunks(chunk_models, columns=cols),
                              noise.iter_chunks(chunk_models, ["bias", "error", "completeness"])):
             c = _prepare(blk, nblk, bs, opts, gid_offset, where, counters)
+            del blk, nblk  # only the prepared arrays stay alive while the kernels run
             if single:
                 cached.append(c)
             yield c
@@ -394,7 +399,8 @@ def run_fit(settings, trimmed_grid_url: str, trimmed_noise_url: str, catalog_url
     meta = {"tag": tag, "subgrid": subgrid, "bins_source": bs.source, "compat": settings.compat,
             "qnames": bs.qnames, "filters": filters, "stats_threshold": opts.stat_thr,
             "lnp_threshold": opts.lnp_thr, "lnp_npts": opts.lnp_npts, "completeness": opts.completeness,
-            "ln_weight_norm": opts.ln_norm, "gid_offset": gid_offset, "n_models": grid.n_models}
+            "ln_weight_norm": opts.ln_norm, "gid_offset": gid_offset, "n_models": grid.n_models,
+            "wavelengths": grid.lamb.tolist()}
     urls = FitResult(stats=f"{out_prefix}_stats.parquet", pdf1d=f"{out_prefix}_pdf1d.hd5",
                      pdf2d=f"{out_prefix}_pdf2d.hd5", lnp=f"{out_prefix}_lnp.hd5", tag=tag, subgrid=subgrid)
     log.info("fit %d stars x %d models (%d bands) -> %s", len(cat), grid.n_models, len(filters), out_prefix)

@@ -46,43 +46,70 @@ def n_partitions() -> int:
     return max(1, numba.get_num_threads())
 
 
+#: models per tile: the tile's model data (~13 doubles per model) stay in L1/L2
+#: while every star of the block is evaluated against it, and the band loop
+#: runs over contiguous models (band-major arrays), which LLVM vectorises.
+TILE = 256
+
+
 @njit(cache=True)
-def _lnp_chi2(ys, used, m, ivar, lne, cj, j, nb):
-    chi2 = 0.0
-    extra = 0.0
+def _tile_lnp(Y, USED, s, mT, ivT, lneT, const, j0, nt, chi2, lnp, any_missing):
+    """chi2 and lnP of models j0..j0+nt-1 for star s into chi2[:nt], lnp[:nt]."""
+    nb = Y.shape[1]
+    for jj in range(nt):
+        chi2[jj] = 0.0
     for k in range(nb):
-        if used[k]:
-            d = ys[k] - m[j, k]
-            chi2 += d * d * ivar[j, k]
-        else:
-            extra += lne[j, k] + 0.5 * LN2PI
-    return cj + extra - 0.5 * chi2, chi2
+        if USED[s, k]:
+            yk = Y[s, k]
+            for jj in range(nt):
+                d = yk - mT[k, j0 + jj]
+                chi2[jj] += d * d * ivT[k, j0 + jj]
+    for jj in range(nt):
+        lnp[jj] = const[j0 + jj] - 0.5 * chi2[jj]
+    if any_missing:
+        # a band without a measurement drops out of the Gaussian normalisation too
+        for k in range(nb):
+            if not USED[s, k]:
+                for jj in range(nt):
+                    lnp[jj] += lneT[k, j0 + jj] + 0.5 * LN2PI
 
 
 @njit(parallel=True, cache=True)
-def pass_max(Y, USED, m, ivar, lne, const, start, best_lnp, best_idx, chi2min, chi2min_idx, T):
-    """Update per-star max lnP / argmax and min chi2 / argmin with one chunk (in place)."""
+def pass_max(Y, USED, mT, ivT, lneT, const, start, best_lnp, best_idx, chi2min, chi2min_idx, T):
+    """Update per-star max lnP / argmax and min chi2 / argmin with one chunk (in place).
+
+    Arrays of the chunk are band-major: mT, ivT, lneT [n_bands, n_models]."""
     ns, nb = Y.shape
-    n = m.shape[0]
+    n = mT.shape[1]
     tl = np.full((T, ns), -np.inf)
     ti = np.full((T, ns), -1, dtype=np.int64)
     tc = np.full((T, ns), np.inf)
     tci = np.full((T, ns), -1, dtype=np.int64)
+    missing = np.zeros(ns, dtype=np.bool_)
+    for s in range(ns):
+        for k in range(nb):
+            if not USED[s, k]:
+                missing[s] = True
     for t in prange(T):
         lo = t * n // T
         hi = (t + 1) * n // T
-        for j in range(lo, hi):
-            cj = const[j]
-            if cj == -np.inf:
-                continue
+        chi2 = np.empty(TILE)
+        lnp = np.empty(TILE)
+        for j0 in range(lo, hi, TILE):
+            nt = min(TILE, hi - j0)
             for s in range(ns):
-                lnp, chi2 = _lnp_chi2(Y[s], USED[s], m, ivar, lne, cj, j, nb)
-                if lnp > tl[t, s]:
-                    tl[t, s] = lnp
-                    ti[t, s] = j
-                if chi2 < tc[t, s]:
-                    tc[t, s] = chi2
-                    tci[t, s] = j
+                _tile_lnp(Y, USED, s, mT, ivT, lneT, const, j0, nt, chi2, lnp, missing[s])
+                bl = tl[t, s]
+                bc = tc[t, s]
+                for jj in range(nt):
+                    if lnp[jj] > bl:  # -inf (invalid models) never wins
+                        bl = lnp[jj]
+                        ti[t, s] = j0 + jj
+                    if chi2[jj] < bc and const[j0 + jj] > -np.inf:
+                        bc = chi2[jj]
+                        tci[t, s] = j0 + jj
+                tl[t, s] = bl
+                tc[t, s] = bc
     for t in range(T):  # partition order = model order: strict comparisons keep the first index
         for s in range(ns):
             if tl[t, s] > best_lnp[s]:
@@ -150,49 +177,89 @@ def _heap_push(keys, idx, lnp, chi2, n, k, key, j, lp, c2):
 
 
 @njit(parallel=True, cache=True)
-def pass_accumulate(Y, USED, m, ivar, lne, const, start, M, stat_thr, lnp_thr,
-                    qvals, bins1, bins2, gid, specgrid, best_idx, seeds,
+def pass_accumulate(Y, USED, mT, ivT, lneT, const, start, M, stat_thr, lnp_thr,
+                    qT, b1T, b2T, gid, specgrid, best_idx, seeds,
                     acc_s0, acc_exp, acc_h1, acc_h2, acc_chi2, acc_chi2i, acc_ncand,
                     heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, best_q, best_gid, best_spec):
-    """Accumulate one chunk into the per-partition accumulators (leading axis T)."""
+    """Accumulate one chunk into the per-partition accumulators (leading axis T).
+
+    qT [nq, n] quantity values, b1T [nq, n] offset 1-D bin indices, b2T [npairs, n]
+    flat 2-D bin indices (band/quantity-major, like mT)."""
     ns, nb = Y.shape
-    n = m.shape[0]
-    nq = qvals.shape[1]
-    np2 = bins2.shape[1]
+    n = mT.shape[1]
+    nq = qT.shape[0]
+    np2 = b2T.shape[0]
     T = acc_s0.shape[0]
     k = heap_key.shape[2]
+    missing = np.zeros(ns, dtype=np.bool_)
+    for s in range(ns):
+        for kb in range(nb):
+            if not USED[s, kb]:
+                missing[s] = True
+    # a tile whose best model is below both thresholds contributes nothing
+    floor = min(stat_thr, lnp_thr) if k > 0 else stat_thr
     for t in prange(T):
         lo = t * n // T
         hi = (t + 1) * n // T
-        for j in range(lo, hi):
-            cj = const[j]
-            if cj == -np.inf:
-                continue
-            jj = j + start
+        chi2 = np.empty(TILE)
+        lnp = np.empty(TILE)
+        w = np.empty(TILE)
+        sel = np.empty(TILE, dtype=np.int64)
+        for j0 in range(lo, hi, TILE):
+            nt = min(TILE, hi - j0)
             for s in range(ns):
-                lnp, chi2 = _lnp_chi2(Y[s], USED[s], m, ivar, lne, cj, j, nb)
-                dl = lnp - M[s]
-                if dl > stat_thr:
-                    w = math.exp(dl)
-                    acc_s0[t, s] += w
+                _tile_lnp(Y, USED, s, mT, ivT, lneT, const, j0, nt, chi2, lnp, missing[s])
+                Ms = M[s]
+                top = -np.inf
+                for jj in range(nt):
+                    if lnp[jj] > top:
+                        top = lnp[jj]
+                bi = best_idx[s] - start
+                if bi >= j0 and bi < j0 + nt:
                     for q in range(nq):
-                        acc_exp[t, s, q] += w * qvals[j, q]
-                        acc_h1[t, s, bins1[j, q]] += w
+                        best_q[s, q] = qT[q, bi]
+                    best_gid[s] = gid[bi]
+                    best_spec[s] = specgrid[bi]
+                if top - Ms <= floor:
+                    continue
+                # weights of the models of the tile above the statistics
+                # threshold, compacted so the scatters touch only those
+                nz = 0
+                for jj in range(nt):
+                    dl = lnp[jj] - Ms
+                    if dl > stat_thr:
+                        w[nz] = math.exp(dl)
+                        sel[nz] = j0 + jj
+                        nz += 1
+                        if chi2[jj] < acc_chi2[t, s]:
+                            acc_chi2[t, s] = chi2[jj]
+                            acc_chi2i[t, s] = j0 + jj + start
+                if nz > 0:
+                    sw = 0.0
+                    for i in range(nz):
+                        sw += w[i]
+                    acc_s0[t, s] += sw
+                    ex = acc_exp[t, s]
+                    h1 = acc_h1[t, s]
+                    h2 = acc_h2[t, s]
+                    for q in range(nq):
+                        e = 0.0
+                        for i in range(nz):
+                            e += w[i] * qT[q, sel[i]]
+                            h1[b1T[q, sel[i]]] += w[i]
+                        ex[q] += e
                     for p in range(np2):
-                        acc_h2[t, s, bins2[j, p]] += w
-                    if chi2 < acc_chi2[t, s]:
-                        acc_chi2[t, s] = chi2
-                        acc_chi2i[t, s] = jj
-                if jj == best_idx[s]:
-                    for q in range(nq):
-                        best_q[s, q] = qvals[j, q]
-                    best_gid[s] = gid[j]
-                    best_spec[s] = specgrid[j]
-                if k > 0 and dl > lnp_thr:
-                    acc_ncand[t, s] += 1
-                    key = hash_key(seeds[s], gid[j])
-                    heap_n[t, s] = _heap_push(heap_key[t, s], heap_idx[t, s], heap_lnp[t, s], heap_chi2[t, s],
-                                              heap_n[t, s], k, key, jj, lnp, chi2)
+                        for i in range(nz):
+                            h2[b2T[p, sel[i]]] += w[i]
+                if k > 0:
+                    for jj in range(nt):
+                        if lnp[jj] - Ms > lnp_thr:
+                            acc_ncand[t, s] += 1
+                            j = j0 + jj
+                            key = hash_key(seeds[s], gid[j])
+                            heap_n[t, s] = _heap_push(heap_key[t, s], heap_idx[t, s], heap_lnp[t, s],
+                                                      heap_chi2[t, s], heap_n[t, s], k, key, j + start,
+                                                      lnp[jj], chi2[jj])
 
 
 def set_threads(n: int | None) -> None:

@@ -22,13 +22,13 @@ refused with an error naming the files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import h5py
 import numpy as np
 import polars as pl
 
@@ -182,25 +182,16 @@ def _merge_pdf2d(urls, W, Wsum, ids, tln, out_url, prov, meta) -> None:
             raise ValueError(f"{u}: 2-D PDF pairs or bins differ from those of {urls[0]}")
     ns = len(ids)
     with PDF2DWriter(out_url, ns, [_pair_bins(p, axes[p]) for p in pairs], prov, meta) as w:
-        files = [h5py.File(_local(u), "r") for u in urls]
-        try:
-            for lo in range(0, ns, STAR_BLOCK):
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(open_h5(u)) for u in urls]
+            for lo in range(0, ns, STAR_BLOCK):  # bounded memory: a block of stars at a time
                 hi = min(ns, lo + STAR_BLOCK)
                 blocks = []
                 for p in pairs:
                     acc = sum(W[g, lo:hi, None, None] * f[p]["pdf"][lo:hi] for g, f in enumerate(files))
                     blocks.append(acc / Wsum[lo:hi, None, None])
                 w.write(lo, blocks)
-        finally:
-            for f in files:
-                f.close()
         w.finish(ids, tln)
-
-
-def _local(url: str) -> str:
-    if "://" in url and not url.startswith("file://"):
-        raise ValueError(f"{url}: merging 2-D PDFs streams local files only; copy it locally first")
-    return url.split("://", 1)[-1]
 
 
 def _merge_lnp(urls, subgrids, out_url, settings, prov, meta) -> None:
@@ -264,7 +255,7 @@ def concatenate(settings, results: Sequence[Any], tags: Sequence[str | None], ou
     with PDF2DWriter(res.pdf2d, len(ids), [_pair_bins(p, axes[p]) for p in pairs], prov, meta) as w:
         lo = 0
         for r in results:
-            with h5py.File(_local(r.pdf2d), "r") as f:
+            with open_h5(r.pdf2d) as f:
                 n = f["star_id"].shape[0]
                 for a in range(0, n, STAR_BLOCK):
                     b = min(n, a + STAR_BLOCK)
@@ -308,7 +299,9 @@ def run_merge(settings, fit_results: Sequence[Any], out_prefix: str | None = Non
         subs = [read_stats(r.stats)[1]["meta"].get("subgrid") for r in rs]
         if len(rs) > 1:
             if len(set(subs)) != len(subs):
-                raise ValueError(f"sub-file {tag!r}: several fits with subgrid {subs}; each subgrid once please")
+                raise ValueError(
+                    f"sub-file {tag!r}: {len(rs)} fits with subgrids {subs} ({[r.stats for r in rs]}); a sub-file "
+                    "may list each subgrid once (give fits of different sub-files a bin{s}_sub{u} tag)")
             if len(groups) == 1:
                 return merge_subgrids(settings, rs, out_prefix)
             folder = os.path.dirname(out_prefix) or "."

@@ -45,21 +45,22 @@ class BinSet:
     def n2(self) -> int:
         return int(self.offsets2[-1])
 
-    def assign(self, qvals: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per model: offset bin index per quantity [n, nq] and flat 2-D index per pair [n, npairs]."""
-        n = len(qvals)
-        b1 = np.empty((n, len(self.bins1)), dtype=np.int32)
+    def assign(self, qT: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per model, from quantity-major values qT [nq, n]: offset 1-D bin index
+        per quantity b1T [nq, n] and flat 2-D index per pair b2T [npairs, n]."""
+        n = qT.shape[1]
+        b1 = np.empty((len(self.bins1), n), dtype=np.int32)
         local = {}
         for i, b in enumerate(self.bins1):
-            idx = b.assign(qvals[:, i], where)
+            idx = b.assign(qT[i], where)
             local[b.name] = idx
-            b1[:, i] = idx + self.offsets1[i]
-        b2 = np.empty((n, len(self.pairs)), dtype=np.int32)
+            b1[i] = idx + self.offsets1[i]
+        b2 = np.empty((len(self.pairs), n), dtype=np.int32)
         qi = {q: i for i, q in enumerate(self.qnames)}
         for p, (a, b) in enumerate(self.pairs):
-            ia = a.assign(qvals[:, qi[a.name]], where) if a is not self.bins1[qi[a.name]] else local[a.name]
-            ib = b.assign(qvals[:, qi[b.name]], where) if b is not self.bins1[qi[b.name]] else local[b.name]
-            b2[:, p] = ia * b.nbins + ib + self.offsets2[p]
+            ia = a.assign(qT[qi[a.name]], where) if a is not self.bins1[qi[a.name]] else local[a.name]
+            ib = b.assign(qT[qi[b.name]], where) if b is not self.bins1[qi[b.name]] else local[b.name]
+            b2[p] = ia * b.nbins + ib + self.offsets2[p]
         return b1, b2
 
 

@@ -8,6 +8,9 @@ the grid's filter order (spec noise-model.md §1):
 - ``/completeness`` float64 [N_models, N_bands]  fraction 0-1
 - optional ``/covdiag`` [N, N_bands], ``/covoffdiag`` [N, N_bands (N_bands - 1) / 2]:
   absolute-calibration covariance in physical units (when configured)
+- optional truncheon arrays (spec noise-model.md §6): ``/q_norm`` [N]
+  (-1/2 ln det C), ``/icov_diag`` [N, N_bands], ``/icov_offdiag``
+  [N, N_bands (N_bands - 1) / 2] (C^-1, strict upper triangle row by row)
 
 Attributes: ``format``, ``format_version``, ``filters``, ``provenance``,
 ``sed_grid`` (URL of the grid it belongs to), ``meta``.
@@ -26,17 +29,23 @@ from beastflow.io.hdf5_arrays import ArraysWriter, decode_attr, iter_row_blocks,
 FORMAT = "beastflow-noise-model"
 FORMAT_VERSION = 1
 REQUIRED = ("bias", "error", "completeness")
+TRUNCHEN = ("q_norm", "icov_diag", "icov_offdiag")
 
 
 class NoiseModelWriter(ArraysWriter):
     def __init__(self, url: str, filters: Sequence[str], n_models: int | None = None,
                  provenance: Mapping[str, Any] | None = None, sed_grid: str = "",
-                 with_covariance: bool = False, meta: Mapping[str, Any] | None = None):
+                 with_covariance: bool = False, meta: Mapping[str, Any] | None = None,
+                 with_trunchen: bool = False):
         nb = len(filters)
         schema: dict[str, tuple[tuple[int, ...], Any]] = {k: ((nb,), np.float64) for k in REQUIRED}
         if with_covariance:
             schema["covdiag"] = ((nb,), np.float64)
             schema["covoffdiag"] = ((nb * (nb - 1) // 2,), np.float64)
+        if with_trunchen:
+            schema["q_norm"] = ((), np.float64)
+            schema["icov_diag"] = ((nb,), np.float64)
+            schema["icov_offdiag"] = ((nb * (nb - 1) // 2,), np.float64)
         attrs = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -83,7 +92,7 @@ class NoiseModel:
             self.meta: dict[str, Any] = decode_attr(h5.attrs.get("meta", "{}"))
             self.sed_grid: str = decode_attr(h5.attrs.get("sed_grid", ""))
             self.n_models = int(h5["bias"].shape[0])
-            self.names = [k for k in ("bias", "error", "completeness", "covdiag", "covoffdiag") if k in h5]
+            self.names = [k for k in ("bias", "error", "completeness", "covdiag", "covoffdiag", *TRUNCHEN) if k in h5]
 
     def __len__(self) -> int:
         return self.n_models

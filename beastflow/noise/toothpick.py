@@ -285,7 +285,8 @@ def artifact_identity(url: str) -> str:
 
 def run_noisemodel(settings: Any, sed_grid_url: str, ast_url: str, out_url: str,
                    vega_fluxes: Sequence[float] | None = None) -> str:
-    """Toothpick noise model of ``ast_url``'s fake stars evaluated on one SED (sub)grid.
+    """Noise model of ``ast_url``'s fake stars evaluated on one SED (sub)grid (toothpick, or
+    the truncheon model when ``[noise_model] model = "trunchen"``).
 
     Streams the grid in blocks of ``[noise_model] chunk_models`` models;
     writes ``out_url`` atomically and returns it.  ``vega_fluxes`` overrides
@@ -294,8 +295,10 @@ def run_noisemodel(settings: Any, sed_grid_url: str, ast_url: str, out_url: str,
     """
     nm = settings.noise_model
     compat = settings.beast_compat
-    if nm.model != "toothpick":
-        raise ValueError(f"[noise_model] model = {nm.model!r}: only 'toothpick' is implemented in run_noisemodel")
+    if nm.model == "trunchen":
+        from beastflow.noise.trunchen import run_trunchen
+
+        return run_trunchen(settings, sed_grid_url, ast_url, out_url, vega_fluxes)
     grid = SEDGrid(sed_grid_url)
     filters = grid.filters
     vega = np.asarray(vega_fluxes, dtype=np.float64) if vega_fluxes is not None else vega_fluxes_for(filters, compat)

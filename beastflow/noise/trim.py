@@ -201,17 +201,56 @@ class _JobState:
         self.n_written = 0
         self.grid_w: SEDGridWriter | None = None
         self.noise_w: NoiseModelWriter | None = None
+        # survivors are buffered and written in whole HDF5 chunks: appending a
+        # few thousand rows per grid block to each job would make HDF5
+        # read-modify-write partially filled multi-MB chunks
+        self.buf: list[tuple[np.ndarray, dict, dict]] = []
+        self.n_buf = 0
+        self.flush_rows = 65_536
+
+    def add(self, seds, cols, noise_arrays) -> None:
+        self.buf.append((seds, cols, noise_arrays))
+        self.n_buf += len(seds)
+        if self.n_buf >= self.flush_rows:
+            self.flush(final=False)
+
+    def flush(self, final: bool = True) -> None:
+        if not self.buf:
+            return
+        seds = np.concatenate([b[0] for b in self.buf])
+        cols = {c: np.concatenate([b[1][c] for b in self.buf]) for c in self.buf[0][1]}
+        noi = {k: np.concatenate([b[2][k] for b in self.buf]) for k in self.buf[0][2]}
+        # write whole multiples of the chunk size; keep the remainder unless final
+        n = len(seds) if final else (len(seds) // self.flush_rows) * self.flush_rows
+        self.grid_w.append_models(seds[:n], {c: v[:n] for c, v in cols.items()})
+        self.noise_w.append({k: v[:n] for k, v in noi.items()})
+        self.n_written += n
+        rest = len(seds) - n
+        self.buf = [(seds[n:], {c: v[n:] for c, v in cols.items()}, {k: v[n:] for k, v in noi.items()})] if rest else []
+        self.n_buf = rest
 
 
-def _open_writers(st: _JobState, grid: SEDGrid, noise: NoiseModel, out_cols: list[str], prov_g, prov_n, meta) -> None:
+#: memory for the survivors buffered across all jobs of a pass
+_BUFFER_BYTES = 256 << 20
+#: smallest write (and HDF5 chunk) of a trimmed file, rows
+_MIN_FLUSH_ROWS = 4096
+
+
+def _open_writers(st: _JobState, grid: SEDGrid, noise: NoiseModel, out_cols: list[str], prov_g, prov_n, meta,
+                  n_jobs: int = 1) -> None:
+    row_bytes = 8 * (2 * grid.n_bands + len(out_cols) + len(noise.names) * grid.n_bands)
+    # chunk rows = flush size: every write fills whole chunks; bounded memory for many jobs
+    st.flush_rows = int(np.clip(_BUFFER_BYTES // max(1, n_jobs * row_bytes), _MIN_FLUSH_ROWS, 65_536))
     st.grid_w = SEDGridWriter(st.job.out_grid_url, grid.filters, grid.lamb, out_cols, n_models=None,
                               provenance=prov_g, stellar_library=grid.stellar_library,
-                              meta={**grid.meta, "trim": meta})
+                              meta={**grid.meta, "trim": meta}, chunk_rows=st.flush_rows)
     st.grid_w.__enter__()
     try:
         st.noise_w = NoiseModelWriter(st.job.out_noise_url, noise.filters, n_models=None, provenance=prov_n,
                                       sed_grid=st.job.out_grid_url, with_covariance="covdiag" in noise.names,
+                                      with_trunchen="q_norm" in noise.names,
                                       meta={**noise.meta, "trim": meta})
+        st.noise_w.chunk_rows = st.flush_rows  # ArraysWriter reads it when the file is opened
         st.noise_w.__enter__()
     except BaseException:
         _close(st, ok=False)
@@ -220,6 +259,9 @@ def _open_writers(st: _JobState, grid: SEDGrid, noise: NoiseModel, out_cols: lis
 
 def _close(st: _JobState, ok: bool) -> None:
     """Commit (rename into place) or discard the job's two files."""
+    if ok:
+        st.flush(final=True)
+    st.buf, st.n_buf = [], 0
     for attr in ("noise_w", "grid_w"):
         w = getattr(st, attr)
         if w is None:
@@ -239,6 +281,7 @@ def _stream(grid: SEDGrid, noise: NoiseModel, states: list[_JobState], masks: li
     """One pass over grid + noise: append each job's survivors (pattern & mask == mask)."""
     ymin = np.array([s.ymin for s in states])
     ymax = np.array([s.ymax for s in states])
+    nb = grid.n_bands
     names = noise.names
     noise_iter = noise.iter_chunks(chunk, names=names)
     for gb in grid.iter_chunks(chunk, columns=columns):
@@ -249,8 +292,14 @@ def _stream(grid: SEDGrid, noise: NoiseModel, states: list[_JobState], masks: li
         for j, st in enumerate(states):
             pj = pat[j]
             if count:
-                vals, cnts = np.unique(pj[pj >= 0], return_counts=True)
-                st.hist.update(dict(zip(vals.tolist(), cnts.tolist())))
+                cov = pj[pj >= 0]
+                if nb <= 16:  # O(n) histogram of the 2^nb possible patterns
+                    cnt = np.bincount(cov, minlength=1 << nb)
+                    nz = np.flatnonzero(cnt)
+                    st.hist.update(dict(zip(nz.tolist(), cnt[nz].tolist())))
+                else:
+                    vals, cnts = np.unique(cov, return_counts=True)
+                    st.hist.update(dict(zip(vals.tolist(), cnts.tolist())))
             m = masks[j]
             if m is None:
                 continue
@@ -259,9 +308,7 @@ def _stream(grid: SEDGrid, noise: NoiseModel, states: list[_JobState], masks: li
                 continue
             cols = {c: v[idx] for c, v in gb.columns.items()}
             cols["fullgrid_idx"] = gb.start + idx  # row index in the INPUT (sub)grid
-            st.grid_w.append_models(gb.seds[idx], cols)
-            st.noise_w.append({k: v[idx] for k, v in nbk.arrays.items()})
-            st.n_written += len(idx)
+            st.add(gb.seds[idx], cols, {k: v[idx] for k, v in nbk.arrays.items()})
 
 
 def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[TrimJob],
@@ -304,6 +351,8 @@ def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[Tr
                 failures.append(str(exc))
                 continue
             states.append(_JobState(job, ymin, ymax, n_stars))
+        if not states:
+            continue
 
         def provs(st: _JobState):
             inputs = {"sed_grid": sed_grid_url, "noise_model": noise_url, "catalog": st.job.catalog_url}
@@ -318,7 +367,7 @@ def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[Tr
 
         try:
             for st in states:
-                _open_writers(st, grid, noise, out_cols, *provs(st))
+                _open_writers(st, grid, noise, out_cols, *provs(st), n_jobs=len(states))
             full = (1 << nb) - 1
             # optimistic single pass: every band applied (always right by default,
             # right in compat unless a band has to be skipped)
@@ -361,7 +410,7 @@ def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[Tr
                 _close(st, ok=False)
                 ns = _JobState(st.job, st.ymin, st.ymax, st.n_stars)
                 ns.n_covered = st.n_covered
-                _open_writers(ns, grid, noise, out_cols, *provs(ns))
+                _open_writers(ns, grid, noise, out_cols, *provs(ns), n_jobs=len(redo))
                 rstates.append((ns, mask, skipped))
             try:
                 _stream(grid, noise, [r[0] for r in rstates], [r[1] for r in rstates], tr.chunk_models,

@@ -68,7 +68,7 @@ def plot_cmd(mag_blue: np.ndarray, mag_red: np.ndarray, color_values: Sequence[n
     mb, mr = np.asarray(mag_blue, float), np.asarray(mag_red, float)
     ok = np.isfinite(mb) & np.isfinite(mr)
     n = max(1, len(color_values))
-    fig = Figure(figsize=(4.6 * n, 4.8))
+    fig = Figure(layout="constrained", figsize=(4.6 * n, 4.8))
     for i in range(n):
         ax = fig.add_subplot(1, n, i + 1)
         cv = color_values[i] if color_values else None
@@ -95,7 +95,7 @@ def plot_density_map(tiles: Mapping[str, np.ndarray], url: str, stars_ra: np.nda
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
 
-    fig = Figure(figsize=(6.0, 5.0))
+    fig = Figure(layout="constrained", figsize=(6.0, 5.0))
     ax = fig.add_subplot(1, 1, 1)
     v = np.asarray(tiles["value"], float)
     rects = [Rectangle((a, c), b - a, d - c) for a, b, c, d in
@@ -108,6 +108,11 @@ def plot_density_map(tiles: Mapping[str, np.ndarray], url: str, stars_ra: np.nda
         ax.scatter(stars_ra, stars_dec, s=1, c="c", alpha=0.4, linewidths=0)
     ax.set_xlim(float(np.max(tiles["max_ra"])), float(np.min(tiles["min_ra"])))  # east to the left
     ax.set_ylim(float(np.min(tiles["min_dec"])), float(np.max(tiles["max_dec"])))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    # equal angular scale on the sky: 1 deg of RA spans cos(dec) deg
+    ax.set_aspect(1.0 / max(np.cos(np.radians(float(np.mean(tiles["min_dec"])))), 1e-3))
     ax.set_xlabel("RA [deg]")
     ax.set_ylabel("Dec [deg]")
     ax.set_title(f"source density: {len(v)} tiles, max {np.max(v):.2f}", fontsize=9)
@@ -137,7 +142,7 @@ def plot_ast_completeness(asts: Mapping[str, np.ndarray], bands: Sequence[str], 
     """AST completeness vs input magnitude per band (``{B}_IN``, ``{B}_RATE``; recovered = rate != 0
     and CUT_FLAG == 0), one curve per group (e.g. density bin)."""
     nr, nc = _panel_grid(len(bands))
-    fig = Figure(figsize=(4.2 * nc, 3.3 * nr))
+    fig = Figure(layout="constrained", figsize=(4.2 * nc, 3.3 * nr))
     cut = np.asarray(asts["CUT_FLAG"]) > 0 if "CUT_FLAG" in asts else None
     gvals = [None] if groups is None else sorted(np.unique(groups).tolist())
     for i, b in enumerate(bands):
@@ -170,7 +175,7 @@ def plot_noise_model(curves: Sequence[Mapping[str, Any]], filters: Sequence[str]
     ``asts`` (optional): measured (out - in)/in of recovered ASTs for comparison.
     """
     nr, nc = _panel_grid(len(filters))
-    fig = Figure(figsize=(4.4 * nc, 3.4 * nr))
+    fig = Figure(layout="constrained", figsize=(4.4 * nc, 3.4 * nr))
     for k, f in enumerate(filters):
         b = short_name(f)
         ax = fig.add_subplot(nr, nc, k + 1)
@@ -213,7 +218,7 @@ def plot_pdf1d(pdf1d: Mapping[str, Any], rows: Sequence[int], quantities: Sequen
     Vertical lines: p16/p50/p84 from ``stats`` (same row order) and the truth.
     """
     nq, ns = len(quantities), len(rows)
-    fig = Figure(figsize=(2.9 * nq, 2.2 * ns))
+    fig = Figure(layout="constrained", figsize=(2.9 * nq, 2.2 * ns))
     for i, e in enumerate(rows):
         for j, q in enumerate(quantities):
             ax = fig.add_subplot(ns, nq, i * nq + j + 1)
@@ -249,7 +254,7 @@ def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters:
     order = np.argsort(lamb)
     n = len(rows)
     nr, nc = _panel_grid(n, 3)
-    fig = Figure(figsize=(4.3 * nc, 3.3 * nr))
+    fig = Figure(layout="constrained", figsize=(4.3 * nc, 3.3 * nr))
     lam_um = lamb[order] / 1e4
     for i, e in enumerate(rows):
         ax = fig.add_subplot(nr, nc, i + 1)
@@ -268,11 +273,19 @@ def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters:
         pos = obs > 0
         ax.plot(lam_um[pos], (obs * scale)[pos], "o", color="C3", ms=5, label="observed")
         if (~pos).any():
-            ax.plot(lam_um[~pos], np.full((~pos).sum(), np.nan), "v", color="C3")
+            # a non-positive measured flux cannot go on a log axis: mark it at the bottom
+            floor = np.nanmin(np.concatenate([(obs * scale)[pos], *(m * scale for m in mod.values())])) * 0.6
+            ax.plot(lam_um[~pos], np.full((~pos).sum(), floor), "v", color="C3", ms=6, label="observed <= 0")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.set_xticks([t for t in (0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
+                       if lam_um.min() * 0.8 <= t <= lam_um.max() * 1.25])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("wavelength [micron]")
-        ax.set_ylabel(r"$\lambda F_\lambda$ [arb.]")
+        ax.set_ylabel(r"$\lambda F_\lambda$ [micron erg s$^{-1}$ cm$^{-2}$ A$^{-1}$]", fontsize=8)
         ax.set_title(star_labels[i] if star_labels else f"star {e}", fontsize=8)
         if i == 0:
             ax.legend(fontsize=6)
@@ -311,7 +324,7 @@ def plot_recovery(stats: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarra
     (url, {quantity: recovery_metrics}).
     """
     nq = len(quantities)
-    fig = Figure(figsize=(4.0 * nq, 7.2))
+    fig = Figure(layout="constrained", figsize=(4.0 * nq, 7.2))
     metrics: dict[str, dict[str, float]] = {}
     for j, q in enumerate(quantities):
         t = np.asarray(truth[q], float)
@@ -351,7 +364,7 @@ def plot_timings(stage_seconds: Mapping[str, float], url: str, stage_units: Mapp
     """Horizontal bars: compute seconds per stage (sum over its units)."""
     names = list(stage_seconds)
     secs = np.array([float(stage_seconds[n]) for n in names])
-    fig = Figure(figsize=(6.5, 0.45 * len(names) + 1.2))
+    fig = Figure(layout="constrained", figsize=(6.5, 0.45 * len(names) + 1.2))
     ax = fig.add_subplot(1, 1, 1)
     y = np.arange(len(names))
     ax.barh(y, secs, color="C0")

@@ -25,6 +25,10 @@ class NoiseModel(Section):
     absflux_covariance: str | None = None
     #: models per block when evaluating the noise model on a grid (memory bound)
     chunk_models: int = Field(default=262_144, ge=1024)
+    #: trunchen: nearest AST models (in log input flux) averaged per grid model
+    trunchen_k: int = Field(default=10, ge=1)
+    #: trunchen: an injected model needs MORE than this many (recovered) realisations
+    trunchen_min_group: int = Field(default=5, ge=1)
 
 
 class Trim(Section):

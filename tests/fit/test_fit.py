@@ -120,7 +120,7 @@ def test_lnp_sample(field, default_fit):
 
 def test_streaming_in_chunks_is_the_same(field, default_fit, tmp_path):
     s, gi, r = default_fit
-    s2 = settings_for(tmp_path, lnp_npts=50, chunk_models=1024, star_block=3)
+    s2 = settings_for(tmp_path, lnp_npts=50, chunk_models=1024, star_block=15)
     r2 = run_fit(s2, field["trim"], field["trim_noise"], field["cat0"], gi, str(tmp_path / "P_bin0_sub0"),
                  vega_fluxes=synth.VEGA)
     a, b = read_stats(r.stats)[0], read_stats(r2.stats)[0]

@@ -119,17 +119,19 @@ def s3_endpoint():
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
+def slurm_cluster():
     """A one-node SLURM cluster (infra/slurm-up.sh) on free ports; stopped after the session."""
     need(os.geteuid() == 0 or shutil.which("slurmctld") is not None, "a local SLURM cluster needs root")
     need(all(shutil.which(p) for p in ("slurmctld", "slurmd", "sbatch", "munged")),
          "SLURM is not installed (apt-get install slurmctld slurmd slurm-client munge)")
-    state = tmp_path_factory.mktemp("slurm")
+    # not below pytest's 0700 temp folders: munged wants every parent of its socket traversable
+    state = Path(tempfile.mkdtemp(prefix="beastflow-slurm-"))
+    state.chmod(0o755)
     env = dict(os.environ, BEASTFLOW_SLURM_DIR=str(state), BEASTFLOW_SLURM_NO_INSTALL="1",
                BEASTFLOW_SLURM_CTLD_PORT=str(free_port()), BEASTFLOW_SLURM_SLURMD_PORT=str(free_port()))
     up = subprocess.run([str(INFRA / "slurm-up.sh"), "--env"], env=env, capture_output=True, text=True, timeout=120)
     if up.returncode != 0:
-        subprocess.run([str(INFRA / "slurm-down.sh")], env=env, capture_output=True, timeout=120)
+        subprocess.run([str(INFRA / "slurm-down.sh"), "--purge"], env=env, capture_output=True, timeout=120)
         pytest.fail(f"infra/slurm-up.sh failed:\n{up.stderr[-3000:]}")
     mp = pytest.MonkeyPatch()
     mp.setenv("SLURM_CONF", str(state / "slurm.conf"))
@@ -138,4 +140,4 @@ def slurm_cluster(tmp_path_factory):
         yield state
     finally:
         mp.undo()
-        subprocess.run([str(INFRA / "slurm-down.sh")], env=env, capture_output=True, timeout=180)
+        subprocess.run([str(INFRA / "slurm-down.sh"), "--purge"], env=env, capture_output=True, timeout=180)

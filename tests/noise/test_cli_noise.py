@@ -32,7 +32,7 @@ def test_noisemodel_and_trim_commands_chain_via_manifest(tmp_path, phat_asts_rat
         {"subfiles": subs, "asts": [{"bin": 0, "url": str(out / "P_asts_bin0.parquet"), "n_rows": asts.height}]}))
 
     assert main(["noisemodel", str(tmp_path / "s.toml")]) == 0
-    nm = open_noise_model(str(out / "P_bin0_noisemodel.hd5"))
+    nm = open_noise_model(str(out / "P_bin0_gridsub0_noisemodel.hd5"))
     assert nm.n_models == 4000
     assert main(["trim", str(tmp_path / "s.toml")]) == 0
     for u in (0, 1):

@@ -195,3 +195,17 @@ def test_cli_report(run_output, capsys):
     # a folder without a finished run: one clear error line, status 1
     assert main(["report", str(out / "report")]) == 1
     assert "merged stats" in capsys.readouterr().err
+
+
+def test_run_cli_ends_with_the_report(run_output, capsys):
+    """`beastflow run` finishes by writing the report and printing where it is."""
+    from beastflow.cli.run import _write_report
+
+    out, _ = run_output
+    _write_report(str(out))
+    text = capsys.readouterr().out
+    assert f"report: {out}/report/index.html" in text
+    assert "recovery Av" in text
+    # a broken output folder does not fail the finished run: a hint on stderr instead
+    _write_report(str(out / "missing"))
+    assert "beastflow report" in capsys.readouterr().err

@@ -1,0 +1,60 @@
+"""Serve every beastflow deployment from one process (no work pool needed).
+
+    export PREFECT_API_URL=http://127.0.0.1:4200/api      # infra/prefect-server.sh start
+    export BEASTFLOW_SETTINGS=/path/to/field.toml           # default settings of UI runs
+    python deployments/serve.py [--limit 2]
+
+Deployments (same names as in prefect.yaml, which uses a process work pool instead):
+
+* ``beastflow-pipeline/pipeline`` — the whole pipeline, nightly at 03:00 UTC;
+* ``<stage>/<stage>`` — one per stage (physicsmodel ... merge), no schedule:
+  start them from the UI to redo one stage (upstream stages come from the cache);
+* ``catalog-watch/rerun-on-catalog-change`` — every 10 minutes, hashes the
+  catalog and AST results and starts the pipeline only when they changed.
+
+Parameters left empty in the UI mean ``$BEASTFLOW_SETTINGS`` of this process,
+or the embedded demo field when that is unset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import timedelta
+
+# this file is run as a script: make the repository importable (flows/, deployments/)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from prefect import serve  # noqa: E402
+
+from deployments.catalog_watch import catalog_watch_flow  # noqa: E402
+from flows.pipeline import STAGE_FLOWS, pipeline_flow  # noqa: E402
+
+PIPELINE_CRON = "0 3 * * *"
+WATCH_INTERVAL = timedelta(minutes=10)
+
+
+def deployments(settings: str | None = None) -> list:
+    params = {"settings": settings} if settings else {}
+    out = [pipeline_flow.to_deployment(name="pipeline", cron=PIPELINE_CRON, parameters=params,
+                                       tags=["beastflow"], description="The whole BEAST pipeline (cached).")]
+    for name, fl in STAGE_FLOWS.items():
+        out.append(fl.to_deployment(name=name, parameters=params, tags=["beastflow", "stage"],
+                                    description=f"Stage {name} (upstream stages from the cache)."))
+    out.append(catalog_watch_flow.to_deployment(
+        name="rerun-on-catalog-change", interval=WATCH_INTERVAL, parameters=params, tags=["beastflow", "watch"],
+        description="Starts the pipeline when the catalog's content hash changed."))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--settings", help="settings file for every deployment (default: $BEASTFLOW_SETTINGS at run time)")
+    ap.add_argument("--limit", type=int, default=2, help="flow runs executed at once by this process")
+    args = ap.parse_args(argv)
+    serve(*deployments(args.settings), limit=args.limit)
+
+
+if __name__ == "__main__":
+    main()
