@@ -134,7 +134,8 @@ def main() -> int:
             M, bi, c2, c2i = np.full(ns, -np.inf), np.full(ns, -1), np.full(ns, np.inf), np.full(ns, -1)
             t0 = time.process_time()
             w0 = time.perf_counter()
-            lk.pass_max(y, used, chunk.m, chunk.ivar, chunk.lne, chunk.const, 0, M, bi, c2, c2i, threads)
+            lk.pass_max(y, used, chunk.m, chunk.ivar, chunk.lne, chunk.icd, chunk.ico, chunk.full, chunk.const, 0,
+                        M, bi, c2, c2i, threads)
             ta = time.process_time() - t0
             k, nq = s.fit.lnp_npts, len(bs.qnames)
             z = lambda *sh, v=0.0, dt=float: np.full(sh, v, dt)  # noqa: E731
@@ -143,7 +144,8 @@ def main() -> int:
                    z(threads, ns, k, v=np.inf), z(threads, ns, k, dt=np.int64), z(threads, ns, k),
                    z(threads, ns, k), z(threads, ns, dt=np.int64), z(ns, nq), z(ns, dt=np.int64), z(ns, dt=np.int64))
             t0 = time.process_time()
-            lk.pass_accumulate(y, used, chunk.m, chunk.ivar, chunk.lne, chunk.const, 0, M, opts.stat_thr,
+            lk.pass_accumulate(y, used, chunk.m, chunk.ivar, chunk.lne, chunk.icd, chunk.ico, chunk.full,
+                               chunk.const, 0, M, opts.stat_thr,
                                opts.lnp_thr, chunk.qvals, chunk.bins1, chunk.bins2, chunk.gid, chunk.specgrid, bi,
                                seeds, *acc)
             tb = time.process_time() - t0

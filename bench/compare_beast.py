@@ -181,6 +181,24 @@ def run_peer(args, peer_run: Path) -> None:
         raise SystemExit(f"the BEAST run failed (exit {r.returncode}); logs in {peer_run}/timing/")
 
 
+def retime_beast_fit(args, peer: "Peer", times: int) -> list[float]:
+    """Run BEAST's fit stage again (same harness call, one core) and return its star-loop
+    times: BEAST and beastflow are then timed close together on a shared machine."""
+    py = args.peer_home / "venv" / "bin" / "python"
+    env = dict(os.environ, PEER_HOME=str(args.peer_home), BEAST_LIBS=str(args.peer_home / "libs") + "/",
+               PYTHONDONTWRITEBYTECODE="1")
+    out = []
+    for _ in range(times):
+        r = subprocess.run([str(py), str(PEER_DIR / "beast_peer.py"), "fit", "--workdir", str(peer.run)],
+                           env=env, cwd=peer.run, capture_output=True, text=True)
+        if r.returncode != 0:
+            log.warning("BEAST fit re-run failed: %s", r.stderr[-2000:])
+            break
+        info = json.loads((peer.run / "stage_info.json").read_text()).get("fit", {})
+        out.append(float(info["fit_loop_s"]))
+    return out
+
+
 class Peer:
     """The files and timings of one peer-beast run folder."""
 
@@ -995,14 +1013,17 @@ def report(R: dict[str, Any], peer: Peer) -> bool:
     finfo = peer.stages.get("fit", {}).get("info", {})
     speed = {}
     if status("fit") == "ok" and finfo.get("fit_loop_s") and n_stars:
-        b_ps = finfo["fit_loop_s"] / n_stars
+        loops = [finfo["fit_loop_s"]] + list(R.get("beast_fit_loop_reruns_s", []))
+        b_ps = min(loops) / n_stars
         c_ps = fi["time_cold_s"] / n_stars
         o_ps = fi["time_s"] / n_stars
         k_ps = (fi["kernel_s"] or float("nan")) / n_stars
         speed = {"beast_s_per_star": b_ps, "ours_run_fit_first_s_per_star": c_ps, "ours_run_fit_s_per_star": o_ps,
                  "ours_kernel_s_per_star": k_ps, "ratio_run_fit_first": b_ps / c_ps, "ratio_run_fit": b_ps / o_ps,
                  "ratio_kernel": b_ps / k_ps, "n_models": finfo.get("n_models"), "n_stars": n_stars}
-        print_table(f"Fit, same trimmed grid ({finfo.get('n_models')} models) and {n_stars} stars, one core each",
+        speed["beast_fit_loop_s_all"] = loops
+        print_table(f"Fit, same trimmed grid ({finfo.get('n_models')} models) and {n_stars} stars, one core each "
+                    f"(BEAST: best of {len(loops)} runs of its fit stage)",
                     ["", "s per star", "BEAST / beastflow", f"goal >= {SPEED_GOAL:g}x"],
                     [["BEAST fit.summary_table_memory (bins, star loop, outputs; grid loaded)", fmt(b_ps, ".2e"),
                       "1", ""],
@@ -1061,6 +1082,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peer-run", type=Path, default=None,
                    help="use this existing peer run folder (with peer_report.json) instead of running BEAST")
     p.add_argument("--no-setup", action="store_true", help="do not call the peer's setup.sh")
+    p.add_argument("--retime-beast-fit", type=int, default=None,
+                   help="re-run BEAST's fit stage this many times for its timing (default 2, or 0 with "
+                        "--peer-run: that folder is not rewritten unless asked)")
     p.add_argument("--effects", action="store_true", help="also measure the effect of the default mode")
     p.add_argument("--effects-noise", default="both", choices=["toothpick", "splinter", "both"],
                    help="noise model of the --effects runs (splinter: BEAST's AST-free 10%% model)")
@@ -1127,6 +1151,10 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             stage(f"effects_{kind}", R, do_effects, peer, workdir / f"effects_{kind}", R, kind)
 
+    n_retime = args.retime_beast_fit if args.retime_beast_fit is not None else (0 if args.peer_run else 2)
+    if n_retime > 0 and R.get("fit", {}).get("status") == "ok":
+        print(f"[peer] BEAST fit stage again x{n_retime} (timing)", flush=True)
+        R["beast_fit_loop_reruns_s"] = retime_beast_fit(args, peer, n_retime)
     ok = report(R, peer)
     R["ok"] = ok
     print_and_dump(R, args, workdir)

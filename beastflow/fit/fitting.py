@@ -114,8 +114,13 @@ def _detect_tag(prefix: str) -> str | None:
 class _Chunk:
     """One block of models prepared for the kernels."""
 
-    def __init__(self, m, ivar, lne, const, qvals, bins1, bins2, gid, specgrid, start):
+    def __init__(self, m, ivar, lne, const, qvals, bins1, bins2, gid, specgrid, start, icd=None, ico=None):
         self.m, self.ivar, self.lne, self.const = m, ivar, lne, const
+        nb, n = m.shape
+        self.full = icd is not None
+        # toothpick: empty truncheon arrays (one kernel signature for both)
+        self.icd = icd if icd is not None else np.empty((0, n))
+        self.ico = ico if ico is not None else np.empty((0, n))
         self.qvals, self.bins1, self.bins2, self.gid, self.specgrid, self.start = \
             qvals, bins1, bins2, gid, specgrid, start
 
@@ -151,7 +156,21 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
             lnc = np.log(comp).sum(axis=1)
         else:
             lnc = 0.0
-        const = lnw + lnc - lneT.sum(axis=0) - 0.5 * seds.shape[1] * lk.LN2PI
+        full = "q_norm" in nblk.arrays
+        if full:
+            # truncheon: full band covariance, q_norm = -1/2 ln det C (noise-model.md §6)
+            qn = nblk.arrays["q_norm"]
+            icdT = np.ascontiguousarray(nblk.arrays["icov_diag"].T)
+            icoT = np.ascontiguousarray(nblk.arrays["icov_offdiag"].T)
+            bad_cov = ~(np.isfinite(qn) & np.all(icdT > 0, axis=0) & np.all(np.isfinite(icoT), axis=0))
+            if opts.compat and bad_cov.any():
+                raise ValueError(f"{where}: {int(bad_cov.sum())} model(s) have an invalid truncheon covariance")
+            valid &= ~bad_cov
+            counters["invalid_noise"] += int((bad_cov & ~bad_noise).sum())
+            const = lnw + lnc + qn - 0.5 * seds.shape[1] * lk.LN2PI
+        else:
+            icdT = icoT = None
+            const = lnw + lnc - lneT.sum(axis=0) - 0.5 * seds.shape[1] * lk.LN2PI
     const = np.ascontiguousarray(np.where(valid, const, -np.inf))
     nq = len(bs.qnames)
     qT = np.empty((nq, len(seds)))
@@ -166,7 +185,7 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
         gid = np.arange(blk.start, blk.start + len(seds), dtype=np.int64) + gid_offset
     spec = blk.columns["specgrid_indx"].astype(np.int64) if "specgrid_indx" in blk.columns \
         else np.full(len(seds), -1, np.int64)
-    return _Chunk(mT, ivT, lneT, const, qT, b1T, b2T, gid, spec, blk.start)
+    return _Chunk(mT, ivT, lneT, const, qT, b1T, b2T, gid, spec, blk.start, icdT, icoT)
 
 
 def _resolve_options(settings, grid, info: dict | None) -> FitOptions:
@@ -207,13 +226,15 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
     counters = {"zero_weight": 0, "invalid_noise": 0}
     single = grid.n_models <= chunk_models
     cached: list[_Chunk] = []
+    nnames = ["bias", "error", "completeness"]
+    if all(k in noise.names for k in ("q_norm", "icov_diag", "icov_offdiag")):
+        nnames += ["q_norm", "icov_diag", "icov_offdiag"]
 
     def chunks():
         if cached:
             yield from cached
             return
-        for blk, nblk in zip(grid.iter_chunks(chunk_models, columns=cols),
-                             noise.iter_chunks(chunk_models, ["bias", "error", "completeness"])):
+        for blk, nblk in zip(grid.iter_chunks(chunk_models, columns=cols), noise.iter_chunks(chunk_models, nnames)):
             c = _prepare(blk, nblk, bs, opts, gid_offset, where, counters)
             del blk, nblk  # only the prepared arrays stay alive while the kernels run
             if single:
@@ -240,7 +261,7 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
         c2 = np.full(nsb, np.inf)
         c2i = np.full(nsb, -1, np.int64)
         for c in chunks():
-            lk.pass_max(y, used, c.m, c.ivar, c.lne, c.const, c.start, M, bidx, c2, c2i, T)
+            lk.pass_max(y, used, c.m, c.ivar, c.lne, c.icd, c.ico, c.full, c.const, c.start, M, bidx, c2, c2i, T)
         if not np.all(np.isfinite(M)):
             raise ValueError(f"{where}: no model has a finite posterior (every model has weight <= 0 or an "
                              "invalid noise model)")
@@ -266,7 +287,8 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
                 heaps = (hk, hi_, hl, hc, hn)
             else:  # a zero-size heap axis switches sampling off inside the kernel
                 heaps = (hk[:, :, :0], hi_[:, :, :0], hl[:, :, :0], hc[:, :, :0], hn)
-            lk.pass_accumulate(y, used, c.m, c.ivar, c.lne, c.const, c.start, M, opts.stat_thr, opts.lnp_thr,
+            lk.pass_accumulate(y, used, c.m, c.ivar, c.lne, c.icd, c.ico, c.full, c.const, c.start, M,
+                               opts.stat_thr, opts.lnp_thr,
                                c.qvals, c.bins1, c.bins2, c.gid, c.specgrid, bidx, seeds,
                                acc_s0, acc_exp, acc_h1, acc_h2, acc_c2, acc_c2i, acc_nc, *heaps, bq, bg, bsp)
         s0 = acc_s0.sum(axis=0)

@@ -74,11 +74,107 @@ def _tile_lnp(Y, USED, s, mT, ivT, lneT, const, j0, nt, chi2, lnp, any_missing):
                     lnp[jj] += lneT[k, j0 + jj] + 0.5 * LN2PI
 
 
+@njit(cache=True)
+def _tile_lnp_full(Y, USED, s, mT, icdT, icoT, const, j0, nt, chi2, lnp, d):
+    """Truncheon model (noise-model.md §6.7): chi2 = Σ_k d_k² C⁻¹_kk + 2 Σ_{k<l} C⁻¹_kl d_k d_l,
+    lnP = c_j − ½ chi2 with c_j holding q_norm = −½ ln det C.  All bands measured."""
+    nb = Y.shape[1]
+    for k in range(nb):
+        yk = Y[s, k]
+        for jj in range(nt):
+            d[k, jj] = yk - mT[k, j0 + jj]
+    for jj in range(nt):
+        chi2[jj] = 0.0
+    for k in range(nb):
+        for jj in range(nt):
+            chi2[jj] += d[k, jj] * d[k, jj] * icdT[k, j0 + jj]
+    p = 0
+    for k in range(nb - 1):
+        for l in range(k + 1, nb):
+            for jj in range(nt):
+                chi2[jj] += 2.0 * icoT[p, j0 + jj] * d[k, jj] * d[l, jj]
+            p += 1
+    for jj in range(nt):
+        lnp[jj] = const[j0 + jj] - 0.5 * chi2[jj]
+
+
+@njit(cache=True)
+def _tile_lnp_full_missing(Y, USED, s, mT, icdT, icoT, const, j0, nt, chi2, lnp):
+    """Truncheon model for a star with unmeasured bands: the Gaussian marginal
+    over the measured bands u.  With the precision P = C⁻¹ (m = missing bands),
+    (C_uu)⁻¹ = P_uu − P_um P_mm⁻¹ P_mu and ln det C_uu = ln det C + ln det P_mm,
+    so lnP = c_j + (n_m/2) ln 2π − ½ ln det P_mm − ½ d_uᵀ (C_uu)⁻¹ d_u.
+    A small dense solve per model: only for such stars."""
+    nb = Y.shape[1]
+    nu = 0
+    for k in range(nb):
+        if USED[s, k]:
+            nu += 1
+    nm = nb - nu
+    ui = np.empty(nu, dtype=np.int64)
+    mi = np.empty(nm, dtype=np.int64)
+    a = 0
+    b = 0
+    for k in range(nb):
+        if USED[s, k]:
+            ui[a] = k
+            a += 1
+        else:
+            mi[b] = k
+            b += 1
+    P = np.empty((nb, nb))
+    du = np.empty(nu)
+    for jj in range(nt):
+        j = j0 + jj
+        p = 0
+        for k in range(nb):
+            P[k, k] = icdT[k, j]
+        for k in range(nb - 1):
+            for l in range(k + 1, nb):
+                P[k, l] = icoT[p, j]
+                P[l, k] = icoT[p, j]
+                p += 1
+        Pmm = np.empty((nm, nm))
+        Pmu = np.empty((nm, nu))
+        Puu = np.empty((nu, nu))
+        for x in range(nm):
+            for y in range(nm):
+                Pmm[x, y] = P[mi[x], mi[y]]
+            for y in range(nu):
+                Pmu[x, y] = P[mi[x], ui[y]]
+        for x in range(nu):
+            for y in range(nu):
+                Puu[x, y] = P[ui[x], ui[y]]
+        Q = Puu - Pmu.T @ np.linalg.solve(Pmm, Pmu)
+        for x in range(nu):
+            du[x] = Y[s, ui[x]] - mT[ui[x], j]
+        c2 = 0.0
+        for x in range(nu):
+            for y in range(nu):
+                c2 += du[x] * Q[x, y] * du[y]
+        chi2[jj] = c2
+        lnp[jj] = const[j] + 0.5 * nm * LN2PI - 0.5 * math.log(np.linalg.det(Pmm)) - 0.5 * c2
+
+
+@njit(cache=True)
+def _tile(Y, USED, s, mT, ivT, lneT, icdT, icoT, full, const, j0, nt, chi2, lnp, missing, d):
+    if full:
+        if missing:
+            _tile_lnp_full_missing(Y, USED, s, mT, icdT, icoT, const, j0, nt, chi2, lnp)
+        else:
+            _tile_lnp_full(Y, USED, s, mT, icdT, icoT, const, j0, nt, chi2, lnp, d)
+    else:
+        _tile_lnp(Y, USED, s, mT, ivT, lneT, const, j0, nt, chi2, lnp, missing)
+
+
 @njit(parallel=True, cache=True)
-def pass_max(Y, USED, mT, ivT, lneT, const, start, best_lnp, best_idx, chi2min, chi2min_idx, T):
+def pass_max(Y, USED, mT, ivT, lneT, icdT, icoT, full, const, start, best_lnp, best_idx, chi2min,
+             chi2min_idx, T):
     """Update per-star max lnP / argmax and min chi2 / argmin with one chunk (in place).
 
-    Arrays of the chunk are band-major: mT, ivT, lneT [n_bands, n_models]."""
+    Arrays of the chunk are band-major: mT, ivT, lneT [n_bands, n_models]; with
+    ``full`` (truncheon noise model) icdT [n_bands, n] and icoT [n_pairs, n] hold
+    the inverse covariance and ivT/lneT are unused."""
     ns, nb = Y.shape
     n = mT.shape[1]
     tl = np.full((T, ns), -np.inf)
@@ -95,10 +191,11 @@ def pass_max(Y, USED, mT, ivT, lneT, const, start, best_lnp, best_idx, chi2min, 
         hi = (t + 1) * n // T
         chi2 = np.empty(TILE)
         lnp = np.empty(TILE)
+        d = np.empty((nb, TILE))
         for j0 in range(lo, hi, TILE):
             nt = min(TILE, hi - j0)
             for s in range(ns):
-                _tile_lnp(Y, USED, s, mT, ivT, lneT, const, j0, nt, chi2, lnp, missing[s])
+                _tile(Y, USED, s, mT, ivT, lneT, icdT, icoT, full, const, j0, nt, chi2, lnp, missing[s], d)
                 bl = tl[t, s]
                 bc = tc[t, s]
                 for jj in range(nt):
@@ -177,7 +274,7 @@ def _heap_push(keys, idx, lnp, chi2, n, k, key, j, lp, c2):
 
 
 @njit(parallel=True, cache=True)
-def pass_accumulate(Y, USED, mT, ivT, lneT, const, start, M, stat_thr, lnp_thr,
+def pass_accumulate(Y, USED, mT, ivT, lneT, icdT, icoT, full, const, start, M, stat_thr, lnp_thr,
                     qT, b1T, b2T, gid, specgrid, best_idx, seeds,
                     acc_s0, acc_exp, acc_h1, acc_h2, acc_chi2, acc_chi2i, acc_ncand,
                     heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, best_q, best_gid, best_spec):
@@ -205,10 +302,11 @@ def pass_accumulate(Y, USED, mT, ivT, lneT, const, start, M, stat_thr, lnp_thr,
         lnp = np.empty(TILE)
         w = np.empty(TILE)
         sel = np.empty(TILE, dtype=np.int64)
+        d = np.empty((nb, TILE))
         for j0 in range(lo, hi, TILE):
             nt = min(TILE, hi - j0)
             for s in range(ns):
-                _tile_lnp(Y, USED, s, mT, ivT, lneT, const, j0, nt, chi2, lnp, missing[s])
+                _tile(Y, USED, s, mT, ivT, lneT, icdT, icoT, full, const, j0, nt, chi2, lnp, missing[s], d)
                 Ms = M[s]
                 top = -np.inf
                 for jj in range(nt):

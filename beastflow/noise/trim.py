@@ -113,7 +113,8 @@ def trim_patterns(seds, bias, err, compl, ymin, ymax, sigma_fac: float, need_pos
     ymax = np.atleast_2d(np.asarray(ymax, dtype=np.float64))
     if seds.shape[1] > 62:
         raise ValueError(f"trimming supports at most 62 bands, got {seds.shape[1]}")
-    out = np.empty((ymin.shape[0], len(seds)), dtype=np.int64)
+    # int32 halves the [jobs, block] pattern array for the usual <= 30 bands
+    out = np.empty((ymin.shape[0], len(seds)), dtype=np.int32 if seds.shape[1] <= 30 else np.int64)
     _trim_patterns(seds, np.ascontiguousarray(bias, dtype=np.float64), np.ascontiguousarray(err, dtype=np.float64),
                    np.ascontiguousarray(compl, dtype=np.float64), ymin, ymax, float(sigma_fac), bool(need_pos_err), out)
     return out

@@ -291,7 +291,7 @@ def run_density_map(settings: Settings, catalog_url: str | None = None) -> Densi
     catalogs.write_parquet(tile_df, map_url, prov, meta)
     storage.write_bytes(img_url, _fits_image(tiles["value"], grid, prov))
     catalogs.write_parquet(out, cat_url, prov, {"map": map_url})
-    bins = sorted(set(int(b) for b in sbin))
+    bins = np.unique(sbin).tolist()
     log.info("density map: %d sources, %d x %d tiles, mag cut %.2f-%.2f, bins %s",
              df.height, grid.n_x, grid.n_y, info["mag_cut"][0], info["mag_cut"][1], bins)
     return DensityMapResult(map_url, img_url, cat_url, df.height, grid.n_x * grid.n_y,

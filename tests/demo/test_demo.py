@@ -163,3 +163,22 @@ def test_demo_pipeline_recovers_the_truth(tmp_path):
         assert -0.3 <= m["median_z"] <= 0.3, (q, m)
         assert 0.60 <= m["coverage_68"] <= 0.75, (q, m)
     assert storage.exists(rep.index)
+
+
+def test_observe_asts_seed_ignores_file_metadata(small_demo, tmp_path):
+    """Reruns write AST inputs with new provenance (timestamps); the simulated ASTs must not change."""
+    import pyarrow as pa
+
+    _, s = small_demo
+    n = 200
+    rng = np.random.default_rng(1)
+    cols = {"RA": np.full(n, 11.02), "DEC": np.full(n, 41.75)}
+    for b in ("F275W", "F336W", "F475W", "F814W", "F110W", "F160W"):
+        cols[f"{b}_IN"] = rng.uniform(20, 30, n)
+    urls = []
+    for i, stamp in enumerate((b"2026-01-01", b"2026-02-02")):
+        u = str(tmp_path / f"in{i}.parquet")
+        pq.write_table(pa.table(cols).replace_schema_metadata({b"created": stamp}), u)
+        urls.append(observe_asts(s, u, out_url=str(tmp_path / f"out{i}.parquet")))
+    a, b = (pq.read_table(u) for u in urls)
+    np.testing.assert_array_equal(a["F475W_RATE"].to_numpy(), b["F475W_RATE"].to_numpy())

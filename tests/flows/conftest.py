@@ -141,3 +141,36 @@ def slurm_cluster():
     finally:
         mp.undo()
         subprocess.run([str(INFRA / "slurm-down.sh"), "--purge"], env=env, capture_output=True, timeout=180)
+
+
+def write_settings_toml(settings, path: Path) -> Path:
+    """Write Settings as a TOML file (TOML has no null: unset keys are left out)."""
+    import tomli_w
+
+    def drop_none(v):
+        if isinstance(v, dict):
+            return {k: drop_none(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [drop_none(x) for x in v]
+        return v
+
+    path.write_text(tomli_w.dumps(drop_none(settings.model_dump(mode="json", exclude={"source"}))))
+    return path
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """A Prefect server (infra/prefect-server.sh) on a free 127.0.0.1 port; env for CLI subprocesses."""
+    port = free_port()
+    state = tmp_path / "prefect-server"
+    env = dict(os.environ, BEASTFLOW_PREFECT_DIR=str(state), BEASTFLOW_PREFECT_PORT=str(port),
+               PREFECT_HOME=str(state))
+    up = subprocess.run([str(INFRA / "prefect-server.sh"), "start"], env=env, capture_output=True, text=True,
+                        timeout=240)
+    try:
+        if up.returncode != 0:
+            pytest.fail(f"infra/prefect-server.sh start failed:\n{up.stdout}\n{up.stderr}")
+        env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+        yield env
+    finally:
+        subprocess.run([str(INFRA / "prefect-server.sh"), "stop"], env=env, capture_output=True, timeout=60)
