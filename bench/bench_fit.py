@@ -21,9 +21,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # the numpy reference runs on one core
+
+import numpy as np  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 

@@ -136,7 +136,20 @@ def _child(fn, cat, out, q):
     t0 = time.perf_counter()
     res = fn(cat, out)
     dt = time.perf_counter() - t0
-    q.put((dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, res))
+    q.put((dt, _peak_mb(), res))
+
+
+def _peak_mb() -> float:
+    """Peak resident memory of this process (VmHWM; ru_maxrss would include the
+    parent's peak, which Linux carries over fork + exec)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_isolated(fn, cat: str, out: str) -> tuple[float, float, int]:

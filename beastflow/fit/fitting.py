@@ -18,6 +18,13 @@ Default behaviour vs ``compat = "beast-2.1"`` (docs/differences-from-beast.md):
 | prior normalisation | ln Σ weight over the FULL grid | over the trimmed grid (none for subgrids) |
 | completeness | ``fit.completeness`` term in the likelihood | none; c <= 0 is an error |
 | non-finite fluxes | band dropped for that star | band dropped (BEAST would give NaN) |
+
+A truncheon noise model (``q_norm``, ``icov_diag``, ``icov_offdiag`` present)
+switches the likelihood to the full band covariance in both modes.
+
+Memory: one prepared chunk is ~70 doubles per model (≈ 0.6 GB per 10⁶ models
+with 6 bands and ~30 quantities) plus per-thread accumulators of
+``star_block`` × (quantities + PDF bins); ``fit.chunk_models`` bounds it.
 """
 
 from __future__ import annotations

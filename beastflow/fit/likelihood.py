@@ -12,6 +12,9 @@ completeness term C_j, the Gaussian normalisation over all bands), computed once
 per chunk; a model outside G (weight <= 0, invalid noise) has c_j = −inf and is
 skipped.  The per-star work is then ~3 flops per band per model.
 
+With a truncheon noise model the χ² uses the full inverse covariance and c_j
+holds q_norm = −½ ln det C instead of −Σ_k ln e_jk (``_tile_lnp_full``).
+
 The kernels are parallel over *models*: ``prange`` runs over T contiguous model
 partitions, each with its own accumulators (no races, deterministic sums), which
 are reduced in partition order afterwards (so ties keep the first index).

@@ -356,7 +356,8 @@ def read_table(url: str) -> dict[str, np.ndarray]:
             if low.endswith(".ecsv"):
                 t = Table.read(path, format="ascii.ecsv")
             elif low.endswith((".csv", ".csv.gz")):
-                t = Table.read(path, format="ascii.csv")
+                # BEAST's own evolution tables start with '#' comment lines
+                t = Table.read(path, format="ascii.csv", comment="#")
             elif low.endswith((".fits", ".fit", ".fits.gz")):
                 t = Table.read(path, format="fits")
             else:

@@ -247,3 +247,34 @@ def test_geometry_erosion_and_clipping():
     L = np.array([[0, 0], [10, 0], [10, 2], [2, 2], [2, 10], [0, 10]], float)  # non-convex
     inside = geometry.points_in_polygon(L, np.array([1.0, 5.0, 5.0, 1.0]), np.array([5.0, 1.0, 5.0, 0.2]), 0.5)
     assert inside.tolist() == [True, True, False, False]
+
+
+def test_flux_bin_compat_chunk_rule(tmp_path):
+    urls, parts = _grid(tmp_path, n_sub=2, n=8000)
+    ast = ASTs(n_flux_bins=10, n_per_flux_bin=20)
+    new = A.select_flux_bin(A.GridSet(urls, 5000), np.ones(6), ast, 5)
+    old = A.select_flux_bin(A.GridSet(urls, 5000), np.ones(6), ast, 5, compat=True)
+    # every cell that has enough candidates is "filled" by the counter in both modes
+    enough = old.available >= 20
+    assert (old.counts[enough] >= 20).all() and (new.counts[enough] >= 20).all()
+    # double counting: the counter overstates the distinct models per cell
+    m = A.magnitudes(np.concatenate([p[0] for p in parts]), np.ones(6))
+    codes = A._bin_codes(m[np.unique(old.rows)], old.edges)
+    distinct = np.stack([np.bincount(codes[:, k], minlength=10) for k in range(6)], axis=1)
+    assert (distinct <= old.counts).all() and (distinct < old.counts).any()
+    # the reference semantics counts exactly the distinct chosen models
+    codes_new = A._bin_codes(m[new.rows], new.edges)
+    np.testing.assert_array_equal(np.stack([np.bincount(codes_new[:, k], minlength=10) for k in range(6)], axis=1),
+                                  new.counts)
+
+
+def test_n_per_density_bin(phat_setup, make_settings):
+    urls, parts, vega, d = phat_setup
+    s = make_settings(physics={"chunk_models": 4000},
+                      asts={"n_flux_bins": 5, "n_per_flux_bin": 3, "n_per_density_bin": 7, "realization_per_model": 3},
+                      observations={"source_density": {"pixsize": 1.0}})
+    r = A.run_ast_inputs(s, urls, d.catalog_url, d.map_url)
+    inp = pl.read_parquet(r.input_url)
+    counts = inp.group_by("sd_bin").len().sort("sd_bin")
+    assert counts["sd_bin"].to_list() == r.bins and (counts["len"] == 7).all()
+    assert inp["realization"].max() <= 2

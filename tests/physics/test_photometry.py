@@ -36,14 +36,15 @@ def test_vega_agrees_with_pyphot_and_beast_table():
     ours = vega.vega_band_fluxes(DEFAULT_FILTERS)
     ref = np.array([lib[f].Vega_zero_flux.to("erg / (s cm2 AA)").value for f in DEFAULT_FILTERS])
     np.testing.assert_allclose(ours, ref, rtol=1e-4)
-    # compat mode reproduces the LUM column of the shipped vega.hd5 /sed table
+    # compat mode recomputes LUM as BEAST's Filter.getFlux does; the shipped
+    # vega.hd5 /sed table agrees with that to < 1e-5
     with h5py.File(f"{config.libsdir}/vega.hd5", "r") as h5:
         sed = h5["sed"][...]
     lum = {r["FNAME"].decode(): r["LUM"] for r in sed}
     fc = vega.vega_band_fluxes(DEFAULT_FILTERS, compat=True)
     for i, f in enumerate(DEFAULT_FILTERS):
         if f in lum:
-            assert fc[i] == lum[f]  # BEAST's tabulated value
+            assert fc[i] == pytest.approx(lum[f], rel=1e-5)
 
 
 def test_vega_compat_integral_reproduces_beast_lum():
