@@ -10,6 +10,7 @@ its per-stage progress and the fitted-star summary in the Prefect UI.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -23,6 +24,8 @@ def _quiet_prefect_defaults() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
+    # one line per Prefect API request at INFO would bury the stage logs
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     from beastflow.settings import load_settings
 
     if args.settings:

@@ -264,17 +264,27 @@ class Instrument:
         if nb != len(self.bands):
             raise ValueError(f"{nb} bands of fluxes for an instrument with {len(self.bands)} bands")
         detected = rng.random(n) < self.detection_probability(true_rates, density)
-        rates = np.zeros((n, nb))
-        flags = np.zeros((n, nb), dtype=np.int16)
+        rates, flags = self.measure(true_rates, density, rng)
+        rates[~detected] = 0.0
+        flags[~detected] = 0
+        return detected, rates, flags
+
+    def measure(self, true_rates: np.ndarray, density: np.ndarray, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Forced photometry of detected sources in every band: (rates [n, nb], flags [n, nb])."""
+        true_rates = np.asarray(true_rates, dtype=np.float64)
+        n = len(true_rates)
+        rates = np.empty(true_rates.shape)
+        flags = np.zeros(true_rates.shape, dtype=np.int16)
         for k, b in enumerate(self.bands):
             meas = b.measure(true_rates[:, k], density, rng)
             bad = rng.random(n) < b.bad_fraction
             # an artefact (cosmic ray, hot pixel) adds a large spurious flux
             meas = np.where(bad, meas + np.abs(meas) * rng.uniform(0.5, 3.0, n)
                             + 5.0 * np.sqrt(b.sky_var) / b.counts_per_rate, meas)
-            rates[:, k] = np.where(detected, meas, 0.0)
-            flags[:, k] = np.where(detected & bad, BAD_FLAG, 0)
-        return detected, rates, flags
+            rates[:, k] = meas
+            flags[:, k] = np.where(bad, BAD_FLAG, 0)
+        return rates, flags
 
 
 def default_instrument(filters: Sequence[str], vega_fluxes: Sequence[float],
@@ -306,7 +316,9 @@ TRUTH_COLUMNS = ("Av", "Rv", "f_A", "Rv_A", "logA", "M_ini", "M_act", "Z", "dist
 class SyntheticField:
     catalog: dict[str, np.ndarray]
     truth: dict[str, np.ndarray]
-    n_candidates: int  #: stars placed before detection (detected fraction = n / n_candidates)
+    #: expected number of stars drawn from the prior and placed to detect the catalogue's
+    #: (the detected fraction of the population is n_stars / n_candidates)
+    n_candidates: int
 
 
 def _detection_envelope(grid, instrument: Instrument, chunk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -388,8 +400,10 @@ def make_field(grid_url: str, instrument: Instrument, n_stars: int, seed: int,
         idx_all.append(j[keep])
         xi_all.append(xi[keep])
         eta_all.append(eta[keep])
-        got += int(keep.sum())
-        proposed += m
+        acc = np.flatnonzero(keep)
+        # count proposals only up to the last star used, so the detected fraction is unbiased
+        proposed += int(acc[n_stars - got - 1]) + 1 if got + len(acc) >= n_stars else m
+        got += len(acc)
     j = np.concatenate(idx_all)[:n_stars]
     xi = np.concatenate(xi_all)[:n_stars]
     eta = np.concatenate(eta_all)[:n_stars]
@@ -400,17 +414,8 @@ def make_field(grid_url: str, instrument: Instrument, n_stars: int, seed: int,
     blk = _read_rows(grid, j, [c for c in TRUTH_COLUMNS if c in grid.columns], cache)
     true_rates = blk.seds / vega
     rho = instrument.geometry.density(xi, eta)
-    # The stars were selected as detected; measure them (the detection draw of
-    # observe() is redone on already-detected stars, so force detection here).
-    rates = np.empty_like(true_rates)
-    flags = np.zeros(true_rates.shape, dtype=np.int16)
-    for k, b in enumerate(instrument.bands):
-        meas = b.measure(true_rates[:, k], rho, rng)
-        bad = rng.random(len(j)) < b.bad_fraction
-        meas = np.where(bad, meas + np.abs(meas) * rng.uniform(0.5, 3.0, len(j))
-                        + 5.0 * np.sqrt(b.sky_var) / b.counts_per_rate, meas)
-        rates[:, k] = meas
-        flags[:, k] = np.where(bad, BAD_FLAG, 0)
+    # The sampling above already decided detection; only measure them here.
+    rates, flags = instrument.measure(true_rates, rho, rng)
 
     ra, dec = instrument.geometry.sky(xi, eta)
     x, y = instrument.geometry.pixels(xi, eta)

@@ -498,6 +498,29 @@ class Region:
             ok &= geometry.points_in_convex(self.filter_hull, ra, dec)
         return ok
 
+    def usable_tiles(self, tiles: pl.DataFrame, compat: bool, erode: float) -> np.ndarray:
+        """``tile_usable`` for every tile; the clear cases are decided vectorised first."""
+        x0, x1 = tiles["min_ra"].to_numpy(), tiles["max_ra"].to_numpy()
+        y0, y1 = tiles["min_dec"].to_numpy(), tiles["max_dec"].to_numpy()
+        polys = [p for p in (self.hull, self.filter_hull) if p is not None]
+        sure_in = np.ones(x0.size, bool)
+        sure_out = np.zeros(x0.size, bool)
+        for poly in polys:
+            corners_in = np.ones(x0.size, bool)
+            for cx, cy in ((x0, y0), (x1, y0), (x0, y1), (x1, y1)):
+                corners_in &= geometry.points_in_convex(poly, cx, cy)
+            sure_in &= corners_in  # a convex polygon holding the 4 corners holds the tile
+            px0, py0 = poly.min(axis=0)
+            px1, py1 = poly.max(axis=0)
+            sure_out |= (x1 < px0) | (x0 > px1) | (y1 < py0) | (y0 > py1)
+        if self.boundary is not None:
+            sure_in[:] = False
+        out = np.zeros(x0.size, bool)
+        out[sure_in & ~sure_out] = True
+        for k in np.flatnonzero(~sure_in & ~sure_out):
+            out[k] = self.tile_usable(x0[k], x1[k], y0[k], y1[k], compat, erode)
+        return out
+
     def tile_usable(self, x0: float, x1: float, y0: float, y1: float, compat: bool, erode: float) -> bool:
         box = geometry.box_polygon(x0, x1, y0, y1)
 
@@ -584,9 +607,7 @@ def positions_density_bins(entries: int, tiles: pl.DataFrame, region: Region, as
     ``RA``, ``DEC``; the bins used; the bins dropped as unusable).
     """
     e = ast.erode_selection_region / 3600.0
-    usable = np.array([region.tile_usable(a, b, c, d, compat, e) for a, b, c, d in zip(
-        tiles["min_ra"].to_numpy(), tiles["max_ra"].to_numpy(), tiles["min_dec"].to_numpy(),
-        tiles["max_dec"].to_numpy())], bool)
+    usable = region.usable_tiles(tiles, compat, e)
     all_bins = sorted(set(tiles["sd_bin"].to_list()))
     t_ok = tiles.filter(pl.Series(usable))
     bins = sorted(set(t_ok["sd_bin"].to_list()))
@@ -627,8 +648,7 @@ def positions_pixel_distribution(entries: int, tiles: pl.DataFrame, region: Regi
     """One position per entry; tiles drawn in proportion to their catalog star counts."""
     t = tiles.filter(pl.col("n_sources") > 0)
     e = ast.erode_selection_region / 3600.0
-    usable = np.array([region.tile_usable(a, b, c, d, False, e) for a, b, c, d in zip(
-        t["min_ra"].to_numpy(), t["max_ra"].to_numpy(), t["min_dec"].to_numpy(), t["max_dec"].to_numpy())], bool)
+    usable = region.usable_tiles(t, False, e)
     t = t.filter(pl.Series(usable))
     if t.height == 0:
         raise ValueError("no populated density-map tile overlaps the allowed AST region")
@@ -691,15 +711,35 @@ class ASTInputsResult:
         return [u for u in (self.params_url, self.input_url, self.text_url, self.fluxbins_url) if u]
 
 
+def reference_pixels(ast: ASTs, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """X/Y (origin 1, full distortion) of positions in ``asts.reference_image``."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    url = ast.reference_image
+    if not storage.exists(url):
+        raise FileNotFoundError(f"asts.reference_image: {url} not found")
+    with storage.local_copy_for_read(url) as local, fits.open(local) as h:
+        try:
+            hdr = h[ast.reference_hdu].header
+        except (KeyError, IndexError):
+            raise ValueError(f"{url}: no extension {ast.reference_hdu!r} (asts.reference_hdu)") from None
+        w = WCS(hdr, h)
+    if not w.has_celestial:
+        raise ValueError(f"{url}[{ast.reference_hdu}]: no celestial WCS")
+    x, y = w.all_world2pix(ra, dec, 1)
+    return np.asarray(x), np.asarray(y)
+
+
 def _dolphot_text(filters: Sequence[str], pos: dict[str, np.ndarray], mags: np.ndarray, compat: bool) -> str:
-    celestial = "RA" in pos
+    celestial = "X" not in pos
     names = ["RA", "DEC"] if celestial else ["X", "Y"]
     n = mags.shape[0]
     if celestial:
         # BEAST writes degrees with %.5f (0.04 arcsec steps); intended keeps 1e-8 deg
         pfmt = "%.5f" if compat else "%.8f"
     else:
-        pfmt = "%.2f"
+        pfmt = "%.5f" if "sd_bin" in pos else "%.2f"  # map schemes %.5f, around stars %.2f
     lines = [" ".join(["zeros", "ones", *names, *filters])]
     a, b = pos[names[0]], pos[names[1]]
     for i in range(n):
@@ -771,6 +811,8 @@ def run_ast_inputs(settings: Settings, sed_grid_urls: Sequence[str] | str, catal
             pos, bins_used, dropped = positions_density_bins(entries, tiles, region, ast, rng, compat)
         else:
             pos = positions_pixel_distribution(entries, tiles, region, ast, rng)
+    if ast.reference_image and "RA" in pos:
+        pos["X"], pos["Y"] = reference_pixels(ast, pos["RA"], pos["DEC"])
     ent = pos.pop("entry")
     s_idx = sed_of_entry[ent]
     table = params[s_idx].with_columns(pl.Series("realization", real_of_entry[ent]))

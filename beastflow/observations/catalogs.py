@@ -238,3 +238,21 @@ def read_parquet_metadata(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     meta = json.loads(md[EXTRA_KEY.encode()]) if EXTRA_KEY.encode() in md else {}
     return prov, meta
 
+
+
+def run_ingest(settings, url: str, kind: str = "photometry") -> str:
+    """Store a catalog as normalised Parquet: ``P_catalog.parquet`` or ``P_asts.parquet``.
+
+    The stages read raw files themselves; this is for keeping a validated,
+    fast-to-read copy (e.g. a 10^7-row FITS catalog read once).
+    """
+    from beastflow.provenance import make_provenance
+
+    settings.activate()
+    if kind not in ("photometry", "asts"):
+        raise ValueError(f"kind must be 'photometry' or 'asts', got {kind!r}")
+    reader = read_photometry if kind == "photometry" else read_asts
+    df = reader(url, settings.physics.filters)
+    out = settings.artifact(f"{settings.project.name}_{'catalog' if kind == 'photometry' else 'asts'}.parquet")
+    prov = make_provenance("ingest", settings.section_hash("physics"), inputs={kind: url})
+    return write_parquet(df, out, prov, {"kind": kind, "source": url})

@@ -8,7 +8,6 @@ by the very same code on the photometry and on the ASTs.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field

@@ -102,6 +102,7 @@ _PATH_KEYS = [
     ("observations", "ast_results"),
     ("observations", "source_density", "reference_image"),
     ("asts", "existing_file"),
+    ("asts", "reference_image"),
     ("noise_model", "absflux_covariance"),
 ]
 

@@ -51,6 +51,10 @@ class ASTs(Section):
     region_from_filters: str | list[str] = "all"
     #: annulus: inner radius around catalog stars (pixels); the annulus is 3 pixels wide
     pixel_distribution: float = Field(default=10.0, gt=0)
+    #: reference image (FITS with a celestial WCS): positions are also given as its X/Y pixels (origin 1)
+    reference_image: str | None = None
+    #: extension of reference_image holding the WCS
+    reference_hdu: str | int = 1
     #: annulus without X/Y columns: arcsec per pixel to work in RA/Dec
     pixel_scale: float = Field(default=0.05, gt=0)
     #: max rejection-sampling rounds before a bin is reported as having no usable area
@@ -68,6 +72,8 @@ class ASTs(Section):
                 raise ValueError(
                     "coord_boundary polygon is not closed: repeat the first vertex "
                     f"({cb[0][0]}, {cb[1][0]}) as the last one (got ({cb[0][-1]}, {cb[1][-1]}))")
+        if isinstance(self.region_from_filters, str) and self.region_from_filters != "all":
+            raise ValueError(f"region_from_filters must be \"all\" or a list of bands, got {self.region_from_filters!r}")
         for name in ("fluxbin_maglimits", "suppl_maglimit"):
             d = getattr(self, name)
             for k, v in (d or {}).items():

@@ -183,3 +183,14 @@ def test_observe_asts_completeness_and_columns():
 
 def test_vega_mags_nodata():
     np.testing.assert_allclose(vega_mags(np.array([1.0, 0.01, 0.0, -1.0])), [0.0, 5.0, NODATA_MAG, NODATA_MAG])
+
+
+def test_detected_fraction_matches_prior_average_of_detection(tmp_path):
+    # one model far above the limit (always found) and one far below (never):
+    # with prior weights 1 : 3 a quarter of the placed stars are detected
+    ins = _instrument()
+    m_lim = np.array([b.m50_sparse for b in ins.bands])
+    url = _grid(tmp_path, np.array([m_lim - 5, m_lim + 8]), np.array([1.0, 3.0]))
+    fld = make_field(url, ins, 2000, seed=3)
+    assert np.all(fld.truth["sedgrid_indx"] == 0)
+    assert fld.n_candidates == pytest.approx(8000, rel=0.01)

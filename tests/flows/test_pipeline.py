@@ -116,3 +116,12 @@ def test_failed_subfile_is_named(tiny_settings, monkeypatch):
     assert err.value.stage == "fit"
     assert err.value.failures and all("sub0" in lb for lb in err.value.failures)
     assert "injected: this sub-file cannot be fitted" in str(err.value)
+
+
+def test_process_pool_executor_runs_trim_and_fit(tiny_settings):
+    settings = with_execution(tiny_settings, executor="processes", workers=2)
+    first = pipeline_flow(settings)
+    assert set(first.states["fit"].values()) == {"Completed"} and first.summary["stars"] > 100
+    second = pipeline_flow(settings)
+    # the array task finds every unit in the cache and is itself "Cached"
+    assert set(second.states["trim"].values()) == {"Cached"} and set(second.states["fit"].values()) == {"Cached"}

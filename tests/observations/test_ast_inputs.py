@@ -278,3 +278,43 @@ def test_n_per_density_bin(phat_setup, make_settings):
     counts = inp.group_by("sd_bin").len().sort("sd_bin")
     assert counts["sd_bin"].to_list() == r.bins and (counts["len"] == 7).all()
     assert inp["realization"].max() <= 2
+
+
+def test_usable_tiles_vectorised_matches_loop(phat_setup):
+    urls, parts, vega, d = phat_setup
+    cat = catalogs.read_parquet(d.catalog_url)
+    tiles = pl.read_parquet(d.map_url)
+    for erode in (0.0, 0.5, 1.5):
+        region = A.build_region(ASTs(erode_selection_region=erode), cat, PHAT_BANDS)
+        e = erode / 3600
+        fast = region.usable_tiles(tiles, False, e)
+        slow = [region.tile_usable(*row, False, e) for row in
+                tiles.select("min_ra", "max_ra", "min_dec", "max_dec").iter_rows()]
+        np.testing.assert_array_equal(fast, slow)
+    assert not fast.all()  # a 1.5" erosion removes corner tiles of this small field
+
+
+def test_reference_image_pixels(phat_setup, make_settings, tmp_path):
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    urls, parts, vega, d = phat_setup
+    cat = catalogs.read_parquet(d.catalog_url)
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [float(cat["RA"].mean()), float(cat["DEC"].mean())]
+    w.wcs.crpix = [100.0, 100.0]
+    w.wcs.cdelt = [-0.05 / 3600, 0.05 / 3600]
+    img = tmp_path / "ref.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((200, 200)), header=w.to_header(), name="SCI")]).writeto(img)
+    s = make_settings(physics={"chunk_models": 4000},
+                      asts={"n_flux_bins": 4, "n_per_flux_bin": 2, "reference_image": str(img), "reference_hdu": "SCI"},
+                      observations={"source_density": {"pixsize": 1.0}})
+    r = A.run_ast_inputs(s, urls, d.catalog_url, d.map_url)
+    inp = pl.read_parquet(r.input_url)
+    x, y = w.all_world2pix(inp["RA"].to_numpy(), inp["DEC"].to_numpy(), 1)
+    np.testing.assert_allclose(inp["X"].to_numpy(), x)
+    np.testing.assert_allclose(inp["Y"].to_numpy(), y)
+    lines = open(r.text_url).read().splitlines()
+    assert lines[0].split()[:4] == ["zeros", "ones", "X", "Y"]
+    assert abs(float(lines[1].split()[2]) - x[0]) < 1e-5
