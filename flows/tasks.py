@@ -38,6 +38,16 @@ HEAVY_STAGES = ("trim", "fit")
 
 CACHED = "Cached"
 
+#: errors a retry cannot fix (bad settings, bad or inconsistent inputs: the stages
+#: raise ValueError/KeyError for those); anything else -- I/O and S3 errors, memory,
+#: a lost node -- is retried
+PERMANENT_ERRORS = (ValueError, KeyError, TypeError, NotImplementedError)
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    exc = state.data if isinstance(state.data, BaseException) else None
+    return not isinstance(exc, PERMANENT_ERRORS)
+
 
 @dataclasses.dataclass
 class StageRun:
@@ -69,7 +79,10 @@ def unit_task(settings, unit: Unit):
 
 @task(cache_policy=NO_CACHE, persist_result=False, retries=0)
 def array_task(settings, stage: str, units: list[Unit]):
-    """Run a heavy stage's cache misses as one batch (SLURM array / process pool)."""
+    """Run a heavy stage's cache misses as one batch (SLURM array / process pool).
+
+    Returns ``{"results": {label: result}, "cached": [labels found in the cache]}``.
+    """
     log = get_run_logger()
     keys = {u.label: u.key(settings) for u in units}
     progress = StageProgress(stage, [u.label for u in units], {u.label: u.n_stars for u in units})
@@ -82,9 +95,11 @@ def array_task(settings, stage: str, units: list[Unit]):
         else:
             results[u.label] = hit
             progress.update(u.label, "cached", attempt=0)
+    cached = sorted(results)
     if not misses:
         progress.finish()
-        return Completed(name=CACHED, data=results, message=f"all {len(units)} {stage} units cached")
+        return Completed(name=CACHED, data={"results": results, "cached": cached},
+                         message=f"all {len(units)} {stage} units cached")
     log.info("%s: %d of %d units to run with executor %r", stage, len(misses), len(units),
              settings.execution.executor)
 
@@ -102,7 +117,7 @@ def array_task(settings, stage: str, units: list[Unit]):
         results.update(executors.run_batch(settings, misses, keys, on_event=on_event))
     finally:
         progress.finish()
-    return results
+    return {"results": results, "cached": cached}
 
 
 def _task_for(settings, unit: Unit):
@@ -112,6 +127,7 @@ def _task_for(settings, unit: Unit):
         task_run_name=f"{unit.stage}[{unit.label}]",
         retries=ex.retries,
         retry_delay_seconds=ex.retry_delay_s,
+        retry_condition_fn=_retry_transient,
     )
 
 
@@ -129,8 +145,9 @@ def run_units(settings, stage: str, units: Sequence[Unit]) -> StageRun:
     if stage in HEAVY_STAGES and settings.execution.executor != "inprocess" and units:
         state = array_task.with_options(task_run_name=f"{stage}[array x{len(units)}]")(
             settings, stage, units, return_state=True)
-        results = state.result()  # raises UnitsFailed (with every failed sub-file) on failure
-        states = {lb: (CACHED if state.name == CACHED else "Completed") for lb in labels}
+        out = state.result()  # raises UnitsFailed (with every failed sub-file) on failure
+        results, hits = out["results"], set(out["cached"])
+        states = {lb: (CACHED if lb in hits else "Completed") for lb in labels}
         return StageRun(stage, _collect_urls(settings, results), results, states)
 
     progress = StageProgress(stage, labels, {u.label: u.n_stars for u in units})
@@ -140,15 +157,29 @@ def run_units(settings, stage: str, units: Sequence[Unit]) -> StageRun:
         states[u.label] = st.name
         if st.is_completed():
             results[u.label] = st.result()
-            progress.update(u.label, "cached" if st.name == CACHED else "computed")
+            if st.name == CACHED:
+                progress.update(u.label, "cached", attempt=0)
+            else:
+                progress.update(u.label, "computed", attempt=_attempts(st))
         else:
             reason = _reason(st)
             failures[u.label] = reason
-            progress.update(u.label, "failed", error=reason)
+            progress.update(u.label, "failed", attempt=_attempts(st), error=reason)
     progress.finish()
     if failures:
         raise UnitsFailed(stage, failures, len(units))
     return StageRun(stage, _collect_urls(settings, results), results, states)
+
+
+def _attempts(state: State) -> int:
+    """How often Prefect ran the task (1 + retries used), for the units table."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return int(client.read_task_run(state.state_details.task_run_id).run_count)
+    except Exception:  # noqa: BLE001 - the count is informative only
+        return 1
 
 
 def _reason(state: State) -> str:

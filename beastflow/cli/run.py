@@ -20,6 +20,11 @@ def _quiet_prefect_defaults() -> None:
     # own INFO logging would interleave with the progress bars.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # the Prefect client logs every API request through httpx at INFO: hundreds
+    # of lines that would bury the pipeline's own messages and the final summary
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

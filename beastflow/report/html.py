@@ -313,10 +313,37 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
             return [plots.plot_timings(secs, img("timings.png"), units)]
         section("Time per stage", timing, "Compute seconds of every stage (sum over its units, from the cache records).")
 
+    facts = _facts(art, stats, shorts)
     index = storage.join(out, "index.html")
-    storage.write_bytes(index, render_html(art, sections, recovery).encode())
+    storage.write_bytes(index, render_html(art, sections, recovery, facts).encode())
     images = [i for s in sections for i in s.images]
     return Report(index=index, images=images, sections=sections, recovery=recovery, artifacts=art)
+
+
+def _facts(art: Artifacts, stats: dict[str, np.ndarray] | None, shorts: Sequence[str]) -> dict[str, str]:
+    """A few numbers describing the run, for the top of the page (best effort)."""
+    facts: dict[str, str] = {}
+    if stats is not None:
+        facts["fitted stars"] = str(len(next(iter(stats.values()))) if stats else 0)
+    if shorts:
+        facts["bands"] = ", ".join(shorts)
+    try:
+        from beastflow.io.sed_grid import SEDGrid
+
+        if art.sed_grids:
+            g = [SEDGrid(u) for u in art.sed_grids]
+            facts["SED grid models"] = f"{sum(len(x) for x in g):,}" + (f" in {len(g)} subgrids" if len(g) > 1 else "")
+            facts["stellar library"] = g[0].stellar_library or "?"
+        if art.asts_per_bin:
+            facts["density bins"] = ", ".join(str(b) for b in sorted(art.asts_per_bin))
+        prep = storage.join(art.output, "demo_prepare.json")
+        if storage.exists(prep):
+            d = storage.read_json(prep)
+            facts["demo field"] = (f"{d.get('n_stars')} detected stars, {d.get('stars_placed_per_detected')} "
+                                   "placed per detected one")
+    except Exception as exc:  # facts are decoration: never fail the report for them
+        log.debug("report facts incomplete: %s", exc)
+    return facts
 
 
 def _stats_filters(stats: dict[str, np.ndarray]) -> list[str]:
@@ -371,7 +398,8 @@ def _noise_curve(url: str, art: Artifacts, max_rows: int = 20_000) -> dict[str, 
             "bias": bias, "completeness": comp}
 
 
-def render_html(art: Artifacts, sections: Sequence[Section], recovery: dict[str, dict[str, float]]) -> str:
+def render_html(art: Artifacts, sections: Sequence[Section], recovery: dict[str, dict[str, float]],
+                facts: dict[str, str] | None = None) -> str:
     e = html.escape
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     parts = [
@@ -385,6 +413,9 @@ def render_html(art: Artifacts, sections: Sequence[Section], recovery: dict[str,
         f"<p>Output: <code>{e(art.output)}</code> &middot; generated {e(now)}</p>",
         "<ul>" + "".join(f"<li><a href='#s{i}'>{e(s.title)}</a></li>" for i, s in enumerate(sections)) + "</ul>",
     ]
+    if facts:
+        parts.append("<h2>Run</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>"
+                                                      for k, v in facts.items()) + "</table>")
     if recovery:
         parts.append("<h2>Recovery summary</h2><table><tr><th>quantity</th><th>stars</th>"
                      "<th>median (fit-truth)/&sigma;</th><th>truth inside p16-p84</th><th>median |fit-truth|</th></tr>")

@@ -15,10 +15,13 @@ import pytest
 from .conftest import REPO, with_output, write_settings_toml
 
 
-def test_beastflow_run_cli(demo_field, tmp_path):
+def test_beastflow_run_cli(demo_field, prefect_backend, tmp_path):
+    import prefect.settings as ps
+
     settings_file = write_settings_toml(with_output(demo_field, str(tmp_path / "out")), tmp_path / "field.toml")
-    env = dict(os.environ, PREFECT_HOME=tempfile.mkdtemp(prefix="bf-cli-prefect-"))
-    env.pop("PREFECT_API_URL", None)  # embedded temporary API
+    # the CLI talks to the session's test API (a fresh temporary API would cost ~15 s of start-up)
+    env = dict(os.environ, PREFECT_HOME=tempfile.mkdtemp(prefix="bf-cli-prefect-"),
+               PREFECT_API_URL=ps.PREFECT_API_URL.value())
     cmd = [str(Path(sys.executable).with_name("beastflow")), "run", str(settings_file), "--no-progress"]
     first = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -81,9 +81,8 @@ def test_stages_on_s3_match_local(s3_run):
     assert set(again.states.values()) == {"Cached"}
 
 
-@pytest.mark.xfail(strict=True, reason="beastflow.fit.merge streams 2-D PDFs from local files only "
-                                       "(run_merge raises for s3:// inputs); remove when merge reads URLs")
 def test_full_pipeline_on_s3_matches_local(s3_run):
+    """The whole pipeline with every artifact on S3: merged stats equal the local run's."""
     local, remote_settings, fs = s3_run
     remote = pipeline_flow(remote_settings)
     assert all(u.startswith("s3://beastflow-test/run/") for us in remote.urls.values() for u in us)
