@@ -3,13 +3,15 @@
 A *unit* is one call of a stage function (``run_fit`` for bin 1, sub-file 0,
 subgrid 2, ...).  Its cache key is the hash of
 
-* the stage name and unit label,
+* the beastflow version, the stage name and the unit label,
 * the hash of the settings sections the stage depends on
   (``Settings.section_hash``; ``[project]`` contributes only ``name`` and
   ``seed``, never the output location or credentials),
 * the SHA-256 content hashes of every input artifact
-  (``beastflow.storage.content_hash``), not their URLs or modification times,
-* any extra parameters of the call.
+  (``beastflow.storage.content_hash``), not their URLs or modification times.
+
+A unit's other arguments (output names, subgrid index, tag) follow from its
+label and the project name, so they need no place of their own in the key.
 
 After a unit ran, a small JSON record ``{output}/.cache/{stage}/{label}.json``
 stores the key and the stage's returned output URLs.  A later run is a cache
@@ -75,11 +77,6 @@ def _remember(url: str, fp: list[Any] | tuple[Any, ...], digest: str) -> None:
         _HASH_MEMO[url] = (tuple(fp), digest)
 
 
-def clear_hash_memo() -> None:
-    with _MEMO_LOCK:
-        _HASH_MEMO.clear()
-
-
 # --------------------------------------------------------------------------
 # keys
 # --------------------------------------------------------------------------
@@ -120,15 +117,24 @@ def input_hashes(inputs: Mapping[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def unit_key(stage: str, label: str, settings, sections: Iterable[str],
-             inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> str:
+def _software_version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version("beastflow")
+    except md.PackageNotFoundError:  # running from a source tree without install
+        return "unknown"
+
+
+def unit_key(stage: str, label: str, settings, sections: Iterable[str], inputs: Mapping[str, Any]) -> str:
     return storage.hash_object({
         "format": CACHE_FORMAT,
+        # a new beastflow release may compute differently: its first run recomputes
+        "software": _software_version(),
         "stage": stage,
         "unit": label,
         "settings": settings_hash(settings, sections),
         "inputs": input_hashes(inputs),
-        "params": dict(params or {}),
     })
 
 
@@ -169,15 +175,14 @@ def decode_result(data: Any) -> Any:
     return data
 
 
-def result_urls(result: Any, output_root: str | None) -> list[str]:
-    """Every string in a stage result that names an artifact below the output root
-    (any path-like string when ``output_root`` is None)."""
-    root = None if output_root is None else output_root.rstrip("/") + "/"
+def result_urls(result: Any, output_root: str) -> list[str]:
+    """Every string in a stage result that names an artifact below the output root."""
+    root = output_root.rstrip("/") + "/"
     found: list[str] = []
 
     def walk(v: Any) -> None:
         if isinstance(v, str):
-            if (v.startswith(root) if root else "/" in v):
+            if v.startswith(root):
                 found.append(v)
         elif isinstance(v, Mapping):
             for x in v.values():

@@ -45,15 +45,13 @@ class Unit:
     inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: settings sections the stage depends on
     sections: tuple[str, ...] = ()
-    #: extra key material (non-URL arguments)
-    params: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: bytes of the grids the unit loads (SLURM memory request)
     mem_bytes: int = 0
     #: stars handled by the unit (progress), 0 when not applicable
     n_stars: int = 0
 
     def key(self, settings) -> str:
-        return caching.unit_key(self.stage, self.label, settings, self.sections, self.inputs, self.params)
+        return caching.unit_key(self.stage, self.label, settings, self.sections, self.inputs)
 
 
 class UnitsFailed(RuntimeError):

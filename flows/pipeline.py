@@ -197,8 +197,8 @@ def merge_flow(settings: str | None = None, fit: StageRun | None = None) -> Stag
     s = load(settings)
     fit = fit or fit_flow(s)
     run = run_units(s, "merge", stages.merge_units(s, fit))
-    summary = stages.fit_summary(_one(run))
-    publish_summary("fit", summary, "fitted stars: counts and median posterior values")
+    run.summary = stages.fit_summary(_one(run))
+    publish_summary("fit", run.summary, "fitted stars: counts and median posterior values")
     return run
 
 
@@ -212,13 +212,15 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     log = get_run_logger()
     s = load(settings)
     runs: dict[str, StageRun] = {}
+    overrides = {k: v for k, v in (("catalog", catalog), ("ast_results", asts)) if v}
+    if overrides:  # one place, so every stage (and the demo instrument) sees the same inputs
+        s = s.model_copy(update={"observations": s.observations.model_copy(update=overrides)})
     runs["physicsmodel"] = physicsmodel_flow(s)
-    runs["density"] = density_flow(s, catalog=catalog)
+    runs["density"] = density_flow(s)
     runs["ast_inputs"] = ast_inputs_flow(s, physics=runs["physicsmodel"], density=runs["density"])
-    if not asts:
-        asts, demo_run = ast_results(s, ast_inputs=runs["ast_inputs"])
-        if demo_run is not None:
-            runs["demo_asts"] = demo_run
+    asts, demo_run = ast_results(s, ast_inputs=runs["ast_inputs"])
+    if demo_run is not None:
+        runs["demo_asts"] = demo_run
     runs["cut"] = cut_flow(s, density=runs["density"], asts=asts)
     runs["split"] = split_flow(s, cut=runs["cut"], density=runs["density"])
     runs["noisemodel"] = noisemodel_flow(s, physics=runs["physicsmodel"], split=runs["split"])
@@ -226,7 +228,7 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     runs["grid_info"] = grid_info_flow(s, physics=runs["physicsmodel"])
     runs["fit"] = fit_flow(s, split=runs["split"], trim=runs["trim"], grid_info=runs["grid_info"])
     runs["merge"] = merge_flow(s, fit=runs["fit"])
-    summary = stages.fit_summary(_one(runs["merge"]))
+    summary = runs["merge"].summary
     cached = [n for n, r in runs.items() if r.all_cached]
     log.info("pipeline done: %d stars fitted; stages from cache: %s", summary.get("stars", 0), ", ".join(cached) or "none")
     return PipelineRun(s.source, s.output, runs, summary)

@@ -20,7 +20,6 @@ from typing import Any
 
 from beastflow import storage
 
-from . import caching
 from .executors import Unit
 
 #: pipeline order (the CLI and the UI list stages in this order)
@@ -32,6 +31,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "cut": ("compat", "physics", "observations"),
     "split": ("compat", "physics", "observations"),
     "ast_inputs": ("compat", "physics", "observations", "asts"),
+    "demo_asts": ("compat", "physics", "observations", "asts"),
     "noisemodel": ("compat", "physics", "noise_model"),
     "trim": ("compat", "physics", "noise_model", "trim"),
     "grid_info": ("compat", "physics", "fit"),
@@ -45,6 +45,7 @@ FUNCS = {
     "cut": "beastflow.observations.cuts:run_cut",
     "split": "beastflow.observations.split:run_split",
     "ast_inputs": "beastflow.observations.ast_inputs:run_ast_inputs",
+    "demo_asts": "beastflow.demo:observe_asts",
     "noisemodel": "beastflow.noise.toothpick:run_noisemodel",
     "trim": "beastflow.noise.trim:run_trim",
     "grid_info": "beastflow.fit.grid_info:run_grid_info",
@@ -111,21 +112,8 @@ def demo_asts_units(settings, ast_inputs) -> list[Unit]:
     (observations.ast_results); the demo catalog carries the model instrument
     that made it, and ``beastflow.demo.observe_asts`` plays that part.
     """
-    url = _ast_input_url(ast_inputs)
-    return [Unit(stage="demo_asts", label="asts", func="beastflow.demo:observe_asts", args=(url,),
-                 inputs={"ast_inputs": url, "catalog": settings.observations.catalog},
-                 sections=("compat", "physics", "observations", "asts"))]
-
-
-def _ast_input_url(ast_inputs) -> str:
-    if getattr(ast_inputs, "input_url", None):
-        return ast_inputs.input_url
-    for u in caching.result_urls(ast_inputs, None):
-        if u.endswith(".parquet"):
-            return u
-    if isinstance(ast_inputs, str):
-        return ast_inputs
-    raise ValueError(f"cannot find the AST input list (P_inputAST.parquet) in the AST-inputs result {ast_inputs!r}")
+    url = ast_inputs.input_url  # P_inputAST.parquet
+    return [_unit("demo_asts", "asts", url, inputs={"ast_inputs": url, "catalog": settings.observations.catalog})]
 
 
 def grid_info_units(settings, physics) -> list[Unit]:

@@ -60,6 +60,8 @@ class StageRun:
     results: dict[str, Any]
     #: unit label -> Prefect state name of the task that handled it ("Cached", "Completed")
     states: dict[str, str]
+    #: stage summary for humans (the merge: fitted stars and median posteriors)
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def all_cached(self) -> bool:

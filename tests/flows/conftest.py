@@ -121,7 +121,7 @@ def s3_endpoint():
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A one-node SLURM cluster (infra/slurm-up.sh) on free ports; stopped after the session."""
-    need(os.geteuid() == 0 or shutil.which("slurmctld") is not None, "a local SLURM cluster needs root")
+    need(os.geteuid() == 0, "the local SLURM cluster (slurmctld, slurmd, munged as SlurmUser=root) needs root")
     need(all(shutil.which(p) for p in ("slurmctld", "slurmd", "sbatch", "munged")),
          "SLURM is not installed (apt-get install slurmctld slurmd slurm-client munge)")
     # not below pytest's 0700 temp folders: munged wants every parent of its socket traversable

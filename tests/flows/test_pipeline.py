@@ -125,3 +125,15 @@ def test_process_pool_executor_runs_trim_and_fit(tiny_settings):
     second = pipeline_flow(settings)
     # the array task finds every unit in the cache and is itself "Cached"
     assert set(second.states["trim"].values()) == {"Cached"} and set(second.states["fit"].values()) == {"Cached"}
+
+
+def test_subgrids_fan_out_and_merge(tiny_settings):
+    """Two subgrids: noise models per (bin, subgrid), trims and fits per (bin, sub-file, subgrid)."""
+    physics = tiny_settings.physics.model_copy(update={"n_subgrid": 2})
+    run = pipeline_flow(tiny_settings.model_copy(update={"physics": physics}))
+    fits = run.states["fit"]
+    assert {lb.rsplit("_", 1)[1] for lb in fits} == {"gridsub0", "gridsub1"}
+    subfiles = {lb.rsplit("_", 1)[0] for lb in fits}
+    assert len(fits) == 2 * len(subfiles) and len(run.states["trim"]) == len(fits)
+    assert len(run.states["noisemodel"]) == 2 * len({lb.split("_")[0] for lb in fits})
+    assert run.summary["stars"] > 100

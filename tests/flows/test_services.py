@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -102,10 +101,14 @@ def fit_failing_once(settings, *args, **kwargs):
     """
     from beastflow.fit.fitting import run_fit
 
-    mark = Path(kwargs.pop("_mark"))
-    if args[4].endswith("_sub0") and not mark.exists():
-        mark.write_text(args[4])
-        raise OSError(f"injected: node lost while fitting {os.path.basename(args[4])}")
+    mark = kwargs.pop("_mark")
+    if args[4].endswith("_sub0"):
+        try:  # O_EXCL: array tasks run at once, exactly one of them may create the marker
+            os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
+            raise OSError(f"injected: node lost while fitting {os.path.basename(args[4])}")
     return run_fit(settings, *args, **kwargs)
 
 
