@@ -2,14 +2,15 @@
 
 A provenance record holds the stage name, the hash of the settings sections the
 stage depends on, the content hashes of its input artifacts and the software
-versions.  It is stored inside the artifact (HDF5 attribute, Parquet metadata)
+versions.  It deliberately holds no time stamp: the same inputs then give the
+same bytes, so a stage that reruns but produces an identical artifact does not
+invalidate the caches of the stages downstream of it.  It is stored inside the artifact (HDF5 attribute, Parquet metadata)
 so that an artifact found on disk can always be traced, and so that caches can
 be keyed on exactly the same quantities.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import platform
 from collections.abc import Mapping
@@ -48,7 +49,6 @@ def make_provenance(
         "inputs": dict(inputs or {}),
         "input_hashes": hashes,
         "software": software_versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if extra:
         rec.update(extra)
