@@ -5,7 +5,10 @@ model, the peak memory of the fitting process, and the ratio against a plain
 numpy implementation of the same likelihood and summary sums, run in the same
 process on the same grid.
 
-    .venv/bin/python bench/bench_fit.py [--stars 64] [--numpy-stars 3] [--dir /tmp/bench_fit]
+    .venv/bin/python bench/bench_fit.py [--stars 64] [--numpy-stars 3] [--dir /tmp/bench_fit] [--stages]
+
+``--stages`` also prints where run_fit spends its CPU time (kernels, 2-D / 1-D
+PDF writing, lnP samples, stats table...), from a second, instrumented call.
 
 The grid (synthetic, physically shaped: tests/fit/synth.py) is generated once
 in a subprocess (so its memory is not counted) and kept in --dir.
@@ -66,11 +69,61 @@ def numpy_reference(grid_blk, noise_blk, y, bs, ln_norm):
     return (time.process_time() - t0) / len(y)
 
 
+def stage_breakdown(call) -> None:
+    """CPU time of ``call()`` by stage: module functions of beastflow.fit wrapped with timers."""
+    import functools
+
+    from beastflow.fit import fitting as F
+    from beastflow.fit import likelihood as lk
+    from beastflow.fit import outputs as O
+
+    acc: dict[str, float] = {}
+    undo = []
+
+    def wrap(obj, name, label):
+        fn = getattr(obj, name)
+
+        @functools.wraps(fn)
+        def timed_fn(*a, **kw):
+            t0 = time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                acc[label] = acc.get(label, 0.0) + time.process_time() - t0
+
+        setattr(obj, name, timed_fn)
+        undo.append((obj, name, fn))
+
+    for name, label in [("pass_max", "kernel pass 1 (peak)"), ("pass_accumulate", "kernel pass 2 (sums, PDFs, lnP)")]:
+        wrap(lk, name, label)
+    for name, label in [("_prepare", "grid preparation"), ("binset_from_trimmed", "PDF bins (trimmed grid)"),
+                        ("reduce_heaps_flat", "lnP samples (heap reduction)"), ("write_pdf1d", "write 1-D PDFs"),
+                        ("write_lnp", "write lnP samples"), ("stats_table", "stats table"),
+                        ("write_stats", "write stats"), ("read_catalog", "read catalog")]:
+        if hasattr(F, name):
+            wrap(F, name, label)
+    for name in ("write", "write_compact"):
+        if hasattr(O.PDF2DWriter, name):
+            wrap(O.PDF2DWriter, name, "write 2-D PDFs")
+    try:
+        t0 = time.process_time()
+        call()
+        total = time.process_time() - t0
+    finally:
+        for obj, name, fn in undo:
+            setattr(obj, name, fn)
+    print(f"run_fit by stage (CPU s; {total:.3f} s in all):")
+    for label, v in sorted(acc.items(), key=lambda kv: -kv[1]):
+        print(f"  {label:34s} {v:8.3f} s  {100 * v / total:5.1f} %")
+    print(f"  {'other (reads, setup, hashing)':34s} {total - sum(acc.values()):8.3f} s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stars", type=int, default=64)
     ap.add_argument("--numpy-stars", type=int, default=3)
     ap.add_argument("--dir", default="/tmp/bench_fit")
+    ap.add_argument("--stages", action="store_true", help="also print run_fit's CPU time by stage")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     grid_url, noise_url = f"{args.dir}/P_seds_trim.grid.hd5", f"{args.dir}/P_noisemodel_trim.grid.hd5"
@@ -111,6 +164,9 @@ def main() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"run_fit end to end: {args.stars} stars in {e2e:.2f} s ({args.stars / e2e:.1f} stars/s incl. I/O, "
           f"hashing and writing); peak RSS {rss:.0f} MiB (before the fit: {rss0:.0f} MiB)")
+    if args.stages:
+        stage_breakdown(lambda: run_fit(s, grid_url, noise_url, f"{args.dir}/P_bin0_sub0.parquet", gi,
+                                        f"{args.dir}/P_bin0_sub0", vega_fluxes=synth.VEGA))
 
     # the kernels alone on the prepared grid (CPU time: the machine is shared,
     # wall time would measure the neighbours; CPU time summed over threads)

@@ -36,14 +36,27 @@ def star_seeds(seed: int, star_ids: Sequence) -> np.ndarray:
 
 def reduce_heaps(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k):
     """Per-partition bottom-k heaps [T, ns, k] -> per-star sorted samples (lists of arrays)."""
-    T, ns, _ = heap_key.shape
-    out = []
-    for s in range(ns):
-        keys = np.concatenate([heap_key[t, s, :heap_n[t, s]] for t in range(T)])
-        order = np.argsort(keys, kind="stable")[:k]
-        sel = lambda a: np.concatenate([a[t, s, :heap_n[t, s]] for t in range(T)])[order]  # noqa: E731
-        out.append({"key": keys[order], "idx": sel(heap_idx), "lnp": sel(heap_lnp), "chi2": sel(heap_chi2)})
-    return out
+    counts, flat = reduce_heaps_flat(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k)
+    ends = np.cumsum(counts)
+    return [{f: v[e - c:e] for f, v in flat.items()} for c, e in zip(counts, ends)]
+
+
+def reduce_heaps_flat(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k):
+    """Per-partition bottom-k heaps [T, ns, k] -> (sample size per star [ns], flat
+    arrays ``key``, ``idx``, ``lnp``, ``chi2`` of the samples one star after the
+    other, each sorted by key).  Unused heap slots hold key +inf (keys are < 1),
+    so a stable sort of the padded rows orders the entries as a stable sort of
+    the used ones concatenated in partition order."""
+    T, ns, kk = heap_key.shape
+    counts = np.minimum(np.asarray(heap_n).sum(axis=0), k).astype(np.int64)
+    if ns == 0 or kk == 0:
+        return counts, {"key": np.empty(0), "idx": np.empty(0, np.int64), "lnp": np.empty(0), "chi2": np.empty(0)}
+    rows = lambda a: np.ascontiguousarray(a.transpose(1, 0, 2)).reshape(ns, T * kk)  # noqa: E731
+    keys = rows(heap_key)
+    order = np.argsort(keys, axis=1, kind="stable")[:, :k]
+    keep = np.arange(order.shape[1])[None, :] < counts[:, None]
+    pick = lambda a: np.take_along_axis(rows(a), order, axis=1)[keep]  # noqa: E731
+    return counts, {"key": pick(heap_key), "idx": pick(heap_idx), "lnp": pick(heap_lnp), "chi2": pick(heap_chi2)}
 
 
 def merge_star_samples(samples: Sequence[dict], truncated: Sequence[float], k: int,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,12 @@ STATS_FORMAT = "beastflow-stats"
 FORMAT_VERSION = 1
 _META_KEY = b"beastflow"
 
+#: PDF datasets are chunked as (stars, bins...) tiles; only chunks holding a
+#: non-zero value are stored (PDFs are mostly zeros), the others read back as 0.
+PDF1D_CHUNK = (1024, 8)
+PDF2D_CHUNK = (64, 8, 8)
+GZIP_LEVEL = 1
+
 
 # --------------------------------------------------------------------- stats
 def write_stats(url: str, df: pl.DataFrame, provenance: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
@@ -38,7 +45,8 @@ def write_stats(url: str, df: pl.DataFrame, provenance: Mapping[str, Any], meta:
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            _META_KEY: json.dumps(info, default=str).encode()})
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    # no dictionary pages: ~180 mostly-unique float columns, where trying them costs more than it saves
+    pq.write_table(table, buf, compression="zstd", use_dictionary=False)
     storage.write_bytes(url, buf.getvalue())
     return url
 
@@ -82,6 +90,108 @@ def _read_ids(ds: h5py.Dataset) -> np.ndarray:
     return np.asarray(ds[...])
 
 
+def _new_dataset(parent: h5py.Group, name: str, data: np.ndarray | None = None, shape: tuple | None = None,
+                 chunks: tuple | None = None) -> h5py.h5d.DatasetID:
+    """A float64/int64 dataset through h5py's low-level API (what ``create_dataset``
+    makes, without its per-call overhead, which adds up over ~100 small datasets
+    per file): no time stamps; ``chunks``: gzip level GZIP_LEVEL, fill value 0."""
+    if data is not None:
+        data = np.ascontiguousarray(data)
+        shape = data.shape
+    dtype = data.dtype if data is not None else np.dtype(np.float64)
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_obj_track_times(False)
+    if chunks is not None:
+        dcpl.set_chunk(tuple(chunks))
+        dcpl.set_deflate(GZIP_LEVEL)
+        dcpl.set_fill_value(np.zeros((), dtype))
+    dsid = h5py.h5d.create(parent.id, name.encode(), h5py.h5t.py_create(dtype, logical=True),
+                           h5py.h5s.create_simple(tuple(shape)), dcpl=dcpl)
+    if data is not None and data.size:
+        dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, data)
+    return dsid
+
+
+class _SparseChunks:
+    """Writes a float64 dataset [n, *cells] slab by slab (``chunk[0]`` rows, in row
+    order) and stores only the chunks that hold a value != 0, gzip-compressed here
+    and written directly.  Unwritten chunks are not allocated and read back as the
+    fill value 0.0, so readers see the same dense array (docs/formats.md)."""
+
+    def __init__(self, parent: h5py.Group, name: str, n: int, cells: Sequence[int], chunk: Sequence[int]):
+        self.name, self.n, self.cells = name, int(n), tuple(int(c) for c in cells)
+        self.rows = max(1, min(int(chunk[0]), self.n))
+        self.tile = tuple(max(1, min(int(t), c)) for t, c in zip(chunk[1:], self.cells))
+        if not self.n:
+            self.ds = _new_dataset(parent, name, shape=(0, *self.cells))
+            return
+        # slabs of equal size (less zero padding in the last one)
+        self.rows = -(-self.n // -(-self.n // self.rows))
+        self.ds = _new_dataset(parent, name, shape=(self.n, *self.cells), chunks=(self.rows, *self.tile))
+        self.ntiles = tuple(-(-c // t) for c, t in zip(self.cells, self.tile))
+        self.buf = np.zeros((self.rows, *(m * t for m, t in zip(self.ntiles, self.tile))))
+        self.occ = np.zeros(self.ntiles, dtype=bool)
+        self.start = 0  # first row of the slab in the buffer
+        self.fill = 0   # rows of it received
+
+    def _check(self, lo: int) -> None:
+        if lo != self.start + self.fill:
+            raise ValueError(f"{self.name!r}: rows must be written in order (got row {lo}, expected "
+                             f"{self.start + self.fill})")
+
+    def _cells(self) -> tuple[slice, ...]:
+        return tuple(slice(0, c) for c in self.cells)
+
+    def add_dense(self, lo: int, arr: np.ndarray) -> None:
+        """Rows lo.. of the dataset, [k, *cells]."""
+        self._check(lo)
+        i = 0
+        while i < len(arr):
+            k = min(self.rows - self.fill, len(arr) - i)
+            part = arr[i:i + k]
+            self.buf[(slice(self.fill, self.fill + k), *self._cells())] = part
+            cell_nz = (part != 0).any(axis=0)  # NaN counts as a value
+            if cell_nz.any():
+                pad = np.zeros(self.buf.shape[1:], dtype=bool)
+                pad[self._cells()] = cell_nz
+                shape = [x for m, t in zip(self.ntiles, self.tile) for x in (m, t)]
+                self.occ |= pad.reshape(shape).any(axis=tuple(range(1, 2 * len(self.tile), 2)))
+            self._advance(k)
+            i += k
+
+    def add_sparse(self, lo: int, vals: np.ndarray, pos: tuple[np.ndarray, ...]) -> None:
+        """Rows lo.. given as values [k, m] at cells ``pos`` (one index array [m] per cell
+        axis); every other cell of these rows is 0."""
+        self._check(lo)
+        i = 0
+        while i < len(vals):
+            k = min(self.rows - self.fill, len(vals) - i)
+            part = vals[i:i + k]
+            self.buf[(slice(self.fill, self.fill + k), *pos)] = part
+            cols = np.flatnonzero((part != 0).any(axis=0))
+            if len(cols):
+                self.occ[tuple(p[cols] // t for p, t in zip(pos, self.tile))] = True
+            self._advance(k)
+            i += k
+
+    def _advance(self, k: int) -> None:
+        self.fill += k
+        if self.fill == self.rows or self.start + self.fill == self.n:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.n or not self.fill:
+            return
+        for t in np.argwhere(self.occ):
+            sl = (slice(None), *(slice(j * w, (j + 1) * w) for j, w in zip(t, self.tile)))
+            self.ds.write_direct_chunk((self.start, *(int(j) * w for j, w in zip(t, self.tile))),
+                                          zlib.compress(self.buf[sl].tobytes(), GZIP_LEVEL))
+            self.buf[sl] = 0.0
+        self.occ[...] = False
+        self.start += self.fill
+        self.fill = 0
+
+
 def _check_format(url: str, h5: h5py.File, fmt: str) -> None:
     got = decode_attr(h5.attrs.get("format", ""))
     if got != fmt:
@@ -98,11 +208,10 @@ def write_pdf1d(url: str, star_ids: np.ndarray, total_log_norm: np.ndarray, bins
         h5.create_dataset("total_log_norm", data=np.asarray(total_log_norm, np.float64))
         for b in bins:
             g = h5.create_group(b.name)
-            g.create_dataset("pdf", data=np.asarray(pdfs[b.name], np.float64),
-                             chunks=(min(256, max(1, len(star_ids))), b.nbins) if len(star_ids) else None,
-                             compression="gzip", compression_opts=1, shuffle=True)
-            g.create_dataset("centres", data=b.centres)
-            g.create_dataset("edges", data=b.edges)
+            _SparseChunks(g, "pdf", len(star_ids), (b.nbins,), PDF1D_CHUNK).add_dense(
+                0, np.asarray(pdfs[b.name], np.float64))
+            _new_dataset(g, "centres", np.asarray(b.centres, np.float64))
+            _new_dataset(g, "edges", np.asarray(b.edges, np.float64))
             g.attrs["log"] = bool(b.log)
     return url
 
@@ -148,22 +257,34 @@ class PDF2DWriter:
         self.h5 = self._stack.enter_context(h5_writer(self.url))
         _attrs(self.h5, format=PDF2D_FORMAT, format_version=FORMAT_VERSION, provenance=self.provenance,
                meta=self.meta, pairs=[self.pair_name(a.name, b.name) for a, b in self.pairs])
+        self._w = []
         for a, b in self.pairs:
             g = self.h5.create_group(self.pair_name(a.name, b.name))
-            g.create_dataset("pdf", shape=(self.n, a.nbins, b.nbins), dtype=np.float64,
-                             chunks=(max(1, min(self.n, 64)), a.nbins, b.nbins) if self.n else None,
-                             compression="gzip", compression_opts=1, shuffle=True)
-            g.create_dataset("centres_a", data=a.centres)
-            g.create_dataset("centres_b", data=b.centres)
-            g.create_dataset("edges_a", data=a.edges)
-            g.create_dataset("edges_b", data=b.edges)
+            self._w.append(_SparseChunks(g, "pdf", self.n, (a.nbins, b.nbins), PDF2D_CHUNK))
+            for k, v in (("centres_a", a.centres), ("centres_b", b.centres), ("edges_a", a.edges),
+                         ("edges_b", b.edges)):
+                _new_dataset(g, k, np.asarray(v, np.float64))
         return self
 
     def write(self, lo: int, blocks: Sequence[np.ndarray]) -> None:
-        for (a, b), arr in zip(self.pairs, blocks):
-            self.h5[self.pair_name(a.name, b.name)]["pdf"][lo:lo + len(arr)] = arr
+        """Stars lo.. (in order), one dense block [k, nbins_a, nbins_b] per pair."""
+        for w, arr in zip(self._w, blocks):
+            w.add_dense(lo, np.asarray(arr, np.float64))
+
+    def write_compact(self, lo: int, values: np.ndarray, flat: np.ndarray) -> None:
+        """Stars lo.. (in order) as values [k, m] at the sorted flat indices ``flat``
+        [m] of the concatenated pairs (pair p's bins (i, j) at sum of the sizes of
+        the pairs before p + i * nbins_b + j); every other bin is 0."""
+        off = 0
+        for (a, b), w in zip(self.pairs, self._w):
+            i0, i1 = np.searchsorted(flat, [off, off + a.nbins * b.nbins])
+            ia, ib = np.divmod(flat[i0:i1] - off, b.nbins)
+            w.add_sparse(lo, values[:, i0:i1], (ia, ib))
+            off += a.nbins * b.nbins
 
     def finish(self, star_ids: np.ndarray, total_log_norm: np.ndarray) -> None:
+        for w in self._w:
+            w.flush()
         _ids_dataset(self.h5, "star_id", star_ids)
         self.h5.create_dataset("total_log_norm", data=np.asarray(total_log_norm, np.float64))
 
@@ -205,7 +326,9 @@ def write_lnp(url: str, star_ids: np.ndarray, offsets: np.ndarray, fields: Mappi
         h5.create_dataset("truncated_key", data=np.asarray(truncated_key, np.float64))
         h5.create_dataset("lnPmax", data=np.asarray(lnp_max, np.float64))
         for k, dt in LNP_FIELDS.items():
-            h5.create_dataset(k, data=np.asarray(fields[k], dt), compression="gzip", compression_opts=1)
+            # byte shuffle first: faster and smaller than gzip alone on these ids and doubles
+            h5.create_dataset(k, data=np.asarray(fields[k], dt), compression="gzip", compression_opts=1,
+                              shuffle=True)
         if inputs is not None:
             h5.create_dataset("input", data=np.asarray(inputs, np.float64))
         if waves is not None:

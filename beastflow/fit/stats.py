@@ -54,20 +54,20 @@ def stat_columns(qnames: list[str]) -> list[str]:
 
 def iau_names(surveyname: str, ra_deg: np.ndarray, dec_deg: np.ndarray) -> list[str]:
     """``"{survey} JHHMMSS.ssss±DDMMSS.sss"`` (fitting.md §4); RA as hours, 4 decimals."""
-    out = []
-    for ra, dec in zip(np.asarray(ra_deg, float), np.asarray(dec_deg, float)):
-        if not (np.isfinite(ra) and np.isfinite(dec)):
-            out.append("noname")
-            continue
-        # integer ticks avoid "60.0000" seconds from rounding up
-        t = int(round((ra % 360.0) / 15.0 * 3600.0 * 1e4)) % (24 * 3600 * 10**4)
-        h, r = divmod(t, 3600 * 10**4)
-        mi, r = divmod(r, 60 * 10**4)
-        ras = f"{h:02d}{mi:02d}{r // 10**4:02d}.{r % 10**4:04d}"
-        sign = "-" if dec < 0 else "+"
-        d = int(round(abs(dec) * 3600.0 * 1e3))
-        dd, r = divmod(d, 3600 * 10**3)
-        dm, r = divmod(r, 60 * 10**3)
-        decs = f"{sign}{dd:02d}{dm:02d}{r // 10**3:02d}.{r % 10**3:03d}"
-        out.append(f"{surveyname} J{ras}{decs}")
-    return out
+    ra = np.atleast_1d(np.asarray(ra_deg, float))
+    dec = np.atleast_1d(np.asarray(dec_deg, float))
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    with np.errstate(invalid="ignore"):
+        # integer ticks avoid "60.0000" seconds from rounding up (rint: round half to even, as round())
+        t = np.where(ok, np.rint((ra % 360.0) / 15.0 * 3600.0 * 1e4), 0.0).astype(np.int64) % (24 * 3600 * 10**4)
+        d = np.where(ok, np.rint(np.abs(dec) * 3600.0 * 1e3), 0.0).astype(np.int64)
+    h, r = np.divmod(t, 3600 * 10**4)
+    mi, r = np.divmod(r, 60 * 10**4)
+    rs, rf = np.divmod(r, 10**4)
+    dd, r = np.divmod(d, 3600 * 10**3)
+    dm, r = np.divmod(r, 60 * 10**3)
+    ds, df = np.divmod(r, 10**3)
+    sign = np.where(dec < 0, "-", "+")
+    fmt = surveyname.replace("%", "%%") + " J%02d%02d%02d.%04d%s%02d%02d%02d.%03d"
+    cols = [a.tolist() for a in (h, mi, rs, rf, sign, dd, dm, ds, df)]
+    return [fmt % v if o else "noname" for o, v in zip(ok.tolist(), zip(*cols))]
