@@ -12,7 +12,32 @@ for every star.  A model is kept for a sub-file when
 
 Consequence used by the tests: every model whose chi2 against some star of
 the sub-file is <= sigma_fac^2 passes every band (each band's term is then
-<= sigma_fac^2), so it is kept.
+<= sigma_fac^2), so it is kept.  That is BEAST's rule, and all of it in compat
+mode; it bounds nothing about the posterior (real stars have chi2min 50-290).
+
+DEFAULT: LOSSLESS TRIM.  A covered model is also kept (whatever sigma_fac) when
+
+    B_j <= U + T,    T = LOSSLESS_MARGIN + ln N_grid = 20 + ln N_grid,
+
+with, in the fit's default-mode terms (fitting.md §2; likelihood.py), for star i
+using the bands k it measures (finite flux),
+
+    -lnP_ij = -ln w_j - ln C_j + sum_k [ln e_jk + ln(2 pi)/2 + (y_ik - m_jk)^2 / (2 e_jk^2)]
+              (+ ln_norm, the same for every model: it cancels),
+    B_j     = -ln w_j - ln C_j + sum_k t_jk,
+    t_jk    = ln e_jk + ln(2 pi)/2 + dist(m_jk, [y_min,k, y_max,k])^2 / (2 e_jk^2),
+
+m = F + bias, C_j the [fit] completeness term (min / product / none); a band
+missing in any star of the sub-file contributes min(t_jk, 0).  Every star has
+y_ik in the range, so B_j <= -lnP_ij for every star i.  U = max_i min_{j in cand}
+(-lnP_ij) >= max_i (-lnPmax_i), cand = the N_CANDIDATES models with the smallest
+B_j (exact lnP).  A dropped model thus has lnP_ij < lnPmax_i - T for EVERY star,
+so the dropped models together weigh < N_dropped e^-T <= e^-20 ~ 2e-9 times the
+star's peak weight, hence less than that fraction of its posterior mass.
+Two passes over the grid (pass 1: B_j, candidates and the sigma-rule histogram;
+pass 2: write).  Models outside the AST coverage stay dropped, and a sub-file
+that the sigma rule empties is still an error (the grid does not reach it).
+Truncheon noise models (full covariance) keep the sigma rule only.
 
 ``run_trim`` streams the grid and the noise model ONCE for a whole list of
 sub-files (BEAST's trim_many_via_obsdata reads the big files once per batch
@@ -30,6 +55,7 @@ no skip; an empty result is an error naming the band.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -171,6 +197,13 @@ def _first_empty_band(hist: Counter, n_bands: int) -> int:
 
 def observed_range(catalog_url: str, filters: Sequence[str], vega: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Per band min and max of {B}_RATE x Vega over the sub-file's stars (physical units)."""
+    fl = observed_fluxes(catalog_url, filters, vega)
+    # non-finite rates carry no flux information and cannot widen the range
+    return np.nanmin(fl, axis=0), np.nanmax(fl, axis=0), len(fl)
+
+
+def observed_fluxes(catalog_url: str, filters: Sequence[str], vega: np.ndarray) -> np.ndarray:
+    """{B}_RATE x Vega of the sub-file's stars, [stars, bands] (NaN where not measured)."""
     cols = [f"{b}_RATE" for b in short_names(filters)]
     try:
         from beastflow.observations.catalogs import normalise_columns
@@ -189,8 +222,7 @@ def observed_range(catalog_url: str, filters: Sequence[str], vega: np.ndarray) -
     bad = [c for c, ok in zip(cols, np.isfinite(fl).any(axis=0)) if not ok]
     if bad:
         raise TrimError(f"{catalog_url}: column(s) {bad} have no finite value")
-    # non-finite rates carry no flux information and cannot widen the range
-    return np.nanmin(fl, axis=0), np.nanmax(fl, axis=0), len(fl)
+    return fl
 
 
 class _JobState:
@@ -277,12 +309,101 @@ def _close(st: _JobState, ok: bool) -> None:
                 w.__exit__(*sys.exc_info())
 
 
+#: margin T of the default lossless trim, in ln P units (module doc)
+LOSSLESS_MARGIN = 20.0
+#: candidates (smallest B_j) per job whose exact lnP gives the upper bound U
+N_CANDIDATES = 4096
+_HALF_LN2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+class _Bound:
+    """Default-mode lossless trim: B_j <= -lnP_ij for every star i of a job,
+    the candidates with the smallest B_j, and the keep thresholds U + T."""
+
+    def __init__(self, states: list[_JobState], fluxes: list[np.ndarray], completeness: str, n_models: int):
+        self.ymin = [st.ymin for st in states]
+        self.ymax = [st.ymax for st in states]
+        self.fluxes = fluxes
+        # a band missing (non-finite) in some star of the job drops out of that star's lnP
+        self.all_measured = [np.all(np.isfinite(y), axis=0) for y in fluxes]
+        self.completeness = completeness
+        self.margin = LOSSLESS_MARGIN + math.log(max(n_models, 1))
+        self.cand: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(states)
+        self.thr = np.full(len(states), -np.inf)
+        self.upper = np.full(len(states), np.inf)
+
+    def model_terms(self, seds, bias, err, compl, lnw):
+        """m = F + bias, e, and a_j = ln w_j + ln C_j (-inf where the fit would skip the model)."""
+        m = seds + bias
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.completeness == "min":
+                lnc = np.log(compl.min(axis=1))
+            elif self.completeness == "product":
+                lnc = np.log(compl).sum(axis=1)
+            else:
+                lnc = np.zeros(len(m))
+            a = lnw + lnc
+        ok = np.all((err > 0) & np.isfinite(err) & np.isfinite(m), axis=1) & np.isfinite(a)
+        return m, np.where(ok[:, None], err, 1.0), np.where(ok, a, -np.inf)
+
+    def lower_bound(self, j: int, m, e, a) -> np.ndarray:
+        """B_j = -a_j + sum_k t_jk, t_jk = ln e_jk + ln(2pi)/2 + dist(m_jk, [ymin_k, ymax_k])^2 / (2 e_jk^2);
+        a band missing in some star contributes min(t_jk, 0) (a star without it pays 0)."""
+        dist = np.maximum(self.ymin[j] - m, 0.0) + np.maximum(m - self.ymax[j], 0.0)
+        t = np.log(e) + _HALF_LN2PI + 0.5 * (dist / e) ** 2
+        t = np.where(self.all_measured[j][None, :], t, np.minimum(t, 0.0))
+        with np.errstate(invalid="ignore"):
+            b = t.sum(axis=1) - a
+        b[~np.isfinite(a)] = np.inf
+        return b
+
+    def collect(self, j: int, b, m, e, a) -> None:
+        idx = np.flatnonzero(np.isfinite(b))
+        if len(idx) > N_CANDIDATES:
+            idx = idx[np.argpartition(b[idx], N_CANDIDATES)[:N_CANDIDATES]]
+        new = (b[idx], m[idx], e[idx], a[idx])
+        old = self.cand[j]
+        if old is not None:
+            new = tuple(np.concatenate([o, n]) for o, n in zip(old, new))
+            if len(new[0]) > N_CANDIDATES:
+                keep = np.argpartition(new[0], N_CANDIDATES)[:N_CANDIDATES]
+                new = tuple(x[keep] for x in new)
+        self.cand[j] = new
+
+    def finish(self) -> None:
+        """U = max over stars of min over candidates of the exact -lnP (fitting.md §2,
+        default mode, up to the model-independent ln_norm); threshold U + T."""
+        for j, c in enumerate(self.cand):
+            if c is None or len(c[0]) == 0:
+                continue  # no model the fit could use: only the sigma rule applies
+            _, m, e, a = c
+            y = self.fluxes[j]
+            lne = np.log(e) + _HALF_LN2PI
+            u = -np.inf
+            for s0 in range(0, len(y), 256):
+                ys = y[s0:s0 + 256]
+                nlp = np.broadcast_to(-a, (len(ys), len(a))).copy()
+                for k in range(m.shape[1]):
+                    used = np.isfinite(ys[:, k])
+                    d = (ys[used, k][:, None] - m[None, :, k]) / e[None, :, k]
+                    nlp[used] += lne[None, :, k] + 0.5 * d * d
+                u = max(u, float(nlp.min(axis=1).max()))
+            self.upper[j] = u
+            self.thr[j] = u + self.margin
+
+
 def _stream(grid: SEDGrid, noise: NoiseModel, states: list[_JobState], masks: list[int | None], chunk: int,
-            sigma_fac: float, need_pos_err: bool, columns: list[str], count: bool) -> None:
-    """One pass over grid + noise: append each job's survivors (pattern & mask == mask)."""
+            sigma_fac: float, need_pos_err: bool, columns: list[str], count: bool,
+            bound: _Bound | None = None, collect: bool = False) -> None:
+    """One pass over grid + noise: append each job's survivors (pattern & mask == mask).
+
+    With ``bound`` (default mode), a covered model whose lower bound B_j on
+    -lnP is <= the job's threshold passes every band (lossless keep, module
+    doc); ``collect`` gathers the candidates of the bound pass instead."""
     ymin = np.array([s.ymin for s in states])
     ymax = np.array([s.ymax for s in states])
     nb = grid.n_bands
+    full = (1 << nb) - 1
     names = noise.names
     noise_iter = noise.iter_chunks(chunk, names=names)
     for gb in grid.iter_chunks(chunk, columns=columns):
@@ -290,6 +411,16 @@ def _stream(grid: SEDGrid, noise: NoiseModel, states: list[_JobState], masks: li
         if nbk.start != gb.start or len(nbk.bias) != len(gb):
             raise RuntimeError(f"{noise.url}: blocks out of step with {grid.url}")
         pat = trim_patterns(gb.seds, nbk.bias, nbk.error, nbk.completeness, ymin, ymax, sigma_fac, need_pos_err)
+        if bound is not None:
+            lnw = np.log(gb.columns["weight"]) if "weight" in gb.columns else np.zeros(len(gb))
+            m, e, a = bound.model_terms(gb.seds, nbk.bias, nbk.error, nbk.completeness, lnw)
+            for j in range(len(states)):
+                b = bound.lower_bound(j, m, e, a)
+                b[pat[j] < 0] = np.inf  # outside the AST coverage: never kept
+                if collect:
+                    bound.collect(j, b, m, e, a)
+                else:
+                    pat[j][b <= bound.thr[j]] = full
         for j, st in enumerate(states):
             pj = pat[j]
             if count:
@@ -334,6 +465,7 @@ def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[Tr
     vega = np.asarray(vega_fluxes, dtype=np.float64) if vega_fluxes is not None else vega_fluxes_for(filters, compat)
     in_cols = [c for c in grid.columns if c != "fullgrid_idx"]
     out_cols = in_cols + ["fullgrid_idx"]
+    bound_cols = [c for c in in_cols if c == "weight"]
     need_pos_err = not compat
     settings_hash = settings.section_hash("compat", "trim")
     id_grid = artifact_identity(sed_grid_url)
@@ -345,13 +477,16 @@ def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[Tr
     for b0 in range(0, len(jobs), tr.max_jobs_per_pass):
         batch = jobs[b0:b0 + tr.max_jobs_per_pass]
         states = []
+        fluxes = []
         for job in batch:
             try:
-                ymin, ymax, n_stars = observed_range(job.catalog_url, filters, vega)
+                fl = observed_fluxes(job.catalog_url, filters, vega)
             except (TrimError, KeyError, FileNotFoundError) as exc:
                 failures.append(str(exc))
                 continue
-            states.append(_JobState(job, ymin, ymax, n_stars))
+            # non-finite rates carry no flux information and cannot widen the range
+            states.append(_JobState(job, np.nanmin(fl, axis=0), np.nanmax(fl, axis=0), len(fl)))
+            fluxes.append(fl)
         if not states:
             continue
 
@@ -359,6 +494,8 @@ def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[Tr
             inputs = {"sed_grid": sed_grid_url, "noise_model": noise_url, "catalog": st.job.catalog_url}
             hashes = {"sed_grid": id_grid, "noise_model": id_noise}
             meta = {"catalog": st.job.catalog_url, "sigma_fac": tr.sigma_fac, "compat": settings.compat,
+                    "rule": "beast-sigma" if lossless is None else "sigma+lossless",
+                    "lossless_margin": None if lossless is None else lossless.margin,
                     "flux_min": st.ymin.tolist(), "flux_max": st.ymax.tolist(), "n_stars": st.n_stars,
                     "source_grid": sed_grid_url, "source_noise_model": noise_url}
             pg = make_provenance("trim", settings_hash, inputs=inputs, input_hashes=hashes,
@@ -366,14 +503,26 @@ def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[Tr
             pn = dict(pg, artifact="trimmed_noise_model")
             return pg, pn, meta
 
+        full = (1 << nb) - 1
+        lossless = None
+        if not compat and "q_norm" not in noise.names:
+            # default: pass 1 histograms the sigma rule and gathers the lossless
+            # bound's candidates; pass 2 writes sigma-rule OR lossless survivors
+            lossless = _Bound(states, fluxes, settings.fit.completeness, grid.n_models)
+            _stream(grid, noise, states, [None] * len(states), tr.chunk_models, tr.sigma_fac,
+                    need_pos_err, bound_cols, count=True, bound=lossless, collect=True)
+            lossless.finish()
         try:
             for st in states:
                 _open_writers(st, grid, noise, out_cols, *provs(st), n_jobs=len(states))
-            full = (1 << nb) - 1
-            # optimistic single pass: every band applied (always right by default,
-            # right in compat unless a band has to be skipped)
-            _stream(grid, noise, states, [full] * len(states), tr.chunk_models, tr.sigma_fac,
-                    need_pos_err, in_cols, count=True)
+            if lossless is not None:
+                _stream(grid, noise, states, [full] * len(states), tr.chunk_models, tr.sigma_fac,
+                        need_pos_err, in_cols, count=False, bound=lossless)
+            else:
+                # optimistic single pass: every band applied (right in compat unless
+                # a band has to be skipped)
+                _stream(grid, noise, states, [full] * len(states), tr.chunk_models, tr.sigma_fac,
+                        need_pos_err, in_cols, count=True)
         except BaseException:
             for st in states:
                 _close(st, ok=False)

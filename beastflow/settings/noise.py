@@ -33,6 +33,7 @@ class NoiseModel(Section):
 
 class Trim(Section):
     #: keep a model if model flux + bias is within sigma_fac x error of the file's flux range
+    #: (BEAST's rule; by default a model the lossless posterior bound keeps is kept too, noise/trim.py)
     sigma_fac: float = Field(default=3.0, gt=0)
     #: models per block when streaming the grid and noise model
     chunk_models: int = Field(default=262_144, ge=1024)

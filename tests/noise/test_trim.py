@@ -103,7 +103,8 @@ def test_trim_keeps_chi2_within_100_at_sigma_fac_10(trimmed):
     tmp = trimmed["tmp"]
     jobs = [TrimJob(j.catalog_url, j.out_grid_url + ".w", j.out_noise_url + ".w") for j in trimmed["jobs"]]
     res = run_trim(_settings(tmp, sigma_fac=10.0), trimmed["grid"], trimmed["noise"], jobs)
-    assert all(r.n_kept > r0.n_kept for r, r0 in zip(res, trimmed["results"]))
+    # default mode keeps sigma-rule OR lossless-bound survivors: a wider window never keeps fewer
+    assert all(r.n_kept >= r0.n_kept for r, r0 in zip(res, trimmed["results"]))
     _chi2_check(trimmed, res, 10.0, 100.0)
 
 
@@ -116,9 +117,23 @@ def test_trim_outputs_match_direct_criterion(trimmed):
         ymin, ymax = y.min(axis=0), y.max(axis=0)
         v = seds + nm_full.bias
         d = SIGMA_FAC * nm_full.error
-        keep = (np.all(nm_full.completeness > 0, axis=1) & np.all(nm_full.error > 0, axis=1)
-                & np.all((v + d >= ymin) & (v - d <= ymax), axis=1))
+        covered = np.all(nm_full.completeness > 0, axis=1) & np.all(nm_full.error > 0, axis=1)
+        sigma_keep = covered & np.all((v + d >= ymin) & (v - d <= ymax), axis=1)
+        # default lossless rule (module doc of trim.py), brute force over every model:
+        # -lnP_ij = -ln w_j - ln min_k c_jk + sum_k [ln e_jk + ln(2pi)/2 + (y_ik - m_jk)^2 / (2 e_jk^2)]
+        e = np.where(covered[:, None], nm_full.error, 1.0)
+        a = np.log(g_full.columns["weight"]) + np.log(np.where(covered, nm_full.completeness.min(axis=1), 1.0))
+        lne = (np.log(e) + 0.5 * np.log(2 * np.pi)).sum(axis=1)
+        nlp = -a + lne + 0.5 * (((y[:, None, :] - v[None, :, :]) / e[None, :, :]) ** 2).sum(axis=2)
+        nlp[:, ~covered] = np.inf
+        dist = np.maximum(ymin - v, 0) + np.maximum(v - ymax, 0)
+        b = -a + lne + 0.5 * ((dist / e) ** 2).sum(axis=1)
+        assert np.all(b[covered] <= nlp[:, covered].min(axis=0) + 1e-9)  # B_j is a lower bound
+        thr = nlp.min(axis=1).max() + trim_mod.LOSSLESS_MARGIN + np.log(len(seds))
+        keep = sigma_keep | (covered & (b <= thr))
         idx = np.flatnonzero(keep)
+        # lossless: every dropped model is > T + ln N below each star's peak lnP
+        assert np.all(nlp[:, ~keep] - nlp.min(axis=1)[:, None] > trim_mod.LOSSLESS_MARGIN + np.log(len(seds)))
         g = open_sed_grid(res.grid_url)
         assert g.filters == FILTERS and g.columns[-1] == "fullgrid_idx"
         assert g.provenance["stage"] == "trim" and g.provenance["inputs"]["catalog"] == url
@@ -140,13 +155,19 @@ def test_grid_and_noise_read_once_for_all_subfiles(tmp_path, trimmed, monkeypatc
     orig = SEDGrid.iter_chunks
     monkeypatch.setattr(SEDGrid, "iter_chunks", lambda self, *a, **k: (calls.append(1), orig(self, *a, **k))[1])
     jobs = [TrimJob(j.catalog_url, j.out_grid_url + ".2", j.out_noise_url + ".2") for j in trimmed["jobs"]]
+    # default mode: two reads per batch (lossless bound, then write), whatever the number of sub-files
     res = run_trim(_settings(tmp_path), trimmed["grid"], trimmed["noise"], jobs)
-    assert len(calls) == 1 and len(res) == 2
+    assert len(calls) == 2 and len(res) == 2
     # max_jobs_per_pass bounds a pass
     calls.clear()
     jobs = [TrimJob(j.catalog_url, j.out_grid_url + ".3", j.out_noise_url + ".3") for j in trimmed["jobs"]]
     run_trim(_settings(tmp_path, max_jobs_per_pass=1), trimmed["grid"], trimmed["noise"], jobs)
-    assert len(calls) == 2
+    assert len(calls) == 4
+    # compat (BEAST's rule): one read per batch
+    calls.clear()
+    jobs = [TrimJob(j.catalog_url, j.out_grid_url + ".4", j.out_noise_url + ".4") for j in trimmed["jobs"]]
+    run_trim(_settings(tmp_path, compat="beast-2.1"), trimmed["grid"], trimmed["noise"], jobs)
+    assert len(calls) == 1
 
 
 def test_faint_subfile_outside_ast_coverage(trimmed):
