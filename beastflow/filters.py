@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
 from collections.abc import Sequence
 
 
@@ -20,3 +23,22 @@ def short_names(filters: Sequence[str]) -> list[str]:
 def rate_columns(filters: Sequence[str]) -> list[str]:
     """Catalog flux columns ``{B}_RATE`` (F / F_Vega) in filter order."""
     return [f"{b}_RATE" for b in short_names(filters)]
+
+
+# Read straight from pyphot's shipped HDF5 file with h5py: importing pyphot
+# itself costs ~1.5 s, which every settings validation (every CLI call, every
+# SLURM task) would otherwise pay.
+@functools.cache
+def known_filter_names() -> frozenset[str]:
+    spec = importlib.util.find_spec("pyphot")
+    if spec and spec.submodule_search_locations:
+        path = os.path.join(spec.submodule_search_locations[0], "libs", "new_filters.hd5")
+        if os.path.exists(path):
+            import h5py
+
+            with h5py.File(path, "r") as h5:
+                if "filters" in h5:
+                    return frozenset(h5["filters"].keys())
+    import pyphot
+
+    return frozenset(pyphot.get_library().content)

@@ -41,7 +41,7 @@ import numpy as np
 import polars as pl
 
 from beastflow import storage
-from beastflow.filters import rate_columns, short_names
+from beastflow.filters import short_names
 from beastflow.fit import likelihood as lk
 from beastflow.fit.grid_info import EXCLUDED, read_grid_info, symlog
 from beastflow.fit.lnp import NOT_TRUNCATED, reduce_heaps_flat, star_seeds
@@ -50,6 +50,7 @@ from beastflow.fit.pdfs import BinSet, binset_from_info, binset_from_trimmed
 from beastflow.fit.stats import STAT_SUFFIXES, iau_names, percentiles_from_pdf
 from beastflow.io.noise_model import open_noise_model
 from beastflow.io.sed_grid import open_sed_grid
+from beastflow.observations import catalogs
 from beastflow.provenance import software_versions
 
 log = logging.getLogger(__name__)
@@ -84,29 +85,12 @@ class FitOptions:
 
 
 def read_catalog(url: str) -> pl.DataFrame:
-    """A sub-file (Parquet; CSV/FITS accepted for convenience)."""
-    ext = url.rsplit(".", 1)[-1].lower()
-    with storage.open_url(url, "rb") as fh:
-        if ext == "parquet":
-            return pl.read_parquet(fh)
-        if ext == "csv":
-            return pl.read_csv(fh)
-        if ext in ("fits", "fit"):
-            from astropy.table import Table
-
-            t = Table.read(fh, format="fits")
-            return pl.from_pandas(t.to_pandas())
-    raise ValueError(f"{url}: unsupported catalog format {ext!r} (expected .parquet, .csv or .fits)")
+    """A sub-file as it is (Parquet, or any catalog format the observations reader takes)."""
+    return catalogs.read_table(url)
 
 
 def observed_fluxes(cat: pl.DataFrame, filters: list[str], vega: np.ndarray, where: str) -> np.ndarray:
-    cols = rate_columns(filters)
-    missing = [c for c in cols if c not in cat.columns]
-    if missing:
-        raise KeyError(f"{where}: catalog lacks flux columns {missing} for grid filters {filters}")
-    rates = np.column_stack([cat[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in cols]) \
-        if len(cat) else np.empty((0, len(cols)))
-    return rates * np.asarray(vega, dtype=np.float64)[None, :]
+    return catalogs.physical_fluxes(cat, filters, vega, where)
 
 
 def _detect_subgrid(url: str) -> int | None:

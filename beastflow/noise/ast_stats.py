@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from beastflow import storage
 
 #: input magnitudes at or above this are BEAST's "not inserted" sentinel (99.999)
 NOT_INSERTED_MAG = 90.0
@@ -137,51 +136,6 @@ def bin_band(f_in: np.ndarray, f_out: np.ndarray, n_bins: int, min_per_bin: int,
 
 def _col_lookup(names: Sequence[str]) -> dict[str, str]:
     return {n.upper(): n for n in names}
-
-
-def read_table(url: str, wanted: Sequence[str], optional: Sequence[str] = (), what: str = "table") -> dict[str, np.ndarray]:
-    """Read the named columns (case-insensitive) of a FITS/HDF5/Parquet/CSV table.
-
-    Returns ``{WANTED_NAME_AS_GIVEN: float array}``; optional columns absent
-    from the file are left out.  Missing required columns raise a KeyError
-    naming the file and the columns.
-    """
-    lower = url.lower()
-    if lower.endswith((".parquet", ".pq")):
-        import polars as pl
-
-        # read the schema first so only the needed columns are loaded
-        with storage.open_url(url, "rb") as fh:
-            schema_names = list(pl.read_parquet_schema(fh))
-        cols = _select(_col_lookup(schema_names), wanted, optional, url, what)
-        with storage.open_url(url, "rb") as fh:
-            df = pl.read_parquet(fh, columns=list(cols.values()))
-        return {k: df[v].to_numpy().astype(np.float64) for k, v in cols.items()}
-    if lower.endswith(".csv"):
-        import polars as pl
-
-        with storage.open_url(url, "rb") as fh:
-            df = pl.read_csv(fh)
-        cols = _select(_col_lookup(df.columns), wanted, optional, url, what)
-        return {k: df[v].to_numpy().astype(np.float64) for k, v in cols.items()}
-    from astropy.table import Table
-
-    with storage.local_copy_for_read(url) as local:
-        if lower.endswith((".hd5", ".h5", ".hdf5")):
-            import h5py
-
-            with h5py.File(local, "r") as h5:
-                path = "data" if "data" in h5 else next(iter(h5.keys()))
-            tab = Table.read(local, path=path)
-        else:
-            tab = Table.read(local)
-    cols = _select(_col_lookup(tab.colnames), wanted, optional, url, what)
-    out = {}
-    for k, v in cols.items():
-        c = tab[v]
-        arr = np.asarray(c.filled(np.nan) if hasattr(c, "filled") and getattr(c, "mask", None) is not None else c)
-        out[k] = arr.astype(np.float64)
-    return out
 
 
 def _select(lookup: dict[str, str], wanted: Sequence[str], optional: Sequence[str], url: str, what: str) -> dict[str, str]:

@@ -27,7 +27,8 @@ from beastflow.filters import short_names
 from beastflow.io.noise_model import NoiseModelWriter
 from beastflow.io.sed_grid import SEDGrid
 from beastflow.noise import absflux
-from beastflow.noise.ast_stats import BinnedBand, bin_band, prepare_band, read_table, table_columns
+from beastflow.noise.ast_stats import BinnedBand, bin_band, prepare_band, table_columns
+from beastflow.observations import catalogs
 from beastflow.provenance import make_provenance
 
 log = logging.getLogger(__name__)
@@ -243,28 +244,16 @@ def evaluate_on_grid_numpy(stats: ToothpickStats, seds_block: np.ndarray, absflu
 # ------------------------------------------------------------ the stage
 
 def vega_fluxes_for(filters: Sequence[str], compat: bool = False) -> np.ndarray:
-    """Vega band fluxes from the physics package (erg s^-1 cm^-2 A^-1)."""
-    try:
-        from beastflow.physics.vega import vega_band_fluxes
-    except ImportError as exc:
-        raise RuntimeError("beastflow.physics.vega.vega_band_fluxes is not available; it converts "
-                           f"{{B}}_RATE to physical fluxes ({exc})") from None
+    """Vega band fluxes (erg s^-1 cm^-2 A^-1) that turn {B}_RATE into physical fluxes."""
+    from beastflow.physics.vega import vega_band_fluxes  # lazy: pyphot is slow to import
+
     return np.asarray(vega_band_fluxes(list(filters), compat=compat), dtype=np.float64)
 
 
 def read_asts(ast_url: str, filters: Sequence[str]) -> Any:
-    """AST results with ``{B}_IN``, ``{B}_RATE`` (and CUT_FLAG if present).
-
-    Uses the observations package's reader (it also converts old-style
-    ``{B}_VEGA``-only tables); falls back to the plain table reader.
-    """
-    try:
-        from beastflow.observations.catalogs import read_asts as _obs_read_asts
-    except ImportError:
-        bands = short_names(filters)
-        wanted = [f"{b}_IN" for b in bands] + [f"{b}_RATE" for b in bands]
-        return read_table(ast_url, wanted, optional=["CUT_FLAG"], what="AST results")
-    return _obs_read_asts(ast_url, filters)
+    """AST results with ``{B}_IN``, ``{B}_RATE`` (and CUT_FLAG if present); the
+    observations reader also converts old-style ``{B}_VEGA``-only tables."""
+    return catalogs.read_asts(ast_url, filters)
 
 
 def artifact_identity(url: str) -> str:

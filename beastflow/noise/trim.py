@@ -69,8 +69,8 @@ from beastflow import storage
 from beastflow.filters import short_names
 from beastflow.io.noise_model import NoiseModel, NoiseModelWriter
 from beastflow.io.sed_grid import SEDGrid, SEDGridWriter
-from beastflow.noise.ast_stats import read_table
 from beastflow.noise.toothpick import artifact_identity, vega_fluxes_for
+from beastflow.observations import catalogs
 from beastflow.provenance import make_provenance
 
 log = logging.getLogger(__name__)
@@ -195,31 +195,13 @@ def _first_empty_band(hist: Counter, n_bands: int) -> int:
 
 # ------------------------------------------------------------ stage
 
-def observed_range(catalog_url: str, filters: Sequence[str], vega: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per band min and max of {B}_RATE x Vega over the sub-file's stars (physical units)."""
-    fl = observed_fluxes(catalog_url, filters, vega)
-    # non-finite rates carry no flux information and cannot widen the range
-    return np.nanmin(fl, axis=0), np.nanmax(fl, axis=0), len(fl)
-
-
 def observed_fluxes(catalog_url: str, filters: Sequence[str], vega: np.ndarray) -> np.ndarray:
     """{B}_RATE x Vega of the sub-file's stars, [stars, bands] (NaN where not measured)."""
-    cols = [f"{b}_RATE" for b in short_names(filters)]
-    try:
-        from beastflow.observations.catalogs import normalise_columns
-        from beastflow.observations.catalogs import read_table as _obs_read_table
-    except ImportError:
-        tab = read_table(catalog_url, cols, what="catalog sub-file")
-    else:
-        df = normalise_columns(_obs_read_table(catalog_url), catalog_url)
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise KeyError(f"{catalog_url}: catalog sub-file lacks column(s) {missing}")
-        tab = {c: df[c].cast(float).to_numpy() for c in cols}
-    fl = np.column_stack([tab[c] for c in cols]) * vega[None, :]
+    df = catalogs.normalise_columns(catalogs.read_table(catalog_url), catalog_url)
+    fl = catalogs.physical_fluxes(df, filters, vega, f"{catalog_url} (catalog sub-file)")
     if len(fl) == 0:
         raise TrimError(f"{catalog_url}: the catalog sub-file has no stars")
-    bad = [c for c, ok in zip(cols, np.isfinite(fl).any(axis=0)) if not ok]
+    bad = [f"{b}_RATE" for b, ok in zip(short_names(filters), np.isfinite(fl).any(axis=0)) if not ok]
     if bad:
         raise TrimError(f"{catalog_url}: column(s) {bad} have no finite value")
     return fl

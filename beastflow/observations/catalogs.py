@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beastflow import storage
-from beastflow.filters import short_names
+from beastflow.filters import rate_columns, short_names
 
 PROVENANCE_KEY = "beastflow_provenance"
 EXTRA_KEY = "beastflow_meta"
@@ -195,6 +195,17 @@ def read_photometry(url: str, filters: Sequence[str]) -> pl.DataFrame:
 
 def read_asts(url: str, filters: Sequence[str]) -> pl.DataFrame:
     return prepare_asts(read_table(url), filters, url)
+
+
+def physical_fluxes(df: pl.DataFrame, filters: Sequence[str], vega: np.ndarray, where: str) -> np.ndarray:
+    """``{B}_RATE`` x Vega band flux, [stars, bands] in erg s^-1 cm^-2 A^-1 (NaN where null)."""
+    cols = rate_columns(filters)
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise KeyError(f"{where}: catalog lacks flux columns {missing} for grid filters {list(filters)}")
+    rates = np.column_stack([df[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in cols]) \
+        if len(df) else np.empty((0, len(cols)))
+    return rates * np.asarray(vega, dtype=np.float64)[None, :]
 
 
 def has_positions(df: pl.DataFrame) -> bool:

@@ -261,7 +261,7 @@ class Physics(Section):
     @field_validator("filters")
     @classmethod
     def _known_filters(cls, v: list[str]) -> list[str]:
-        from beastflow.physics_filters_index import known_filter_names
+        from beastflow.filters import known_filter_names
 
         known = known_filter_names()
         bad = [f for f in v if f not in known]
