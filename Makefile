@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test bench compare-beast clean
+.PHONY: demo test test-fast lint bench compare-beast clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+
+# the inner loop: everything but the service, browser, slow and whole-pipeline tests
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m "not service and not browser and not slow and not pipeline"
 
 bench: $(BIN)/.installed
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

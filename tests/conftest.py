@@ -1,11 +1,30 @@
-"""Shared fixtures: where the real survey data live (../shared/data), temp outputs."""
+"""Shared fixtures: where the real survey data live (../shared/data), and the one
+Prefect harness every test that runs a flow uses.
+
+Prefect reads its settings when it is first imported, so its environment is set
+here, before any test module imports ``prefect`` or ``flows``: a private
+PREFECT_HOME, no analytics, and start-up time-outs that a loaded 2-core machine
+survives (Prefect's default for a temporary API server is 20 s).
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-import pytest
+#: seconds a temporary Prefect API server may take to start (harness and any
+#: ephemeral server a flow or a CLI subprocess starts on its own)
+PREFECT_STARTUP_TIMEOUT_S = 300
+
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="beastflow-prefect-home-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = str(PREFECT_STARTUP_TIMEOUT_S)
+# a test run never talks to a developer's server
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BEASTFLOW_SHARED", REPO.parent / "shared"))
@@ -37,3 +56,22 @@ def phat_asts_rate() -> Path:
 @pytest.fixture
 def kurucz_grid() -> Path:
     return _need(STELLIB / "kurucz91_solar.grid.fits")
+
+
+@pytest.fixture(scope="session")
+def prefect_backend():
+    """One temporary Prefect database + API for the whole session (~10 s when idle)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=PREFECT_STARTUP_TIMEOUT_S):
+        yield
+
+
+@pytest.fixture
+def prefect_fast(prefect_backend):
+    """Per test that runs a flow: the session's API, and no flow heartbeats (1 s per flow run otherwise)."""
+    import prefect.settings as ps
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={ps.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

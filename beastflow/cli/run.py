@@ -20,6 +20,9 @@ def _quiet_prefect_defaults() -> None:
     # own INFO logging would interleave with the progress bars.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Without a server, Prefect starts a temporary one and gives it 20 s; a busy
+    # login node (or a 2-core laptop compiling numba) needs longer than that.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     # the Prefect client logs every API request through httpx at INFO: hundreds
     # of lines that would bury the pipeline's own messages and the final summary
     import logging

@@ -28,7 +28,9 @@ fits with: the pipeline has to learn bias, scatter and completeness from the
 artificial-star tests, which go through the very same instrument
 (``observe_asts``), exactly as real ASTs go through the real photometry.
 
-Everything random comes from one seeded ``numpy.random.Generator``.
+Everything random comes from streams keyed by (project seed, stage label)
+(``beastflow.randomness``), and every proposal consumes the same number of
+random numbers whatever the data, so the field is the same on every CPU.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from beastflow.filters import short_names
+from beastflow.randomness import stream
 
 #: Vega magnitude written for non-positive fluxes (catalogue convention)
 NODATA_MAG = 99.999
@@ -122,8 +125,12 @@ class BandModel:
         z = np.clip((mag - self.m50(density)) / self.width_mag, -60.0, 60.0)
         return 1.0 / (1.0 + np.exp(z))
 
-    def measure(self, true_rate: np.ndarray, density: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Measured F/F_Vega: Poisson-like + background + crowding noise and blending bias."""
+    def measure(self, true_rate: np.ndarray, density: np.ndarray, normal: np.ndarray) -> np.ndarray:
+        """Measured F/F_Vega: Poisson-like + background + crowding noise and blending bias.
+
+        ``normal``: one standard-normal deviate per source (drawn by the caller,
+        so that each source's noise is tied to the source, not to its rank).
+        """
         k = self.counts_per_rate
         n = np.maximum(np.asarray(true_rate, dtype=np.float64), 0.0) * k
         bg = self.background_var(density)
@@ -133,7 +140,32 @@ class BandModel:
         n_lim = self.detect_snr * np.sqrt(bg)
         bias = self.blend_bias * np.sqrt(bg) * n_lim / (n_lim + n)
         sigma = np.sqrt(n + bg + (self.sys_frac * n) ** 2)
-        return (n + bias + sigma * rng.standard_normal(n.shape)) / k
+        return (n + bias + sigma * np.asarray(normal, dtype=np.float64)) / k
+
+
+@dataclass(frozen=True)
+class MeasurementDraws:
+    """The random numbers a forced measurement of n sources in nb bands uses.
+
+    Always the same count per source (3 per band), drawn in one block, so a
+    source's measurement depends only on its own draws: which other sources
+    are kept (a data-dependent decision) never shifts anybody's noise.
+    """
+
+    normal: np.ndarray      #: [n, nb] standard normal: photometric noise
+    u_bad: np.ndarray       #: [n, nb] uniform: is the measurement hit by an artefact
+    u_artefact: np.ndarray  #: [n, nb] uniform: size of the artefact
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, n: int, nb: int) -> "MeasurementDraws":
+        return cls(normal=rng.standard_normal((n, nb)), u_bad=rng.random((n, nb)), u_artefact=rng.random((n, nb)))
+
+    def take(self, rows: np.ndarray) -> "MeasurementDraws":
+        return MeasurementDraws(self.normal[rows], self.u_bad[rows], self.u_artefact[rows])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["MeasurementDraws"]) -> "MeasurementDraws":
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("normal", "u_bad", "u_artefact")))
 
 
 @dataclass(frozen=True)
@@ -197,23 +229,25 @@ class FieldGeometry:
         return float(np.exp(math.log(self.density_contrast) * (xi * ue + eta * un) / extent).mean())
 
     def draw_offsets(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """n positions (xi, eta arcsec) distributed as the density (rejection sampling)."""
-        out_x: list[np.ndarray] = []
-        out_y: list[np.ndarray] = []
-        got = 0
-        peak = self.density_contrast ** 0.5  # max of exp(k u) for |u| <= 1/2
-        while got < n:
-            m = max(256, int(2.2 * (n - got)))
-            x = (rng.random(m) - 0.5) * self.size_arcsec
-            y = (rng.random(m) - 0.5) * self.size_arcsec
-            ue, un = self._unit()
-            extent = self.size_arcsec * (abs(ue) + abs(un))
-            shape = np.exp(math.log(self.density_contrast) * (x * ue + y * un) / extent)
-            keep = rng.random(m) * peak < shape
-            out_x.append(x[keep])
-            out_y.append(y[keep])
-            got += int(keep.sum())
-        return np.concatenate(out_x)[:n], np.concatenate(out_y)[:n]
+        """n positions (xi, eta arcsec) distributed as the density.
+
+        The density exp(a xi + b eta) on the square factorises into two
+        truncated exponentials, each sampled by its inverse CDF: exactly two
+        uniforms per position, whatever the density values.
+        """
+        u = rng.random((2, n))
+        ue, un = self._unit()
+        extent = self.size_arcsec * (abs(ue) + abs(un))
+        rate = math.log(self.density_contrast) / extent
+        return (_truncated_exponential(u[0], rate * ue, self.size_arcsec),
+                _truncated_exponential(u[1], rate * un, self.size_arcsec))
+
+
+def _truncated_exponential(u: np.ndarray, rate: float, side: float) -> np.ndarray:
+    """Inverse CDF of p(x) ~ exp(rate x) on [-side/2, side/2] at uniforms u."""
+    if abs(rate * side) < 1e-12:
+        return (u - 0.5) * side
+    return -0.5 * side + np.log1p(u * math.expm1(rate * side)) / rate
 
 
 @dataclass(frozen=True)
@@ -263,24 +297,25 @@ class Instrument:
         n, nb = true_rates.shape
         if nb != len(self.bands):
             raise ValueError(f"{nb} bands of fluxes for an instrument with {len(self.bands)} bands")
-        detected = rng.random(n) < self.detection_probability(true_rates, density)
-        rates, flags = self.measure(true_rates, density, rng)
+        u_detect = rng.random(n)
+        draws = MeasurementDraws.draw(rng, n, nb)
+        detected = u_detect < self.detection_probability(true_rates, density)
+        rates, flags = self.measure(true_rates, density, draws)
         rates[~detected] = 0.0
         flags[~detected] = 0
         return detected, rates, flags
 
-    def measure(self, true_rates: np.ndarray, density: np.ndarray, rng: np.random.Generator
+    def measure(self, true_rates: np.ndarray, density: np.ndarray, draws: MeasurementDraws
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Forced photometry of detected sources in every band: (rates [n, nb], flags [n, nb])."""
         true_rates = np.asarray(true_rates, dtype=np.float64)
-        n = len(true_rates)
         rates = np.empty(true_rates.shape)
         flags = np.zeros(true_rates.shape, dtype=np.int16)
         for k, b in enumerate(self.bands):
-            meas = b.measure(true_rates[:, k], density, rng)
-            bad = rng.random(n) < b.bad_fraction
+            meas = b.measure(true_rates[:, k], density, draws.normal[:, k])
+            bad = draws.u_bad[:, k] < b.bad_fraction
             # an artefact (cosmic ray, hot pixel) adds a large spurious flux
-            meas = np.where(bad, meas + np.abs(meas) * rng.uniform(0.5, 3.0, n)
+            meas = np.where(bad, meas + np.abs(meas) * (0.5 + 2.5 * draws.u_artefact[:, k])
                             + 5.0 * np.sqrt(b.sky_var) / b.counts_per_rate, meas)
             rates[:, k] = meas
             flags[:, k] = np.where(bad, BAD_FLAG, 0)
@@ -306,6 +341,10 @@ def vega_mags(rates: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(rates > 0, -2.5 * np.log10(np.where(rates > 0, rates, 1.0)), NODATA_MAG)
 
+
+#: proposals per batch of the field's rejection sampler (a constant, so the
+#: sequence of proposals does not depend on how many were accepted before)
+PROPOSAL_BATCH = 8192
 
 #: grid columns copied into the truth table when present
 TRUTH_COLUMNS = ("Av", "Rv", "f_A", "Rv_A", "logA", "M_ini", "M_act", "Z", "distance",
@@ -370,7 +409,7 @@ def make_field(grid_url: str, instrument: Instrument, n_stars: int, seed: int,
         raise ValueError(f"{grid_url}: grid filters {grid.filters} differ from the instrument's {instrument.filters}")
     if "weight" not in grid.columns:
         raise ValueError(f"{grid_url}: the grid has no 'weight' column to draw stars from the prior")
-    rng = np.random.default_rng(seed)
+    rng = stream(seed, "demo.field")
     weights, pmax = _detection_envelope(grid, instrument, chunk_models)
     prop = np.where(np.isfinite(weights) & (weights > 0), weights, 0.0) * pmax
     total = prop.sum()
@@ -383,23 +422,31 @@ def make_field(grid_url: str, instrument: Instrument, n_stars: int, seed: int,
     envelope_fraction = float(prop.sum() / w_ok.sum())
 
     vega = np.array([b.vega_flux for b in instrument.bands])
+    nb = len(vega)
     # small grids (the demo's) are read once; big ones row by row on demand
     cache = grid.read() if grid.nbytes < (256 << 20) else None
     idx_all: list[np.ndarray] = []
     xi_all: list[np.ndarray] = []
     eta_all: list[np.ndarray] = []
+    draws_all: list[MeasurementDraws] = []
     got, proposed = 0, 0
     while got < n_stars:
-        m = max(1024, int(1.5 * (n_stars - got)))
+        # Fixed-size batches with a fixed count of randoms per proposal: the
+        # k-th proposal is the same on every machine, and whether it is kept
+        # depends on its own numbers only.
+        m = PROPOSAL_BATCH
         j = np.minimum(np.searchsorted(cdf, rng.random(m), side="right"), len(cdf) - 1)
         xi, eta = instrument.geometry.draw_offsets(m, rng)
+        u_keep = rng.random(m)
+        draws = MeasurementDraws.draw(rng, m, nb)
         rho = instrument.geometry.density(xi, eta)
         seds = _read_rows(grid, j, [], cache).seds
         p = instrument.detection_probability(seds / vega, rho)
-        keep = rng.random(m) * pmax[j] < p
+        keep = u_keep * pmax[j] < p
         idx_all.append(j[keep])
         xi_all.append(xi[keep])
         eta_all.append(eta[keep])
+        draws_all.append(draws.take(keep))
         acc = np.flatnonzero(keep)
         # count proposals only up to the last star used, so the detected fraction is unbiased
         proposed += int(acc[n_stars - got - 1]) + 1 if got + len(acc) >= n_stars else m
@@ -407,15 +454,16 @@ def make_field(grid_url: str, instrument: Instrument, n_stars: int, seed: int,
     j = np.concatenate(idx_all)[:n_stars]
     xi = np.concatenate(xi_all)[:n_stars]
     eta = np.concatenate(eta_all)[:n_stars]
+    draws = MeasurementDraws.concatenate(draws_all).take(np.arange(n_stars))
     # order by position along the patch: no information leaks from the draw order
     order = np.lexsort((xi, eta))
-    j, xi, eta = j[order], xi[order], eta[order]
+    j, xi, eta, draws = j[order], xi[order], eta[order], draws.take(order)
 
     blk = _read_rows(grid, j, [c for c in TRUTH_COLUMNS if c in grid.columns], cache)
     true_rates = blk.seds / vega
     rho = instrument.geometry.density(xi, eta)
     # The sampling above already decided detection; only measure them here.
-    rates, flags = instrument.measure(true_rates, rho, rng)
+    rates, flags = instrument.measure(true_rates, rho, draws)
 
     ra, dec = instrument.geometry.sky(xi, eta)
     x, y = instrument.geometry.pixels(xi, eta)
@@ -472,7 +520,7 @@ def observe_ast_list(instrument: Instrument, ast_inputs: dict[str, np.ndarray], 
     else:
         raise ValueError(f"AST input list has neither RA/DEC nor X/Y positions; columns are {sorted(ast_inputs)}")
     x, y = geo.pixels(xi, eta)
-    rng = np.random.default_rng(seed)
+    rng = stream(seed, "demo.observe_asts")
     true_rates = np.where(np.isfinite(mags), 10.0 ** (-0.4 * np.where(np.isfinite(mags), mags, 99.0)), 0.0)
     rho = geo.density(xi, eta)
     detected, rates, flags = instrument.observe(true_rates, rho, rng)

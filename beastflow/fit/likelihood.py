@@ -18,6 +18,9 @@ holds q_norm = −½ ln det C instead of −Σ_k ln e_jk (``_tile_lnp_full``).
 The kernels are parallel over *models*: ``prange`` runs over T contiguous model
 partitions, each with its own accumulators (no races, deterministic sums), which
 are reduced in partition order afterwards (so ties keep the first index).
+T is a constant (``REDUCTION_PARTITIONS``), not the thread count: the
+partition boundaries set the order of the floating-point sums, so a fixed T
+gives bit-identical statistics on 1, 2 or 16 threads.
 Grids larger than memory are streamed: the caller feeds chunks and the
 accumulators persist across chunks.  Two passes per star block:
 
@@ -45,8 +48,13 @@ LN2PI = math.log(2.0 * math.pi)
 ALL_MODELS_THRESHOLD = -60.0
 
 
+#: model partitions of the reductions (see the module docstring); threads beyond
+#: this number gain nothing in one kernel call
+REDUCTION_PARTITIONS = 8
+
+
 def n_partitions() -> int:
-    return max(1, numba.get_num_threads())
+    return REDUCTION_PARTITIONS
 
 
 #: models per tile: the tile's model data (~13 doubles per model) stay in L1/L2

@@ -131,6 +131,35 @@ def test_streaming_in_chunks_is_the_same(field, default_fit, tmp_path):
     assert (la["gid"] == lb["gid"]).all()  # sampling keys do not depend on chunking or threads
 
 
+def test_statistics_are_bit_identical_on_1_and_2_threads(field, default_fit, tmp_path):
+    """The reduction partitions are fixed (not one per thread), so the order of every
+    floating-point sum, and thus every statistic and PDF, is the same on any thread count."""
+    import numba
+
+    from beastflow.fit.outputs import read_pdf1d
+
+    s, gi, _ = default_fit
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba was started with NUMBA_NUM_THREADS=1: no second thread to compare with")
+    before = numba.get_num_threads()
+    runs = []
+    try:
+        for nt in (1, 2):
+            numba.set_num_threads(nt)
+            d = tmp_path / f"t{nt}"
+            d.mkdir()
+            runs.append(run_fit(s, field["trim"], field["trim_noise"], field["cat0"], gi, str(d / "P_bin0_sub0"),
+                                vega_fluxes=synth.VEGA))
+    finally:
+        numba.set_num_threads(before)
+    a, b = (read_stats(r.stats)[0] for r in runs)
+    for c in a.columns:
+        assert a[c].equals(b[c]), c
+    pa, pb = (read_pdf1d(r.pdf1d) for r in runs)
+    for q in pa["quantities"]:
+        np.testing.assert_array_equal(pa["pdf"][q], pb["pdf"][q], err_msg=q)
+
+
 def test_compat_mode(field, tmp_path):
     s = settings_for(tmp_path, lnp_npts=50).model_copy(update={"compat": "beast-2.1"})
     r = run_fit(s, field["trim"], field["trim_noise"], field["cat0"], None, str(tmp_path / "P_bin0_sub0"),

@@ -1,9 +1,9 @@
-"""Fixtures of the orchestration tests: an isolated Prefect backend, a tiny demo
+"""Fixtures of the orchestration tests: a tiny demo
 field, and services (S3 endpoint, SLURM cluster, Prefect server) that the
 tests start on 127.0.0.1 and stop again.
 
-Prefect reads its settings when it is imported, so PREFECT_HOME etc. are set
-here, before any test module imports ``flows``.
+The Prefect harness (``prefect_backend``, ``prefect_fast``) is the suite's
+one, in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -15,13 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="beastflow-prefect-home-"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-# a test run never talks to a developer's server
-os.environ.pop("PREFECT_API_URL", None)
-
-import pytest  # noqa: E402
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -40,25 +34,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def prefect_backend():
-    """One temporary Prefect database + API for the whole session (~10 s)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture
-def prefect_fast(prefect_backend):
-    """Per test: no flow heartbeats (1 s per flow run otherwise)."""
-    import prefect.settings as ps
-    from prefect.settings import temporary_settings
-
-    with temporary_settings(updates={ps.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
 
 
 def with_execution(settings, **updates):

@@ -15,6 +15,7 @@ import pytest
 from .conftest import REPO, with_output, write_settings_toml
 
 
+@pytest.mark.pipeline
 def test_beastflow_run_cli(demo_field, prefect_backend, tmp_path):
     import prefect.settings as ps
 
@@ -41,6 +42,7 @@ def test_beastflow_run_bad_settings_is_one_clear_line(tmp_path):
     assert "execution.executor" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.pipeline
 @pytest.mark.usefixtures("prefect_fast")
 def test_catalog_watch_starts_pipeline_only_on_change(tiny_settings, tmp_path):
     from deployments.catalog_watch import catalog_watch_flow

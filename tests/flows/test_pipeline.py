@@ -16,7 +16,7 @@ from flows.pipeline import pipeline_flow
 
 from .conftest import with_execution
 
-pytestmark = pytest.mark.usefixtures("prefect_fast")
+pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("prefect_fast")]
 
 #: stages that do not read the photometry catalog
 UPSTREAM_OF_CATALOG = {"physicsmodel", "grid_info"}
