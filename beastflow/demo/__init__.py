@@ -53,7 +53,7 @@ SIZES: dict[str, dict[str, Any]] = {
             "extinction": {"avs": [0.1, 2.3, 0.2], "rvs": [3.0, 4.0, 1.0], "fAs": [0.5, 1.0, 0.5]},
         },
         "observations": {"split": {"n_per_file": 400}},
-        "asts": {"n_flux_bins": 20, "n_per_flux_bin": 25},
+        "asts": {"n_flux_bins": 20, "n_per_flux_bin": 5},
         "noise_model": {"n_flux_bins": 25},
         "fit": {"lnp_npts": 50},
     },

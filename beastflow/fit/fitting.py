@@ -18,6 +18,7 @@ Default behaviour vs ``compat = "beast-2.1"`` (docs/differences-from-beast.md):
 | prior normalisation | ln Σ weight over the FULL grid | over the trimmed grid (none for subgrids) |
 | completeness | ``fit.completeness`` term in the likelihood | none; c <= 0 is an error |
 | non-finite fluxes | band dropped for that star | band dropped (BEAST would give NaN) |
+| p16/p50/p84 | of the histogram density (CDF linear across each bin) | mid-bin CDF between centres (§5.3) |
 
 A truncheon noise model (``q_norm``, ``icov_diag``, ``icov_offdiag`` present)
 switches the likelihood to the full band covariance in both modes.
@@ -364,7 +365,8 @@ def stats_table(cat: pl.DataFrame, Y: np.ndarray, filters: list[str], bs: BinSet
     for i, q in enumerate(bs.qnames):
         b = bs.bins1[i]
         pdf = res["pdf1"][:, bs.offsets1[i]:bs.offsets1[i + 1]]
-        pc = percentiles_from_pdf(pdf, b.centres)
+        pc = (percentiles_from_pdf(pdf, b.centres) if opts.compat
+              else percentiles_from_pdf(pdf, b.centres, b.scaled_edges, b.log))
         data[f"{q}_Best"] = res["best_q"][:, i]
         data[f"{q}_Exp"] = res["exp"][:, i]
         data[f"{q}_p16"], data[f"{q}_p50"], data[f"{q}_p84"] = pc[:, 0], pc[:, 1], pc[:, 2]

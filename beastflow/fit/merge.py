@@ -55,6 +55,14 @@ class MergeResult:
     lnp: str
 
 
+def _percentiles(pdf: np.ndarray, p1: dict[str, Any], q: str, compat: bool) -> np.ndarray:
+    """p16/p50/p84 by the same rule as the fit (fit.stats.percentiles_from_pdf)."""
+    if compat:
+        return percentiles_from_pdf(pdf, p1["centres"][q])
+    edges, log = p1["edges"][q], p1["log"][q]
+    return percentiles_from_pdf(pdf, p1["centres"][q], np.log10(edges) if log else edges, log)
+
+
 def _as_result(x: Any) -> FitResult:
     if isinstance(x, FitResult):
         return x
@@ -132,7 +140,7 @@ def merge_subgrids(settings, fits: Sequence[Any], out_prefix: str) -> MergeResul
     for q in qnames:
         best = np.stack([df[f"{q}_Best"].to_numpy() for df in tabs])[best_g, rows]
         exp = sum(W[g] * tabs[g][f"{q}_Exp"].to_numpy() for g in range(G)) / Wsum
-        pc = percentiles_from_pdf(merged_pdf[q], p1s[0]["centres"][q])
+        pc = _percentiles(merged_pdf[q], p1s[0], q, compat)
         out[f"{q}_Best"], out[f"{q}_Exp"] = best, exp
         out[f"{q}_p16"], out[f"{q}_p50"], out[f"{q}_p84"] = pc[:, 0], pc[:, 1], pc[:, 2]
     pick = lambda c: np.stack([df[c].to_numpy() for df in tabs])[best_g, rows]  # noqa: E731

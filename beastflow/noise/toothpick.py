@@ -116,7 +116,7 @@ def ast_binned_stats(ast_df: Any, filters: Sequence[str], n_flux_bins: int = 50,
     out = []
     for k, (full, b) in enumerate(zip(filters, bands)):
         f_in, f_out = prepare_band(cols[f"{b}_IN"], cols[f"{b}_RATE"], flag, nonrecovered_ratio, compat)
-        binned = bin_band(f_in, f_out, n_flux_bins, min_per_bin, statistic)
+        binned = bin_band(f_in, f_out, n_flux_bins, min_per_bin, statistic, unbiased=not compat)
         g = binned.good
         out.append(BandStats(
             filter=full, vega_flux=float(vega[k]),

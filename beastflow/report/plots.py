@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from beastflow import storage
 from beastflow.filters import short_name
+from beastflow.report.recovery import recovery_metrics
 
 #: human labels of the usual quantities
 LABELS = {
@@ -294,28 +295,6 @@ def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters:
 
 
 # ---------------------------------------------------------------- recovery
-def recovery_metrics(fit_p16: np.ndarray, fit_p50: np.ndarray, fit_p84: np.ndarray, truth: np.ndarray
-                     ) -> dict[str, float]:
-    """Median of (fit - truth) / uncertainty and the fraction of truths inside p16-p84.
-
-    The uncertainty is the half-width on the side of the truth (p84 - p50 when
-    the fit is below the truth, p50 - p16 when above), so asymmetric posteriors
-    are judged on the side that matters.
-    """
-    p16, p50, p84, t = (np.asarray(a, float) for a in (fit_p16, fit_p50, fit_p84, truth))
-    ok = np.isfinite(p16) & np.isfinite(p50) & np.isfinite(p84) & np.isfinite(t)
-    p16, p50, p84, t = p16[ok], p50[ok], p84[ok], t[ok]
-    half = np.where(p50 < t, p84 - p50, p50 - p16)
-    # a zero-width side (posterior piled on one grid value): use the other side, then the full width
-    half = np.where(half > 0, half, 0.5 * (p84 - p16))
-    good = half > 0
-    z = (p50[good] - t[good]) / half[good]
-    inside = (t >= p16) & (t <= p84)
-    return {"n": int(ok.sum()), "median_z": float(np.median(z)) if len(z) else float("nan"),
-            "coverage_68": float(np.mean(inside)) if len(t) else float("nan"),
-            "median_abs_error": float(np.median(np.abs(p50 - t))) if len(t) else float("nan")}
-
-
 def plot_recovery(stats: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray], quantities: Sequence[str],
                   url: str) -> tuple[str, dict[str, dict[str, float]]]:
     """Fitted (p50 with p16-p84 bars) vs true values, and (fit - truth)/sigma histograms.

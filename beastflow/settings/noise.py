@@ -18,8 +18,10 @@ class NoiseModel(Section):
     min_per_bin: int = Field(default=10, ge=1)
     #: a recovery brighter than this many times the input is a blend (non-recovery)
     ast_nonrecovered_ratio: float = Field(default=2.0, gt=0)
-    #: per-bin statistics: "percentile" (bias = median, error = (p84 - p16)/2; BEAST's
-    #: production choice) or "stddev" (mean and population standard deviation)
+    #: per-bin statistics: "percentile" (BEAST's production choice: bias = median, error =
+    #: (p84 - p16)/2 divided by its expectation for Gaussian noise with the bin's count, an
+    #: unbiased sigma; the raw half-width in compat) or "stddev" (mean and standard deviation,
+    #: n - 1; population in compat)
     statistic: Literal["percentile", "stddev"] = "percentile"
     #: fractional absolute-calibration covariance matrix (FITS/NPY/CSV URL); None = no term
     absflux_covariance: str | None = None

@@ -131,34 +131,49 @@ def test_observe_asts_refuses_real_catalogs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
+@pytest.mark.usefixtures("prefect_fast")
 def test_demo_pipeline_recovers_the_truth(tmp_path):
-    """The demo at reduced size through the real Prefect pipeline, then the report.
+    """The demo at reduced size (800 stars, seed 1) through the real Prefect pipeline, then the report.
 
-    Recovery (README claim): for A(V) and log age, the median of
-    (fit - truth) / uncertainty lies within +-0.3 and 60-75 % of the stars have
-    the truth inside p16-p84; every plot is a valid, non-empty PNG.
+    Calibration (docs/demo.md): for A(V), log age and M_ini, 68 % +- 5 % of the
+    truths inside p16-p84 (grid-valued truths spread over their PDF cells,
+    beastflow.report.recovery) and |median (fit - truth)/sigma| < 0.15.  With
+    ~790 stars the binomial error of a coverage is 1.7 %, so +-5 % is 3 sigma;
+    the sampling error of a median z is ~1.25/sqrt(790) = 0.045, so 0.15 is
+    3.3 sigma.  The field and its ASTs are the same on every machine (streams
+    keyed by the seed), so this is one fixed draw, not a new one per CPU.
     """
+    import polars as pl
     from flows.pipeline import pipeline_flow
 
+    from beastflow.fit.outputs import read_pdf1d
     from beastflow.report import make_report
+    from beastflow.report.recovery import recovery_metrics
     from tests.report.test_report import assert_png
 
     out = tmp_path / "demo-output"
     s = prepare_demo(str(out), n_stars=800, size="default", seed=1)
     run = pipeline_flow(s)
     assert run.summary["stars"] > 700  # a few are cut as flagged
+    stats = pl.read_parquet(out / "demo_stats.parquet")
+    truth = pl.read_parquet(out / "demo_truth.parquet")
+    j = stats.join(truth.select(["star_id", "Av", "logA", "M_ini"]).rename(lambda c: f"true_{c}"),
+                   left_on="star_id", right_on="true_star_id")
+    bins = read_pdf1d(str(next(out.glob("demo_bin*_sub*_pdf1d.hd5"))), ["Av", "logA", "M_ini"])
+    for q in ("Av", "logA", "M_ini"):
+        m = recovery_metrics(*(j[f"{q}_{p}"].to_numpy() for p in ("p16", "p50", "p84")), j[f"true_{q}"].to_numpy(),
+                             bins["centres"][q], bins["edges"][q], bins["log"][q], label=q)
+        assert m["n"] > 700
+        assert abs(m["median_z"]) < 0.15, (q, m)
+        assert abs(m["coverage_68"] - 0.68) < 0.05, (q, m)
     rep = make_report(s.output)
     assert not [x for x in rep.sections if x.error], [x.error for x in rep.sections]
     names = {p.rsplit("/", 1)[1] for p in rep.images}
-    assert names == {"cmd.png", "density_map.png", "ast_completeness.png", "noise_model.png",
-                     "pdf1d_examples.png", "sed_examples.png", "recovery.png", "timings.png"}
+    assert {"cmd.png", "density_map.png", "ast_completeness.png", "noise_model.png", "pdf1d_examples.png",
+            "sed_examples.png", "recovery.png", "timings.png"} <= names
     for p in rep.images:
         assert_png(p)
-    for q in ("Av", "logA"):
-        m = rep.recovery[q]
-        assert m["n"] > 700
-        assert -0.3 <= m["median_z"] <= 0.3, (q, m)
-        assert 0.60 <= m["coverage_68"] <= 0.75, (q, m)
     assert storage.exists(rep.index)
 
 

@@ -98,7 +98,9 @@ def test_stats_layout_and_ids(field, default_fit):
     assert st["Name"][0].startswith("PHAT J00")
     # percentiles come from the stored PDFs
     p = read_pdf1d(r.pdf1d)
-    pc = percentiles_from_pdf(p["pdf"]["logA"], p["centres"]["logA"])
+    e = p["edges"]["logA"]
+    pc = percentiles_from_pdf(p["pdf"]["logA"], p["centres"]["logA"], np.log10(e) if p["log"]["logA"] else e,
+                              p["log"]["logA"])
     np.testing.assert_allclose(st["logA_p50"].to_numpy(), pc[:, 1])
     assert (st["logA_p16"] <= st["logA_p50"]).all() and (st["logA_p50"] <= st["logA_p84"]).all()
 
@@ -204,6 +206,24 @@ def test_clear_errors(field, tmp_path):
     with pytest.raises(ValueError, match="pdf2d_pairs"):
         run_fit(s2, field["trim"], field["trim_noise"], field["cat0"], None, str(tmp_path / "x"),
                 vega_fluxes=synth.VEGA)
+
+
+def test_histogram_percentiles():
+    """Default rule: percentiles of the histogram density (CDF linear across each bin)."""
+    e = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    c = 0.5 * (e[1:] + e[:-1])
+    p = np.array([[0.0, 1.0, 0.0, 0.0],       # all mass in [1, 2): p16..p84 = 1.16, 1.5, 1.84
+                  [0.5, 0.0, 0.0, 0.5],       # two bins: the empty middle is never a percentile
+                  [0.0, 0.0, 0.0, 0.0]])
+    out = percentiles_from_pdf(p, c, e)
+    np.testing.assert_allclose(out[0], [1.16, 1.5, 1.84])
+    np.testing.assert_allclose(out[1], [0.32, 1.0, 3.68])
+    assert (out[2] == 0).all()
+    # log-binned: interpolated in log10, reported linear
+    out = percentiles_from_pdf(p[:1], 10 ** c, e, log=True)
+    np.testing.assert_allclose(out[0], 10 ** np.array([1.16, 1.5, 1.84]))
+    # BEAST's rule on a one-bin posterior: centre -/+ 0.68 bin widths (twice as wide)
+    np.testing.assert_allclose(percentiles_from_pdf(p[:1], c)[0], [0.82, 1.5, 2.18])
 
 
 def test_percentile_formula():

@@ -5,6 +5,7 @@ import polars as pl
 import pytest
 
 from beastflow.io.noise_model import open_noise_model
+from beastflow.noise.ast_stats import gaussian_halfwidth
 from beastflow.io.sed_grid import open_sed_grid
 from beastflow.noise.toothpick import (
     ToothpickStats,
@@ -42,7 +43,9 @@ def direct_stats(asts, band, vega_k, n_bins, min_per_bin=10, ratio=2.0):
         if len(rec) > min_per_bin:
             diff = np.array([y - x for x, y in rec])
             p16, p50, p84 = np.percentile(diff, [16, 50, 84])
-            out.append((10 ** (lo + (i + 0.5) * d) * vega_k, p50 * vega_k, (p84 - p16) / 2 * vega_k,
+            # default mode: the half-width over its expectation for len(rec) unit normals
+            out.append((10 ** (lo + (i + 0.5) * d) * vega_k, p50 * vega_k,
+                        (p84 - p16) / 2 / gaussian_halfwidth(len(rec)) * vega_k,
                         len(rec) / len(members)))
     return np.array(out).reshape(-1, 4)
 
@@ -232,9 +235,13 @@ def test_parquet_asts_from_split_stage(tmp_path, asts, vega):
 
 def test_compat_equals_default_on_phat_small(asts, vega):
     """The real ASTs mark not-inserted bands with NaN inputs (BEAST 2.1's
-    convention), so both modes drop the same rows and agree exactly."""
+    convention), so both modes drop the same rows and agree exactly -- except
+    the error, which the default corrects for the bin's count (unbiased sigma)."""
     a = ast_binned_stats(asts, FILTERS, 6, 10, 2.0, vega, compat=False)
     b = ast_binned_stats(asts, FILTERS, 6, 10, 2.0, vega, compat=True)
     for x, y in zip(a.bands, b.bands):
-        for k in ("centres", "bias", "error", "completeness"):
+        for k in ("centres", "bias", "completeness"):
             np.testing.assert_array_equal(getattr(x, k), getattr(y, k))
+        n_rec = x.binned.n_rec[x.binned.good]
+        np.testing.assert_allclose(x.error, y.error / np.array([gaussian_halfwidth(int(n)) for n in n_rec]),
+                                   rtol=1e-14)
