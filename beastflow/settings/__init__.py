@@ -24,7 +24,7 @@ from .fit import Fit
 from .noise import NoiseModel, Trim
 from .observations import Observations
 from .physics import Physics
-from .storage import Storage
+from .globus import Storage
 
 
 class SettingsError(ValueError):
