@@ -223,3 +223,28 @@ def test_real_client_pipeline_leaks_no_credentials(tiny_settings, tmp_path, monk
     # the search does look where Prefect keeps a run: the Globus task id (in the link artifact) is found there
     task_id = run.stages["stage_out"].results["results"].task_id
     assert _files_containing(places[-1], [task_id.encode()]), f"task {task_id} not found in the Prefect database"
+
+
+def test_cli_without_globus_credentials_is_one_clear_line(tiny_settings, prefect_backend, tmp_path):
+    """`beastflow run` with [storage.globus] but no credentials: exit 1, one line naming the variables."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import prefect.settings as ps
+
+    from .conftest import write_settings_toml
+
+    s, laptop, cluster, scratch = _field(tiny_settings, tmp_path)
+    settings_file = write_settings_toml(s, tmp_path / "field.toml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GLOBUS_", "BEASTFLOW_GLOBUS_"))}
+    env.update(PREFECT_HOME=tempfile.mkdtemp(prefix="bf-cli-prefect-"), PREFECT_API_URL=ps.PREFECT_API_URL.value())
+    out = subprocess.run([str(Path(sys.executable).with_name("beastflow")), "run", str(settings_file),
+                          "--no-progress"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    shutil.rmtree(env["PREFECT_HOME"], ignore_errors=True)
+    assert out.returncode == 1, out.stderr[-3000:]
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("beastflow run: error:")]
+    assert len(errors) == 1 and "GLOBUS_CLIENT_ID" in errors[0] and "GLOBUS_CLIENT_SECRET" in errors[0], out.stderr
+    # (Prefect logs the failed flow runs with their tracebacks above; the CLI's verdict is the last line)
+    assert out.stderr.strip().splitlines()[-1] == errors[0]
+    assert not (scratch / "phot.parquet").exists()  # nothing ran past the failed stage-in
