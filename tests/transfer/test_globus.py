@@ -211,3 +211,26 @@ def test_exists_uses_operation_stat(mocked_http):
 def test_exists_false_when_not_found(mocked_http):
     missing = load_response("transfer.operation_stat", case="not_found", requests_mock=mocked_http)
     assert not _client().exists(missing.metadata["endpoint_id"], "/~/foo")
+
+
+def test_login_stores_refresh_token_user_only(mocked_http, tmp_path, monkeypatch, capsys):
+    RegisteredResponse(service="auth", method="POST", path="/v2/oauth2/token", json={
+        "access_token": "LOGIN-ACCESS", "refresh_token": "LOGIN-REFRESH", "expires_in": 172800,
+        "token_type": "Bearer", "scope": "urn:globus:auth:scope:transfer.api.globus.org:all",
+        "resource_server": "transfer.api.globus.org", "other_tokens": []}).add(requests_mock=mocked_http)
+    monkeypatch.setattr("builtins.input", lambda prompt: "AUTH-CODE-FROM-BROWSER")
+    from beastflow.transfer.__main__ import main
+
+    token_file = tmp_path / "tokens" / "globus.json"
+    assert main(["login", "--token-file", str(token_file), "--client-id", "8a3e5b2c-0f0e-4d65-9d8b-6f1f3a7b9c01",
+                 "--mapped-collection", CLUSTER]) == 0
+    url = next(ln.strip() for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("https://"))
+    assert "client_id=8a3e5b2c-0f0e-4d65-9d8b-6f1f3a7b9c01" in url and CLUSTER in url  # data_access consent asked
+    exchange = next(c for c in mocked_http.calls if c.request.url.endswith("/v2/oauth2/token"))
+    assert "code=AUTH-CODE-FROM-BROWSER" in exchange.request.body and "code_verifier=" in exchange.request.body
+    assert token_file.stat().st_mode & 0o077 == 0  # readable by the user only
+    stored = JSONTokenStorage(str(token_file), namespace=TOKEN_NAMESPACE).get_token_data("transfer.api.globus.org")
+    assert stored.refresh_token == "LOGIN-REFRESH"
+    # and the pipeline's authorizer takes it from there
+    auth = authorizer_from_environment(str(token_file), environ={ENV_CLIENT_ID: "8a3e5b2c-0f0e-4d65-9d8b-6f1f3a7b9c01"})
+    assert isinstance(auth, globus_sdk.RefreshTokenAuthorizer)
