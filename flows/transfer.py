@@ -36,7 +36,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
 from beastflow import storage
-from beastflow.transfer import PERMANENT_TRANSFER_ERRORS, Transfer, TransferReport, TransferRequest, plan
+from beastflow.transfer import (
+    PERMANENT_TRANSFER_ERRORS,
+    Transfer,
+    TransferReport,
+    TransferRequest,
+    plan,
+)
 from beastflow.transfer import base as transfer_base
 
 from . import caching
@@ -97,8 +103,8 @@ def transfer_task(settings, name: str, request: TransferRequest, local_files: li
 
             create_link_artifact(link=link, link_text=f"Globus task {task_id}", key=f"globus-{name.replace('_', '-')}",
                                  description=f"{request.label}: {len(request.items)} items")
-        except Exception:  # noqa: BLE001 - the artifact is a convenience; the log line has the link
-            pass
+        except Exception as exc:  # noqa: BLE001 - the artifact is a convenience; the log line has the link
+            log.debug("no link artifact for %s: %s", task_id, exc)
 
     report = transfer_base.run(transfer_factory(settings), request, g.timeout_s, g.poll_s, on_submitted=submitted)
     log.info("%s: Globus task %s %s: %d files, %d transferred, %d already there (checksum), %d bytes",
@@ -191,4 +197,4 @@ def report_task(settings) -> str:
     return settings.artifact(REPORT_DIR)
 
 
-__all__ = ["stage_in_flow", "grid_cache_flow", "stage_out_flow", "transfer_task", "transfer_factory"]
+__all__ = ["grid_cache_flow", "stage_in_flow", "stage_out_flow", "transfer_factory", "transfer_task"]

@@ -46,7 +46,7 @@ def _check_globus_path(v: str) -> str:
 def _check_relative(v: list[str]) -> list[str]:
     for p in v:
         parts = p.split("/")
-        if not p or p.startswith("/") or p.startswith("~") or ".." in parts:
+        if not p or p.startswith(("/", "~")) or ".." in parts:
             raise ValueError(f"expected paths relative to source_path (no leading '/', '~' or '..'), got {p!r}")
     if len(set(v)) != len(v):
         raise ValueError(f"paths listed twice: {sorted({p for p in v if v.count(p) > 1})}")
@@ -97,7 +97,7 @@ class Globus(Section):
     token_file: str | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "Globus":
+    def _check(self) -> Globus:
         if self.grid_cache_path is not None:
             cache_coll = self.grid_cache_collection or self.destination_collection
             if cache_coll == self.destination_collection and _inside(self.grid_cache_path, self.destination_path):

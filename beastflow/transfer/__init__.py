@@ -21,6 +21,14 @@ from .base import (
 from .local import LocalCopyTransfer
 
 __all__ = [
-    "Transfer", "TransferItem", "TransferRequest", "TransferReport", "TransferError", "TransferFailed",
-    "TransferTimeout", "TransferAuthError", "PERMANENT_TRANSFER_ERRORS", "LocalCopyTransfer",
+    "PERMANENT_TRANSFER_ERRORS",
+    "LocalCopyTransfer",
+    "Transfer",
+    "TransferAuthError",
+    "TransferError",
+    "TransferFailed",
+    "TransferItem",
+    "TransferReport",
+    "TransferRequest",
+    "TransferTimeout",
 ]

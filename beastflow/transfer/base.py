@@ -11,9 +11,12 @@ copy already has the same checksum, and a task ends SUCCEEDED or FAILED.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class TransferError(RuntimeError):
@@ -122,8 +125,8 @@ def wait(transfer: Transfer, task_id: str, label: str, timeout_s: float, poll_s:
         if waited >= timeout_s:
             try:
                 transfer.cancel(task_id)
-            except Exception:  # noqa: BLE001 - the time-out is the error to report
-                pass
+            except Exception as exc:  # noqa: BLE001 - the time-out is the error to report
+                log.warning("could not cancel Globus transfer task %s: %s", task_id, type(exc).__name__)
             raise TransferTimeout(
                 f"Globus transfer task {task_id} ({label}) still {state or 'unknown'} "
                 f"({doc.get('nice_status') or 'no details'}) after {timeout_s:g} s "

@@ -92,7 +92,7 @@ class GlobusTransfer:
 
     @classmethod
     def from_environment(cls, token_file: str | None = None,
-                         environ: Mapping[str, str] | None = None) -> "GlobusTransfer":
+                         environ: Mapping[str, str] | None = None) -> GlobusTransfer:
         try:  # renewing authorizers ask Globus Auth for an access token right away
             authorizer = authorizer_from_environment(token_file, environ)
         except globus_sdk.GlobusAPIError as exc:

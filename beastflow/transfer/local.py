@@ -39,7 +39,7 @@ class LocalCopyTransfer:
             root = self.roots[collection]
         except KeyError:
             raise ValueError(f"collection {collection} is not one of the local stand-ins {sorted(self.roots)}") from None
-        rel = path[2:] if path.startswith("/~") else path
+        rel = path.removeprefix("/~")
         full = os.path.normpath(os.path.join(root, rel.lstrip("/")))
         if full != root and not full.startswith(root + os.sep):
             raise ValueError(f"{path!r} leaves collection {collection}")

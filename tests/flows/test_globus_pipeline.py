@@ -21,7 +21,7 @@ import pytest
 
 import flows.transfer
 from beastflow.settings.globus import Globus, Storage
-from beastflow.transfer import LocalCopyTransfer, TransferRequest, TransferFailed
+from beastflow.transfer import LocalCopyTransfer, TransferFailed, TransferRequest
 from beastflow.transfer.base import TransferItem
 from flows.pipeline import pipeline_flow
 
@@ -113,7 +113,7 @@ def test_inputs_arrive_and_results_leave_through_transfer_tasks(tiny_settings, t
 
 
 def test_missing_input_fails_the_run_naming_the_task(tiny_settings, tmp_path, monkeypatch):
-    s, laptop, cluster, scratch = _field(tiny_settings, tmp_path)
+    s, laptop, cluster, _ = _field(tiny_settings, tmp_path)
     (laptop / "m31" / "phot.parquet").unlink()
     fake = LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)})
     monkeypatch.setattr(flows.transfer, "transfer_factory", lambda settings: fake)
@@ -124,8 +124,33 @@ def test_missing_input_fails_the_run_naming_the_task(tiny_settings, tmp_path, mo
     assert len(fake.requests) == 1  # a failed transfer is not retried
 
 
-def test_output_outside_scratch_is_refused(tiny_settings, tmp_path, monkeypatch):
+def test_transient_transfer_error_is_retried(tiny_settings, tmp_path, monkeypatch):
+    """A network error while submitting is retried (execution.retries); the retry's transfer succeeds."""
+    from flows.transfer import stage_in_flow
+
     s, laptop, cluster, scratch = _field(tiny_settings, tmp_path)
+    fake = LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)})
+    attempts: list[str] = []
+
+    class FlakyNetwork:
+        def __getattr__(self, name):
+            return getattr(fake, name)
+
+        def submit(self, request):
+            attempts.append(request.label)
+            if len(attempts) == 1:
+                raise ConnectionError("connection reset by peer")
+            return fake.submit(request)
+
+    monkeypatch.setattr(flows.transfer, "transfer_factory", lambda settings: FlakyNetwork())
+    run = stage_in_flow(s)
+    assert run.states == {"inputs": "Completed"}
+    assert attempts == ["beastflow demo stage in"] * 2
+    assert _sha(scratch / "phot.parquet") == _sha(laptop / "m31" / "phot.parquet")
+
+
+def test_output_outside_scratch_is_refused(tiny_settings, tmp_path, monkeypatch):
+    s, laptop, cluster, _ = _field(tiny_settings, tmp_path)
     s = s.model_copy(update={"project": s.project.model_copy(update={"output": str(tmp_path / "elsewhere")})})
     monkeypatch.setattr(flows.transfer, "transfer_factory",
                         lambda settings: LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)}))
@@ -235,12 +260,13 @@ def test_cli_without_globus_credentials_is_one_clear_line(tiny_settings, prefect
 
     from .conftest import write_settings_toml
 
-    s, laptop, cluster, scratch = _field(tiny_settings, tmp_path)
+    s, _, _, scratch = _field(tiny_settings, tmp_path)
     settings_file = write_settings_toml(s, tmp_path / "field.toml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GLOBUS_", "BEASTFLOW_GLOBUS_"))}
     env.update(PREFECT_HOME=tempfile.mkdtemp(prefix="bf-cli-prefect-"), PREFECT_API_URL=ps.PREFECT_API_URL.value())
     out = subprocess.run([str(Path(sys.executable).with_name("beastflow")), "run", str(settings_file),
-                          "--no-progress"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          "--no-progress"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         check=False)
     shutil.rmtree(env["PREFECT_HOME"], ignore_errors=True)
     assert out.returncode == 1, out.stderr[-3000:]
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("beastflow run: error:")]

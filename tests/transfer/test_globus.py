@@ -22,10 +22,16 @@ from beastflow.transfer import (
     TransferItem,
     TransferRequest,
     TransferTimeout,
+    base,
 )
-from beastflow.transfer import base
-from beastflow.transfer.globus import ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_REFRESH_TOKEN, GlobusTransfer, \
-    TOKEN_NAMESPACE, authorizer_from_environment
+from beastflow.transfer.globus import (
+    ENV_CLIENT_ID,
+    ENV_CLIENT_SECRET,
+    ENV_REFRESH_TOKEN,
+    TOKEN_NAMESPACE,
+    GlobusTransfer,
+    authorizer_from_environment,
+)
 
 LAPTOP = "6c54cade-bde5-45c1-bdea-f4bd71dba2cc"
 CLUSTER = "1c3ff1ba-4d0c-4c9a-a2a0-2ee3a0b1c8d2"
