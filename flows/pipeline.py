@@ -12,6 +12,10 @@ upstream results along instead.
     run.urls["merge"]                        # P_stats.parquet, P_pdf1d.hd5, ...
     fit_flow("field.toml")                   # only (re)fit, upstream from cache
 
+With a ``[storage.globus]`` table the pipeline also moves files through Globus
+(``flows.transfer``): stage-in before the physics model, the SED grid to its
+cache after it, the results out after the merge.
+
 Fan-out: noise models over (density bin s) x (subgrid g), trims and fits over
 (s, sub-file u, g), merge over everything.  Trim and fit go to the executor of
 ``[execution]`` (in-process tasks, a local process pool, or SLURM arrays).
@@ -215,7 +219,14 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     overrides = {k: v for k, v in (("catalog", catalog), ("ast_results", asts)) if v}
     if overrides:  # one place, so every stage (and the demo instrument) sees the same inputs
         s = s.model_copy(update={"observations": s.observations.model_copy(update=overrides)})
+    globus = s.storage.globus
+    if globus is not None:  # [storage.globus]: inputs (and a cached SED grid) arrive through Globus first
+        from .transfer import grid_cache_flow, stage_in_flow
+
+        runs["stage_in"] = stage_in_flow(s)
     runs["physicsmodel"] = physicsmodel_flow(s)
+    if globus is not None and globus.grid_cache_path is not None:
+        runs["grid_cache"] = grid_cache_flow(s, physics=runs["physicsmodel"])
     runs["density"] = density_flow(s)
     runs["ast_inputs"] = ast_inputs_flow(s, physics=runs["physicsmodel"], density=runs["density"])
     asts, demo_run = ast_results(s, ast_inputs=runs["ast_inputs"])
@@ -228,6 +239,10 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     runs["grid_info"] = grid_info_flow(s, physics=runs["physicsmodel"])
     runs["fit"] = fit_flow(s, split=runs["split"], trim=runs["trim"], grid_info=runs["grid_info"])
     runs["merge"] = merge_flow(s, fit=runs["fit"])
+    if globus is not None and globus.stage_out:
+        from .transfer import stage_out_flow
+
+        runs["stage_out"] = stage_out_flow(s, merge=runs["merge"])
     summary = runs["merge"].summary
     cached = [n for n, r in runs.items() if r.all_cached]
     log.info("pipeline done: %d stars fitted; stages from cache: %s", summary.get("stars", 0), ", ".join(cached) or "none")

@@ -55,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if updates:
         settings = settings.model_copy(update={"execution": settings.execution.model_copy(update=updates)})
 
+    from beastflow.transfer import TransferError
     from flows.executors import UnitsFailed
     from flows.pipeline import PipelineStop, pipeline_flow
     from flows.progress import console_bars
@@ -68,6 +69,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 3
     except UnitsFailed as failed:
         # names every failed sub-file and why; the others are cached for the rerun
+        print(f"beastflow run: error: {failed}", file=sys.stderr)
+        return 1
+    except TransferError as failed:
+        # a Globus transfer ([storage.globus]) failed, timed out or was refused: one line naming the task
         print(f"beastflow run: error: {failed}", file=sys.stderr)
         return 1
     _report(run)

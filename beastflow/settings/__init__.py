@@ -24,6 +24,7 @@ from .fit import Fit
 from .noise import NoiseModel, Trim
 from .observations import Observations
 from .physics import Physics
+from .globus import Storage
 
 
 class SettingsError(ValueError):
@@ -50,6 +51,8 @@ class Settings(Section):
     trim: Trim = Field(default_factory=Trim)
     fit: Fit = Field(default_factory=Fit)
     execution: Execution = Field(default_factory=Execution)
+    #: transfers into and out of Globus-synced scratch ([storage.globus])
+    storage: Storage = Field(default_factory=Storage)
     #: where the file was read from ("" for settings built in Python)
     source: str = Field(default="", exclude=True)
 
@@ -104,6 +107,8 @@ _PATH_KEYS = [
     ("asts", "existing_file"),
     ("asts", "reference_image"),
     ("noise_model", "absflux_covariance"),
+    ("storage", "globus", "scratch_dir"),
+    ("storage", "globus", "token_file"),
 ]
 
 
