@@ -196,7 +196,7 @@ def input_hashes(settings) -> dict[str, str]:
     for name in sl.libraries:
         if name == "planck":
             continue  # analytic: no input file
-        url = library_file(name, sl)
+        url = library_file(name, sl)  # the embedded atlas9 too: a new packaged grid invalidates caches
         if not storage.exists(url):
             raise FileNotFoundError(f"{url}: stellar library file not found "
                                     f"(physics.stellar_library.files.{name})")
@@ -229,7 +229,7 @@ def build_spectral_grid(settings) -> SpectralGrid:
     iso = _isochrone_table(settings)
     n_iso = int(iso["logA"].size)
 
-    lib = make_stellar_library(phys.stellar_library)
+    lib = make_stellar_library(phys.stellar_library, compat)
     if lib.is_analytic:
         log.warning("stellar library: %s", lib.label)
     kept, L, radius, osl = _library_spectra(lib, iso, compat)

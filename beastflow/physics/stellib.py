@@ -4,6 +4,11 @@ composite libraries, interpolation at isochrone points and luminosity scaling.
 Entry point: :func:`make_stellar_library` for ``physics.stellar_library``.
 Libraries:
 
+``atlas9``
+    The embedded default: 412 real Kurucz 1993 ATLAS9 solar-metallicity
+    spectra shipped inside the package (``beastflow.physics.atlas9``).  The
+    default settings list it before ``planck``, so black bodies are used
+    only for isochrone points outside its coverage (counted in the log).
 ``planck``
     Analytic black bodies, surface flux F_lambda = pi B_lambda(T) on a
     (logT, logg, Z) lattice.  Offline and exact, but *not* a model
@@ -341,6 +346,12 @@ class CompositeLibrary:
             log.info("%s: %d of %d points outside every library dropped",
                      self.label, int((~keep).sum()), keep.size)
         osl = osl_all[keep]
+        for k, lib in enumerate(self.members):
+            n_k = int((osl == k + 1).sum())
+            if lib.is_analytic and n_k and not self.is_analytic:
+                # the analytic fallback of a real library: say how much of the grid it makes
+                log.warning("%d of %d isochrone points lie outside the model atmospheres: %s used for them",
+                            n_k, osl.size, lib.label)
         T, g, z, L = logT[keep], logg[keep], Z[keep], logL[keep]
         r_m = radius_m(L, T)
         spec = np.zeros((osl.size, self.wavelength.size))
@@ -467,7 +478,12 @@ def _download(src: str, dest: str) -> None:
 
 
 def library_file(name: str, lib) -> str:
-    """URL of library ``name``: explicit file, else the download cache."""
+    """URL of library ``name``: explicit file, else the download cache (the
+    embedded ``atlas9``: its file inside the package)."""
+    if name == "atlas9":
+        from beastflow.physics import atlas9
+
+        return str(atlas9.embedded_path())
     if name in lib.files:
         return lib.files[name]
     if not lib.download:
@@ -492,17 +508,34 @@ def library_file(name: str, lib) -> str:
     return dest
 
 
-def load_library(name: str, lib) -> StellarLibrary:
+def load_library(name: str, lib, compat: bool = False, wavelength: np.ndarray | None = None) -> StellarLibrary:
+    """One library of ``physics.stellar_library``; ``wavelength`` only for ``planck``."""
     if name == "planck":
-        return planck_library()
+        return planck_library(wavelength=wavelength)
+    if name == "atlas9":
+        from beastflow.physics.atlas9 import atlas9_library
+
+        return atlas9_library(compat)
     if name in STANDARD_FILES:
         return read_beast_fits(library_file(name, lib), name)
     raise ValueError(f"physics.stellar_library.libraries: unknown library {name!r}")
 
 
-def make_stellar_library(lib) -> StellarLibrary | CompositeLibrary:
-    """The library (or composite, in preference order) of ``physics.stellar_library``."""
-    libs = [load_library(name, lib) for name in lib.libraries]
+def make_stellar_library(lib, compat: bool = False) -> StellarLibrary | CompositeLibrary:
+    """The library (or composite, in preference order) of ``physics.stellar_library``.
+
+    Next to a real library, ``planck`` is evaluated on that library's
+    wavelengths (within its own 90 Å lower limit), so the composite's grid is
+    the real library's sampling rather than the union of both grids.
+    """
+    real = [load_library(name, lib, compat) for name in lib.libraries if name != "planck"]
+    wl = None
+    if real and "planck" in lib.libraries:
+        wl = real[0].wavelength
+        wl = wl[wl >= 90.0]
+    libs = []
+    for name in lib.libraries:
+        libs.append(load_library(name, lib, compat, wl) if name == "planck" else real.pop(0))
     if len(libs) == 1:
         return libs[0]
     return CompositeLibrary(libs)

@@ -135,9 +135,11 @@ class Isochrones(Section):
 
 
 class StellarLibrary(Section):
-    #: preference order, e.g. ["tlusty", "kurucz"]; "planck" is the analytic,
-    #: offline default (labelled as such in every artifact).
-    libraries: NonEmptyStrings = Field(default_factory=lambda: ["planck"])
+    #: preference order, e.g. ["tlusty", "kurucz"].  Default: the embedded
+    #: Kurucz ATLAS9 solar grid ("atlas9", real atmospheres, offline), with
+    #: black bodies ("planck", labelled as such) only for isochrone points
+    #: outside it.  ["planck"] alone gives the analytic library everywhere.
+    libraries: NonEmptyStrings = Field(default_factory=lambda: ["atlas9", "planck"])
     #: explicit file URLs per library name (any fsspec URL)
     files: dict[str, str] = Field(default_factory=dict)
     #: download the standard files from ``download_base_url`` into ``cache``
@@ -149,7 +151,7 @@ class StellarLibrary(Section):
     @field_validator("libraries")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        known = {"planck", "kurucz", "tlusty"}
+        known = {"atlas9", "planck", "kurucz", "tlusty"}
         bad = [x for x in v if x not in known]
         if bad:
             raise ValueError(f"unknown stellar library {bad}; known: {sorted(known)}")
@@ -160,10 +162,11 @@ class StellarLibrary(Section):
     @field_validator("files")
     @classmethod
     def _known_files(cls, v: dict[str, str]) -> dict[str, str]:
-        # only file-based libraries take a file ("planck" is analytic)
+        # only file-based libraries take a file ("planck" is analytic, "atlas9" embedded)
         bad = sorted(set(v) - {"kurucz", "tlusty"})
         if bad:
-            raise ValueError(f"files: no library file for {bad}; file-based libraries: ['kurucz', 'tlusty']")
+            raise ValueError(f"files: no library file for {bad}; file-based libraries: ['kurucz', 'tlusty'] "
+                             "('atlas9' is embedded, 'planck' analytic)")
         return v
 
 

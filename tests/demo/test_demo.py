@@ -30,7 +30,7 @@ def test_packaged_demo_settings_are_valid_and_offline(tmp_path):
     data = tomllib.loads(text)
     (tmp_path / "s.toml").write_text(text)
     s = load_settings(str(tmp_path / "s.toml"))
-    assert s.physics.stellar_library.libraries == ["planck"]
+    assert s.physics.stellar_library.libraries == ["atlas9", "planck"]  # embedded real atmospheres
     assert s.physics.stellar_library.download is False
     assert s.physics.isochrones.source == "parsec"
     assert len(s.physics.filters) == 6

@@ -236,8 +236,8 @@ def test_composite_hot_low_gravity_goes_to_first_covering_library(kurucz, planck
 # --------------------------------------------------------------------------- settings, files, download
 
 
-def test_default_settings_give_planck():
-    lib = make_stellar_library(LibSettings())
+def test_planck_settings_give_planck():
+    lib = make_stellar_library(LibSettings(libraries=["planck"]))
     assert lib.label == PLANCK_LABEL and lib.is_analytic
     assert 80 < lib.wavelength[0] < 100 and 0.9e5 <= lib.wavelength[-1] <= 1.1e5
     assert 1000 <= lib.wavelength.size <= 10000
