@@ -764,14 +764,9 @@ EFFECT_QUANTITIES = ["Av", "Rv", "f_A", "logA", "M_ini", "logT", "logL", "Z"]
 
 def splinter_noise(grid_url: str, out_url: str, frac: float = 0.1) -> str:
     """BEAST's AST-free "splinter" model: error = frac x flux, no bias, completeness 1."""
-    from beastflow.io.noise_model import write_noise_model
-    from beastflow.io.sed_grid import open_sed_grid
+    from beastflow.noise.splinter import write_splinter_noise_model
 
-    g = open_sed_grid(grid_url)
-    seds = g.read(columns=[]).seds
-    write_noise_model(out_url, g.filters, np.zeros_like(seds), frac * np.abs(seds), np.ones_like(seds),
-                      meta={"model": f"splinter {frac:g} (compare_beast.py)"})
-    return out_url
+    return write_splinter_noise_model(grid_url, out_url, frac)
 
 
 def run_chain(inp: dict[str, Any], phys_settings, tag: str, noise: str = "toothpick") -> dict[str, Any]:

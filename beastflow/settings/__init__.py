@@ -13,7 +13,7 @@ import os
 import tomllib
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from beastflow import storage
 
@@ -52,6 +52,18 @@ class Settings(Section):
     execution: Execution = Field(default_factory=Execution)
     #: where the file was read from ("" for settings built in Python)
     source: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _splinter_bands(self):
+        # a per-band splinter table must name exactly the bands of physics.filters
+        if isinstance(self.noise_model.splinter_fraction, dict):
+            from beastflow.noise.splinter import band_fractions
+
+            band_fractions(self.noise_model.splinter_fraction, self.physics.filters)
+        if self.noise_model.model == "splinter" and self.observations.ast_results:
+            raise ValueError("observations.ast_results is set, but noise_model.model = \"splinter\" uses no "
+                             "artificial-star tests: remove one of the two")
+        return self
 
     @property
     def beast_compat(self) -> bool:

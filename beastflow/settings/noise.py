@@ -4,14 +4,31 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import Section
 
 
 class NoiseModel(Section):
-    #: "toothpick" (bands independent, the production model) or "trunchen" (band covariance)
-    model: Literal["toothpick", "trunchen"] = "toothpick"
+    #: "toothpick" (bands independent, the production model), "trunchen" (band
+    #: covariance), or "splinter" (no ASTs: error = splinter_fraction x model flux,
+    #: no bias, completeness 1; the AST stages are skipped)
+    model: Literal["toothpick", "trunchen", "splinter"] = "toothpick"
+    #: splinter: fractional flux uncertainty, one number for all bands or a table
+    #: per band, e.g. { F275W = 0.2, F336W = 0.15, ... } (every band of physics.filters)
+    splinter_fraction: float | dict[str, float] = 0.10
+
+    @field_validator("splinter_fraction")
+    @classmethod
+    def _positive_fraction(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        # band names are checked against physics.filters in Settings (they live there)
+        values = v.values() if isinstance(v, dict) else [v]
+        bad = [x for x in values if not 0 < x < 10]
+        if bad:
+            raise ValueError(f"a fractional flux uncertainty must be > 0 (and < 10), got {bad}")
+        if isinstance(v, dict) and not v:
+            raise ValueError("an empty table: give a fraction for every band, or one number")
+        return v
     #: number of log-spaced flux bins over the fake stars' input fluxes, per band
     n_flux_bins: int = Field(default=50, ge=1)
     #: a bin is used only with MORE than this many recovered fake stars
