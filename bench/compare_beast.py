@@ -308,7 +308,8 @@ def write_inputs(peer: Peer, bfdir: Path, compat: str, name: str, noise: str = "
     for k, v in priors.items():
         lines.append(f"{k} = {{ " + ", ".join(f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()) + " }")
     lines += [
-        "[noise_model]", f'model = "{noise}"', f"n_flux_bins = {int(cfg.get('nfluxbins', 4))}",
+        "[noise_model]", f'model = "{noise}"'] + (
+            [f"n_flux_bins = {int(cfg.get('nfluxbins', 4))}"] if noise == "toothpick" else []) + [
         "[trim]", "sigma_fac = 3.0",
         "[fit]", "lnp_npts = 500", "lnp_threshold = -10.0",
         f"pdf_max_nbins = {int(fit_info.get('max_nbins', 200))}",

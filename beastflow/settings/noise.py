@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from .base import Section
+from .base import Section, reject_unused
 
 
 class NoiseModel(Section):
@@ -29,6 +29,16 @@ class NoiseModel(Section):
         if isinstance(v, dict) and not v:
             raise ValueError("an empty table: give a fraction for every band, or one number")
         return v
+
+    @model_validator(mode="after")
+    def _used(self):
+        ast_keys = ["n_flux_bins", "min_per_bin", "ast_nonrecovered_ratio", "statistic"]
+        trunchen_keys = ["trunchen_k", "trunchen_min_group"]
+        unused = {"splinter": ast_keys + trunchen_keys, "toothpick": trunchen_keys + ["splinter_fraction"],
+                  "trunchen": ["n_flux_bins", "min_per_bin", "ast_nonrecovered_ratio", "statistic",
+                               "splinter_fraction"]}
+        reject_unused(self, "noise_model", unused[self.model], f"with model = {self.model!r}")
+        return self
     #: number of log-spaced flux bins over the fake stars' input fluxes, per band
     n_flux_bins: int = Field(default=50, ge=1)
     #: a bin is used only with MORE than this many recovered fake stars

@@ -52,9 +52,13 @@ def test_settings_check_the_splinter_keys():
     ok = settings_from_dict({"noise_model": {"model": "splinter", "splinter_fraction": {
         "F275W": 0.3, "F336W": 0.25, "F475W": 0.1, "F814W": 0.1, "F110W": 0.05, "F160W": 0.05}}})
     assert ok.noise_model.model == "splinter"
-    for bad, words in [({"splinter_fraction": 0.0}, "must be > 0"),
-                       ({"splinter_fraction": {"F275W": 0.1}}, "no fraction for band"),
-                       ({"model": "splinter", "splinter_fraction": "ten"}, "splinter_fraction")]:
+    for bad, words in [({"model": "splinter", "splinter_fraction": 0.0}, "must be > 0"),
+                       ({"model": "splinter", "splinter_fraction": {"F275W": 0.1}}, "no fraction for band"),
+                       ({"model": "splinter", "splinter_fraction": "ten"}, "splinter_fraction"),
+                       # keys the chosen model never reads are refused, not ignored
+                       ({"splinter_fraction": 0.2}, r"noise_model\.splinter_fraction = 0\.2: not used with "
+                                                    r"model = 'toothpick'"),
+                       ({"model": "splinter", "n_flux_bins": 20}, r"noise_model\.n_flux_bins = 20: not used")]:
         with pytest.raises(SettingsError, match=words):
             settings_from_dict({"noise_model": bad})
     with pytest.raises(SettingsError, match=r"observations\.ast_results is set, but noise_model\.model"):
