@@ -43,10 +43,13 @@ fitting BEAST's own trimmed grid).
 
 ``--noise splinter`` runs both codes with the AST-free splinter noise model
 (10 % flux errors): phat_small's 175 ASTs give a toothpick model under which
-nearly every posterior collapses onto one model, so chi2min over the sparse set
+nearly every posterior collapses onto one model, so chi2min over the sparse set S
 (lnP > max - 10) and over all models coincide; with the splinter model the
-posteriors are wide and the two differ, which is the case the chi2min check
-needs.
+posteriors are wide (the chi2-best model is not the max-posterior one for 145
+of 269 stars), yet the chi2-best model still lies inside S for every star.
+``bench/lowprior_field.py`` makes a catalog where it does not (stars whose
+chi2-best model is > 11 ln units below the peak): give it to the peer with
+``--obsfile`` and compare that run with ``--peer-run``.
 A stage that beastflow does not provide (yet) is reported as "not available".
 """
 
