@@ -60,9 +60,15 @@ class Settings(Section):
             from beastflow.noise.splinter import band_fractions
 
             band_fractions(self.noise_model.splinter_fraction, self.physics.filters)
-        if self.noise_model.model == "splinter" and self.observations.ast_results:
-            raise ValueError("observations.ast_results is set, but noise_model.model = \"splinter\" uses no "
-                             "artificial-star tests: remove one of the two")
+        if self.noise_model.model == "splinter":
+            if self.observations.ast_results:
+                raise ValueError("observations.ast_results is set, but noise_model.model = \"splinter\" uses no "
+                                 "artificial-star tests: remove one of the two")
+            # no AST stage runs: AST settings would be accepted and ignored
+            from .base import reject_unused
+
+            reject_unused(self.asts, "asts", list(type(self.asts).model_fields),
+                          "with noise_model.model = 'splinter' (no AST stage runs)")
         return self
 
     @property

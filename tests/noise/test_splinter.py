@@ -63,6 +63,9 @@ def test_settings_check_the_splinter_keys():
             settings_from_dict({"noise_model": bad})
     with pytest.raises(SettingsError, match=r"observations\.ast_results is set, but noise_model\.model"):
         settings_from_dict({"noise_model": {"model": "splinter"}, "observations": {"ast_results": "a.fits"}})
+    with pytest.raises(SettingsError, match=r"asts\.n_per_flux_bin = 10: not used with noise_model\.model = "
+                                            r"'splinter' \(no AST stage runs\)"):
+        settings_from_dict({"noise_model": {"model": "splinter"}, "asts": {"n_per_flux_bin": 10}})
 
 
 def test_stage_function_streams_the_grid_and_needs_no_asts(tmp_path):
