@@ -47,6 +47,8 @@ class PipelineRun:
     stages: dict[str, StageRun]
     #: fitted-star summary (from the merged stats)
     summary: dict[str, Any]
+    #: stages that did not run -> why
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def urls(self) -> dict[str, list[str]]:
@@ -107,8 +109,9 @@ def cut_flow(settings: str | None = None, density: StageRun | None = None, asts:
     """Catalog and AST cuts."""
     s = load(settings)
     density = density or density_flow(s)
-    asts = asts or ast_results(s, density=density)[0]
-    return run_units(s, "cut", stages.cut_units(s, _one(density), asts))
+    if not asts and stages.needs_asts(s):
+        asts = ast_results(s, density=density)[0]
+    return run_units(s, "cut", stages.cut_units(s, _one(density), asts or None))
 
 
 def ast_results(s, physics: StageRun | None = None, density: StageRun | None = None,
@@ -159,7 +162,7 @@ def noisemodel_flow(settings: str | None = None, physics: StageRun | None = None
     s = load(settings)
     physics = physics or physicsmodel_flow(s)
     split = split or split_flow(s)
-    layout = stages.split_layout(_one(split))
+    layout = stages.split_layout(_one(split), stages.needs_asts(s))
     return run_units(s, "noisemodel", stages.noisemodel_units(s, _one(physics), layout))
 
 
@@ -171,7 +174,7 @@ def trim_flow(settings: str | None = None, physics: StageRun | None = None, spli
     physics = physics or physicsmodel_flow(s)
     split = split or split_flow(s)
     noise = noise or noisemodel_flow(s, physics=physics, split=split)
-    layout = stages.split_layout(_one(split))
+    layout = stages.split_layout(_one(split), stages.needs_asts(s))
     return run_units(s, "trim", stages.trim_units(s, _one(physics), layout, noise))
 
 
@@ -191,7 +194,7 @@ def fit_flow(settings: str | None = None, split: StageRun | None = None, trim: S
     split = split or split_flow(s)
     trim = trim or trim_flow(s, split=split)
     grid_info = grid_info or grid_info_flow(s)
-    layout = stages.split_layout(_one(split))
+    layout = stages.split_layout(_one(split), stages.needs_asts(s))
     return run_units(s, "fit", stages.fit_units(s, layout, trim, _one(grid_info)))
 
 
@@ -228,10 +231,19 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     if globus is not None and globus.grid_cache_path is not None:
         runs["grid_cache"] = grid_cache_flow(s, physics=runs["physicsmodel"])
     runs["density"] = density_flow(s)
-    runs["ast_inputs"] = ast_inputs_flow(s, physics=runs["physicsmodel"], density=runs["density"])
-    asts, demo_run = ast_results(s, ast_inputs=runs["ast_inputs"])
-    if demo_run is not None:
-        runs["demo_asts"] = demo_run
+    skipped: dict[str, str] = {}
+    if stages.needs_asts(s):
+        runs["ast_inputs"] = ast_inputs_flow(s, physics=runs["physicsmodel"], density=runs["density"])
+        asts, demo_run = ast_results(s, ast_inputs=runs["ast_inputs"])
+        if demo_run is not None:
+            runs["demo_asts"] = demo_run
+    else:
+        if s.observations.ast_results:  # --asts on the command line (the settings reject it)
+            raise ValueError(f"AST results {s.observations.ast_results} given, but {stages.SPLINTER_SKIP}; "
+                             "drop them or choose another [noise_model] model")
+        asts = None
+        skipped = {"ast_inputs": stages.SPLINTER_SKIP, "demo_asts": stages.SPLINTER_SKIP}
+        log.info("AST stages skipped: %s", stages.SPLINTER_SKIP)
     runs["cut"] = cut_flow(s, density=runs["density"], asts=asts)
     runs["split"] = split_flow(s, cut=runs["cut"], density=runs["density"])
     runs["noisemodel"] = noisemodel_flow(s, physics=runs["physicsmodel"], split=runs["split"])
@@ -246,7 +258,7 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     summary = runs["merge"].summary
     cached = [n for n, r in runs.items() if r.all_cached]
     log.info("pipeline done: %d stars fitted; stages from cache: %s", summary.get("stars", 0), ", ".join(cached) or "none")
-    return PipelineRun(s.source, s.output, runs, summary)
+    return PipelineRun(s.source, s.output, runs, summary, skipped)
 
 
 def settings_or_default(settings: Any) -> Any:

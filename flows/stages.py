@@ -124,13 +124,23 @@ def grid_info_units(settings, physics) -> list[Unit]:
 # --------------------------------------------------------------------------
 # fan-out over density bins s, sub-files u, subgrids g
 # --------------------------------------------------------------------------
-def split_layout(split) -> dict[str, Any]:
+def needs_asts(settings) -> bool:
+    """False for the splinter noise model: no AST stage runs (ast_inputs, demo_asts)."""
+    return settings.noise_model.model != "splinter"
+
+
+#: why the AST stages do not run with the splinter noise model (CLI summary, flow log)
+SPLINTER_SKIP = ('noise_model.model = "splinter": the noise model is a fixed fraction of each model flux, '
+                 "so no artificial-star tests are made or read")
+
+
+def split_layout(split, need_asts: bool = True) -> dict[str, Any]:
     """Bins, sub-files (with row counts) and per-bin AST files from the split manifest."""
     man = storage.read_json(split.manifest_url)
     subfiles = [{"bin": int(e["bin"]), "sub": int(e["sub"]), "url": e["url"], "n_rows": int(e["n_rows"])}
                 for e in man["subfiles"] if int(e["n_rows"]) > 0]
     asts = {int(e["bin"]): e["url"] for e in man.get("asts", [])}
-    missing = sorted({f["bin"] for f in subfiles} - set(asts))
+    missing = sorted({f["bin"] for f in subfiles} - set(asts)) if need_asts else []
     if missing:
         raise ValueError(
             f"density bins {missing} hold stars but no artificial-star tests after the cuts, so their noise "
@@ -140,10 +150,26 @@ def split_layout(split) -> dict[str, Any]:
     return {"subfiles": subfiles, "asts": asts}
 
 
+def noise_label(settings, s: int, g: int, n_grids: int) -> str:
+    """Unit label of the noise model that bin s and subgrid g use (splinter: one per subgrid)."""
+    gl = grid_label(g, n_grids)
+    return gl if not needs_asts(settings) else f"bin{s}_{gl}"
+
+
 def noisemodel_units(settings, physics, layout) -> list[Unit]:
     P = settings.project.name
     grids = list(physics.sed_grids)
     units = []
+    if not needs_asts(settings):
+        # splinter: the model depends on the grid only, not on a density bin's ASTs
+        for g, grid in enumerate(grids):
+            out = settings.artifact(f"{P}_gridsub{g}_noisemodel.hd5")
+            inputs = {"sed_grid": grid}
+            if settings.noise_model.absflux_covariance:
+                inputs["absflux_covariance"] = settings.noise_model.absflux_covariance
+            units.append(_unit("noisemodel", noise_label(settings, 0, g, len(grids)), grid, None, out,
+                               inputs=inputs))
+        return units
     for s, ast_url in sorted(layout["asts"].items()):
         for g, grid in enumerate(grids):
             out = settings.artifact(f"{P}_bin{s}_gridsub{g}_noisemodel.hd5")
@@ -186,7 +212,7 @@ def trim_units(settings, physics, layout, noise_run) -> list[Unit]:
     for g, grid in enumerate(grids):
         for f in layout["subfiles"]:
             s, u = f["bin"], f["sub"]
-            noise_url = noise_run.results[f"bin{s}_{grid_label(g, n)}"]
+            noise_url = noise_run.results[noise_label(settings, s, g, n)]
             prefix = _prefix(settings, s, u, g, n)
             job = TrimJob(catalog_url=f["url"], out_grid_url=f"{prefix}_seds_trim.grid.hd5",
                           out_noise_url=f"{prefix}_noisemodel_trim.grid.hd5")

@@ -96,3 +96,30 @@ def test_section_hash_changes_only_with_section():
     b = settings_from_dict({"fit": {"lnp_npts": 10}})
     assert a.section_hash("physics") == b.section_hash("physics")
     assert a.section_hash("fit") != b.section_hash("fit")
+
+
+@pytest.mark.parametrize(
+    "section,msg",
+    [
+        ({"physics": {"stellar_library": {"files": {"kurucz": "k.fits"}}}},
+         r"files: a file is given for \['kurucz'\], which libraries = \['atlas9', 'planck'\] does not list"),
+        ({"physics": {"stellar_library": {"download": True}}}, r"download = true, but libraries"),
+        ({"physics": {"extinction": {"a_law": "G23"}}}, r"a_law = 'G23': not used with law = 'gordon16'"),
+        ({"physics": {"extinction": {"law": "single", "fAs": [0.0, 1.0, 0.5]}}}, r"fAs.*not used with law = 'single'"),
+        ({"noise_model": {"model": "trunchen", "n_flux_bins": 20}}, r"n_flux_bins = 20: not used with model = 'trunchen'"),
+        ({"noise_model": {"trunchen_k": 5}}, r"trunchen_k = 5: not used with model = 'toothpick'"),
+    ],
+)
+def test_keys_the_chosen_options_never_read_are_refused(section, msg):
+    with pytest.raises(SettingsError, match=msg):
+        settings_from_dict(section)
+
+
+def test_template_with_other_options_still_validates(tmp_path):
+    # the template writes every key at its default: switching an option must not trip the unused-key check
+    text = template_text().replace('model = "toothpick"', 'model = "splinter"').replace(
+        'law = "gordon16"', 'law = "single"', 1)
+    f = tmp_path / "s.toml"
+    f.write_text(text)
+    s = load_settings(str(f))
+    assert s.noise_model.model == "splinter" and s.physics.extinction.law == "single"

@@ -67,7 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("settings", help="settings TOML file (any fsspec URL)")
     p.add_argument("--grid", required=True, help="trimmed SED grid")
     p.add_argument("--noise", required=True, help="trimmed noise model (row-aligned with the grid)")
-    p.add_argument("--catalog", required=True, help="sub-file catalog (Parquet with {B}_RATE columns)")
+    p.add_argument("--catalog", required=True,
+                   help="sub-file catalog with {B}_RATE columns (F475W_RATE, ...; flux / Vega flux): "
+                        "FITS, HDF5, Parquet or CSV")
     p.add_argument("--grid-info", help="P_grid_info.json (full-grid PDF bins; needed to merge)")
     p.add_argument("--out", required=True, help="output prefix, e.g. OUTPUT/P_bin3_sub0")
     p.add_argument("--subgrid", type=int, help="subgrid index (default: gridsub{g} in the grid's name)")

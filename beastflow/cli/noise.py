@@ -4,7 +4,9 @@ Inputs default to the previous stages' artifacts under ``project.output``:
 the SED grid (``P_seds.grid.hd5`` or the subgrids ``P_seds.gridsub{g}.hd5``)
 and the split manifest (``P_split_manifest.json``: per-bin ASTs and the
 sub-files).  Without a manifest the noise model is built from
-``observations.ast_results`` and trimming needs ``--catalog``.  Existing
+``observations.ast_results`` and trimming needs ``--catalog``.  The splinter
+model (``[noise_model] model = "splinter"``) reads no ASTs: one
+``P_gridsub{g}_noisemodel.hd5`` per (sub)grid serves every density bin.  Existing
 outputs are skipped unless ``--force``, so an interrupted run resumes.
 """
 
@@ -63,7 +65,11 @@ def _cmd_noisemodel(args) -> int:
 
     s = _settings(args)
     grids = _grid_args(s, args.grid)
-    if args.asts:
+    if s.noise_model.model == "splinter":
+        if args.asts:
+            raise ValueError(f"--asts given, but [noise_model] model = \"splinter\" uses no ASTs ({args.asts})")
+        ast_list = [(None, None)]  # one model per (sub)grid: a fixed fraction of each model flux
+    elif args.asts:
         ast_list = [(None, args.asts)]
     else:
         man = _manifest(s)
@@ -107,7 +113,8 @@ def _cmd_trim(args) -> int:
     n_written = 0
     for g, grid_url in grids:
         for b, items in by_bin.items():
-            noise = args.noise or noisemodel_url(s, b, g)
+            # splinter: one noise model per (sub)grid, shared by every density bin
+            noise = args.noise or noisemodel_url(s, None if s.noise_model.model == "splinter" else b, g)
             if not storage.exists(noise):
                 raise FileNotFoundError(f"{noise}: noise model not found; run `beastflow noisemodel` first")
             jobs = []
@@ -132,7 +139,8 @@ def _cmd_trim(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("noisemodel", help="toothpick noise model per density bin and (sub)grid")
+    p = sub.add_parser("noisemodel", help="noise model per density bin and (sub)grid (toothpick / trunchen "
+                                          "from ASTs; splinter: per (sub)grid, no ASTs)")
     p.add_argument("settings", help="settings TOML file")
     p.add_argument("--grid", nargs="+", help="SED grid or subgrids (default: found under project.output)")
     p.add_argument("--asts", help="one AST results table (default: the split manifest's per-bin ASTs, "

@@ -86,6 +86,8 @@ def _report(run) -> None:
         n = len(stage.states)
         cached = sum(1 for v in stage.states.values() if v == "Cached")
         print(f"  {name:<13} {n:>4} unit(s), {cached:>4} from cache")
+    for name, why in getattr(run, "skipped", {}).items():
+        print(f"  {name:<13} skipped: {why}")
     s = run.summary
     if s:
         print("fitted: " + ", ".join(f"{k}={v}" for k, v in s.items()))

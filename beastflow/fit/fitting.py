@@ -325,8 +325,13 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
         out["exp"][sl] = acc_exp.sum(axis=0) / s0[:, None]
         out["pdf1"][sl] = acc_h1.sum(axis=0) / s0[:, None]
         out["best_q"][sl], out["best_gid"][sl], out["best_spec"][sl] = bq, bg, bsp
-        if opts.compat:  # chi2min over the sparse set only (QUIRK)
-            for t in range(T):
+        if opts.compat:
+            # chi2min over the sparse set S (lnP - max > -10) only, as BEAST (QUIRK):
+            # the all-model minimum of pass_max is discarded, not merely compared
+            # with, since it is <= every sparse-set chi2 and would always win
+            c2 = np.full(nsb, np.inf)
+            c2i = np.full(nsb, -1, np.int64)
+            for t in range(T):  # partition order = model order: ties keep the first index
                 better = acc_c2[t] < c2
                 c2 = np.where(better, acc_c2[t], c2)
                 c2i = np.where(better, acc_c2i[t], c2i)

@@ -272,10 +272,11 @@ def artifact_identity(url: str) -> str:
     return "artifact:" + storage.hash_object([prov, int(n_rows), storage.size(url)])
 
 
-def run_noisemodel(settings: Any, sed_grid_url: str, ast_url: str, out_url: str,
+def run_noisemodel(settings: Any, sed_grid_url: str, ast_url: str | None, out_url: str,
                    vega_fluxes: Sequence[float] | None = None) -> str:
     """Noise model of ``ast_url``'s fake stars evaluated on one SED (sub)grid (toothpick, or
-    the truncheon model when ``[noise_model] model = "trunchen"``).
+    the truncheon model when ``[noise_model] model = "trunchen"``; with ``"splinter"``
+    no ASTs are read and ``ast_url`` may be None).
 
     Streams the grid in blocks of ``[noise_model] chunk_models`` models;
     writes ``out_url`` atomically and returns it.  ``vega_fluxes`` overrides
@@ -284,6 +285,13 @@ def run_noisemodel(settings: Any, sed_grid_url: str, ast_url: str, out_url: str,
     """
     nm = settings.noise_model
     compat = settings.beast_compat
+    if nm.model == "splinter":
+        from beastflow.noise.splinter import run_splinter
+
+        return run_splinter(settings, sed_grid_url, out_url)
+    if not ast_url:
+        raise ValueError(f"the {nm.model} noise model needs artificial-star tests (observations.ast_results); "
+                         "without ASTs set [noise_model] model = \"splinter\"")
     if nm.model == "trunchen":
         from beastflow.noise.trunchen import run_trunchen
 

@@ -383,6 +383,40 @@ def read_table(url: str) -> dict[str, np.ndarray]:
     return out
 
 
+def select_table_rows(tab: dict[str, np.ndarray], iso) -> dict[str, np.ndarray]:
+    """Rows of a user table selected by ``logt`` / ``z`` when those are not their defaults.
+
+    Ages: logA within 1e-6 dex of the lattice logt[0] + k·logt[2] ≤ logt[1]
+    (or of the single value); metallicities: Z within 1e-4 (relative) of a
+    listed z.  A key left at its default selects nothing, so a table is used
+    whole unless the settings ask otherwise.
+    """
+    from beastflow.settings.base import non_default
+
+    chosen = non_default(iso, "logt", "z")
+    if not chosen:
+        return tab
+    keep = np.ones(tab["logA"].size, dtype=bool)
+    if "logt" in chosen:
+        lt = iso.logt
+        if len(lt) == 1:
+            ages = np.array([lt[0]])
+        else:
+            ages = lt[0] + lt[2] * np.arange(int(math.floor((lt[1] - lt[0]) / lt[2] + 1e-9)) + 1)
+        keep &= np.abs(tab["logA"][:, None] - ages[None, :]).min(axis=1) <= 1e-6
+    if "z" in chosen:
+        zs = np.asarray(iso.z, dtype=np.float64)
+        keep &= np.isclose(tab["Z"][:, None], zs[None, :], rtol=1e-4, atol=0.0).any(axis=1)
+    if not keep.any():
+        raise ValueError(f"{iso.table}: no row has logA on physics.isochrones.logt = {iso.logt} and Z in "
+                         f"physics.isochrones.z = {iso.z} (the table has logA {np.unique(tab['logA'])[:8].tolist()}"
+                         f"..., Z {np.unique(tab['Z'])[:8].tolist()}); set them to the table's values or to "
+                         "their defaults (whole table)")
+    log.info("%s: %d of %d rows selected by physics.isochrones %s", iso.table, int(keep.sum()), keep.size,
+             " and ".join(chosen))
+    return {c: v[keep] for c, v in tab.items()}
+
+
 # --------------------------------------------------------------------------- entry
 
 
@@ -394,7 +428,7 @@ def load_isochrones(iso) -> dict[str, np.ndarray]:
     pre-main-sequence rows with M_ini < 12 (spec: ``filterPMS``).
     """
     if iso.source == "table":
-        tab = read_table(iso.table)
+        tab = select_table_rows(read_table(iso.table), iso)
         pms_stage = 0.0
     elif iso.source in GRID_SETS:
         tab = _load_grid_isochrones(iso)

@@ -13,7 +13,7 @@ import os
 import tomllib
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from beastflow import storage
 
@@ -55,6 +55,24 @@ class Settings(Section):
     storage: Storage = Field(default_factory=Storage)
     #: where the file was read from ("" for settings built in Python)
     source: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _splinter_bands(self):
+        # a per-band splinter table must name exactly the bands of physics.filters
+        if isinstance(self.noise_model.splinter_fraction, dict):
+            from beastflow.noise.splinter import band_fractions
+
+            band_fractions(self.noise_model.splinter_fraction, self.physics.filters)
+        if self.noise_model.model == "splinter":
+            if self.observations.ast_results:
+                raise ValueError("observations.ast_results is set, but noise_model.model = \"splinter\" uses no "
+                                 "artificial-star tests: remove one of the two")
+            # no AST stage runs: AST settings would be accepted and ignored
+            from .base import reject_unused
+
+            reject_unused(self.asts, "asts", list(type(self.asts).model_fields),
+                          "with noise_model.model = 'splinter' (no AST stage runs)")
+        return self
 
     @property
     def beast_compat(self) -> bool:

@@ -39,3 +39,22 @@ def _check_nonempty(v: list[Any]) -> list[Any]:
 GridRange = Annotated[list[float], AfterValidator(_check_range)]
 NonEmptyFloats = Annotated[list[float], AfterValidator(_check_nonempty)]
 NonEmptyStrings = Annotated[list[str], AfterValidator(_check_nonempty)]
+
+
+def non_default(section: BaseModel, *names: str) -> list[str]:
+    """Those of ``names`` whose value differs from the field's default.
+
+    The settings template writes every key with its default, so "differs from
+    the default" (not "was written") is what tells a deliberate choice apart.
+    """
+    fields = type(section).model_fields
+    return [n for n in names if getattr(section, n) != fields[n].get_default(call_default_factory=True)]
+
+
+def reject_unused(section: BaseModel, where: str, names: list[str], why: str) -> None:
+    """Error for keys given a non-default value that the chosen options never read."""
+    bad = non_default(section, *names)
+    if bad:
+        keys = ", ".join(f"{where}.{n} = {getattr(section, n)!r}" for n in bad)
+        raise ValueError(f"{keys}: not used {why}; remove {'it' if len(bad) == 1 else 'them'} "
+                         "(or choose the option that uses it)")

@@ -4,14 +4,41 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from .base import Section
+from .base import Section, reject_unused
 
 
 class NoiseModel(Section):
-    #: "toothpick" (bands independent, the production model) or "trunchen" (band covariance)
-    model: Literal["toothpick", "trunchen"] = "toothpick"
+    #: "toothpick" (bands independent, the production model), "trunchen" (band
+    #: covariance), or "splinter" (no ASTs: error = splinter_fraction x model flux,
+    #: no bias, completeness 1; the AST stages are skipped)
+    model: Literal["toothpick", "trunchen", "splinter"] = "toothpick"
+    #: splinter: fractional flux uncertainty, one number for all bands or a table
+    #: per band, e.g. { F275W = 0.2, F336W = 0.15, ... } (every band of physics.filters)
+    splinter_fraction: float | dict[str, float] = 0.10
+
+    @field_validator("splinter_fraction")
+    @classmethod
+    def _positive_fraction(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        # band names are checked against physics.filters in Settings (they live there)
+        values = v.values() if isinstance(v, dict) else [v]
+        bad = [x for x in values if not 0 < x < 10]
+        if bad:
+            raise ValueError(f"a fractional flux uncertainty must be > 0 (and < 10), got {bad}")
+        if isinstance(v, dict) and not v:
+            raise ValueError("an empty table: give a fraction for every band, or one number")
+        return v
+
+    @model_validator(mode="after")
+    def _used(self):
+        ast_keys = ["n_flux_bins", "min_per_bin", "ast_nonrecovered_ratio", "statistic"]
+        trunchen_keys = ["trunchen_k", "trunchen_min_group"]
+        unused = {"splinter": ast_keys + trunchen_keys, "toothpick": trunchen_keys + ["splinter_fraction"],
+                  "trunchen": ["n_flux_bins", "min_per_bin", "ast_nonrecovered_ratio", "statistic",
+                               "splinter_fraction"]}
+        reject_unused(self, "noise_model", unused[self.model], f"with model = {self.model!r}")
+        return self
     #: number of log-spaced flux bins over the fake stars' input fluxes, per band
     n_flux_bins: int = Field(default=50, ge=1)
     #: a bin is used only with MORE than this many recovered fake stars

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import GridRange, NonEmptyFloats, NonEmptyStrings, Section
+from .base import GridRange, NonEmptyFloats, NonEmptyStrings, Section, reject_unused
 
 # Allowed prior model names per axis and the parameters each takes
 # (shared/spec/physics-model.md §6, §8).  ``None`` marks a required parameter.
@@ -109,7 +109,10 @@ def check_prior_values(axis: str, model: dict[str, Any]) -> dict[str, Any]:
 
 class Isochrones(Section):
     #: "parsec" and "mist" read the grids shipped by lachesis-grids (offline);
-    #: "table" reads a user table (CSV/Parquet/ECSV) with the spec's columns.
+    #: "table" reads a user table (CSV/ECSV/FITS/Parquet) with the spec's columns:
+    #: there ``logt`` and ``z``, when not left at their defaults, select the
+    #: table's rows (ages on the logt lattice, metallicities in z), and the
+    #: mass resampling keys (logmass_step, max_dlog) are refused.
     source: Literal["parsec", "mist", "table"] = "parsec"
     table: str | None = None
     logt: GridRange = Field(default_factory=lambda: [6.0, 10.13, 1.0])
@@ -131,6 +134,10 @@ class Isochrones(Section):
         for z in self.z:
             if not 0 < z < 1:
                 raise ValueError(f"metallicity Z must be an absolute mass fraction in (0, 1), got {z}")
+        if self.source == "table":
+            reject_unused(self, "physics.isochrones", ["logmass_step", "max_dlog"],
+                          "with source = 'table' (the table's points are used as they are; the mass "
+                          "resampling applies to the parsec / mist grids)")
         return self
 
 
@@ -158,6 +165,17 @@ class StellarLibrary(Section):
         if len(set(v)) != len(v):
             raise ValueError(f"a stellar library is listed twice: {v}")
         return v
+
+    @model_validator(mode="after")
+    def _used(self):
+        unused = sorted(set(self.files) - set(self.libraries))
+        if unused:
+            raise ValueError(f"files: a file is given for {unused}, which libraries = {self.libraries} does not "
+                             "list; add it to libraries (preference order) or remove the file")
+        if self.download and not {"kurucz", "tlusty"} & set(self.libraries):
+            raise ValueError(f"download = true, but libraries = {self.libraries} lists no downloadable library "
+                             "('kurucz', 'tlusty'); remove it")
+        return self
 
     @field_validator("files")
     @classmethod
@@ -196,6 +214,8 @@ class Extinction(Section):
 
     @model_validator(mode="after")
     def _curve_names(self):
+        unused = {"gordon16": ["a_law", "b_law", "curve"], "rvfa": ["curve"], "single": ["a_law", "b_law", "fAs"]}
+        reject_unused(self, "physics.extinction", unused[self.law], f"with law = {self.law!r}")
         # only the curves the chosen law uses are checked (gordon16 names none)
         if self.law == "gordon16":
             return self

@@ -291,3 +291,26 @@ def test_truncheon_full_covariance(field, default_fit, tmp_path):
         np.testing.assert_allclose(st["total_log_norm"][e], M + np.log(np.exp(lnp - M).sum()), rtol=1e-10)
         np.testing.assert_allclose(st["chi2min"][e], chi2.min(), rtol=1e-8)
     assert not np.allclose(st["chi2min"].to_numpy(), read_stats(default_fit[2].stats)[0]["chi2min"].to_numpy())
+
+
+def test_compat_chi2min_and_index_only_over_the_sparse_set(field, tmp_path):
+    # make the smallest-chi2 model of every star improbable (weight x 1e-30): it then
+    # lies outside S = {lnP > max - 10}, and BEAST reports the smallest chi2 inside S
+    g = open_sed_grid(field["trim"]).read()
+    _, _, _, chi2_0, _ = _reference(field, None, compat=True)
+    cols = {k: v for k, v in g.columns.items() if k != "fullgrid_idx"}
+    cols["weight"] = cols["weight"].copy()
+    cols["weight"][np.unique(chi2_0.argmin(axis=1))] *= 1e-30
+    grid = synth.write_grid(tmp_path / "P_bin0_sub0_seds_trim.grid.hd5", g.seds, cols,
+                            fullgrid_idx=g.columns["fullgrid_idx"])
+    fld = {**field, "trim": grid}
+    s = settings_for(tmp_path, lnp_npts=10).model_copy(update={"compat": "beast-2.1"})
+    r = run_fit(s, grid, field["trim_noise"], field["cat0"], None, str(tmp_path / "P_bin0_sub0"),
+                vega_fluxes=synth.VEGA)
+    _, _, lnp, chi2, _ = _reference(fld, None, compat=True)
+    S = lnp - lnp.max(axis=1)[:, None] > -10
+    in_s = np.where(S, chi2, np.inf)
+    assert (in_s.min(axis=1) > chi2.min(axis=1)).sum() >= 10  # the case BEAST differs in is exercised
+    st, _ = read_stats(r.stats)
+    np.testing.assert_allclose(st["chi2min"].to_numpy(), in_s.min(axis=1), rtol=1e-12)
+    assert (st["chi2min_indx"].to_numpy() == in_s.argmin(axis=1)).all()

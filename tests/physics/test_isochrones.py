@@ -176,3 +176,38 @@ def test_settings_keys_named():
         settings_from_dict({"physics": {"isochrones": {"max_dlog": -0.1}}})
     with pytest.raises(SettingsError, match=r"physics\.isochrones"):
         settings_from_dict({"physics": {"isochrones": {"source": "table"}}})
+
+
+def _two_age_two_z_table(tmp_path):
+    import polars as pl
+
+    rows = {"logA": [8.0, 8.0, 9.0, 9.0, 9.0], "M_ini": [1.0, 2.0, 1.0, 2.0, 1.0],
+            "M_act": [1.0, 2.0, 1.0, 1.9, 1.0], "logL": [0.1, 1.2, 0.2, 1.5, 0.0],
+            "logT": [3.76, 3.95, 3.75, 3.9, 3.77], "logg": [4.4, 4.3, 4.3, 3.5, 4.5],
+            "Z": [0.0152, 0.0152, 0.0152, 0.0152, 0.008]}
+    f = tmp_path / "et.parquet"
+    pl.DataFrame(rows).write_parquet(f)
+    return str(f)
+
+
+def test_table_rows_selected_by_logt_and_z(tmp_path):
+    f = _two_age_two_z_table(tmp_path)
+    whole = load_isochrones(Isochrones(source="table", table=f))  # logt, z at their defaults: every row
+    assert whole["logA"].size == 5
+    sel = load_isochrones(Isochrones(source="table", table=f, logt=[9.0]))
+    assert sel["logA"].tolist() == [9.0, 9.0, 9.0]
+    sel = load_isochrones(Isochrones(source="table", table=f, logt=[7.0, 9.5, 1.0], z=[0.008]))
+    assert sel["logA"].tolist() == [9.0] and sel["Z"].tolist() == [0.008]
+    with pytest.raises(ValueError, match=r"et\.parquet: no row has logA on physics\.isochrones\.logt = \[7\.5\]"):
+        load_isochrones(Isochrones(source="table", table=f, logt=[7.5]))
+
+
+def test_table_refuses_the_mass_resampling_keys(tmp_path):
+    from beastflow.settings import SettingsError, settings_from_dict
+
+    f = _two_age_two_z_table(tmp_path)
+    with pytest.raises(SettingsError, match=r"physics\.isochrones\.logmass_step = 0\.1: not used with source = "
+                                            r"'table'"):
+        settings_from_dict({"physics": {"isochrones": {"source": "table", "table": f, "logmass_step": 0.1}}})
+    # the template's values are the defaults: accepted
+    settings_from_dict({"physics": {"isochrones": {"source": "table", "table": f, "logmass_step": 0.05}}})
