@@ -54,7 +54,6 @@ SIZES: dict[str, dict[str, Any]] = {
         },
         "observations": {"split": {"n_per_file": 400}},
         "asts": {"n_flux_bins": 20, "n_per_flux_bin": 5},
-        "noise_model": {"n_flux_bins": 25},
         "fit": {"lnp_npts": 50},
     },
 }
