@@ -223,7 +223,9 @@ def column_float(value: object, where: str) -> float:
     """
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    raise CatalogError(f"{where}: expected numbers, the column has no value to aggregate (got {value!r})")
+    if value is None:
+        raise CatalogError(f"{where}: every value is null; expected numbers")
+    raise CatalogError(f"{where}: expected numbers, got {value!r}")
 
 
 def to_arrow(df: pl.DataFrame, provenance: Mapping[str, Any] | None = None,
