@@ -110,7 +110,7 @@ def has_instrument(settings: Settings) -> bool:
 
 
 def prepare_demo(output_url: str, n_stars: int | None = None, size: Literal["default", "small"] = "default",
-                 seed: int | None = None, mean_density: float = 1.2, force: bool = False):
+                 seed: int | None = None, mean_density: float = 1.2, force: bool = False) -> Settings:
     """Write the demo settings and synthetic field below ``output_url``; return the Settings.
 
     ``n_stars``: catalogue size (default 3000, "small": 400).  The patch's area
