@@ -15,31 +15,36 @@ from __future__ import annotations
 import argparse
 import posixpath
 import re
+from typing import TYPE_CHECKING
 
 from beastflow import storage
 
+if TYPE_CHECKING:
+    from beastflow.settings import Settings
 
-def _settings(args):
+
+def _settings(args) -> Settings:
     from beastflow.settings import load_settings
 
     return load_settings(args.settings).activate()
 
 
-def find_grids(s) -> list[tuple[int | None, str]]:
+def find_grids(s: Settings) -> list[tuple[int | None, str]]:
     """[(subgrid index or None, url)] of the run's SED grid(s)."""
     name = s.project.name
     full = s.artifact(f"{name}_seds.grid.hd5")
     if storage.exists(full):
         return [(None, full)]
     pat = re.compile(rf"{re.escape(name)}_seds\.gridsub(\d+)\.hd5$")
-    subs = sorted((int(m.group(1)), u) for u in storage.listdir(s.output) if (m := pat.search(u)))
+    subs: list[tuple[int | None, str]] = sorted((int(m.group(1)), u) for u in storage.listdir(s.output)
+                                                if (m := pat.search(u)))
     if not subs:
         raise FileNotFoundError(f"no SED grid {full} nor {name}_seds.gridsub*.hd5 under {s.output}; "
                                 "run `beastflow physicsmodel` first or pass --grid")
     return subs
 
 
-def _grid_args(s, grids: list[str] | None) -> list[tuple[int | None, str]]:
+def _grid_args(s: Settings, grids: list[str] | None) -> list[tuple[int | None, str]]:
     if not grids:
         return find_grids(s)
     out = []
@@ -49,12 +54,12 @@ def _grid_args(s, grids: list[str] | None) -> list[tuple[int | None, str]]:
     return out
 
 
-def _manifest(s) -> dict | None:
+def _manifest(s: Settings) -> dict | None:
     url = s.artifact(f"{s.project.name}_split_manifest.json")
     return storage.read_json(url) if storage.exists(url) else None
 
 
-def noisemodel_url(s, b: int | str | None, g: int | None) -> str:
+def noisemodel_url(s: Settings, b: int | str | None, g: int | None) -> str:
     """``P_bin{s}_gridsub{g}_noisemodel.hd5`` (docs/stages.md; g = 0 for a single full grid, as the flows)."""
     parts = [s.project.name] + ([f"bin{b}"] if b is not None else []) + [f"gridsub{g if g is not None else 0}"]
     return s.artifact("_".join(parts) + "_noisemodel.hd5")

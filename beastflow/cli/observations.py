@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import TYPE_CHECKING
 
 from beastflow import storage
 
+if TYPE_CHECKING:
+    from beastflow.settings import Settings
 
-def _settings(args):
+
+def _settings(args) -> Settings:
     from beastflow.settings import load_settings
 
     return load_settings(args.settings).activate()
@@ -58,7 +62,7 @@ def _cmd_split(args) -> int:
     return 0
 
 
-def _default_grids(s) -> list[str]:
+def _default_grids(s: Settings) -> list[str]:
     name = s.project.name
     full = s.artifact(f"{name}_seds.grid.hd5")
     if storage.exists(full):

@@ -27,12 +27,15 @@ import logging
 import time
 import tomllib
 from importlib import resources
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from beastflow import storage
 from beastflow.demo.field import INSTRUMENT_KEY, FieldGeometry, Instrument, default_instrument, make_field, observe_ast_list
+
+if TYPE_CHECKING:
+    from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +102,14 @@ def read_instrument(catalog_url: str) -> Instrument | None:
     return Instrument.from_json(md[INSTRUMENT_KEY]) if INSTRUMENT_KEY in md else None
 
 
-def has_instrument(settings) -> bool:
+def has_instrument(settings: Settings) -> bool:
     """True when the run's catalogue was made by the demo instrument (ASTs can be simulated)."""
     cat = settings.observations.catalog
-    return bool(cat) and read_instrument(cat) is not None
+    return bool(cat and read_instrument(cat) is not None)
 
 
 def prepare_demo(output_url: str, n_stars: int | None = None, size: Literal["default", "small"] = "default",
-                 seed: int | None = None, mean_density: float = 1.2, force: bool = False):
+                 seed: int | None = None, mean_density: float = 1.2, force: bool = False) -> Settings:
     """Write the demo settings and synthetic field below ``output_url``; return the Settings.
 
     ``n_stars``: catalogue size (default 3000, "small": 400).  The patch's area
@@ -144,6 +147,8 @@ def prepare_demo(output_url: str, n_stars: int | None = None, size: Literal["def
     settings = load_settings(settings_url).activate()
 
     catalog_url = settings.observations.catalog
+    if not catalog_url:
+        raise ValueError(f"{settings_url}: observations.catalog must name the demo catalogue file")
     truth_url = storage.join(output_url, TRUTH_NAME)
     recipe = {"n_stars": n_stars, "size": size, "seed": settings.project.seed, "mean_density": mean_density,
               "physics": settings.section_hash("physics")}
@@ -190,7 +195,7 @@ def _n_models(url: str) -> int:
     return len(SEDGrid(url))
 
 
-def observe_asts(settings, ast_input_url: str, out_url: str | None = None) -> str:
+def observe_asts(settings: Settings, ast_input_url: str, out_url: str | None = None) -> str:
     """Recover an AST input list through the demo instrument; return the AST results URL.
 
     ``ast_input_url``: the AST-input stage's ``P_inputAST.parquet`` (or its
@@ -200,7 +205,7 @@ def observe_asts(settings, ast_input_url: str, out_url: str | None = None) -> st
     """
     cat = settings.observations.catalog
     instrument = read_instrument(cat) if cat else None
-    if instrument is None:
+    if not cat or instrument is None:
         raise ValueError(f"{cat}: not a demo catalogue (no instrument in its metadata); real runs need "
                          "observations.ast_results from the photometry pipeline")
     if instrument.filters != list(settings.physics.filters):

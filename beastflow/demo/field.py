@@ -322,7 +322,7 @@ class Instrument:
         return rates, flags
 
 
-def default_instrument(filters: Sequence[str], vega_fluxes: Sequence[float],
+def default_instrument(filters: Sequence[str], vega_fluxes: Sequence[float] | np.ndarray,
                        geometry: FieldGeometry | None = None, **band_overrides: Any) -> Instrument:
     """PHAT-like instrument for the given full filter names."""
     if len(filters) != len(vega_fluxes):
@@ -530,7 +530,7 @@ def observe_ast_list(instrument: Instrument, ast_inputs: dict[str, np.ndarray], 
         out[f"{s}_RATE"] = rates[:, k]
         out[f"{s}_VEGA"] = vega_mags(rates[:, k])
         out[f"{s}_FLAG"] = flags[:, k]
-    out["CUT_FLAG"] = (flags >= BAD_FLAG).any(axis=1).astype(np.int16)
+    out["CUT_FLAG"] = np.asarray((flags >= BAD_FLAG).any(axis=1), dtype=np.int16)
     out["RA"] = ra
     out["DEC"] = dec
     out["X"] = x

@@ -36,7 +36,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -53,6 +53,11 @@ from beastflow.io.noise_model import open_noise_model
 from beastflow.io.sed_grid import open_sed_grid
 from beastflow.observations import catalogs
 from beastflow.provenance import software_versions
+
+if TYPE_CHECKING:
+    from beastflow.io.noise_model import NoiseModel
+    from beastflow.io.sed_grid import SEDGrid
+    from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +176,8 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
         else:
             lnc = 0.0
         full = "q_norm" in nblk.arrays
+        icdT: np.ndarray | None
+        icoT: np.ndarray | None
         if full:
             # truncheon: full band covariance, q_norm = -1/2 ln det C (noise-model.md §6)
             qn = nblk.arrays["q_norm"]
@@ -202,7 +209,7 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
     return _Chunk(mT, ivT, lneT, const, qT, b1T, b2T, gid, spec, blk.start, icdT, icoT)
 
 
-def _resolve_options(settings, grid, info: dict | None) -> FitOptions:
+def _resolve_options(settings: Settings, grid, info: dict | None) -> FitOptions:
     f = settings.fit
     compat = settings.beast_compat
     if compat:
@@ -389,14 +396,14 @@ def stats_table(cat: pl.DataFrame, Y: np.ndarray, filters: list[str], bs: BinSet
     return pl.DataFrame(data)
 
 
-def run_fit(settings, trimmed_grid_url: str, trimmed_noise_url: str, catalog_url: str,
+def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, catalog_url: str,
             grid_info_url: str | None, out_prefix: str, *, vega_fluxes: np.ndarray | None = None,
             subgrid: int | None = None, tag: str | None = None) -> FitResult:
     """Stage "fit" (docs/stages.md).  ``subgrid``/``tag`` default to the
     ``gridsub{g}`` / ``bin{s}_sub{u}`` tokens of the file names."""
     settings.activate()
-    grid = open_sed_grid(trimmed_grid_url)
-    noise = open_noise_model(trimmed_noise_url)
+    grid: SEDGrid | _OneBlock = open_sed_grid(trimmed_grid_url)
+    noise: NoiseModel | _OneBlock = open_noise_model(trimmed_noise_url)
     if noise.n_models != grid.n_models:
         raise ValueError(f"{trimmed_noise_url}: {noise.n_models} rows, but the grid {trimmed_grid_url} has "
                          f"{grid.n_models}; a trimmed noise model must be row-aligned with its trimmed grid")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from beastflow import storage
 from beastflow.filters import short_names
 from beastflow.io.sed_grid import open_sed_grid
 from beastflow.provenance import make_provenance
+
+if TYPE_CHECKING:
+    from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +240,7 @@ class GridInfoResult:
     grid_info: str
 
 
-def run_grid_info(settings, sed_grid_urls: Sequence[str], out_url: str | None = None) -> GridInfoResult:
+def run_grid_info(settings: Settings, sed_grid_urls: Sequence[str], out_url: str | None = None) -> GridInfoResult:
     """Stage "grid info": ``P_grid_info.json`` from the FULL grid (all subgrids, in order)."""
     settings.activate()
     urls = list(sed_grid_urls)

@@ -373,7 +373,8 @@ def pass_accumulate(Y, USED, mT, ivT, lneT, icdT, icoT, full, const, start, M, s
 
 def set_threads(n: int | None) -> None:
     if n:
-        numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
+        # numba.config sets its options at import time, so they are invisible to mypy
+        numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
 
 
 __all__ = ["pass_max", "pass_accumulate", "hash_key", "LN2PI", "ALL_MODELS_THRESHOLD", "n_partitions",

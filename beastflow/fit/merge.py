@@ -27,7 +27,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -41,6 +41,9 @@ from beastflow.fit.outputs import (
 from beastflow.fit.stats import percentiles_from_pdf
 from beastflow.io.hdf5_arrays import decode_attr, open_h5
 from beastflow.provenance import make_provenance
+
+if TYPE_CHECKING:
+    from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ def _check_bins(ref: dict[str, Any], other: dict[str, Any], ref_url: str, url: s
                              "full-grid bins (same grid info) can be merged")
 
 
-def merge_subgrids(settings, fits: Sequence[Any], out_prefix: str) -> MergeResult:
+def merge_subgrids(settings: Settings, fits: Sequence[Any], out_prefix: str) -> MergeResult:
     """Merge the fits of ONE sub-file against each of its subgrids (exact)."""
     fits = [_as_result(f) for f in fits]
     if not fits:
@@ -202,7 +205,7 @@ def _merge_pdf2d(urls, W, Wsum, ids, tln, out_url, prov, meta) -> None:
         w.finish(ids, tln)
 
 
-def _merge_lnp(urls, subgrids, out_url, settings, prov, meta) -> None:
+def _merge_lnp(urls, subgrids, out_url, settings: Settings, prov, meta) -> None:
     files = [read_lnp(u) for u in urls]
     ids = files[0]["star_id"]
     for u, f in zip(urls[1:], files[1:]):
@@ -211,7 +214,8 @@ def _merge_lnp(urls, subgrids, out_url, settings, prov, meta) -> None:
     k = settings.fit.lnp_npts
     thr = -10.0 if settings.beast_compat else settings.fit.lnp_threshold
     lnpmax = np.max([f["lnPmax"] for f in files], axis=0)
-    parts, offsets, trunc = {f: [] for f in LNP_FIELDS}, [0], []
+    parts: dict[str, list[np.ndarray]] = {f: [] for f in LNP_FIELDS}
+    offsets, trunc = [0], []
     for e in range(len(ids)):
         smp = []
         for g, f in zip(subgrids, files):
@@ -230,7 +234,7 @@ def _merge_lnp(urls, subgrids, out_url, settings, prov, meta) -> None:
               files[0]["obs_filters"], files[0]["grid_waves"], prov, meta)
 
 
-def concatenate(settings, results: Sequence[Any], tags: Sequence[str | None], out_prefix: str) -> MergeResult:
+def concatenate(settings: Settings, results: Sequence[Any], tags: Sequence[str | None], out_prefix: str) -> MergeResult:
     """Row-concatenate per-sub-file results (same full-grid bins) with ``reorder_tag``."""
     results = [_as_result(r) for r in results]
     tabs, p1s, metas = [], [], []
@@ -285,7 +289,7 @@ def concatenate(settings, results: Sequence[Any], tags: Sequence[str | None], ou
     return res
 
 
-def run_merge(settings, fit_results: Sequence[Any], out_prefix: str | None = None) -> MergeResult:
+def run_merge(settings: Settings, fit_results: Sequence[Any], out_prefix: str | None = None) -> MergeResult:
     """Stage "merge": group the fits by sub-file tag (``bin{s}_sub{u}``), merge
     each group over its subgrids (exact), then concatenate the groups in order.
 
@@ -302,7 +306,8 @@ def run_merge(settings, fit_results: Sequence[Any], out_prefix: str | None = Non
         _, info = read_stats(r.stats)
         tag = info["meta"].get("tag") or ""
         groups.setdefault(tag, []).append(r)
-    per_tag, tags = [], []
+    per_tag: list[FitResult | MergeResult] = []
+    tags: list[str] = []
     for tag, rs in groups.items():
         subs = [read_stats(r.stats)[1]["meta"].get("subgrid") for r in rs]
         if len(rs) > 1:

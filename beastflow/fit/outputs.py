@@ -12,7 +12,7 @@ import io
 import json
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -61,7 +61,7 @@ def read_stats(url: str) -> tuple[pl.DataFrame, dict[str, Any]]:
     info = json.loads(raw)
     if info.get("format") != STATS_FORMAT:
         raise ValueError(f"{url}: not a beastflow stats file (format {info.get('format')!r})")
-    return pl.from_arrow(table), info
+    return cast(pl.DataFrame, pl.from_arrow(table)), info  # a Table (not an Array) always gives a DataFrame
 
 
 # ------------------------------------------------------------------- helpers
@@ -98,6 +98,8 @@ def _new_dataset(parent: h5py.Group, name: str, data: np.ndarray | None = None, 
     if data is not None:
         data = np.ascontiguousarray(data)
         shape = data.shape
+    if shape is None:
+        raise ValueError(f"dataset {name!r}: pass its data or its shape")
     dtype = data.dtype if data is not None else np.dtype(np.float64)
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_obj_track_times(False)
@@ -167,7 +169,8 @@ class _SparseChunks:
         while i < len(vals):
             k = min(self.rows - self.fill, len(vals) - i)
             part = vals[i:i + k]
-            self.buf[(slice(self.fill, self.fill + k), *pos)] = part
+            rows_at_cells: tuple[slice | np.ndarray, ...] = (slice(self.fill, self.fill + k), *pos)
+            self.buf[rows_at_cells] = part
             cols = np.flatnonzero((part != 0).any(axis=0))
             if len(cols):
                 self.occ[tuple(p[cols] // t for p, t in zip(pos, self.tile))] = True

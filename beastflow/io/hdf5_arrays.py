@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Self
 
 import h5py
 import numpy as np
@@ -55,7 +55,7 @@ class ArraysWriter:
         self._stack = contextlib.ExitStack()
         self._h5: h5py.File | None = None
 
-    def __enter__(self) -> "ArraysWriter":
+    def __enter__(self) -> Self:
         local = self._stack.enter_context(storage.local_copy_for_write(self.url, suffix=".h5"))
         self._h5 = self._stack.enter_context(h5py.File(local, "w"))
         for name, (trailing, dtype) in self.schema.items():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -30,6 +30,9 @@ from beastflow.noise import absflux
 from beastflow.noise.ast_stats import BinnedBand, bin_band, prepare_band, table_columns
 from beastflow.observations import catalogs
 from beastflow.provenance import make_provenance
+
+if TYPE_CHECKING:
+    from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ class ToothpickStats:
 
 
 def ast_binned_stats(ast_df: Any, filters: Sequence[str], n_flux_bins: int = 50, min_per_bin: int = 10,
-                     nonrecovered_ratio: float = 2.0, vega_fluxes: Sequence[float] | None = None,
+                     nonrecovered_ratio: float = 2.0, vega_fluxes: Sequence[float] | np.ndarray | None = None,
                      compat: bool = False, statistic: str = "percentile") -> ToothpickStats:
     """Binned AST statistics per band (spec §2.1), physical units.
 
@@ -272,7 +275,7 @@ def artifact_identity(url: str) -> str:
     return "artifact:" + storage.hash_object([prov, int(n_rows), storage.size(url)])
 
 
-def run_noisemodel(settings: Any, sed_grid_url: str, ast_url: str | None, out_url: str,
+def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, out_url: str,
                    vega_fluxes: Sequence[float] | None = None) -> str:
     """Noise model of ``ast_url``'s fake stars evaluated on one SED (sub)grid (toothpick, or
     the truncheon model when ``[noise_model] model = "trunchen"``; with ``"splinter"``
@@ -333,7 +336,7 @@ def run_noisemodel(settings: Any, sed_grid_url: str, ast_url: str | None, out_ur
         for block in grid.iter_chunks(nm.chunk_models, columns=[]):
             b, e, c = evaluate_on_grid(stats, block.seds, a2, flip)
             arrays = {"bias": b, "error": e, "completeness": c}
-            if with_cov:
+            if a_matrix is not None:
                 arrays["covdiag"], arrays["covoffdiag"] = absflux.covariance_terms(a_matrix, block.seds)
             w.append(arrays)
     log.info("noise model %s: %d models, good bins per band %s", out_url, grid.n_models,

@@ -60,7 +60,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -72,6 +72,9 @@ from beastflow.io.sed_grid import SEDGrid, SEDGridWriter
 from beastflow.noise.toothpick import artifact_identity, vega_fluxes_for
 from beastflow.observations import catalogs
 from beastflow.provenance import make_provenance
+
+if TYPE_CHECKING:
+    from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +240,8 @@ class _JobState:
         noi = {k: np.concatenate([b[2][k] for b in self.buf]) for k in self.buf[0][2]}
         # write whole multiples of the chunk size; keep the remainder unless final
         n = len(seds) if final else (len(seds) // self.flush_rows) * self.flush_rows
+        if self.grid_w is None or self.noise_w is None:
+            raise ValueError(f"{self.job.out_grid_url}: trimmed survivors flushed before the output files were opened")
         self.grid_w.append_models(seds[:n], {c: v[:n] for c, v in cols.items()})
         self.noise_w.append({k: v[:n] for k, v in noi.items()})
         self.n_written += n
@@ -346,10 +351,11 @@ class _Bound:
         new = (b[idx], m[idx], e[idx], a[idx])
         old = self.cand[j]
         if old is not None:
-            new = tuple(np.concatenate([o, n]) for o, n in zip(old, new))
-            if len(new[0]) > N_CANDIDATES:
-                keep = np.argpartition(new[0], N_CANDIDATES)[:N_CANDIDATES]
-                new = tuple(x[keep] for x in new)
+            bb, mm, ee, aa = (np.concatenate([o, n]) for o, n in zip(old, new))
+            new = (bb, mm, ee, aa)
+            if len(bb) > N_CANDIDATES:
+                keep = np.argpartition(bb, N_CANDIDATES)[:N_CANDIDATES]
+                new = (bb[keep], mm[keep], ee[keep], aa[keep])
         self.cand[j] = new
 
     def finish(self) -> None:
@@ -425,7 +431,7 @@ def _stream(grid: SEDGrid, noise: NoiseModel, states: list[_JobState], masks: li
             st.add(gb.seds[idx], cols, {k: v[idx] for k, v in nbk.arrays.items()})
 
 
-def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[TrimJob],
+def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequence[TrimJob],
              vega_fluxes: Sequence[float] | None = None) -> list[TrimResult]:
     """Trim grid + noise model for every sub-file in ``jobs``; the big files are
     streamed once per ``[trim] max_jobs_per_pass`` jobs.
@@ -472,7 +478,7 @@ def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[Tr
         if not states:
             continue
 
-        def provs(st: _JobState):
+        def provs(st: _JobState) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             inputs = {"sed_grid": sed_grid_url, "noise_model": noise_url, "catalog": st.job.catalog_url}
             hashes = {"sed_grid": id_grid, "noise_model": id_noise}
             meta = {"catalog": st.job.catalog_url, "sigma_fac": tr.sigma_fac, "compat": settings.compat,
@@ -566,7 +572,7 @@ def run_trim(settings: Any, sed_grid_url: str, noise_url: str, jobs: Sequence[Tr
     return results
 
 
-def trimmed_urls(settings: Any, s: str | int | None, u: str | int | None, g: int | None = None) -> tuple[str, str]:
+def trimmed_urls(settings: Settings, s: str | int | None, u: str | int | None, g: int | None = None) -> tuple[str, str]:
     """Artifact URLs of a trimmed grid and noise model (docs/stages.md naming)."""
     parts = [settings.project.name]
     if s is not None:

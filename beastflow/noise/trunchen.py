@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from beastflow.io.sed_grid import SEDGrid
 from beastflow.noise import absflux
 from beastflow.noise.ast_stats import table_columns
 from beastflow.provenance import make_provenance
+
+if TYPE_CHECKING:
+    from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ class TrunchenStats:
         return len(self.in_flux)
 
 
-def ast_model_stats(ast_df: Any, filters: Sequence[str], vega_fluxes: Sequence[float], min_group: int = 5,
+def ast_model_stats(ast_df: Any, filters: Sequence[str], vega_fluxes: Sequence[float] | np.ndarray, min_group: int = 5,
                     compat: bool = False) -> TrunchenStats:
     """Steps 1-3: per injected model bias, covariance and completeness."""
     filters = list(filters)
@@ -178,7 +181,7 @@ class TrunchenEvaluator:
         }
 
 
-def run_trunchen(settings: Any, sed_grid_url: str, ast_url: str, out_url: str,
+def run_trunchen(settings: Settings, sed_grid_url: str, ast_url: str, out_url: str,
                  vega_fluxes: Sequence[float] | None = None) -> str:
     """Truncheon noise model of ``ast_url`` evaluated on one SED (sub)grid, streamed."""
     from beastflow.noise.toothpick import artifact_identity, read_asts, vega_fluxes_for

@@ -275,10 +275,10 @@ def select_flux_bin(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, compat:
             t_last = buf_k[order[-1]]
         if complete or (counts >= n_per).all():
             break
-    sel = FluxBinSelection(np.concatenate(rows_out), np.concatenate(ords_out), edges, counts,
-                           available, n_cand, n_pass, peak)
-    sel.unfilled = _unfilled(sel, filters, n_per)
-    return sel
+    selection = FluxBinSelection(np.concatenate(rows_out), np.concatenate(ords_out), edges, counts,
+                                 available, n_cand, n_pass, peak)
+    selection.unfilled = _unfilled(selection, filters, n_per)
+    return selection
 
 
 def _unfilled(sel: FluxBinSelection, filters: Sequence[str], n_per: int) -> list[dict[str, Any]]:
@@ -668,8 +668,8 @@ def positions_annulus(entries: int, catalog: pl.DataFrame, ast: ASTs, rng: np.ra
                          "(beast-2.1: the RA/Dec branch is unreachable)")
     else:
         # work in arcsec offsets from the catalog centre; pixel_scale converts the radii
-        dec0 = float(catalog["DEC"].mean())
-        ra0 = float(catalog["RA"].mean())
+        dec0 = catalogs.column_float(catalog["DEC"].mean(), "catalog column DEC")
+        ra0 = catalogs.column_float(catalog["RA"].mean(), "catalog column RA")
         x = (catalog["RA"].to_numpy() - ra0) * np.cos(np.radians(dec0)) * 3600.0
         y = (catalog["DEC"].to_numpy() - dec0) * 3600.0
         scale, celestial = ast.pixel_scale, True
@@ -717,6 +717,8 @@ def reference_pixels(ast: ASTs, ra: np.ndarray, dec: np.ndarray) -> tuple[np.nda
     from astropy.wcs import WCS
 
     url = ast.reference_image
+    if not url:
+        raise ValueError("asts.reference_image is not set: no image to give X/Y pixels in")
     if not storage.exists(url):
         raise FileNotFoundError(f"asts.reference_image: {url} not found")
     with storage.local_copy_for_read(url) as local, fits.open(local) as h:
@@ -805,6 +807,8 @@ def run_ast_inputs(settings: Settings, sed_grid_urls: Sequence[str] | str, catal
     if ast.positions == "annulus":
         pos = positions_annulus(entries, catalog, ast, rng, compat)
     else:
+        if not map_url:  # need_map: refused above already
+            raise ValueError(f"asts.positions = {ast.positions!r} needs the density map")
         tiles, _, _ = read_map(map_url)
         region = build_region(ast, catalog, bands)
         if ast.positions == "density_bins":

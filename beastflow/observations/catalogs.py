@@ -15,7 +15,7 @@ import io
 import json
 import posixpath
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -24,6 +24,9 @@ import pyarrow.parquet as pq
 
 from beastflow import storage
 from beastflow.filters import rate_columns, short_names
+
+if TYPE_CHECKING:
+    from beastflow.settings import Settings
 
 PROVENANCE_KEY = "beastflow_provenance"
 EXTRA_KEY = "beastflow_meta"
@@ -212,6 +215,19 @@ def has_positions(df: pl.DataFrame) -> bool:
     return "RA" in df.columns and "DEC" in df.columns
 
 
+def column_float(value: object, where: str) -> float:
+    """A column aggregate (polars ``min``, ``max``, ``mean``) as a float.
+
+    polars gives None for a column without a non-null value; that becomes an
+    error naming ``where`` (file and column) rather than a TypeError later.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if value is None:
+        raise CatalogError(f"{where}: every value is null; expected numbers")
+    raise CatalogError(f"{where}: expected numbers, got {value!r}")
+
+
 def to_arrow(df: pl.DataFrame, provenance: Mapping[str, Any] | None = None,
              meta: Mapping[str, Any] | None = None) -> pa.Table:
     tab = df.to_arrow()
@@ -251,7 +267,7 @@ def read_parquet_metadata(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 
-def run_ingest(settings, url: str, kind: str = "photometry") -> str:
+def run_ingest(settings: Settings, url: str, kind: str = "photometry") -> str:
     """Store a catalog as normalised Parquet: ``P_catalog.parquet`` or ``P_asts.parquet``.
 
     The stages read raw files themselves; this is for keeping a validated,

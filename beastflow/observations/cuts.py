@@ -147,14 +147,14 @@ def run_cut(settings: Settings, catalog_url: str, ast_url: str | None = None) ->
     regions = []
     # everything is computed; now write (each file atomically)
     catalogs.write_parquet(kept, cat_out, prov, {"counts": counts})
-    if asts_out is not None:
+    if asts_out is not None and ast_out is not None:
         catalogs.write_parquet(asts_out, ast_out, prov, {"counts": counts})
     if cuts.ds9_regions:
         if catalogs.has_positions(cat):
             u = settings.artifact(f"{name}_catalog_cut.reg")
             storage.write_bytes(u, region_text(cat["RA"].to_numpy(), cat["DEC"].to_numpy(), removed).encode())
             regions.append(u)
-        if asts_out is not None and catalogs.has_positions(asts):
+        if asts_out is not None and ast_removed is not None and catalogs.has_positions(asts):
             u = settings.artifact(f"{name}_asts_cut.reg")
             storage.write_bytes(u, region_text(asts["RA"].to_numpy(), asts["DEC"].to_numpy(), ast_removed).encode())
             regions.append(u)

@@ -220,6 +220,9 @@ def background_values(df: pl.DataFrame, sd: SourceDensity, tile: np.ndarray, n_t
     from .background import individual_backgrounds, tile_medians
 
     url = sd.reference_image
+    if not url:
+        raise ValueError("observations.source_density.kind = 'background' needs "
+                         "observations.source_density.reference_image")
     with storage.local_copy_for_read(url) as local, fits.open(local) as h:
         try:
             hdu = h[sd.reference_hdu]
@@ -264,7 +267,7 @@ def run_density_map(settings: Settings, catalog_url: str | None = None) -> Densi
     tiles, grid, info, annot = compute_density_map(df, sd, compat)
     inputs = {"catalog": url}
     extra_cols: dict[str, np.ndarray] = {}
-    if sd.kind == "background":
+    if sd.kind == "background" and sd.reference_image:  # always set for "background" (checked above)
         inputs["reference_image"] = sd.reference_image
         indiv, med = background_values(df, sd, annot["sd_tile"], grid.n_x * grid.n_y, compat)
         tiles["value"] = med

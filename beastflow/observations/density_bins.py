@@ -23,10 +23,10 @@ def bin_edges(values: np.ndarray, sd: SourceDensity, compat: bool = False) -> np
         raise ValueError("density map has no tiles to bin")
     vmin, vmax = float(v.min()), float(v.max())
     if sd.binmode == "linear":
-        if sd.n_bins is None and sd.bin_width is None:
-            return None
         if sd.n_bins is not None:
             return np.linspace(vmin - 0.01 * abs(vmin), vmax + 0.01 * abs(vmax), sd.n_bins + 1)
+        if sd.bin_width is None:
+            return None
         w = float(sd.bin_width)
         n = max(1, math.ceil((vmax - vmin) / w))
         return vmin + w * np.arange(n + 1)
@@ -34,6 +34,8 @@ def bin_edges(values: np.ndarray, sd: SourceDensity, compat: bool = False) -> np
     pos = v[v > 0]
     if pos.size == 0:
         raise ValueError("binmode = 'log' but every tile value is zero")
+    if sd.n_bins is None:
+        raise ValueError("[observations.source_density] binmode = 'log' needs n_bins (a positive integer)")
     m = float(pos.min())
     return np.logspace(np.log10(m - 0.01 * m), np.log10(vmax + 0.01 * vmax), sd.n_bins + 1)
 

@@ -133,8 +133,10 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
             part = cat.slice(off, size)
             off += size
             url = settings.artifact(f"{name}_bin{b}_sub{u}.parquet")
+            where = f"{catalog_url} (stars of sub-file bin{b}_sub{u}), column"
             entry = {"bin": int(b), "sub": u, "url": url, "n_rows": size,
-                     "flux_range": {bd: ([float(part[f"{bd}_RATE"].min()), float(part[f"{bd}_RATE"].max())]
+                     "flux_range": {bd: ([catalogs.column_float(part[f"{bd}_RATE"].min(), f"{where} {bd}_RATE"),
+                                          catalogs.column_float(part[f"{bd}_RATE"].max(), f"{where} {bd}_RATE")]
                                          if size else None) for bd in bands}}
             jobs.append((url, part, entry))
     ast_jobs: list[tuple[str, pl.DataFrame, dict]] = []

@@ -145,7 +145,8 @@ class PackageCurve(Curve):
         if class_name in rv_dep:
             self._cls = getattr(par, class_name)
             self.rv_dependent = True
-            self.rv_range = tuple(float(v) for v in self._cls.Rv_range)
+            lo, hi = self._cls.Rv_range
+            self.rv_range = (float(lo), float(hi))
         elif class_name in averages:
             self._cls = getattr(avg, class_name)
             self.rv_dependent = False

@@ -84,7 +84,7 @@ class ExtinctionLaw:
         self.a_curve = a_curve
         self.b_curve = b_curve
         self.has_fA = b_curve is not None
-        if self.has_fA:
+        if b_curve is not None:
             if b_curve.rv_dependent:
                 raise ValueError(f"{name}: the B component must be an average curve with a fixed R(V), "
                                  f"{b_curve.name} depends on R(V)")
@@ -92,9 +92,11 @@ class ExtinctionLaw:
                 raise ValueError(f"{name}: the A component must be R(V)-dependent, {a_curve.name} is not")
             self.x_range = (max(a_curve.x_range[0], b_curve.x_range[0]),
                             min(a_curve.x_range[1], b_curve.x_range[1]))
-            self.Rv_B = float(b_curve.Rv)
+            if b_curve.Rv is None:
+                raise ValueError(f"{name}: the B component {b_curve.name} has no fixed R(V)")
+            self.Rv_B: float | None = float(b_curve.Rv)
         else:
-            self.x_range = tuple(a_curve.x_range)
+            self.x_range = (a_curve.x_range[0], a_curve.x_range[1])
             self.Rv_B = None
         self._cache: OrderedDict = OrderedDict()
 
@@ -121,7 +123,7 @@ class ExtinctionLaw:
             return {"Av": np.repeat(avs, rvs.size), "Rv": rv_col,
                     "f_A": np.ones(rv_col.size), "Rv_A": rv_col.copy()}
 
-        rmin, rmax, rb = float(rvs.min()), float(rvs.max()), self.Rv_B
+        rmin, rmax, rb = float(rvs.min()), float(rvs.max()), self._mixture_b()[1]
         pairs = []
         for rk in rvs:
             for fk in fAs:
@@ -142,6 +144,12 @@ class ExtinctionLaw:
         n = len(pairs)
         return {"Av": np.repeat(avs, n), "Rv": np.tile(pr[:, 0], avs.size),
                 "f_A": np.tile(pr[:, 1], avs.size), "Rv_A": np.tile(pr[:, 2], avs.size)}
+
+    def _mixture_b(self) -> tuple[Curve, float]:
+        """The B component and its fixed R(V); only a mixture law has them."""
+        if self.b_curve is None or self.Rv_B is None:
+            raise ValueError(f"{self.name} is a single curve: it has no B component")
+        return self.b_curve, self.Rv_B
 
     # ------------------------------------------------------------------ curves
     def _wavenumbers(self, lamb) -> np.ndarray:
@@ -179,13 +187,14 @@ class ExtinctionLaw:
             return self._component("a", self.a_curve, lamb, self._wavenumbers, Rv)
         if not 0.0 <= f_A <= 1.0:
             raise ValueError(f"f_A must lie in [0, 1], got {f_A}")
+        b_curve, rv_b = self._mixture_b()
         if Rv_A is None:
-            Rv_A = rv_a_of_mixture(Rv, f_A, self.Rv_B)
-        out = 0.0
+            Rv_A = rv_a_of_mixture(Rv, f_A, rv_b)
+        out: float | np.ndarray = 0.0
         if f_A > 0:
             out = f_A * self._component("a", self.a_curve, lamb, self._wavenumbers, Rv_A)
         if f_A < 1:
-            out = out + (1.0 - f_A) * self._component("b", self.b_curve, lamb, self._wavenumbers, self.Rv_B)
+            out = out + (1.0 - f_A) * self._component("b", b_curve, lamb, self._wavenumbers, rv_b)
         return np.asarray(out, dtype=np.float64)
 
     def a_lambda(self, lamb_angstrom, Av, Rv: float, f_A: float = 1.0, Rv_A: float | None = None) -> np.ndarray:

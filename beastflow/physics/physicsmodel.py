@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -50,6 +50,9 @@ from beastflow.physics.spectral_grid import (
     write_spectral_grid,
 )
 from beastflow.provenance import make_provenance
+
+if TYPE_CHECKING:
+    from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ def uniform_slices(n: int, n_sub: int) -> list[tuple[int, int]]:
     return out
 
 
-def sed_grid_urls(settings) -> list[str]:
+def sed_grid_urls(settings: Settings) -> list[str]:
     P = settings.project.name
     n = settings.physics.n_subgrid
     if n == 1:
@@ -90,7 +93,7 @@ def sed_grid_urls(settings) -> list[str]:
     return [settings.artifact(f"{P}_seds.gridsub{g}.hd5") for g in range(n)]
 
 
-def spec_grid_url(settings) -> str:
+def spec_grid_url(settings: Settings) -> str:
     return settings.artifact(f"{settings.project.name}_spec_w_priors.grid.hd5")
 
 
@@ -105,7 +108,7 @@ def full_grid_rows(meta: dict[str, Any], rows: np.ndarray | None = None) -> np.n
     return (rows // n0) * n_spec + r0 + rows % n0
 
 
-def settings_hash(settings) -> str:
+def settings_hash(settings: Settings) -> str:
     return settings.section_hash("physics", "compat")
 
 
@@ -131,13 +134,14 @@ class DustPlan:
         return int(self.Av.size)
 
 
-def plan_dust(settings) -> DustPlan:
+def plan_dust(settings: Settings) -> DustPlan:
     from beastflow.physics.dust_priors import dust_grid_weights
     from beastflow.physics.extinction import dust_axes, make_extinction_law
 
     ext = settings.physics.extinction
     compat = settings.beast_compat
-    axes = tuple(np.atleast_1d(np.asarray(a, dtype=np.float64)) for a in dust_axes(ext))
+    avs, rvs, fAs = (np.atleast_1d(np.asarray(a, dtype=np.float64)) for a in dust_axes(ext))
+    axes = (avs, rvs, fAs)
     law = make_extinction_law(ext, compat)
     pts = law.valid_dust_points(*axes)
     Av = np.asarray(pts["Av"], dtype=np.float64)
@@ -154,7 +158,7 @@ def plan_dust(settings) -> DustPlan:
                                                           f"({ext.curve})" if ext.law == "single" else ""))
 
 
-def _dust_prior_table(settings, dust: DustPlan, distances: np.ndarray) -> np.ndarray:
+def _dust_prior_table(settings: Settings, dust: DustPlan, distances: np.ndarray) -> np.ndarray:
     """Dust prior weight [n_valid, n_distances] (step priors depend on distance)."""
     from beastflow.physics.dust_priors import dust_prior_weights
 
@@ -234,7 +238,7 @@ def _block_columns(sg: SpectralGrid, dust: DustPlan, dprior: np.ndarray, dist_id
     return out
 
 
-def build_sed_subgrid(settings, sg: SpectralGrid, dust: DustPlan, rows: tuple[int, int], url: str,
+def build_sed_subgrid(settings: Settings, sg: SpectralGrid, dust: DustPlan, rows: tuple[int, int], url: str,
                       provenance: dict[str, Any], meta: dict[str, Any]) -> int:
     """Write the SED grid of spectral rows [r0, r1) × all valid dust points to ``url``."""
     compat = settings.beast_compat
@@ -353,7 +357,8 @@ def _existing_ok(url: str, shash: str, ihashes: dict[str, str]) -> bool:
     return _current(g.provenance, STAGE, shash, ihashes)
 
 
-def run_physicsmodel(settings, subgrids: Sequence[int] | None = None, force: bool = False) -> PhysicsModelResult:
+def run_physicsmodel(settings: Settings, subgrids: Sequence[int] | None = None,
+                     force: bool = False) -> PhysicsModelResult:
     """Build the SED grid(s) of ``settings`` (docs/stages.md).
 
     ``subgrids``: build only these subgrid indices (default: all).  Outputs
@@ -421,7 +426,7 @@ def run_physicsmodel(settings, subgrids: Sequence[int] | None = None, force: boo
     return _result(settings, [urls[g] for g in todo], time.perf_counter() - t0, spec_url=spec_url)
 
 
-def _result(settings, urls: list[str], seconds: float, cached: bool = False,
+def _result(settings: Settings, urls: list[str], seconds: float, cached: bool = False,
             spec_url: str | None = None) -> PhysicsModelResult:
     summary = summarize(urls)
     summary["seconds"] = seconds
@@ -437,7 +442,8 @@ SUMMARY_COLUMNS = ["logA", "M_ini", "Z", "Av", "Rv", "f_A", "distance"]
 
 def summarize(urls: Sequence[str], chunk_models: int = 1 << 20) -> dict[str, Any]:
     """Counts, parameter ranges, library coverage and file sizes (streamed)."""
-    per, ranges = [], {}
+    per: list[dict[str, Any]] = []
+    ranges: dict[str, list[float]] = {}
     library: dict[str, Any] = {}
     for url in urls:
         g = SEDGrid(url)

@@ -23,11 +23,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from beastflow.physics import photometry
+
+if TYPE_CHECKING:
+    from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +142,7 @@ class SpectralGrid:
         return self.star_spectra[self.star_index[rows]] * self.scale[rows][:, None]
 
 
-def _isochrone_table(settings) -> dict[str, np.ndarray]:
+def _isochrone_table(settings: Settings) -> dict[str, np.ndarray]:
     from beastflow.physics.isochrones import load_isochrones
 
     iso_settings = settings.physics.isochrones
@@ -182,7 +185,7 @@ def _library_spectra(lib, iso: dict[str, np.ndarray], compat: bool):
     return idx, L, np.concatenate(rad), (np.concatenate(osl) if osl else None)
 
 
-def input_hashes(settings) -> dict[str, str]:
+def input_hashes(settings: Settings) -> dict[str, str]:
     """Content hashes of the stage's input files: library files, isochrone table.
 
     Part of the cache key of the stage (with the settings hash): replacing a
@@ -216,7 +219,7 @@ def input_hashes(settings) -> dict[str, str]:
     return out
 
 
-def build_spectral_grid(settings) -> SpectralGrid:
+def build_spectral_grid(settings: Settings) -> SpectralGrid:
     """Spectral grid with stellar priors for ``settings`` (see the module docstring)."""
     from beastflow.physics.extinction import make_extinction_law
     from beastflow.physics.stellar_priors import compute_stellar_weights

@@ -138,7 +138,8 @@ class StellarLibrary:
     polygon_kind: str  # "kurucz", "tlusty" or "box"
     is_analytic: bool = False
     source: str | None = None
-    _planes: tuple = field(default=None, repr=False)
+    #: Z planes (set in __post_init__): unique Z, plane starts, order, logT and logg sorted by plane
+    _planes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] = field(init=False, repr=False)
 
     def __post_init__(self):
         self.wavelength = np.ascontiguousarray(self.wavelength, dtype=np.float64)

@@ -326,7 +326,7 @@ def plot_recovery(stats: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarra
         half = np.where(half > 0, half, 0.5 * (p84 - p16))
         z = np.where(half > 0, (p50 - t) / np.where(half > 0, half, 1), np.nan)
         z = z[np.isfinite(z)]
-        ax2.hist(np.clip(z, -5, 5), bins=np.linspace(-5, 5, 41), color="C0", alpha=0.7, density=True)
+        ax2.hist(np.clip(z, -5, 5), bins=np.linspace(-5, 5, 41).tolist(), color="C0", alpha=0.7, density=True)
         xx = np.linspace(-5, 5, 200)
         ax2.plot(xx, np.exp(-0.5 * xx ** 2) / np.sqrt(2 * np.pi), color="C3", lw=1, label="N(0,1)")
         ax2.axvline(met["median_z"], color="k", lw=1)
@@ -352,7 +352,7 @@ def plot_timings(stage_seconds: Mapping[str, float], url: str, stage_units: Mapp
                        fontsize=8)
     ax.invert_yaxis()
     for yi, s in zip(y, secs):
-        ax.text(s, yi, f" {s:.1f} s", va="center", fontsize=7)
+        ax.text(s, float(yi), f" {s:.1f} s", va="center", fontsize=7)
     ax.set_xlabel("seconds (sum over units)")
     ax.set_xlim(0, max(1.0, secs.max() * 1.25) if len(secs) else 1.0)
     ax.set_title(f"time per stage, total {secs.sum():.1f} s", fontsize=9)

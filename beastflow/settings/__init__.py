@@ -139,7 +139,7 @@ def _resolve_paths(data: dict[str, Any], base_dir: str) -> None:
         return v
 
     for path in _PATH_KEYS:
-        node = data
+        node: Any = data
         for p in path[:-1]:
             node = node.get(p) if isinstance(node, dict) else None
             if node is None:

@@ -110,3 +110,13 @@ def test_ingest_writes_normalised_parquet(phat_catalog, phat_asts, make_settings
     assert again.equals(df)
     prov, meta = catalogs.read_parquet_metadata(u)
     assert prov["stage"] == "ingest" and meta["kind"] == "photometry"
+
+
+def test_column_float_names_the_column_when_nothing_to_aggregate():
+    # polars aggregates: a number, or None when every value is null
+    assert catalogs.column_float(pl.Series([3, 1]).min(), "x") == 1.0
+    assert catalogs.column_float(pl.Series([0.5, None]).mean(), "x") == 0.5
+    with pytest.raises(CatalogError, match="cat.fits column F475W_RATE: every value is null"):
+        catalogs.column_float(pl.Series([None, None], dtype=pl.Float64).min(), "cat.fits column F475W_RATE")
+    with pytest.raises(CatalogError, match="expected numbers, got 'a'"):
+        catalogs.column_float(pl.Series(["a", "b"]).min(), "cat.fits column NAME")

@@ -189,3 +189,10 @@ def test_background_variant(phat_catalog, tmp_path, make_settings):
     bg = pl.read_parquet(old.catalog_url)["indiv_bg"].to_numpy()
     # QUIRK: masked pixels still count in the area -> crowded sources get less than the sky
     assert (bg <= 5.0 + 1e-9).all() and bg.min() < 4.0 and np.median(bg) < 5.0
+
+
+def test_log_bins_without_n_bins_is_a_clear_error():
+    # settings built without validation (model_construct) reach bin_edges unchecked
+    sd = SourceDensity.model_construct(binmode="log", n_bins=None, bin_width=None, custom_edges=None)
+    with pytest.raises(ValueError, match=r"\[observations.source_density\] binmode = 'log' needs n_bins"):
+        bin_edges(np.array([0.5, 1.0, 2.0]), sd)

@@ -96,3 +96,18 @@ def test_bad_sort_col_and_missing_positions(phat_catalog, phat_asts_rate, make_s
     with pytest.raises(ValueError, match="no RA/DEC"):
         run_split(s2, c.catalog_url, c.ast_url, d.map_url)
     assert not [u for u in (d.map_url.rsplit("/", 1)[0],) for f in __import__("os").listdir(u) if "_sub" in f]
+
+
+def test_band_without_values_in_a_subfile_is_a_clear_error(tmp_path, make_settings):
+    # a band with no measurement at all (null rates) used to end in float(None): TypeError
+    from beastflow.observations.catalogs import CatalogError
+
+    cat = synthetic_catalog(500, seed=5).with_columns(pl.lit(None, dtype=pl.Float64).alias("F160W_RATE"))
+    cp = tmp_path / "cat.parquet"
+    cat.write_parquet(cp)
+    s = make_settings(observations={"split": {"n_per_file": 200}})
+    d = run_density_map(s, str(cp))
+    c = run_cut(s, d.catalog_url, None)
+    with pytest.raises(CatalogError, match=r"phat_catalog_cut.parquet \(stars of sub-file bin\d+_sub0\), "
+                                           r"column F160W_RATE: every value is null"):
+        run_split(s, c.catalog_url, None, d.map_url)

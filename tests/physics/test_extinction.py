@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from beastflow.physics.dust_curves import BeastF99, BeastG03SMCBar, PackageCurve
+from beastflow.physics.dust_curves import BeastF99, BeastG03SMCBar, Curve, PackageCurve
 from beastflow.physics.extinction import (
+    ExtinctionLaw,
     dust_axes,
     make_extinction_law,
     rv_a_of_mixture,
@@ -227,3 +228,17 @@ def test_curve_cache_returns_same_values():
     np.testing.assert_array_equal(first, again)
     other = law.curve(lam[::-1].copy(), 3.0, 0.75)
     np.testing.assert_array_equal(other, first[::-1])
+
+
+def test_mixture_b_component_needs_a_fixed_rv():
+    class AverageWithoutRv(Curve):
+        name = "average without R(V)"
+        rv_dependent = False
+
+    # used to fail inside float(None) with a TypeError
+    with pytest.raises(ValueError, match=r"mix: the B component average without R\(V\) has no fixed R\(V\)"):
+        ExtinctionLaw("mix", BeastF99(), AverageWithoutRv())
+    single = ExtinctionLaw("single", BeastF99())
+    assert not single.has_fA and single.x_range == BeastF99.x_range and single.Rv_B is None
+    with pytest.raises(ValueError, match="single is a single curve: it has no B component"):
+        single._mixture_b()
