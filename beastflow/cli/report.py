@@ -1,4 +1,5 @@
-"""``beastflow report OUTPUT_URL``: plots and an HTML report of a finished run."""
+"""Looking at a finished run: ``beastflow report OUTPUT``, ``beastflow star OUTPUT STAR_ID...``
+and ``beastflow export OUTPUT --format fits|ecsv``."""
 
 from __future__ import annotations
 
@@ -24,6 +25,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 1 if any(s.error for s in rep.sections) and args.strict else 0
 
 
+def _shown(url: str) -> str:
+    if "://" not in url and not os.path.relpath(url).startswith(".."):
+        return os.path.relpath(url)
+    return url
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from beastflow.fit.export import export_stats
+
+    for fmt in args.format:
+        print(f"wrote {_shown(export_stats(args.output_url, fmt, project=args.project))}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="plots and an HTML report of a finished run's output folder")
     p.add_argument("output_url", help="the run's output folder (project.output; any fsspec URL)")
@@ -33,3 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="folder for the report (default: OUTPUT_URL/report)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a plot could not be drawn")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="the merged stats table as FITS or ECSV, with units and provenance")
+    p.add_argument("output_url", help="the run's output folder (project.output; any fsspec URL)")
+    p.add_argument("--format", nargs="+", choices=["fits", "ecsv"], default=["fits"],
+                   help="file format(s) (default fits): OUTPUT/P_stats.fits, OUTPUT/P_stats.ecsv")
+    p.add_argument("--project", help="project name P (default: from P_stats.parquet)")
+    p.set_defaults(func=cmd_export)

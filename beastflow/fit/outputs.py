@@ -39,7 +39,16 @@ GZIP_LEVEL = 1
 
 # --------------------------------------------------------------------- stats
 def write_stats(url: str, df: pl.DataFrame, provenance: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    """Write the stats table; every known column gets its unit and description as
+    Parquet field metadata (``beastflow.fit.columns``)."""
+    from beastflow.fit.columns import column_metadata
+
     table = df.to_arrow()
+    filters = meta.get("filters") or [c for c in df.columns if f"symlog{c}_wd_bias_p50" in df.columns]
+    fmeta = column_metadata(table.column_names, filters)
+    if fmeta:
+        table = table.cast(pa.schema([f.with_metadata(fmeta[f.name]) if f.name in fmeta else f
+                                      for f in table.schema], metadata=table.schema.metadata))
     info = {"format": STATS_FORMAT, "format_version": FORMAT_VERSION,
             "provenance": dict(provenance), "meta": dict(meta)}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
@@ -62,6 +71,16 @@ def read_stats(url: str) -> tuple[pl.DataFrame, dict[str, Any]]:
     if info.get("format") != STATS_FORMAT:
         raise ValueError(f"{url}: not a beastflow stats file (format {info.get('format')!r})")
     return pl.from_arrow(table), info
+
+
+def stats_units(url: str) -> dict[str, str]:
+    """{column: astropy unit string} of a stats file, from its Parquet field metadata
+    (only the schema is read)."""
+    from beastflow.fit.columns import units_of
+
+    with storage.open_url(url, "rb") as fh:
+        schema = pq.read_schema(fh)
+    return units_of({f.name: f.metadata for f in schema})
 
 
 # ------------------------------------------------------------------- helpers
