@@ -39,6 +39,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_star(args: argparse.Namespace) -> int:
+    from beastflow.report.star import make_star_pages
+
+    for page in make_star_pages(args.output_url, args.star_ids, project=args.project, report_url=args.report):
+        print(f"star {page.star_id}: {_shown(page.html)} ({len(page.images)} plots)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="plots and an HTML report of a finished run's output folder")
     p.add_argument("output_url", help="the run's output folder (project.output; any fsspec URL)")
@@ -55,3 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="file format(s) (default fits): OUTPUT/P_stats.fits, OUTPUT/P_stats.ecsv")
     p.add_argument("--project", help="project name P (default: from P_stats.parquet)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("star", help="one page per star: SED fit with residuals, 1-D PDFs over the prior, corner plot")
+    p.add_argument("output_url", help="the run's output folder (project.output; any fsspec URL)")
+    p.add_argument("star_ids", nargs="+", metavar="STAR_ID", help="star_id value(s) of the stats table")
+    p.add_argument("--project", help="project name P (default: from P_stats.parquet)")
+    p.add_argument("--report", help="folder for the pages (default: OUTPUT_URL/report)")
+    p.set_defaults(func=cmd_star)

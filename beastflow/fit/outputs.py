@@ -258,6 +258,68 @@ def read_pdf1d(url: str, quantities: Sequence[str] | None = None) -> dict[str, A
     return out
 
 
+def _star_rows(url: str, ids_ds: h5py.Dataset, star_ids: Sequence[Any]) -> np.ndarray:
+    """Rows of ``star_ids`` in a PDF file (its star_id dataset is read, nothing else)."""
+    ids = _read_ids(ids_ds)
+    where: dict[Any, int] = {}
+    for i, s in enumerate(ids.tolist()):
+        where.setdefault(s, i)
+    rows = []
+    for s in star_ids:
+        key = s if ids.dtype.kind == "O" else int(s)
+        if key not in where:
+            raise KeyError(f"{url}: no star with star_id {s!r}")
+        rows.append(where[key])
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _take_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """ds[rows] in the given order, reading only those rows (h5py wants sorted unique indices)."""
+    uniq, inv = np.unique(rows, return_inverse=True)
+    return np.asarray(ds[uniq.tolist()])[inv] if len(uniq) else np.zeros((0, *ds.shape[1:]))
+
+
+def read_star_pdf1d(url: str, star_ids: Sequence[Any], quantities: Sequence[str] | None = None) -> dict[str, Any]:
+    """The 1-D PDFs of a few stars (by ``star_id``), reading only their rows; same
+    layout as ``read_pdf1d`` with the PDFs in the order of ``star_ids``."""
+    with open_h5(url) as h5:
+        _check_format(url, h5, PDF1D_FORMAT)
+        qs = decode_attr(h5.attrs["quantities"])
+        want = qs if quantities is None else list(quantities)
+        missing = [q for q in want if q not in qs]
+        if missing:
+            raise KeyError(f"{url}: no 1-D PDF for {missing}; quantities are {qs}")
+        rows = _star_rows(url, h5["star_id"], star_ids)
+        out: dict[str, Any] = {"star_id": np.asarray(list(star_ids), dtype=object), "rows": rows,
+                               "total_log_norm": _take_rows(h5["total_log_norm"], rows), "quantities": want,
+                               "meta": decode_attr(h5.attrs.get("meta", "{}")),
+                               "provenance": decode_attr(h5.attrs.get("provenance", "{}")),
+                               "pdf": {}, "centres": {}, "edges": {}, "log": {}}
+        for q in want:
+            out["pdf"][q] = _take_rows(h5[q]["pdf"], rows)
+            out["centres"][q] = h5[q]["centres"][...]
+            out["edges"][q] = h5[q]["edges"][...]
+            out["log"][q] = bool(h5[q].attrs["log"])
+    return out
+
+
+def read_star_pdf2d(url: str, star_ids: Sequence[Any]) -> dict[str, Any]:
+    """The 2-D PDFs of a few stars (by ``star_id``), reading only their rows; same
+    layout as ``read_pdf2d``."""
+    with open_h5(url) as h5:
+        _check_format(url, h5, PDF2D_FORMAT)
+        pairs = decode_attr(h5.attrs["pairs"])
+        rows = _star_rows(url, h5["star_id"], star_ids)
+        out: dict[str, Any] = {"star_id": np.asarray(list(star_ids), dtype=object), "rows": rows, "pairs": pairs,
+                               "meta": decode_attr(h5.attrs.get("meta", "{}")),
+                               "provenance": decode_attr(h5.attrs.get("provenance", "{}")), "pdf": {}, "axes": {}}
+        for p in pairs:
+            g = h5[p]
+            out["pdf"][p] = _take_rows(g["pdf"], rows)
+            out["axes"][p] = {k: g[k][...] for k in ("centres_a", "centres_b", "edges_a", "edges_b")}
+    return out
+
+
 # --------------------------------------------------------------------- 2-D PDFs
 class PDF2DWriter:
     """2-D PDFs written block of stars by block (they are the largest output)."""

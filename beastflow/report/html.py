@@ -164,6 +164,8 @@ class Section:
     images: list[str]
     text: str = ""
     error: str = ""
+    #: (label, page name) of linked pages (the example stars' own pages)
+    links: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -280,6 +282,21 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
                 return [plots.plot_pdf1d(sub_pdf, list(range(len(rows))), qs, img("pdf1d_examples.png"),
                                          sub_stats, tr, star_labels)]
             section("1-D posterior PDFs of example stars", pdfs, "A bright, a middle and a faint star.")
+
+        if "star_id" in stats and art.pdf1d:
+            try:
+                from beastflow.report.star import make_star_pages
+
+                pages = make_star_pages(output_url, [stats["star_id"][e] for e in rows], art=art, report_url=out,
+                                        truth=truth)
+                sections.append(Section("Example stars, one page each", [p_ for pg in pages for p_ in pg.images],
+                                        "Each page: the SED fit with residuals in sigma, the 1-D PDFs over the "
+                                        "prior and the 2-D PDFs (beastflow star OUTPUT STAR_ID for any other star).",
+                                        links=[(f"star_id {pg.star_id}", posixpath.basename(pg.html))
+                                               for pg in pages]))
+            except Exception as exc:  # noqa: BLE001 - reported in the page like any other section
+                log.warning("star pages failed: %s", exc)
+                sections.append(Section("Example stars, one page each", [], error=f"{type(exc).__name__}: {exc}"))
 
         def seds():
             lamb = _wavelengths(art, filters)
@@ -429,6 +446,10 @@ def render_html(art: Artifacts, sections: Sequence[Section], recovery: dict[str,
             parts.append(f"<p>{e(s.text)}</p>")
         if s.error:
             parts.append(f"<p class='err'>could not be drawn: {e(s.error)}</p>")
+        if s.links:
+            parts.append("<ul>" + "".join(f"<li><a href='{e(href)}'>{e(text)}</a></li>" for text, href in s.links)
+                         + "</ul>")
+            continue  # the pages show their own plots
         for im in s.images:
             name = posixpath.basename(im)
             parts.append(f"<a href='{e(name)}'><img src='{e(name)}' alt='{e(s.title)}'></a>")
