@@ -83,23 +83,46 @@ class StageProgress:
             row.update(status=status, attempts=attempt, error=error)
             if seconds is not None:
                 row["seconds"] = round(seconds, 2)
-            finished = [r for r in self.rows.values() if r["status"] in ("computed", "cached")]
-            frac = len(finished) / max(1, len(self.rows))
-            note = ""
-            if self.total_stars:
-                done_stars = sum(r["stars"] for r in finished)
-                frac = done_stars / self.total_stars
-                note = f"{done_stars}/{self.total_stars} stars"
-            failed = sum(1 for r in self.rows.values() if r["status"] == "failed")
-            if failed:
-                note = (note + f" {failed} failed").strip()
+            self._publish()
+
+    def stars_done(self, label: str, done: int) -> None:
+        """Stars fitted so far by a running unit: the bars move inside a unit, not only between units."""
+        with _LOCK:
+            row = self.rows.get(label)
+            if row is None or row["status"] in ("computed", "cached"):
+                return
+            row["status"] = "running"
+            row["stars_done"] = int(done)
+            now = time.monotonic()
+            # a Prefect API call per star block would slow a fast fit down: at most one a second
+            if now - getattr(self, "_last", 0.0) < 1.0 and done < row["stars"]:
+                return
+            self._last = now
+            self._publish()
+
+    def _publish(self) -> None:
+        """Push the current state to the progress artifact and the console bar (caller holds _LOCK)."""
+        finished = [r for r in self.rows.values() if r["status"] in ("computed", "cached")]
+        frac = len(finished) / max(1, len(self.rows))
+        note, done_stars = "", 0
+        if self.total_stars:
+            done_stars = sum(r["stars"] for r in finished) + sum(
+                min(r.get("stars_done", 0), r["stars"]) for r in self.rows.values() if r["status"] == "running")
+            frac = done_stars / self.total_stars
+            note = f"{done_stars}/{self.total_stars} stars"
+        failed = sum(1 for r in self.rows.values() if r["status"] == "failed")
+        if failed:
+            note = (note + f" {failed} failed").strip()
         if self._artifact_id is not None:
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(self._artifact_id, progress=round(100.0 * frac, 1),
                                      description=f"{self.stage}: {len(finished)}/{len(self.rows)} units {note}".strip())
         if self._bar is not None and _CONSOLE is not None:
-            _CONSOLE.update(self._bar, completed=len(finished), note=note)
+            if self.total_stars:  # the fit's bar counts stars, so it moves while a unit runs
+                _CONSOLE.update(self._bar, completed=done_stars, total=self.total_stars, note=note)
+            else:
+                _CONSOLE.update(self._bar, completed=len(finished), note=note)
 
     def finish(self) -> list[dict[str, Any]]:
         """Publish the table of units (sub-files done) and return its rows."""
@@ -108,7 +131,7 @@ class StageProgress:
             from prefect.artifacts import create_table_artifact
 
             create_table_artifact(
-                table=[{k: ("" if v is None else v) for k, v in r.items()} for r in rows],
+                table=[{k: ("" if v is None else v) for k, v in r.items() if k != "stars_done"} for r in rows],
                 key=artifact_key(self.stage, "units"),
                 description=f"{self.stage}: units done, cached or failed ({time.monotonic() - self._t0:.1f} s)",
             )

@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import PipelineStop, pipeline_flow
     from flows.progress import console_bars
 
-    show = settings.execution.progress and not args.no_progress and sys.stderr.isatty()
+    show = settings.execution.progress and not args.no_progress and not args.quiet and sys.stderr.isatty()
     try:
         with console_bars(show):
             run = pipeline_flow(settings, catalog=args.catalog, asts=args.asts)
