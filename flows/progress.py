@@ -127,11 +127,12 @@ class StageProgress:
     def finish(self) -> list[dict[str, Any]]:
         """Publish the table of units (sub-files done) and return its rows."""
         rows = [self.rows[lb] for lb in self.labels] + [r for lb, r in self.rows.items() if lb not in self.labels]
+        rows = [{k: v for k, v in r.items() if k != "stars_done"} for r in rows]  # a running count, not a result
         if _in_prefect_run() and rows:
             from prefect.artifacts import create_table_artifact
 
             create_table_artifact(
-                table=[{k: ("" if v is None else v) for k, v in r.items() if k != "stars_done"} for r in rows],
+                table=[{k: ("" if v is None else v) for k, v in r.items()} for r in rows],
                 key=artifact_key(self.stage, "units"),
                 description=f"{self.stage}: units done, cached or failed ({time.monotonic() - self._t0:.1f} s)",
             )
