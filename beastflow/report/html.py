@@ -207,6 +207,20 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
     def img(name: str) -> str:
         return storage.join(out, name)
 
+    prior_cache: dict[str, Any] = {}
+
+    def field_priors(pdf: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The grid prior on the PDF bins, computed once per report (it reads the SED grid's columns)."""
+        if "values" not in prior_cache:
+            from beastflow.report.star import STAR_QUANTITIES, field_priors as _fp
+
+            try:
+                prior_cache["values"] = _fp(art.sed_grids, pdf, [q for q in STAR_QUANTITIES if q in pdf["quantities"]])
+            except Exception as exc:  # noqa: BLE001 - the plots go on without the prior
+                log.warning("grid prior not available: %s", exc)
+                prior_cache["values"] = {}
+        return prior_cache["values"]
+
     if stats is not None and filters:
         def cmd():
             blue, red = _cmd_bands(shorts)
@@ -262,15 +276,17 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
         star_labels = [f"star_id {int(stats['star_id'][e])}" if "star_id" in stats else f"row {e}" for e in rows]
         if art.pdf1d:
             def pdfs():
-                from beastflow.fit.outputs import read_pdf1d
-                pdf = read_pdf1d(art.pdf1d)
-                qs = [q for q in PDF_QUANTITIES if q in pdf["quantities"]]
-                prow = rows
-                if "star_id" in stats:
-                    # pdf rows follow the pdf file's star order; map by star_id
-                    sid = np.asarray(pdf["star_id"]).astype(np.int64)
-                    where = {int(s): i for i, s in enumerate(sid)}
-                    prow = np.array([where[int(stats["star_id"][e])] for e in rows])
+                from beastflow.fit.outputs import read_pdf1d, read_star_pdf1d
+                from beastflow.report.star import varying
+                from beastflow.report.star_plots import support_range
+
+                if "star_id" in stats:  # only the example stars' rows are read
+                    pdf = read_star_pdf1d(art.pdf1d, [stats["star_id"][e] for e in rows])
+                    prow = np.arange(len(rows))
+                else:
+                    pdf, prow = read_pdf1d(art.pdf1d), rows
+                prior = field_priors(pdf)
+                qs = varying(pdf, prior, [q for q in PDF_QUANTITIES if q in pdf["quantities"]])
                 tr = None
                 if truth is not None and "star_id" in stats:
                     li, ri = _join_on_star_id({"star_id": np.asarray(stats["star_id"])[rows]}, truth)
@@ -279,16 +295,19 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
                 sub_stats = {k: np.asarray(v)[rows] for k, v in stats.items() if k.endswith(("_p16", "_p50", "_p84"))}
                 sub_pdf = dict(pdf)
                 sub_pdf["pdf"] = {q: np.asarray(pdf["pdf"][q])[prow] for q in qs}
+                xl = {q: support_range(pdf["centres"][q], *sub_pdf["pdf"][q], log=bool(pdf["log"][q]), pad=0.3)
+                      for q in qs}
                 return [plots.plot_pdf1d(sub_pdf, list(range(len(rows))), qs, img("pdf1d_examples.png"),
-                                         sub_stats, tr, star_labels)]
-            section("1-D posterior PDFs of example stars", pdfs, "A bright, a middle and a faint star.")
+                                         sub_stats, tr, star_labels, xlims=xl)]
+            section("1-D posterior PDFs of example stars", pdfs,
+                    "A bright, a middle and a faint star; quantities the grid does not vary are left out.")
 
         if "star_id" in stats and art.pdf1d:
             try:
                 from beastflow.report.star import make_star_pages
 
                 pages = make_star_pages(output_url, [stats["star_id"][e] for e in rows], art=art, report_url=out,
-                                        truth=truth)
+                                        truth=truth, priors=prior_cache.get("values"))
                 sections.append(Section("Example stars, one page each", [p_ for pg in pages for p_ in pg.images],
                                         "Each page: the SED fit with residuals in sigma, the 1-D PDFs over the "
                                         "prior and the 2-D PDFs (beastflow star OUTPUT STAR_ID for any other star).",
@@ -299,8 +318,14 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
                 sections.append(Section("Example stars, one page each", [], error=f"{type(exc).__name__}: {exc}"))
 
         def seds():
+            from beastflow.report.star import best_model_and_noise
+
             lamb = _wavelengths(art, filters)
-            return [plots.plot_sed_fits(stats, rows, filters, lamb, img("sed_examples.png"), star_labels)]
+            sig = []
+            for e in rows:
+                bm = best_model_and_noise(art, {c: np.asarray(v)[e] for c, v in stats.items()}, filters)
+                sig.append(None if bm is None else bm[1])
+            return [plots.plot_sed_fits(stats, rows, filters, lamb, img("sed_examples.png"), star_labels, sig)]
         section("SED fits of example stars", seds,
                 "Observed fluxes and the fitted model fluxes (including the noise-model bias).")
 
