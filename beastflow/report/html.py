@@ -341,6 +341,104 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
         section("Parameter recovery (fit vs truth)", rec,
                 "Posterior median and p16-p84 against the true value; histogram of (fit - truth) / sigma.")
 
+    # ---- the field as a whole
+    field_cache: dict[str, Any] = {}
+
+    def stack1() -> dict[str, Any]:
+        from beastflow.report.field import stacked_pdf1d
+
+        if "pdf1d" not in field_cache:
+            field_cache["pdf1d"] = stacked_pdf1d(art.pdf1d)
+        return field_cache["pdf1d"]
+
+    def shown_quantities(stack: dict[str, Any]) -> list[str]:
+        from beastflow.report.star import STAR_QUANTITIES, varying
+
+        return varying(stack, field_priors(stack), [q for q in STAR_QUANTITIES if q in stack["quantities"]])
+
+    if art.pdf1d:
+        def prior_post():
+            from beastflow.report import field_plots
+
+            st = stack1()
+            return [field_plots.plot_prior_vs_posterior(st, field_priors(st), shown_quantities(st),
+                                                        img("prior_vs_posterior.png"))]
+        section("Prior vs stacked posterior", prior_post,
+                "Grey: the grid prior (model weights) on the PDF bins; blue: the sum of every star's posterior. "
+                "Where the two agree the data say little about that quantity; the prior also holds the stars "
+                "too faint to be detected, so masses and luminosities differ by construction.")
+
+    pdf2d_url = storage.join(art.output, f"{art.project}_pdf2d.hd5")
+    if art.pdf1d and storage.exists(pdf2d_url):
+        def corner():
+            from beastflow.report import star_plots
+            from beastflow.report.field import stacked_pdf2d
+
+            st = stack1()
+            st2 = stacked_pdf2d(pdf2d_url)
+            qs = [q for q in star_plots.corner_quantities(st2["pairs"]) if q in shown_quantities(st)]
+            if len(qs) < 2:
+                return []
+            return [star_plots.plot_corner(st2, 0, st, 0, img("stacked_corner.png"), qs, field_priors(st),
+                                           f"stacked 2-D posteriors of {st['n_stars']} stars")]
+        section("Stacked 2-D posteriors (corner plot)", corner,
+                "Sum over stars of the 2-D PDFs the fit stores (fit.pdf2d_pairs); diagonal: stacked 1-D PDFs over "
+                "the prior.")
+
+    if stats is not None and art.density_map and "RA" in stats and "DEC" in stats:
+        def maps():
+            from beastflow.report import field_plots
+            from beastflow.report.field import tile_index, tile_medians
+
+            tiles = _read_table(art.density_map)
+            t = tile_index(tiles, stats["RA"], stats["DEC"])
+            out_maps, cnt = [], None
+            for q in ("Av_p50", "logA_p50", "chi2min"):
+                if q in stats:
+                    med, cnt = tile_medians(t, stats[q], len(tiles["value"]))
+                    out_maps.append((q.replace("_p50", ""), med))
+            if not out_maps:
+                return []
+            return [field_plots.plot_tile_maps(tiles, out_maps, cnt, img("tile_maps.png"))]
+        section("Maps of A(V), age and chi2min", maps,
+                "Median posterior A(V), log age and chi2min of the stars in each source-density tile.")
+
+    if stats is not None and filters and "chi2min" in stats:
+        def chi2_plot():
+            from beastflow.report import field_plots
+
+            red = _cmd_bands(shorts)[1]
+            k = shorts.index(red)
+            mag = plots._mags(np.asarray(stats[filters[k]], float), vega[k])
+            nb = np.asarray(stats.get("n_bands_used", np.full(len(mag), len(filters))))
+            return [field_plots.plot_chi2_vs_mag(mag, stats["chi2min"], nb, red, img("chi2_vs_mag.png"))]
+        section("chi2min against magnitude", chi2_plot,
+                "chi2min of each star's best model, its running median, and the quantiles of a chi2 distribution "
+                "with as many degrees of freedom as bands (what a perfect model and noise model would give).")
+
+    if stats is not None and truth is not None and filters:
+        def rec_snr():
+            from beastflow.report import field_plots
+            from beastflow.report.field import star_noise
+
+            li, ri = _join_on_star_id(stats, truth)
+            if len(li) == 0:
+                return []
+            st = _take(stats, li)
+            sig = star_noise(art, st, filters)
+            if sig is None:  # S/N unknown without the noise models: nothing to split by
+                log.info("recovery by S/N skipped: no noise model of the fitted stars in %s", art.output)
+                return []
+            red = _cmd_bands(shorts)[1]
+            k = shorts.index(red)
+            snr = np.asarray(st[filters[k]], float) / sig[:, k]
+            qs = [q for q in RECOVERY_QUANTITIES if q in truth and f"{q}_p50" in stats]
+            url, _ = field_plots.plot_recovery_by_snr(st, _take(truth, ri), snr, red, qs, img("recovery_by_snr.png"))
+            return [url]
+        section("Parameter recovery by S/N", rec_snr,
+                "The recovery plot split by the S/N of each star in the red band: at low S/N the posteriors of "
+                "poorly constrained quantities (e.g. old ages) are set by the prior, and their points go flat.")
+
     if art.cache_records:
         def timing():
             secs, units = stage_timings(art.cache_records)

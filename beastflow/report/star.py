@@ -92,8 +92,9 @@ def varying(pdf1d: dict[str, Any], priors: dict[str, np.ndarray], quantities: Se
         if q not in pdf1d["quantities"]:
             continue
         ref = priors.get(q)
-        if ref is None:
-            ref = np.asarray(pdf1d["pdf"][q]).sum(axis=0)
+        if ref is None:  # no prior for it: what the stars' PDFs populate (a stack is already 1-D)
+            ref = np.asarray(pdf1d["pdf"][q])
+            ref = ref.sum(axis=0) if ref.ndim == 2 else ref
         if len(pdf1d["centres"][q]) > 1 and np.count_nonzero(ref) > 1:
             out.append(q)
     return out

@@ -132,7 +132,9 @@ def test_report_on_synthetic_run(run_output):
              "pdf1d_examples.png", "sed_examples.png", "recovery.png", "timings.png"}
     assert field <= set(names)
     # the three example stars get their own pages (no 2-D PDFs in this run: SED + 1-D PDFs)
-    stars = sorted(set(names) - field)
+    # field-wide additions: prior vs stacked posterior, maps on the density tiles
+    assert {"prior_vs_posterior.png", "tile_maps.png"} <= set(names)
+    stars = sorted(n for n in names if n.startswith("star_"))
     assert len(stars) == 6 and all(re.fullmatch(r"star_\d+_(sed|pdf1d)\.png", n) for n in stars), stars
     assert not [s for s in rep.sections if s.error], [s.error for s in rep.sections]
     for p in rep.images:
