@@ -146,3 +146,31 @@ def publish_summary(stage: str, summary: dict[str, Any], description: str) -> No
 
         create_table_artifact(table=[{"quantity": k, "value": v} for k, v in summary.items()],
                               key=artifact_key(stage, "summary"), description=description)
+
+
+def publish_inputs(settings, given: Any) -> None:
+    """A markdown artifact on the pipeline run naming its settings file, output and inputs,
+    so a run started from the UI with empty parameters still says which field it processed."""
+    if not _in_prefect_run():
+        return
+    import os
+
+    from prefect.artifacts import create_markdown_artifact
+
+    if given is None:
+        origin = ("$BEASTFLOW_SETTINGS of the process running the flow" if os.environ.get("BEASTFLOW_SETTINGS")
+                  else "embedded demo field (no settings parameter, $BEASTFLOW_SETTINGS unset)")
+    else:
+        origin = "the run's settings parameter"
+    obs = settings.observations
+    rows = [("settings", settings.source or "(in memory)"), ("taken from", origin), ("project", settings.project.name),
+            ("output", settings.output), ("catalog", obs.catalog or ""), ("AST results", obs.ast_results or ""),
+            ("compat", settings.compat), ("executor", settings.execution.executor)]
+    table = "\n".join(f"| {k} | `{without_userinfo(str(v))}` |" for k, v in rows)
+    create_markdown_artifact(markdown=f"| input | value |\n|---|---|\n{table}\n", key="pipeline-inputs",
+                             description="what this pipeline run processes")
+
+
+def without_userinfo(url: str) -> str:
+    """``scheme://user:secret@host/path`` -> ``scheme://host/path``: no credential reaches the Prefect DB."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)

@@ -48,3 +48,22 @@ def test_verbose_and_quiet_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["-v", "-q", "report", "x"])
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_ui_link_only_with_a_configured_server():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from beastflow.cli.run import ui_link
+
+    with temporary_settings({PREFECT_API_URL: None}):
+        assert ui_link("abc") is None  # the temporary in-process API has no UI to go back to
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4321/api"}):
+        assert ui_link("abc") == "http://127.0.0.1:4321/runs/flow-run/abc"
+        assert ui_link(None) is None
+
+
+def test_run_inputs_artifact_never_holds_credentials():
+    from flows.progress import without_userinfo
+
+    assert without_userinfo("s3://AKIAXXXX:s3cr3t@bucket/field.toml") == "s3://bucket/field.toml"
+    assert without_userinfo("/data/a@b/field.toml") == "/data/a@b/field.toml"
