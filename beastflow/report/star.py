@@ -82,6 +82,7 @@ def field_priors(sed_grids: Sequence[str], pdf1d: dict[str, Any], quantities: Se
             for q in cols:
                 h, _ = np.histogram(blk.columns[q], bins=pdf1d["edges"][q], weights=w)
                 out[q] += h
+    log.debug("grid prior on the PDF bins from %s: %s", [g.url for g in grids], sorted(out))
     return {q: v for q, v in out.items() if v.sum() > 0}
 
 
@@ -139,6 +140,7 @@ def best_model_and_noise(art, row: dict[str, Any], filters: Sequence[str]) -> tu
     sed = grid.read(rows=np.array([r]), columns=[]).seds[0]
     with open_h5(cands[0]) as h5:
         err, bias = np.asarray(h5["error"][r]), np.asarray(h5["bias"][r])
+    log.debug("star %s: best model row %d of %s, noise from %s", row.get("star_id"), r, grid_url, cands[0])
     return sed + bias, np.where(err > 0, err, np.nan)
 
 
