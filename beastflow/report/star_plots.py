@@ -222,7 +222,8 @@ def plot_corner(pdf2d: Mapping[str, Any], row: int, pdf1d: Mapping[str, Any], ro
                     plain_log_ticks(ax, "y")
                 ax.set_xlim(*ranges[qj])
                 ax.set_ylim(*ranges[qi])
-            if i == n - 1:
+            if i == n - 1 or i == j:
+                # diagonal panels keep their axis: the panels below them may be absent (pairs not stored)
                 ax.set_xlabel(label(qj), fontsize=8)
             else:
                 ax.tick_params(labelbottom=False)
