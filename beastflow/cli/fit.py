@@ -103,8 +103,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from beastflow.fit.merge import run_merge
     from beastflow.settings import load_settings
 
-    s = load_settings(args.settings)
-    res = run_merge(s, [_prefix(x) for x in args.fits], args.out)
+    s = load_settings(args.settings).activate()
+    fits = [_prefix(x) for x in args.fits] or [j["out"] for j in fit_jobs(s)]
+    res = run_merge(s, fits, args.out)
     print("merged:")
     for u in (res.stats, res.pdf1d, res.pdf2d, res.lnp):
         print(f"  {u}")
@@ -134,6 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("merge", help="merge fits over subgrids (exact), then over sub-files/density bins")
     p.add_argument("settings", help="settings TOML file (any fsspec URL)")
-    p.add_argument("fits", nargs="+", help="fit output prefixes (or any of their files)")
+    p.add_argument("fits", nargs="*", help="fit output prefixes (or any of their files); default: every fit "
+                                           "of the split manifest")
     p.add_argument("--out", help="output prefix (default: OUTPUT/P)")
     p.set_defaults(func=cmd_merge)

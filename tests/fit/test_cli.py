@@ -72,6 +72,10 @@ def test_cli_fit_and_grid_info_default_from_settings_and_manifest(field, tmp_pat
     assert "fit bin0_sub0: 40 stars" in text and "fit bin0_sub1: 25 stars" in text and "2 fit(s) run" in text
     st, info = read_stats(str(out / "P_bin0_sub1_stats.parquet"))
     assert len(st) == 25 and info["meta"]["tag"] == "bin0_sub1"
+    # merge finds the fits the same way
+    assert main(["merge", str(settings)]) == 0
+    merged, _ = read_stats(str(out / "P_stats.parquet"))
+    assert len(merged) == 65 and sorted(set(merged["reorder_tag"])) == ["bin0_sub0", "bin0_sub1"]
     # resumable: existing fits are skipped unless --force
     assert main(["fit", str(settings), "--bins", "0"]) == 0
     assert "0 fit(s) run" in capsys.readouterr().out
