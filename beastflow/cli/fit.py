@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 
@@ -52,6 +53,21 @@ def fit_jobs(s, bins: list[str] | None = None) -> list[dict]:
     return jobs
 
 
+def _star_counter(what: str, enabled: bool):
+    """A one-line "fitting X: done/total stars" counter on a terminal, updated per block of stars."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    from beastflow.fit.fitting import stars_progress
+
+    def show(done: int, total: int) -> None:
+        print(f"\rfitting {what}: {done}/{total} stars", end="" if done < total else "\n", file=sys.stderr,
+              flush=True)
+
+    return stars_progress(show)
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from beastflow import storage
     from beastflow.fit.fitting import run_fit
@@ -86,8 +102,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
             if not storage.exists(job[k]):
                 raise FileNotFoundError(f"{job[k]}: trimmed {k} not found; run `beastflow trim` first")
         t0 = time.perf_counter()
-        res = run_fit(s, job["grid"], job["noise"], job["catalog"], grid_info, job["out"],
-                      subgrid=job["subgrid"], tag=job["tag"])
+        with _star_counter(job["tag"] or job["out"], enabled=sys.stderr.isatty() and not args.quiet):
+            res = run_fit(s, job["grid"], job["noise"], job["catalog"], grid_info, job["out"],
+                          subgrid=job["subgrid"], tag=job["tag"])
         dt = time.perf_counter() - t0
         st, info = read_stats(res.stats)
         print(f"fit {job['tag'] or job['out']}: {len(st):,} stars x {info['meta']['n_models']:,} models in "
