@@ -90,7 +90,7 @@ def _fits_bytes(t, project: str) -> bytes:
     h["ORIGIN"] = (f"beastflow {software_versions().get('beastflow', '?')}", "software that wrote the table")
     h["PROJECT"] = (project, "beastflow project name")
     h["STAGE"] = (str(prov.get("stage", "")), "pipeline stage that made the stats")
-    h["SETHASH"] = (str(prov.get("settings_hash", "")), "hash of the settings sections used")
+    h["SETHASH"] = str(prov.get("settings_hash", ""))  # a 64-hex hash leaves no room for a comment
     h["COMPAT"] = (str(fit_meta.get("compat", "")), "compat mode of the fit")
     # the whole record (inputs with their content hashes, software versions): CONTINUE cards
     h["BFPROV"] = json.dumps(prov, sort_keys=True, default=str)

@@ -12,7 +12,7 @@ from beastflow.fit.export import export_stats, provenance_from_header
 from beastflow.fit.outputs import read_stats, stats_units, write_stats
 
 FILTERS = ["HST_ACS_WFC_F475W", "HST_ACS_WFC_F814W"]
-PROV = {"stage": "merge", "settings_hash": "abc123", "inputs": {"stats_0": "/x/P_bin1_sub0_stats.parquet"},
+PROV = {"stage": "merge", "settings_hash": "ab" * 32, "inputs": {"stats_0": "/x/P_bin1_sub0_stats.parquet"},
         "input_hashes": {"stats_0": "deadbeef"}, "software": {"beastflow": "0.1.0"}}
 
 
@@ -69,7 +69,11 @@ def test_fits_export_read_back_by_astropy_with_units_and_provenance(run_folder):
     from astropy.table import Table
 
     out, data = run_folder
-    url = export_stats(str(out), "fits")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no truncated cards, no lost units
+        url = export_stats(str(out), "fits")
     assert url == str(out / "fld_stats.fits")
     t = Table.read(url)
     assert len(t) == 5 and t.colnames == list(data)
@@ -82,7 +86,7 @@ def test_fits_export_read_back_by_astropy_with_units_and_provenance(run_folder):
     assert list(t["Name"]) == data["Name"] and list(t["reorder_tag"]) == data["reorder_tag"]
     h = fits.getheader(url, "STATS")
     assert h["TUNIT" + str(t.colnames.index("M_ini_p50") + 1)] == "solMass"
-    assert h["PROJECT"] == "fld" and h["STAGE"] == "merge" and h["SETHASH"] == "abc123"
+    assert h["PROJECT"] == "fld" and h["STAGE"] == "merge" and h["SETHASH"] == "ab" * 32
     assert h["ORIGIN"].startswith("beastflow")
     assert provenance_from_header(h) == PROV
     assert "median" in h["TCOMM" + str(t.colnames.index("M_ini_p50") + 1)]
