@@ -38,7 +38,14 @@ def state_url(settings) -> str:
 
 @flow(name="catalog-watch", validate_parameters=False, persist_result=False)
 def catalog_watch_flow(settings: str | None = None, force: bool = False) -> dict[str, Any]:
-    """Start the pipeline when the catalog (or AST results) changed since the last start."""
+    """Start the pipeline when the catalog (or AST results) changed since the last start.
+
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+        force: start the pipeline even when the catalog and AST results are unchanged.
+    """
     log = get_run_logger()
     s = load(settings)
     now = watched_hashes(s)

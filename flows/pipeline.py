@@ -31,7 +31,7 @@ from prefect import flow, get_run_logger
 
 
 from . import stages
-from .progress import publish_summary
+from .progress import publish_inputs, publish_summary
 from .tasks import StageRun, run_units
 
 
@@ -49,6 +49,8 @@ class PipelineRun:
     summary: dict[str, Any]
     #: stages that did not run -> why
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Prefect flow-run id of the pipeline run (for its UI link)
+    flow_run_id: str | None = None
 
     @property
     def urls(self) -> dict[str, list[str]]:
@@ -89,14 +91,27 @@ _FLOW = dict(validate_parameters=False, persist_result=False, log_prints=True)
 
 @flow(name="physicsmodel", **_FLOW)
 def physicsmodel_flow(settings: str | None = None) -> StageRun:
-    """SED (sub)grids and the spectral grid with priors."""
+    """SED (sub)grids and the spectral grid with priors.
+
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+    """
     s = load(settings)
     return run_units(s, "physicsmodel", stages.physicsmodel_units(s))
 
 
 @flow(name="density", **_FLOW)
 def density_flow(settings: str | None = None, catalog: str | None = None) -> StageRun:
-    """Source-density map and the catalog annotated with density bins."""
+    """Source-density map and the catalog annotated with density bins.
+
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+        catalog: photometry catalog (FITS or Parquet URL); empty: observations.catalog of the settings.
+    """
     s = load(settings)
     catalog = catalog or s.observations.catalog
     if not catalog:
@@ -106,7 +121,15 @@ def density_flow(settings: str | None = None, catalog: str | None = None) -> Sta
 
 @flow(name="cut", **_FLOW)
 def cut_flow(settings: str | None = None, density: StageRun | None = None, asts: str | None = None) -> StageRun:
-    """Catalog and AST cuts."""
+    """Catalog and AST cuts.
+
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+        density: result of the density stage (passed by the pipeline; empty: from the cache).
+        asts: AST results URL; empty: observations.ast_results (or the demo instrument).
+    """
     s = load(settings)
     density = density or density_flow(s)
     if not asts and stages.needs_asts(s):
@@ -138,7 +161,15 @@ def ast_results(s, physics: StageRun | None = None, density: StageRun | None = N
 
 @flow(name="split", **_FLOW)
 def split_flow(settings: str | None = None, cut: StageRun | None = None, density: StageRun | None = None) -> StageRun:
-    """Split by density bin, then by flux into sub-files."""
+    """Split by density bin, then by flux into sub-files.
+
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+        cut: result of the cut stage (passed by the pipeline; empty: from the cache).
+        density: result of the density stage (passed by the pipeline; empty: from the cache).
+    """
     s = load(settings)
     density = density or density_flow(s)
     cut = cut or cut_flow(s, density=density)
@@ -148,7 +179,15 @@ def split_flow(settings: str | None = None, cut: StageRun | None = None, density
 @flow(name="ast_inputs", **_FLOW)
 def ast_inputs_flow(settings: str | None = None, physics: StageRun | None = None,
                     density: StageRun | None = None) -> StageRun:
-    """Artificial-star inputs (SEDs and positions) for the photometry pipeline."""
+    """Artificial-star inputs (SEDs and positions) for the photometry pipeline.
+
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+        physics: result of the physicsmodel stage (passed by the pipeline; empty: from the cache).
+        density: result of the density stage (passed by the pipeline; empty: from the cache).
+    """
     s = load(settings)
     physics = physics or physicsmodel_flow(s)
     density = density or density_flow(s)
@@ -158,7 +197,15 @@ def ast_inputs_flow(settings: str | None = None, physics: StageRun | None = None
 @flow(name="noisemodel", **_FLOW)
 def noisemodel_flow(settings: str | None = None, physics: StageRun | None = None,
                     split: StageRun | None = None) -> StageRun:
-    """Noise model per (density bin, subgrid)."""
+    """Noise model per (density bin, subgrid).
+
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+        physics: result of the physicsmodel stage (passed by the pipeline; empty: from the cache).
+        split: result of the split stage (passed by the pipeline; empty: from the cache).
+    """
     s = load(settings)
     physics = physics or physicsmodel_flow(s)
     split = split or split_flow(s)
@@ -169,7 +216,16 @@ def noisemodel_flow(settings: str | None = None, physics: StageRun | None = None
 @flow(name="trim", **_FLOW)
 def trim_flow(settings: str | None = None, physics: StageRun | None = None, split: StageRun | None = None,
               noise: StageRun | None = None) -> StageRun:
-    """Trimmed grid + noise model per (bin, sub-file, subgrid); SLURM arrays with executor = "slurm"."""
+    """Trimmed grid + noise model per (bin, sub-file, subgrid); SLURM arrays with executor = "slurm".
+
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+        physics: result of the physicsmodel stage (passed by the pipeline; empty: from the cache).
+        split: result of the split stage (passed by the pipeline; empty: from the cache).
+        noise: result of the noisemodel stage (passed by the pipeline; empty: from the cache).
+    """
     s = load(settings)
     physics = physics or physicsmodel_flow(s)
     split = split or split_flow(s)
@@ -180,7 +236,14 @@ def trim_flow(settings: str | None = None, physics: StageRun | None = None, spli
 
 @flow(name="grid_info", **_FLOW)
 def grid_info_flow(settings: str | None = None, physics: StageRun | None = None) -> StageRun:
-    """PDF bins of every quantity over the full grid (shared by all fits)."""
+    """PDF bins of every quantity over the full grid (shared by all fits).
+
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+        physics: result of the physicsmodel stage (passed by the pipeline; empty: from the cache).
+    """
     s = load(settings)
     physics = physics or physicsmodel_flow(s)
     return run_units(s, "grid_info", stages.grid_info_units(s, _one(physics)))
@@ -189,7 +252,16 @@ def grid_info_flow(settings: str | None = None, physics: StageRun | None = None)
 @flow(name="fit", **_FLOW)
 def fit_flow(settings: str | None = None, split: StageRun | None = None, trim: StageRun | None = None,
              grid_info: StageRun | None = None) -> StageRun:
-    """Fit per (bin, sub-file, subgrid); SLURM arrays with executor = "slurm"."""
+    """Fit per (bin, sub-file, subgrid); SLURM arrays with executor = "slurm".
+
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+        split: result of the split stage (passed by the pipeline; empty: from the cache).
+        trim: result of the trim stage (passed by the pipeline; empty: from the cache).
+        grid_info: result of the grid_info stage (passed by the pipeline; empty: from the cache).
+    """
     s = load(settings)
     split = split or split_flow(s)
     trim = trim or trim_flow(s, split=split)
@@ -200,7 +272,14 @@ def fit_flow(settings: str | None = None, split: StageRun | None = None, trim: S
 
 @flow(name="merge", **_FLOW)
 def merge_flow(settings: str | None = None, fit: StageRun | None = None) -> StageRun:
-    """Merge the fits over subgrids and sub-files into P_stats / P_pdf1d / P_pdf2d / P_lnp."""
+    """Merge the fits over subgrids and sub-files into P_stats / P_pdf1d / P_pdf2d / P_lnp.
+
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+        fit: result of the fit stage (passed by the pipeline; empty: from the cache).
+    """
     s = load(settings)
     fit = fit or fit_flow(s)
     run = run_units(s, "merge", stages.merge_units(s, fit))
@@ -213,8 +292,12 @@ def merge_flow(settings: str | None = None, fit: StageRun | None = None) -> Stag
 def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts: str | None = None) -> PipelineRun:
     """The whole BEAST pipeline on one field; every stage cached and retried.
 
-    ``settings``: settings file URL (None: $BEASTFLOW_SETTINGS, else the embedded demo field).
-    ``catalog`` / ``asts``: override observations.catalog / ast_results.
+    Args:
+        settings: settings TOML file (any fsspec URL: /path/field.toml, s3://bucket/field.toml).
+            Empty: $BEASTFLOW_SETTINGS of the process that runs the flow (worker or serve.py),
+            else the embedded demo field.
+        catalog: photometry catalog URL; overrides observations.catalog of the settings (empty: keep it).
+        asts: AST results URL; overrides observations.ast_results of the settings (empty: keep it).
     """
     log = get_run_logger()
     s = load(settings)
@@ -222,6 +305,9 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     overrides = {k: v for k, v in (("catalog", catalog), ("ast_results", asts)) if v}
     if overrides:  # one place, so every stage (and the demo instrument) sees the same inputs
         s = s.model_copy(update={"observations": s.observations.model_copy(update=overrides)})
+    # say in the run itself which field it processes (parameters may be empty: settings from the environment)
+    log.info("settings %s -> output %s", s.source or "(embedded demo)", s.output)
+    publish_inputs(s, settings)
     globus = s.storage.globus
     if globus is not None:  # [storage.globus]: inputs (and a cached SED grid) arrive through Globus first
         from .transfer import grid_cache_flow, stage_in_flow
@@ -256,9 +342,13 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
 
         runs["stage_out"] = stage_out_flow(s, merge=runs["merge"])
     summary = runs["merge"].summary
+    # the summary belongs on the run a user opens, not only on the merge sub-flow
+    publish_summary("fit", summary, "fitted stars: counts and median posterior values")
     cached = [n for n, r in runs.items() if r.all_cached]
     log.info("pipeline done: %d stars fitted; stages from cache: %s", summary.get("stars", 0), ", ".join(cached) or "none")
-    return PipelineRun(s.source, s.output, runs, summary, skipped)
+    from prefect.runtime import flow_run
+
+    return PipelineRun(s.source, s.output, runs, summary, skipped, flow_run_id=flow_run.id)
 
 
 def settings_or_default(settings: Any) -> Any:

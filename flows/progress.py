@@ -83,27 +83,51 @@ class StageProgress:
             row.update(status=status, attempts=attempt, error=error)
             if seconds is not None:
                 row["seconds"] = round(seconds, 2)
-            finished = [r for r in self.rows.values() if r["status"] in ("computed", "cached")]
-            frac = len(finished) / max(1, len(self.rows))
-            note = ""
-            if self.total_stars:
-                done_stars = sum(r["stars"] for r in finished)
-                frac = done_stars / self.total_stars
-                note = f"{done_stars}/{self.total_stars} stars"
-            failed = sum(1 for r in self.rows.values() if r["status"] == "failed")
-            if failed:
-                note = (note + f" {failed} failed").strip()
+            self._publish()
+
+    def stars_done(self, label: str, done: int) -> None:
+        """Stars fitted so far by a running unit: the bars move inside a unit, not only between units."""
+        with _LOCK:
+            row = self.rows.get(label)
+            if row is None or row["status"] in ("computed", "cached"):
+                return
+            row["status"] = "running"
+            row["stars_done"] = int(done)
+            now = time.monotonic()
+            # a Prefect API call per star block would slow a fast fit down: at most one a second
+            if now - getattr(self, "_last", 0.0) < 1.0 and done < row["stars"]:
+                return
+            self._last = now
+            self._publish()
+
+    def _publish(self) -> None:
+        """Push the current state to the progress artifact and the console bar (caller holds _LOCK)."""
+        finished = [r for r in self.rows.values() if r["status"] in ("computed", "cached")]
+        frac = len(finished) / max(1, len(self.rows))
+        note, done_stars = "", 0
+        if self.total_stars:
+            done_stars = sum(r["stars"] for r in finished) + sum(
+                min(r.get("stars_done", 0), r["stars"]) for r in self.rows.values() if r["status"] == "running")
+            frac = done_stars / self.total_stars
+            note = f"{done_stars}/{self.total_stars} stars"
+        failed = sum(1 for r in self.rows.values() if r["status"] == "failed")
+        if failed:
+            note = (note + f" {failed} failed").strip()
         if self._artifact_id is not None:
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(self._artifact_id, progress=round(100.0 * frac, 1),
                                      description=f"{self.stage}: {len(finished)}/{len(self.rows)} units {note}".strip())
         if self._bar is not None and _CONSOLE is not None:
-            _CONSOLE.update(self._bar, completed=len(finished), note=note)
+            if self.total_stars:  # the fit's bar counts stars, so it moves while a unit runs
+                _CONSOLE.update(self._bar, completed=done_stars, total=self.total_stars, note=note)
+            else:
+                _CONSOLE.update(self._bar, completed=len(finished), note=note)
 
     def finish(self) -> list[dict[str, Any]]:
         """Publish the table of units (sub-files done) and return its rows."""
         rows = [self.rows[lb] for lb in self.labels] + [r for lb, r in self.rows.items() if lb not in self.labels]
+        rows = [{k: v for k, v in r.items() if k != "stars_done"} for r in rows]  # a running count, not a result
         if _in_prefect_run() and rows:
             from prefect.artifacts import create_table_artifact
 
@@ -122,3 +146,31 @@ def publish_summary(stage: str, summary: dict[str, Any], description: str) -> No
 
         create_table_artifact(table=[{"quantity": k, "value": v} for k, v in summary.items()],
                               key=artifact_key(stage, "summary"), description=description)
+
+
+def publish_inputs(settings, given: Any) -> None:
+    """A markdown artifact on the pipeline run naming its settings file, output and inputs,
+    so a run started from the UI with empty parameters still says which field it processed."""
+    if not _in_prefect_run():
+        return
+    import os
+
+    from prefect.artifacts import create_markdown_artifact
+
+    if given is None:
+        origin = ("$BEASTFLOW_SETTINGS of the process running the flow" if os.environ.get("BEASTFLOW_SETTINGS")
+                  else "embedded demo field (no settings parameter, $BEASTFLOW_SETTINGS unset)")
+    else:
+        origin = "the run's settings parameter"
+    obs = settings.observations
+    rows = [("settings", settings.source or "(in memory)"), ("taken from", origin), ("project", settings.project.name),
+            ("output", settings.output), ("catalog", obs.catalog or ""), ("AST results", obs.ast_results or ""),
+            ("compat", settings.compat), ("executor", settings.execution.executor)]
+    table = "\n".join(f"| {k} | `{without_userinfo(str(v))}` |" for k, v in rows)
+    create_markdown_artifact(markdown=f"| input | value |\n|---|---|\n{table}\n", key="pipeline-inputs",
+                             description="what this pipeline run processes")
+
+
+def without_userinfo(url: str) -> str:
+    """``scheme://user:secret@host/path`` -> ``scheme://host/path``: no credential reaches the Prefect DB."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)

@@ -21,6 +21,7 @@ without a configured storage block per output location.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -155,7 +156,8 @@ def run_units(settings, stage: str, units: Sequence[Unit]) -> StageRun:
     progress = StageProgress(stage, labels, {u.label: u.n_stars for u in units})
     results, states, failures = {}, {}, {}
     for u in units:
-        st: State = _task_for(settings, u)(settings, u, return_state=True)
+        with _stars_progress(stage, progress, u.label):
+            st: State = _task_for(settings, u)(settings, u, return_state=True)
         states[u.label] = st.name
         if st.is_completed():
             results[u.label] = st.result()
@@ -171,6 +173,15 @@ def run_units(settings, stage: str, units: Sequence[Unit]) -> StageRun:
     if failures:
         raise UnitsFailed(stage, failures, len(units))
     return StageRun(stage, _collect_urls(settings, results), results, states)
+
+
+def _stars_progress(stage: str, progress: StageProgress, label: str):
+    """In-process fits report their stars as they go (pool and SLURM units report when done)."""
+    if stage != "fit":
+        return contextlib.nullcontext()
+    from beastflow.fit.fitting import stars_progress
+
+    return stars_progress(lambda done, total: progress.stars_done(label, done))
 
 
 def _attempts(state: State) -> int:

@@ -25,10 +25,17 @@ url=http://127.0.0.1:$port
 
 alive() { [ -s "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; }
 healthy() { curl -sf "$url/api/health" >/dev/null 2>&1; }
+# something already listens there (another user's server on a shared node?)
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
 
 case "${1:-}" in
   start)
     if alive && healthy; then echo "export PREFECT_API_URL=$url/api   # already running (pid $(cat "$pidf"))"; exit 0; fi
+    if port_taken; then
+      echo "prefect-server: port $port is in use by a process not started from $dir; choose another with" \
+           "BEASTFLOW_PREFECT_PORT=<port> (and BEASTFLOW_PREFECT_DIR=<folder> for a separate state)" >&2
+      exit 1
+    fi
     mkdir -p "$dir"
     # the UI is told where its API is (it would assume port 4200)
     PREFECT_HOME=$dir PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_API_URL= PREFECT_UI_API_URL=$url/api \

@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="beastflow",
         description="The BEAST (Bayesian Extinction And Stellar Tool) as a resumable dataflow.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _verbosity(parser, argparse.SUPPRESS)
+    parser.set_defaults(verbose=False, quiet=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for area in _AREAS:
         try:
@@ -31,16 +33,47 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that stage is not installed in this build
             raise
         mod.register(sub)
+    # -v / -q also after the command (`beastflow fit -v SETTINGS`), as users type them
+    for p in sub.choices.values():
+        _verbosity(p, argparse.SUPPRESS)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("beastflow")
+    except PackageNotFoundError:  # running from a checkout that is not installed
+        return "unknown"
+
+
+def _verbosity(p: argparse.ArgumentParser, default) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="beastflow's own debug messages (other libraries stay quiet)")
+    g.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="warnings and errors only; no progress bars")
+
+
+#: loggers of this project; everything else (matplotlib, httpx, websockets, numba ...) stays at WARNING
+OWN_LOGGERS = ("beastflow", "flows", "deployments")
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Our loggers at DEBUG (-v), INFO (default) or WARNING (-q); third-party loggers at WARNING,
+    so -v shows beastflow's debug lines, not thousands of library lines."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.verbose, args.quiet)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import PipelineStop, pipeline_flow
     from flows.progress import console_bars
 
-    show = settings.execution.progress and not args.no_progress and sys.stderr.isatty()
+    show = settings.execution.progress and not args.no_progress and not args.quiet and sys.stderr.isatty()
     try:
         with console_bars(show):
             run = pipeline_flow(settings, catalog=args.catalog, asts=args.asts)
@@ -76,8 +76,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"beastflow run: error: {failed}", file=sys.stderr)
         return 1
     _report(run)
+    link = ui_link(run.flow_run_id)
+    if link:
+        print(f"Prefect UI: {link}")
     _write_report(run.output)
     return 0
+
+
+def ui_link(flow_run_id: str | None) -> str | None:
+    """The run's page in the Prefect UI when a server is configured (PREFECT_API_URL / PREFECT_UI_URL);
+    None for the temporary in-process API, whose UI is gone when the run ends."""
+    if not flow_run_id:
+        return None
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    if not PREFECT_API_URL.value():
+        return None
+    ui = PREFECT_UI_URL.value()
+    if not ui:
+        api = PREFECT_API_URL.value().rstrip("/")
+        ui = api[: -len("/api")] if api.endswith("/api") else api
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
 def _report(run) -> None:

@@ -30,11 +30,14 @@ with 6 bands and ~30 quantities) plus per-thread accumulators of
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import math
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +63,20 @@ if TYPE_CHECKING:
     from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: called as f(stars done, stars in the unit) after each block of stars (``stars_progress``)
+_STAR_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
+    "beastflow_fit_star_progress", default=None)
+
+
+@contextlib.contextmanager
+def stars_progress(callback: Callable[[int, int], None]) -> Iterator[None]:
+    """Report the stars fitted so far inside this block (progress bars of a running fit unit)."""
+    token = _STAR_PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _STAR_PROGRESS.reset(token)
 
 #: catalog columns carried into the stats table when present (identifiers, positions)
 ID_COLUMNS = ("star_id", "Name", "RA", "DEC", "ra", "dec", "X", "Y", "x", "y", "beast_idx",
@@ -351,6 +368,9 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
             out["samples"].append((cnt, smp))
         if pdf2d_sink is not None and bs.pairs:
             pdf2d_sink(lo, acc_h2.sum(axis=0)[:, :n2] / s0[:, None], flat2)
+        done = _STAR_PROGRESS.get()
+        if done is not None:
+            done(hi, ns)
     if counters["zero_weight"]:
         log.warning("%s: %d model(s) with weight <= 0 are ignored", where, counters["zero_weight"])
     if counters["invalid_noise"]:

@@ -39,7 +39,16 @@ GZIP_LEVEL = 1
 
 # --------------------------------------------------------------------- stats
 def write_stats(url: str, df: pl.DataFrame, provenance: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    """Write the stats table; every known column gets its unit and description as
+    Parquet field metadata (``beastflow.fit.columns``)."""
+    from beastflow.fit.columns import column_metadata
+
     table = df.to_arrow()
+    filters = meta.get("filters") or [c for c in df.columns if f"symlog{c}_wd_bias_p50" in df.columns]
+    fmeta = column_metadata(table.column_names, filters)
+    if fmeta:
+        table = table.cast(pa.schema([f.with_metadata(fmeta[f.name]) if f.name in fmeta else f
+                                      for f in table.schema], metadata=table.schema.metadata))
     info = {"format": STATS_FORMAT, "format_version": FORMAT_VERSION,
             "provenance": dict(provenance), "meta": dict(meta)}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
@@ -62,6 +71,16 @@ def read_stats(url: str) -> tuple[pl.DataFrame, dict[str, Any]]:
     if info.get("format") != STATS_FORMAT:
         raise ValueError(f"{url}: not a beastflow stats file (format {info.get('format')!r})")
     return cast(pl.DataFrame, pl.from_arrow(table)), info  # a Table (not an Array) always gives a DataFrame
+
+
+def stats_units(url: str) -> dict[str, str]:
+    """{column: astropy unit string} of a stats file, from its Parquet field metadata
+    (only the schema is read)."""
+    from beastflow.fit.columns import units_of
+
+    with storage.open_url(url, "rb") as fh:
+        schema = pq.read_schema(fh)
+    return units_of({f.name: f.metadata for f in schema})
 
 
 # ------------------------------------------------------------------- helpers
@@ -239,6 +258,68 @@ def read_pdf1d(url: str, quantities: Sequence[str] | None = None) -> dict[str, A
             out["centres"][q] = h5[q]["centres"][...]
             out["edges"][q] = h5[q]["edges"][...]
             out["log"][q] = bool(h5[q].attrs["log"])
+    return out
+
+
+def _star_rows(url: str, ids_ds: h5py.Dataset, star_ids: Sequence[Any]) -> np.ndarray:
+    """Rows of ``star_ids`` in a PDF file (its star_id dataset is read, nothing else)."""
+    ids = _read_ids(ids_ds)
+    where: dict[Any, int] = {}
+    for i, s in enumerate(ids.tolist()):
+        where.setdefault(s, i)
+    rows = []
+    for s in star_ids:
+        key = s if ids.dtype.kind == "O" else int(s)
+        if key not in where:
+            raise KeyError(f"{url}: no star with star_id {s!r}")
+        rows.append(where[key])
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _take_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """ds[rows] in the given order, reading only those rows (h5py wants sorted unique indices)."""
+    uniq, inv = np.unique(rows, return_inverse=True)
+    return np.asarray(ds[uniq.tolist()])[inv] if len(uniq) else np.zeros((0, *ds.shape[1:]))
+
+
+def read_star_pdf1d(url: str, star_ids: Sequence[Any], quantities: Sequence[str] | None = None) -> dict[str, Any]:
+    """The 1-D PDFs of a few stars (by ``star_id``), reading only their rows; same
+    layout as ``read_pdf1d`` with the PDFs in the order of ``star_ids``."""
+    with open_h5(url) as h5:
+        _check_format(url, h5, PDF1D_FORMAT)
+        qs = decode_attr(h5.attrs["quantities"])
+        want = qs if quantities is None else list(quantities)
+        missing = [q for q in want if q not in qs]
+        if missing:
+            raise KeyError(f"{url}: no 1-D PDF for {missing}; quantities are {qs}")
+        rows = _star_rows(url, h5["star_id"], star_ids)
+        out: dict[str, Any] = {"star_id": np.asarray(list(star_ids), dtype=object), "rows": rows,
+                               "total_log_norm": _take_rows(h5["total_log_norm"], rows), "quantities": want,
+                               "meta": decode_attr(h5.attrs.get("meta", "{}")),
+                               "provenance": decode_attr(h5.attrs.get("provenance", "{}")),
+                               "pdf": {}, "centres": {}, "edges": {}, "log": {}}
+        for q in want:
+            out["pdf"][q] = _take_rows(h5[q]["pdf"], rows)
+            out["centres"][q] = h5[q]["centres"][...]
+            out["edges"][q] = h5[q]["edges"][...]
+            out["log"][q] = bool(h5[q].attrs["log"])
+    return out
+
+
+def read_star_pdf2d(url: str, star_ids: Sequence[Any]) -> dict[str, Any]:
+    """The 2-D PDFs of a few stars (by ``star_id``), reading only their rows; same
+    layout as ``read_pdf2d``."""
+    with open_h5(url) as h5:
+        _check_format(url, h5, PDF2D_FORMAT)
+        pairs = decode_attr(h5.attrs["pairs"])
+        rows = _star_rows(url, h5["star_id"], star_ids)
+        out: dict[str, Any] = {"star_id": np.asarray(list(star_ids), dtype=object), "rows": rows, "pairs": pairs,
+                               "meta": decode_attr(h5.attrs.get("meta", "{}")),
+                               "provenance": decode_attr(h5.attrs.get("provenance", "{}")), "pdf": {}, "axes": {}}
+        for p in pairs:
+            g = h5[p]
+            out["pdf"][p] = _take_rows(g["pdf"], rows)
+            out["axes"][p] = {k: g[k][...] for k in ("centres_a", "centres_b", "edges_a", "edges_b")}
     return out
 
 

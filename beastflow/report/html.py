@@ -164,6 +164,8 @@ class Section:
     images: list[str]
     text: str = ""
     error: str = ""
+    #: (label, page name) of linked pages (the example stars' own pages)
+    links: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -204,6 +206,20 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
 
     def img(name: str) -> str:
         return storage.join(out, name)
+
+    prior_cache: dict[str, Any] = {}
+
+    def field_priors(pdf: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The grid prior on the PDF bins, computed once per report (it reads the SED grid's columns)."""
+        if "values" not in prior_cache:
+            from beastflow.report.star import STAR_QUANTITIES, field_priors as _fp
+
+            try:
+                prior_cache["values"] = _fp(art.sed_grids, pdf, [q for q in STAR_QUANTITIES if q in pdf["quantities"]])
+            except Exception as exc:  # noqa: BLE001 - the plots go on without the prior
+                log.warning("grid prior not available: %s", exc)
+                prior_cache["values"] = {}
+        return prior_cache["values"]
 
     if stats is not None and filters:
         def cmd():
@@ -260,15 +276,17 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
         star_labels = [f"star_id {int(stats['star_id'][e])}" if "star_id" in stats else f"row {e}" for e in rows]
         if art.pdf1d:
             def pdfs():
-                from beastflow.fit.outputs import read_pdf1d
-                pdf = read_pdf1d(art.pdf1d)
-                qs = [q for q in PDF_QUANTITIES if q in pdf["quantities"]]
-                prow = rows
-                if "star_id" in stats:
-                    # pdf rows follow the pdf file's star order; map by star_id
-                    sid = np.asarray(pdf["star_id"]).astype(np.int64)
-                    where = {int(s): i for i, s in enumerate(sid)}
-                    prow = np.array([where[int(stats["star_id"][e])] for e in rows])
+                from beastflow.fit.outputs import read_pdf1d, read_star_pdf1d
+                from beastflow.report.star import varying
+                from beastflow.report.star_plots import support_range
+
+                if "star_id" in stats:  # only the example stars' rows are read
+                    pdf = read_star_pdf1d(art.pdf1d, [stats["star_id"][e] for e in rows])
+                    prow = np.arange(len(rows))
+                else:
+                    pdf, prow = read_pdf1d(art.pdf1d), rows
+                prior = field_priors(pdf)
+                qs = varying(pdf, prior, [q for q in PDF_QUANTITIES if q in pdf["quantities"]])
                 tr = None
                 if truth is not None and "star_id" in stats:
                     li, ri = _join_on_star_id({"star_id": np.asarray(stats["star_id"])[rows]}, truth)
@@ -277,13 +295,37 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
                 sub_stats = {k: np.asarray(v)[rows] for k, v in stats.items() if k.endswith(("_p16", "_p50", "_p84"))}
                 sub_pdf = dict(pdf)
                 sub_pdf["pdf"] = {q: np.asarray(pdf["pdf"][q])[prow] for q in qs}
+                xl = {q: support_range(pdf["centres"][q], *sub_pdf["pdf"][q], log=bool(pdf["log"][q]), pad=0.3)
+                      for q in qs}
                 return [plots.plot_pdf1d(sub_pdf, list(range(len(rows))), qs, img("pdf1d_examples.png"),
-                                         sub_stats, tr, star_labels)]
-            section("1-D posterior PDFs of example stars", pdfs, "A bright, a middle and a faint star.")
+                                         sub_stats, tr, star_labels, xlims=xl)]
+            section("1-D posterior PDFs of example stars", pdfs,
+                    "A bright, a middle and a faint star; quantities the grid does not vary are left out.")
+
+        if "star_id" in stats and art.pdf1d:
+            try:
+                from beastflow.report.star import make_star_pages
+
+                pages = make_star_pages(output_url, [stats["star_id"][e] for e in rows], art=art, report_url=out,
+                                        truth=truth, priors=prior_cache.get("values"))
+                sections.append(Section("Example stars, one page each", [p_ for pg in pages for p_ in pg.images],
+                                        "Each page: the SED fit with residuals in sigma, the 1-D PDFs over the "
+                                        "prior and the 2-D PDFs (beastflow star OUTPUT STAR_ID for any other star).",
+                                        links=[(f"star_id {pg.star_id}", posixpath.basename(pg.html))
+                                               for pg in pages]))
+            except Exception as exc:  # noqa: BLE001 - reported in the page like any other section
+                log.warning("star pages failed: %s", exc)
+                sections.append(Section("Example stars, one page each", [], error=f"{type(exc).__name__}: {exc}"))
 
         def seds():
+            from beastflow.report.star import best_model_and_noise
+
             lamb = _wavelengths(art, filters)
-            return [plots.plot_sed_fits(stats, rows, filters, lamb, img("sed_examples.png"), star_labels)]
+            sig = []
+            for e in rows:
+                bm = best_model_and_noise(art, {c: np.asarray(v)[e] for c, v in stats.items()}, filters)
+                sig.append(None if bm is None else bm[1])
+            return [plots.plot_sed_fits(stats, rows, filters, lamb, img("sed_examples.png"), star_labels, sig)]
         section("SED fits of example stars", seds,
                 "Observed fluxes and the fitted model fluxes (including the noise-model bias).")
 
@@ -298,6 +340,104 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
             return [url]
         section("Parameter recovery (fit vs truth)", rec,
                 "Posterior median and p16-p84 against the true value; histogram of (fit - truth) / sigma.")
+
+    # ---- the field as a whole
+    field_cache: dict[str, Any] = {}
+
+    def stack1() -> dict[str, Any]:
+        from beastflow.report.field import stacked_pdf1d
+
+        if "pdf1d" not in field_cache:
+            field_cache["pdf1d"] = stacked_pdf1d(art.pdf1d)
+        return field_cache["pdf1d"]
+
+    def shown_quantities(stack: dict[str, Any]) -> list[str]:
+        from beastflow.report.star import STAR_QUANTITIES, varying
+
+        return varying(stack, field_priors(stack), [q for q in STAR_QUANTITIES if q in stack["quantities"]])
+
+    if art.pdf1d:
+        def prior_post():
+            from beastflow.report import field_plots
+
+            st = stack1()
+            return [field_plots.plot_prior_vs_posterior(st, field_priors(st), shown_quantities(st),
+                                                        img("prior_vs_posterior.png"))]
+        section("Prior vs stacked posterior", prior_post,
+                "Grey: the grid prior (model weights) on the PDF bins; blue: the sum of every star's posterior. "
+                "Where the two agree the data say little about that quantity; the prior also holds the stars "
+                "too faint to be detected, so masses and luminosities differ by construction.")
+
+    pdf2d_url = storage.join(art.output, f"{art.project}_pdf2d.hd5")
+    if art.pdf1d and storage.exists(pdf2d_url):
+        def corner():
+            from beastflow.report import star_plots
+            from beastflow.report.field import stacked_pdf2d
+
+            st = stack1()
+            st2 = stacked_pdf2d(pdf2d_url)
+            qs = [q for q in star_plots.corner_quantities(st2["pairs"]) if q in shown_quantities(st)]
+            if len(qs) < 2:
+                return []
+            return [star_plots.plot_corner(st2, 0, st, 0, img("stacked_corner.png"), qs, field_priors(st),
+                                           f"stacked 2-D posteriors of {st['n_stars']} stars")]
+        section("Stacked 2-D posteriors (corner plot)", corner,
+                "Sum over stars of the 2-D PDFs the fit stores (fit.pdf2d_pairs); diagonal: stacked 1-D PDFs over "
+                "the prior.")
+
+    if stats is not None and art.density_map and "RA" in stats and "DEC" in stats:
+        def maps():
+            from beastflow.report import field_plots
+            from beastflow.report.field import tile_index, tile_medians
+
+            tiles = _read_table(art.density_map)
+            t = tile_index(tiles, stats["RA"], stats["DEC"])
+            out_maps, cnt = [], None
+            for q in ("Av_p50", "logA_p50", "chi2min"):
+                if q in stats:
+                    med, cnt = tile_medians(t, stats[q], len(tiles["value"]))
+                    out_maps.append((q.replace("_p50", ""), med))
+            if not out_maps:
+                return []
+            return [field_plots.plot_tile_maps(tiles, out_maps, cnt, img("tile_maps.png"))]
+        section("Maps of A(V), age and chi2min", maps,
+                "Median posterior A(V), log age and chi2min of the stars in each source-density tile.")
+
+    if stats is not None and filters and "chi2min" in stats:
+        def chi2_plot():
+            from beastflow.report import field_plots
+
+            red = _cmd_bands(shorts)[1]
+            k = shorts.index(red)
+            mag = plots._mags(np.asarray(stats[filters[k]], float), vega[k])
+            nb = np.asarray(stats.get("n_bands_used", np.full(len(mag), len(filters))))
+            return [field_plots.plot_chi2_vs_mag(mag, stats["chi2min"], nb, red, img("chi2_vs_mag.png"))]
+        section("chi2min against magnitude", chi2_plot,
+                "chi2min of each star's best model, its running median, and the quantiles of a chi2 distribution "
+                "with as many degrees of freedom as bands (what a perfect model and noise model would give).")
+
+    if stats is not None and truth is not None and filters:
+        def rec_snr():
+            from beastflow.report import field_plots
+            from beastflow.report.field import star_noise
+
+            li, ri = _join_on_star_id(stats, truth)
+            if len(li) == 0:
+                return []
+            st = _take(stats, li)
+            sig = star_noise(art, st, filters)
+            if sig is None:  # S/N unknown without the noise models: nothing to split by
+                log.info("recovery by S/N skipped: no noise model of the fitted stars in %s", art.output)
+                return []
+            red = _cmd_bands(shorts)[1]
+            k = shorts.index(red)
+            snr = np.asarray(st[filters[k]], float) / sig[:, k]
+            qs = [q for q in RECOVERY_QUANTITIES if q in truth and f"{q}_p50" in stats]
+            url, _ = field_plots.plot_recovery_by_snr(st, _take(truth, ri), snr, red, qs, img("recovery_by_snr.png"))
+            return [url]
+        section("Parameter recovery by S/N", rec_snr,
+                "The recovery plot split by the S/N of each star in the red band: at low S/N the posteriors of "
+                "poorly constrained quantities (e.g. old ages) are set by the prior, and their points go flat.")
 
     if art.cache_records:
         def timing():
@@ -429,6 +569,10 @@ def render_html(art: Artifacts, sections: Sequence[Section], recovery: dict[str,
             parts.append(f"<p>{e(s.text)}</p>")
         if s.error:
             parts.append(f"<p class='err'>could not be drawn: {e(s.error)}</p>")
+        if s.links:
+            parts.append("<ul>" + "".join(f"<li><a href='{e(href)}'>{e(text)}</a></li>" for text, href in s.links)
+                         + "</ul>")
+            continue  # the pages show their own plots
         for im in s.images:
             name = posixpath.basename(im)
             parts.append(f"<a href='{e(name)}'><img src='{e(name)}' alt='{e(s.title)}'></a>")

@@ -85,7 +85,10 @@ def plot_cmd(mag_blue: np.ndarray, mag_red: np.ndarray, color_values: Sequence[n
         ax.invert_yaxis()
         ax.set_xlabel(f"{blue} - {red} [Vega mag]")
         ax.set_ylabel(f"{red} [Vega mag]")
-        ax.set_title(f"{title} ({int(ok.sum())} stars)" if title else f"{int(ok.sum())} stars", fontsize=9)
+        shown = f"{int(ok.sum())} of {len(mb)} stars"
+        if ok.sum() < len(mb):  # a star with flux <= 0 in either band has no magnitude there
+            shown += f"; {len(mb) - int(ok.sum())} without flux > 0 in {blue} or {red} not shown"
+        ax.set_title(f"{title}: {shown}" if title else shown, fontsize=8)
     return save(fig, url)
 
 
@@ -121,6 +124,59 @@ def plot_density_map(tiles: Mapping[str, np.ndarray], url: str, stars_ra: np.nda
 
 
 # ---------------------------------------------------------------- ASTs / noise
+#: a band counts an artificial star as recovered when its measured flux is this many sigma above zero
+RECOVERY_SNR = 5.0
+
+
+def wilson_interval(k: np.ndarray, n: np.ndarray, z: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Binomial (Wilson score) interval of k successes in n trials; z = 1: the 68 % interval."""
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        den = 1 + z * z / n
+        mid = (p + z * z / (2 * n)) / den
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return mid - half, mid + half
+
+
+def binned_scatter(mag_in: np.ndarray, resid: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Robust standard deviation (1.4826 MAD) of ``resid`` in bins of input magnitude (NaN: < 5 points)."""
+    idx = np.digitize(mag_in, edges) - 1
+    out = np.full(len(edges) - 1, np.nan)
+    for i in range(len(out)):
+        r = resid[idx == i]
+        r = r[np.isfinite(r)]
+        if len(r) >= 5:
+            out[i] = 1.4826 * np.median(np.abs(r - np.median(r)))
+    return out
+
+
+def band_recovered(mag_in: np.ndarray, rate: np.ndarray, detected: np.ndarray, snr: float = RECOVERY_SNR,
+                   n_bins: int = 25) -> np.ndarray:
+    """Artificial stars recovered IN THIS BAND: detected, and a measured flux at least ``snr`` sigma
+    above zero, sigma being the ASTs' own scatter at that input magnitude.
+
+    A source found in any band gets forced photometry in all of them, so "non-zero
+    flux" would count a star 3 mag below a band's limit as recovered there.
+    """
+    m = np.asarray(mag_in, float)
+    r = np.asarray(rate, float)
+    fin = 10 ** (-0.4 * m)
+    ok = detected & np.isfinite(m) & (m < 80) & np.isfinite(r)
+    if not ok.any():
+        return np.zeros(len(m), bool)
+    edges = np.linspace(m[ok].min(), m[ok].max() + 1e-9, n_bins + 1)
+    sig = binned_scatter(m[ok], (r - fin)[ok], edges)
+    # bins with too few detected ASTs: nearest bin that has a scatter
+    good = np.flatnonzero(np.isfinite(sig))
+    if not len(good):
+        return ok & (r > 0)
+    fill = good[np.argmin(np.abs(np.arange(len(sig))[:, None] - good[None, :]), axis=1)]
+    sig = sig[fill]
+    idx = np.clip(np.digitize(m, edges) - 1, 0, n_bins - 1)
+    return ok & (r >= snr * sig[idx])
+
+
 def completeness_curve(mag_in: np.ndarray, recovered: np.ndarray, n_bins: int = 25
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bin centres, recovered fraction, counts) of ASTs in bins of input magnitude."""
@@ -138,10 +194,22 @@ def completeness_curve(mag_in: np.ndarray, recovered: np.ndarray, n_bins: int = 
     return 0.5 * (edges[1:] + edges[:-1]), frac, cnt
 
 
+def m50(x: np.ndarray, frac: np.ndarray) -> float:
+    """Faintest magnitude where the completeness curve crosses 50 % from above (NaN: never)."""
+    ok = np.isfinite(frac)
+    x, f = np.asarray(x)[ok], np.asarray(frac)[ok]
+    for i in range(len(f) - 1, 0, -1):
+        if f[i - 1] >= 0.5 > f[i]:
+            return float(x[i - 1] + (f[i - 1] - 0.5) / (f[i - 1] - f[i]) * (x[i] - x[i - 1]))
+    return float("nan")
+
+
 def plot_ast_completeness(asts: Mapping[str, np.ndarray], bands: Sequence[str], url: str,
                           groups: np.ndarray | None = None, group_label: str = "density bin") -> str:
-    """AST completeness vs input magnitude per band (``{B}_IN``, ``{B}_RATE``; recovered = rate != 0
-    and CUT_FLAG == 0), one curve per group (e.g. density bin)."""
+    """AST completeness vs input magnitude per band, one curve per group (e.g. density bin),
+    with 68 % binomial error bars.  A star counts as recovered in a band when it was
+    detected (rate != 0, CUT_FLAG == 0, band flag == 0) with a flux >= RECOVERY_SNR sigma
+    (``band_recovered``)."""
     nr, nc = _panel_grid(len(bands))
     fig = Figure(layout="constrained", figsize=(4.2 * nc, 3.3 * nr))
     cut = np.asarray(asts["CUT_FLAG"]) > 0 if "CUT_FLAG" in asts else None
@@ -149,45 +217,65 @@ def plot_ast_completeness(asts: Mapping[str, np.ndarray], bands: Sequence[str], 
     for i, b in enumerate(bands):
         ax = fig.add_subplot(nr, nc, i + 1)
         rate = np.asarray(asts[f"{b}_RATE"], float)
-        rec = (rate != 0) & np.isfinite(rate)
+        det = (rate != 0) & np.isfinite(rate)
         if cut is not None:
-            rec &= ~cut
+            det &= ~cut
+        if f"{b}_FLAG" in asts:
+            det &= np.asarray(asts[f"{b}_FLAG"]) == 0
+        mags = np.asarray(asts[f"{b}_IN"], float)
+        notes = []
         for g in gvals:
             sel = np.ones(len(rate), bool) if g is None else np.asarray(groups) == g
-            x, frac, cnt = completeness_curve(np.asarray(asts[f"{b}_IN"])[sel], rec[sel])
+            rec = band_recovered(mags[sel], rate[sel], det[sel])
+            x, frac, cnt = completeness_curve(mags[sel], rec)
             ok = cnt > 0
-            ax.plot(x[ok], frac[ok], "-o", ms=2.5, label=None if g is None else f"{group_label} {g}")
+            lo, hi = wilson_interval(frac[ok] * cnt[ok], cnt[ok])
+            ax.errorbar(x[ok], frac[ok], yerr=(np.clip(frac[ok] - lo, 0, None), np.clip(hi - frac[ok], 0, None)),
+                        fmt="-o", ms=2.5, lw=1, elinewidth=0.7, capsize=1.5,
+                        label=None if g is None else f"{group_label} {g}")
+            m = m50(x[ok], frac[ok])
+            if np.isfinite(m):
+                notes.append(f"{m:.1f}")
         ax.set_ylim(-0.03, 1.05)
         ax.axhline(0.5, color="0.7", lw=0.8, ls=":")
         ax.set_xlabel(f"{b} input [Vega mag]")
-        ax.set_ylabel("completeness")
+        ax.set_ylabel(f"recovered in {b}")
+        if notes:
+            ax.set_title(f"50 % at {', '.join(notes)} mag", fontsize=8)
         if groups is not None and i == 0:
             ax.legend(fontsize=7)
-    fig.suptitle(f"artificial-star completeness ({len(next(iter(asts.values())))} ASTs)", fontsize=10)
+    fig.suptitle(f"artificial-star completeness per band ({len(next(iter(asts.values())))} ASTs; recovered = "
+                 f"detected with S/N >= {RECOVERY_SNR:g} in that band)", fontsize=10)
     return save(fig, url)
 
 
 def plot_noise_model(curves: Sequence[Mapping[str, Any]], filters: Sequence[str], vega: np.ndarray, url: str,
                      asts: Mapping[str, np.ndarray] | None = None) -> str:
-    """Noise-model curves per filter: fractional error and fractional bias vs model magnitude.
+    """Noise-model curves per filter on log axes: sigma/F (solid) and |bias|/F (dashed) against
+    model magnitude; grey points: the recovered ASTs' own scatter (1.4826 MAD of (out - in)/in)
+    per input-magnitude bin, which sigma/F should follow.
 
     ``curves``: one dict per noise model with ``label``, ``seds`` [n, nb]
     (model fluxes), ``error``, ``bias``, ``completeness`` (rows aligned).
-    ``asts`` (optional): measured (out - in)/in of recovered ASTs for comparison.
     """
     nr, nc = _panel_grid(len(filters))
     fig = Figure(layout="constrained", figsize=(4.4 * nc, 3.4 * nr))
     for k, f in enumerate(filters):
         b = short_name(f)
         ax = fig.add_subplot(nr, nc, k + 1)
+        ys = []
         if asts is not None and f"{b}_IN" in asts:
-            fin = 10 ** (-0.4 * np.asarray(asts[f"{b}_IN"], float))
+            m_in = np.asarray(asts[f"{b}_IN"], float)
+            fin = 10 ** (-0.4 * m_in)
             fout = np.asarray(asts[f"{b}_RATE"], float)
-            ok = (fout != 0) & np.isfinite(fout) & np.isfinite(fin)
+            ok = (fout != 0) & np.isfinite(fout) & np.isfinite(fin) & (m_in < 80)
             if "CUT_FLAG" in asts:
                 ok &= np.asarray(asts["CUT_FLAG"]) == 0
-            ax.scatter(np.asarray(asts[f"{b}_IN"])[ok], ((fout - fin) / fin)[ok], s=1, c="0.75",
-                       linewidths=0, label="ASTs (out-in)/in", rasterized=True)
+            if ok.sum() > 10:
+                edges = np.linspace(m_in[ok].min(), m_in[ok].max() + 1e-9, 26)
+                sc = binned_scatter(m_in[ok], ((fout - fin) / fin)[ok], edges)
+                ax.plot(0.5 * (edges[1:] + edges[:-1]), sc, "o", color="0.6", ms=3, label="ASTs: scatter/F")
+                ys.append(sc[np.isfinite(sc) & (sc > 0)])
         for c in curves:
             F = np.asarray(c["seds"])[:, k]
             err = np.asarray(c["error"])[:, k]
@@ -197,26 +285,35 @@ def plot_noise_model(curves: Sequence[Mapping[str, Any]], filters: Sequence[str]
                 continue
             m = _mags(F[ok], vega[k])
             order = np.argsort(m)
-            line, = ax.plot(m[order], (err[ok] / F[ok])[order], lw=1.2, label=f"{c['label']} sigma/F")
-            ax.plot(m[order], (bias[ok] / F[ok])[order], lw=1.0, ls="--", color=line.get_color(),
-                    label=f"{c['label']} bias/F")
-        ax.set_yscale("symlog", linthresh=0.01)
+            s_f = (err[ok] / F[ok])[order]
+            line, = ax.plot(m[order], s_f, lw=1.2, label=f"{c['label']} sigma/F")
+            ab = np.abs(bias[ok] / F[ok])[order]
+            ax.plot(m[order], np.where(ab > 0, ab, np.nan), lw=1.0, ls="--", color=line.get_color(),
+                    label=f"{c['label']} |bias|/F")
+            ys.append(s_f[s_f > 0])
+        ax.set_yscale("log")
+        if ys and any(len(y) for y in ys):
+            allv = np.concatenate(ys)
+            # the axis follows sigma/F; tiny biases near 0 would otherwise stretch it over decades
+            ax.set_ylim(max(allv.min() / 3, 1e-4), min(allv.max() * 3, 1e3))
         ax.set_xlabel(f"{b} model [Vega mag]")
-        ax.set_ylabel("fraction of flux")
-        ax.axhline(0, color="0.5", lw=0.6)
+        ax.set_ylabel("fraction of the flux")
+        ax.grid(True, which="major", color="0.92", lw=0.6)
         if k == 0:
             ax.legend(fontsize=6)
-    fig.suptitle("toothpick noise model per density bin (dashed: bias)", fontsize=10)
+    fig.suptitle("toothpick noise model per density bin: sigma/F (solid), |bias|/F (dashed)", fontsize=10)
     return save(fig, url)
 
 
 # ---------------------------------------------------------------- example stars
 def plot_pdf1d(pdf1d: Mapping[str, Any], rows: Sequence[int], quantities: Sequence[str], url: str,
                stats: Mapping[str, np.ndarray] | None = None, truth: Mapping[str, np.ndarray] | None = None,
-               star_labels: Sequence[str] | None = None) -> str:
+               star_labels: Sequence[str] | None = None,
+               xlims: Mapping[str, tuple[float, float]] | None = None) -> str:
     """1-D posterior PDFs of example stars (rows of the pdf1d file), one column per quantity.
 
     Vertical lines: p16/p50/p84 from ``stats`` (same row order) and the truth.
+    ``xlims``: axis range per quantity (default: the whole bin range).
     """
     nq, ns = len(quantities), len(rows)
     fig = Figure(layout="constrained", figsize=(2.9 * nq, 2.2 * ns))
@@ -229,6 +326,11 @@ def plot_pdf1d(pdf1d: Mapping[str, Any], rows: Sequence[int], quantities: Sequen
             ax.fill_between(cen, p, step="mid", alpha=0.25, color="C0")
             if pdf1d.get("log", {}).get(q):
                 ax.set_xscale("log")
+                from beastflow.report.star_plots import plain_log_ticks
+
+                plain_log_ticks(ax, "x")
+            if xlims and q in xlims:
+                ax.set_xlim(*xlims[q])
             if stats is not None and f"{q}_p50" in stats:
                 for s, ls in (("p16", ":"), ("p50", "-"), ("p84", ":")):
                     ax.axvline(float(stats[f"{q}_{s}"][e]), color="C1", ls=ls, lw=1)
@@ -245,11 +347,13 @@ def plot_pdf1d(pdf1d: Mapping[str, Any], rows: Sequence[int], quantities: Sequen
 
 
 def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters: Sequence[str],
-                  lamb: np.ndarray, url: str, star_labels: Sequence[str] | None = None) -> str:
+                  lamb: np.ndarray, url: str, star_labels: Sequence[str] | None = None,
+                  sigmas: Sequence[np.ndarray | None] | None = None) -> str:
     """Observed band fluxes and the fitted model SED (best model and p16-p84 band) of example stars.
 
     Uses the stats columns ``{FILTER}`` (observed flux) and
-    ``symlog{FILTER}_wd_bias_{Best,p16,p50,p84}`` (model flux + noise bias).
+    ``symlog{FILTER}_wd_bias_{Best,p16,p50,p84}`` (model flux + noise bias);
+    ``sigmas[i]``: per-band 1-sigma errors of star i (noise model at its best model) for error bars.
     """
     lamb = np.asarray(lamb, float)
     order = np.argsort(lamb)
@@ -272,11 +376,19 @@ def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters:
         if "Best" in mod:
             ax.plot(lam_um, mod["Best"] * scale, "-s", color="C0", ms=3, lw=1, label="best model")
         pos = obs > 0
-        ax.plot(lam_um[pos], (obs * scale)[pos], "o", color="C3", ms=5, label="observed")
+        sig = None if not sigmas or sigmas[i] is None else np.asarray(sigmas[i], float)[order]
+        yerr = None
+        if sig is not None:
+            # lower bar clipped above zero: the axis is logarithmic
+            yerr = (np.minimum(sig, obs * 0.999)[pos] * scale[pos], sig[pos] * scale[pos])
+        ax.errorbar(lam_um[pos], (obs * scale)[pos], yerr=yerr, fmt="o", color="C3", ms=5, capsize=2,
+                    label="observed" + (" (1 sigma)" if sig is not None else ""))
         if (~pos).any():
-            # a non-positive measured flux cannot go on a log axis: mark it at the bottom
+            # a non-positive measured flux cannot go on a log axis: its 1-sigma limit, else the bottom
             floor = np.nanmin(np.concatenate([(obs * scale)[pos], *(m * scale for m in mod.values())])) * 0.6
-            ax.plot(lam_um[~pos], np.full((~pos).sum(), floor), "v", color="C3", ms=6, label="observed <= 0")
+            yv = sig[~pos] * scale[~pos] if sig is not None else np.full((~pos).sum(), floor)
+            ax.plot(lam_um[~pos], yv, "v", mfc="none", mec="C3", ms=7, mew=1.4,
+                    label="not detected (flux <= 0)" + (": 1-sigma limit" if sig is not None else ""))
         ax.set_xscale("log")
         ax.set_yscale("log")
         from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -288,8 +400,7 @@ def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters:
         ax.set_xlabel("wavelength [micron]")
         ax.set_ylabel(r"$\lambda F_\lambda$ [micron erg s$^{-1}$ cm$^{-2}$ A$^{-1}$]", fontsize=8)
         ax.set_title(star_labels[i] if star_labels else f"star {e}", fontsize=8)
-        if i == 0:
-            ax.legend(fontsize=6)
+        ax.legend(fontsize=6)
     fig.suptitle("SED fits of example stars", fontsize=10)
     return save(fig, url)
 

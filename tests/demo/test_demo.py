@@ -171,7 +171,9 @@ def test_demo_pipeline_recovers_the_truth(tmp_path):
     assert not [x for x in rep.sections if x.error], [x.error for x in rep.sections]
     names = {p.rsplit("/", 1)[1] for p in rep.images}
     assert {"cmd.png", "density_map.png", "ast_completeness.png", "noise_model.png", "pdf1d_examples.png",
-            "sed_examples.png", "recovery.png", "timings.png"} <= names
+            "sed_examples.png", "recovery.png", "timings.png", "prior_vs_posterior.png", "stacked_corner.png",
+            "tile_maps.png", "chi2_vs_mag.png", "recovery_by_snr.png"} <= names
+    assert len([n for n in names if n.startswith("star_")]) == 9  # three example stars, three plots each
     for p in rep.images:
         assert_png(p)
     assert storage.exists(rep.index)

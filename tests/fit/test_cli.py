@@ -40,3 +40,45 @@ def test_cli_error_is_one_line(field, settings_file, capsys):
                "--catalog", "/nonexistent/cat.parquet", "--out", "x"])
     assert rc == 1
     assert "nonexistent" in capsys.readouterr().err
+
+
+def test_cli_fit_and_grid_info_default_from_settings_and_manifest(field, tmp_path, capsys, monkeypatch):
+    """`beastflow grid-info SETTINGS` and `beastflow fit SETTINGS` find their files like the other stages."""
+    import json
+
+    from tests.fit import synth
+    import beastflow.physics.vega as vega
+
+    monkeypatch.setattr(vega, "vega_band_fluxes", lambda filters, compat=False: synth.VEGA.copy())
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "P_seds.grid.hd5").symlink_to(field["full"])
+    (out / "P_bin0_sub0_seds_trim.grid.hd5").symlink_to(field["trim"])
+    (out / "P_bin0_sub0_noisemodel_trim.grid.hd5").symlink_to(field["trim_noise"])
+    (out / "P_bin0_sub1_seds_trim.grid.hd5").symlink_to(field["trim"])
+    (out / "P_bin0_sub1_noisemodel_trim.grid.hd5").symlink_to(field["trim_noise"])
+    (out / "P_split_manifest.json").write_text(json.dumps({"subfiles": [
+        {"bin": 0, "sub": 0, "url": field["cat0"], "n_rows": 40},
+        {"bin": 0, "sub": 1, "url": field["cat1"], "n_rows": 25}]}))
+    settings = tmp_path / "s.toml"
+    settings.write_text(f'[project]\nname = "P"\noutput = "{out}"\n[fit]\nlnp_npts = 20\n')
+    # fit before grid-info: several sub-files need the shared bins
+    assert main(["fit", str(settings)]) == 1
+    assert "grid-info" in capsys.readouterr().err
+    assert main(["grid-info", str(settings)]) == 0
+    assert (out / "P_grid_info.json").exists()
+    assert main(["fit", str(settings)]) == 0
+    text = capsys.readouterr().out
+    assert "fit bin0_sub0: 40 stars" in text and "fit bin0_sub1: 25 stars" in text and "2 fit(s) run" in text
+    st, info = read_stats(str(out / "P_bin0_sub1_stats.parquet"))
+    assert len(st) == 25 and info["meta"]["tag"] == "bin0_sub1"
+    # merge finds the fits the same way
+    assert main(["merge", str(settings)]) == 0
+    merged, _ = read_stats(str(out / "P_stats.parquet"))
+    assert len(merged) == 65 and sorted(set(merged["reorder_tag"])) == ["bin0_sub0", "bin0_sub1"]
+    # resumable: existing fits are skipped unless --force
+    assert main(["fit", str(settings), "--bins", "0"]) == 0
+    assert "0 fit(s) run" in capsys.readouterr().out
+    # half an explicit job is an error naming what is missing
+    assert main(["fit", str(settings), "--grid", field["trim"]]) == 1
+    assert "--noise, --catalog, --out missing" in capsys.readouterr().err

@@ -33,6 +33,16 @@ def test_second_run_recomputes_nothing(tiny_settings):
     assert set(_flat(first).values()) == {"Completed"}, _flat(first)
     assert len(first.states["fit"]) >= 2  # fanned out over density bins / sub-files
     assert first.summary["stars"] > 100
+    # the run a user opens in the UI carries the fit summary and says what it processed
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[first.flow_run_id])))
+    by_key = {a.key: a for a in arts}
+    assert {"fit-summary", "pipeline-inputs"} <= set(by_key), set(by_key)
+    assert tiny_settings.output in by_key["pipeline-inputs"].data
 
     second = pipeline_flow(tiny_settings)
     # every task of every stage finished in the "Cached" state: nothing recomputed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import numpy as np
@@ -111,7 +112,7 @@ def run_output(tmp_path):
     gm = rng.uniform(18, 30, size=(ng, 1)) + np.array([[0.5, 0.0, -1.0]])
     seds = 10 ** (-0.4 * gm) * vega
     grid_url = write_sed_grid(str(out / f"{P}_seds.grid.hd5"), FILTERS, np.array([3360.0, 4750.0, 8100.0]), seds,
-                              {"Av": np.zeros(ng), "weight": np.ones(ng)})
+                              {"Av": rng.uniform(0, 2, ng), "weight": np.ones(ng)})
     err = seds * (0.02 + 10 ** (0.4 * (gm - 27)))
     write_noise_model(str(out / f"{P}_bin1_noisemodel.hd5"), FILTERS, 0.05 * err, err, np.ones_like(err),
                       sed_grid=grid_url)
@@ -127,14 +128,22 @@ def test_report_on_synthetic_run(run_output):
     out, truth = run_output
     rep = make_report(str(out))
     names = sorted(p.rsplit("/", 1)[1] for p in rep.images)
-    assert names == sorted(["cmd.png", "density_map.png", "ast_completeness.png", "noise_model.png",
-                            "pdf1d_examples.png", "sed_examples.png", "recovery.png", "timings.png"])
+    field = {"cmd.png", "density_map.png", "ast_completeness.png", "noise_model.png",
+             "pdf1d_examples.png", "sed_examples.png", "recovery.png", "timings.png"}
+    assert field <= set(names)
+    # the three example stars get their own pages (no 2-D PDFs in this run: SED + 1-D PDFs)
+    # field-wide additions: prior vs stacked posterior, maps on the density tiles
+    assert {"prior_vs_posterior.png", "tile_maps.png"} <= set(names)
+    stars = sorted(n for n in names if n.startswith("star_"))
+    assert len(stars) == 6 and all(re.fullmatch(r"star_\d+_(sed|pdf1d)\.png", n) for n in stars), stars
     assert not [s for s in rep.sections if s.error], [s.error for s in rep.sections]
     for p in rep.images:
         assert_png(p)
     page = open(rep.index).read()
-    for nm in names:
+    for nm in field:
         assert f"src='{nm}'" in page
+    for nm in {n.rsplit("_", 1)[0] + ".html" for n in stars}:
+        assert f"href='{nm}'" in page and (out / "report" / nm).exists()
     # calibrated synthetic posteriors: the recovery numbers are those of a unit normal
     for q in ("Av", "logA"):
         m = rep.recovery[q]
