@@ -335,7 +335,11 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
             if len(li) == 0:
                 raise ValueError("no fitted star has a truth entry (star_id)")
             qs = [q for q in RECOVERY_QUANTITIES if q in truth and f"{q}_p50" in stats]
-            url, met = plots.plot_recovery(_take(stats, li), _take(truth, ri), qs, img("recovery.png"))
+            # the PDF bins (not the PDFs): grid-valued truths are compared over their cells
+            from beastflow.fit.outputs import read_star_pdf1d
+
+            bins = read_star_pdf1d(art.pdf1d, [], qs) if art.pdf1d else None
+            url, met = plots.plot_recovery(_take(stats, li), _take(truth, ri), qs, img("recovery.png"), bins)
             recovery.update(met)
             return [url]
         section("Parameter recovery (fit vs truth)", rec,
@@ -560,9 +564,11 @@ def render_html(art: Artifacts, sections: Sequence[Section], recovery: dict[str,
         parts.append("<h2>Recovery summary</h2><table><tr><th>quantity</th><th>stars</th>"
                      "<th>median (fit-truth)/&sigma;</th><th>truth inside p16-p84</th><th>median |fit-truth|</th></tr>")
         for q, m in recovery.items():
+            cells = " (truths spread over their grid cells)" if m.get("cells") else ""
             parts.append(f"<tr><td>{e(q)}</td><td>{m['n']}</td><td>{m['median_z']:+.2f}</td>"
-                         f"<td>{100 * m['coverage_68']:.1f}%</td><td>{m['median_abs_error']:.3g}</td></tr>")
-        parts.append("</table>")
+                         f"<td>{100 * m['coverage_68']:.1f}%{cells}</td><td>{m['median_abs_error']:.3g}</td></tr>")
+        parts.append("</table><p>A calibrated fit has median (fit-truth)/&sigma; near 0 and 68% of the truths "
+                     "inside p16-p84 (binomial error sqrt(0.68*0.32/stars)); docs/demo.md, Calibration.</p>")
     for i, s in enumerate(sections):
         parts.append(f"<h2 id='s{i}'>{e(s.title)}</h2>")
         if s.text:

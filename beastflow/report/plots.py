@@ -407,11 +407,13 @@ def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters:
 
 # ---------------------------------------------------------------- recovery
 def plot_recovery(stats: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray], quantities: Sequence[str],
-                  url: str) -> tuple[str, dict[str, dict[str, float]]]:
+                  url: str, bins: Mapping[str, Any] | None = None) -> tuple[str, dict[str, dict[str, float]]]:
     """Fitted (p50 with p16-p84 bars) vs true values, and (fit - truth)/sigma histograms.
 
-    ``stats`` and ``truth`` must be row-aligned (joined on star_id).  Returns
-    (url, {quantity: recovery_metrics}).
+    ``stats`` and ``truth`` must be row-aligned (joined on star_id).  ``bins``:
+    the PDF bins ({"centres", "edges", "log"} per quantity, as the PDF readers
+    return them), so that grid-valued truths are spread over their cells
+    (beastflow.report.recovery).  Returns (url, {quantity: recovery_metrics}).
     """
     nq = len(quantities)
     fig = Figure(layout="constrained", figsize=(4.0 * nq, 7.2))
@@ -419,7 +421,10 @@ def plot_recovery(stats: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarra
     for j, q in enumerate(quantities):
         t = np.asarray(truth[q], float)
         p16, p50, p84 = (np.asarray(stats[f"{q}_{s}"], float) for s in ("p16", "p50", "p84"))
-        met = recovery_metrics(p16, p50, p84, t)
+        if bins is not None and q in bins["centres"]:
+            met = recovery_metrics(p16, p50, p84, t, bins["centres"][q], bins["edges"][q], bins["log"][q], label=q)
+        else:
+            met = recovery_metrics(p16, p50, p84, t)
         metrics[q] = met
         ax = fig.add_subplot(2, nq, j + 1)
         ax.errorbar(t, p50, yerr=[np.clip(p50 - p16, 0, None), np.clip(p84 - p50, 0, None)], fmt="o", ms=2,
