@@ -70,6 +70,7 @@ def _cmd_noisemodel(args) -> int:
 
     s = _settings(args)
     grids = _grid_args(s, args.grid)
+    ast_list: list[tuple[int | str | None, str | None]]
     if s.noise_model.model == "splinter":
         if args.asts:
             raise ValueError(f"--asts given, but [noise_model] model = \"splinter\" uses no ASTs ({args.asts})")

@@ -351,6 +351,8 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
     def stack1() -> dict[str, Any]:
         from beastflow.report.field import stacked_pdf1d
 
+        if art.pdf1d is None:
+            raise FileNotFoundError(f"{art.output}: no merged 1-D PDF file ({art.project}_pdf1d.hd5)")
         if "pdf1d" not in field_cache:
             field_cache["pdf1d"] = stacked_pdf1d(art.pdf1d)
         return field_cache["pdf1d"]

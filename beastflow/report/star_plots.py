@@ -40,8 +40,8 @@ def support_range(centres: np.ndarray, *masses: np.ndarray, tail: float = 1e-3, 
         if not tot > 0:
             continue
         cdf = np.cumsum(m) / tot
-        lo = min(lo, x[min(np.searchsorted(cdf, tail), len(x) - 1)])
-        hi = max(hi, x[min(np.searchsorted(cdf, 1 - tail), len(x) - 1)])
+        lo = min(lo, float(x[min(int(np.searchsorted(cdf, tail)), len(x) - 1)]))
+        hi = max(hi, float(x[min(int(np.searchsorted(cdf, 1 - tail)), len(x) - 1)]))
     if not np.isfinite(lo):
         lo, hi = x.min(), x.max()
     step = np.median(np.diff(x)) if len(x) > 1 else 1.0
@@ -90,9 +90,9 @@ def plot_star_sed(lam_um: np.ndarray, bands: Sequence[str], obs: np.ndarray, sig
     ax.set_xscale("log")
     ax.set_yscale("log")
     # the axis follows the fluxes and models, not an error bar reaching down to S/N ~ 0
-    shown = [a[np.isfinite(a) & (a > 0)] for a in (obs * lam, limits, *(x * lam for x in (best, p50, p16, p84)
+    parts = [a[np.isfinite(a) & (a > 0)] for a in (obs * lam, limits, *(x * lam for x in (best, p50, p16, p84)
                                                                          if x is not None))]
-    shown = np.concatenate(shown) if shown else np.array([])
+    shown = np.concatenate(parts) if parts else np.array([])
     if len(shown):
         ax.set_ylim(shown.min() / 4, shown.max() * 2.5)
     ax.set_ylabel(r"$\lambda F_\lambda$ [$\mu$m erg s$^{-1}$ cm$^{-2}$ $\AA^{-1}$]")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import posixpath
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -77,7 +77,7 @@ class Globus(Section):
     #: destination_path before the run; the settings' input paths point at the copies
     stage_in: Annotated[list[str], AfterValidator(_check_relative)] = Field(default_factory=list)
     #: what is sent back after the run
-    stage_out: list[StageOutArtifact] = Field(default_factory=lambda: ["stats", "pdf1d", "pdf2d", "lnp", "report"])
+    stage_out: list[StageOutArtifact] = Field(default_factory=lambda: list(get_args(StageOutArtifact)))
     #: folder on the source collection for the results (default: source_path/results)
     results_path: GlobusPath | None = None
     #: keep the physics model (SED grid + its cache record) on a collection between runs, so a
