@@ -100,6 +100,43 @@ def _check_write(url: str) -> None:
         require_inside(url, root)
 
 
+def output_root() -> str | None:
+    """The output root of the stage running now (set by ``confine_writes``), else None."""
+    return _WRITE_ROOT.get()
+
+
+def portable(obj: Any, root: str | None = None) -> Any:
+    """``obj`` with every string naming a file below the output root made relative to it.
+
+    What an artifact records about other artifacts of the same run (provenance,
+    manifests, metadata) must not name the folder it was written in: a run
+    folder that is copied or moved (local -> S3 and back) stays self-contained.
+    ``resolve`` turns such a relative name back into a URL.
+    """
+    root = root if root is not None else output_root()
+    if not root:
+        return obj
+    if isinstance(obj, str):
+        if is_inside(obj, root) and ("://" in obj or os.path.isabs(obj)):
+            rel = posixpath.relpath(_canonical(obj)[1], _canonical(root)[1])
+            return obj if rel == "." else rel
+        return obj
+    if isinstance(obj, Mapping):
+        return {k: portable(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v, root) for v in obj]
+    return obj
+
+
+def resolve(name: str, root: str) -> str:
+    """A name recorded by ``portable`` (relative to the output root) or an absolute URL, as a URL."""
+    if "://" in name or os.path.isabs(name):
+        return name
+    url = join(root, name)
+    require_inside(url, root, what="recorded path")
+    return url
+
+
 def join(base: str, *parts: str) -> str:
     """Join URL path components with '/' (also on local paths)."""
     out = base.rstrip("/")

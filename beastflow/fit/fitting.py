@@ -481,7 +481,7 @@ def _provenance(stage: str, settings_hash: str, inputs: dict[str, str], extra: d
            "input_hashes": {name: storage.content_hash(url) for name, url in inputs.items()},
            "software": dict(_software())}
     rec.update(extra)
-    return rec
+    return storage.portable(rec)
 
 
 def _gid_of(grid, idx: np.ndarray, offset: int) -> np.ndarray:

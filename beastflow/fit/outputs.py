@@ -41,7 +41,7 @@ GZIP_LEVEL = 1
 def write_stats(url: str, df: pl.DataFrame, provenance: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     table = df.to_arrow()
     info = {"format": STATS_FORMAT, "format_version": FORMAT_VERSION,
-            "provenance": dict(provenance), "meta": dict(meta)}
+            "provenance": storage.portable(dict(provenance)), "meta": storage.portable(dict(meta))}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            _META_KEY: json.dumps(info, default=str).encode()})
     buf = io.BytesIO()
@@ -72,6 +72,7 @@ def h5_writer(url: str) -> Iterator[h5py.File]:
 
 
 def _attrs(h5: h5py.File, **kv: Any) -> None:
+    kv = storage.portable(kv)  # files of this run: relative to its output root
     for k, v in kv.items():
         h5.attrs[k] = json.dumps(v, default=str) if isinstance(v, (dict, list, tuple)) else v
 

@@ -112,6 +112,8 @@ class ArraysWriter:
 
 
 def _attr_value(v: Any) -> Any:
+    # files of this run are recorded relative to its output root (relocatable runs)
+    v = storage.portable(v)
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, default=str)
     if v is None:

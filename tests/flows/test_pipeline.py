@@ -6,6 +6,7 @@ Every test runs the whole pipeline on the smallest demo field (coarse grid,
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 
@@ -14,7 +15,7 @@ import pytest
 
 from flows.pipeline import pipeline_flow
 
-from .conftest import with_execution
+from .conftest import with_execution, with_output
 
 pytestmark = pytest.mark.usefixtures("prefect_fast")
 
@@ -26,7 +27,7 @@ def _flat(run) -> dict[str, str]:
     return {f"{stage}[{unit}]": state for stage, units in run.states.items() for unit, state in units.items()}
 
 
-def test_second_run_recomputes_nothing(tiny_settings):
+def test_second_run_recomputes_nothing(tiny_settings, tmp_path):
     first = pipeline_flow(tiny_settings)
     assert set(first.states) >= {"physicsmodel", "density", "ast_inputs", "cut", "split", "noisemodel", "trim",
                                  "grid_info", "fit", "merge"}
@@ -39,6 +40,37 @@ def test_second_run_recomputes_nothing(tiny_settings):
     assert set(_flat(second).values()) == {"Cached"}, _flat(second)
     assert second.urls == first.urls
     assert second.summary == first.summary
+
+    # relocatable (issue 12, item 5): the run folder copied (cp -a) and the original moved away
+    # reruns as all-cached, and nothing in the copy names the original folder
+    original = tiny_settings.output
+    copy = tmp_path / "copied-run"
+    shutil.copytree(original, copy, copy_function=shutil.copy2)
+    shutil.move(original, tmp_path / "moved-away")
+    moved = with_output(tiny_settings, str(copy))
+    third = pipeline_flow(moved)
+    assert set(_flat(third).values()) == {"Cached"}, _flat(third)
+    assert all(u.startswith(str(copy) + "/") for us in third.urls.values() for u in us)
+    assert third.summary["stars"] == first.summary["stars"]
+    naming = [p.name for p in copy.rglob("*") if p.is_file() and original.encode() in p.read_bytes()]
+    assert not naming, f"artifacts naming the original run folder: {naming}"
+
+    # verified hits (issue 12, item 4): a trimmed grid overwritten in place (same size) and a
+    # truncated noise model are recomputed, not handed out
+    trim_label = sorted(third.states["trim"])[0]
+    (trimmed,) = third.stages["trim"].results[trim_label]
+    with open(trimmed.grid_url, "r+b") as fh:
+        fh.seek(os.path.getsize(trimmed.grid_url) // 2)
+        fh.write(os.urandom(4096))
+    noise_label = sorted(third.states["noisemodel"])[-1]
+    noise_url = third.stages["noisemodel"].results[noise_label]
+    with open(noise_url, "r+b") as fh:
+        fh.truncate(os.path.getsize(noise_url) // 2)
+    fourth = pipeline_flow(moved)
+    assert fourth.states["trim"][trim_label] == "Completed"
+    assert fourth.states["noisemodel"][noise_label] == "Completed"
+    assert fourth.states["physicsmodel"]["seds"] == "Cached"
+    assert fourth.summary == third.summary  # the repaired artifacts give the same fits
 
 
 def _change_one_row(src: str, dst: str) -> None:
