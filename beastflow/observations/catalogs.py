@@ -150,12 +150,26 @@ def prepare_photometry(df: pl.DataFrame, filters: Sequence[str], url: str = "cat
         raise CatalogError(f"{url}: photometry catalog is empty (0 rows)")
     if ID_COL not in df.columns:
         df = df.with_row_index(ID_COL).with_columns(pl.col(ID_COL).cast(pl.Int64))
+    else:
+        _require_unique_ids(df, url)
     for c in ("RA", "DEC", "X", "Y"):
         if c in df.columns:
             df = df.with_columns(pl.col(c).cast(pl.Float64))
             if df[c].is_null().any() or not np.isfinite(df[c].to_numpy()).all():
                 raise CatalogError(f"{url}: column {c} has missing or non-finite values")
     return df
+
+
+def _require_unique_ids(df: pl.DataFrame, url: str) -> None:
+    """Results are joined back to the input by star_id: two stars with one id would be confused."""
+    ids = df[ID_COL]
+    if ids.null_count():
+        raise CatalogError(f"{url}: column {ID_COL} has {ids.null_count()} missing value(s)")
+    dup = ids.filter(ids.is_duplicated()).unique().sort()
+    if len(dup):
+        shown = ", ".join(str(v) for v in dup.head(10).to_list())
+        raise CatalogError(f"{url}: column {ID_COL} has {len(dup)} duplicated value(s): {shown}"
+                           f"{' ...' if len(dup) > 10 else ''} (every star needs its own id)")
 
 
 def prepare_asts(df: pl.DataFrame, filters: Sequence[str], url: str = "asts") -> pl.DataFrame:
@@ -206,6 +220,53 @@ def physical_fluxes(df: pl.DataFrame, filters: Sequence[str], vega: np.ndarray, 
     rates = np.column_stack([df[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in cols]) \
         if len(df) else np.empty((0, len(cols)))
     return rates * np.asarray(vega, dtype=np.float64)[None, :]
+
+
+# --------------------------------------------------------------------------
+# bad measurements: the one rule, per band (docs/formats.md "Bad measurements")
+# --------------------------------------------------------------------------
+#: |F/F_Vega| above this (Vega mag < -20) is no stellar measurement: nothing but the
+#: Sun is that bright, so such a value is a unit error or a sentinel (1e30, 1e300)
+ABSURD_RATE = 1e8
+
+
+def screen_fluxes(fluxes: np.ndarray, vega: np.ndarray, bands: Sequence[str], sigma: np.ndarray | None = None,
+                  k_sigma: float = 5.0, compat: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Physical fluxes [stars, bands] with every bad measurement set to NaN, and a flag per star.
+
+    A band of a star is dropped (NaN: not used by the fit) when its flux is
+    ``nonfinite`` (NaN, inf, null), ``zero`` (RATE = 0 means "no measurement"),
+    ``absurd`` (|RATE| > ABSURD_RATE) or ``negative`` beyond ``k_sigma`` x
+    ``sigma`` (the noise model's largest error in that band, physical units):
+    no model is that far above it.  With ``compat`` zero and negative fluxes are
+    fitted as measurements (BEAST 2.1 does); non-finite and absurd ones are
+    dropped in both modes, as they would only turn the likelihood into NaN/inf.
+    The flag lists what was dropped, ``"F475W:zero;F814W:absurd"``, or "".
+    """
+    y = np.array(fluxes, dtype=np.float64, copy=True)
+    vega = np.asarray(vega, dtype=np.float64)
+    reasons: list[tuple[str, np.ndarray]] = []
+    finite = np.isfinite(y)
+    reasons.append(("nonfinite", ~finite))
+    with np.errstate(invalid="ignore", over="ignore"):
+        rate = np.where(finite, y, 0.0) / vega[None, :]
+        reasons.append(("absurd", finite & (np.abs(rate) > ABSURD_RATE)))
+        if not compat:
+            reasons.append(("zero", finite & (y == 0.0)))
+            if sigma is not None:
+                limit = -k_sigma * np.asarray(sigma, dtype=np.float64)[None, :]
+                reasons.append(("negative", finite & (y < 0.0) & (y < limit)))
+    dropped = np.zeros(y.shape, dtype=bool)
+    why = np.full(y.shape, "", dtype=object)
+    for name, mask in reasons:
+        new = mask & ~dropped
+        why[new] = name
+        dropped |= new
+    y[dropped] = np.nan
+    flags = [""] * y.shape[0]
+    for i in np.flatnonzero(dropped.any(axis=1)):
+        flags[i] = ";".join(f"{bands[j]}:{why[i, j]}" for j in np.flatnonzero(dropped[i]))
+    return y, flags
 
 
 def has_positions(df: pl.DataFrame) -> bool:

@@ -110,3 +110,16 @@ def test_ingest_writes_normalised_parquet(phat_catalog, phat_asts, make_settings
     assert again.equals(df)
     prov, meta = catalogs.read_parquet_metadata(u)
     assert prov["stage"] == "ingest" and meta["kind"] == "photometry"
+
+
+def test_duplicate_star_ids_are_an_error_naming_them():
+    import polars as pl
+
+    from beastflow.observations.catalogs import CatalogError, prepare_photometry
+
+    filters = ["HST_ACS_WFC_F475W"]
+    df = pl.DataFrame({"star_id": [7, 8, 7, 9, 9], "RA": [1.0] * 5, "DEC": [2.0] * 5,
+                       "F475W_RATE": [1.0] * 5, "F475W_VEGA": [20.0] * 5, "F475W_FLAG": [0] * 5})
+    with pytest.raises(CatalogError, match=r"star_id has 2 duplicated value\(s\): 7, 9"):
+        prepare_photometry(df, filters, "cat.fits")
+    assert prepare_photometry(df.unique("star_id", keep="first"), filters, "cat.fits").height == 3
