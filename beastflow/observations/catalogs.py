@@ -63,13 +63,34 @@ def _from_structured(arr: np.ndarray) -> pl.DataFrame:
 
 
 def _read_fits(url: str) -> pl.DataFrame:
+    import warnings
+
     from astropy.io import fits
 
-    with storage.local_copy_for_read(url) as local, fits.open(local, memmap=False) as hdul:
-        for hdu in hdul:
-            if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
-                return _from_structured(np.asarray(hdu.data) if hdu.data is not None else np.zeros(0, hdu.columns.dtype))
-    raise CatalogError(f"{url}: no table extension in this FITS file")
+    # astropy reports damage as multi-line warnings: recorded here and turned into the
+    # one-line error of a damaged file (a truncated table is never read as if complete)
+    with warnings.catch_warnings(record=True) as caught, storage.local_copy_for_read(url) as local:
+        warnings.simplefilter("always")
+        try:
+            with fits.open(local, memmap=False) as hdul:
+                for hdu in hdul:
+                    if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
+                        data = np.asarray(hdu.data) if hdu.data is not None else np.zeros(0, hdu.columns.dtype)
+                        table = _from_structured(data)
+                        break
+                else:
+                    table = None
+        except Exception as exc:
+            damage = [str(w.message).splitlines()[0] for w in caught if "truncated" in str(w.message)]
+            if damage:
+                raise CatalogError(f"{url}: truncated FITS file ({damage[0]})") from exc
+            raise
+    damage = [str(w.message).splitlines()[0] for w in caught if "truncated" in str(w.message)]
+    if damage:
+        raise CatalogError(f"{url}: truncated FITS file ({damage[0]})")
+    if table is None:
+        raise CatalogError(f"{url}: no table extension in this FITS file")
+    return table
 
 
 def _read_hdf5(url: str) -> pl.DataFrame:
@@ -92,9 +113,23 @@ def _read_hdf5(url: str) -> pl.DataFrame:
 
 
 def read_table(url: str) -> pl.DataFrame:
-    """Read a FITS / HDF5 / Parquet / CSV table as it is (no renaming)."""
+    """Read a FITS / HDF5 / Parquet / CSV table as it is (no renaming).
+
+    A file that exists but cannot be parsed (truncated, corrupt, wrong format
+    behind the extension) is a ``CatalogError`` naming the file and the cause.
+    """
     if not storage.exists(url):
         raise FileNotFoundError(f"{url}: catalog file not found")
+    try:
+        return _read_table(url)
+    except (CatalogError, FileNotFoundError, PermissionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - parser errors of astropy/h5py/polars/pyarrow differ per format
+        why = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise CatalogError(f"{url}: cannot read the table (truncated or corrupt file?): {why}") from exc
+
+
+def _read_table(url: str) -> pl.DataFrame:
     low = url.lower()
     base = low[:-3] if low.endswith(".gz") else low
     ext = posixpath.splitext(base)[1]
