@@ -215,6 +215,10 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     overrides = {k: v for k, v in (("catalog", catalog), ("ast_results", asts)) if v}
     if overrides:  # one place, so every stage (and the demo instrument) sees the same inputs
         s = s.model_copy(update={"observations": s.observations.model_copy(update=overrides)})
+    # fail in seconds on a missing or unreadable input, not after hours of physics model
+    from beastflow.preflight import check_run_inputs
+
+    check_run_inputs(s)
     runs["physicsmodel"] = physicsmodel_flow(s)
     runs["density"] = density_flow(s)
     runs["ast_inputs"] = ast_inputs_flow(s, physics=runs["physicsmodel"], density=runs["density"])

@@ -169,3 +169,20 @@ def test_subgrids_fan_out_and_merge(tiny_settings):
     assert len(fits) == 2 * len(subfiles) and len(run.states["trim"]) == len(fits)
     assert len(run.states["noisemodel"]) == 2 * len({lb.split("_")[0] for lb in fits})
     assert run.summary["stars"] > 100
+
+
+def test_missing_catalog_fails_before_the_first_stage(tiny_settings):
+    """Fail fast (issue 12, item 8): no physics model is built for a run that cannot fit anything."""
+    import time
+    from pathlib import Path
+
+    from beastflow.preflight import InputsError
+
+    obs = tiny_settings.observations.model_copy(update={"catalog": str(Path(tiny_settings.output).parent / "gone.fits")})
+    settings = tiny_settings.model_copy(update={"observations": obs})
+    t0 = time.monotonic()
+    with pytest.raises(InputsError, match=r"observations\.catalog = .*gone\.fits: file not found"):
+        pipeline_flow(settings)
+    assert time.monotonic() - t0 < 30
+    out = Path(settings.output)
+    assert not out.exists() or not any(out.rglob("*.hd5")), "a stage ran before the inputs were checked"
