@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -255,6 +256,15 @@ class PDF2DWriter:
         return f"{a}+{b}"
 
     def __enter__(self) -> "PDF2DWriter":
+        # __exit__ is not called when __enter__ raises (full disk): close the file here
+        try:
+            return self._open()
+        except BaseException:
+            # with the error: the temporary is removed, never moved into place
+            self._stack.__exit__(*sys.exc_info())
+            raise
+
+    def _open(self) -> "PDF2DWriter":
         self.h5 = self._stack.enter_context(h5_writer(self.url))
         _attrs(self.h5, format=PDF2D_FORMAT, format_version=FORMAT_VERSION, provenance=self.provenance,
                meta=self.meta, pairs=[self.pair_name(a.name, b.name) for a, b in self.pairs])
