@@ -209,9 +209,7 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     ``settings``: settings file URL (None: $BEASTFLOW_SETTINGS, else the embedded demo field).
     ``catalog`` / ``asts``: override observations.catalog / ast_results.
     """
-    log = get_run_logger()
     s = load(settings)
-    runs: dict[str, StageRun] = {}
     overrides = {k: v for k, v in (("catalog", catalog), ("ast_results", asts)) if v}
     if overrides:  # one place, so every stage (and the demo instrument) sees the same inputs
         s = s.model_copy(update={"observations": s.observations.model_copy(update=overrides)})
@@ -219,6 +217,16 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     from beastflow.preflight import check_run_inputs
 
     check_run_inputs(s)
+    from beastflow.lease import output_lease
+
+    # one run per output: a second run (UI, schedule, catalog watch) waits or stops naming this one
+    with output_lease(s.output, wait_s=s.execution.lease_wait_s):
+        return _pipeline(s)
+
+
+def _pipeline(s) -> PipelineRun:
+    log = get_run_logger()
+    runs: dict[str, StageRun] = {}
     runs["physicsmodel"] = physicsmodel_flow(s)
     runs["density"] = density_flow(s)
     runs["ast_inputs"] = ast_inputs_flow(s, physics=runs["physicsmodel"], density=runs["density"])

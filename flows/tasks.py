@@ -150,7 +150,14 @@ def run_units(settings, stage: str, units: Sequence[Unit]) -> StageRun:
     retries, with the reason; units that succeeded keep their cache records,
     so a rerun redoes only the failed ones.
     """
-    units = list(units)
+    from beastflow.lease import output_lease
+
+    # a stage flow run on its own holds the output too (inside the pipeline: already held)
+    with output_lease(settings.output, wait_s=settings.execution.lease_wait_s):
+        return _run_units(settings, stage, list(units))
+
+
+def _run_units(settings, stage: str, units: list[Unit]) -> StageRun:
     labels = [u.label for u in units]
     if len(set(labels)) != len(labels):
         raise ValueError(f"{stage}: duplicate unit labels {labels}")

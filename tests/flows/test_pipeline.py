@@ -27,8 +27,32 @@ def _flat(run) -> dict[str, str]:
     return {f"{stage}[{unit}]": state for stage, units in run.states.items() for unit, state in units.items()}
 
 
+def _two_runs_at_once(settings):
+    """Start two pipeline runs on one output at the same moment; (finished runs, refused runs)."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from beastflow.lease import OutputBusy
+
+    start = [contextvars.copy_context() for _ in range(2)]  # each thread sees the test's Prefect settings
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(ctx.run, pipeline_flow, settings) for ctx in start]
+    done, refused = [], []
+    for f in futures:
+        try:
+            done.append(f.result())
+        except OutputBusy as exc:
+            refused.append(exc)
+    return done, refused
+
+
 def test_second_run_recomputes_nothing(tiny_settings, tmp_path):
-    first = pipeline_flow(tiny_settings)
+    # one run per output (issue 12, item 6): of two runs started at once one runs, the other is refused
+    # naming the holder; the next run finds a complete, uncorrupted output (everything cached)
+    done, refused = _two_runs_at_once(tiny_settings)
+    assert len(done) == 1 and len(refused) == 1, (done, refused)
+    assert "is in use by run" in str(refused[0]) and "\n" not in str(refused[0])
+    first = done[0]
     assert set(first.states) >= {"physicsmodel", "density", "ast_inputs", "cut", "split", "noisemodel", "trim",
                                  "grid_info", "fit", "merge"}
     assert set(_flat(first).values()) == {"Completed"}, _flat(first)

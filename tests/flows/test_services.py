@@ -207,3 +207,35 @@ def test_trim_and_fit_as_slurm_arrays(tiny_settings, slurm_cluster, tmp_path, mo
     assert {d.name for d in folder.iterdir()} == before
     # the settings travel to the jobs as pickles: no credential may be in them
     assert_secret_nowhere(PLANTED_SECRET, _prefect_state_folders() + [folder, Path(settings.output)])
+
+
+def test_s3_output_lease_is_a_conditional_put(s3_endpoint, monkeypatch):
+    """The lease on an S3 output (issue 12, item 6): If-None-Match create, owner, expiry, release."""
+    import time
+
+    import s3fs
+
+    from beastflow import lease
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
+    if not fs.exists("beastflow-lease"):
+        fs.mkdir("beastflow-lease")
+    storage.configure({"s3": {"endpoint_url": s3_endpoint}})
+    try:
+        root = "s3://beastflow-lease/run"
+        lock = storage.join(root, lease.LOCK_NAME)
+        with lease.output_lease(root):
+            held = storage.read_json(lock)
+            assert held["pid"] == os.getpid() and held["expires"] > time.time()
+            monkeypatch.setattr(lease, "_HELD", {})  # as seen from another process
+            with pytest.raises(lease.OutputBusy, match=f"pid {os.getpid()}"):
+                with lease.output_lease(root):
+                    pass
+            monkeypatch.undo()
+        assert not fs.exists("beastflow-lease/run/" + lease.LOCK_NAME)
+        storage.write_json(lock, {"owner": "dead", "expires": time.time() - 5})
+        with lease.output_lease(root):  # an expired lock (its run was killed) is taken over
+            assert storage.read_json(lock)["owner"] != "dead"
+    finally:
+        storage.configure({})
