@@ -68,7 +68,7 @@ def _holder_text(info: dict[str, Any] | None) -> str:
 def _owner_record(ttl_s: float) -> dict[str, Any]:
     now = time.time()
     return {"owner": uuid.uuid4().hex[:12], "host": socket.gethostname(), "pid": os.getpid(),
-            "started": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="seconds"),
+            "started": _dt.datetime.fromtimestamp(now, _dt.UTC).isoformat(timespec="seconds"),
             "expires": now + ttl_s}
 
 
@@ -122,7 +122,7 @@ def _create_exclusive(fs, path: str, data: bytes) -> bool:
             return False
         fs.pipe_file(path, data)
         return True
-    except Exception as exc:  # noqa: BLE001 - S3 reports the failed precondition as an error code
+    except Exception as exc:  # S3 may report the failed precondition as an error code
         if "PreconditionFailed" in str(exc) or "412" in str(exc):
             return False
         raise

@@ -24,7 +24,7 @@ class InputsError(ValueError):
 def table_columns(url: str) -> list[str]:
     """Column names of a catalog file (schema / header only), upper-cased as the readers do."""
     low = url.lower()
-    ext = posixpath.splitext(low[:-3] if low.endswith(".gz") else low)[1]
+    ext = posixpath.splitext(low.removesuffix(".gz"))[1]
     if ext in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 

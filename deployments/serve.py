@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--settings", help="settings file for every deployment (default: $BEASTFLOW_SETTINGS at run time)")
     ap.add_argument("--limit", type=int, default=2, help="flow runs executed at once by this process")
     args = ap.parse_args(argv)
+    if args.settings:  # one run per output: later runs queue on the output's concurrency limit
+        from beastflow.settings import load_settings
+        from flows.output_limit import ensure_output_limit
+
+        ensure_output_limit(load_settings(args.settings))
     serve(*deployments(args.settings), limit=args.limit)
 
 

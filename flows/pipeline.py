@@ -219,8 +219,10 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
     check_run_inputs(s)
     from beastflow.lease import output_lease
 
+    from .output_limit import output_concurrency
+
     # one run per output: a second run (UI, schedule, catalog watch) waits or stops naming this one
-    with output_lease(s.output, wait_s=s.execution.lease_wait_s):
+    with output_concurrency(s), output_lease(s.output, wait_s=s.execution.lease_wait_s):
         return _pipeline(s)
 
 

@@ -6,7 +6,6 @@ The traceback is printed only with ``-v``.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from beastflow.cli import main
 from beastflow.cli.errors import one_line

@@ -32,15 +32,13 @@ def test_second_run_on_one_output_stops_naming_the_holder(tmp_path):
     root = str(tmp_path / "out")
     proc, release = _other_process_holds(root)
     try:
-        with pytest.raises(OutputBusy) as err:
-            with output_lease(root):
-                pass
+        with pytest.raises(OutputBusy) as err, output_lease(root):
+            pass
         msg = str(err.value)
         assert "\n" not in msg and root in msg and f"pid {proc.pid}" in msg
         t0 = time.monotonic()
-        with pytest.raises(OutputBusy):
-            with output_lease(root, wait_s=1.0):
-                pass
+        with pytest.raises(OutputBusy), output_lease(root, wait_s=1.0):
+            pass
         assert time.monotonic() - t0 >= 0.9  # it waited before giving up
     finally:
         release.set()

@@ -245,3 +245,11 @@ def test_copied_run_folder_hands_out_its_own_files(settings, tmp_path):
     assert hit == Out(moved.artifact("u0.txt"), 1, [moved.artifact("u0.txt")])
     raw = storage.read_bytes(caching.record_url(moved, "copy", "u0")).decode()
     assert str(tmp_path / "out") not in raw
+
+
+def test_output_concurrency_limit_name_is_stable(tmp_path):
+    from flows.output_limit import limit_name
+
+    a = limit_name(str(tmp_path / "out"))
+    assert a == limit_name(str(tmp_path / "x" / ".." / "out") + "/") and a.startswith("beastflow-output-")
+    assert a != limit_name(str(tmp_path / "other")) and a != limit_name("s3://bucket" + str(tmp_path / "out"))

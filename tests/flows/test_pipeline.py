@@ -210,3 +210,22 @@ def test_missing_catalog_fails_before_the_first_stage(tiny_settings):
     assert time.monotonic() - t0 < 30
     out = Path(settings.output)
     assert not out.exists() or not any(out.rglob("*.hd5")), "a stage ran before the inputs were checked"
+
+
+def test_deployment_runs_queue_on_the_outputs_concurrency_limit(tiny_settings):
+    """With the output's Prefect concurrency limit (deployments/serve.py creates it), a run that finds
+    the slot taken stops with a one-line message instead of colliding (issue 12, item 6)."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    from beastflow.lease import OutputBusy
+    from flows.output_limit import ensure_output_limit
+
+    name = ensure_output_limit(tiny_settings)
+    try:
+        with concurrency(name, occupy=1, strict=True):  # another flow run holds the output
+            with pytest.raises(OutputBusy, match=f"concurrency limit {name} has no free slot"):
+                pipeline_flow(tiny_settings)
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(name)

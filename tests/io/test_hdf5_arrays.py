@@ -28,9 +28,8 @@ def test_disk_full_while_creating_datasets_closes_the_file(tmp_path, monkeypatch
     monkeypatch.setattr(h5py.Group, "create_dataset", full_disk)
     before = _open_hdf5_files()
     writer = ArraysWriter(str(tmp_path / "g.hd5"), {"a": ((3,), np.float64), "b": ((2,), np.float64)}, n_rows=4)
-    with pytest.raises(OSError, match="No space left"):
-        with writer:
-            pass
+    with pytest.raises(OSError, match="No space left"), writer:
+        pass
     assert _open_hdf5_files() == before  # the file handle is closed, not left for the interpreter exit
     assert list(tmp_path.iterdir()) == []  # no temporary, and no half-written artifact in place
 
