@@ -85,3 +85,11 @@ def test_library_errors_are_named():
     assert one_line(PermissionError(13, "Permission denied", "/data/run/x.parquet")) == \
         "/data/run/x.parquet: Permission denied"
     assert one_line(KeyError("grid has no 'weight' column")) == "grid has no 'weight' column"
+
+
+def test_invalid_settings_name_every_key_on_one_line(tmp_path, capsys):
+    f = tmp_path / "bad.toml"
+    f.write_text("[execution]\nexecutor = 'cloud'\n[physics]\nn_subgrid = 'ten'\n")
+    rc, err = _run(["density-map", str(f)], capsys)
+    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    assert "execution.executor" in err and "physics.n_subgrid" in err and str(f) in err

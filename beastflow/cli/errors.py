@@ -53,5 +53,7 @@ def one_line(exc: BaseException) -> str:
     own = ("SettingsError", "CatalogError", "TrimError", "OutsideOutputError", "FileNotFoundError",
            "FileExistsError", "ValueError", "KeyError")
     if type(exc).__name__ in own:
-        return msg.strip("'\"") if isinstance(exc, KeyError) else msg
+        # beastflow's own messages may list several keys on several lines: one line, "; "-separated
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        return "; ".join(ln.strip() for ln in text.splitlines() if ln.strip())
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
