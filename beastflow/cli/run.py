@@ -29,6 +29,12 @@ def _quiet_prefect_defaults() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
+    from beastflow.cli.orphans import mark_this_run, reap_orphaned_servers
+
+    # a temporary Prefect server left by a killed run is stopped; this run's own one is marked
+    for pid in reap_orphaned_servers():
+        print(f"stopped the temporary Prefect API server (pid {pid}) left by a killed run", file=sys.stderr)
+    mark_this_run()
     # one line per Prefect API request at INFO would bury the stage logs
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from beastflow.settings import load_settings
