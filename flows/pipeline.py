@@ -58,8 +58,12 @@ def load(settings: Any):
     """A settings file URL, dict or Settings (None: see ``settings_or_default``) -> activated Settings."""
     from beastflow.settings import Settings, load_settings, settings_from_dict
 
+    from .settings_ref import is_reference, resolve
+
     settings = settings_or_default(settings)
-    if isinstance(settings, Settings):
+    if is_reference(settings):  # what the pipeline passes its stage flows
+        s = resolve(settings)
+    elif isinstance(settings, Settings):
         s = settings
     elif isinstance(settings, dict):
         s = settings_from_dict(settings)
@@ -68,6 +72,13 @@ def load(settings: Any):
     else:
         raise TypeError(f"settings must be a file URL, a dict or a Settings object, not {type(settings).__name__}")
     return s.activate()
+
+
+def _ref(s) -> str:
+    """Stage flows get the settings by reference: the Prefect database stores only that."""
+    from .settings_ref import by_reference
+
+    return by_reference(s)
 
 
 def _one(run: StageRun) -> Any:
@@ -102,7 +113,7 @@ def density_flow(settings: str | None = None, catalog: str | None = None) -> Sta
 def cut_flow(settings: str | None = None, density: StageRun | None = None, asts: str | None = None) -> StageRun:
     """Catalog and AST cuts."""
     s = load(settings)
-    density = density or density_flow(s)
+    density = density or density_flow(_ref(s))
     asts = asts or ast_results(s, density=density)[0]
     return run_units(s, "cut", stages.cut_units(s, _one(density), asts))
 
@@ -119,7 +130,7 @@ def ast_results(s, physics: StageRun | None = None, density: StageRun | None = N
         return s.observations.ast_results, None
     from beastflow.demo import has_instrument
 
-    ast_inputs = ast_inputs or ast_inputs_flow(s, physics=physics, density=density)
+    ast_inputs = ast_inputs or ast_inputs_flow(_ref(s), physics=physics, density=density)
     if not has_instrument(s):
         raise PipelineStop(
             f"AST inputs written to {', '.join(ast_inputs.urls)}; run them through the photometry pipeline, "
@@ -133,8 +144,8 @@ def ast_results(s, physics: StageRun | None = None, density: StageRun | None = N
 def split_flow(settings: str | None = None, cut: StageRun | None = None, density: StageRun | None = None) -> StageRun:
     """Split by density bin, then by flux into sub-files."""
     s = load(settings)
-    density = density or density_flow(s)
-    cut = cut or cut_flow(s, density=density)
+    density = density or density_flow(_ref(s))
+    cut = cut or cut_flow(_ref(s), density=density)
     return run_units(s, "split", stages.split_units(s, _one(cut), _one(density)))
 
 
@@ -143,8 +154,8 @@ def ast_inputs_flow(settings: str | None = None, physics: StageRun | None = None
                     density: StageRun | None = None) -> StageRun:
     """Artificial-star inputs (SEDs and positions) for the photometry pipeline."""
     s = load(settings)
-    physics = physics or physicsmodel_flow(s)
-    density = density or density_flow(s)
+    physics = physics or physicsmodel_flow(_ref(s))
+    density = density or density_flow(_ref(s))
     return run_units(s, "ast_inputs", stages.ast_inputs_units(s, _one(physics), _one(density)))
 
 
@@ -153,8 +164,8 @@ def noisemodel_flow(settings: str | None = None, physics: StageRun | None = None
                     split: StageRun | None = None) -> StageRun:
     """Noise model per (density bin, subgrid)."""
     s = load(settings)
-    physics = physics or physicsmodel_flow(s)
-    split = split or split_flow(s)
+    physics = physics or physicsmodel_flow(_ref(s))
+    split = split or split_flow(_ref(s))
     layout = stages.split_layout(_one(split))
     return run_units(s, "noisemodel", stages.noisemodel_units(s, _one(physics), layout))
 
@@ -164,9 +175,9 @@ def trim_flow(settings: str | None = None, physics: StageRun | None = None, spli
               noise: StageRun | None = None) -> StageRun:
     """Trimmed grid + noise model per (bin, sub-file, subgrid); SLURM arrays with executor = "slurm"."""
     s = load(settings)
-    physics = physics or physicsmodel_flow(s)
-    split = split or split_flow(s)
-    noise = noise or noisemodel_flow(s, physics=physics, split=split)
+    physics = physics or physicsmodel_flow(_ref(s))
+    split = split or split_flow(_ref(s))
+    noise = noise or noisemodel_flow(_ref(s), physics=physics, split=split)
     layout = stages.split_layout(_one(split))
     return run_units(s, "trim", stages.trim_units(s, _one(physics), layout, noise))
 
@@ -175,7 +186,7 @@ def trim_flow(settings: str | None = None, physics: StageRun | None = None, spli
 def grid_info_flow(settings: str | None = None, physics: StageRun | None = None) -> StageRun:
     """PDF bins of every quantity over the full grid (shared by all fits)."""
     s = load(settings)
-    physics = physics or physicsmodel_flow(s)
+    physics = physics or physicsmodel_flow(_ref(s))
     return run_units(s, "grid_info", stages.grid_info_units(s, _one(physics)))
 
 
@@ -184,9 +195,9 @@ def fit_flow(settings: str | None = None, split: StageRun | None = None, trim: S
              grid_info: StageRun | None = None) -> StageRun:
     """Fit per (bin, sub-file, subgrid); SLURM arrays with executor = "slurm"."""
     s = load(settings)
-    split = split or split_flow(s)
-    trim = trim or trim_flow(s, split=split)
-    grid_info = grid_info or grid_info_flow(s)
+    split = split or split_flow(_ref(s))
+    trim = trim or trim_flow(_ref(s), split=split)
+    grid_info = grid_info or grid_info_flow(_ref(s))
     layout = stages.split_layout(_one(split))
     return run_units(s, "fit", stages.fit_units(s, layout, trim, _one(grid_info)))
 
@@ -195,7 +206,7 @@ def fit_flow(settings: str | None = None, split: StageRun | None = None, trim: S
 def merge_flow(settings: str | None = None, fit: StageRun | None = None) -> StageRun:
     """Merge the fits over subgrids and sub-files into P_stats / P_pdf1d / P_pdf2d / P_lnp."""
     s = load(settings)
-    fit = fit or fit_flow(s)
+    fit = fit or fit_flow(_ref(s))
     run = run_units(s, "merge", stages.merge_units(s, fit))
     run.summary = stages.fit_summary(_one(run))
     publish_summary("fit", run.summary, "fitted stars: counts and median posterior values")
@@ -229,19 +240,20 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
 def _pipeline(s) -> PipelineRun:
     log = get_run_logger()
     runs: dict[str, StageRun] = {}
-    runs["physicsmodel"] = physicsmodel_flow(s)
-    runs["density"] = density_flow(s)
-    runs["ast_inputs"] = ast_inputs_flow(s, physics=runs["physicsmodel"], density=runs["density"])
+    ref = _ref(s)  # the stage flows' Prefect parameters hold this reference, not the settings
+    runs["physicsmodel"] = physicsmodel_flow(ref)
+    runs["density"] = density_flow(ref)
+    runs["ast_inputs"] = ast_inputs_flow(ref, physics=runs["physicsmodel"], density=runs["density"])
     asts, demo_run = ast_results(s, ast_inputs=runs["ast_inputs"])
     if demo_run is not None:
         runs["demo_asts"] = demo_run
-    runs["cut"] = cut_flow(s, density=runs["density"], asts=asts)
-    runs["split"] = split_flow(s, cut=runs["cut"], density=runs["density"])
-    runs["noisemodel"] = noisemodel_flow(s, physics=runs["physicsmodel"], split=runs["split"])
-    runs["trim"] = trim_flow(s, physics=runs["physicsmodel"], split=runs["split"], noise=runs["noisemodel"])
-    runs["grid_info"] = grid_info_flow(s, physics=runs["physicsmodel"])
-    runs["fit"] = fit_flow(s, split=runs["split"], trim=runs["trim"], grid_info=runs["grid_info"])
-    runs["merge"] = merge_flow(s, fit=runs["fit"])
+    runs["cut"] = cut_flow(ref, density=runs["density"], asts=asts)
+    runs["split"] = split_flow(ref, cut=runs["cut"], density=runs["density"])
+    runs["noisemodel"] = noisemodel_flow(ref, physics=runs["physicsmodel"], split=runs["split"])
+    runs["trim"] = trim_flow(ref, physics=runs["physicsmodel"], split=runs["split"], noise=runs["noisemodel"])
+    runs["grid_info"] = grid_info_flow(ref, physics=runs["physicsmodel"])
+    runs["fit"] = fit_flow(ref, split=runs["split"], trim=runs["trim"], grid_info=runs["grid_info"])
+    runs["merge"] = merge_flow(ref, fit=runs["fit"])
     summary = runs["merge"].summary
     cached = [n for n, r in runs.items() if r.all_cached]
     log.info("pipeline done: %d stars fitted; stages from cache: %s", summary.get("stars", 0), ", ".join(cached) or "none")

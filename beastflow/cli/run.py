@@ -60,12 +60,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from flows.executors import UnitsFailed
     from flows.pipeline import PipelineStop, pipeline_flow
+    from flows.settings_ref import by_reference
     from flows.progress import console_bars
 
     show = settings.execution.progress and not args.no_progress and sys.stderr.isatty()
     try:
         with console_bars(show):
-            run = pipeline_flow(settings, catalog=args.catalog, asts=args.asts)
+            # by reference: the flow run's parameters (Prefect database, UI) hold no settings
+            run = pipeline_flow(by_reference(settings), catalog=args.catalog, asts=args.asts)
     except PipelineStop as stop:
         print(f"beastflow run: stopped: {stop}", file=sys.stderr)
         return 3

@@ -46,6 +46,20 @@ def _two_runs_at_once(settings):
     return done, refused
 
 
+def _assert_stage_flows_got_references(output: str) -> None:
+    """Settings by reference (issue 12, item 3): the Prefect database holds the stage flows' settings
+    only as ``settings-ref:{output}#sha256=...``; only the pipeline's own caller passed more."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)
+        names = {r.flow_id: client.read_flow(r.flow_id).name for r in runs}
+    mine = [r for r in runs if output in str(r.parameters.get("settings"))]
+    refs = [r for r in mine if str(r.parameters["settings"]).startswith("settings-ref:")]
+    assert len({names[r.flow_id] for r in refs}) >= 10, sorted(names[r.flow_id] for r in refs)
+    assert all(names[r.flow_id] == "beastflow-pipeline" for r in mine if r not in refs)
+
+
 def test_second_run_recomputes_nothing(tiny_settings, tmp_path):
     # one run per output (issue 12, item 6): of two runs started at once one runs, the other is refused
     # naming the holder; the next run finds a complete, uncorrupted output (everything cached)
@@ -58,6 +72,8 @@ def test_second_run_recomputes_nothing(tiny_settings, tmp_path):
     assert set(_flat(first).values()) == {"Completed"}, _flat(first)
     assert len(first.states["fit"]) >= 2  # fanned out over density bins / sub-files
     assert first.summary["stars"] > 100
+
+    _assert_stage_flows_got_references(tiny_settings.output)
 
     second = pipeline_flow(tiny_settings)
     # every task of every stage finished in the "Cached" state: nothing recomputed
