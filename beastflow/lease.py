@@ -147,8 +147,10 @@ def _object_lease(root: str, wait_s: float, ttl_s: float) -> Iterator[None]:
         if _create_exclusive(fs, path, json.dumps(rec).encode()):
             break
         info = _read_lock(fs, path)
-        if info is not None and isinstance(info.get("expires"), (int, float)) and info["expires"] < time.time():
-            # its run stopped renewing it (killed): take it over
+        expires = info.get("expires") if info is not None else None
+        if info is not None and (not isinstance(expires, (int, float)) or expires < time.time()):
+            # its run stopped renewing it (killed), or it is no lock object at all (a local run's
+            # lock file copied along with the run folder, an unreadable object): take it over
             with contextlib.suppress(FileNotFoundError):
                 fs.rm_file(path)
             continue

@@ -96,6 +96,10 @@ def test_object_store_lease_with_expiry(monkeypatch):
     storage.write_json(storage.join(root, lease.LOCK_NAME), {"owner": "dead", "expires": time.time() - 1})
     with output_lease(root):
         assert storage.read_json(storage.join(root, lease.LOCK_NAME))["owner"] != "dead"
+    # a local run's lock file copied along with the run folder holds no expiry: not a live lock
+    storage.write_json(storage.join(root, lease.LOCK_NAME), {"owner": "local", "pid": 1, "expires": None})
+    with output_lease(root):
+        assert storage.read_json(storage.join(root, lease.LOCK_NAME))["owner"] != "local"
 
 
 def test_two_threads_of_one_process_exclude_each_other(tmp_path):

@@ -127,6 +127,32 @@ def test_full_pipeline_on_s3_matches_local(s3_run):
     assert_secret_nowhere(PLANTED_SECRET, _prefect_state_folders() + [Path(local.output)], fs, "beastflow-test")
 
 
+def test_local_run_folder_copied_to_s3_reruns_all_cached(s3_run, s3_endpoint, tmp_path):
+    """Relocatable runs (issue 12, item 5): the local run folder uploaded to S3 is a complete,
+    all-cached run there (new ETags: every output is re-hashed once), and names nothing outside."""
+    local, remote_settings, fs = s3_run
+    fs.put(local.output.rstrip("/") + "/", "beastflow-test/copied/", recursive=True)
+    # the local run's own settings (the S3 run of the fixture was handed the local run's ASTs)
+    obs = remote_settings.observations.model_copy(update={
+        "ast_results": None if "demo_asts" in local.urls else remote_settings.observations.ast_results})
+    copied = with_output(remote_settings.model_copy(update={"observations": obs}), "s3://beastflow-test/copied",
+                         storage_options={"s3": {"endpoint_url": s3_endpoint}})
+    run = pipeline_flow(copied)
+    states = {st for units in run.states.values() for st in units.values()}
+    assert states == {"Cached"}, run.states
+    assert all(u.startswith("s3://beastflow-test/copied/") for us in run.urls.values() for u in us)
+    needle = local.output.encode()
+    naming = [k for k in fs.find("beastflow-test/copied") if needle in fs.cat_file(k)]
+    assert naming == [], naming
+
+    # ... and back from S3 to local disk
+    back = tmp_path / "back"
+    fs.get("beastflow-test/copied/", str(back) + "/", recursive=True)
+    again = pipeline_flow(with_output(copied, str(back), storage_options={}))
+    assert {st for units in again.states.values() for st in units.values()} == {"Cached"}, again.states
+    assert not [p for p in back.rglob("*") if p.is_file() and b"beastflow-test/copied" in p.read_bytes()]
+
+
 # ----------------------------------------------------------------------------------------------
 FLAKY_MARK = "BEASTFLOW_TEST_FLAKY_MARK"
 
