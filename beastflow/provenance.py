@@ -52,7 +52,8 @@ def make_provenance(
     }
     if extra:
         rec.update(extra)
-    return rec
+    # artifacts of this run are named relative to its output root (relocatable runs)
+    return storage.portable(rec)
 
 
 def dumps(rec: Mapping[str, Any]) -> str:

@@ -11,6 +11,7 @@ mistake for a finished one.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -50,6 +51,92 @@ def filesystem(url: str):
     return url_to_fs(url, **storage_options_for(url))
 
 
+# --------------------------------------------------------------------------
+# writes stay inside the run's output root
+# --------------------------------------------------------------------------
+class OutsideOutputError(ValueError):
+    """A write (or an artifact name) that would land outside the run's output root."""
+
+
+#: while a stage runs, the output root every write must stay inside (None: unconfined)
+_WRITE_ROOT: contextvars.ContextVar[str | None] = contextvars.ContextVar("beastflow_write_root", default=None)
+
+
+def _canonical(url: str) -> tuple[str, str]:
+    """(protocol, normalised absolute path) of a URL, for containment checks."""
+    proto = protocol(url)
+    path = url.split("://", 1)[1] if "://" in url else url
+    if proto == "file":
+        return proto, os.path.normpath(os.path.abspath(os.path.expanduser(path)))
+    return proto, posixpath.normpath("/" + path)
+
+
+def is_inside(url: str, root: str) -> bool:
+    """True when ``url`` is ``root`` or below it (after resolving '..' and relative paths)."""
+    (pu, u), (pr, r) = _canonical(url), _canonical(root)
+    if pu != pr:
+        return False
+    return u == r or u.startswith(r.rstrip("/") + "/")
+
+
+def require_inside(url: str, root: str, what: str = "write") -> None:
+    if not is_inside(url, root):
+        raise OutsideOutputError(f"refusing {what} {url}: it is outside the run's output root {root}")
+
+
+@contextlib.contextmanager
+def confine_writes(root: str) -> Iterator[None]:
+    """Every write through this module inside the block must land below ``root``."""
+    token = _WRITE_ROOT.set(root)
+    try:
+        yield
+    finally:
+        _WRITE_ROOT.reset(token)
+
+
+def _check_write(url: str) -> None:
+    root = _WRITE_ROOT.get()
+    if root is not None:
+        require_inside(url, root)
+
+
+def output_root() -> str | None:
+    """The output root of the stage running now (set by ``confine_writes``), else None."""
+    return _WRITE_ROOT.get()
+
+
+def portable(obj: Any, root: str | None = None) -> Any:
+    """``obj`` with every string naming a file below the output root made relative to it.
+
+    What an artifact records about other artifacts of the same run (provenance,
+    manifests, metadata) must not name the folder it was written in: a run
+    folder that is copied or moved (local -> S3 and back) stays self-contained.
+    ``resolve`` turns such a relative name back into a URL.
+    """
+    root = root if root is not None else output_root()
+    if not root:
+        return obj
+    if isinstance(obj, str):
+        if is_inside(obj, root) and ("://" in obj or os.path.isabs(obj)):
+            rel = posixpath.relpath(_canonical(obj)[1], _canonical(root)[1])
+            return obj if rel == "." else rel
+        return obj
+    if isinstance(obj, Mapping):
+        return {k: portable(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v, root) for v in obj]
+    return obj
+
+
+def resolve(name: str, root: str) -> str:
+    """A name recorded by ``portable`` (relative to the output root) or an absolute URL, as a URL."""
+    if "://" in name or os.path.isabs(name):
+        return name
+    url = join(root, name)
+    require_inside(url, root, what="recorded path")
+    return url
+
+
 def join(base: str, *parts: str) -> str:
     """Join URL path components with '/' (also on local paths)."""
     out = base.rstrip("/")
@@ -64,11 +151,13 @@ def exists(url: str) -> bool:
 
 
 def makedirs(url: str) -> None:
+    _check_write(url)
     fs, path = filesystem(url)
     fs.makedirs(path, exist_ok=True)
 
 
 def remove(url: str) -> None:
+    _check_write(url)
     fs, path = filesystem(url)
     if fs.exists(path):
         fs.rm(path, recursive=True)
@@ -87,6 +176,8 @@ def listdir(url: str) -> list[str]:
 
 def open_url(url: str, mode: str = "rb", **kwargs):
     """``fsspec.open`` with configured storage options (context manager)."""
+    if any(c in mode for c in "wax+"):
+        _check_write(url)
     return fsspec.open(url, mode, **storage_options_for(url), **kwargs)
 
 
@@ -104,6 +195,7 @@ def atomic_write(url: str, mode: str = "wb") -> Iterator[Any]:
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
+    _check_write(url)
     fs, path = filesystem(url)
     parent = posixpath.dirname(path)
     if parent:
@@ -128,6 +220,7 @@ def local_copy_for_write(url: str, suffix: str = "") -> Iterator[str]:
     for remote URLs it is a local temporary file that is uploaded to a
     temporary remote name and moved.
     """
+    _check_write(url)
     fs, path = filesystem(url)
     if protocol(url) == "file":
         parent = os.path.dirname(path)

@@ -60,7 +60,9 @@ def catalog_watch_flow(settings: str | None = None, force: bool = False) -> dict
         return {"started": False, "hashes": now}
     changed = sorted(k for k in now if now.get(k) != before.get(k))
     log.info("changed since the last run: %s; starting the pipeline", ", ".join(changed) or "forced")
-    run = pipeline_flow(s)
+    from flows.settings_ref import by_reference
+
+    run = pipeline_flow(by_reference(s))  # the Prefect database stores the reference only
     # recorded only after a successful run: a failed run is retried on the next tick
     storage.write_json(state_url(s), {"hashes": now, "started": _dt.datetime.now(_dt.timezone.utc).isoformat()})
     return {"started": True, "changed": changed, "hashes": now, "stars": run.summary.get("stars")}

@@ -67,7 +67,13 @@ def main(argv: list[str] | None = None) -> None:
                                        "the UI (default: $BEASTFLOW_SETTINGS)")
     ap.add_argument("--limit", type=int, default=2, help="flow runs executed at once by this process")
     args = ap.parse_args(argv)
-    serve(*deployments(args.settings or os.environ.get("BEASTFLOW_SETTINGS") or None), limit=args.limit)
+    settings = args.settings or os.environ.get("BEASTFLOW_SETTINGS") or None
+    if settings:  # one run per output: later runs queue on the output's concurrency limit
+        from beastflow.settings import load_settings
+        from flows.output_limit import ensure_output_limit
+
+        ensure_output_limit(load_settings(settings))
+    serve(*deployments(settings), limit=args.limit)
 
 
 if __name__ == "__main__":

@@ -14,29 +14,35 @@ A unit's other arguments (output names, subgrid index, tag) follow from its
 label and the project name, so they need no place of their own in the key.
 
 After a unit ran, a small JSON record ``{output}/.cache/{stage}/{label}.json``
-stores the key and the stage's returned output URLs.  A later run is a cache
-hit when the record's key equals the freshly computed key *and* every output
-URL in it still exists.  The records live next to the artifacts, so the cache
-works the same on local disk, shared scratch and S3, needs no Prefect server
-and travels with the outputs.  Because keys are built from content hashes, a
-changed catalog row changes the hash of the catalog, hence the keys of the
-stages that read it, and — only where their outputs' bytes change — the keys
-of the stages further downstream.
+stores the key, the stage's result as plain data (``flows.result_codec``:
+allow-listed result types, artifact paths relative to the output root) and,
+per output artifact, its size, modification stamp and SHA-256.  A later run
+is a cache hit when the record's key equals the freshly computed key *and*
+every recorded output verifies (``lookup``: size, then stamp, else re-hash);
+anything else is a miss that recomputes, and a record that was rejected
+(changed or truncated output, invalid record) is reported with the reason.
+The records live next to the artifacts, so the cache works the same on local
+disk, shared scratch and S3, needs no Prefect server and travels with the
+outputs.  Because keys are built from content hashes, a changed catalog row
+changes the hash of the catalog, hence the keys of the stages that read it,
+and — only where their outputs' bytes change — the keys of the stages further
+downstream.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import importlib
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from beastflow import storage
 
+from . import result_codec
+
 #: bump when the key recipe changes, so that old records are never trusted
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 # --------------------------------------------------------------------------
@@ -51,7 +57,7 @@ _HASH_MEMO: dict[str, tuple[tuple[Any, ...], str]] = {}
 _MEMO_LOCK = threading.Lock()
 
 
-def fingerprint(url: str) -> tuple[Any, ...]:
+def fingerprint(url: str) -> tuple[int, str]:
     """Cheap identity of a file version: size plus mtime / ETag / LastModified."""
     fs, path = storage.filesystem(url)
     info = fs.info(path)
@@ -139,50 +145,23 @@ def unit_key(stage: str, label: str, settings, sections: Iterable[str], inputs: 
 
 
 # --------------------------------------------------------------------------
-# stage results <-> JSON
+# stage results <-> JSON (plain data, allow-listed types: flows.result_codec)
 # --------------------------------------------------------------------------
-def encode_result(result: Any) -> Any:
-    """A stage's returned value (dataclasses of URLs, lists, dicts, scalars) as JSON data.
-
-    Dataclasses become ``{"__dataclass__": "module:Qualname", "fields": {...}}``
-    so ``decode_result`` can rebuild the very objects the stage returned;
-    numpy scalars and arrays become Python numbers and lists.
-    """
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        cls = type(result)
-        return {"__dataclass__": f"{cls.__module__}:{cls.__qualname__}",
-                "fields": {f.name: encode_result(getattr(result, f.name)) for f in dataclasses.fields(result)}}
-    if isinstance(result, Mapping):
-        return {str(k): encode_result(v) for k, v in result.items()}
-    if isinstance(result, (list, tuple)):
-        return [encode_result(v) for v in result]
-    if hasattr(result, "tolist"):  # numpy scalar / array
-        return result.tolist()
-    return result
+def encode_result(result: Any, root: str | None = None) -> Any:
+    return result_codec.encode(result, root)
 
 
-def decode_result(data: Any) -> Any:
-    if isinstance(data, Mapping):
-        if "__dataclass__" in data:
-            mod, _, qual = data["__dataclass__"].partition(":")
-            obj: Any = importlib.import_module(mod)
-            for part in qual.split("."):
-                obj = getattr(obj, part)
-            return obj(**{k: decode_result(v) for k, v in data["fields"].items()})
-        return {k: decode_result(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [decode_result(v) for v in data]
-    return data
+def decode_result(data: Any, root: str | None = None) -> Any:
+    return result_codec.decode(data, root)
 
 
 def result_urls(result: Any, output_root: str) -> list[str]:
     """Every string in a stage result that names an artifact below the output root."""
-    root = output_root.rstrip("/") + "/"
     found: list[str] = []
 
     def walk(v: Any) -> None:
         if isinstance(v, str):
-            if v.startswith(root):
+            if result_codec.relative_to_root(v, output_root) is not None:
                 found.append(v)
         elif isinstance(v, Mapping):
             for x in v.values():
@@ -204,48 +183,103 @@ def record_url(settings, stage: str, label: str) -> str:
     return settings.artifact(".cache", stage, f"{label}.json")
 
 
-def read_hit(settings, stage: str, label: str, key: str) -> Any | None:
-    """The cached stage result when the record matches ``key`` and its outputs exist."""
+@dataclasses.dataclass
+class Lookup:
+    """Outcome of a cache lookup: the result on a hit, else why it missed."""
+
+    hit: bool
+    result: Any = None
+    #: why it missed ("" on a hit)
+    reason: str = ""
+    #: a record existed but was rejected (changed/corrupt output, invalid record):
+    #: worth a warning, unlike a plain first run or a changed input
+    rejected: bool = False
+
+
+def _miss(reason: str, rejected: bool = False) -> Lookup:
+    return Lookup(False, None, reason, rejected)
+
+
+def lookup(settings, stage: str, label: str, key: str) -> Lookup:
+    """Look the unit up; a hit is handed out only after its outputs were verified.
+
+    Verification per recorded output: it exists and has the recorded size; when
+    its modification stamp (mtime, S3 ETag) also equals the recorded one, that
+    is taken as unchanged (fast path); otherwise the bytes are re-hashed and
+    must give the recorded SHA-256.  A copied run folder (new stamps, same
+    bytes) is re-hashed once and its record refreshed.
+    """
+    root = settings.output
     url = record_url(settings, stage, label)
     try:
         rec = storage.read_json(url)
-    except (FileNotFoundError, ValueError):
-        return None
-    if rec.get("format") != CACHE_FORMAT or rec.get("key") != key:
-        return None
-    outputs = rec.get("outputs", {})
-    for out_url in outputs:
-        if not storage.exists(out_url):
-            return None  # an output was deleted: recompute rather than trust the record
-    # Re-use the output hashes recorded when the unit ran, as long as the
-    # files are unchanged, so downstream keys need not re-read them.
-    for out_url, meta in outputs.items():
-        try:
-            if tuple(meta["fingerprint"]) == fingerprint(out_url):
-                _remember(out_url, meta["fingerprint"], meta["sha256"])
-        except (KeyError, TypeError, FileNotFoundError):
-            pass
+    except FileNotFoundError:
+        return _miss("no cache record")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _miss(f"cache record {url} is not valid JSON ({exc})", rejected=True)
+    if not isinstance(rec, dict):
+        return _miss(f"cache record {url} is not a JSON object", rejected=True)
+    if rec.get("format") != CACHE_FORMAT:
+        return _miss(f"cache record format {rec.get('format')!r} is not {CACHE_FORMAT}")
+    if rec.get("key") != key:
+        return _miss("inputs, settings or software changed")
+    outputs = rec.get("outputs")
+    if not isinstance(outputs, dict):
+        return _miss(f"cache record {url} has no outputs table", rejected=True)
+    refreshed = False
+    verified: set[str] = set()
     try:
-        return decode_result(rec["result"])
-    except Exception:  # the result type moved or changed: treat as a miss
-        return None
+        for rel, meta in outputs.items():
+            out_url = result_codec.below_root(rel, root)
+            if not storage.exists(out_url):
+                return _miss(f"output {rel} is missing", rejected=True)
+            size, stamp = fingerprint(out_url)
+            if size != meta["size"]:
+                return _miss(f"output {rel} changed size ({meta['size']} -> {size} bytes)", rejected=True)
+            if stamp != meta["stamp"]:
+                digest = storage.content_hash(out_url)
+                if digest != meta["sha256"]:
+                    return _miss(f"output {rel} changed content (SHA-256 {meta['sha256'][:12]} -> {digest[:12]})",
+                                 rejected=True)
+                meta["stamp"] = stamp
+                refreshed = True
+            _remember(out_url, (size, stamp), meta["sha256"])
+            verified.add(out_url)
+        result = result_codec.decode(rec.get("result"), root)
+    except (result_codec.InvalidRecord, KeyError, TypeError) as exc:
+        return _miss(f"cache record {url} is invalid ({exc})", rejected=True)
+    unverified = [u for u in result_urls(result, root) if u not in verified]
+    if unverified:
+        return _miss(f"cache record {url} names outputs it holds no hash for: {unverified[:3]}", rejected=True)
+    if refreshed:  # copied / moved / touched but identical: next time the fast path holds
+        try:
+            storage.write_json(url, rec)
+        except OSError:
+            pass
+    return Lookup(True, result)
+
+
+def read_hit(settings, stage: str, label: str, key: str) -> Any | None:
+    """The cached stage result when the record matches ``key`` and its outputs verify, else None."""
+    found = lookup(settings, stage, label, key)
+    return found.result if found.hit else None
 
 
 def write_record(settings, stage: str, label: str, key: str, result: Any, extra: Mapping[str, Any] | None = None) -> None:
-    urls = result_urls(result, settings.output)
+    root = settings.output
     outputs = {}
-    for u in urls:
+    for u in result_urls(result, root):
         if storage.exists(u):
-            fp = fingerprint(u)
+            size, stamp = fingerprint(u)
             digest = storage.content_hash(u)
-            _remember(u, fp, digest)
-            outputs[u] = {"sha256": digest, "fingerprint": list(fp)}
+            _remember(u, (size, stamp), digest)
+            outputs[result_codec.relative_to_root(u, root)] = {"sha256": digest, "size": size, "stamp": stamp}
     rec = {
         "format": CACHE_FORMAT,
         "stage": stage,
         "unit": label,
         "key": key,
-        "result": encode_result(result),
+        "result": result_codec.encode(result, root),
         "outputs": outputs,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -96,11 +96,13 @@ def execute_unit(settings, unit: Unit, key: str) -> dict[str, Any]:
     """
     settings = _as_settings(settings).activate()
     t0 = time.monotonic()
-    result = _resolve(unit.func)(settings, *unit.args, **unit.kwargs)
-    seconds = time.monotonic() - t0
-    caching.write_record(settings, unit.stage, unit.label, key, result,
-                         extra={"seconds": round(seconds, 3), "host": os.uname().nodename})
-    return caching.encode_result(result)
+    # a stage writes only below the run's output root, whatever its arguments say
+    with storage.confine_writes(settings.output):
+        result = _resolve(unit.func)(settings, *unit.args, **unit.kwargs)
+        seconds = time.monotonic() - t0
+        caching.write_record(settings, unit.stage, unit.label, key, result,
+                             extra={"seconds": round(seconds, 3), "host": os.uname().nodename})
+    return caching.encode_result(result, settings.output)
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -174,7 +176,7 @@ def run_batch(settings, units: Sequence[Unit], keys: dict[str, str], kind: str |
         for unit, ok, value, seconds in submit(settings, pending, keys):
             info = {"attempt": attempt + 1, "seconds": seconds}
             if ok:
-                results[unit.label] = caching.decode_result(value)
+                results[unit.label] = caching.decode_result(value, settings.output)
                 # load the output hashes the job recorded (no re-hashing downstream)
                 caching.read_hit(settings, unit.stage, unit.label, keys[unit.label])
                 reasons.pop(unit.label, None)

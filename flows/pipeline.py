@@ -66,8 +66,12 @@ def load(settings: Any):
     """A settings file URL, dict or Settings (None: see ``settings_or_default``) -> activated Settings."""
     from beastflow.settings import Settings, load_settings, settings_from_dict
 
+    from .settings_ref import is_reference, resolve
+
     settings = settings_or_default(settings)
-    if isinstance(settings, Settings):
+    if is_reference(settings):  # what the pipeline passes its stage flows
+        s = resolve(settings)
+    elif isinstance(settings, Settings):
         s = settings
     elif isinstance(settings, dict):
         s = settings_from_dict(settings)
@@ -76,6 +80,13 @@ def load(settings: Any):
     else:
         raise TypeError(f"settings must be a file URL, a dict or a Settings object, not {type(settings).__name__}")
     return s.activate()
+
+
+def _ref(s) -> str:
+    """Stage flows get the settings by reference: the Prefect database stores only that."""
+    from .settings_ref import by_reference
+
+    return by_reference(s)
 
 
 def _one(run: StageRun) -> Any:
@@ -131,7 +142,7 @@ def cut_flow(settings: str | None = None, density: StageRun | None = None, asts:
         asts: AST results URL; empty: observations.ast_results (or the demo instrument).
     """
     s = load(settings)
-    density = density or density_flow(s)
+    density = density or density_flow(_ref(s))
     if not asts and stages.needs_asts(s):
         asts = ast_results(s, density=density)[0]
     return run_units(s, "cut", stages.cut_units(s, _one(density), asts or None))
@@ -149,7 +160,7 @@ def ast_results(s, physics: StageRun | None = None, density: StageRun | None = N
         return s.observations.ast_results, None
     from beastflow.demo import has_instrument
 
-    ast_inputs = ast_inputs or ast_inputs_flow(s, physics=physics, density=density)
+    ast_inputs = ast_inputs or ast_inputs_flow(_ref(s), physics=physics, density=density)
     if not has_instrument(s):
         raise PipelineStop(
             f"AST inputs written to {', '.join(ast_inputs.urls)}; run them through the photometry pipeline, "
@@ -171,8 +182,8 @@ def split_flow(settings: str | None = None, cut: StageRun | None = None, density
         density: result of the density stage (passed by the pipeline; empty: from the cache).
     """
     s = load(settings)
-    density = density or density_flow(s)
-    cut = cut or cut_flow(s, density=density)
+    density = density or density_flow(_ref(s))
+    cut = cut or cut_flow(_ref(s), density=density)
     return run_units(s, "split", stages.split_units(s, _one(cut), _one(density)))
 
 
@@ -189,8 +200,8 @@ def ast_inputs_flow(settings: str | None = None, physics: StageRun | None = None
         density: result of the density stage (passed by the pipeline; empty: from the cache).
     """
     s = load(settings)
-    physics = physics or physicsmodel_flow(s)
-    density = density or density_flow(s)
+    physics = physics or physicsmodel_flow(_ref(s))
+    density = density or density_flow(_ref(s))
     return run_units(s, "ast_inputs", stages.ast_inputs_units(s, _one(physics), _one(density)))
 
 
@@ -207,8 +218,8 @@ def noisemodel_flow(settings: str | None = None, physics: StageRun | None = None
         split: result of the split stage (passed by the pipeline; empty: from the cache).
     """
     s = load(settings)
-    physics = physics or physicsmodel_flow(s)
-    split = split or split_flow(s)
+    physics = physics or physicsmodel_flow(_ref(s))
+    split = split or split_flow(_ref(s))
     layout = stages.split_layout(_one(split), stages.needs_asts(s))
     return run_units(s, "noisemodel", stages.noisemodel_units(s, _one(physics), layout))
 
@@ -227,9 +238,9 @@ def trim_flow(settings: str | None = None, physics: StageRun | None = None, spli
         noise: result of the noisemodel stage (passed by the pipeline; empty: from the cache).
     """
     s = load(settings)
-    physics = physics or physicsmodel_flow(s)
-    split = split or split_flow(s)
-    noise = noise or noisemodel_flow(s, physics=physics, split=split)
+    physics = physics or physicsmodel_flow(_ref(s))
+    split = split or split_flow(_ref(s))
+    noise = noise or noisemodel_flow(_ref(s), physics=physics, split=split)
     layout = stages.split_layout(_one(split), stages.needs_asts(s))
     return run_units(s, "trim", stages.trim_units(s, _one(physics), layout, noise))
 
@@ -245,7 +256,7 @@ def grid_info_flow(settings: str | None = None, physics: StageRun | None = None)
         physics: result of the physicsmodel stage (passed by the pipeline; empty: from the cache).
     """
     s = load(settings)
-    physics = physics or physicsmodel_flow(s)
+    physics = physics or physicsmodel_flow(_ref(s))
     return run_units(s, "grid_info", stages.grid_info_units(s, _one(physics)))
 
 
@@ -263,9 +274,9 @@ def fit_flow(settings: str | None = None, split: StageRun | None = None, trim: S
         grid_info: result of the grid_info stage (passed by the pipeline; empty: from the cache).
     """
     s = load(settings)
-    split = split or split_flow(s)
-    trim = trim or trim_flow(s, split=split)
-    grid_info = grid_info or grid_info_flow(s)
+    split = split or split_flow(_ref(s))
+    trim = trim or trim_flow(_ref(s), split=split)
+    grid_info = grid_info or grid_info_flow(_ref(s))
     layout = stages.split_layout(_one(split), stages.needs_asts(s))
     return run_units(s, "fit", stages.fit_units(s, layout, trim, _one(grid_info)))
 
@@ -281,7 +292,7 @@ def merge_flow(settings: str | None = None, fit: StageRun | None = None) -> Stag
         fit: result of the fit stage (passed by the pipeline; empty: from the cache).
     """
     s = load(settings)
-    fit = fit or fit_flow(s)
+    fit = fit or fit_flow(_ref(s))
     run = run_units(s, "merge", stages.merge_units(s, fit))
     run.summary = stages.fit_summary(_one(run))
     publish_summary("fit", run.summary, "fitted stars: counts and median posterior values")
@@ -299,27 +310,42 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
         catalog: photometry catalog URL; overrides observations.catalog of the settings (empty: keep it).
         asts: AST results URL; overrides observations.ast_results of the settings (empty: keep it).
     """
-    log = get_run_logger()
     s = load(settings)
-    runs: dict[str, StageRun] = {}
     overrides = {k: v for k, v in (("catalog", catalog), ("ast_results", asts)) if v}
     if overrides:  # one place, so every stage (and the demo instrument) sees the same inputs
         s = s.model_copy(update={"observations": s.observations.model_copy(update=overrides)})
+    from beastflow.lease import output_lease
+
+    from .output_limit import output_concurrency
+
+    # one run per output: a second run (UI, schedule, catalog watch) waits or stops naming this one
+    with output_concurrency(s), output_lease(s.output, wait_s=s.execution.lease_wait_s):
+        return _pipeline(s, settings)
+
+
+def _pipeline(s, settings: str | None) -> PipelineRun:
+    log = get_run_logger()
+    runs: dict[str, StageRun] = {}
     # say in the run itself which field it processes (parameters may be empty: settings from the environment)
     log.info("settings %s -> output %s", s.source or "(embedded demo)", s.output)
     publish_inputs(s, settings)
+    ref = _ref(s)  # the stage flows' Prefect parameters hold this reference, not the settings
     globus = s.storage.globus
     if globus is not None:  # [storage.globus]: inputs (and a cached SED grid) arrive through Globus first
         from .transfer import grid_cache_flow, stage_in_flow
 
-        runs["stage_in"] = stage_in_flow(s)
-    runs["physicsmodel"] = physicsmodel_flow(s)
+        runs["stage_in"] = stage_in_flow(ref)
+    # fail in seconds on a missing or unreadable input, not after hours of physics model
+    from beastflow.preflight import check_run_inputs
+
+    check_run_inputs(s)
+    runs["physicsmodel"] = physicsmodel_flow(ref)
     if globus is not None and globus.grid_cache_path is not None:
-        runs["grid_cache"] = grid_cache_flow(s, physics=runs["physicsmodel"])
-    runs["density"] = density_flow(s)
+        runs["grid_cache"] = grid_cache_flow(ref, physics=runs["physicsmodel"])
+    runs["density"] = density_flow(ref)
     skipped: dict[str, str] = {}
     if stages.needs_asts(s):
-        runs["ast_inputs"] = ast_inputs_flow(s, physics=runs["physicsmodel"], density=runs["density"])
+        runs["ast_inputs"] = ast_inputs_flow(ref, physics=runs["physicsmodel"], density=runs["density"])
         asts, demo_run = ast_results(s, ast_inputs=runs["ast_inputs"])
         if demo_run is not None:
             runs["demo_asts"] = demo_run
@@ -330,17 +356,17 @@ def pipeline_flow(settings: str | None = None, catalog: str | None = None, asts:
         asts = None
         skipped = {"ast_inputs": stages.SPLINTER_SKIP, "demo_asts": stages.SPLINTER_SKIP}
         log.info("AST stages skipped: %s", stages.SPLINTER_SKIP)
-    runs["cut"] = cut_flow(s, density=runs["density"], asts=asts)
-    runs["split"] = split_flow(s, cut=runs["cut"], density=runs["density"])
-    runs["noisemodel"] = noisemodel_flow(s, physics=runs["physicsmodel"], split=runs["split"])
-    runs["trim"] = trim_flow(s, physics=runs["physicsmodel"], split=runs["split"], noise=runs["noisemodel"])
-    runs["grid_info"] = grid_info_flow(s, physics=runs["physicsmodel"])
-    runs["fit"] = fit_flow(s, split=runs["split"], trim=runs["trim"], grid_info=runs["grid_info"])
-    runs["merge"] = merge_flow(s, fit=runs["fit"])
+    runs["cut"] = cut_flow(ref, density=runs["density"], asts=asts)
+    runs["split"] = split_flow(ref, cut=runs["cut"], density=runs["density"])
+    runs["noisemodel"] = noisemodel_flow(ref, physics=runs["physicsmodel"], split=runs["split"])
+    runs["trim"] = trim_flow(ref, physics=runs["physicsmodel"], split=runs["split"], noise=runs["noisemodel"])
+    runs["grid_info"] = grid_info_flow(ref, physics=runs["physicsmodel"])
+    runs["fit"] = fit_flow(ref, split=runs["split"], trim=runs["trim"], grid_info=runs["grid_info"])
+    runs["merge"] = merge_flow(ref, fit=runs["fit"])
     if globus is not None and globus.stage_out:
         from .transfer import stage_out_flow
 
-        runs["stage_out"] = stage_out_flow(s, merge=runs["merge"])
+        runs["stage_out"] = stage_out_flow(ref, merge=runs["merge"])
     summary = runs["merge"].summary
     # the summary belongs on the run a user opens, not only on the merge sub-flow
     publish_summary("fit", summary, "fitted stars: counts and median posterior values")

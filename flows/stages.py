@@ -137,9 +137,11 @@ SPLINTER_SKIP = ('noise_model.model = "splinter": the noise model is a fixed fra
 def split_layout(split, need_asts: bool = True) -> dict[str, Any]:
     """Bins, sub-files (with row counts) and per-bin AST files from the split manifest."""
     man = storage.read_json(split.manifest_url)
-    subfiles = [{"bin": int(e["bin"]), "sub": int(e["sub"]), "url": e["url"], "n_rows": int(e["n_rows"])}
+    root = split.manifest_url.rsplit("/", 1)[0]  # the manifest sits in the output root
+    subfiles = [{"bin": int(e["bin"]), "sub": int(e["sub"]), "url": storage.resolve(e["url"], root),
+                 "n_rows": int(e["n_rows"])}
                 for e in man["subfiles"] if int(e["n_rows"]) > 0]
-    asts = {int(e["bin"]): e["url"] for e in man.get("asts", [])}
+    asts = {int(e["bin"]): storage.resolve(e["url"], root) for e in man.get("asts", [])}
     missing = sorted({f["bin"] for f in subfiles} - set(asts)) if need_asts else []
     if missing:
         raise ValueError(

@@ -74,10 +74,18 @@ def unit_task(settings, unit: Unit):
     """Run one unit unless its cache record matches; a hit finishes as state "Cached"."""
     key = unit.key(settings)
     if settings.execution.cache:
-        hit = caching.read_hit(settings, unit.stage, unit.label, key)
-        if hit is not None:
-            return Completed(name=CACHED, data=hit, message=f"cache hit {key[:12]}: inputs and settings unchanged")
-    return caching.decode_result(executors.execute_unit(settings, unit, key))
+        found = caching.lookup(settings, unit.stage, unit.label, key)
+        if found.hit:
+            return Completed(name=CACHED, data=found.result,
+                             message=f"cache hit {key[:12]}: inputs and settings unchanged, outputs verified")
+        _log_rejected(unit.stage, unit.label, found)
+    return caching.decode_result(executors.execute_unit(settings, unit, key), settings.output)
+
+
+def _log_rejected(stage: str, label: str, found: caching.Lookup) -> None:
+    """A record that exists but could not be trusted is worth a warning: the unit recomputes."""
+    if found.rejected:
+        get_run_logger().warning("%s[%s]: cache record not used, recomputing: %s", stage, label, found.reason)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False, retries=0)
@@ -92,11 +100,13 @@ def array_task(settings, stage: str, units: list[Unit]):
     results: dict[str, Any] = {}
     misses: list[Unit] = []
     for u in units:
-        hit = caching.read_hit(settings, stage, u.label, keys[u.label]) if settings.execution.cache else None
-        if hit is None:
+        found = caching.lookup(settings, stage, u.label, keys[u.label]) if settings.execution.cache else None
+        if found is None or not found.hit:
+            if found is not None:
+                _log_rejected(stage, u.label, found)
             misses.append(u)
         else:
-            results[u.label] = hit
+            results[u.label] = found.result
             progress.update(u.label, "cached", attempt=0)
     cached = sorted(results)
     if not misses:
@@ -141,7 +151,14 @@ def run_units(settings, stage: str, units: Sequence[Unit]) -> StageRun:
     retries, with the reason; units that succeeded keep their cache records,
     so a rerun redoes only the failed ones.
     """
-    units = list(units)
+    from beastflow.lease import output_lease
+
+    # a stage flow run on its own holds the output too (inside the pipeline: already held)
+    with output_lease(settings.output, wait_s=settings.execution.lease_wait_s):
+        return _run_units(settings, stage, list(units))
+
+
+def _run_units(settings, stage: str, units: list[Unit]) -> StageRun:
     labels = [u.label for u in units]
     if len(set(labels)) != len(labels):
         raise ValueError(f"{stage}: duplicate unit labels {labels}")

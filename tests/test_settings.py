@@ -123,3 +123,55 @@ def test_template_with_other_options_still_validates(tmp_path):
     f.write_text(text)
     s = load_settings(str(f))
     assert s.noise_model.model == "splinter" and s.physics.extinction.law == "single"
+# ----------------------------------------------------------------------------------------------
+# names and paths that would leave the output (issue 12, item 2)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", "", ".hidden", "a\\b", "x..y"])
+def test_project_name_must_be_a_plain_prefix(name):
+    with pytest.raises(SettingsError, match=r"project\.name: .*plain file-name prefix"):
+        settings_from_dict({"project": {"name": name}})
+
+
+@pytest.mark.parametrize("output", ["", "  ", "/", "s3://", "s3:///"])
+def test_project_output_must_name_a_folder(output):
+    with pytest.raises(SettingsError, match=r"project\.output"):
+        settings_from_dict({"project": {"output": output}})
+
+
+def test_empty_output_in_a_file_is_refused(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('[project]\noutput = ""\n')
+    with pytest.raises(SettingsError, match=r"project\.output: .*empty"):
+        load_settings(str(f))
+
+
+def test_artifact_names_cannot_leave_the_output(tmp_path):
+    s = settings_from_dict({"project": {"output": str(tmp_path / "out"), "name": "field"}})
+    assert s.artifact("field_stats.parquet") == str(tmp_path / "out" / "field_stats.parquet")
+    with pytest.raises(ValueError, match="outside the run's output root"):
+        s.artifact("..", "..", "escape_sourceden_map.parquet")
+
+
+# ----------------------------------------------------------------------------------------------
+# no credential in a settings file (issue 12, item 3)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("opts", [
+    {"s3": {"endpoint_url": "http://127.0.0.1:9", "key": "AKIA", "secret": "planted-secret"}},
+    {"s3": {"client_kwargs": {"aws_secret_access_key": "planted-secret"}}},
+    {"s3": {"token": "planted-secret"}},
+    {"abfs": {"account_key": "planted-secret"}},
+])
+def test_credentials_in_storage_options_are_refused(tmp_path, opts):
+    import tomli_w
+
+    f = tmp_path / "s.toml"
+    f.write_text(tomli_w.dumps({"project": {"storage_options": opts}}))
+    with pytest.raises(SettingsError, match=r"project\.storage_options: .*credentials do not belong") as err:
+        load_settings(str(f))
+    assert "planted-secret" not in str(err.value)  # the message names the key, never the value
+
+
+def test_non_secret_storage_options_are_accepted():
+    s = settings_from_dict({"project": {"storage_options": {"s3": {
+        "endpoint_url": "http://127.0.0.1:9000", "profile": "survey", "sse_kms_key_id": "arn:aws:kms:x"}}}})
+    assert s.project.storage_options["s3"]["profile"] == "survey"

@@ -77,13 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from beastflow.settings import SettingsError
+    from beastflow.cli.errors import one_line
 
     try:
         rc = args.func(args)
-    except (SettingsError, FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
-        # Bad input: one clear line (the message names the file/key), no traceback.
-        print(f"beastflow {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"beastflow {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one line (traceback with -v)
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"beastflow {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 1
     return int(rc or 0)
 

@@ -80,7 +80,7 @@ def _cmd_noisemodel(args) -> int:
     else:
         man = _manifest(s)
         if man and man.get("asts"):
-            ast_list = [(e["bin"], e["url"]) for e in man["asts"]]
+            ast_list = [(e["bin"], storage.resolve(e["url"], s.output)) for e in man["asts"]]
         elif s.observations.ast_results:
             ast_list = [(None, s.observations.ast_results)]
         else:
@@ -110,7 +110,8 @@ def _cmd_trim(args) -> int:
         if not man:
             raise FileNotFoundError(f"no split manifest {s.project.name}_split_manifest.json under {s.output}; "
                                     "run `beastflow split` first or pass --catalog")
-        subfiles = [(e["bin"], e["sub"], e["url"]) for e in man["subfiles"] if e.get("n_rows", 1) > 0]
+        subfiles = [(e["bin"], e["sub"], storage.resolve(e["url"], s.output))
+                    for e in man["subfiles"] if e.get("n_rows", 1) > 0]
     if args.bins:
         subfiles = [t for t in subfiles if str(t[0]) in set(args.bins)]
     by_bin: dict = {}

@@ -32,6 +32,12 @@ def _quiet_prefect_defaults() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _quiet_prefect_defaults()
+    from beastflow.cli.orphans import mark_this_run, reap_orphaned_servers
+
+    # a temporary Prefect server left by a killed run is stopped; this run's own one is marked
+    for pid in reap_orphaned_servers():
+        print(f"stopped the temporary Prefect API server (pid {pid}) left by a killed run", file=sys.stderr)
+    mark_this_run()
     # one line per Prefect API request at INFO would bury the stage logs
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from beastflow.settings import load_settings
@@ -58,12 +64,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from beastflow.transfer import TransferError
     from flows.executors import UnitsFailed
     from flows.pipeline import PipelineStop, pipeline_flow
+    from flows.settings_ref import by_reference
     from flows.progress import console_bars
 
     show = settings.execution.progress and not args.no_progress and not args.quiet and sys.stderr.isatty()
     try:
         with console_bars(show):
-            run = pipeline_flow(settings, catalog=args.catalog, asts=args.asts)
+            # by reference: the flow run's parameters (Prefect database, UI) hold no settings
+            run = pipeline_flow(by_reference(settings), catalog=args.catalog, asts=args.asts)
     except PipelineStop as stop:
         print(f"beastflow run: stopped: {stop}", file=sys.stderr)
         return 3

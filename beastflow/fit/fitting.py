@@ -34,6 +34,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+from collections.abc import Sequence
 import math
 import os
 import re
@@ -380,7 +381,8 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
 
 
 def stats_table(cat: pl.DataFrame, Y: np.ndarray, filters: list[str], bs: BinSet, res: dict[str, Any],
-                opts: FitOptions, surveyname: str, subgrid: int | None) -> pl.DataFrame:
+                opts: FitOptions, surveyname: str, subgrid: int | None,
+                flags: Sequence[str] | None = None) -> pl.DataFrame:
     """One row per star, columns as fitting.md §4 (+ beastflow's merge quantities)."""
     ns = len(cat)
     data: dict[str, Any] = {}
@@ -413,7 +415,22 @@ def stats_table(cat: pl.DataFrame, Y: np.ndarray, filters: list[str], bs: BinSet
     data["Pmax_gid"] = res["best_gid"]
     data["best_gridsub"] = np.full(ns, -1 if subgrid is None else subgrid, np.int64)
     data["n_bands_used"] = res["n_used"].astype(np.int64)
+    # what catalogs.screen_fluxes dropped: "F475W:zero;F814W:absurd", "" = every band used
+    data["flag"] = pl.Series("flag", list(flags) if flags is not None else [""] * ns, dtype=pl.Utf8)
     return pl.DataFrame(data)
+
+
+def largest_errors(noise, chunk_models: int) -> np.ndarray:
+    """Per band, the largest finite noise-model error over all models (physical flux units).
+
+    A flux more negative than k times this is below every model by more than k sigma.
+    """
+    worst = None
+    for blk in noise.iter_chunks(chunk_models, ["error"]):
+        err = np.where(np.isfinite(blk.error), np.abs(blk.error), 0.0)
+        m = err.max(axis=0) if len(err) else np.zeros(err.shape[1])
+        worst = m if worst is None else np.maximum(worst, m)
+    return worst if worst is not None else np.zeros(len(noise.filters))
 
 
 def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, catalog_url: str,
@@ -467,6 +484,15 @@ def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, c
 
         vega_fluxes = vega_band_fluxes(filters, compat=settings.beast_compat)
     Y = observed_fluxes(cat, filters, vega_fluxes, catalog_url)
+    # bad measurements (non-finite, zero, absurd, too negative) are dropped per band and flagged,
+    # never fitted and never allowed to fail the sub-file (docs/formats.md "Bad measurements")
+    sigma = None if settings.beast_compat else largest_errors(noise, f.chunk_models)
+    Y, flags = catalogs.screen_fluxes(Y, vega_fluxes, short_names(filters), sigma, f.negative_flux_sigma,
+                                      compat=settings.beast_compat)
+    n_flagged = sum(1 for x in flags if x)
+    if n_flagged:
+        log.warning("%s: %d of %d stars have bad measurements in some band(s), fitted without them "
+                    "(stats column 'flag')", catalog_url, n_flagged, len(flags))
     star_ids = cat["star_id"].to_numpy() if "star_id" in cat.columns else np.arange(len(cat))
 
     inputs = {"trimmed_grid": trimmed_grid_url, "trimmed_noise": trimmed_noise_url, "catalog": catalog_url}
@@ -497,7 +523,7 @@ def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, c
               "key": cat_f("key", np.float64), "subgrid": np.full(len(idx), -1 if subgrid is None else subgrid)}
     write_lnp(urls.lnp, star_ids, offsets, fields, res["n_candidates"], res["truncated_key"], res["lnPmax"], Y, filters,
               grid.lamb, prov, meta)
-    df = stats_table(cat, Y, filters, bs, res, opts, f.surveyname, subgrid)
+    df = stats_table(cat, Y, filters, bs, res, opts, f.surveyname, subgrid, flags)
     write_stats(urls.stats, df, prov, meta)
     return urls
 
@@ -515,7 +541,7 @@ def _provenance(stage: str, settings_hash: str, inputs: dict[str, str], extra: d
            "input_hashes": {name: storage.content_hash(url) for name, url in inputs.items()},
            "software": dict(_software())}
     rec.update(extra)
-    return rec
+    return storage.portable(rec)
 
 
 def _gid_of(grid, idx: np.ndarray, offset: int) -> np.ndarray:

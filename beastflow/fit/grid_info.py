@@ -202,7 +202,7 @@ def compute_grid_info(sed_grid_urls: Sequence[str], max_nbins: int, chunk_models
             sl = symlog(block.seds)
             for k, f in enumerate(filters):
                 fstats[f].update(sl[:, k])
-        subgrids.append({"url": url, "n_rows": g.n_models, "offset": offset})
+        subgrids.append({"url": storage.portable(url), "n_rows": g.n_models, "offset": offset})
         offset += g.n_models
     if not total_weight > 0:
         raise ValueError(f"{list(sed_grid_urls)}: the grid has no model with weight > 0")

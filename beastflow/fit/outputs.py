@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
@@ -50,7 +51,7 @@ def write_stats(url: str, df: pl.DataFrame, provenance: Mapping[str, Any], meta:
         table = table.cast(pa.schema([f.with_metadata(fmeta[f.name]) if f.name in fmeta else f
                                       for f in table.schema], metadata=table.schema.metadata))
     info = {"format": STATS_FORMAT, "format_version": FORMAT_VERSION,
-            "provenance": dict(provenance), "meta": dict(meta)}
+            "provenance": storage.portable(dict(provenance)), "meta": storage.portable(dict(meta))}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            _META_KEY: json.dumps(info, default=str).encode()})
     buf = io.BytesIO()
@@ -91,6 +92,7 @@ def h5_writer(url: str) -> Iterator[h5py.File]:
 
 
 def _attrs(h5: h5py.File, **kv: Any) -> None:
+    kv = storage.portable(kv)  # files of this run: relative to its output root
     for k, v in kv.items():
         h5.attrs[k] = json.dumps(v, default=str) if isinstance(v, (dict, list, tuple)) else v
 
@@ -338,6 +340,15 @@ class PDF2DWriter:
         return f"{a}+{b}"
 
     def __enter__(self) -> "PDF2DWriter":
+        # __exit__ is not called when __enter__ raises (full disk): close the file here
+        try:
+            return self._open()
+        except BaseException:
+            # with the error: the temporary is removed, never moved into place
+            self._stack.__exit__(*sys.exc_info())
+            raise
+
+    def _open(self) -> "PDF2DWriter":
         self.h5 = self._stack.enter_context(h5_writer(self.url))
         _attrs(self.h5, format=PDF2D_FORMAT, format_version=FORMAT_VERSION, provenance=self.provenance,
                meta=self.meta, pairs=[self.pair_name(a.name, b.name) for a, b in self.pairs])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, Self
 
@@ -56,6 +57,17 @@ class ArraysWriter:
         self._h5: h5py.File | None = None
 
     def __enter__(self) -> Self:
+        # a failure while creating the datasets (full disk, bad schema) must close the
+        # HDF5 file and drop the temporary: __exit__ is not called when __enter__ raises
+        try:
+            return self._open()
+        except BaseException:
+            self._h5 = None
+            # with the error: the temporary is removed, never moved into place
+            self._stack.__exit__(*sys.exc_info())
+            raise
+
+    def _open(self) -> Self:
         local = self._stack.enter_context(storage.local_copy_for_write(self.url, suffix=".h5"))
         self._h5 = self._stack.enter_context(h5py.File(local, "w"))
         for name, (trailing, dtype) in self.schema.items():
@@ -112,6 +124,8 @@ class ArraysWriter:
 
 
 def _attr_value(v: Any) -> Any:
+    # files of this run are recorded relative to its output root (relocatable runs)
+    v = storage.portable(v)
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, default=str)
     if v is None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from beastflow import storage
 from beastflow.io.hdf5_arrays import ArraysWriter, decode_attr, iter_row_blocks, open_h5
 
 FORMAT = "beastflow-noise-model"
@@ -90,7 +91,9 @@ class NoiseModel:
             self.filters: list[str] = decode_attr(h5.attrs["filters"])
             self.provenance: dict[str, Any] = decode_attr(h5.attrs.get("provenance", "{}"))
             self.meta: dict[str, Any] = decode_attr(h5.attrs.get("meta", "{}"))
-            self.sed_grid: str = decode_attr(h5.attrs.get("sed_grid", ""))
+            grid = decode_attr(h5.attrs.get("sed_grid", ""))
+            # recorded relative to the output root, where the noise model itself lies
+            self.sed_grid: str = storage.resolve(grid, url.rsplit("/", 1)[0]) if grid and "/" in url else grid
             self.n_models = int(h5["bias"].shape[0])
             self.names = [k for k in ("bias", "error", "completeness", "covdiag", "covoffdiag", *TRUNCHEN) if k in h5]
 

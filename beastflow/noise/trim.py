@@ -202,6 +202,8 @@ def observed_fluxes(catalog_url: str, filters: Sequence[str], vega: np.ndarray) 
     """{B}_RATE x Vega of the sub-file's stars, [stars, bands] (NaN where not measured)."""
     df = catalogs.normalise_columns(catalogs.read_table(catalog_url), catalog_url)
     fl = catalogs.physical_fluxes(df, filters, vega, f"{catalog_url} (catalog sub-file)")
+    # the fit's bad-measurement rule, minus zero/negative (keeping those only widens the range: lossless)
+    fl, _ = catalogs.screen_fluxes(fl, vega, short_names(filters), compat=True)
     if len(fl) == 0:
         raise TrimError(f"{catalog_url}: the catalog sub-file has no stars")
     bad = [f"{b}_RATE" for b, ok in zip(short_names(filters), np.isfinite(fl).any(axis=0)) if not ok]

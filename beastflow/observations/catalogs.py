@@ -66,13 +66,34 @@ def _from_structured(arr: np.ndarray) -> pl.DataFrame:
 
 
 def _read_fits(url: str) -> pl.DataFrame:
+    import warnings
+
     from astropy.io import fits
 
-    with storage.local_copy_for_read(url) as local, fits.open(local, memmap=False) as hdul:
-        for hdu in hdul:
-            if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
-                return _from_structured(np.asarray(hdu.data) if hdu.data is not None else np.zeros(0, hdu.columns.dtype))
-    raise CatalogError(f"{url}: no table extension in this FITS file")
+    # astropy reports damage as multi-line warnings: recorded here and turned into the
+    # one-line error of a damaged file (a truncated table is never read as if complete)
+    with warnings.catch_warnings(record=True) as caught, storage.local_copy_for_read(url) as local:
+        warnings.simplefilter("always")
+        try:
+            with fits.open(local, memmap=False) as hdul:
+                for hdu in hdul:
+                    if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
+                        data = np.asarray(hdu.data) if hdu.data is not None else np.zeros(0, hdu.columns.dtype)
+                        table = _from_structured(data)
+                        break
+                else:
+                    table = None
+        except Exception as exc:
+            damage = [str(w.message).splitlines()[0] for w in caught if "truncated" in str(w.message)]
+            if damage:
+                raise CatalogError(f"{url}: truncated FITS file ({damage[0]})") from exc
+            raise
+    damage = [str(w.message).splitlines()[0] for w in caught if "truncated" in str(w.message)]
+    if damage:
+        raise CatalogError(f"{url}: truncated FITS file ({damage[0]})")
+    if table is None:
+        raise CatalogError(f"{url}: no table extension in this FITS file")
+    return table
 
 
 def _read_hdf5(url: str) -> pl.DataFrame:
@@ -95,9 +116,23 @@ def _read_hdf5(url: str) -> pl.DataFrame:
 
 
 def read_table(url: str) -> pl.DataFrame:
-    """Read a FITS / HDF5 / Parquet / CSV table as it is (no renaming)."""
+    """Read a FITS / HDF5 / Parquet / CSV table as it is (no renaming).
+
+    A file that exists but cannot be parsed (truncated, corrupt, wrong format
+    behind the extension) is a ``CatalogError`` naming the file and the cause.
+    """
     if not storage.exists(url):
         raise FileNotFoundError(f"{url}: catalog file not found")
+    try:
+        return _read_table(url)
+    except (CatalogError, FileNotFoundError, PermissionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - parser errors of astropy/h5py/polars/pyarrow differ per format
+        why = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise CatalogError(f"{url}: cannot read the table (truncated or corrupt file?): {why}") from exc
+
+
+def _read_table(url: str) -> pl.DataFrame:
     low = url.lower()
     base = low[:-3] if low.endswith(".gz") else low
     ext = posixpath.splitext(base)[1]
@@ -153,12 +188,26 @@ def prepare_photometry(df: pl.DataFrame, filters: Sequence[str], url: str = "cat
         raise CatalogError(f"{url}: photometry catalog is empty (0 rows)")
     if ID_COL not in df.columns:
         df = df.with_row_index(ID_COL).with_columns(pl.col(ID_COL).cast(pl.Int64))
+    else:
+        _require_unique_ids(df, url)
     for c in ("RA", "DEC", "X", "Y"):
         if c in df.columns:
             df = df.with_columns(pl.col(c).cast(pl.Float64))
             if df[c].is_null().any() or not np.isfinite(df[c].to_numpy()).all():
                 raise CatalogError(f"{url}: column {c} has missing or non-finite values")
     return df
+
+
+def _require_unique_ids(df: pl.DataFrame, url: str) -> None:
+    """Results are joined back to the input by star_id: two stars with one id would be confused."""
+    ids = df[ID_COL]
+    if ids.null_count():
+        raise CatalogError(f"{url}: column {ID_COL} has {ids.null_count()} missing value(s)")
+    dup = ids.filter(ids.is_duplicated()).unique().sort()
+    if len(dup):
+        shown = ", ".join(str(v) for v in dup.head(10).to_list())
+        raise CatalogError(f"{url}: column {ID_COL} has {len(dup)} duplicated value(s): {shown}"
+                           f"{' ...' if len(dup) > 10 else ''} (every star needs its own id)")
 
 
 def prepare_asts(df: pl.DataFrame, filters: Sequence[str], url: str = "asts") -> pl.DataFrame:
@@ -211,6 +260,53 @@ def physical_fluxes(df: pl.DataFrame, filters: Sequence[str], vega: np.ndarray, 
     return rates * np.asarray(vega, dtype=np.float64)[None, :]
 
 
+# --------------------------------------------------------------------------
+# bad measurements: the one rule, per band (docs/formats.md "Bad measurements")
+# --------------------------------------------------------------------------
+#: |F/F_Vega| above this (Vega mag < -20) is no stellar measurement: nothing but the
+#: Sun is that bright, so such a value is a unit error or a sentinel (1e30, 1e300)
+ABSURD_RATE = 1e8
+
+
+def screen_fluxes(fluxes: np.ndarray, vega: np.ndarray, bands: Sequence[str], sigma: np.ndarray | None = None,
+                  k_sigma: float = 5.0, compat: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Physical fluxes [stars, bands] with every bad measurement set to NaN, and a flag per star.
+
+    A band of a star is dropped (NaN: not used by the fit) when its flux is
+    ``nonfinite`` (NaN, inf, null), ``zero`` (RATE = 0 means "no measurement"),
+    ``absurd`` (|RATE| > ABSURD_RATE) or ``negative`` beyond ``k_sigma`` x
+    ``sigma`` (the noise model's largest error in that band, physical units):
+    no model is that far above it.  With ``compat`` zero and negative fluxes are
+    fitted as measurements (BEAST 2.1 does); non-finite and absurd ones are
+    dropped in both modes, as they would only turn the likelihood into NaN/inf.
+    The flag lists what was dropped, ``"F475W:zero;F814W:absurd"``, or "".
+    """
+    y = np.array(fluxes, dtype=np.float64, copy=True)
+    vega = np.asarray(vega, dtype=np.float64)
+    reasons: list[tuple[str, np.ndarray]] = []
+    finite = np.isfinite(y)
+    reasons.append(("nonfinite", ~finite))
+    with np.errstate(invalid="ignore", over="ignore"):
+        rate = np.where(finite, y, 0.0) / vega[None, :]
+        reasons.append(("absurd", finite & (np.abs(rate) > ABSURD_RATE)))
+        if not compat:
+            reasons.append(("zero", finite & (y == 0.0)))
+            if sigma is not None:
+                limit = -k_sigma * np.asarray(sigma, dtype=np.float64)[None, :]
+                reasons.append(("negative", finite & (y < 0.0) & (y < limit)))
+    dropped = np.zeros(y.shape, dtype=bool)
+    why = np.full(y.shape, "", dtype=object)
+    for name, mask in reasons:
+        new = mask & ~dropped
+        why[new] = name
+        dropped |= new
+    y[dropped] = np.nan
+    flags = [""] * y.shape[0]
+    for i in np.flatnonzero(dropped.any(axis=1)):
+        flags[i] = ";".join(f"{bands[j]}:{why[i, j]}" for j in np.flatnonzero(dropped[i]))
+    return y, flags
+
+
 def has_positions(df: pl.DataFrame) -> bool:
     return "RA" in df.columns and "DEC" in df.columns
 
@@ -242,7 +338,7 @@ def to_arrow(df: pl.DataFrame, provenance: Mapping[str, Any] | None = None,
 def write_parquet(df: pl.DataFrame, url: str, provenance: Mapping[str, Any] | None = None,
                   meta: Mapping[str, Any] | None = None) -> str:
     """Atomic Parquet write with the provenance JSON in the file metadata."""
-    tab = to_arrow(df, provenance, meta)
+    tab = to_arrow(df, storage.portable(provenance), storage.portable(meta))
     buf = io.BytesIO()
     # lz4: the fastest codec pyarrow has (2.5x zstd's speed for ~15 % more bytes)
     pq.write_table(tab, buf, compression="lz4")

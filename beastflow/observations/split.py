@@ -175,5 +175,6 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
         "subfiles": [e for _, _, e in jobs], "asts": [e for _, _, e in ast_jobs],
         "provenance": prov,
     }
-    storage.write_json(man_url, manifest)
+    # file names relative to the output root: the manifest stays valid in a copied run folder
+    storage.write_json(man_url, storage.portable(manifest))
     return SplitResult(man_url, [u for u, _, _ in jobs], [u for u, _, _ in ast_jobs], [int(b) for b in bins])

@@ -527,6 +527,8 @@ def _noise_curve(url: str, art: Artifacts, max_rows: int = 20_000) -> dict[str, 
     with open_h5(url) as h5:
         n = h5["error"].shape[0]
         grid_url = decode_attr(h5.attrs.get("sed_grid", ""))
+    if grid_url:  # recorded relative to the output root (the noise model's folder)
+        grid_url = storage.resolve(grid_url, url.rsplit("/", 1)[0])
     if not grid_url or not storage.exists(grid_url):
         m = re.search(r"_gridsub(\d+)_", posixpath.basename(url))
         cands = [g for g in art.sed_grids if (f"gridsub{m.group(1)}" in g if m else True)]

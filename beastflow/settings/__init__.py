@@ -10,10 +10,11 @@ for provenance and caching.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from beastflow import storage
 
@@ -31,6 +32,32 @@ class SettingsError(ValueError):
     """Settings that cannot be used; the message names the file and the key."""
 
 
+#: a project name is the first part of every artifact's file name, so it must be
+#: one plain file-name component: no separators, no "..", nothing hidden
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+#: storage-option names that hold credentials (fsspec / s3fs / gcsfs / adlfs / botocore spellings)
+_CREDENTIAL_NAMES = re.compile(
+    r"(^|_)(key|secret|token|password|passwd|credentials?|account_key|sas_token|connection_string)$"
+    r"|^aws_access_key_id$|^client_secret$", re.IGNORECASE)
+#: option names ending like a credential but naming none
+_NOT_CREDENTIALS = {"sse_kms_key_id", "ssekmskeyid"}
+
+
+def _credential_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted names of every credential-like key below ``node`` (for the error message)."""
+    out: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            name = f"{prefix}.{k}" if prefix else str(k)
+            if _CREDENTIAL_NAMES.search(str(k)) and str(k).lower() not in _NOT_CREDENTIALS:
+                out.append(name)
+            else:
+                out += _credential_keys(v, name)
+    return out
+
+
 class Project(Section):
     name: str = "beastflow"
     #: where every artifact goes: a plain path or any fsspec URL (s3://bucket/run)
@@ -38,6 +65,38 @@ class Project(Section):
     #: per-protocol fsspec options, e.g. [project.storage_options.s3] endpoint_url = ...
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seed: int = 1234
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not _PROJECT_NAME.fullmatch(v) or ".." in v:
+            raise ValueError("must be a plain file-name prefix (letters, digits, '_', '-', '.', '+'; "
+                             "starting with a letter or digit; no '/', '\\' or '..')")
+        return v
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        found = _credential_keys(v)
+        if found:
+            raise ValueError(
+                f"{', '.join(found)}: credentials do not belong in the settings file (it is passed to Prefect, "
+                "SLURM jobs and provenance); take them from the environment (AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), an AWS profile (profile = \"name\") or the "
+                "instance's role")
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _real_output(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name an output folder or URL (it is empty)")
+        if v.strip() != v:
+            raise ValueError("must not start or end with white space")
+        path = v.split("://", 1)[-1]
+        if not path.strip("/") or ".." in path.split("/"):
+            raise ValueError("must be a folder below a root or bucket, without '..' components")
+        return v
 
 
 class Settings(Section):
@@ -83,8 +142,10 @@ class Settings(Section):
         return self.project.output
 
     def artifact(self, *parts: str) -> str:
-        """URL of an artifact below the run's output location."""
-        return storage.join(self.project.output, *parts)
+        """URL of an artifact below the run's output location (never outside it)."""
+        url = storage.join(self.project.output, *parts)
+        storage.require_inside(url, self.project.output, what="artifact")
+        return url
 
     def section_hash(self, *names: str) -> str:
         """Stable hash of the named sections (all settings if none named)."""

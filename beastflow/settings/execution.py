@@ -59,4 +59,7 @@ class Execution(Section):
     cache: bool = True
     #: progress bars on the command line (the Prefect UI always gets progress artifacts)
     progress: bool = True
+    #: a run holds a lease on project.output (one run per output); a second run waits
+    #: this many seconds for it, then stops naming the holder (0 = stop at once)
+    lease_wait_s: float = Field(default=0.0, ge=0)
     slurm: Slurm = Field(default_factory=Slurm)

@@ -40,6 +40,10 @@ class Fit(Section):
     surveyname: str = "PHAT"
     #: seed of the lnp sampling (None = project.seed)
     seed: int | None = None
+    #: a band's flux more negative than this many times the noise model's largest
+    #: error in that band is dropped (and flagged) as a bad measurement; see
+    #: docs/formats.md "Bad measurements" (compat = "beast-2.1" fits it as measured)
+    negative_flux_sigma: float = Field(default=5.0, gt=0)
 
     @field_validator("pdf2d_pairs")
     @classmethod

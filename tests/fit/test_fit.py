@@ -314,3 +314,45 @@ def test_compat_chi2min_and_index_only_over_the_sparse_set(field, tmp_path):
     st, _ = read_stats(r.stats)
     np.testing.assert_allclose(st["chi2min"].to_numpy(), in_s.min(axis=1), rtol=1e-12)
     assert (st["chi2min_indx"].to_numpy() == in_s.argmin(axis=1)).all()
+# ----------------------------------------------------------------------------------------------
+# bad measurements (issue 12, item 9): dropped per band, flagged, never fail the sub-file
+# ----------------------------------------------------------------------------------------------
+def test_bad_rows_are_dropped_per_band_and_flagged(field, default_fit, tmp_path):
+    s, gi, r = default_fit
+    cat = pl.read_parquet(field["cat0"])
+    bad = {0: ("F475W", 1e300), 1: ("F814W", 1e30), 2: ("F160W", 0.0), 4: ("F336W", -1e3), 5: ("F110W", math.inf)}
+    for row, (band, value) in bad.items():
+        cat = cat.with_columns(cat[f"{band}_RATE"].scatter(row, value))
+    path = tmp_path / "P_bin0_sub0.parquet"
+    cat.write_parquet(path)
+    r2 = run_fit(s, field["trim"], field["trim_noise"], str(path), gi, str(tmp_path / "P_bin0_sub0"),
+                 vega_fluxes=synth.VEGA)
+    st = read_stats(r2.stats)[0]
+    ref = read_stats(r.stats)[0]
+    assert st.height == cat.height and "flag" in st.columns
+    flags = st["flag"].to_list()
+    assert flags[0] == "F475W:absurd" and flags[1] == "F814W:absurd" and flags[2] == "F160W:zero"
+    assert flags[4] == "F336W:negative" and flags[5] == "F110W:nonfinite"
+    assert flags[3] == "F275W:nonfinite"  # the fixture's missing F275W flux
+    assert all(f == "" for i, f in enumerate(flags) if i not in (0, 1, 2, 3, 4, 5))
+    n_used = st["n_bands_used"].to_numpy()
+    assert (n_used[[0, 1, 2, 4, 5]] == 5).all()
+    # every star has a finite result; a flagged star is no longer certain of one model
+    assert np.isfinite(st["total_log_norm"].to_numpy()).all()
+    assert (st["Pmax"].to_numpy()[[0, 1]] < 1.0).all()
+    # the untouched stars are fitted exactly as before
+    good = [i for i in range(cat.height) if i > 5]
+    np.testing.assert_allclose(st["lnPmax"].to_numpy()[good], ref["lnPmax"].to_numpy()[good], rtol=1e-12)
+
+
+def test_small_negative_flux_is_a_measurement(field, default_fit, tmp_path):
+    from beastflow.observations.catalogs import screen_fluxes
+
+    bands = ["A", "B"]
+    vega = np.array([1.0, 2.0])
+    y = np.array([[-1.0, 0.0], [-6.0, 3.0], [np.nan, -1e9]])
+    out, flags = screen_fluxes(y, vega, bands, sigma=np.array([1.0, 1.0]), k_sigma=5.0)
+    assert flags == ["B:zero", "A:negative", "A:nonfinite;B:absurd"]
+    assert out[0, 0] == -1.0 and np.isnan(out[0, 1]) and out[1, 1] == 3.0
+    out_c, flags_c = screen_fluxes(y, vega, bands, sigma=np.array([1.0, 1.0]), compat=True)
+    assert flags_c == ["", "", "A:nonfinite;B:absurd"]  # BEAST fits zero and negative fluxes

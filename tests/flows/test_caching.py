@@ -14,12 +14,13 @@ import pytest
 
 from beastflow import storage
 from beastflow.settings import Settings
-from flows import caching, executors
+from flows import caching, executors, result_codec
 from flows.executors import Unit, UnitsFailed
 
 from .conftest import with_execution, with_output
 
 
+@result_codec.register_result_type
 @dataclasses.dataclass
 class Out:
     path: str
@@ -136,3 +137,119 @@ def test_memory_request_from_grid_size(settings):
     assert executors.mem_request_gb(s, 2**29 + 1) == 3        # 2.5.. -> rounded up
     with pytest.raises(ValueError, match="mem_max_gb"):
         executors.mem_request_gb(s, 3 * 2**30)
+
+
+# ----------------------------------------------------------------------------------------------
+# a record is plain data: it never chooses code (issue 12, item 1)
+# ----------------------------------------------------------------------------------------------
+def _ran_unit(settings, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("abc")
+    u = _unit(settings, str(src))
+    key = u.key(settings)
+    executors.execute_unit(settings, u, key)
+    return u, key
+
+
+@pytest.mark.parametrize("payload", [
+    # what the record format before issue 12 decoded by importing the named callable
+    lambda marker: {"__dataclass__": "os:mkdir", "fields": {"path": marker}},
+    lambda marker: {"type": "os:mkdir", "fields": {"path": marker}},
+    lambda marker: {"type": "mkdir", "fields": {"path": marker}},
+])
+def test_record_naming_a_callable_is_a_miss_and_runs_nothing(settings, tmp_path, payload):
+    u, key = _ran_unit(settings, tmp_path)
+    url = caching.record_url(settings, "copy", "u0")
+    rec = storage.read_json(url)
+    marker = str(tmp_path / "PWNED")
+    rec["result"] = payload(marker)
+    storage.write_json(url, rec)
+    found = caching.lookup(settings, "copy", "u0", key)
+    assert not found.hit and found.rejected and "invalid" in found.reason
+    assert not os.path.exists(marker)  # nothing named in the record was called
+
+
+def test_record_with_unknown_field_or_foreign_artifact_path_is_a_miss(settings, tmp_path):
+    u, key = _ran_unit(settings, tmp_path)
+    url = caching.record_url(settings, "copy", "u0")
+    good = storage.read_json(url)
+    assert good["result"]["type"] == "Out"  # a short allow-listed name, no module path
+    rec = dict(good, result={"type": "Out", "fields": {**good["result"]["fields"], "evil": 1}})
+    storage.write_json(url, rec)
+    assert not caching.lookup(settings, "copy", "u0", key).hit
+    fields = dict(good["result"]["fields"], path={"artifact": "../../etc/passwd"})
+    storage.write_json(url, dict(good, result={"type": "Out", "fields": fields}))
+    found = caching.lookup(settings, "copy", "u0", key)
+    assert not found.hit and "leaves the output root" in found.reason
+    storage.write_json(url, good)
+    assert caching.lookup(settings, "copy", "u0", key).hit
+
+
+def test_unregistered_result_type_cannot_be_recorded(settings):
+    @dataclasses.dataclass
+    class Stranger:
+        x: int
+
+    with pytest.raises(TypeError, match="not an allowed stage result type"):
+        result_codec.encode(Stranger(1))
+
+
+# ----------------------------------------------------------------------------------------------
+# a hit verifies what it hands out (issue 12, item 4)
+# ----------------------------------------------------------------------------------------------
+def test_overwritten_output_of_same_size_is_a_miss(settings, tmp_path):
+    u, key = _ran_unit(settings, tmp_path)
+    out = settings.artifact("u0.txt")
+    with open(out, "r+b") as fh:  # corrupt in place, same size
+        fh.write(b"X")
+    st = os.stat(out)
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    found = caching.lookup(settings, "copy", "u0", key)
+    assert not found.hit and found.rejected and "changed content" in found.reason
+
+
+def test_truncated_output_is_a_miss_and_a_rerun_repairs_it(settings, tmp_path):
+    u, key = _ran_unit(settings, tmp_path)
+    out = settings.artifact("u0.txt")
+    with open(out, "r+b") as fh:
+        fh.truncate(1)
+    found = caching.lookup(settings, "copy", "u0", key)
+    assert not found.hit and "changed size" in found.reason
+    executors.execute_unit(settings, u, key)
+    assert caching.lookup(settings, "copy", "u0", key).hit
+    assert storage.read_bytes(out) == b"ABC"
+
+
+def test_touched_but_identical_output_is_rehashed_once_and_still_a_hit(settings, tmp_path):
+    u, key = _ran_unit(settings, tmp_path)
+    out = settings.artifact("u0.txt")
+    st = os.stat(out)
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    assert caching.lookup(settings, "copy", "u0", key).hit
+    rec = storage.read_json(caching.record_url(settings, "copy", "u0"))
+    assert rec["outputs"]["u0.txt"]["stamp"] == caching.fingerprint(out)[1]  # refreshed: fast path next time
+
+
+# ----------------------------------------------------------------------------------------------
+# records are relative to the output root (issue 12, item 5)
+# ----------------------------------------------------------------------------------------------
+def test_copied_run_folder_hands_out_its_own_files(settings, tmp_path):
+    import shutil
+
+    u, key = _ran_unit(settings, tmp_path)
+    copy_root = str(tmp_path / "copy")
+    shutil.copytree(settings.output, copy_root)
+    moved = with_output(settings, copy_root)
+    shutil.rmtree(settings.output)  # the original is gone: nothing may still point there
+    hit = caching.read_hit(moved, "copy", "u0", key)
+    assert hit == Out(moved.artifact("u0.txt"), 1, [moved.artifact("u0.txt")])
+    raw = storage.read_bytes(caching.record_url(moved, "copy", "u0")).decode()
+    assert str(tmp_path / "out") not in raw
+
+
+def test_output_concurrency_limit_name_is_stable(tmp_path):
+    from flows.output_limit import limit_name
+
+    a = limit_name(str(tmp_path / "out"))
+    assert a == limit_name(str(tmp_path / "x" / ".." / "out") + "/") and a.startswith("beastflow-output-")
+    assert a != limit_name(str(tmp_path / "other")) and a != limit_name("s3://bucket" + str(tmp_path / "out"))

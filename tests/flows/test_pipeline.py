@@ -6,6 +6,7 @@ Every test runs the whole pipeline on the smallest demo field (coarse grid,
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 
@@ -14,7 +15,7 @@ import pytest
 
 from flows.pipeline import pipeline_flow
 
-from .conftest import with_execution
+from .conftest import with_execution, with_output
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("prefect_fast")]
 
@@ -26,8 +27,46 @@ def _flat(run) -> dict[str, str]:
     return {f"{stage}[{unit}]": state for stage, units in run.states.items() for unit, state in units.items()}
 
 
-def test_second_run_recomputes_nothing(tiny_settings):
-    first = pipeline_flow(tiny_settings)
+def _two_runs_at_once(settings):
+    """Start two pipeline runs on one output at the same moment; (finished runs, refused runs)."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from beastflow.lease import OutputBusy
+
+    start = [contextvars.copy_context() for _ in range(2)]  # each thread sees the test's Prefect settings
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(ctx.run, pipeline_flow, settings) for ctx in start]
+    done, refused = [], []
+    for f in futures:
+        try:
+            done.append(f.result())
+        except OutputBusy as exc:
+            refused.append(exc)
+    return done, refused
+
+
+def _assert_stage_flows_got_references(output: str) -> None:
+    """Settings by reference (issue 12, item 3): the Prefect database holds the stage flows' settings
+    only as ``settings-ref:{output}#sha256=...``; only the pipeline's own caller passed more."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)
+        names = {r.flow_id: client.read_flow(r.flow_id).name for r in runs}
+    mine = [r for r in runs if output in str(r.parameters.get("settings"))]
+    refs = [r for r in mine if str(r.parameters["settings"]).startswith("settings-ref:")]
+    assert len({names[r.flow_id] for r in refs}) >= 10, sorted(names[r.flow_id] for r in refs)
+    assert all(names[r.flow_id] == "beastflow-pipeline" for r in mine if r not in refs)
+
+
+def test_second_run_recomputes_nothing(tiny_settings, tmp_path):
+    # one run per output (issue 12, item 6): of two runs started at once one runs, the other is refused
+    # naming the holder; the next run finds a complete, uncorrupted output (everything cached)
+    done, refused = _two_runs_at_once(tiny_settings)
+    assert len(done) == 1 and len(refused) == 1, (done, refused)
+    assert "is in use by run" in str(refused[0]) and "\n" not in str(refused[0])
+    first = done[0]
     assert set(first.states) >= {"physicsmodel", "density", "ast_inputs", "cut", "split", "noisemodel", "trim",
                                  "grid_info", "fit", "merge"}
     assert set(_flat(first).values()) == {"Completed"}, _flat(first)
@@ -44,11 +83,44 @@ def test_second_run_recomputes_nothing(tiny_settings):
     assert {"fit-summary", "pipeline-inputs"} <= set(by_key), set(by_key)
     assert tiny_settings.output in by_key["pipeline-inputs"].data
 
+    _assert_stage_flows_got_references(tiny_settings.output)
+
     second = pipeline_flow(tiny_settings)
     # every task of every stage finished in the "Cached" state: nothing recomputed
     assert set(_flat(second).values()) == {"Cached"}, _flat(second)
     assert second.urls == first.urls
     assert second.summary == first.summary
+
+    # relocatable (issue 12, item 5): the run folder copied (cp -a) and the original moved away
+    # reruns as all-cached, and nothing in the copy names the original folder
+    original = tiny_settings.output
+    copy = tmp_path / "copied-run"
+    shutil.copytree(original, copy, copy_function=shutil.copy2)
+    shutil.move(original, tmp_path / "moved-away")
+    moved = with_output(tiny_settings, str(copy))
+    third = pipeline_flow(moved)
+    assert set(_flat(third).values()) == {"Cached"}, _flat(third)
+    assert all(u.startswith(str(copy) + "/") for us in third.urls.values() for u in us)
+    assert third.summary["stars"] == first.summary["stars"]
+    naming = [p.name for p in copy.rglob("*") if p.is_file() and original.encode() in p.read_bytes()]
+    assert not naming, f"artifacts naming the original run folder: {naming}"
+
+    # verified hits (issue 12, item 4): a trimmed grid overwritten in place (same size) and a
+    # truncated noise model are recomputed, not handed out
+    trim_label = sorted(third.states["trim"])[0]
+    (trimmed,) = third.stages["trim"].results[trim_label]
+    with open(trimmed.grid_url, "r+b") as fh:
+        fh.seek(os.path.getsize(trimmed.grid_url) // 2)
+        fh.write(os.urandom(4096))
+    noise_label = sorted(third.states["noisemodel"])[-1]
+    noise_url = third.stages["noisemodel"].results[noise_label]
+    with open(noise_url, "r+b") as fh:
+        fh.truncate(os.path.getsize(noise_url) // 2)
+    fourth = pipeline_flow(moved)
+    assert fourth.states["trim"][trim_label] == "Completed"
+    assert fourth.states["noisemodel"][noise_label] == "Completed"
+    assert fourth.states["physicsmodel"]["seds"] == "Cached"
+    assert fourth.summary == third.summary  # the repaired artifacts give the same fits
 
 
 def _change_one_row(src: str, dst: str) -> None:
@@ -147,3 +219,39 @@ def test_subgrids_fan_out_and_merge(tiny_settings):
     assert len(fits) == 2 * len(subfiles) and len(run.states["trim"]) == len(fits)
     assert len(run.states["noisemodel"]) == 2 * len({lb.split("_")[0] for lb in fits})
     assert run.summary["stars"] > 100
+
+
+def test_missing_catalog_fails_before_the_first_stage(tiny_settings):
+    """Fail fast (issue 12, item 8): no physics model is built for a run that cannot fit anything."""
+    import time
+    from pathlib import Path
+
+    from beastflow.preflight import InputsError
+
+    obs = tiny_settings.observations.model_copy(update={"catalog": str(Path(tiny_settings.output).parent / "gone.fits")})
+    settings = tiny_settings.model_copy(update={"observations": obs})
+    t0 = time.monotonic()
+    with pytest.raises(InputsError, match=r"observations\.catalog = .*gone\.fits: file not found"):
+        pipeline_flow(settings)
+    assert time.monotonic() - t0 < 30
+    out = Path(settings.output)
+    assert not out.exists() or not any(out.rglob("*.hd5")), "a stage ran before the inputs were checked"
+
+
+def test_deployment_runs_queue_on_the_outputs_concurrency_limit(tiny_settings):
+    """With the output's Prefect concurrency limit (deployments/serve.py creates it), a run that finds
+    the slot taken stops with a one-line message instead of colliding (issue 12, item 6)."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    from beastflow.lease import OutputBusy
+    from flows.output_limit import ensure_output_limit
+
+    name = ensure_output_limit(tiny_settings)
+    try:
+        with concurrency(name, occupy=1, strict=True):  # another flow run holds the output
+            with pytest.raises(OutputBusy, match=f"concurrency limit {name} has no free slot"):
+                pipeline_flow(tiny_settings)
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(name)

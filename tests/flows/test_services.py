@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -37,6 +39,8 @@ def s3_run(demo_field, prefect_backend, s3_endpoint, tmp_path_factory):
     tiny_settings = with_execution(with_output(demo_field, str(tmp_path_factory.mktemp("s3-local") / "out")),
                                    retry_delay_s=0.0, retries=1, progress=False)
 
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AWS_SECRET_ACCESS_KEY", PLANTED_SECRET)  # taken from the environment at run time
     s3fs.S3FileSystem.clear_instance_cache()
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
     if fs.exists("beastflow-test"):
@@ -49,7 +53,39 @@ def s3_run(demo_field, prefect_backend, s3_endpoint, tmp_path_factory):
     obs = tiny_settings.observations.model_copy(update={"ast_results": asts})
     remote = with_output(tiny_settings.model_copy(update={"observations": obs}), "s3://beastflow-test/run",
                          storage_options={"s3": {"endpoint_url": s3_endpoint}})
-    return local, remote, fs
+    yield local, remote, fs
+    mp.undo()
+
+
+#: a credential planted in the environment of the S3 and SLURM runs (moto accepts any secret);
+#: it must end up in no file those runs write (issue 12, item 3)
+PLANTED_SECRET = f"planted-{uuid.uuid4().hex}"
+
+
+def _prefect_state_folders() -> list[Path]:
+    """PREFECT_HOME and the folder of the Prefect database the tests' flow runs are stored in."""
+    from prefect.settings import get_current_settings
+
+    cur = get_current_settings()
+    folders = [Path(cur.home)]
+    db = cur.server.database.connection_url
+    db = db.get_secret_value() if hasattr(db, "get_secret_value") else str(db or "")
+    if db.startswith("sqlite"):
+        folders.append(Path(db.split("///", 1)[-1]).parent)
+    return folders
+
+
+def assert_secret_nowhere(secret: str, folders, fs=None, prefix: str | None = None) -> None:
+    """grep -r for the secret in local folders (Prefect state, outputs, SLURM pickles) and an S3 prefix."""
+    needle = secret.encode()
+    hits = []
+    for folder in folders:
+        for p in Path(folder).rglob("*"):
+            if p.is_file() and needle in p.read_bytes():
+                hits.append(str(p))
+    if fs is not None:
+        hits += [k for k in fs.find(prefix) if needle in fs.cat_file(k)]
+    assert not hits, f"the credential was persisted in {hits[:5]}"
 
 
 def _assert_same_stats(a: pl.DataFrame, b: pl.DataFrame) -> None:
@@ -88,6 +124,33 @@ def test_full_pipeline_on_s3_matches_local(s3_run):
     _assert_same_stats(_read_stats(_stats_url(local)), _read_stats(_stats_url(remote)))
     again = pipeline_flow(remote_settings)
     assert {s for units in again.states.values() for s in units.values()} == {"Cached"}
+    assert_secret_nowhere(PLANTED_SECRET, _prefect_state_folders() + [Path(local.output)], fs, "beastflow-test")
+
+
+def test_local_run_folder_copied_to_s3_reruns_all_cached(s3_run, s3_endpoint, tmp_path):
+    """Relocatable runs (issue 12, item 5): the local run folder uploaded to S3 is a complete,
+    all-cached run there (new ETags: every output is re-hashed once), and names nothing outside."""
+    local, remote_settings, fs = s3_run
+    fs.put(local.output.rstrip("/") + "/", "beastflow-test/copied/", recursive=True)
+    # the local run's own settings (the S3 run of the fixture was handed the local run's ASTs)
+    obs = remote_settings.observations.model_copy(update={
+        "ast_results": None if "demo_asts" in local.urls else remote_settings.observations.ast_results})
+    copied = with_output(remote_settings.model_copy(update={"observations": obs}), "s3://beastflow-test/copied",
+                         storage_options={"s3": {"endpoint_url": s3_endpoint}})
+    run = pipeline_flow(copied)
+    states = {st for units in run.states.values() for st in units.values()}
+    assert states == {"Cached"}, run.states
+    assert all(u.startswith("s3://beastflow-test/copied/") for us in run.urls.values() for u in us)
+    needle = local.output.encode()
+    naming = [k for k in fs.find("beastflow-test/copied") if needle in fs.cat_file(k)]
+    assert naming == [], naming
+
+    # ... and back from S3 to local disk
+    back = tmp_path / "back"
+    fs.get("beastflow-test/copied/", str(back) + "/", recursive=True)
+    again = pipeline_flow(with_output(copied, str(back), storage_options={}))
+    assert {st for units in again.states.values() for st in units.values()} == {"Cached"}, again.states
+    assert not [p for p in back.rglob("*") if p.is_file() and b"beastflow-test/copied" in p.read_bytes()]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,6 +192,7 @@ def test_trim_and_fit_as_slurm_arrays(tiny_settings, slurm_cluster, tmp_path, mo
         return units
 
     monkeypatch.setattr(stages, "fit_units", fit_units_with_flaky)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PLANTED_SECRET)
     folder = tmp_path / "submitit"
     slurm = tiny_settings.execution.slurm.model_copy(update={
         "folder": str(folder), "time_min": 5, "partition": "debug",
@@ -167,3 +231,37 @@ def test_trim_and_fit_as_slurm_arrays(tiny_settings, slurm_cluster, tmp_path, mo
     again = pipeline_flow(settings)
     assert set(again.states["fit"].values()) == {"Cached"}
     assert {d.name for d in folder.iterdir()} == before
+    # the settings travel to the jobs as pickles: no credential may be in them
+    assert_secret_nowhere(PLANTED_SECRET, _prefect_state_folders() + [folder, Path(settings.output)])
+
+
+def test_s3_output_lease_is_a_conditional_put(s3_endpoint, monkeypatch):
+    """The lease on an S3 output (issue 12, item 6): If-None-Match create, owner, expiry, release."""
+    import time
+
+    import s3fs
+
+    from beastflow import lease
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
+    if not fs.exists("beastflow-lease"):
+        fs.mkdir("beastflow-lease")
+    storage.configure({"s3": {"endpoint_url": s3_endpoint}})
+    try:
+        root = "s3://beastflow-lease/run"
+        lock = storage.join(root, lease.LOCK_NAME)
+        with lease.output_lease(root):
+            held = storage.read_json(lock)
+            assert held["pid"] == os.getpid() and held["expires"] > time.time()
+            monkeypatch.setattr(lease, "_HELD", {})  # as seen from another process
+            with pytest.raises(lease.OutputBusy, match=f"pid {os.getpid()}"):
+                with lease.output_lease(root):
+                    pass
+            monkeypatch.undo()
+        assert not fs.exists("beastflow-lease/run/" + lease.LOCK_NAME)
+        storage.write_json(lock, {"owner": "dead", "expires": time.time() - 5})
+        with lease.output_lease(root):  # an expired lock (its run was killed) is taken over
+            assert storage.read_json(lock)["owner"] != "dead"
+    finally:
+        storage.configure({})

@@ -1,0 +1,46 @@
+"""A failed HDF5 write closes its file and leaves nothing behind (issue 12, item 7)."""
+
+from __future__ import annotations
+
+import errno
+
+import h5py
+import numpy as np
+import pytest
+
+from beastflow.io.hdf5_arrays import ArraysWriter
+
+
+def _open_hdf5_files() -> int:
+    return h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE)
+
+
+def test_disk_full_while_creating_datasets_closes_the_file(tmp_path, monkeypatch):
+    real = h5py.Group.create_dataset
+    calls = {"n": 0}
+
+    def full_disk(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", full_disk)
+    before = _open_hdf5_files()
+    writer = ArraysWriter(str(tmp_path / "g.hd5"), {"a": ((3,), np.float64), "b": ((2,), np.float64)}, n_rows=4)
+    with pytest.raises(OSError, match="No space left"), writer:
+        pass
+    assert _open_hdf5_files() == before  # the file handle is closed, not left for the interpreter exit
+    assert list(tmp_path.iterdir()) == []  # no temporary, and no half-written artifact in place
+
+
+def test_failed_append_leaves_the_previous_version(tmp_path):
+    url = str(tmp_path / "g.hd5")
+    with ArraysWriter(url, {"a": ((2,), np.float64)}, n_rows=2) as w:
+        w.append({"a": np.ones((2, 2))})
+    with pytest.raises(ValueError, match="block lacks datasets"):
+        with ArraysWriter(url, {"a": ((2,), np.float64)}, n_rows=2) as w:
+            w.append({"zz": np.ones((2, 2))})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.hd5"]
+    with h5py.File(url) as h5:
+        assert h5["a"].shape == (2, 2)
