@@ -303,7 +303,7 @@ def screen_fluxes(fluxes: np.ndarray, vega: np.ndarray, bands: Sequence[str], si
     y[dropped] = np.nan
     flags = [""] * y.shape[0]
     for i in np.flatnonzero(dropped.any(axis=1)):
-        flags[i] = ";".join(f"{bands[j]}:{why[i, j]}" for j in np.flatnonzero(dropped[i]))
+        flags[i] = ";".join(f"{bands[int(j)]}:{why[i, j]}" for j in np.flatnonzero(dropped[i]))
     return y, flags
 
 
