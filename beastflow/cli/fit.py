@@ -34,7 +34,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     s = load_settings(args.settings)
     t0 = time.perf_counter()
     res = run_fit(s, args.grid, args.noise, args.catalog, args.grid_info, args.out,
-                  subgrid=args.subgrid, tag=args.tag)
+                  subgrid=args.subgrid, tag=args.tag, trim_index=args.trim)
     dt = time.perf_counter() - t0
     st, info = read_stats(res.stats)
     print(f"fit: {len(st):,} stars x {info['meta']['n_models']:,} models in {dt:.1f} s "
@@ -65,8 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("fit", help="fit one sub-file against its trimmed (sub)grid")
     p.add_argument("settings", help="settings TOML file (any fsspec URL)")
-    p.add_argument("--grid", required=True, help="trimmed SED grid")
-    p.add_argument("--noise", required=True, help="trimmed noise model (row-aligned with the grid)")
+    p.add_argument("--grid", required=True, help="SED (sub)grid: the full one with --trim, else a trimmed copy")
+    p.add_argument("--noise", required=True, help="noise model row-aligned with --grid")
+    p.add_argument("--trim", help="trim index P_bin{s}_sub{u}[_gridsub{g}]_trim.hd5 (fit only its kept models)")
     p.add_argument("--catalog", required=True, help="sub-file catalog (Parquet with {B}_RATE columns)")
     p.add_argument("--grid-info", help="P_grid_info.json (full-grid PDF bins; needed to merge)")
     p.add_argument("--out", required=True, help="output prefix, e.g. OUTPUT/P_bin3_sub0")

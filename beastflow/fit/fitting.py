@@ -51,6 +51,8 @@ from beastflow.fit.pdfs import BinSet, binset_from_info, binset_from_trimmed
 from beastflow.fit.stats import STAT_SUFFIXES, iau_names, percentiles_from_pdf
 from beastflow.io.noise_model import open_noise_model
 from beastflow.io.sed_grid import open_sed_grid
+from beastflow.io.trim_index import open_kept
+from beastflow.noise.toothpick import artifact_identity
 from beastflow.observations import catalogs
 from beastflow.provenance import software_versions
 
@@ -401,12 +403,19 @@ def largest_errors(noise, chunk_models: int) -> np.ndarray:
 
 def run_fit(settings, trimmed_grid_url: str, trimmed_noise_url: str, catalog_url: str,
             grid_info_url: str | None, out_prefix: str, *, vega_fluxes: np.ndarray | None = None,
-            subgrid: int | None = None, tag: str | None = None) -> FitResult:
+            subgrid: int | None = None, tag: str | None = None, trim_index: str | None = None) -> FitResult:
     """Stage "fit" (docs/stages.md).  ``subgrid``/``tag`` default to the
-    ``gridsub{g}`` / ``bin{s}_sub{u}`` tokens of the file names."""
+    ``gridsub{g}`` / ``bin{s}_sub{u}`` tokens of the file names.
+
+    With ``trim_index`` (the trim stage's artifact), the first two URLs are the
+    FULL (sub)grid and its noise model, read only at the index's kept rows;
+    without it they are a trimmed grid and noise model (or untrimmed ones)."""
     settings.activate()
-    grid = open_sed_grid(trimmed_grid_url)
-    noise = open_noise_model(trimmed_noise_url)
+    if trim_index:
+        grid, noise = open_kept(trimmed_grid_url, trimmed_noise_url, trim_index, settings.fit.chunk_models)
+    else:
+        grid = open_sed_grid(trimmed_grid_url)
+        noise = open_noise_model(trimmed_noise_url)
     if noise.n_models != grid.n_models:
         raise ValueError(f"{trimmed_noise_url}: {noise.n_models} rows, but the grid {trimmed_grid_url} has "
                          f"{grid.n_models}; a trimmed noise model must be row-aligned with its trimmed grid")
@@ -462,9 +471,14 @@ def run_fit(settings, trimmed_grid_url: str, trimmed_noise_url: str, catalog_url
     star_ids = cat["star_id"].to_numpy() if "star_id" in cat.columns else np.arange(len(cat))
 
     inputs = {"trimmed_grid": trimmed_grid_url, "trimmed_noise": trimmed_noise_url, "catalog": catalog_url}
+    if trim_index:
+        inputs = {"sed_grid": trimmed_grid_url, "noise_model": trimmed_noise_url, "trim_index": trim_index,
+                  "catalog": catalog_url}
     if grid_info_url:
         inputs["grid_info"] = grid_info_url
-    prov = _provenance("fit", settings.section_hash("fit", "compat", "project"), inputs, {"lnp_seed": opts.seed})
+    # the full grid and noise model are identified cheaply (their own provenance), not re-hashed per sub-file
+    prov = _provenance("fit", settings.section_hash("fit", "compat", "project"), inputs, {"lnp_seed": opts.seed},
+                       by_identity=("sed_grid", "noise_model") if trim_index else ())
     meta = {"tag": tag, "subgrid": subgrid, "bins_source": bs.source, "compat": settings.compat,
             "qnames": bs.qnames, "filters": filters, "stats_threshold": opts.stat_thr,
             "lnp_threshold": opts.lnp_thr, "lnp_npts": opts.lnp_npts, "completeness": opts.completeness,
@@ -499,12 +513,14 @@ def _software() -> tuple[tuple[str, str], ...]:
     return tuple(software_versions().items())
 
 
-def _provenance(stage: str, settings_hash: str, inputs: dict[str, str], extra: dict[str, Any]) -> dict[str, Any]:
+def _provenance(stage: str, settings_hash: str, inputs: dict[str, str], extra: dict[str, Any],
+                by_identity: Sequence[str] = ()) -> dict[str, Any]:
     """The record of ``beastflow.provenance.make_provenance`` (same keys, same
     order), with the software versions read from the package metadata once per
     process (~4 ms a call, a noticeable part of a small sub-file's fit)."""
     rec = {"stage": stage, "settings_hash": settings_hash, "inputs": dict(inputs),
-           "input_hashes": {name: storage.content_hash(url) for name, url in inputs.items()},
+           "input_hashes": {name: artifact_identity(url) if name in by_identity else storage.content_hash(url)
+                            for name, url in inputs.items()},
            "software": dict(_software())}
     rec.update(extra)
     return storage.portable(rec)

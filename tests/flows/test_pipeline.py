@@ -79,13 +79,14 @@ def test_second_run_recomputes_nothing(tiny_settings, tmp_path):
     naming = [p.name for p in copy.rglob("*") if p.is_file() and original.encode() in p.read_bytes()]
     assert not naming, f"artifacts naming the original run folder: {naming}"
 
-    # verified hits (issue 12, item 4): a trimmed grid overwritten in place (same size) and a
+    # verified hits (issue 12, item 4): a trim index overwritten in place (same size) and a
     # truncated noise model are recomputed, not handed out
     trim_label = sorted(third.states["trim"])[0]
     (trimmed,) = third.stages["trim"].results[trim_label]
-    with open(trimmed.grid_url, "r+b") as fh:
-        fh.seek(os.path.getsize(trimmed.grid_url) // 2)
-        fh.write(os.urandom(4096))
+    size = os.path.getsize(trimmed.index_url)
+    with open(trimmed.index_url, "r+b") as fh:
+        fh.seek(size // 2)
+        fh.write(os.urandom(size - size // 2))
     noise_label = sorted(third.states["noisemodel"])[-1]
     noise_url = third.stages["noisemodel"].results[noise_label]
     with open(noise_url, "r+b") as fh:
