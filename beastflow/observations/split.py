@@ -85,6 +85,29 @@ def tile_bin_lookup(ra: np.ndarray, dec: np.ndarray, grid: TileGrid, tile_bins: 
     return tile_bins[i * grid.n_y + j]
 
 
+def rows_hash(part: pl.DataFrame) -> str:
+    """SHA-256 of a sub-file's rows (columns, order, values): what downstream stages read."""
+    import hashlib
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(part.to_arrow(), buf, compression="none", write_statistics=False, store_schema=False)
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def _unchanged(url: str, meta: dict) -> bool:
+    """The file at ``url`` was written by split with these very rows and the same metadata."""
+    if not storage.exists(url):
+        return False
+    try:
+        _, old = catalogs.read_parquet_metadata(url)
+    except Exception:  # unreadable or foreign file: rewrite it
+        return False
+    return old == storage.portable(meta)
+
+
 def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url: str) -> SplitResult:
     settings.activate()
     sp = settings.observations.split
@@ -160,7 +183,14 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
 
     def write(job):
         url, part, entry = job
-        return catalogs.write_parquet(part, url, prov, {k: v for k, v in entry.items() if k != "url"})
+        entry["rows_sha256"] = rows_hash(part)
+        meta = {k: v for k, v in entry.items() if k != "url"}
+        if _unchanged(url, meta):
+            # same rows as the file already there: keep it byte for byte, so the noise models, trims
+            # and fits keyed on it stay cached when other rows of the catalog change (issue 18 item 3);
+            # its provenance names the catalog version that first produced these rows
+            return url
+        return catalogs.write_parquet(part, url, prov, meta)
 
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         list(pool.map(write, jobs + ast_jobs))

@@ -96,3 +96,29 @@ def test_bad_sort_col_and_missing_positions(phat_catalog, phat_asts_rate, make_s
     with pytest.raises(ValueError, match="no RA/DEC"):
         run_split(s2, c.catalog_url, c.ast_url, d.map_url)
     assert not [u for u in (d.map_url.rsplit("/", 1)[0],) for f in __import__("os").listdir(u) if "_sub" in f]
+
+
+def test_unchanged_subfiles_are_kept_byte_for_byte(phat_catalog, phat_asts_rate, make_settings, tmp_path):
+    """Issue 18 item 3: a rerun after one star's flux changed rewrites only the sub-file holding
+    it; every other sub-file and the per-bin ASTs keep their bytes (downstream stays cached)."""
+    from beastflow.observations.catalogs import read_photometry
+
+    s = make_settings(observations={"source_density": {"pixsize": 1.0}, "split": {"n_per_file": 20}})
+    cat = tmp_path / "cat.parquet"
+    read_photometry(str(phat_catalog), s.physics.filters).write_parquet(cat)
+    _, _, r1 = _chain(s, cat, phat_asts_rate)
+    m1 = json.load(open(r1.manifest_url))
+    before = {e["url"]: open(e["url"], "rb").read() for e in m1["subfiles"] + m1["asts"]}
+    assert all(len(e["rows_sha256"]) == 64 for e in m1["subfiles"] + m1["asts"])
+    # the brightest star of the first sub-file of the first bin: x1.05 keeps it in its sub-file
+    sub0 = pl.read_parquet(m1["subfiles"][0]["url"])
+    star = sub0["star_id"][-2]
+    f = pl.col("F475W_RATE")
+    pl.read_parquet(cat).with_columns(pl.when(pl.col("star_id") == star).then(f * 1.05).otherwise(f)
+                                      .alias("F475W_RATE")).write_parquet(cat)
+    _, _, r2 = _chain(s, cat, phat_asts_rate)
+    m2 = json.load(open(r2.manifest_url))
+    changed = [u for u, b in before.items() if open(u, "rb").read() != b]
+    assert changed == [m1["subfiles"][0]["url"]], changed
+    assert m2["subfiles"][0]["rows_sha256"] != m1["subfiles"][0]["rows_sha256"]
+    assert [e["rows_sha256"] for e in m2["subfiles"][1:]] == [e["rows_sha256"] for e in m1["subfiles"][1:]]
