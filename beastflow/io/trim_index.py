@@ -71,7 +71,7 @@ def write_trim_index(url: str, kept: np.ndarray, *, n_models_in: int, n_covered:
     if len(kept) and (kept[0] < 0 or kept[-1] >= n_models_in):
         raise ValueError(f"{url}: kept rows outside 0..{n_models_in - 1}")
     attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "n_models_in": int(n_models_in),
-             "n_kept": int(len(kept)), "n_covered": int(n_covered), "source_grid": source_grid,
+             "n_kept": len(kept), "n_covered": int(n_covered), "source_grid": source_grid,
              "source_noise_model": source_noise, "skipped_bands": list(skipped_bands),
              "provenance": dict(provenance or {}), "meta": dict(meta or {})}
     schema = {"run_start": ((), np.int64), "run_length": ((), np.int64)}
