@@ -103,7 +103,7 @@ def _unchanged(url: str, meta: dict) -> bool:
         return False
     try:
         _, old = catalogs.read_parquet_metadata(url)
-    except Exception:  # unreadable or foreign file: rewrite it
+    except (OSError, ValueError, KeyError):  # unreadable or foreign file: rewrite it
         return False
     return old == storage.portable(meta)
 
