@@ -19,6 +19,8 @@ from typing import Any
 
 _CONSOLE: Any = None  # the rich Progress installed by console_bars(), if any
 _LOCK = threading.Lock()
+#: seconds between two star-level updates of a running unit (Prefect API calls, console redraws)
+PARTIAL_EVERY_S = 1.0
 
 
 def artifact_key(*parts: str) -> str:
@@ -65,6 +67,9 @@ class StageProgress:
         }
         self._artifact_id = None
         self._bar = None
+        #: stars done inside units still running (label -> count), from the fit's star blocks
+        self._partial: dict[str, int] = {}
+        self._last_partial = -float("inf")
         self._t0 = time.monotonic()
         if _in_prefect_run() and self.labels:
             from prefect.artifacts import create_progress_artifact
@@ -83,23 +88,50 @@ class StageProgress:
             row.update(status=status, attempts=attempt, error=error)
             if seconds is not None:
                 row["seconds"] = round(seconds, 2)
+            self._partial.pop(label, None)  # finished, failed or retried: its own count is final or void
+        self._publish()
+
+    def stars_done(self, label: str, done: int) -> None:
+        """Stars finished so far inside a running unit (the fit reports after each star block);
+        published at most every ``PARTIAL_EVERY_S`` seconds."""
+        if not self.total_stars:
+            return
+        now = time.monotonic()
+        with _LOCK:
+            self._partial[label] = int(done)
+            if now - self._last_partial < PARTIAL_EVERY_S:
+                return
+            self._last_partial = now
+        self._publish()
+
+    def snapshot(self) -> tuple[float, int, str]:
+        """(fraction done, units finished, note): stars when the stage counts stars, else units."""
+        with _LOCK:
             finished = [r for r in self.rows.values() if r["status"] in ("computed", "cached")]
             frac = len(finished) / max(1, len(self.rows))
             note = ""
             if self.total_stars:
-                done_stars = sum(r["stars"] for r in finished)
+                running = sum(v for lb, v in self._partial.items()
+                              if self.rows.get(lb, {}).get("status") not in ("computed", "cached"))
+                done_stars = sum(r["stars"] for r in finished) + running
                 frac = done_stars / self.total_stars
                 note = f"{done_stars}/{self.total_stars} stars"
             failed = sum(1 for r in self.rows.values() if r["status"] == "failed")
             if failed:
                 note = (note + f" {failed} failed").strip()
+        return frac, len(finished), note
+
+    def _publish(self) -> None:
+        if self._artifact_id is None and (self._bar is None or _CONSOLE is None):
+            return
+        frac, n_finished, note = self.snapshot()
         if self._artifact_id is not None:
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(self._artifact_id, progress=round(100.0 * frac, 1),
-                                     description=f"{self.stage}: {len(finished)}/{len(self.rows)} units {note}".strip())
+                                     description=f"{self.stage}: {n_finished}/{len(self.rows)} units {note}".strip())
         if self._bar is not None and _CONSOLE is not None:
-            _CONSOLE.update(self._bar, completed=len(finished), note=note)
+            _CONSOLE.update(self._bar, completed=n_finished, note=note)
 
     def finish(self) -> list[dict[str, Any]]:
         """Publish the table of units (sub-files done) and return its rows."""

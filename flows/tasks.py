@@ -21,6 +21,7 @@ without a configured storage block per output location.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -172,7 +173,8 @@ def _run_units(settings, stage: str, units: list[Unit]) -> StageRun:
     progress = StageProgress(stage, labels, {u.label: u.n_stars for u in units})
     results, states, failures = {}, {}, {}
     for u in units:
-        st: State = _task_for(settings, u)(settings, u, return_state=True)
+        with _star_progress(stage, progress, u.label):
+            st: State = _task_for(settings, u)(settings, u, return_state=True)
         states[u.label] = st.name
         if st.is_completed():
             results[u.label] = st.result()
@@ -188,6 +190,21 @@ def _run_units(settings, stage: str, units: list[Unit]) -> StageRun:
     if failures:
         raise UnitsFailed(stage, failures, len(units))
     return StageRun(stage, _collect_urls(settings, results), results, states)
+
+
+@contextlib.contextmanager
+def _star_progress(stage: str, progress: StageProgress, label: str):
+    """In-process fits report stars done per block to the stage's progress (bar + artifact)."""
+    if stage != "fit":
+        yield
+        return
+    from beastflow.fit.fitting import STAR_PROGRESS
+
+    token = STAR_PROGRESS.set(lambda done, total: progress.stars_done(label, done))
+    try:
+        yield
+    finally:
+        STAR_PROGRESS.reset(token)
 
 
 def _attempts(state: State) -> int:

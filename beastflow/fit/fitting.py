@@ -29,9 +29,10 @@ with 6 bands and ~30 quantities) plus per-thread accumulators of
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import math
 import os
 import re
@@ -57,6 +58,12 @@ from beastflow.observations import catalogs
 from beastflow.provenance import software_versions
 
 log = logging.getLogger(__name__)
+
+#: called as hook(stars_done, stars_total) after each block of stars of a fit: progress
+#: inside a unit for whoever runs it (flows.tasks sets it for the CLI bar and the Prefect
+#: progress artifact); None = nobody listens
+STAR_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = \
+    contextvars.ContextVar("beastflow_star_progress", default=None)
 
 #: catalog columns carried into the stats table when present (identifiers, positions)
 ID_COLUMNS = ("star_id", "Name", "RA", "DEC", "ra", "dec", "X", "Y", "x", "y", "beast_idx",
@@ -341,6 +348,9 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
             out["samples"].append((cnt, smp))
         if pdf2d_sink is not None and bs.pairs:
             pdf2d_sink(lo, acc_h2.sum(axis=0)[:, :n2] / s0[:, None], flat2)
+        hook = STAR_PROGRESS.get()
+        if hook is not None:
+            hook(hi, ns)
     if counters["zero_weight"]:
         log.warning("%s: %d model(s) with weight <= 0 are ignored", where, counters["zero_weight"])
     if counters["invalid_noise"]:

@@ -10,6 +10,7 @@ import os
 import shutil
 from collections import Counter
 
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -108,7 +109,7 @@ def _change_one_row(src: str, dst: str) -> None:
     pq.write_table(table, dst)
 
 
-def test_changed_catalog_row_reruns_only_downstream(tiny_settings, tmp_path):
+def test_changed_catalog_row_reruns_only_downstream(tiny_settings, tmp_path, monkeypatch):
     catalog = tmp_path / "catalog.parquet"
     shutil.copyfile(tiny_settings.observations.catalog, catalog)
     obs = tiny_settings.observations.model_copy(update={"catalog": str(catalog)})
@@ -116,6 +117,12 @@ def test_changed_catalog_row_reruns_only_downstream(tiny_settings, tmp_path):
     first = pipeline_flow(settings)
 
     _change_one_row(str(catalog), str(catalog))
+    from flows.progress import StageProgress
+
+    reports: list[tuple[str, str, int]] = []
+    real = StageProgress.stars_done
+    monkeypatch.setattr(StageProgress, "stars_done",
+                        lambda self, label, done: (reports.append((self.stage, label, done)), real(self, label, done)))
     second = pipeline_flow(settings)
     for stage in UPSTREAM_OF_CATALOG:
         assert set(second.states[stage].values()) == {"Cached"}, (stage, second.states[stage])
@@ -129,6 +136,10 @@ def test_changed_catalog_row_reruns_only_downstream(tiny_settings, tmp_path):
         assert states.count("Completed") == 1 and states.count("Cached") == len(states) - 1, second.states[stage]
     assert second.states["merge"] == {"merge": "Completed"}
     assert second.summary["stars"] == first.summary["stars"]
+    # star-level progress inside the recomputed fit unit reached the stage's progress (bar + artifact)
+    (refit,) = [lb for lb, st in second.states["fit"].items() if st == "Completed"]
+    assert reports and {(s, lb) for s, lb, _ in reports} == {("fit", refit)}
+    assert reports[-1][2] == len(pl.read_parquet(second.stages["fit"].results[refit].stats))
 
 
 def test_transient_fit_failure_is_retried(tiny_settings, monkeypatch):
