@@ -117,6 +117,9 @@ def array_task(settings, stage: str, units: list[Unit]):
              settings.execution.executor)
 
     def on_event(unit: Unit, status: str, info: dict[str, Any]) -> None:
+        if status == "stars":  # stars done inside a running fit (process pool)
+            progress.stars_done(unit.label, info["done"])
+            return
         if status == "done":
             progress.update(unit.label, "computed", info["attempt"], info["seconds"])
         else:

@@ -194,10 +194,21 @@ def test_failed_subfile_is_named(tiny_settings, monkeypatch):
     assert "injected: this sub-file cannot be fitted" in str(err.value)
 
 
-def test_process_pool_executor_runs_trim_and_fit(tiny_settings):
+def test_process_pool_executor_runs_trim_and_fit(tiny_settings, monkeypatch):
+    from flows.progress import StageProgress
+
+    reports: list[tuple[str, int]] = []
+    real = StageProgress.stars_done
+    monkeypatch.setattr(StageProgress, "stars_done",
+                        lambda self, label, done: (reports.append((label, done)), real(self, label, done)))
     settings = with_execution(tiny_settings, executor="processes", workers=2)
     first = pipeline_flow(settings)
     assert set(first.states["fit"].values()) == {"Completed"} and first.summary["stars"] > 100
+    # star-level progress from the pool workers' fits reached the stage's progress
+    final = {}
+    for label, done in reports:
+        final[label] = max(final.get(label, 0), done)
+    assert set(final) == set(first.states["fit"]) and sum(final.values()) == first.summary["stars"]
     second = pipeline_flow(settings)
     # the array task finds every unit in the cache and is itself "Cached"
     assert set(second.states["trim"].values()) == {"Cached"} and set(second.states["fit"].values()) == {"Cached"}
