@@ -181,6 +181,25 @@ def open_url(url: str, mode: str = "rb", **kwargs):
     return fsspec.open(url, mode, **storage_options_for(url), **kwargs)
 
 
+#: object stores whose single-object write (PUT, or a completed multipart upload) is atomic: an
+#: object is either absent or whole, so it is written once under its final key.  A temporary key
+#: and a "rename" would send every byte twice (upload, then a server-side copy) for nothing.
+ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+
+
+def atomic_put(url: str) -> bool:
+    """True when ``url`` lives on an object store where one write is already atomic."""
+    return protocol(url) in ATOMIC_PUT_PROTOCOLS
+
+
+def _put_once(fs, local: str, path: str) -> None:
+    """Upload a finished local file under its final key, once (object stores)."""
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    fs.put_file(local, path)
+
+
 def _temporary_sibling(path: str) -> str:
     head, tail = posixpath.split(path)
     return posixpath.join(head, f".{tail}.{uuid.uuid4().hex[:12]}.tmp")
@@ -197,6 +216,12 @@ def atomic_write(url: str, mode: str = "wb") -> Iterator[Any]:
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
     _check_write(url)
     fs, path = filesystem(url)
+    if atomic_put(url):
+        # a streamed object-store file would be committed by close() even on error: stage the
+        # bytes locally, then one PUT under the final key
+        with local_copy_for_write(url) as local, open(local, mode) as fh:
+            yield fh
+        return
     parent = posixpath.dirname(path)
     if parent:
         fs.makedirs(parent, exist_ok=True)
@@ -217,8 +242,8 @@ def local_copy_for_write(url: str, suffix: str = "") -> Iterator[str]:
     """Yield a local file name to write (HDF5 needs a real file), then upload atomically.
 
     For local URLs the file is a temporary sibling that is renamed into place;
-    for remote URLs it is a local temporary file that is uploaded to a
-    temporary remote name and moved.
+    for remote URLs it is a local temporary file, uploaded once under the final
+    name on object stores (``atomic_put``), else to a temporary name and moved.
     """
     _check_write(url)
     fs, path = filesystem(url)
@@ -240,6 +265,9 @@ def local_copy_for_write(url: str, suffix: str = "") -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        if atomic_put(url):
+            _put_once(fs, tmp, path)
+            return
         remote_tmp = _temporary_sibling(path)
         parent = posixpath.dirname(path)
         if parent:

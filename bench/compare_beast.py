@@ -313,7 +313,8 @@ def write_inputs(peer: Peer, bfdir: Path, compat: str, name: str, noise: str = "
     lines += [
         "[noise_model]", f'model = "{noise}"'] + (
             [f"n_flux_bins = {int(cfg.get('nfluxbins', 4))}"] if noise == "toothpick" else []) + [
-        "[trim]", "sigma_fac = 3.0",
+        # BEAST-style trimmed copies (the default artifact is the kept-row index), compared file to file
+        "[trim]", "sigma_fac = 3.0", "materialize = true",
         "[fit]", "lnp_npts = 500", "lnp_threshold = -10.0",
         f"pdf_max_nbins = {int(fit_info.get('max_nbins', 200))}",
         'pdf2d_pairs = [["Av", "M_ini"], ["Av", "logT"], ["M_ini", "logT"]]',
@@ -432,14 +433,20 @@ def compare_noise(ours_url: str, beast: dict[str, np.ndarray], row_map: np.ndarr
 def compare_trim(ours_grid_url: str, beast_trim: Path, row_map: np.ndarray | None = None) -> dict[str, Any]:
     from beastflow.io.sed_grid import open_sed_grid
 
+    from beastflow.io.trim_index import read_trim_index
+    from beastflow.noise.trim import index_url_for
+
     a = open_sed_grid(ours_grid_url).column("fullgrid_idx").astype(np.int64)
+    # the trim artifact the pipeline's fit reads (kept rows) must be the copy's rows
+    index_same = bool(np.array_equal(read_trim_index(index_url_for(ours_grid_url)).kept, a))
     if row_map is not None:  # our full-grid rows -> BEAST's full-grid rows
         a = row_map[a]
     with h5py.File(beast_trim, "r") as f:
         b = f["grid"]["fullgrid_idx"].astype(np.int64)
     sa, sb = set(a.tolist()), set(b.tolist())
     return {"n_models": [len(a), len(b)], "only_ours": len(sa - sb), "only_beast": len(sb - sa),
-            "same_order": bool(len(a) == len(b) and np.array_equal(a, b)), "ok": sa == sb}
+            "same_order": bool(len(a) == len(b) and np.array_equal(a, b)), "index_matches_copy": index_same,
+            "ok": sa == sb and index_same}
 
 
 def compare_fit(prefix: str, peer: Peer, full_grid: dict[str, np.ndarray], full_noise_bias: np.ndarray,

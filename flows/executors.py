@@ -15,6 +15,7 @@ naming each unit (sub-file) and the last line of its error.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import importlib
 import math
@@ -164,6 +165,10 @@ def run_batch(settings, units: Sequence[Unit], keys: dict[str, str], kind: str |
     submit = {"inprocess": _run_inprocess, "processes": _run_processes, "slurm": _run_slurm}.get(kind)
     if submit is None:
         raise ValueError(f"unknown executor {kind!r} (inprocess, processes, slurm)")
+    if kind == "processes" and on_event is not None:
+        # fits in the pool report stars done per block: on_event(unit, "stars", {"done": n})
+        def submit(settings, pending, keys, _run=_run_processes):
+            return _run(settings, pending, keys, on_stars=lambda u, done: on_event(u, "stars", {"done": done}))
     results: dict[str, Any] = {}
     pending = list(units)
     reasons: dict[str, str] = {}
@@ -205,22 +210,81 @@ def _run_inprocess(settings, units, keys):
             yield unit, True, value, time.monotonic() - t0
 
 
-def _run_processes(settings, units, keys):
+#: in a pool worker: where fits report their star-level progress (a queue the parent drains)
+_STAR_QUEUE: Any = None
+
+
+def _init_worker(queue) -> None:
+    global _STAR_QUEUE
+    _STAR_QUEUE = queue
+
+
+def _execute_reporting(settings, unit: Unit, key: str) -> dict[str, Any]:
+    """``execute_unit`` in a pool worker, sending (label, stars done) after each block of a fit."""
+    from beastflow.fit.fitting import STAR_PROGRESS
+
+    queue = _STAR_QUEUE
+    token = STAR_PROGRESS.set(None if queue is None else (lambda done, total: queue.put((unit.label, done))))
+    try:
+        return execute_unit(settings, unit, key)
+    finally:
+        STAR_PROGRESS.reset(token)
+
+
+def _run_processes(settings, units, keys, on_stars: Callable[[Unit, int], None] | None = None):
     payload = settings_payload(settings)
     # "spawn": the parent runs Prefect's threads; forking a threaded process is unsafe.
     ctx = multiprocessing.get_context("spawn")
     workers = min(settings.execution.workers, len(units))
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        t0 = time.monotonic()
-        futs = {pool.submit(execute_unit, payload, u, keys[u.label]): u for u in units}
-        for fut in cf.as_completed(futs):
-            unit = futs[fut]
+    by_label = {u.label: u for u in units}
+    with contextlib.ExitStack() as stack:
+        queue = None
+        if on_stars is not None and any(u.stage == "fit" for u in units):
+            queue = stack.enter_context(ctx.Manager()).Queue()
+            stack.enter_context(_drain(queue, lambda label, done: on_stars(by_label[label], done)))
+        pool = stack.enter_context(cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                                          initializer=_init_worker, initargs=(queue,)))
+        yield from _pool_results(pool, payload, units, keys)
+
+
+@contextlib.contextmanager
+def _drain(queue, handle: Callable[[str, int], None]):
+    """A thread passing the workers' (label, stars done) reports to ``handle`` until the block ends."""
+    import queue as queue_mod
+    import threading
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
             try:
-                value = fut.result()
-            except Exception as exc:  # noqa: BLE001
-                yield unit, False, f"{type(exc).__name__}: {exc}", time.monotonic() - t0
-            else:
-                yield unit, True, value, time.monotonic() - t0
+                label, done = queue.get(timeout=0.2)
+            except queue_mod.Empty:
+                continue
+            except (EOFError, OSError):  # the manager is gone
+                return
+            handle(label, done)
+
+    t = threading.Thread(target=loop, name="star-progress", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=5)
+
+
+def _pool_results(pool, payload, units, keys):
+    t0 = time.monotonic()
+    futs = {pool.submit(_execute_reporting, payload, u, keys[u.label]): u for u in units}
+    for fut in cf.as_completed(futs):
+        unit = futs[fut]
+        try:
+            value = fut.result()
+        except Exception as exc:  # noqa: BLE001
+            yield unit, False, f"{type(exc).__name__}: {exc}", time.monotonic() - t0
+        else:
+            yield unit, True, value, time.monotonic() - t0
 
 
 def _slurm_executor(settings, name: str, mem_gb: int):

@@ -19,6 +19,8 @@ from typing import Any
 
 _CONSOLE: Any = None  # the rich Progress installed by console_bars(), if any
 _LOCK = threading.Lock()
+#: seconds between two star-level updates of a running unit (Prefect API calls, console redraws)
+PARTIAL_EVERY_S = 1.0
 
 
 def artifact_key(*parts: str) -> str:
@@ -65,6 +67,9 @@ class StageProgress:
         }
         self._artifact_id = None
         self._bar = None
+        #: stars done inside units still running (label -> count), from the fit's star blocks
+        self._partial: dict[str, int] = {}
+        self._last_partial = -float("inf")
         self._t0 = time.monotonic()
         if _in_prefect_run() and self.labels:
             from prefect.artifacts import create_progress_artifact
@@ -83,46 +88,56 @@ class StageProgress:
             row.update(status=status, attempts=attempt, error=error)
             if seconds is not None:
                 row["seconds"] = round(seconds, 2)
-            self._publish()
+            self._partial.pop(label, None)  # finished, failed or retried: its own count is final or void
+        self._publish()
 
     def stars_done(self, label: str, done: int) -> None:
-        """Stars fitted so far by a running unit: the bars move inside a unit, not only between units."""
+        """Stars finished so far inside a running unit (the fit reports after each star block);
+        published at most every ``PARTIAL_EVERY_S`` seconds."""
+        if not self.total_stars:
+            return
+        now = time.monotonic()
         with _LOCK:
-            row = self.rows.get(label)
-            if row is None or row["status"] in ("computed", "cached"):
+            self._partial[label] = int(done)
+            # the last block of a unit is always shown
+            last_block = int(done) >= self.rows.get(label, {}).get("stars", 0) > 0
+            if now - self._last_partial < PARTIAL_EVERY_S and not last_block:
                 return
-            row["status"] = "running"
-            row["stars_done"] = int(done)
-            now = time.monotonic()
-            # a Prefect API call per star block would slow a fast fit down: at most one a second
-            if now - getattr(self, "_last", 0.0) < 1.0 and done < row["stars"]:
-                return
-            self._last = now
-            self._publish()
+            self._last_partial = now
+        self._publish()
+
+    def snapshot(self) -> tuple[float, int, str]:
+        """(fraction done, units finished, note): stars when the stage counts stars, else units."""
+        with _LOCK:
+            finished = [r for r in self.rows.values() if r["status"] in ("computed", "cached")]
+            frac = len(finished) / max(1, len(self.rows))
+            note = ""
+            if self.total_stars:
+                running = sum(v for lb, v in self._partial.items()
+                              if self.rows.get(lb, {}).get("status") not in ("computed", "cached"))
+                done_stars = sum(r["stars"] for r in finished) + running
+                frac = done_stars / self.total_stars
+                note = f"{done_stars}/{self.total_stars} stars"
+            failed = sum(1 for r in self.rows.values() if r["status"] == "failed")
+            if failed:
+                note = (note + f" {failed} failed").strip()
+        return frac, len(finished), note
 
     def _publish(self) -> None:
-        """Push the current state to the progress artifact and the console bar (caller holds _LOCK)."""
-        finished = [r for r in self.rows.values() if r["status"] in ("computed", "cached")]
-        frac = len(finished) / max(1, len(self.rows))
-        note, done_stars = "", 0
-        if self.total_stars:
-            done_stars = sum(r["stars"] for r in finished) + sum(
-                min(r.get("stars_done", 0), r["stars"]) for r in self.rows.values() if r["status"] == "running")
-            frac = done_stars / self.total_stars
-            note = f"{done_stars}/{self.total_stars} stars"
-        failed = sum(1 for r in self.rows.values() if r["status"] == "failed")
-        if failed:
-            note = (note + f" {failed} failed").strip()
+        if self._artifact_id is None and (self._bar is None or _CONSOLE is None):
+            return
+        frac, n_finished, note = self.snapshot()
         if self._artifact_id is not None:
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(self._artifact_id, progress=round(100.0 * frac, 1),
-                                     description=f"{self.stage}: {len(finished)}/{len(self.rows)} units {note}".strip())
+                                     description=f"{self.stage}: {n_finished}/{len(self.rows)} units {note}".strip())
         if self._bar is not None and _CONSOLE is not None:
             if self.total_stars:  # the fit's bar counts stars, so it moves while a unit runs
-                _CONSOLE.update(self._bar, completed=done_stars, total=self.total_stars, note=note)
+                _CONSOLE.update(self._bar, completed=round(frac * self.total_stars), total=self.total_stars,
+                                note=note)
             else:
-                _CONSOLE.update(self._bar, completed=len(finished), note=note)
+                _CONSOLE.update(self._bar, completed=n_finished, note=note)
 
     def finish(self) -> list[dict[str, Any]]:
         """Publish the table of units (sub-files done) and return its rows."""

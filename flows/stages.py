@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import re
 from typing import Any
 
+import numpy as np
+
 from beastflow import storage
 
 from .executors import Unit
@@ -190,17 +192,26 @@ def _prefix(settings, s: int, u: int, g: int, n_grids: int) -> str:
     return settings.artifact(base if n_grids == 1 else f"{base}_gridsub{g}")
 
 
+def _array_bytes(grid_url: str, noise_url: str) -> tuple[int, int]:
+    """(bytes in memory of grid + noise model, models): the files are compressed, so
+    their sizes understate what a process holds once it has read them."""
+    from beastflow.io.hdf5_arrays import open_h5
+    from beastflow.io.sed_grid import SEDGrid
+
+    g = SEDGrid(grid_url)
+    with open_h5(noise_url) as h5:
+        per_row = sum(int(np.prod(h5[k].shape[1:])) for k in h5 if hasattr(h5[k], "shape") and h5[k].ndim)
+    return g.nbytes + 8 * g.n_models * per_row, g.n_models
+
+
 def _trim_block_bytes(settings, grid_url: str, noise_url: str) -> int:
     """Memory a trim needs: it streams one block of the grid and noise model at a time.
 
     Requested as if two blocks were alive (the block being tested and the
     writers' buffers), which bounds it also for small grids (whole file).
     """
-    from beastflow.io.sed_grid import SEDGrid
-
-    total = _size([grid_url, noise_url])
-    n_models = max(1, SEDGrid(grid_url).n_models)
-    frac = min(1.0, 2.0 * settings.trim.chunk_models / n_models)
+    total, n_models = _array_bytes(grid_url, noise_url)
+    frac = min(1.0, 2.0 * settings.trim.chunk_models / max(1, n_models))
     return int(total * frac)
 
 
@@ -216,16 +227,24 @@ def trim_units(settings, physics, layout, noise_run) -> list[Unit]:
             s, u = f["bin"], f["sub"]
             noise_url = noise_run.results[noise_label(settings, s, g, n)]
             prefix = _prefix(settings, s, u, g, n)
+            # the artifact is the kept-row index; the copies are written only with [trim] materialize
             job = TrimJob(catalog_url=f["url"], out_grid_url=f"{prefix}_seds_trim.grid.hd5",
-                          out_noise_url=f"{prefix}_noisemodel_trim.grid.hd5")
+                          out_noise_url=f"{prefix}_noisemodel_trim.grid.hd5", out_index_url=f"{prefix}_trim.hd5")
             units.append(_unit("trim", f"bin{s}_sub{u}_{grid_label(g, n)}", grid, noise_url, [job],
                                inputs={"sed_grid": grid, "noise": noise_url, "catalog": f["url"]},
                                mem_bytes=_trim_block_bytes(settings, grid, noise_url), n_stars=f["n_rows"]))
     return units
 
 
+def _kept_bytes(tr) -> int:
+    """Memory a fit needs: the kept share of its grid + noise model (the fit streams only those rows)."""
+    total, n_models = _array_bytes(tr.source_grid, tr.source_noise)
+    return int(total * tr.n_kept / max(1, n_models))
+
+
 def fit_units(settings, layout, trim_run, grid_info) -> list[Unit]:
-    """One unit per (bin s, sub-file u, subgrid g); memory from the trimmed grid's size."""
+    """One unit per (bin s, sub-file u, subgrid g): the full (sub)grid and noise model read
+    through the sub-file's trim index; memory from the kept set's size."""
     n = settings.physics.n_subgrid
     units = []
     for g in range(n):
@@ -236,11 +255,11 @@ def fit_units(settings, layout, trim_run, grid_info) -> list[Unit]:
             info_url = grid_info.grid_info
             units.append(Unit(
                 stage="fit", label=label, func=FUNCS["fit"],
-                args=(tr.grid_url, tr.noise_url, f["url"], info_url, _prefix(settings, s, u, g, n)),
-                kwargs={"subgrid": g if n > 1 else None, "tag": f"bin{s}_sub{u}"},
-                inputs={"trimmed_grid": tr.grid_url, "trimmed_noise": tr.noise_url, "catalog": f["url"],
-                        "grid_info": info_url},
-                sections=SECTIONS["fit"], mem_bytes=_size([tr.grid_url, tr.noise_url]), n_stars=f["n_rows"],
+                args=(tr.source_grid, tr.source_noise, f["url"], info_url, _prefix(settings, s, u, g, n)),
+                kwargs={"subgrid": g if n > 1 else None, "tag": f"bin{s}_sub{u}", "trim_index": tr.index_url},
+                inputs={"trim_index": tr.index_url, "sed_grid": tr.source_grid, "noise": tr.source_noise,
+                        "catalog": f["url"], "grid_info": info_url},
+                sections=SECTIONS["fit"], mem_bytes=_kept_bytes(tr), n_stars=f["n_rows"],
             ))
     return units
 

@@ -117,6 +117,9 @@ def array_task(settings, stage: str, units: list[Unit]):
              settings.execution.executor)
 
     def on_event(unit: Unit, status: str, info: dict[str, Any]) -> None:
+        if status == "stars":  # stars done inside a running fit (process pool)
+            progress.stars_done(unit.label, info["done"])
+            return
         if status == "done":
             progress.update(unit.label, "computed", info["attempt"], info["seconds"])
         else:
@@ -173,7 +176,7 @@ def _run_units(settings, stage: str, units: list[Unit]) -> StageRun:
     progress = StageProgress(stage, labels, {u.label: u.n_stars for u in units})
     results, states, failures = {}, {}, {}
     for u in units:
-        with _stars_progress(stage, progress, u.label):
+        with _star_progress(stage, progress, u.label):
             st: State = _task_for(settings, u)(settings, u, return_state=True)
         states[u.label] = st.name
         if st.is_completed():
@@ -192,13 +195,19 @@ def _run_units(settings, stage: str, units: list[Unit]) -> StageRun:
     return StageRun(stage, _collect_urls(settings, results), results, states)
 
 
-def _stars_progress(stage: str, progress: StageProgress, label: str):
-    """In-process fits report their stars as they go (pool and SLURM units report when done)."""
+@contextlib.contextmanager
+def _star_progress(stage: str, progress: StageProgress, label: str):
+    """In-process fits report stars done per block to the stage's progress (bar + artifact)."""
     if stage != "fit":
-        return contextlib.nullcontext()
-    from beastflow.fit.fitting import stars_progress
+        yield
+        return
+    from beastflow.fit.fitting import STAR_PROGRESS
 
-    return stars_progress(lambda done, total: progress.stars_done(label, done))
+    token = STAR_PROGRESS.set(lambda done, total: progress.stars_done(label, done))
+    try:
+        yield
+    finally:
+        STAR_PROGRESS.reset(token)
 
 
 def _attempts(state: State) -> int:

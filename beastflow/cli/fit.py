@@ -33,8 +33,8 @@ def fit_jobs(s, bins: list[str] | None = None) -> list[dict]:
     """Every (sub-file, subgrid) fit of the split manifest, with the trimmed files
     and output prefix the pipeline uses (``P_bin{s}_sub{u}[_gridsub{g}]``)."""
     from beastflow import storage
-    from beastflow.cli.noise import _manifest, find_grids
-    from beastflow.noise.trim import trimmed_urls
+    from beastflow.cli.noise import _manifest, find_grids, noisemodel_url
+    from beastflow.noise.trim import index_url_for, trimmed_urls
 
     man = _manifest(s)
     if not man:
@@ -42,14 +42,22 @@ def fit_jobs(s, bins: list[str] | None = None) -> list[dict]:
                                 "run `beastflow split` and `beastflow trim` first, or pass --grid, --noise, "
                                 "--catalog and --out")
     jobs = []
-    for g, _ in find_grids(s):
+    for g, full_grid in find_grids(s):
         for e in man["subfiles"]:
             if e.get("n_rows", 1) <= 0 or (bins and str(e["bin"]) not in set(bins)):
                 continue
             grid, noise = trimmed_urls(s, e["bin"], e["sub"], g)
+            index = index_url_for(grid)
+            trim = None
+            if storage.exists(index):  # the trim stage's artifact: the full grid read through the index
+                trim, grid = index, full_grid
+                noise = noisemodel_url(s, e["bin"], g)
+                if not storage.exists(noise):  # a splinter model: one per grid, shared by the bins
+                    noise = noisemodel_url(s, None, g)
             stem = f"{s.project.name}_bin{e['bin']}_sub{e['sub']}" + (f"_gridsub{g}" if g is not None else "")
-            jobs.append({"grid": grid, "noise": noise, "catalog": e["url"], "out": storage.join(s.output, stem),
-                         "subgrid": g, "tag": f"bin{e['bin']}_sub{e['sub']}"})
+            jobs.append({"grid": grid, "noise": noise, "catalog": storage.resolve(e["url"], s.output),
+                         "out": storage.join(s.output, stem), "subgrid": g, "tag": f"bin{e['bin']}_sub{e['sub']}",
+                         "trim": trim})
     return jobs
 
 
@@ -82,7 +90,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             raise ValueError(f"fit: {', '.join(missing)} missing; --grid, --noise, --catalog and --out go "
                              "together (without any of them every sub-file of the split manifest is fitted)")
         jobs = [{"grid": args.grid, "noise": args.noise, "catalog": args.catalog, "out": args.out,
-                 "subgrid": args.subgrid, "tag": args.tag}]
+                 "subgrid": args.subgrid, "tag": args.tag, "trim": args.trim}]
     else:
         jobs = fit_jobs(s, args.bins)
     grid_info = args.grid_info
@@ -98,13 +106,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if not any(explicit.values()) and storage.exists(job["out"] + "_stats.parquet") and not args.force:
             print(f"exists {job['out']}_stats.parquet")
             continue
-        for k in ("grid", "noise"):
-            if not storage.exists(job[k]):
-                raise FileNotFoundError(f"{job[k]}: trimmed {k} not found; run `beastflow trim` first")
+        for k in ("grid", "noise", "trim"):
+            if job[k] and not storage.exists(job[k]):
+                raise FileNotFoundError(f"{job[k]}: {k} not found; run `beastflow trim` first")
         t0 = time.perf_counter()
         with _star_counter(job["tag"] or job["out"], enabled=sys.stderr.isatty() and not args.quiet):
             res = run_fit(s, job["grid"], job["noise"], job["catalog"], grid_info, job["out"],
-                          subgrid=job["subgrid"], tag=job["tag"])
+                          subgrid=job["subgrid"], tag=job["tag"], trim_index=job["trim"])
         dt = time.perf_counter() - t0
         st, info = read_stats(res.stats)
         print(f"fit {job['tag'] or job['out']}: {len(st):,} stars x {info['meta']['n_models']:,} models in "
@@ -139,9 +147,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("fit", help="fit every sub-file of the split manifest (or one, given its files)")
     p.add_argument("settings", help="settings TOML file (any fsspec URL)")
-    p.add_argument("--grid", help="trimmed SED grid (default: the manifest's P_bin{s}_sub{u}_seds_trim.grid.hd5)")
-    p.add_argument("--noise", help="trimmed noise model (row-aligned with the grid)")
-    p.add_argument("--catalog", help="sub-file catalog with {B}_RATE columns (F475W_RATE, ...; flux / Vega flux): FITS, HDF5, Parquet or CSV")
+    p.add_argument("--grid", help="SED (sub)grid: the full one with --trim, else a trimmed copy "
+                                  "(default: the manifest's sub-files, through their trim indices)")
+    p.add_argument("--noise", help="noise model row-aligned with --grid")
+    p.add_argument("--trim", help="trim index P_bin{s}_sub{u}[_gridsub{g}]_trim.hd5 (fit only its kept models)")
+    p.add_argument("--catalog", help="sub-file catalog with {B}_RATE columns (F475W_RATE, ...; flux / Vega flux): "
+                                     "FITS, HDF5, Parquet or CSV")
     p.add_argument("--grid-info", help="P_grid_info.json (default: OUTPUT/P_grid_info.json when it exists)")
     p.add_argument("--out", help="output prefix, e.g. OUTPUT/P_bin3_sub0 (default: the pipeline's)")
     p.add_argument("--subgrid", type=int, help="subgrid index (default: gridsub{g} in the grid's name)")

@@ -131,15 +131,18 @@ def _cmd_trim(args) -> int:
                     gu, nu = stem + "_seds_trim.grid.hd5", stem + "_noisemodel_trim.grid.hd5"
                 else:
                     gu, nu = trimmed_urls(s, b, u, g)
-                if storage.exists(gu) and storage.exists(nu) and not args.force:
-                    print(f"exists {gu}")
+                job = TrimJob(url, gu, nu)
+                if storage.exists(job.index_url) and not args.force:
+                    print(f"exists {job.index_url}")
                     continue
-                jobs.append(TrimJob(url, gu, nu))
+                jobs.append(job)
             if not jobs:
                 continue
             for r in run_trim(s, grid_url, noise, jobs):
                 extra = f", skipped bands {r.skipped_bands}" if r.skipped_bands else ""
-                print(f"wrote {r.grid_url}: {r.n_kept} of {r.n_models_in} models for {r.n_stars} stars{extra}")
+                copies = f" (+ {r.grid_url}, {r.noise_url})" if r.grid_url else ""
+                print(f"wrote {r.index_url}{copies}: {r.n_kept} of {r.n_models_in} models for {r.n_stars} "
+                      f"stars{extra}")
                 n_written += 1
     print(f"{n_written} sub-file(s) trimmed")
     return 0

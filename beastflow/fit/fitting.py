@@ -34,7 +34,7 @@ import contextlib
 import contextvars
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import math
 import os
 import re
@@ -55,6 +55,8 @@ from beastflow.fit.pdfs import BinSet, binset_from_info, binset_from_trimmed
 from beastflow.fit.stats import STAT_SUFFIXES, iau_names, percentiles_from_pdf
 from beastflow.io.noise_model import open_noise_model
 from beastflow.io.sed_grid import open_sed_grid
+from beastflow.io.trim_index import open_kept
+from beastflow.noise.toothpick import artifact_identity
 from beastflow.observations import catalogs
 from beastflow.provenance import software_versions
 
@@ -65,19 +67,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: called as f(stars done, stars in the unit) after each block of stars (``stars_progress``)
-_STAR_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
-    "beastflow_fit_star_progress", default=None)
+#: called as hook(stars_done, stars_total) after each block of stars of a fit: progress
+#: inside a unit for whoever runs it (flows.tasks sets it for the CLI bar and the Prefect
+#: progress artifact, flows.executors for pool workers, the CLI for its counter); None =
+#: nobody listens
+STAR_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = \
+    contextvars.ContextVar("beastflow_star_progress", default=None)
 
 
 @contextlib.contextmanager
 def stars_progress(callback: Callable[[int, int], None]) -> Iterator[None]:
-    """Report the stars fitted so far inside this block (progress bars of a running fit unit)."""
-    token = _STAR_PROGRESS.set(callback)
+    """Report the stars fitted so far inside this block (``STAR_PROGRESS`` set to ``callback``)."""
+    token = STAR_PROGRESS.set(callback)
     try:
         yield
     finally:
-        _STAR_PROGRESS.reset(token)
+        STAR_PROGRESS.reset(token)
 
 #: catalog columns carried into the stats table when present (identifiers, positions)
 ID_COLUMNS = ("star_id", "Name", "RA", "DEC", "ra", "dec", "X", "Y", "x", "y", "beast_idx",
@@ -369,9 +374,9 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
             out["samples"].append((cnt, smp))
         if pdf2d_sink is not None and bs.pairs:
             pdf2d_sink(lo, acc_h2.sum(axis=0)[:, :n2] / s0[:, None], flat2)
-        done = _STAR_PROGRESS.get()
-        if done is not None:
-            done(hi, ns)
+        hook = STAR_PROGRESS.get()
+        if hook is not None:
+            hook(hi, ns)
     if counters["zero_weight"]:
         log.warning("%s: %d model(s) with weight <= 0 are ignored", where, counters["zero_weight"])
     if counters["invalid_noise"]:
@@ -435,12 +440,19 @@ def largest_errors(noise, chunk_models: int) -> np.ndarray:
 
 def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, catalog_url: str,
             grid_info_url: str | None, out_prefix: str, *, vega_fluxes: np.ndarray | None = None,
-            subgrid: int | None = None, tag: str | None = None) -> FitResult:
+            subgrid: int | None = None, tag: str | None = None, trim_index: str | None = None) -> FitResult:
     """Stage "fit" (docs/stages.md).  ``subgrid``/``tag`` default to the
-    ``gridsub{g}`` / ``bin{s}_sub{u}`` tokens of the file names."""
+    ``gridsub{g}`` / ``bin{s}_sub{u}`` tokens of the file names.
+
+    With ``trim_index`` (the trim stage's artifact), the first two URLs are the
+    FULL (sub)grid and its noise model, read only at the index's kept rows;
+    without it they are a trimmed grid and noise model (or untrimmed ones)."""
     settings.activate()
-    grid: SEDGrid | _OneBlock = open_sed_grid(trimmed_grid_url)
-    noise: NoiseModel | _OneBlock = open_noise_model(trimmed_noise_url)
+    if trim_index:
+        grid, noise = open_kept(trimmed_grid_url, trimmed_noise_url, trim_index, settings.fit.chunk_models)
+    else:
+        grid = open_sed_grid(trimmed_grid_url)
+        noise = open_noise_model(trimmed_noise_url)
     if noise.n_models != grid.n_models:
         raise ValueError(f"{trimmed_noise_url}: {noise.n_models} rows, but the grid {trimmed_grid_url} has "
                          f"{grid.n_models}; a trimmed noise model must be row-aligned with its trimmed grid")
@@ -496,9 +508,14 @@ def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, c
     star_ids = cat["star_id"].to_numpy() if "star_id" in cat.columns else np.arange(len(cat))
 
     inputs = {"trimmed_grid": trimmed_grid_url, "trimmed_noise": trimmed_noise_url, "catalog": catalog_url}
+    if trim_index:
+        inputs = {"sed_grid": trimmed_grid_url, "noise_model": trimmed_noise_url, "trim_index": trim_index,
+                  "catalog": catalog_url}
     if grid_info_url:
         inputs["grid_info"] = grid_info_url
-    prov = _provenance("fit", settings.section_hash("fit", "compat", "project"), inputs, {"lnp_seed": opts.seed})
+    # the full grid and noise model are identified cheaply (their own provenance), not re-hashed per sub-file
+    prov = _provenance("fit", settings.section_hash("fit", "compat", "project"), inputs, {"lnp_seed": opts.seed},
+                       by_identity=("sed_grid", "noise_model") if trim_index else ())
     meta = {"tag": tag, "subgrid": subgrid, "bins_source": bs.source, "compat": settings.compat,
             "qnames": bs.qnames, "filters": filters, "stats_threshold": opts.stat_thr,
             "lnp_threshold": opts.lnp_thr, "lnp_npts": opts.lnp_npts, "completeness": opts.completeness,
@@ -533,12 +550,14 @@ def _software() -> tuple[tuple[str, str], ...]:
     return tuple(software_versions().items())
 
 
-def _provenance(stage: str, settings_hash: str, inputs: dict[str, str], extra: dict[str, Any]) -> dict[str, Any]:
+def _provenance(stage: str, settings_hash: str, inputs: dict[str, str], extra: dict[str, Any],
+                by_identity: Sequence[str] = ()) -> dict[str, Any]:
     """The record of ``beastflow.provenance.make_provenance`` (same keys, same
     order), with the software versions read from the package metadata once per
     process (~4 ms a call, a noticeable part of a small sub-file's fit)."""
     rec = {"stage": stage, "settings_hash": settings_hash, "inputs": dict(inputs),
-           "input_hashes": {name: storage.content_hash(url) for name, url in inputs.items()},
+           "input_hashes": {name: artifact_identity(url) if name in by_identity else storage.content_hash(url)
+                            for name, url in inputs.items()},
            "software": dict(_software())}
     rec.update(extra)
     return storage.portable(rec)

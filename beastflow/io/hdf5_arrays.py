@@ -20,6 +20,10 @@ import numpy as np
 from beastflow import storage
 
 DEFAULT_CHUNK_ROWS = 65_536
+#: every row dataset is stored gzip level 1 + byte shuffle: grid columns repeat
+#: (Av, Rv, logA... take few values) and noise arrays are smooth, so files shrink
+#: 2-3x for ~1 s per 100 MB written; gzip is readable by any HDF5 build (lzf is not)
+COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 
 
 def _chunk_shape(n_rows: int | None, trailing: tuple[int, ...], chunk_rows: int) -> tuple[int, ...]:
@@ -78,6 +82,7 @@ class ArraysWriter:
                 maxshape=(None, *trailing),
                 dtype=dtype,
                 chunks=_chunk_shape(self.n_rows, trailing, self.chunk_rows),
+                **COMPRESSION,
             )
         for name, arr in self.static.items():
             self._h5.create_dataset(name, data=np.asarray(arr))

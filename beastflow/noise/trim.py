@@ -69,6 +69,7 @@ from beastflow import storage
 from beastflow.filters import short_names
 from beastflow.io.noise_model import NoiseModel, NoiseModelWriter
 from beastflow.io.sed_grid import SEDGrid, SEDGridWriter
+from beastflow.io.trim_index import write_trim_index
 from beastflow.noise.toothpick import artifact_identity, vega_fluxes_for
 from beastflow.observations import catalogs
 from beastflow.provenance import make_provenance
@@ -88,20 +89,41 @@ class TrimError(ValueError):
 @dataclass(frozen=True)
 class TrimJob:
     catalog_url: str
-    out_grid_url: str
-    out_noise_url: str
+    #: BEAST-style trimmed copies, written only with ``[trim] materialize = true``
+    out_grid_url: str | None
+    out_noise_url: str | None
+    #: the trim artifact (kept model rows); default: next to the trimmed grid's name
+    out_index_url: str | None = None
+
+    @property
+    def index_url(self) -> str:
+        if self.out_index_url:
+            return self.out_index_url
+        if not self.out_grid_url:
+            raise ValueError(f"{self.catalog_url}: trim job names neither an index nor a trimmed-grid URL")
+        return index_url_for(self.out_grid_url)
 
 
 @dataclass(frozen=True)
 class TrimResult:
     catalog_url: str
-    grid_url: str
-    noise_url: str
+    grid_url: str | None
+    noise_url: str | None
     n_stars: int
     n_models_in: int
     n_covered: int          # models inside AST coverage (step 1)
     n_kept: int
     skipped_bands: list[str] = field(default_factory=list)  # compat band-skip QUIRK
+    #: the trim artifact: kept rows of ``source_grid`` / ``source_noise`` (the fit reads those through it)
+    index_url: str = ""
+    source_grid: str = ""
+    source_noise: str = ""
+    #: grid_url / noise_url are None unless ``[trim] materialize = true`` wrote trimmed copies
+
+
+def index_url_for(trimmed_grid_url: str) -> str:
+    """``P_bin{s}_sub{u}[_gridsub{g}]_trim.hd5`` from the trimmed grid's BEAST-style name."""
+    return trimmed_grid_url.removesuffix("_seds_trim.grid.hd5") + "_trim.hd5"
 
 
 # ------------------------------------------------------------ kernels
@@ -221,6 +243,9 @@ class _JobState:
         self.n_written = 0
         self.grid_w: SEDGridWriter | None = None
         self.noise_w: NoiseModelWriter | None = None
+        #: kept rows of the input (sub)grid, block by block (the trim artifact)
+        self.kept: list[np.ndarray] = []
+        self.skipped: list[str] = []
         # survivors are buffered and written in whole HDF5 chunks: appending a
         # few thousand rows per grid block to each job would make HDF5
         # read-modify-write partially filled multi-MB chunks
@@ -246,7 +271,6 @@ class _JobState:
             raise ValueError(f"{self.job.out_grid_url}: trimmed survivors flushed before the output files were opened")
         self.grid_w.append_models(seds[:n], {c: v[:n] for c, v in cols.items()})
         self.noise_w.append({k: v[:n] for k, v in noi.items()})
-        self.n_written += n
         rest = len(seds) - n
         self.buf = [(seds[n:], {c: v[n:] for c, v in cols.items()}, {k: v[n:] for k, v in noi.items()})] if rest else []
         self.n_buf = rest
@@ -259,7 +283,14 @@ _MIN_FLUSH_ROWS = 4096
 
 
 def _open_writers(st: _JobState, grid: SEDGrid, noise: NoiseModel, out_cols: list[str], prov_g, prov_n, meta,
-                  n_jobs: int = 1) -> None:
+                  n_jobs: int = 1, materialize: bool = False) -> None:
+    """Remember what the index needs; with ``materialize`` open the trimmed-copy writers too."""
+    st.index_args = {"n_models_in": grid.n_models, "source_grid": grid.url, "source_noise": noise.url,
+                     "provenance": {**prov_g, "artifact": "trim_index"}, "meta": meta}
+    if not materialize:
+        return
+    if not (st.job.out_grid_url and st.job.out_noise_url):
+        raise ValueError(f"{st.job.catalog_url}: [trim] materialize = true needs trimmed grid and noise URLs")
     row_bytes = 8 * (2 * grid.n_bands + len(out_cols) + len(noise.names) * grid.n_bands)
     # chunk rows = flush size: every write fills whole chunks; bounded memory for many jobs
     st.flush_rows = int(np.clip(_BUFFER_BYTES // max(1, n_jobs * row_bytes), _MIN_FLUSH_ROWS, 65_536))
@@ -280,10 +311,15 @@ def _open_writers(st: _JobState, grid: SEDGrid, noise: NoiseModel, out_cols: lis
 
 
 def _close(st: _JobState, ok: bool) -> None:
-    """Commit (rename into place) or discard the job's two files."""
+    """Commit (write the index; move trimmed copies into place) or discard the job's files."""
     if ok:
-        st.flush(final=True)
-    st.buf, st.n_buf = [], 0
+        kept = np.concatenate(st.kept) if st.kept else np.empty(0, np.int64)
+        st.n_written = len(kept)
+        if st.grid_w is not None:
+            st.flush(final=True)
+        write_trim_index(st.job.index_url, kept, n_covered=st.n_covered, skipped_bands=st.skipped,
+                         **st.index_args)
+    st.buf, st.n_buf, st.kept = [], 0, []
     for attr in ("noise_w", "grid_w"):
         w = getattr(st, attr)
         if w is None:
@@ -428,8 +464,11 @@ def _stream(grid: SEDGrid, noise: NoiseModel, states: list[_JobState], masks: li
             idx = np.flatnonzero((pj >= 0) & ((pj & m) == m))
             if len(idx) == 0:
                 continue
+            st.kept.append(gb.start + idx)  # rows of the INPUT (sub)grid
+            if st.grid_w is None:
+                continue
             cols = {c: v[idx] for c, v in gb.columns.items()}
-            cols["fullgrid_idx"] = gb.start + idx  # row index in the INPUT (sub)grid
+            cols["fullgrid_idx"] = gb.start + idx
             st.add(gb.seds[idx], cols, {k: v[idx] for k, v in nbk.arrays.items()})
 
 
@@ -504,7 +543,7 @@ def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequen
             lossless.finish()
         try:
             for st in states:
-                _open_writers(st, grid, noise, out_cols, *provs(st), n_jobs=len(states))
+                _open_writers(st, grid, noise, out_cols, *provs(st), n_jobs=len(states), materialize=tr.materialize)
             if lossless is not None:
                 _stream(grid, noise, states, [full] * len(states), tr.chunk_models, tr.sigma_fac,
                         need_pos_err, in_cols, count=False, bound=lossless)
@@ -540,8 +579,7 @@ def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequen
                 redo.append((st, mask, skipped))
                 continue
             _close(st, ok=True)
-            results.append(TrimResult(url, st.job.out_grid_url, st.job.out_noise_url, st.n_stars, grid.n_models,
-                                      st.n_covered, st.n_written))
+            results.append(_result(st, grid, noise, tr.materialize))
 
         if redo:
             # compat band-skip: rewrite those jobs with their reduced band mask
@@ -550,7 +588,7 @@ def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequen
                 _close(st, ok=False)
                 ns = _JobState(st.job, st.ymin, st.ymax, st.n_stars)
                 ns.n_covered = st.n_covered
-                _open_writers(ns, grid, noise, out_cols, *provs(ns), n_jobs=len(redo))
+                _open_writers(ns, grid, noise, out_cols, *provs(ns), n_jobs=len(redo), materialize=tr.materialize)
                 rstates.append((ns, mask, skipped))
             try:
                 _stream(grid, noise, [r[0] for r in rstates], [r[1] for r in rstates], tr.chunk_models,
@@ -560,18 +598,24 @@ def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequen
                     _close(ns, ok=False)
                 raise
             for ns, mask, skipped in rstates:
-                names = [filters[k] for k in skipped]
+                ns.skipped = [filters[k] for k in skipped]
                 log.warning("%s: band(s) %s cut every model; cut skipped (BEAST 2.1 behaviour)",
-                            ns.job.catalog_url, names)
+                            ns.job.catalog_url, ns.skipped)
                 _close(ns, ok=True)
-                results.append(TrimResult(ns.job.catalog_url, ns.job.out_grid_url, ns.job.out_noise_url,
-                                          ns.n_stars, grid.n_models, ns.n_covered, ns.n_written, names))
+                results.append(_result(ns, grid, noise, tr.materialize))
     for r in results:
         log.info("trim %s: kept %d of %d models (%d inside AST coverage)", r.catalog_url, r.n_kept,
                  r.n_models_in, r.n_covered)
     if failures:
         raise TrimError("trimming failed for %d sub-file(s):\n  " % len(failures) + "\n  ".join(failures))
     return results
+
+
+def _result(st: _JobState, grid: SEDGrid, noise: NoiseModel, materialize: bool) -> TrimResult:
+    j = st.job
+    return TrimResult(j.catalog_url, j.out_grid_url if materialize else None,
+                      j.out_noise_url if materialize else None, st.n_stars, grid.n_models, st.n_covered,
+                      st.n_written, list(st.skipped), j.index_url, grid.url, noise.url)
 
 
 def trimmed_urls(settings: Settings, s: str | int | None, u: str | int | None, g: int | None = None) -> tuple[str, str]:

@@ -85,6 +85,46 @@ def tile_bin_lookup(ra: np.ndarray, dec: np.ndarray, grid: TileGrid, tile_bins: 
     return tile_bins[i * grid.n_y + j]
 
 
+def rows_hash(part: pl.DataFrame) -> str:
+    """SHA-256 of a sub-file's rows (columns, order, values): what downstream stages read."""
+    import hashlib
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(part.to_arrow(), buf, compression="none", write_statistics=False, store_schema=False)
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def _unchanged(url: str, meta: dict) -> bool:
+    """The file at ``url`` was written by split with these very rows and the same metadata."""
+    if not storage.exists(url):
+        return False
+    try:
+        _, old = catalogs.read_parquet_metadata(url)
+    except (OSError, ValueError, KeyError):  # unreadable or foreign file: rewrite it
+        return False
+    return old == storage.portable(meta)
+
+
+def _frozen_edges(man_url: str, sort_col: str, bin_edges, bins: np.ndarray) -> dict[str, list[float]] | None:
+    """Flux edges of the previous split when it can be reused: same sort column, same density-bin
+    edges, and every bin of this catalog already split.  None = split by n_per_file."""
+    if not storage.exists(man_url):
+        return None
+    try:
+        old = storage.read_json(man_url)
+    except (OSError, ValueError):
+        return None
+    fe = old.get("flux_edges")
+    if (not isinstance(fe, dict) or old.get("sort_col") != sort_col or old.get("density_bin_edges") != bin_edges
+            or any(str(int(b)) not in fe for b in bins)):
+        log.info("split: density bins or sort column changed (or no recorded edges): splitting anew")
+        return None
+    return {k: [float(x) for x in v] for k, v in fe.items()}
+
+
 def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url: str) -> SplitResult:
     settings.activate()
     sp = settings.observations.split
@@ -124,12 +164,27 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
     ends = np.append(starts[1:], len(bins_col))
 
     name = settings.project.name
+    man_url = settings.artifact(f"{name}_split_manifest.json")
+    frozen = None if compat or sp.resplit else _frozen_edges(man_url, sort_col, meta.get("edges"), bins)
     prov = make_provenance(STAGE, settings.section_hash("compat", "physics", "observations"),
                            inputs={"catalog": catalog_url, "map": map_url} | ({"asts": ast_url} if ast_url else {}))
     jobs: list[tuple[str, pl.DataFrame, dict]] = []
+    edges_out: dict[str, list[float]] = {}
     for b, s0, s1 in zip(bins.tolist(), starts.tolist(), ends.tolist()):
         off = s0
-        for u, size in enumerate(subfile_sizes(s1 - s0, sp, compat)):
+        if frozen is not None:
+            # the previous run's flux edges: each star goes to the sub-file its flux falls in
+            edges = frozen[str(b)]
+            vals = cat[sort_col].to_numpy()[s0:s1]
+            sizes = np.diff(np.searchsorted(vals, edges, side="left"), prepend=0, append=s1 - s0).tolist()
+        else:
+            sizes = subfile_sizes(s1 - s0, sp, compat)
+            # lower flux edge of every sub-file but the first (rows are sorted by sort_col)
+            cuts = np.cumsum(sizes)[:-1]
+            vals = cat[sort_col].to_numpy()[s0:s1]
+            edges = [float(vals[c]) for c in cuts.tolist() if c < len(vals)]
+        edges_out[str(b)] = [float(e) for e in edges]
+        for u, size in enumerate(sizes):
             part = cat.slice(off, size)
             off += size
             url = settings.artifact(f"{name}_bin{b}_sub{u}.parquet")
@@ -154,7 +209,6 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
             log.warning("density bins %s hold stars but no ASTs: their noise model cannot be built",
                         bins_without_asts)
 
-    man_url = settings.artifact(f"{name}_split_manifest.json")
     # a manifest from an earlier run must not describe files this run rewrites
     storage.remove(man_url)
     # Parquet encoding releases the GIL: write the (many, small) files from a few threads
@@ -162,7 +216,14 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
 
     def write(job):
         url, part, entry = job
-        return catalogs.write_parquet(part, url, prov, {k: v for k, v in entry.items() if k != "url"})
+        entry["rows_sha256"] = rows_hash(part)
+        meta = {k: v for k, v in entry.items() if k != "url"}
+        if _unchanged(url, meta):
+            # same rows as the file already there: keep it byte for byte, so the noise models, trims
+            # and fits keyed on it stay cached when other rows of the catalog change (issue 18 item 3);
+            # its provenance names the catalog version that first produced these rows
+            return url
+        return catalogs.write_parquet(part, url, prov, meta)
 
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         list(pool.map(write, jobs + ast_jobs))
@@ -173,6 +234,8 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
         "n_ast_rows": None if asts is None else asts.height, "asts_assignment": ast_mode,
         "bins": [int(b) for b in bins], "bins_without_asts": bins_without_asts,
         "subfiles": [e for _, _, e in jobs], "asts": [e for _, _, e in ast_jobs],
+        # frozen split: the next run reuses these while the density bins stay the same
+        "flux_edges": edges_out, "density_bin_edges": meta.get("edges"), "frozen": frozen is not None,
         "provenance": prov,
     }
     # file names relative to the output root: the manifest stays valid in a copied run folder

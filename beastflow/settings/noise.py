@@ -68,3 +68,6 @@ class Trim(Section):
     chunk_models: int = Field(default=262_144, ge=1024)
     #: sub-files trimmed per read of the grid (bounds open files and memory)
     max_jobs_per_pass: int = Field(default=64, ge=1)
+    #: also write BEAST-style trimmed copies (P_bin{s}_sub{u}_seds_trim.grid.hd5, ..._noisemodel_trim.grid.hd5);
+    #: the trim artifact itself is the set of kept model rows (P_bin{s}_sub{u}_trim.hd5), which the fit reads through
+    materialize: bool = False

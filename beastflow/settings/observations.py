@@ -80,6 +80,10 @@ class Split(Section):
     sort_col: str = "F475W_RATE"
     #: ASTs without RA/DEC: "all_bins" = every AST goes to every bin; "error" = refuse
     asts_without_positions: Literal["all_bins", "error"] = "all_bins"
+    #: default mode: a rerun keeps the previous run's sub-file flux edges (recorded in the split
+    #: manifest) while the density bins are the same, so a changed or added star only changes the
+    #: sub-file its flux falls in; true = split by n_per_file again.  compat always re-splits (BEAST)
+    resplit: bool = False
 
 
 class Observations(Section):

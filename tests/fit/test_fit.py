@@ -122,9 +122,19 @@ def test_lnp_sample(field, default_fit):
 
 def test_streaming_in_chunks_is_the_same(field, default_fit, tmp_path):
     s, gi, r = default_fit
+    from beastflow.fit.fitting import STAR_PROGRESS
+
     s2 = settings_for(tmp_path, lnp_npts=50, chunk_models=1024, star_block=15)
-    r2 = run_fit(s2, field["trim"], field["trim_noise"], field["cat0"], gi, str(tmp_path / "P_bin0_sub0"),
-                 vega_fluxes=synth.VEGA)
+    calls: list[tuple[int, int]] = []
+    token = STAR_PROGRESS.set(lambda done, total: calls.append((done, total)))
+    try:
+        r2 = run_fit(s2, field["trim"], field["trim_noise"], field["cat0"], gi, str(tmp_path / "P_bin0_sub0"),
+                     vega_fluxes=synth.VEGA)
+    finally:
+        STAR_PROGRESS.reset(token)
+    # star-level progress (issue 18 item 3): one report per block of 15 stars, the last = all stars
+    ns = read_stats(r.stats)[0].height
+    assert calls == [(min(ns, k + 15), ns) for k in range(0, ns, 15)] and len(calls) > 1
     a, b = read_stats(r.stats)[0], read_stats(r2.stats)[0]
     for c in a.columns:
         if a[c].dtype.is_numeric():

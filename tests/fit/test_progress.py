@@ -46,12 +46,12 @@ def test_stage_progress_counts_running_stars(monkeypatch):
 
 def test_cli_fit_counts_stars_on_a_terminal(capsys):
     from beastflow.cli.fit import _star_counter
-    from beastflow.fit.fitting import _STAR_PROGRESS
+    from beastflow.fit.fitting import STAR_PROGRESS
 
     with _star_counter("bin0_sub0", enabled=True):
-        _STAR_PROGRESS.get()(64, 100)
-        _STAR_PROGRESS.get()(100, 100)
+        STAR_PROGRESS.get()(64, 100)
+        STAR_PROGRESS.get()(100, 100)
     err = capsys.readouterr().err
     assert "\rfitting bin0_sub0: 64/100 stars" in err and err.endswith("100/100 stars\n")
     with _star_counter("x", enabled=False):
-        assert _STAR_PROGRESS.get() is None
+        assert STAR_PROGRESS.get() is None

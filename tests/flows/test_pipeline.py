@@ -10,6 +10,7 @@ import os
 import shutil
 from collections import Counter
 
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -105,13 +106,14 @@ def test_second_run_recomputes_nothing(tiny_settings, tmp_path):
     naming = [p.name for p in copy.rglob("*") if p.is_file() and original.encode() in p.read_bytes()]
     assert not naming, f"artifacts naming the original run folder: {naming}"
 
-    # verified hits (issue 12, item 4): a trimmed grid overwritten in place (same size) and a
+    # verified hits (issue 12, item 4): a trim index overwritten in place (same size) and a
     # truncated noise model are recomputed, not handed out
     trim_label = sorted(third.states["trim"])[0]
     (trimmed,) = third.stages["trim"].results[trim_label]
-    with open(trimmed.grid_url, "r+b") as fh:
-        fh.seek(os.path.getsize(trimmed.grid_url) // 2)
-        fh.write(os.urandom(4096))
+    size = os.path.getsize(trimmed.index_url)
+    with open(trimmed.index_url, "r+b") as fh:
+        fh.seek(size // 2)
+        fh.write(os.urandom(size - size // 2))
     noise_label = sorted(third.states["noisemodel"])[-1]
     noise_url = third.stages["noisemodel"].results[noise_label]
     with open(noise_url, "r+b") as fh:
@@ -133,7 +135,7 @@ def _change_one_row(src: str, dst: str) -> None:
     pq.write_table(table, dst)
 
 
-def test_changed_catalog_row_reruns_only_downstream(tiny_settings, tmp_path):
+def test_changed_catalog_row_reruns_only_downstream(tiny_settings, tmp_path, monkeypatch):
     catalog = tmp_path / "catalog.parquet"
     shutil.copyfile(tiny_settings.observations.catalog, catalog)
     obs = tiny_settings.observations.model_copy(update={"catalog": str(catalog)})
@@ -141,11 +143,29 @@ def test_changed_catalog_row_reruns_only_downstream(tiny_settings, tmp_path):
     first = pipeline_flow(settings)
 
     _change_one_row(str(catalog), str(catalog))
+    from flows.progress import StageProgress
+
+    reports: list[tuple[str, str, int]] = []
+    real = StageProgress.stars_done
+    monkeypatch.setattr(StageProgress, "stars_done",
+                        lambda self, label, done: (reports.append((self.stage, label, done)), real(self, label, done)))
     second = pipeline_flow(settings)
-    for stage, units in second.states.items():
-        expected = "Cached" if stage in UPSTREAM_OF_CATALOG else "Completed"
-        assert set(units.values()) == {expected}, (stage, units)
+    for stage in UPSTREAM_OF_CATALOG:
+        assert set(second.states[stage].values()) == {"Cached"}, (stage, second.states[stage])
+    # the catalog stages rerun, but split keeps every file whose rows did not change (issue 18
+    # item 3): the per-bin ASTs are the same, so the noise models stay cached, and only the
+    # sub-file holding the changed star is trimmed and fitted again
+    assert set(second.states["split"].values()) == {"Completed"}
+    assert set(second.states["noisemodel"].values()) == {"Cached"}, second.states["noisemodel"]
+    for stage in ("trim", "fit"):
+        states = list(second.states[stage].values())
+        assert states.count("Completed") == 1 and states.count("Cached") == len(states) - 1, second.states[stage]
+    assert second.states["merge"] == {"merge": "Completed"}
     assert second.summary["stars"] == first.summary["stars"]
+    # star-level progress inside the recomputed fit unit reached the stage's progress (bar + artifact)
+    (refit,) = [lb for lb, st in second.states["fit"].items() if st == "Completed"]
+    assert reports and {(s, lb) for s, lb, _ in reports} == {("fit", refit)}
+    assert reports[-1][2] == len(pl.read_parquet(second.stages["fit"].results[refit].stats))
 
 
 def test_transient_fit_failure_is_retried(tiny_settings, monkeypatch):
@@ -200,10 +220,21 @@ def test_failed_subfile_is_named(tiny_settings, monkeypatch):
     assert "injected: this sub-file cannot be fitted" in str(err.value)
 
 
-def test_process_pool_executor_runs_trim_and_fit(tiny_settings):
+def test_process_pool_executor_runs_trim_and_fit(tiny_settings, monkeypatch):
+    from flows.progress import StageProgress
+
+    reports: list[tuple[str, int]] = []
+    real = StageProgress.stars_done
+    monkeypatch.setattr(StageProgress, "stars_done",
+                        lambda self, label, done: (reports.append((label, done)), real(self, label, done)))
     settings = with_execution(tiny_settings, executor="processes", workers=2)
     first = pipeline_flow(settings)
     assert set(first.states["fit"].values()) == {"Completed"} and first.summary["stars"] > 100
+    # star-level progress from the pool workers' fits reached the stage's progress
+    final = {}
+    for label, done in reports:
+        final[label] = max(final.get(label, 0), done)
+    assert set(final) == set(first.states["fit"]) and sum(final.values()) == first.summary["stars"]
     second = pipeline_flow(settings)
     # the array task finds every unit in the cache and is itself "Cached"
     assert set(second.states["trim"].values()) == {"Cached"} and set(second.states["fit"].values()) == {"Cached"}

@@ -153,6 +153,53 @@ def test_local_run_folder_copied_to_s3_reruns_all_cached(s3_run, s3_endpoint, tm
     assert not [p for p in back.rglob("*") if p.is_file() and b"beastflow-test/copied" in p.read_bytes()]
 
 
+class _UploadCounter:
+    """WSGI middleware in front of moto: bytes of every request body the client sends
+    (PUT, multipart part, POST) and the server-side copies (a "rename" on S3 is a copy)."""
+
+    def __init__(self, app):
+        self.app, self.body_bytes, self.copies = app, 0, []
+
+    def __call__(self, environ, start_response):
+        if environ["REQUEST_METHOD"] in ("PUT", "POST"):
+            self.body_bytes += int(environ.get("CONTENT_LENGTH") or 0)
+            if environ.get("HTTP_X_AMZ_COPY_SOURCE"):
+                self.copies.append(environ["HTTP_X_AMZ_COPY_SOURCE"])
+        return self.app(environ, start_response)
+
+
+def test_s3_artifacts_are_written_once(s3_run):
+    """Issue 18 item 2: on S3 every object is PUT once under its final key (a PUT is atomic), so
+    the bytes sent for a whole pipeline run are about the bytes of what it leaves there."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    from .conftest import free_port
+
+    local, remote_settings, _ = s3_run
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    try:
+        counter = _UploadCounter(server._server.app)
+        server._server.app = counter  # werkzeug hands each request to server.app
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        fs = s3fs.S3FileSystem(endpoint_url=url, skip_instance_cache=True)
+        fs.mkdir("beastflow-bytes")
+        counter.body_bytes = 0
+        s = with_output(remote_settings, "s3://beastflow-bytes/run", storage_options={"s3": {"endpoint_url": url}})
+        run = pipeline_flow(s)
+        final = sum(fs.du("beastflow-bytes/run", total=False).values())
+        sent = counter.body_bytes
+        print(f"S3 run: {sent} bytes sent, {final} bytes of final objects ({sent / final:.3f}x), "
+              f"{len(counter.copies)} server-side copies")
+        assert run.summary["stars"] == local.summary["stars"]
+        assert not counter.copies, counter.copies[:5]
+        assert final <= sent <= 1.1 * final
+    finally:
+        server.stop()
+
+
 # ----------------------------------------------------------------------------------------------
 FLAKY_MARK = "BEASTFLOW_TEST_FLAKY_MARK"
 
@@ -216,11 +263,14 @@ def test_trim_and_fit_as_slurm_arrays(tiny_settings, slurm_cluster, tmp_path, mo
     assert sorted(arrays.values()) == [n_units, n_units] and len(singles) == 1, names
     assert (tmp_path / "failed-once").exists()
 
-    # memory request: overhead + factor x the largest trimmed grid + noise model of the array
+    # memory request: overhead + factor x the kept share of grid + noise model (the trim index's set size)
     from flows.executors import mem_request_gb
 
     trimmed = [t for ts in run.stages["trim"].results.values() for t in ts]
-    expected = max(mem_request_gb(settings, storage.size(t.grid_url) + storage.size(t.noise_url)) for t in trimmed)
+    from flows.stages import _array_bytes
+
+    expected = max(mem_request_gb(settings, int(_array_bytes(t.source_grid, t.source_noise)[0] * t.n_kept
+                                                / t.n_models_in)) for t in trimmed)
     assert expected > 1  # the grid size, not the overhead, decides it
     scripts = [p.read_text() for p in folder.glob(".submission_file_*.sh")]
     fit_scripts = [t for t in scripts if "--job-name=bf-fit" in t]

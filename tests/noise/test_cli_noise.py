@@ -4,7 +4,7 @@ import numpy as np
 
 from beastflow.cli import main
 from beastflow.io.noise_model import open_noise_model
-from beastflow.io.sed_grid import open_sed_grid
+from beastflow.io.trim_index import read_trim_index
 
 from .conftest import BANDS, FILTERS, ast_flux_range, synthetic_seds, write_grid
 
@@ -36,9 +36,10 @@ def test_noisemodel_and_trim_commands_chain_via_manifest(tmp_path, phat_asts_rat
     assert nm.n_models == 4000
     assert main(["trim", str(tmp_path / "s.toml")]) == 0
     for u in (0, 1):
-        g = open_sed_grid(str(out / f"P_bin0_sub{u}_seds_trim.grid.hd5"))
-        n = open_noise_model(str(out / f"P_bin0_sub{u}_noisemodel_trim.grid.hd5"))
-        assert 0 < g.n_models == n.n_models < 4000
+        # the trim artifact is the kept-row index; no trimmed copies unless [trim] materialize
+        ti = read_trim_index(str(out / f"P_bin0_sub{u}_trim.hd5"))
+        assert 0 < ti.n_kept < ti.n_models_in == 4000
+        assert not (out / f"P_bin0_sub{u}_seds_trim.grid.hd5").exists()
     # rerun: everything exists, nothing redone
     capsys.readouterr()
     assert main(["noisemodel", str(tmp_path / "s.toml")]) == 0

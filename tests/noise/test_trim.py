@@ -1,9 +1,12 @@
+import os
+
 import numpy as np
 import polars as pl
 import pytest
 
 from beastflow.io.noise_model import open_noise_model, write_noise_model
 from beastflow.io.sed_grid import SEDGrid, open_sed_grid
+from beastflow.io.trim_index import open_kept, read_trim_index
 from beastflow.noise import trim as trim_mod
 from beastflow.noise.toothpick import run_noisemodel
 from beastflow.noise.trim import (
@@ -48,7 +51,7 @@ def trimmed(tmp_path, phat_catalog, phat_asts_rate, asts, vega):
     lo, hi = ast_flux_range(asts, vega)
     seds = synthetic_seds(20000, lo, hi, seed=5, anchors=obs)
     grid = write_grid(tmp_path / "P_seds.grid.hd5", seds)
-    s = _settings(tmp_path)
+    s = _settings(tmp_path, materialize=True)  # BEAST-style copies too: checked against the index
     noise = run_noisemodel(s, grid, str(phat_asts_rate), str(tmp_path / "P_bin0_noisemodel.hd5"))
     # the faintest third (urls[0]) lies below the few ASTs' coverage: see test_faint_subfile_*
     jobs = [TrimJob(u, str(tmp_path / f"t{i}_seds.hd5"), str(tmp_path / f"t{i}_noise.hd5"))
@@ -72,7 +75,7 @@ def _chi2_check(trimmed, results, sigma_fac, window):
     err = np.where(valid[:, None], nm.error, 1.0)
     n_checked = 0
     for url, res in zip(trimmed["urls"], results):
-        kept = set(open_sed_grid(res.grid_url).column("fullgrid_idx").tolist())
+        kept = set(read_trim_index(res.index_url).kept.tolist())
         assert 0 < res.n_kept == len(kept) < valid.sum()
         y = _obs(url, trimmed["vega"])
         # chi2 (spec fitting.md §2) per star, model, band
@@ -148,6 +151,21 @@ def test_trim_outputs_match_direct_criterion(trimmed):
         for k in ("bias", "error", "completeness"):
             np.testing.assert_array_equal(tb.arrays[k], nm_full.arrays[k][idx])
         assert res.n_stars == len(y) and res.n_kept == len(idx)
+        # the trim artifact is the index: the same rows, and read through it the full grid and
+        # noise model give the materialised copies exactly
+        ti = read_trim_index(res.index_url)
+        np.testing.assert_array_equal(ti.kept, idx)
+        assert ti.n_models_in == len(seds) and ti.provenance["inputs"]["catalog"] == url
+        assert ti.meta["rule"] == "sigma+lossless" and ti.n_runs < len(idx)
+        kg, kn = open_kept(trimmed["grid"], trimmed["noise"], res.index_url, read_rows=1000)
+        assert kg.columns == g.columns and kg.n_models == g.n_models
+        for got in (kg.read(), next(kg.iter_chunks(10**6))):
+            np.testing.assert_array_equal(got.seds, blk.seds)
+            for c in g.columns:
+                np.testing.assert_array_equal(got.columns[c], blk.columns[c])
+        for k in ("bias", "error", "completeness"):
+            np.testing.assert_array_equal(kn.read().arrays[k], tb.arrays[k])
+            np.testing.assert_array_equal(np.concatenate([b.arrays[k] for b in kn.iter_chunks(777)]), tb.arrays[k])
 
 
 def test_grid_and_noise_read_once_for_all_subfiles(tmp_path, trimmed, monkeypatch):
@@ -180,7 +198,7 @@ def test_faint_subfile_outside_ast_coverage(trimmed):
             TrimJob(good.catalog_url, str(tmp / "g_seds.hd5"), str(tmp / "g_noise.hd5"))]
     with pytest.raises(TrimError, match=r"P_bin0_sub0\.parquet.*band HST_ACS_WFC_F814W"):
         run_trim(_settings(tmp), trimmed["grid"], trimmed["noise"], jobs)
-    assert not (tmp / "f_seds.hd5").exists() and (tmp / "g_seds.hd5").exists()
+    assert not os.path.exists(jobs[0].index_url) and os.path.exists(jobs[1].index_url)
     res = run_trim(_settings(tmp, compat="beast-2.1"), trimmed["grid"], trimmed["noise"], jobs[:1])
     assert "HST_ACS_WFC_F814W" in res[0].skipped_bands and res[0].n_kept > 0
 
@@ -231,12 +249,12 @@ def test_band_skip_quirk_only_in_compat(tmp_path):
     assert not (tmp_path / "tg.hd5").exists() and not (tmp_path / "tn.hd5").exists()
     (res,) = run_trim(_settings(tmp_path, compat="beast-2.1"), grid, noise, jobs, vega_fluxes=[1.0, 1.0])
     assert res.skipped_bands == ["HST_ACS_WFC_F814W"] and res.n_kept == 1
-    assert open_sed_grid(res.grid_url).column("fullgrid_idx").tolist() == [1]
+    assert read_trim_index(res.index_url).kept.tolist() == [1] and res.grid_url is None
     # a normal file: same answer in both modes, one pass
     grid, noise, jobs = _tiny_case(tmp_path, y_band2=2.05)
     for compat in ("none", "beast-2.1"):
         (res,) = run_trim(_settings(tmp_path, compat=compat), grid, noise, jobs, vega_fluxes=[1.0, 1.0])
-        assert res.skipped_bands == [] and open_sed_grid(res.grid_url).column("fullgrid_idx").tolist() == [1]
+        assert res.skipped_bands == [] and read_trim_index(res.index_url).kept.tolist() == [1]
 
 
 def test_outside_ast_coverage_is_an_error_naming_the_file(tmp_path):
@@ -274,7 +292,7 @@ def test_small_write_buffers_give_identical_files(trimmed, monkeypatch):
     monkeypatch.setattr(trim_mod, "_MIN_FLUSH_ROWS", 64)
     tmp = trimmed["tmp"]
     jobs = [TrimJob(j.catalog_url, j.out_grid_url + ".b", j.out_noise_url + ".b") for j in trimmed["jobs"]]
-    res = run_trim(_settings(tmp), trimmed["grid"], trimmed["noise"], jobs)
+    res = run_trim(_settings(tmp, materialize=True), trimmed["grid"], trimmed["noise"], jobs)
     assert max(r.n_kept for r in res) > 3 * 64  # several flushes happened
     for r, r0 in zip(res, trimmed["results"]):
         a, b = open_sed_grid(r.grid_url).read(), open_sed_grid(r0.grid_url).read()

@@ -83,7 +83,8 @@ def _fit_both(s, d: Path, full: str, noise: str, catalog: str, trim_catalog: str
                                               str(d / f"{tag}_noisemodel_trim.grid.hd5"))], vega_fluxes=vega)
     gi = run_grid_info(s, [full], out_url=str(d / f"{tag}_grid_info.json")).grid_info
     rf = run_fit(s, full, noise, catalog, gi, str(d / f"full_{tag}"), vega_fluxes=vega)
-    rt = run_fit(s, tr.grid_url, tr.noise_url, catalog, gi, str(d / f"trim_{tag}"), vega_fluxes=vega)
+    # the trim artifact is the kept-row index: the fit reads the full grid through it
+    rt = run_fit(s, full, noise, catalog, gi, str(d / f"trim_{tag}"), vega_fluxes=vega, trim_index=tr.index_url)
     sf, info = read_stats(rf.stats)
     st, _ = read_stats(rt.stats)
     qn = info["meta"]["qnames"]
@@ -173,6 +174,56 @@ def test_synthetic_trim_keeps_each_stars_best_fit(synthetic):
         assert np.all(dexp <= dm * p.ranges[q] * (1 + 1e-9) + 1e-12 * p.ranges[q]), q
         dpdf = np.abs(p.pdf_full["pdf"][q] - p.pdf_trim["pdf"][q]).max(axis=1)
         assert np.all(dpdf <= dm + 1e-12), q
+
+
+def _same_outputs(a, b) -> None:
+    """Two fits give the same numbers bit for bit (provenance records aside)."""
+    from beastflow.fit.outputs import read_lnp
+
+    sa, sb = read_stats(a.stats)[0], read_stats(b.stats)[0]
+    assert sa.columns == sb.columns
+    for c in sa.columns:
+        assert sa[c].to_list() == sb[c].to_list() or np.array_equal(sa[c].to_numpy(), sb[c].to_numpy(),
+                                                                    equal_nan=True), c
+    pa, pb = read_pdf1d(a.pdf1d), read_pdf1d(b.pdf1d)
+    for q in pb["pdf"]:
+        np.testing.assert_array_equal(pa["pdf"][q], pb["pdf"][q], err_msg=q)
+    la, lb = read_lnp(a.lnp), read_lnp(b.lnp)
+    for k, v in lb.items():
+        if isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(la[k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("compat", ["none", "beast-2.1"])
+def test_fit_through_index_equals_fit_on_trimmed_copy(synthetic, compat):
+    """The trim index + full grid and a materialised BEAST-style trimmed copy give the
+    same fit, bit for bit, in both modes (compat keeps BEAST's trimmed set)."""
+    d, full, noise, sub = synthetic
+    out = d / f"idx_{compat}"
+    out.mkdir(exist_ok=True)
+    s = _settings(out, compat=compat, trim={"sigma_fac": 10.0, "materialize": True}, fit={"chunk_models": 1024})
+    (tr,) = run_trim(s, full, noise, [TrimJob(sub, str(out / "P_bin0_sub0_seds_trim.grid.hd5"),
+                                              str(out / "P_bin0_sub0_noisemodel_trim.grid.hd5"))],
+                     vega_fluxes=synth.VEGA)
+    assert tr.index_url.endswith("P_bin0_sub0_trim.hd5") and tr.n_kept > 1024  # several chunks
+    gi = run_grid_info(s, [full], out_url=str(out / "gi.json")).grid_info
+    for info in (gi, None):  # PDF bins from the full grid, and (no grid info) from the kept models
+        tag = "gi" if info else "nogi"
+        a = run_fit(s, full, noise, sub, info, str(out / f"index_{tag}"), vega_fluxes=synth.VEGA,
+                    trim_index=tr.index_url)
+        b = run_fit(s, tr.grid_url, tr.noise_url, sub, info, str(out / f"copy_{tag}"), vega_fluxes=synth.VEGA)
+        _same_outputs(a, b)
+
+
+def test_fit_refuses_an_index_of_another_grid(synthetic, tmp_path):
+    from beastflow.io.trim_index import write_trim_index
+
+    _, full, noise, sub = synthetic
+    idx = write_trim_index(str(tmp_path / "x_trim.hd5"), np.array([0, 1, 5]), n_models_in=7, n_covered=7,
+                           source_grid="g", source_noise="n")
+    with pytest.raises(ValueError, match=r"x_trim\.hd5: trim index is for a grid of 7 models, but .*P_seds"):
+        run_fit(_settings(tmp_path), full, noise, sub, None, str(tmp_path / "f"), vega_fluxes=synth.VEGA,
+                trim_index=idx)
 
 
 SYNTH_BEAST_RULE = (  # BEAST's 3-sigma rule alone (compat; the default before the lossless trim)

@@ -86,7 +86,8 @@ def test_run_trunchen_and_trim_carry_the_arrays(tmp_path):
     seds = st.in_flux[rng.integers(0, len(st), 3000)] * 10 ** rng.normal(0, 0.2, (3000, 3))
     grid = write_sed_grid(str(tmp_path / "g.hd5"), FILTERS, np.array([2700.0, 4750.0, 15400.0]), seds,
                           {"Av": rng.random(3000)})
-    s = settings_from_dict({"noise_model": {"model": "trunchen", "chunk_models": 1024}, "trim": {"chunk_models": 1024}})
+    s = settings_from_dict({"noise_model": {"model": "trunchen", "chunk_models": 1024},
+                            "trim": {"chunk_models": 1024, "materialize": True}})
     out = run_noisemodel(s, grid, ast, str(tmp_path / "nm.hd5"), vega_fluxes=VEGA)
     nm = open_noise_model(out)
     assert {"q_norm", "icov_diag", "icov_offdiag"} <= set(nm.names) and nm.meta["model"] == "trunchen"
@@ -102,6 +103,13 @@ def test_run_trunchen_and_trim_carry_the_arrays(tmp_path):
     assert 20 <= len(idx) < 3000
     for k in ("q_norm", "icov_diag", "icov_offdiag", "bias", "error"):
         np.testing.assert_array_equal(tn.arrays[k], full.arrays[k][idx])
+    # the trim index gives the same rows, and the truncheon arrays read through it
+    from beastflow.io.trim_index import open_kept
+
+    _, kn = open_kept(grid, out, r.index_url)
+    kb = kn.read()
+    for k in ("q_norm", "icov_diag", "icov_offdiag", "bias", "error"):
+        np.testing.assert_array_equal(kb.arrays[k], tn.arrays[k])
 
 
 def test_single_realisation_asts_are_refused(tmp_path, phat_asts_rate):

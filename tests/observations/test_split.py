@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -111,3 +112,66 @@ def test_band_without_values_in_a_subfile_is_a_clear_error(tmp_path, make_settin
     with pytest.raises(CatalogError, match=r"phat_catalog_cut.parquet \(stars of sub-file bin\d+_sub0\), "
                                            r"column F160W_RATE: every value is null"):
         run_split(s, c.catalog_url, None, d.map_url)
+
+
+def test_unchanged_subfiles_are_kept_byte_for_byte(phat_catalog, phat_asts_rate, make_settings, tmp_path):
+    """Issue 18 item 3: a rerun after one star's flux changed rewrites only the sub-file holding
+    it; every other sub-file and the per-bin ASTs keep their bytes (downstream stays cached)."""
+    from beastflow.observations.catalogs import read_photometry
+
+    s = make_settings(observations={"source_density": {"pixsize": 1.0}, "split": {"n_per_file": 20}})
+    cat = tmp_path / "cat.parquet"
+    read_photometry(str(phat_catalog), s.physics.filters).write_parquet(cat)
+    _, _, r1 = _chain(s, cat, phat_asts_rate)
+    m1 = json.loads(Path(r1.manifest_url).read_text())
+    before = {e["url"]: Path(e["url"]).read_bytes() for e in m1["subfiles"] + m1["asts"]}
+    assert all(len(e["rows_sha256"]) == 64 for e in m1["subfiles"] + m1["asts"])
+    # the brightest star of the first sub-file of the first bin: x1.05 keeps it in its sub-file
+    sub0 = pl.read_parquet(m1["subfiles"][0]["url"])
+    star = sub0["star_id"][-2]
+    f = pl.col("F475W_RATE")
+    pl.read_parquet(cat).with_columns(pl.when(pl.col("star_id") == star).then(f * 1.05).otherwise(f)
+                                      .alias("F475W_RATE")).write_parquet(cat)
+    _, _, r2 = _chain(s, cat, phat_asts_rate)
+    m2 = json.loads(Path(r2.manifest_url).read_text())
+    changed = [u for u, b in before.items() if Path(u).read_bytes() != b]
+    assert changed == [m1["subfiles"][0]["url"]], changed
+    assert m2["subfiles"][0]["rows_sha256"] != m1["subfiles"][0]["rows_sha256"]
+    assert [e["rows_sha256"] for e in m2["subfiles"][1:]] == [e["rows_sha256"] for e in m1["subfiles"][1:]]
+
+
+def test_frozen_split_puts_an_added_star_where_its_flux_falls(phat_catalog, phat_asts_rate, make_settings,
+                                                              tmp_path):
+    """Issue 18 item 3: the second run reuses the recorded flux edges, so a star added to the
+    catalog changes only the sub-file its flux falls in (count-based splitting would shift every
+    later sub-file by one row); resplit = true splits by n_per_file again."""
+    from beastflow.observations.catalogs import read_photometry
+
+    s = make_settings(observations={"source_density": {"pixsize": 1.0}, "split": {"n_per_file": 20}})
+    cat = tmp_path / "cat.parquet"
+    df = read_photometry(str(phat_catalog), s.physics.filters)
+    df.write_parquet(cat)
+    _, _, r1 = _chain(s, cat, phat_asts_rate)
+    m1 = json.loads(Path(r1.manifest_url).read_text())
+    assert not m1["frozen"] and set(m1["flux_edges"]) == {str(b) for b in m1["bins"]}
+    before = {e["url"]: Path(e["url"]).read_bytes() for e in m1["subfiles"]}
+    # a copy of a star of the first sub-file of the bin with the most sub-files, same position
+    big = max(m1["bins"], key=lambda b: sum(e["bin"] == b for e in m1["subfiles"]))
+    first = next(e for e in m1["subfiles"] if e["bin"] == big and e["sub"] == 0)
+    star = pl.read_parquet(first["url"])["star_id"][0]
+    twin = df.filter(pl.col("star_id") == star).with_columns(pl.lit(10**6).cast(df["star_id"].dtype).alias("star_id"))
+    pl.concat([df, twin]).write_parquet(cat)
+    _, _, r2 = _chain(s, cat, phat_asts_rate)
+    m2 = json.loads(Path(r2.manifest_url).read_text())
+    if m2["density_bin_edges"] != m1["density_bin_edges"]:
+        pytest.skip("the added star changed the density-bin edges: a re-split is the intended answer")
+    assert m2["frozen"] and m2["flux_edges"] == m1["flux_edges"]
+    changed = [u for u, b in before.items() if Path(u).read_bytes() != b]
+    assert changed == [first["url"]], changed
+    assert sum(e["n_rows"] for e in m2["subfiles"]) == sum(e["n_rows"] for e in m1["subfiles"]) + 1
+    # asked for: split by n_per_file again (edges recomputed from the rows)
+    s2 = make_settings(observations={"source_density": {"pixsize": 1.0},
+                                     "split": {"n_per_file": 20, "resplit": True}})
+    _, _, r3 = _chain(s2, cat, phat_asts_rate)
+    m3 = json.loads(Path(r3.manifest_url).read_text())
+    assert not m3["frozen"] and all(e["n_rows"] <= 20 for e in m3["subfiles"])
