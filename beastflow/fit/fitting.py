@@ -63,6 +63,7 @@ from beastflow.provenance import software_versions
 if TYPE_CHECKING:
     from beastflow.io.noise_model import NoiseModel
     from beastflow.io.sed_grid import SEDGrid
+    from beastflow.io.trim_index import KeptGrid, KeptNoise
     from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -448,6 +449,8 @@ def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, c
     FULL (sub)grid and its noise model, read only at the index's kept rows;
     without it they are a trimmed grid and noise model (or untrimmed ones)."""
     settings.activate()
+    grid: SEDGrid | KeptGrid | _OneBlock
+    noise: NoiseModel | KeptNoise | _OneBlock
     if trim_index:
         grid, noise = open_kept(trimmed_grid_url, trimmed_noise_url, trim_index, settings.fit.chunk_models)
     else:

@@ -98,7 +98,7 @@ class TrimIndex:
 
     @property
     def n_runs(self) -> int:
-        return np.count_nonzero(np.diff(self.kept) != 1) + 1 if len(self.kept) else 0
+        return int(np.count_nonzero(np.diff(self.kept) != 1)) + 1 if len(self.kept) else 0
 
 
 def read_trim_index(url: str) -> TrimIndex:

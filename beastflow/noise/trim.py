@@ -246,6 +246,8 @@ class _JobState:
         #: kept rows of the input (sub)grid, block by block (the trim artifact)
         self.kept: list[np.ndarray] = []
         self.skipped: list[str] = []
+        #: what the index records besides the rows (set when the writers open)
+        self.index_args: dict[str, Any] = {}
         # survivors are buffered and written in whole HDF5 chunks: appending a
         # few thousand rows per grid block to each job would make HDF5
         # read-modify-write partially filled multi-MB chunks
