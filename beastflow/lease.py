@@ -205,15 +205,15 @@ def output_lease(root: str, wait_s: float = 0.0, ttl_s: float = DEFAULT_TTL_S) -
     me = threading.get_ident()
     with _HELD_LOCK:
         held = _HELD.get(key)
-        nested = held is not None and held[0] == me
-        if nested:
-            held[1] += 1
-    if nested:
+        mine = held if held is not None and held[0] == me else None
+        if mine is not None:
+            mine[1] += 1
+    if mine is not None:  # this thread holds it already: count the nesting
         try:
             yield
         finally:
             with _HELD_LOCK:
-                held[1] -= 1
+                mine[1] -= 1
         return
     lease = _local_lease(root, wait_s) if storage.protocol(root) == "file" else _object_lease(root, wait_s, ttl_s)
     with lease:
