@@ -61,15 +61,21 @@ def _key(root: str) -> str:
 def _holder_text(info: dict[str, Any] | None) -> str:
     if not info:
         return "another run (no owner recorded)"
-    return (f"run {info.get('owner', '?')} (host {info.get('host', '?')}, pid {info.get('pid', '?')}, "
-            f"since {info.get('started', '?')})")
+    return (
+        f"run {info.get('owner', '?')} (host {info.get('host', '?')}, pid {info.get('pid', '?')}, "
+        f"since {info.get('started', '?')})"
+    )
 
 
 def _owner_record(ttl_s: float) -> dict[str, Any]:
     now = time.time()
-    return {"owner": uuid.uuid4().hex[:12], "host": socket.gethostname(), "pid": os.getpid(),
-            "started": _dt.datetime.fromtimestamp(now, _dt.UTC).isoformat(timespec="seconds"),
-            "expires": now + ttl_s}
+    return {
+        "owner": uuid.uuid4().hex[:12],
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": _dt.datetime.fromtimestamp(now, _dt.UTC).isoformat(timespec="seconds"),
+        "expires": now + ttl_s,
+    }
 
 
 # --------------------------------------------------------------------------
@@ -96,8 +102,10 @@ def _local_lease(root: str, wait_s: float) -> Iterator[None]:
                             info = json.loads(fh.read() or "null")
                     except (OSError, ValueError):
                         info = None
-                    raise OutputBusy(f"output {root} is in use by {_holder_text(info)}; wait for it to finish "
-                                     "or set another project.output") from None
+                    raise OutputBusy(
+                        f"output {root} is in use by {_holder_text(info)}; wait for it to finish "
+                        "or set another project.output"
+                    ) from None
                 time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         rec = json.dumps(_owner_record(0.0) | {"expires": None}).encode()
         os.ftruncate(fd, 0)
@@ -157,8 +165,10 @@ def _object_lease(root: str, wait_s: float, ttl_s: float) -> Iterator[None]:
         if info is None:
             continue  # released between our put and our read
         if time.monotonic() >= deadline:
-            raise OutputBusy(f"output {root} is in use by {_holder_text(info)} (lock {url}); wait for it to finish "
-                             "or set another project.output")
+            raise OutputBusy(
+                f"output {root} is in use by {_holder_text(info)} (lock {url}); wait for it to finish "
+                "or set another project.output"
+            )
         time.sleep(min(2.0, max(0.05, deadline - time.monotonic())))
 
     stop = threading.Event()

@@ -44,8 +44,14 @@ def table_columns(url: str) -> list[str]:
                 names = list(tabs[0].columns.names)
     elif ext in (".csv", ".txt", ".ecsv"):
         with storage.open_url(url, "rb") as fh:
-            header = next((ln for ln in fh.read(1 << 20).decode(errors="replace").splitlines()
-                           if ln.strip() and not ln.startswith("#")), "")
+            header = next(
+                (
+                    ln
+                    for ln in fh.read(1 << 20).decode(errors="replace").splitlines()
+                    if ln.strip() and not ln.startswith("#")
+                ),
+                "",
+            )
         names = [c.strip() for c in header.split(",")]
     elif ext in (".hd5", ".h5", ".hdf5", ".hdf"):
         from beastflow.observations.catalogs import read_table
@@ -87,7 +93,7 @@ def check_run_inputs(settings, catalog: str | None = None, asts: str | None = No
             if not storage.exists(url):
                 problems.append(f"{key} = {url}: file not found")
                 return
-            for p in (content(url, filters) if content else []):
+            for p in content(url, filters) if content else []:
                 problems.append(f"{key} = {url}: {p}")
         except Exception as exc:  # noqa: BLE001 - any failure to read it is the user's to fix
             why = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
@@ -110,5 +116,4 @@ def check_run_inputs(settings, catalog: str | None = None, asts: str | None = No
     check_file("asts.reference_image", settings.asts.reference_image)
     check_file("noise_model.absflux_covariance", settings.noise_model.absflux_covariance)
     if problems:
-        raise InputsError("inputs of this run are missing or unusable (nothing was computed): "
-                          + "; ".join(problems))
+        raise InputsError("inputs of this run are missing or unusable (nothing was computed): " + "; ".join(problems))

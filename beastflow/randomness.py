@@ -19,7 +19,7 @@ import numpy as np
 
 def _label_words(label: str) -> tuple[int, ...]:
     digest = hashlib.sha256(label.encode("utf-8")).digest()
-    return tuple(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))
+    return tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
 
 
 def seed_sequence(seed: int, stage: str, unit: str = "") -> np.random.SeedSequence:

@@ -35,10 +35,19 @@ def detection_probability(completeness: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"completeness mode must be 'min', 'product' or 'none', got {mode!r}")
 
 
-def simulate_observations(sed_grid_url: str, noise_model_url: str, n_stars: int, seed: int,
-                          vega_fluxes: Sequence[float] | np.ndarray, *, completeness: str = "min",
-                          weight_column: str = "weight", center: tuple[float, float] = (10.68, 41.27),
-                          size_deg: float = 0.02, chunk_models: int = 262_144) -> pl.DataFrame:
+def simulate_observations(
+    sed_grid_url: str,
+    noise_model_url: str,
+    n_stars: int,
+    seed: int,
+    vega_fluxes: Sequence[float] | np.ndarray,
+    *,
+    completeness: str = "min",
+    weight_column: str = "weight",
+    center: tuple[float, float] = (10.68, 41.27),
+    size_deg: float = 0.02,
+    chunk_models: int = 262_144,
+) -> pl.DataFrame:
     """Simulated catalogue: ``star_id``, ``RA``, ``DEC``, ``{B}_RATE`` (noisy, F/F_Vega),
     ``{B}_INPUT_RATE`` (noiseless model flux / Vega), ``true_{column}`` for every
     grid column and ``true_row`` (row of the model in the given grid).
@@ -59,12 +68,14 @@ def simulate_observations(sed_grid_url: str, noise_model_url: str, n_stars: int,
         raise KeyError(f"{sed_grid_url}: no grid column {weight_column!r} to weight the draws")
     prob = np.empty(grid.n_models)
     cols = [] if weight_column == "uniform" else [weight_column]
-    for blk, nblk in zip(grid.iter_chunks(chunk_models, columns=cols, seds=False),
-                         noise.iter_chunks(chunk_models, ["completeness", "error"])):
+    for blk, nblk in zip(
+        grid.iter_chunks(chunk_models, columns=cols, seds=False),
+        noise.iter_chunks(chunk_models, ["completeness", "error"]),
+    ):
         w = np.ones(len(nblk.completeness)) if weight_column == "uniform" else blk.columns[weight_column]
         p = np.clip(w, 0, None) * detection_probability(nblk.completeness, completeness)
         p[~np.all(nblk.error > 0, axis=1)] = 0.0  # no valid noise model there
-        prob[blk.start:blk.start + len(p)] = p
+        prob[blk.start : blk.start + len(p)] = p
     tot = prob.sum()
     if not tot > 0:
         raise ValueError(f"{sed_grid_url}: no model can be drawn (all weights x completeness are zero)")

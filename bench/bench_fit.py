@@ -50,8 +50,13 @@ def numpy_reference(grid_blk, noise_blk, y, bs, ln_norm):
     m = grid_blk.seds + noise_blk.bias
     e = noise_blk.error
     ivar = 1.0 / e**2
-    const = (np.log(grid_blk.columns["weight"]) - ln_norm + np.log(noise_blk.completeness.min(axis=1))
-             - np.log(e).sum(axis=1) - 0.5 * m.shape[1] * math.log(2 * math.pi))
+    const = (
+        np.log(grid_blk.columns["weight"])
+        - ln_norm
+        + np.log(noise_blk.completeness.min(axis=1))
+        - np.log(e).sum(axis=1)
+        - 0.5 * m.shape[1] * math.log(2 * math.pi)
+    )
     nphys = sum(1 for q in bs.qnames if not q.startswith("symlog"))
     qvals = np.column_stack([grid_blk.columns[q] for q in bs.qnames[:nphys]] + [symlog(m)])
     b1, b2 = (np.ascontiguousarray(a.T) for a in bs.assign(np.ascontiguousarray(qvals.T), "bench"))
@@ -96,10 +101,16 @@ def stage_breakdown(call) -> None:
 
     for name, label in [("pass_max", "kernel pass 1 (peak)"), ("pass_accumulate", "kernel pass 2 (sums, PDFs, lnP)")]:
         wrap(lk, name, label)
-    for name, label in [("_prepare", "grid preparation"), ("binset_from_trimmed", "PDF bins (trimmed grid)"),
-                        ("reduce_heaps_flat", "lnP samples (heap reduction)"), ("write_pdf1d", "write 1-D PDFs"),
-                        ("write_lnp", "write lnP samples"), ("stats_table", "stats table"),
-                        ("write_stats", "write stats"), ("read_catalog", "read catalog")]:
+    for name, label in [
+        ("_prepare", "grid preparation"),
+        ("binset_from_trimmed", "PDF bins (trimmed grid)"),
+        ("reduce_heaps_flat", "lnP samples (heap reduction)"),
+        ("write_pdf1d", "write 1-D PDFs"),
+        ("write_lnp", "write lnP samples"),
+        ("stats_table", "stats table"),
+        ("write_stats", "write stats"),
+        ("read_catalog", "read catalog"),
+    ]:
         if hasattr(F, name):
             wrap(F, name, label)
     for name in ("write", "write_compact"):
@@ -136,8 +147,8 @@ def main() -> int:
 
     from beastflow.fit import likelihood as lk
     from beastflow.fit.fitting import _prepare, _resolve_options, run_fit
-    from beastflow.fit.lnp import star_seeds
     from beastflow.fit.grid_info import read_grid_info, run_grid_info
+    from beastflow.fit.lnp import star_seeds
     from beastflow.fit.pdfs import binset_from_info
     from beastflow.io.noise_model import open_noise_model
     from beastflow.io.sed_grid import open_sed_grid
@@ -153,20 +164,34 @@ def main() -> int:
     cat.write_parquet(f"{args.dir}/P_bin0_sub0.parquet")
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     T = numba.config.NUMBA_NUM_THREADS
-    print(f"grid: {grid.n_models:,} models x {grid.n_bands} bands, {len(info['qnames'])} quantities, "
-          f"{len(s.fit.pdf2d_pairs)} 2-D PDFs; {T} thread(s) available")
+    print(
+        f"grid: {grid.n_models:,} models x {grid.n_bands} bands, {len(info['qnames'])} quantities, "
+        f"{len(s.fit.pdf2d_pairs)} 2-D PDFs; {T} thread(s) available"
+    )
 
     # end to end (read, prepare, fit, write 4 artifacts)
     t = time.perf_counter()
-    run_fit(s, grid_url, noise_url, f"{args.dir}/P_bin0_sub0.parquet", gi, f"{args.dir}/P_bin0_sub0",
-            vega_fluxes=synth.VEGA)
+    run_fit(
+        s, grid_url, noise_url, f"{args.dir}/P_bin0_sub0.parquet", gi, f"{args.dir}/P_bin0_sub0", vega_fluxes=synth.VEGA
+    )
     e2e = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"run_fit end to end: {args.stars} stars in {e2e:.2f} s ({args.stars / e2e:.1f} stars/s incl. I/O, "
-          f"hashing and writing); peak RSS {rss:.0f} MiB (before the fit: {rss0:.0f} MiB)")
+    print(
+        f"run_fit end to end: {args.stars} stars in {e2e:.2f} s ({args.stars / e2e:.1f} stars/s incl. I/O, "
+        f"hashing and writing); peak RSS {rss:.0f} MiB (before the fit: {rss0:.0f} MiB)"
+    )
     if args.stages:
-        stage_breakdown(lambda: run_fit(s, grid_url, noise_url, f"{args.dir}/P_bin0_sub0.parquet", gi,
-                                        f"{args.dir}/P_bin0_sub0", vega_fluxes=synth.VEGA))
+        stage_breakdown(
+            lambda: run_fit(
+                s,
+                grid_url,
+                noise_url,
+                f"{args.dir}/P_bin0_sub0.parquet",
+                gi,
+                f"{args.dir}/P_bin0_sub0",
+                vega_fluxes=synth.VEGA,
+            )
+        )
 
     # the kernels alone on the prepared grid (CPU time: the machine is shared,
     # wall time would measure the neighbours; CPU time summed over threads)
@@ -176,8 +201,15 @@ def main() -> int:
     Y = np.column_stack([cat[f"{b}_RATE"].to_numpy() for b in bands]) * synth.VEGA
     cols = sorted({q for q in bs.qnames if not q.startswith("symlog")} | {"weight", "fullgrid_idx", "specgrid_indx"})
     t = time.perf_counter()
-    chunk = _prepare(grid.read(columns=cols), noise.read(names=["bias", "error", "completeness"]), bs, opts, 0,
-                     grid_url, {"zero_weight": 0, "invalid_noise": 0})
+    chunk = _prepare(
+        grid.read(columns=cols),
+        noise.read(names=["bias", "error", "completeness"]),
+        bs,
+        opts,
+        0,
+        grid_url,
+        {"zero_weight": 0, "invalid_noise": 0},
+    )
     print(f"read + prepare the grid once per sub-file: {time.perf_counter() - t:.1f} s")
     y = np.ascontiguousarray(Y)
     used = np.isfinite(y)
@@ -191,20 +223,67 @@ def main() -> int:
             M, bi, c2, c2i = np.full(ns, -np.inf), np.full(ns, -1), np.full(ns, np.inf), np.full(ns, -1)
             t0 = time.process_time()
             w0 = time.perf_counter()
-            lk.pass_max(y, used, chunk.m, chunk.ivar, chunk.lne, chunk.icd, chunk.ico, chunk.full, chunk.const, 0,
-                        M, bi, c2, c2i, threads)
+            lk.pass_max(
+                y,
+                used,
+                chunk.m,
+                chunk.ivar,
+                chunk.lne,
+                chunk.icd,
+                chunk.ico,
+                chunk.full,
+                chunk.const,
+                0,
+                M,
+                bi,
+                c2,
+                c2i,
+                threads,
+            )
             ta = time.process_time() - t0
             k, nq = s.fit.lnp_npts, len(bs.qnames)
             z = lambda *sh, v=0.0, dt=float: np.full(sh, v, dt)  # noqa: E731
-            acc = (z(threads, ns), z(threads, ns, nq), z(threads, ns, bs.n1), z(threads, ns, bs.n2),
-                   z(threads, ns, v=np.inf), z(threads, ns, v=-1, dt=np.int64), z(threads, ns, dt=np.int64),
-                   z(threads, ns, k, v=np.inf), z(threads, ns, k, dt=np.int64), z(threads, ns, k),
-                   z(threads, ns, k), z(threads, ns, dt=np.int64), z(ns, nq), z(ns, dt=np.int64), z(ns, dt=np.int64))
+            acc = (
+                z(threads, ns),
+                z(threads, ns, nq),
+                z(threads, ns, bs.n1),
+                z(threads, ns, bs.n2),
+                z(threads, ns, v=np.inf),
+                z(threads, ns, v=-1, dt=np.int64),
+                z(threads, ns, dt=np.int64),
+                z(threads, ns, k, v=np.inf),
+                z(threads, ns, k, dt=np.int64),
+                z(threads, ns, k),
+                z(threads, ns, k),
+                z(threads, ns, dt=np.int64),
+                z(ns, nq),
+                z(ns, dt=np.int64),
+                z(ns, dt=np.int64),
+            )
             t0 = time.process_time()
-            lk.pass_accumulate(y, used, chunk.m, chunk.ivar, chunk.lne, chunk.icd, chunk.ico, chunk.full,
-                               chunk.const, 0, M, opts.stat_thr,
-                               opts.lnp_thr, chunk.qvals, chunk.bins1, chunk.bins2, chunk.gid, chunk.specgrid, bi,
-                               seeds, *acc)
+            lk.pass_accumulate(
+                y,
+                used,
+                chunk.m,
+                chunk.ivar,
+                chunk.lne,
+                chunk.icd,
+                chunk.ico,
+                chunk.full,
+                chunk.const,
+                0,
+                M,
+                opts.stat_thr,
+                opts.lnp_thr,
+                chunk.qvals,
+                chunk.bins1,
+                chunk.bins2,
+                chunk.gid,
+                chunk.specgrid,
+                bi,
+                seeds,
+                *acc,
+            )
             tb = time.process_time() - t0
             wall = time.perf_counter() - w0
             if best is None or ta + tb < best[0] + best[1]:
@@ -213,10 +292,12 @@ def main() -> int:
 
     ta, tb, wall = kernels(T)
     cpu = (ta + tb) / ns
-    print(f"kernels ({T} thread(s)): pass 1 (peak) {ta / ns * 1e3:.1f} + pass 2 (sums, PDFs, lnp sample) "
-          f"{tb / ns * 1e3:.1f} = {cpu * 1e3:.1f} ms CPU per star per core "
-          f"({cpu / grid.n_models * 1e9:.1f} ns per model per star) -> {1 / cpu:.1f} stars/s per core, "
-          f"{ns / wall:.1f} stars/s wall on this (shared) machine")
+    print(
+        f"kernels ({T} thread(s)): pass 1 (peak) {ta / ns * 1e3:.1f} + pass 2 (sums, PDFs, lnp sample) "
+        f"{tb / ns * 1e3:.1f} = {cpu * 1e3:.1f} ms CPU per star per core "
+        f"({cpu / grid.n_models * 1e9:.1f} ns per model per star) -> {1 / cpu:.1f} stars/s per core, "
+        f"{ns / wall:.1f} stars/s wall on this (shared) machine"
+    )
     ta1, tb1, _ = kernels(1)
     cpu1 = (ta1 + tb1) / ns
     print(f"kernels (1 thread): {cpu1 * 1e3:.1f} ms CPU per star -> {1 / cpu1:.1f} stars/s per core")
@@ -226,8 +307,10 @@ def main() -> int:
     g_all, n_all = grid.read(), noise.read()
     t_np = numpy_reference(g_all, n_all, Y[: args.numpy_stars], bs, opts.ln_norm)
     print(f"numpy reference (same likelihood + sums, 1 star at a time): {t_np * 1e3:.0f} ms CPU per star")
-    print(f"ratio numpy / numba (CPU time per star): {t_np / t_one:.1f}x (numba 1 thread), "
-          f"{t_np / t_all:.1f}x (numba {T} threads)")
+    print(
+        f"ratio numpy / numba (CPU time per star): {t_np / t_one:.1f}x (numba 1 thread), "
+        f"{t_np / t_all:.1f}x (numba {T} threads)"
+    )
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     return 0
 

@@ -31,8 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("BEASTFLOW_SHARED", REPO.parent / "shared"))
 ASTS = SHARED / "data" / "phat_small" / "fake_stars_b15_27_all_rate.hd5"
-FILTERS = ["HST_WFC3_F275W", "HST_WFC3_F336W", "HST_ACS_WFC_F475W",
-           "HST_ACS_WFC_F814W", "HST_WFC3_F110W", "HST_WFC3_F160W"]
+FILTERS = [
+    "HST_WFC3_F275W",
+    "HST_WFC3_F336W",
+    "HST_ACS_WFC_F475W",
+    "HST_ACS_WFC_F814W",
+    "HST_WFC3_F110W",
+    "HST_WFC3_F160W",
+]
 BANDS = [f.rsplit("_", 1)[-1] for f in FILTERS]
 
 
@@ -82,6 +88,7 @@ def _child(q, target, args):
 
 # ------------------------------------------------------------------ tasks
 
+
 def make_inputs(tmp: str, n_models: int, n_sub: int) -> dict:
     from beastflow.io.sed_grid import SEDGridWriter
     from beastflow.noise.toothpick import ast_binned_stats, evaluate_on_grid, read_asts, vega_fluxes_for
@@ -102,7 +109,9 @@ def make_inputs(tmp: str, n_models: int, n_sub: int) -> dict:
             w.append_models(seds, {c: rng.random(n) for c in cols})
             b, e, c = evaluate_on_grid(stats, seds[:20000])
             ok = np.all(c > 0, axis=1)
-            stars.append(seds[:20000][ok][:2000] + b[ok][:2000] + rng.normal(size=(min(2000, ok.sum()), 6)) * e[ok][:2000])
+            stars.append(
+                seds[:20000][ok][:2000] + b[ok][:2000] + rng.normal(size=(min(2000, ok.sum()), 6)) * e[ok][:2000]
+            )
     import polars as pl
 
     stars = np.concatenate(stars)
@@ -143,8 +152,10 @@ def numpy_noise(tmp: str, grid: str) -> dict:
 def stage_trim(tmp: str, grid: str, subs: list[str]) -> dict:
     from beastflow.noise.trim import TrimJob, run_trim
 
-    jobs = [TrimJob(u, u.replace(".parquet", "_seds_trim.grid.hd5"), u.replace(".parquet", "_noisemodel_trim.grid.hd5"))
-            for u in subs]
+    jobs = [
+        TrimJob(u, u.replace(".parquet", "_seds_trim.grid.hd5"), u.replace(".parquet", "_noisemodel_trim.grid.hd5"))
+        for u in subs
+    ]
     t = time.perf_counter()
     res = run_trim(_settings(tmp), grid, os.path.join(tmp, "P_bin0_noisemodel.hd5"), jobs)
     return {"s": time.perf_counter() - t, "kept": [r.n_kept for r in res], "covered": res[0].n_covered}
@@ -189,8 +200,13 @@ def kernels(tmp: str, grid: str, subs: list[str]) -> dict:
     import h5py
     import polars as pl
 
-    from beastflow.noise.toothpick import (ast_binned_stats, evaluate_on_grid, evaluate_on_grid_numpy, read_asts,
-                                           vega_fluxes_for)
+    from beastflow.noise.toothpick import (
+        ast_binned_stats,
+        evaluate_on_grid,
+        evaluate_on_grid_numpy,
+        read_asts,
+        vega_fluxes_for,
+    )
     from beastflow.noise.trim import trim_patterns, trim_patterns_numpy
 
     vega = vega_fluxes_for(FILTERS)
@@ -254,25 +270,37 @@ def main() -> None:
         inp = _run(make_inputs, tmp, n, args.subfiles)
         gb = os.path.getsize(inp["grid"]) / 1e6
         print(f"best of {args.repeats} interleaved runs each, one process per run; peak = max RSS of that process")
-        print(f"grid: {n:,} models x {len(FILTERS)} bands, {gb:.0f} MB on disk; "
-              f"{inp['n_stars']} stars in {args.subfiles} flux-sorted sub-files")
+        print(
+            f"grid: {n:,} models x {len(FILTERS)} bands, {gb:.0f} MB on disk; "
+            f"{inp['n_stars']} stars in {args.subfiles} flux-sorted sub-files"
+        )
         s, r = _pair(args.repeats, stage_noise, numpy_noise, tmp, inp["grid"])
-        print(f"noise model  beastflow: {s['s']:6.2f} s  {n / s['s'] / 1e6:6.2f} M models/s  peak {s['peak_mb']:5.0f} MB"
-              f" (after imports {s['base_mb']:.0f})")
-        print(f"             numpy ref: {r['s']:6.2f} s  {n / r['s'] / 1e6:6.2f} M models/s  peak {r['peak_mb']:5.0f} MB"
-              f"   speed ratio {r['s'] / s['s']:.2f}x")
+        print(
+            f"noise model  beastflow: {s['s']:6.2f} s  {n / s['s'] / 1e6:6.2f} M models/s  peak {s['peak_mb']:5.0f} MB"
+            f" (after imports {s['base_mb']:.0f})"
+        )
+        print(
+            f"             numpy ref: {r['s']:6.2f} s  {n / r['s'] / 1e6:6.2f} M models/s  peak {r['peak_mb']:5.0f} MB"
+            f"   speed ratio {r['s'] / s['s']:.2f}x"
+        )
         s, r = _pair(args.repeats, stage_trim, numpy_trim, tmp, inp["grid"], inp["subs"])
         assert s["kept"] == r["kept"], (s["kept"], r["kept"])
-        print(f"trim ({args.subfiles} sub-files, one grid read) beastflow: {s['s']:6.2f} s  "
-              f"{n / s['s'] / 1e6:6.2f} M models/s  peak {s['peak_mb']:5.0f} MB; "
-              f"{s['covered']:,} models in AST coverage, kept per sub-file {s['kept']}")
-        print(f"             numpy ref: {r['s']:6.2f} s  {n / r['s'] / 1e6:6.2f} M models/s  peak {r['peak_mb']:5.0f} MB"
-              f"   speed ratio {r['s'] / s['s']:.2f}x  (same kept counts)")
+        print(
+            f"trim ({args.subfiles} sub-files, one grid read) beastflow: {s['s']:6.2f} s  "
+            f"{n / s['s'] / 1e6:6.2f} M models/s  peak {s['peak_mb']:5.0f} MB; "
+            f"{s['covered']:,} models in AST coverage, kept per sub-file {s['kept']}"
+        )
+        print(
+            f"             numpy ref: {r['s']:6.2f} s  {n / r['s'] / 1e6:6.2f} M models/s  peak {r['peak_mb']:5.0f} MB"
+            f"   speed ratio {r['s'] / s['s']:.2f}x  (same kept counts)"
+        )
         k = _run(kernels, tmp, inp["grid"], inp["subs"])
-        print(f"kernels on {k['n']:,} models in memory: evaluate numba {k['n'] / k['eval_numba'] / 1e6:.1f} M/s vs numpy "
-              f"{k['n'] / k['eval_numpy'] / 1e6:.1f} M/s ({k['eval_numpy'] / k['eval_numba']:.2f}x); trim masks "
-              f"({args.subfiles} jobs) numba {k['n'] / k['trim_numba'] / 1e6:.1f} M/s vs numpy "
-              f"{k['n'] / k['trim_numpy'] / 1e6:.1f} M/s ({k['trim_numpy'] / k['trim_numba']:.2f}x)")
+        print(
+            f"kernels on {k['n']:,} models in memory: evaluate numba {k['n'] / k['eval_numba'] / 1e6:.1f} M/s vs numpy "
+            f"{k['n'] / k['eval_numpy'] / 1e6:.1f} M/s ({k['eval_numpy'] / k['eval_numba']:.2f}x); trim masks "
+            f"({args.subfiles} jobs) numba {k['n'] / k['trim_numba'] / 1e6:.1f} M/s vs numpy "
+            f"{k['n'] / k['trim_numpy'] / 1e6:.1f} M/s ({k['trim_numpy'] / k['trim_numba']:.2f}x)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -40,8 +40,12 @@ def make_catalog(path: str, n: int, seed: int = 1) -> None:
     cosd = np.cos(np.radians(dec0))
     # density gradient along RA: more stars towards high RA (x = sqrt(U))
     u = np.sqrt(rng.random(n))
-    cols = {"RA": 10.0 + u * size / 3600 / cosd, "DEC": dec0 + rng.random(n) * size / 3600,
-            "X": u * 12000.0, "Y": rng.random(n) * 12000.0}
+    cols = {
+        "RA": 10.0 + u * size / 3600 / cosd,
+        "DEC": dec0 + rng.random(n) * size / 3600,
+        "X": u * 12000.0,
+        "Y": rng.random(n) * 12000.0,
+    }
     for b in BANDS:
         mag = rng.uniform(18.0, 29.0, n).astype(np.float32)
         rate = (10 ** (-0.4 * mag)).astype(np.float32)
@@ -56,12 +60,17 @@ def make_catalog(path: str, n: int, seed: int = 1) -> None:
 def _settings(out: str):
     from beastflow.settings import settings_from_dict
 
-    return settings_from_dict({"project": {"name": "bench", "output": out}, "physics": {"filters": FILTERS},
-                               "observations": {"source_density": {"mag_cut": [15.0, 27.0]},
-                                                "cuts": {"flag_bands": BANDS}}})
+    return settings_from_dict(
+        {
+            "project": {"name": "bench", "output": out},
+            "physics": {"filters": FILTERS},
+            "observations": {"source_density": {"mag_cut": [15.0, 27.0]}, "cuts": {"flag_bands": BANDS}},
+        }
+    )
 
 
 # ---- beastflow steps ------------------------------------------------------
+
 
 def bf_density(cat: str, out: str) -> int:
     from beastflow.observations.density import run_density_map
@@ -83,6 +92,7 @@ def bf_split(cat: str, out: str) -> int:
 
 
 # ---- plain pandas / numpy reference ---------------------------------------
+
 
 def ref_density(cat: str, out: str) -> int:
     import pandas as pd
@@ -123,7 +133,7 @@ def ref_split(cat: str, out: str) -> int:
     for b, g in df.groupby("sd_bin"):
         g = g.sort_values("F475W_RATE")
         for u, s in enumerate(range(0, len(g), 6250)):
-            g.iloc[s:s + 6250].to_parquet(f"{out}/ref_bin{b}_sub{u}.parquet")
+            g.iloc[s : s + 6250].to_parquet(f"{out}/ref_bin{b}_sub{u}.parquet")
             n_files += 1
     return n_files
 
@@ -180,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         cat = os.path.join(work, "catalog.parquet")
         t0 = time.perf_counter()
         make_catalog(cat, args.n)
-        print(f"synthetic catalog: {args.n:,} sources, {os.path.getsize(cat) / 1e6:.0f} MB Parquet "
-              f"({time.perf_counter() - t0:.1f} s to make)")
+        print(
+            f"synthetic catalog: {args.n:,} sources, {os.path.getsize(cat) / 1e6:.0f} MB Parquet "
+            f"({time.perf_counter() - t0:.1f} s to make)"
+        )
         base = run_isolated(lambda_import_only, cat, work)[1]
         print(f"python + imports alone: {base:.0f} MB resident")
         print(f"{'step':<12} {'impl':<10} {'seconds':>8} {'rows/s':>12} {'peak MB':>9}  result")

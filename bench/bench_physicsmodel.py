@@ -27,15 +27,17 @@ import numpy as np
 def bench_settings(out: str, avs_step: float, chunk_models: int, kurucz: str | None = None):
     from beastflow.settings import settings_from_dict
 
-    lib = ({"libraries": ["kurucz"], "files": {"kurucz": kurucz}} if kurucz else {"libraries": ["planck"]})
-    return settings_from_dict({
-        "project": {"name": "bench", "output": out},
-        "physics": {
-            "chunk_models": chunk_models,
-            "stellar_library": lib,
-            "extinction": {"avs": [0.0, 10.0, avs_step], "rvs": [2.0, 6.0, 0.5], "fAs": [0.0, 1.0, 0.2]},
-        },
-    })
+    lib = {"libraries": ["kurucz"], "files": {"kurucz": kurucz}} if kurucz else {"libraries": ["planck"]}
+    return settings_from_dict(
+        {
+            "project": {"name": "bench", "output": out},
+            "physics": {
+                "chunk_models": chunk_models,
+                "stellar_library": lib,
+                "extinction": {"avs": [0.0, 10.0, avs_step], "rvs": [2.0, 6.0, 0.5], "fAs": [0.0, 1.0, 0.2]},
+            },
+        }
+    )
 
 
 def reference_seconds_per_model(settings, n_models: int = 1500) -> float:
@@ -109,15 +111,23 @@ def main(argv=None) -> int:
         ref = reference_seconds_per_model(s)
         sed_time = max(wall - t_spec, 1e-9)
         print(f"library: {g.stellar_library}")
-        print(f"models: {n:,} ({g.meta['n_spec_rows']} spectral rows x {g.meta['n_valid_dust']} dust points, "
-              f"{len(g.filters)} bands, {len(g.columns)} columns), file {size / 2**20:.0f} MiB")
+        print(
+            f"models: {n:,} ({g.meta['n_spec_rows']} spectral rows x {g.meta['n_valid_dust']} dust points, "
+            f"{len(g.filters)} bands, {len(g.columns)} columns), file {size / 2**20:.0f} MiB"
+        )
         print(f"first run (incl. one-time imports/JIT): {first:.2f} s")
-        print(f"stage wall time: {wall:.2f} s  -> {n / wall:,.0f} models/s "
-              f"(spectral grid {t_spec:.2f} s; SED loop incl. HDF5 writes {n / sed_time:,.0f} models/s)")
-        print(f"peak memory: tracemalloc {peak / 2**20:.0f} MiB, ru_maxrss {maxrss:.0f} MiB "
-              f"(grid itself would be {g.nbytes / 2**20:.0f} MiB in memory)")
-        print(f"plain-numpy per-model reference: {1 / ref:,.0f} models/s -> {ref * n:.0f} s for this grid "
-              f"(extrapolated); speed-up x{ref * n / wall:,.0f} (whole stage), x{ref * n / sed_time:,.0f} (SED loop)")
+        print(
+            f"stage wall time: {wall:.2f} s  -> {n / wall:,.0f} models/s "
+            f"(spectral grid {t_spec:.2f} s; SED loop incl. HDF5 writes {n / sed_time:,.0f} models/s)"
+        )
+        print(
+            f"peak memory: tracemalloc {peak / 2**20:.0f} MiB, ru_maxrss {maxrss:.0f} MiB "
+            f"(grid itself would be {g.nbytes / 2**20:.0f} MiB in memory)"
+        )
+        print(
+            f"plain-numpy per-model reference: {1 / ref:,.0f} models/s -> {ref * n:.0f} s for this grid "
+            f"(extrapolated); speed-up x{ref * n / wall:,.0f} (whole stage), x{ref * n / sed_time:,.0f} (SED loop)"
+        )
     finally:
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)

@@ -53,8 +53,12 @@ def _peak_rss_mb() -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n-stars", type=int, default=200_000, help="stars in the synthetic field (default 200000)")
-    p.add_argument("--size", default="default", choices=["default", "small"],
-                   help="demo grid: 'default' (~2.6e5 models) or 'small' (~1e4, quick checks)")
+    p.add_argument(
+        "--size",
+        default="default",
+        choices=["default", "small"],
+        help="demo grid: 'default' (~2.6e5 models) or 'small' (~1e4, quick checks)",
+    )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for trim and fit")
     p.add_argument("--workdir", type=Path, default=None, help="output folder (default: a new temporary one)")
     p.add_argument("--seed", type=int, default=None)
@@ -79,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     def timed(name, fn, *a, **kw):
         b0, t0, c0 = _folder_bytes(work), time.perf_counter(), _cpu_s()
         out = fn(*a, **kw)
-        stages[name] = {"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(_cpu_s() - c0, 2),
-                        "bytes": _folder_bytes(work) - b0}
+        stages[name] = {
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "cpu_s": round(_cpu_s() - c0, 2),
+            "bytes": _folder_bytes(work) - b0,
+        }
         return out
 
     t_all, c_all = time.perf_counter(), _cpu_s()
@@ -95,18 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     with output_lease(s.output, wait_s=0):
         runs["physicsmodel"] = timed("physicsmodel", P.physicsmodel_flow, s)
         runs["density"] = timed("density", P.density_flow, s)
-        runs["ast_inputs"] = timed("ast_inputs", P.ast_inputs_flow, s, physics=runs["physicsmodel"],
-                                   density=runs["density"])
+        runs["ast_inputs"] = timed(
+            "ast_inputs", P.ast_inputs_flow, s, physics=runs["physicsmodel"], density=runs["density"]
+        )
         asts, _ = timed("demo_asts", P.ast_results, s, ast_inputs=runs["ast_inputs"])
         runs["cut"] = timed("cut", P.cut_flow, s, density=runs["density"], asts=asts)
         runs["split"] = timed("split", P.split_flow, s, cut=runs["cut"], density=runs["density"])
-        runs["noisemodel"] = timed("noisemodel", P.noisemodel_flow, s, physics=runs["physicsmodel"],
-                                   split=runs["split"])
-        runs["trim"] = timed("trim", P.trim_flow, s, physics=runs["physicsmodel"], split=runs["split"],
-                             noise=runs["noisemodel"])
+        runs["noisemodel"] = timed(
+            "noisemodel", P.noisemodel_flow, s, physics=runs["physicsmodel"], split=runs["split"]
+        )
+        runs["trim"] = timed(
+            "trim", P.trim_flow, s, physics=runs["physicsmodel"], split=runs["split"], noise=runs["noisemodel"]
+        )
         runs["grid_info"] = timed("grid_info", P.grid_info_flow, s, physics=runs["physicsmodel"])
-        runs["fit"] = timed("fit", P.fit_flow, s, split=runs["split"], trim=runs["trim"],
-                            grid_info=runs["grid_info"])
+        runs["fit"] = timed("fit", P.fit_flow, s, split=runs["split"], trim=runs["trim"], grid_info=runs["grid_info"])
         runs["merge"] = timed("merge", P.merge_flow, s, fit=runs["fit"])
 
     trims = [t for ts in runs["trim"].results.values() for t in ts]
@@ -115,15 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     total = _folder_bytes(work)
     stars = int(runs["merge"].summary.get("stars", 0))
     out = {
-        "stars": stars, "stars_requested": args.n_stars, "models": SEDGrid(grid_url).n_models,
-        "subfiles": len(layout["subfiles"]), "density_bins": len(layout["asts"]),
+        "stars": stars,
+        "stars_requested": args.n_stars,
+        "models": SEDGrid(grid_url).n_models,
+        "subfiles": len(layout["subfiles"]),
+        "density_bins": len(layout["asts"]),
         "kept_models_mean": round(sum(t.n_kept for t in trims) / max(1, len(trims))),
-        "workers": args.workers, "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+        "workers": args.workers,
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "stages": stages,
-        "wall_s": round(time.perf_counter() - t_all, 2), "cpu_s": round(_cpu_s() - c_all, 2),
+        "wall_s": round(time.perf_counter() - t_all, 2),
+        "cpu_s": round(_cpu_s() - c_all, 2),
         "fit_stars_per_cpu_s": round(stars / max(stages["fit"]["cpu_s"], 1e-9), 2),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
-        "bytes_written": total, "bytes_per_star": round(total / max(stars, 1), 1),
+        "bytes_written": total,
+        "bytes_per_star": round(total / max(stars, 1), 1),
         "workdir": str(work),
     }
     print(json.dumps(out))

@@ -58,8 +58,7 @@ from __future__ import annotations
 import os
 
 # one core, set before numpy / numba are imported: the comparison is per core
-for _v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-           "NUMEXPR_NUM_THREADS"):
+for _v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_v] = "1"
 
 import argparse  # noqa: E402
@@ -137,9 +136,11 @@ def max_rel(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     rel = np.where(nz, d / np.where(nz, np.abs(b), 1.0), np.where(d > 0, np.inf, 0.0))
     rel = np.where(both_nan, 0.0, rel)
     rel = np.where(np.isnan(rel), np.inf, rel)
-    return {"max_rel": float(rel.max()) if rel.size else 0.0,
-            "max_abs": float(np.nanmax(d)) if d.size and not np.all(np.isnan(d)) else 0.0,
-            "n_zero_mismatch": int(((b == 0) != (a == 0)).sum())}
+    return {
+        "max_rel": float(rel.max()) if rel.size else 0.0,
+        "max_abs": float(np.nanmax(d)) if d.size and not np.all(np.isnan(d)) else 0.0,
+        "n_zero_mismatch": int(((b == 0) != (a == 0)).sum()),
+    }
 
 
 def centre_shift(a: np.ndarray, b: np.ndarray) -> float:
@@ -186,10 +187,10 @@ def run_peer(args, peer_run: Path) -> None:
     env = dict(os.environ, PEER_HOME=str(args.peer_home), WORKDIR=str(peer_run))
     if not args.no_setup:
         print(f"[peer] setup.sh (PEER_HOME={args.peer_home})", flush=True)
-        subprocess.run(["bash", str(PEER_DIR / "setup.sh")], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(["bash", str(PEER_DIR / "setup.sh")], env=env, check=True, stdout=subprocess.DEVNULL)
     cmd = ["bash", str(PEER_DIR / "run.sh"), args.grid, str(args.nstars)] + (
-        ["--noise", "splinter"] if args.noise == "splinter" else [])
+        ["--noise", "splinter"] if args.noise == "splinter" else []
+    )
     print(f"[peer] {' '.join(cmd)}  -> {peer_run}", flush=True)
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
@@ -197,16 +198,25 @@ def run_peer(args, peer_run: Path) -> None:
         raise SystemExit(f"the BEAST run failed (exit {r.returncode}); logs in {peer_run}/timing/")
 
 
-def retime_beast_fit(args, peer: "Peer", times: int) -> list[float]:
+def retime_beast_fit(args, peer: Peer, times: int) -> list[float]:
     """Run BEAST's fit stage again (same harness call, one core) and return its star-loop
     times: BEAST and beastflow are then timed close together on a shared machine."""
     py = args.peer_home / "venv" / "bin" / "python"
-    env = dict(os.environ, PEER_HOME=str(args.peer_home), BEAST_LIBS=str(args.peer_home / "libs") + "/",
-               PYTHONDONTWRITEBYTECODE="1")
+    env = dict(
+        os.environ,
+        PEER_HOME=str(args.peer_home),
+        BEAST_LIBS=str(args.peer_home / "libs") + "/",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     out = []
     for _ in range(times):
-        r = subprocess.run([str(py), str(PEER_DIR / "beast_peer.py"), "fit", "--workdir", str(peer.run)],
-                           env=env, cwd=peer.run, capture_output=True, text=True)
+        r = subprocess.run(
+            [str(py), str(PEER_DIR / "beast_peer.py"), "fit", "--workdir", str(peer.run)],
+            env=env,
+            cwd=peer.run,
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             log.warning("BEAST fit re-run failed: %s", r.stderr[-2000:])
             break
@@ -283,8 +293,15 @@ def write_inputs(peer: Peer, bfdir: Path, compat: str, name: str, noise: str = "
         df.write_parquet(cat)
     cfg = peer.config
     filters = peer.setting("filters")
-    priors_map = {"age": "age", "mass": "mass", "met": "metallicity", "distance": "distance",
-                  "av": "av", "rv": "rv", "fA": "fA"}
+    priors_map = {
+        "age": "age",
+        "mass": "mass",
+        "met": "metallicity",
+        "distance": "distance",
+        "av": "av",
+        "rv": "rv",
+        "fA": "fA",
+    }
     priors = {}
     for b, ours in priors_map.items():
         p = peer.setting(f"{b}_prior_model", {"name": "flat"})
@@ -294,39 +311,62 @@ def write_inputs(peer: Peer, bfdir: Path, compat: str, name: str, noise: str = "
     fit_info = peer.stages.get("fit", {}).get("info", {})
     lines = [
         f'compat = "{compat}"',
-        "[project]", f'name = "{name}"', 'output = "out"', "seed = 0",
+        "[project]",
+        f'name = "{name}"',
+        'output = "out"',
+        "seed = 0",
         "[physics]",
         "filters = " + json.dumps(filters),
         "distances = " + json.dumps([float(x) for x in dist]),
         f'distance_unit = "{dunit}"',
         f"velocity = {float(peer.setting('velocity', -300.0))}",
         "n_subgrid = 1",
-        "[physics.isochrones]", 'source = "table"', 'table = "iso.csv"',
-        "logt = " + json.dumps(cfg["logt"]), "z = " + json.dumps(cfg["z"]),
-        "[physics.stellar_library]", 'libraries = ["kurucz"]', f'files = {{ kurucz = "{KURUCZ}" }}',
-        "[physics.extinction]", 'law = "gordon16"',
-        "avs = " + json.dumps(cfg["avs"]), "rvs = " + json.dumps(cfg["rvs"]), "fAs = " + json.dumps(cfg["fAs"]),
+        "[physics.isochrones]",
+        'source = "table"',
+        'table = "iso.csv"',
+        "logt = " + json.dumps(cfg["logt"]),
+        "z = " + json.dumps(cfg["z"]),
+        "[physics.stellar_library]",
+        'libraries = ["kurucz"]',
+        f'files = {{ kurucz = "{KURUCZ}" }}',
+        "[physics.extinction]",
+        'law = "gordon16"',
+        "avs = " + json.dumps(cfg["avs"]),
+        "rvs = " + json.dumps(cfg["rvs"]),
+        "fAs = " + json.dumps(cfg["fAs"]),
         "[physics.priors]",
     ]
     for k, v in priors.items():
         lines.append(f"{k} = {{ " + ", ".join(f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()) + " }")
-    lines += [
-        "[noise_model]", f'model = "{noise}"'] + (
-            [f"n_flux_bins = {int(cfg.get('nfluxbins', 4))}"] if noise == "toothpick" else []) + [
-        # BEAST-style trimmed copies (the default artifact is the kept-row index), compared file to file
-        "[trim]", "sigma_fac = 3.0", "materialize = true",
-        "[fit]", "lnp_npts = 500", "lnp_threshold = -10.0",
-        f"pdf_max_nbins = {int(fit_info.get('max_nbins', 200))}",
-        'pdf2d_pairs = [["Av", "M_ini"], ["Av", "logT"], ["M_ini", "logT"]]',
-        f'surveyname = "{peer.setting("surveyname", "PHAT")}"',
-        "[execution]", "progress = false",
-    ]
+    lines += (
+        ["[noise_model]", f'model = "{noise}"']
+        + ([f"n_flux_bins = {int(cfg.get('nfluxbins', 4))}"] if noise == "toothpick" else [])
+        + [
+            # BEAST-style trimmed copies (the default artifact is the kept-row index), compared file to file
+            "[trim]",
+            "sigma_fac = 3.0",
+            "materialize = true",
+            "[fit]",
+            "lnp_npts = 500",
+            "lnp_threshold = -10.0",
+            f"pdf_max_nbins = {int(fit_info.get('max_nbins', 200))}",
+            'pdf2d_pairs = [["Av", "M_ini"], ["Av", "logT"], ["M_ini", "logT"]]',
+            f'surveyname = "{peer.setting("surveyname", "PHAT")}"',
+            "[execution]",
+            "progress = false",
+        ]
+    )
     sfile = bfdir / f"{name}.toml"
     sfile.write_text("\n".join(lines) + "\n")
     from beastflow.settings import load_settings
 
-    return {"settings": load_settings(str(sfile)), "settings_file": str(sfile), "catalog": str(cat),
-            "asts": str(peer.run / "data" / "asts.hd5"), "out": bfdir / "out"}
+    return {
+        "settings": load_settings(str(sfile)),
+        "settings_file": str(sfile),
+        "catalog": str(cat),
+        "asts": str(peer.run / "data" / "asts.hd5"),
+        "out": bfdir / "out",
+    }
 
 
 def to_bf_grid(path: Path, out: Path) -> str:
@@ -400,8 +440,9 @@ def compare_spec_grids(ours_url: str, beast_path: Path) -> dict[str, Any]:
         factor = float(np.median(sa[pos] / sb[pos])) if pos.any() else float("nan")
         res["unit_factor_ours_over_beast"] = factor
         res["spectra_after_factor"] = max_rel(sa / factor, sb)["max_rel"]
-        res["columns"] = {c: (max_rel(a["grid"][c][...], bg[c])["max_rel"] if c in a["grid"] else "missing")
-                          for c in bg.dtype.names}
+        res["columns"] = {
+            c: (max_rel(a["grid"][c][...], bg[c])["max_rel"] if c in a["grid"] else "missing") for c in bg.dtype.names
+        }
     res["ok"] = bool(res["lamb"] <= TOL_SED and res["spectra_after_factor"] <= TOL_SED)
     return res
 
@@ -421,18 +462,23 @@ def compare_noise(ours_url: str, beast: dict[str, np.ndarray], row_map: np.ndarr
     d = np.abs(a - beast["bias"])
     sc = np.where(scale > 0, d / np.where(scale > 0, scale, 1.0), np.where(d > 0, np.inf, 0.0))
     out["bias_vs_max_bias_error"] = float(sc.max())
-    out["bias_over_error"] = float(np.max(np.where(beast["error"] != 0, d / np.abs(np.where(beast["error"] != 0,
-                                                                                        beast["error"], 1)), 0)))
-    out["error_sign_mismatch"] = int((np.sign(n.arrays["error"] if row_map is None else n.arrays["error"][row_map])
-                                      != np.sign(beast["error"])).sum())
-    out["ok"] = bool(out["error"]["max_rel"] <= TOL_NOISE and out["completeness"]["max_rel"] <= TOL_NOISE
-                     and out["bias_vs_max_bias_error"] <= TOL_NOISE and out["error_sign_mismatch"] == 0)
+    out["bias_over_error"] = float(
+        np.max(np.where(beast["error"] != 0, d / np.abs(np.where(beast["error"] != 0, beast["error"], 1)), 0))
+    )
+    out["error_sign_mismatch"] = int(
+        (np.sign(n.arrays["error"] if row_map is None else n.arrays["error"][row_map]) != np.sign(beast["error"])).sum()
+    )
+    out["ok"] = bool(
+        out["error"]["max_rel"] <= TOL_NOISE
+        and out["completeness"]["max_rel"] <= TOL_NOISE
+        and out["bias_vs_max_bias_error"] <= TOL_NOISE
+        and out["error_sign_mismatch"] == 0
+    )
     return out
 
 
 def compare_trim(ours_grid_url: str, beast_trim: Path, row_map: np.ndarray | None = None) -> dict[str, Any]:
     from beastflow.io.sed_grid import open_sed_grid
-
     from beastflow.io.trim_index import read_trim_index
     from beastflow.noise.trim import index_url_for
 
@@ -444,13 +490,19 @@ def compare_trim(ours_grid_url: str, beast_trim: Path, row_map: np.ndarray | Non
     with h5py.File(beast_trim, "r") as f:
         b = f["grid"]["fullgrid_idx"].astype(np.int64)
     sa, sb = set(a.tolist()), set(b.tolist())
-    return {"n_models": [len(a), len(b)], "only_ours": len(sa - sb), "only_beast": len(sb - sa),
-            "same_order": bool(len(a) == len(b) and np.array_equal(a, b)), "index_matches_copy": index_same,
-            "ok": sa == sb and index_same}
+    return {
+        "n_models": [len(a), len(b)],
+        "only_ours": len(sa - sb),
+        "only_beast": len(sb - sa),
+        "same_order": bool(len(a) == len(b) and np.array_equal(a, b)),
+        "index_matches_copy": index_same,
+        "ok": sa == sb and index_same,
+    }
 
 
-def compare_fit(prefix: str, peer: Peer, full_grid: dict[str, np.ndarray], full_noise_bias: np.ndarray,
-                full_seds: np.ndarray) -> dict[str, Any]:
+def compare_fit(
+    prefix: str, peer: Peer, full_grid: dict[str, np.ndarray], full_noise_bias: np.ndarray, full_seds: np.ndarray
+) -> dict[str, Any]:
     import polars as pl
     from astropy.io import fits
     from astropy.table import Table
@@ -473,7 +525,7 @@ def compare_fit(prefix: str, peer: Peer, full_grid: dict[str, np.ndarray], full_
         if q in full_grid:
             v = full_grid[q]
         elif q.startswith("symlog") and q.endswith("_wd_bias"):
-            v = sl[:, filters.index(q[len("symlog"):-len("_wd_bias")])]
+            v = sl[:, filters.index(q[len("symlog") : -len("_wd_bias")])]
         else:
             v = None
         if f"{q}_Best" not in ours.columns:
@@ -494,14 +546,16 @@ def compare_fit(prefix: str, peer: Peer, full_grid: dict[str, np.ndarray], full_
         per_q[q] = row
     res["stats"] = per_q
     res["stats_worst_frac"] = worst_frac
-    res["stats_max"] = max((r[s]["max"] for r in per_q.values() if isinstance(r, dict) for s in STAT_SUFFIXES),
-                           default=float("inf"))
+    res["stats_max"] = max(
+        (r[s]["max"] for r in per_q.values() if isinstance(r, dict) for s in STAT_SUFFIXES), default=float("inf")
+    )
     other = {}
     for c in ("chi2min", "Pmax", "total_log_norm"):
         other[c] = max_rel(ours[c].to_numpy(), np.asarray(bt[c], float))["max_rel"]
     for c in ("chi2min_indx", "Pmax_indx", "specgrid_indx"):
-        other[c + "_equal"] = bool(np.array_equal(ours[c].to_numpy().astype(np.int64),
-                                                  np.asarray(bt[c]).astype(np.int64)))
+        other[c + "_equal"] = bool(
+            np.array_equal(ours[c].to_numpy().astype(np.int64), np.asarray(bt[c]).astype(np.int64))
+        )
     # chi2min star by star: BEAST takes it over the sparse set S only, which
     # differs from the all-model minimum when the posterior is wide
     a, b = ours["chi2min"].to_numpy().astype(np.float64), np.asarray(bt["chi2min"], dtype=np.float64)
@@ -557,9 +611,11 @@ def compare_fit(prefix: str, peer: Peer, full_grid: dict[str, np.ndarray], full_
                     pdf2[q] = f"shape {list(A.shape)} vs {list(B.shape)}"
                     continue
                 peak = B.reshape(n, -1).max(axis=1)[:, None, None]
-                pdf2[q] = {"max_over_peak": float((np.abs(A - B) / np.where(peak > 0, peak, 1.0)).max()),
-                           "centre_shift_a": centre_shift(p2["axes"][q]["centres_a"], h.data[n][:, 0]),
-                           "centre_shift_b": centre_shift(p2["axes"][q]["centres_b"], h.data[n + 1][0, :])}
+                pdf2[q] = {
+                    "max_over_peak": float((np.abs(A - B) / np.where(peak > 0, peak, 1.0)).max()),
+                    "centre_shift_a": centre_shift(p2["axes"][q]["centres_a"], h.data[n][:, 0]),
+                    "centre_shift_b": centre_shift(p2["axes"][q]["centres_b"], h.data[n + 1][0, :]),
+                }
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         pdf2["error"] = repr(exc)
     res["pdf2d"] = pdf2
@@ -587,8 +643,7 @@ def compare_fit(prefix: str, peer: Peer, full_grid: dict[str, np.ndarray], full_
         res["lnp"] = {"stars_compared": n_cmp, "same_model_sets": n_same, "max_rel_lnp_diff": dl}
     except Exception as exc:  # noqa: BLE001
         res["lnp"] = {"error": repr(exc)}
-    res["ok"] = bool(worst_frac >= MIN_STARS_FRACTION and worst1 <= TOL_PDF_PEAK
-                     and other["chi2min_stars_off"] == 0)
+    res["ok"] = bool(worst_frac >= MIN_STARS_FRACTION and worst1 <= TOL_PDF_PEAK and other["chi2min_stars_off"] == 0)
     return res
 
 
@@ -604,8 +659,11 @@ def stage(name: str, results: dict[str, Any], fn, *a, **kw):
     except ImportError as exc:
         results[name] = {"status": NOT_AVAILABLE, "why": f"{type(exc).__name__}: {exc}"}
     except Exception as exc:  # noqa: BLE001 - a failing stage is a finding, reported
-        results[name] = {"status": "failed", "why": f"{type(exc).__name__}: {exc}",
-                         "traceback": traceback.format_exc(limit=6)}
+        results[name] = {
+            "status": "failed",
+            "why": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=6),
+        }
     print(f"[{name}] {results[name]['status']}: {results[name]['why']}", flush=True)
     return None
 
@@ -620,7 +678,8 @@ def do_physics(inp: dict[str, Any], peer: Peer, R: dict[str, Any]) -> str:
     proc = process_seconds(
         "from beastflow.settings import load_settings\n"
         "from beastflow.physics.physicsmodel import run_physicsmodel\n"
-        f"run_physicsmodel(load_settings({inp['settings_file']!r}), force=True)\n")
+        f"run_physicsmodel(load_settings({inp['settings_file']!r}), force=True)\n"
+    )
     cmp_ = compare_sed_grids(url, peer.path("seds.grid.hd5"))
     try:
         if r.spec_grid:
@@ -659,7 +718,8 @@ def do_noise(inp, peer, R, beast_grid_url: str, ours_grid_url: str | None, bnois
     res["time_process_s"] = process_seconds(
         "from beastflow.settings import load_settings\n"
         "from beastflow.noise.toothpick import run_noisemodel\n"
-        f"run_noisemodel(load_settings({inp['settings_file']!r}), {beast_grid_url!r}, {inp['asts']!r}, {u!r})\n")
+        f"run_noisemodel(load_settings({inp['settings_file']!r}), {beast_grid_url!r}, {inp['asts']!r}, {u!r})\n"
+    )
     res["on_beast_grid"] = compare_noise(u, bnoise)
     urls["beast_grid"] = u
     if ours_grid_url:
@@ -689,7 +749,8 @@ def do_trim(inp, peer, R, beast_grid_url, beast_noise_url, ours_grid_url, ours_n
         "from beastflow.settings import load_settings\n"
         "from beastflow.noise.trim import TrimJob, run_trim\n"
         f"run_trim(load_settings({inp['settings_file']!r}), {beast_grid_url!r}, {beast_noise_url!r}, "
-        f"[TrimJob({inp['catalog']!r}, {ga!r}, {na!r})])\n")
+        f"[TrimJob({inp['catalog']!r}, {ga!r}, {na!r})])\n"
+    )
     res["on_beast_inputs"] = compare_trim(ga, peer.path("seds_trim.grid.hd5"))
     urls = {"beast": (ga, na)}
     if ours_grid_url and ours_noise_url:
@@ -716,8 +777,7 @@ def kernel_seconds(s, grid_url: str, noise_url: str, catalog: str, repeat: int =
     opts = F._resolve_options(s, grid, None)
     bs = binset_from_trimmed(grid, noise, f.pdf_max_nbins, f.pdf2d_pairs, f.chunk_models)
     cat = F.read_catalog(catalog)
-    Y = F.observed_fluxes(cat, list(grid.filters), vega_band_fluxes(list(grid.filters), compat=s.beast_compat),
-                          catalog)
+    Y = F.observed_fluxes(cat, list(grid.filters), vega_band_fluxes(list(grid.filters), compat=s.beast_compat), catalog)
     ids = np.arange(len(cat))
     best = float("inf")
     for _ in range(repeat):
@@ -747,7 +807,8 @@ def do_fit(inp, peer, R, trims: dict[str, tuple], full: dict[str, Any]) -> None:
     res["time_process_s"] = process_seconds(
         "from beastflow.settings import load_settings\n"
         "from beastflow.fit.fitting import run_fit\n"
-        f"run_fit(load_settings({inp['settings_file']!r}), {gb!r}, {nb!r}, {inp['catalog']!r}, None, {pre!r})\n")
+        f"run_fit(load_settings({inp['settings_file']!r}), {gb!r}, {nb!r}, {inp['catalog']!r}, None, {pre!r})\n"
+    )
     res["on_beast_trim"] = compare_fit(pre, peer, full["cols"], full["bias"], full["seds"])
     # per-star cost at a production sub-file size: the same stars repeated
     try:
@@ -778,8 +839,11 @@ def do_fit(inp, peer, R, trims: dict[str, tuple], full: dict[str, Any]) -> None:
         run_fit(s, gc, nc, inp["catalog"], None, pre_c)
         res["chain"] = compare_fit(pre_c, peer, full["cols"], full["bias"], full["seds"])
     # the trimmed-grid rows are BEAST's own there, so the chi2min model must be the same row
-    res["ok"] = bool(res["on_beast_trim"]["ok"] and res["on_beast_trim"].get("other", {}).get(
-        "chi2min_indx_stars_off", 1) == 0 and res.get("chain", {"ok": True})["ok"])
+    res["ok"] = bool(
+        res["on_beast_trim"]["ok"]
+        and res["on_beast_trim"].get("other", {}).get("chi2min_indx_stars_off", 1) == 0
+        and res.get("chain", {"ok": True})["ok"]
+    )
     R["fit"] = res
 
 
@@ -830,8 +894,9 @@ def run_chain(inp: dict[str, Any], phys_settings, tag: str, noise: str = "toothp
     return {"grid": g, "n_trim": tr[0].n_kept, "stats": f"{pre}_stats.parquet", "trim": (gt, nt), "info": info}
 
 
-def fit_variant(inp: dict[str, Any], chain: dict[str, Any], tag: str, fit_changes: dict[str, Any],
-                use_info: bool = True) -> str:
+def fit_variant(
+    inp: dict[str, Any], chain: dict[str, Any], tag: str, fit_changes: dict[str, Any], use_info: bool = True
+) -> str:
     """Default-mode fit of ``chain``'s trimmed grid with some [fit] keys changed: isolates one difference."""
     import tomllib
 
@@ -862,8 +927,11 @@ def effect_table(ref_stats: str, other_stats: str) -> dict[str, Any]:
             if q == "M_ini":  # a mass shift is a factor: measured in dex
                 x, y = np.log10(x), np.log10(y)
             d = y - x
-            row[s] = {"median": float(np.nanmedian(d)), "median_abs": float(np.nanmedian(np.abs(d))),
-                      "p90_abs": float(np.nanpercentile(np.abs(d), 90))}
+            row[s] = {
+                "median": float(np.nanmedian(d)),
+                "median_abs": float(np.nanmedian(np.abs(d))),
+                "p90_abs": float(np.nanpercentile(np.abs(d), 90)),
+            }
         out[q] = row
     return out
 
@@ -882,12 +950,15 @@ def do_effects(peer: Peer, workdir: Path, R: dict[str, Any], noise: str = "tooth
     C = run_chain(inp_d, inp_d["settings"], "C_default", noise)
     # fit-stage differences one at a time (each default-mode [fit] key set to BEAST's behaviour)
     variants = {
-        "fit: completeness term (default 'min' vs BEAST none)":
-            fit_variant(inp_d, C, "C_nocompl", {"completeness": "none"}),
-        "fit: statistics over all models (vs BEAST lnP > max - 10)":
-            fit_variant(inp_d, C, "C_thr10", {"stats_threshold": -10.0}),
-        "fit: PDF bins of the full grid (vs BEAST trimmed grid)":
-            fit_variant(inp_d, C, "C_trimbins", {}, use_info=False),
+        "fit: completeness term (default 'min' vs BEAST none)": fit_variant(
+            inp_d, C, "C_nocompl", {"completeness": "none"}
+        ),
+        "fit: statistics over all models (vs BEAST lnP > max - 10)": fit_variant(
+            inp_d, C, "C_thr10", {"stats_threshold": -10.0}
+        ),
+        "fit: PDF bins of the full grid (vs BEAST trimmed grid)": fit_variant(
+            inp_d, C, "C_trimbins", {}, use_info=False
+        ),
     }
     sed = {}
     try:
@@ -903,10 +974,12 @@ def do_effects(peer: Peer, workdir: Path, R: dict[str, Any], noise: str = "tooth
                 dmag = -2.5 * np.log10(gd.seds[od] / ga.seds[oa])
                 av = ga.columns["Av"][oa]
                 sel = av > 0
-                sed = {"median_dmag_per_band": dict(zip(ga_filters(A["grid"]),
-                                                        np.median(dmag[sel], axis=0).tolist())),
-                       "median_dmag_per_AV": dict(zip(ga_filters(A["grid"]),
-                                                      np.median(dmag[sel] / av[sel, None], axis=0).tolist()))}
+                sed = {
+                    "median_dmag_per_band": dict(zip(ga_filters(A["grid"]), np.median(dmag[sel], axis=0).tolist())),
+                    "median_dmag_per_AV": dict(
+                        zip(ga_filters(A["grid"]), np.median(dmag[sel] / av[sel, None], axis=0).tolist())
+                    ),
+                }
     except Exception as exc:  # noqa: BLE001
         sed = {"error": repr(exc)}
     R.setdefault("effects", {})[noise] = {
@@ -942,17 +1015,23 @@ def report(R: dict[str, Any], peer: Peer) -> bool:
     # agreement
     ph = R.get("physics", {})
     if status("physics") == "ok":
-        rows.append(["physics model", "SED fluxes, max rel diff", ph["seds"]["max_rel"], f"<= {TOL_SED:g}",
-                     ph["ok"]])
-        worst_col = max(((c, v) for c, v in ph["columns"].items() if not isinstance(v, str)),
-                        key=lambda cv: cv[1])
+        rows.append(["physics model", "SED fluxes, max rel diff", ph["seds"]["max_rel"], f"<= {TOL_SED:g}", ph["ok"]])
+        worst_col = max(((c, v) for c, v in ph["columns"].items() if not isinstance(v, str)), key=lambda cv: cv[1])
         rows.append(["", f"grid columns, worst: {worst_col[0]}", worst_col[1], "", ""])
-        rows.append(["", "same models, same row order", f"{fmt(ph['keys_equal'])}, {fmt(ph['same_row_order'])}",
-                     "", ""])
+        rows.append(
+            ["", "same models, same row order", f"{fmt(ph['keys_equal'])}, {fmt(ph['same_row_order'])}", "", ""]
+        )
         sg = ph.get("spec_grid", {})
         if "spectra_after_factor" in sg:
-            rows.append(["", "spectral grid w/ priors: spectra rel (after BEAST's unit factor), lamb rel",
-                         f"{fmt(sg['spectra_after_factor'])}, {fmt(sg['lamb'])}", "", ""])
+            rows.append(
+                [
+                    "",
+                    "spectral grid w/ priors: spectra rel (after BEAST's unit factor), lamb rel",
+                    f"{fmt(sg['spectra_after_factor'])}, {fmt(sg['lamb'])}",
+                    "",
+                    "",
+                ]
+            )
         ok_all &= ph["ok"]
     else:
         rows.append(["physics model", ph.get("why", NOT_AVAILABLE), "", "", "NO"])
@@ -963,11 +1042,24 @@ def report(R: dict[str, Any], peer: Peer) -> bool:
             if key not in no:
                 continue
             r = no[key]
-            rows.append(["noise model" if key == "on_beast_grid" else "", f"{lab}: error / completeness rel",
-                         f"{fmt(r['error']['max_rel'])} / {fmt(r['completeness']['max_rel'])}", f"<= {TOL_NOISE:g}",
-                         r["ok"]])
-            rows.append(["", f"{lab}: bias, |d|/max(|bias|,err) (rel {fmt(r['bias']['max_rel'])})",
-                         r["bias_vs_max_bias_error"], f"<= {TOL_NOISE:g}", r["bias_vs_max_bias_error"] <= TOL_NOISE])
+            rows.append(
+                [
+                    "noise model" if key == "on_beast_grid" else "",
+                    f"{lab}: error / completeness rel",
+                    f"{fmt(r['error']['max_rel'])} / {fmt(r['completeness']['max_rel'])}",
+                    f"<= {TOL_NOISE:g}",
+                    r["ok"],
+                ]
+            )
+            rows.append(
+                [
+                    "",
+                    f"{lab}: bias, |d|/max(|bias|,err) (rel {fmt(r['bias']['max_rel'])})",
+                    r["bias_vs_max_bias_error"],
+                    f"<= {TOL_NOISE:g}",
+                    r["bias_vs_max_bias_error"] <= TOL_NOISE,
+                ]
+            )
         ok_all &= no["ok"]
     else:
         rows.append(["noise model", no.get("why", NOT_AVAILABLE), "", "", "NO"])
@@ -978,59 +1070,106 @@ def report(R: dict[str, Any], peer: Peer) -> bool:
             if key not in tr:
                 continue
             r = tr[key]
-            rows.append(["trim" if key == "on_beast_inputs" else "", f"{lab}: models ours/BEAST, only-ours/only-BEAST",
-                         f"{r['n_models'][0]}/{r['n_models'][1]}, {r['only_ours']}/{r['only_beast']}", "same set",
-                         r["ok"]])
+            rows.append(
+                [
+                    "trim" if key == "on_beast_inputs" else "",
+                    f"{lab}: models ours/BEAST, only-ours/only-BEAST",
+                    f"{r['n_models'][0]}/{r['n_models'][1]}, {r['only_ours']}/{r['only_beast']}",
+                    "same set",
+                    r["ok"],
+                ]
+            )
         ok_all &= tr["ok"]
     else:
         rows.append(["trim", tr.get("why", NOT_AVAILABLE), "", "", "NO"])
         ok_all = False
     fi = R.get("fit", {})
     if status("fit") == "ok":
-        for lab, key in (("on BEAST's trimmed grid", "on_beast_trim"), ("chain", "chain"),
-                         ("BEAST trim + BEAST Vega", "on_beast_trim_beast_vega")):
+        for lab, key in (
+            ("on BEAST's trimmed grid", "on_beast_trim"),
+            ("chain", "chain"),
+            ("BEAST trim + BEAST Vega", "on_beast_trim_beast_vega"),
+        ):
             r = fi.get(key)
             if not r or "stats" not in r:
                 continue
             first = "fit" if key == "on_beast_trim" else ""
             crit = key != "on_beast_trim_beast_vega"  # the Vega run is a diagnostic
-            rows.append([first, f"{lab}: stats, stars within 1% of range (worst q)", r["stats_worst_frac"],
-                         f">= {MIN_STARS_FRACTION:g}" if crit else "",
-                         r["stats_worst_frac"] >= MIN_STARS_FRACTION if crit else ""])
+            rows.append(
+                [
+                    first,
+                    f"{lab}: stats, stars within 1% of range (worst q)",
+                    r["stats_worst_frac"],
+                    f">= {MIN_STARS_FRACTION:g}" if crit else "",
+                    r["stats_worst_frac"] >= MIN_STARS_FRACTION if crit else "",
+                ]
+            )
             rows.append(["", f"{lab}: stats, max |d|/range", r["stats_max"], "", ""])
-            rows.append(["", f"{lab}: 1D PDF max |d|/peak", r["pdf1d_max"], f"<= {TOL_PDF_PEAK:g}" if crit else "",
-                         r["pdf1d_max"] <= TOL_PDF_PEAK if crit else ""])
+            rows.append(
+                [
+                    "",
+                    f"{lab}: 1D PDF max |d|/peak",
+                    r["pdf1d_max"],
+                    f"<= {TOL_PDF_PEAK:g}" if crit else "",
+                    r["pdf1d_max"] <= TOL_PDF_PEAK if crit else "",
+                ]
+            )
             p2 = [v["max_over_peak"] for v in r["pdf2d"].values() if isinstance(v, dict)]
             rows.append(["", f"{lab}: 2D PDF max |d|/peak", max(p2) if p2 else "-", "", ""])
             o = r["other"]
             if "chi2min_stars_off" in o:
-                rows.append(["", f"{lab}: stars with chi2min off by > {TOL_CHI2:g} rel / chi2min_indx differing "
-                             f"(chi2min model != Pmax model for {o['chi2min_not_pmax_model']})",
-                             f"{o['chi2min_stars_off']} / {o['chi2min_indx_stars_off']}",
-                             "0 / 0" if key == "on_beast_trim" else ("0 / -" if crit else ""),
-                             (o["chi2min_stars_off"] == 0 and (key != "on_beast_trim"
-                                                               or o["chi2min_indx_stars_off"] == 0))
-                             if crit else ""])
-            rows.append(["", f"{lab}: chi2min / Pmax rel; indices equal",
-                         f"{fmt(o['chi2min'])} / {fmt(o['Pmax'])}; "
-                         f"{fmt(o['chi2min_indx_equal'] and o['Pmax_indx_equal'] and o['specgrid_indx_equal'])}",
-                         "", ""])
+                rows.append(
+                    [
+                        "",
+                        f"{lab}: stars with chi2min off by > {TOL_CHI2:g} rel / chi2min_indx differing "
+                        f"(chi2min model != Pmax model for {o['chi2min_not_pmax_model']})",
+                        f"{o['chi2min_stars_off']} / {o['chi2min_indx_stars_off']}",
+                        "0 / 0" if key == "on_beast_trim" else ("0 / -" if crit else ""),
+                        (o["chi2min_stars_off"] == 0 and (key != "on_beast_trim" or o["chi2min_indx_stars_off"] == 0))
+                        if crit
+                        else "",
+                    ]
+                )
+            rows.append(
+                [
+                    "",
+                    f"{lab}: chi2min / Pmax rel; indices equal",
+                    f"{fmt(o['chi2min'])} / {fmt(o['Pmax'])}; "
+                    f"{fmt(o['chi2min_indx_equal'] and o['Pmax_indx_equal'] and o['specgrid_indx_equal'])}",
+                    "",
+                    "",
+                ]
+            )
             lp = r.get("lnp", {})
             if "stars_compared" in lp:
                 same = f"{lp['same_model_sets']}/{lp['stars_compared']} same"
-                rows.append(["", f"{lab}: lnp samples (stars with <500 candidates)",
-                             f"{same}, lnP rel {fmt(lp['max_rel_lnp_diff'])}", "", ""])
+                rows.append(
+                    [
+                        "",
+                        f"{lab}: lnp samples (stars with <500 candidates)",
+                        f"{same}, lnP rel {fmt(lp['max_rel_lnp_diff'])}",
+                        "",
+                        "",
+                    ]
+                )
         ok_all &= fi["ok"]
     else:
         rows.append(["fit", fi.get("why", NOT_AVAILABLE), "", "", "NO"])
         ok_all = False
-    print_table(f"Agreement, beastflow compat = \"beast-2.1\" vs BEAST 2.1.0 ({peer.config.get('grid')} grid, "
-                f"{n_stars} stars)", ["stage", "measure", "value", "criterion", "pass"], rows)
+    print_table(
+        f'Agreement, beastflow compat = "beast-2.1" vs BEAST 2.1.0 ({peer.config.get("grid")} grid, {n_stars} stars)',
+        ["stage", "measure", "value", "criterion", "pass"],
+        rows,
+    )
 
     # timing
     trow = []
-    pairs = [("physics model (iso+spec+priors+seds)", ("iso", "spec", "priors", "seds"), "physics"),
-             ("noise model", ("noise",), "noise"), ("trim", ("trim",), "trim"), ("fit", ("fit",), "fit")]
+    pairs = [
+        ("physics model (iso+spec+priors+seds)", ("iso", "spec", "priors", "seds"), "physics"),
+        ("noise model", ("noise",), "noise"),
+        ("trim", ("trim",), "trim"),
+        ("fit", ("fit",), "fit"),
+    ]
 
     def f3(x):
         return fmt(x, ".3f") if isinstance(x, (int, float)) and not isinstance(x, bool) else (x or "-")
@@ -1043,13 +1182,32 @@ def report(R: dict[str, Any], peer: Peer) -> bool:
             continue
         o = r.get("time_process_s")
         c = r.get("time_cold_s")
-        trow.append([lab, f3(b), f3(o), fmt(b / o, ".1f") if (b and o) else "-", f3(c),
-                     fmt(b / c, ".1f") if (b and c) else "-", f3(r.get("time_s"))])
-    print_table("Wall time per stage, one core.  process: a fresh process running the stage, start-up and "
-                "imports included (as BEAST's stages are timed); in-process: the stage function alone, first "
-                "call (cold: numba cache load, file reads) and best later call (warm)",
-                ["stage", "BEAST process s", "beastflow process s", "ratio", "beastflow in-process cold s",
-                 "ratio (BEAST process / cold)", "in-process warm s"], trow)
+        trow.append(
+            [
+                lab,
+                f3(b),
+                f3(o),
+                fmt(b / o, ".1f") if (b and o) else "-",
+                f3(c),
+                fmt(b / c, ".1f") if (b and c) else "-",
+                f3(r.get("time_s")),
+            ]
+        )
+    print_table(
+        "Wall time per stage, one core.  process: a fresh process running the stage, start-up and "
+        "imports included (as BEAST's stages are timed); in-process: the stage function alone, first "
+        "call (cold: numba cache load, file reads) and best later call (warm)",
+        [
+            "stage",
+            "BEAST process s",
+            "beastflow process s",
+            "ratio",
+            "beastflow in-process cold s",
+            "ratio (BEAST process / cold)",
+            "in-process warm s",
+        ],
+        trow,
+    )
     finfo = peer.stages.get("fit", {}).get("info", {})
     speed = {}
     if status("fit") == "ok" and finfo.get("fit_loop_s") and n_stars:
@@ -1058,26 +1216,56 @@ def report(R: dict[str, Any], peer: Peer) -> bool:
         c_ps = fi["time_cold_s"] / n_stars
         o_ps = fi["time_s"] / n_stars
         k_ps = (fi["kernel_s"] or float("nan")) / n_stars
-        speed = {"beast_s_per_star": b_ps, "ours_run_fit_first_s_per_star": c_ps, "ours_run_fit_s_per_star": o_ps,
-                 "ours_kernel_s_per_star": k_ps, "ratio_run_fit_first": b_ps / c_ps, "ratio_run_fit": b_ps / o_ps,
-                 "ratio_kernel": b_ps / k_ps, "n_models": finfo.get("n_models"), "n_stars": n_stars}
+        speed = {
+            "beast_s_per_star": b_ps,
+            "ours_run_fit_first_s_per_star": c_ps,
+            "ours_run_fit_s_per_star": o_ps,
+            "ours_kernel_s_per_star": k_ps,
+            "ratio_run_fit_first": b_ps / c_ps,
+            "ratio_run_fit": b_ps / o_ps,
+            "ratio_kernel": b_ps / k_ps,
+            "n_models": finfo.get("n_models"),
+            "n_stars": n_stars,
+        }
         speed["beast_fit_loop_s_all"] = loops
-        print_table(f"Fit, same trimmed grid ({finfo.get('n_models')} models) and {n_stars} stars, one core each "
-                    f"(BEAST: best of {len(loops)} runs of its fit stage)",
-                    ["", "s per star", "BEAST / beastflow", f"goal >= {SPEED_GOAL:g}x"],
-                    [["BEAST fit.summary_table_memory (bins, star loop, outputs; grid loaded)", fmt(b_ps, ".2e"),
-                      "1", ""],
-                     ["beastflow run_fit, first call (load, bins, kernel, all outputs)", fmt(c_ps, ".2e"),
-                      fmt(b_ps / c_ps, ".1f"), fmt(b_ps / c_ps >= SPEED_GOAL)],
-                     ["beastflow run_fit, later calls (best of 3)", fmt(o_ps, ".2e"), fmt(b_ps / o_ps, ".1f"),
-                      fmt(b_ps / o_ps >= SPEED_GOAL)],
-                     ["beastflow fit_arrays (likelihood + stats + PDF kernel, best of 5)", fmt(k_ps, ".2e"),
-                      fmt(b_ps / k_ps, ".1f"), fmt(b_ps / k_ps >= SPEED_GOAL)]]
-                    + ([[f"beastflow run_fit, same stars repeated to {fi['repeated']['n_stars']} rows (sub-file size)",
-                         fmt(fi["repeated"]["time_s"] / fi["repeated"]["n_stars"], ".2e"),
-                         fmt(b_ps * fi["repeated"]["n_stars"] / fi["repeated"]["time_s"], ".1f"),
-                         fmt(b_ps * fi["repeated"]["n_stars"] / fi["repeated"]["time_s"] >= SPEED_GOAL)]]
-                       if "time_s" in fi.get("repeated", {}) else []))
+        print_table(
+            f"Fit, same trimmed grid ({finfo.get('n_models')} models) and {n_stars} stars, one core each "
+            f"(BEAST: best of {len(loops)} runs of its fit stage)",
+            ["", "s per star", "BEAST / beastflow", f"goal >= {SPEED_GOAL:g}x"],
+            [
+                ["BEAST fit.summary_table_memory (bins, star loop, outputs; grid loaded)", fmt(b_ps, ".2e"), "1", ""],
+                [
+                    "beastflow run_fit, first call (load, bins, kernel, all outputs)",
+                    fmt(c_ps, ".2e"),
+                    fmt(b_ps / c_ps, ".1f"),
+                    fmt(b_ps / c_ps >= SPEED_GOAL),
+                ],
+                [
+                    "beastflow run_fit, later calls (best of 3)",
+                    fmt(o_ps, ".2e"),
+                    fmt(b_ps / o_ps, ".1f"),
+                    fmt(b_ps / o_ps >= SPEED_GOAL),
+                ],
+                [
+                    "beastflow fit_arrays (likelihood + stats + PDF kernel, best of 5)",
+                    fmt(k_ps, ".2e"),
+                    fmt(b_ps / k_ps, ".1f"),
+                    fmt(b_ps / k_ps >= SPEED_GOAL),
+                ],
+            ]
+            + (
+                [
+                    [
+                        f"beastflow run_fit, same stars repeated to {fi['repeated']['n_stars']} rows (sub-file size)",
+                        fmt(fi["repeated"]["time_s"] / fi["repeated"]["n_stars"], ".2e"),
+                        fmt(b_ps * fi["repeated"]["n_stars"] / fi["repeated"]["time_s"], ".1f"),
+                        fmt(b_ps * fi["repeated"]["n_stars"] / fi["repeated"]["time_s"] >= SPEED_GOAL),
+                    ]
+                ]
+                if "time_s" in fi.get("repeated", {})
+                else []
+            ),
+        )
         if "time_s" in fi.get("repeated", {}):
             speed["ours_run_fit_repeated_s_per_star"] = fi["repeated"]["time_s"] / fi["repeated"]["n_stars"]
             speed["ratio_run_fit_repeated"] = b_ps / speed["ours_run_fit_repeated_s_per_star"]
@@ -1090,19 +1278,33 @@ def report(R: dict[str, Any], peer: Peer) -> bool:
         for part, tab in parts:
             for q, v in tab.items():
                 if "p50" in v:
-                    rows.append([part, q + (" (dex)" if q == "M_ini" else ""), v["p50"]["median"],
-                                 v["p50"]["median_abs"], v["p50"]["p90_abs"], v.get("Exp", {}).get("median", "-")])
+                    rows.append(
+                        [
+                            part,
+                            q + (" (dex)" if q == "M_ini" else ""),
+                            v["p50"]["median"],
+                            v["p50"]["median_abs"],
+                            v["p50"]["p90_abs"],
+                            v.get("Exp", {}).get("median", "-"),
+                        ]
+                    )
         if "n_trim" not in eff:
             continue
-        print_table(f"Measured effect of the default mode, {noise_kind} noise model (default minus compat, p50 "
-                    f"unless noted; trimmed models compat/default-physics/default = {eff['n_trim']})",
-                    ["differences", "quantity", "median shift", "median |shift|", "90% |shift|", "Exp median shift"],
-                    [[a, b, fmt(c, ".3g"), fmt(d, ".3g"), fmt(e, ".3g"), fmt(f, ".3g") if not isinstance(f, str) else f]
-                     for a, b, c, d, e, f in rows])
+        print_table(
+            f"Measured effect of the default mode, {noise_kind} noise model (default minus compat, p50 "
+            f"unless noted; trimmed models compat/default-physics/default = {eff['n_trim']})",
+            ["differences", "quantity", "median shift", "median |shift|", "90% |shift|", "Exp median shift"],
+            [
+                [a, b, fmt(c, ".3g"), fmt(d, ".3g"), fmt(e, ".3g"), fmt(f, ".3g") if not isinstance(f, str) else f]
+                for a, b, c, d, e, f in rows
+            ],
+        )
         sd = eff.get("sed_grid_default_minus_compat", {})
         if "median_dmag_per_AV" in sd:
-            print("\nSED grid, default minus compat, median delta mag per mag of A(V): "
-                  + ", ".join(f"{k.split('_')[-1]} {v:+.3f}" for k, v in sd["median_dmag_per_AV"].items()))
+            print(
+                "\nSED grid, default minus compat, median delta mag per mag of A(V): "
+                + ", ".join(f"{k.split('_')[-1]} {v:+.3f}" for k, v in sd["median_dmag_per_AV"].items())
+            )
     print("\nresult:", "ALL AGREEMENT CRITERIA MET" if ok_all else "SOME AGREEMENT CRITERIA NOT MET")
     return ok_all
 
@@ -1111,39 +1313,69 @@ def report(R: dict[str, Any], peer: Peer) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--nstars", type=int, default=20, help="stars fitted (0 = all 269); default 20")
     p.add_argument("--grid", default="small", choices=["small", "large"])
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="where both runs go (default: $TMPDIR/beastflow-compare/GRID_N)")
-    p.add_argument("--peer-home", type=Path, default=Path(os.environ.get(
-        "PEER_HOME", os.path.join(os.environ.get("TMPDIR", "/tmp"), "peer-beast"))))
-    p.add_argument("--peer-run", type=Path, default=None,
-                   help="use this existing peer run folder (with peer_report.json) instead of running BEAST")
+    p.add_argument(
+        "--workdir", type=Path, default=None, help="where both runs go (default: $TMPDIR/beastflow-compare/GRID_N)"
+    )
+    p.add_argument(
+        "--peer-home",
+        type=Path,
+        default=Path(os.environ.get("PEER_HOME", os.path.join(os.environ.get("TMPDIR", "/tmp"), "peer-beast"))),
+    )
+    p.add_argument(
+        "--peer-run",
+        type=Path,
+        default=None,
+        help="use this existing peer run folder (with peer_report.json) instead of running BEAST",
+    )
     p.add_argument("--no-setup", action="store_true", help="do not call the peer's setup.sh")
-    p.add_argument("--retime-beast-fit", type=int, default=None,
-                   help="re-run BEAST's fit stage this many times for its timing (default 2, or 0 with "
-                        "--peer-run: that folder is not rewritten unless asked)")
-    p.add_argument("--noise", default="toothpick", choices=["toothpick", "splinter"],
-                   help="noise model of both codes: toothpick from the ASTs, or the AST-free splinter "
-                        "model (10%% errors; wide posteriors, the case the chi2min check needs)")
+    p.add_argument(
+        "--retime-beast-fit",
+        type=int,
+        default=None,
+        help="re-run BEAST's fit stage this many times for its timing (default 2, or 0 with "
+        "--peer-run: that folder is not rewritten unless asked)",
+    )
+    p.add_argument(
+        "--noise",
+        default="toothpick",
+        choices=["toothpick", "splinter"],
+        help="noise model of both codes: toothpick from the ASTs, or the AST-free splinter "
+        "model (10%% errors; wide posteriors, the case the chi2min check needs)",
+    )
     p.add_argument("--effects", action="store_true", help="also measure the effect of the default mode")
-    p.add_argument("--effects-noise", default="both", choices=["toothpick", "splinter", "both"],
-                   help="noise model of the --effects runs (splinter: BEAST's AST-free 10%% model)")
-    p.add_argument("--check", action="store_true", default=True,
-                   help="exit 1 if an agreement criterion fails (the default; make compare-beast relies on it)")
+    p.add_argument(
+        "--effects-noise",
+        default="both",
+        choices=["toothpick", "splinter", "both"],
+        help="noise model of the --effects runs (splinter: BEAST's AST-free 10%% model)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        default=True,
+        help="exit 1 if an agreement criterion fails (the default; make compare-beast relies on it)",
+    )
     p.add_argument("--no-check", dest="check", action="store_false", help="always exit 0 after the report")
     p.add_argument("--json", type=Path, default=None, help="results file (default WORKDIR/compare_beast.json)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("numba",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args.peer_home = args.peer_home.resolve()
-    workdir = (args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "beastflow-compare"
-               / f"{args.grid}_{args.nstars}{'_splinter' if args.noise == 'splinter' else ''}").resolve()
+    workdir = (
+        args.workdir
+        or Path(os.environ.get("TMPDIR", "/tmp"))
+        / "beastflow-compare"
+        / f"{args.grid}_{args.nstars}{'_splinter' if args.noise == 'splinter' else ''}"
+    ).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 
     if args.peer_run:
@@ -1152,11 +1384,18 @@ def main(argv: list[str] | None = None) -> int:
         peer_run = workdir / "peer"
         run_peer(args, peer_run)
     peer = Peer(peer_run)
-    print(f"[peer] {peer_run}: {peer.stages.get('seds', {}).get('info', {}).get('n_models')} models, "
-          f"{peer.config.get('nstars_used')} stars", flush=True)
+    print(
+        f"[peer] {peer_run}: {peer.stages.get('seds', {}).get('info', {}).get('n_models')} models, "
+        f"{peer.config.get('nstars_used')} stars",
+        flush=True,
+    )
 
-    R: dict[str, Any] = {"peer_run": str(peer_run), "workdir": str(workdir), "peer_config": peer.config,
-                         "peer_stages": peer.stages}
+    R: dict[str, Any] = {
+        "peer_run": str(peer_run),
+        "workdir": str(workdir),
+        "peer_config": peer.config,
+        "peer_stages": peer.stages,
+    }
     import shutil
 
     bfdir = workdir / "beastflow"
@@ -1173,8 +1412,9 @@ def main(argv: list[str] | None = None) -> int:
     filters = peer.setting("filters")
     beast_grid_url = stage("convert", R, to_bf_grid, peer.path("seds.grid.hd5"), inp["out"] / "beast_seds.grid.hd5")
     bnoise = read_beast_noise(peer.path("noisemodel.grid.hd5"))
-    beast_noise_url = stage("convert", R, to_bf_noise, peer.path("noisemodel.grid.hd5"), filters,
-                            inp["out"] / "beast_noise.grid.hd5")
+    beast_noise_url = stage(
+        "convert", R, to_bf_noise, peer.path("noisemodel.grid.hd5"), filters, inp["out"] / "beast_noise.grid.hd5"
+    )
     _, _, bseds, bcols = read_beast_grid(peer.path("seds.grid.hd5"))
     full = {"cols": bcols, "seds": bseds, "bias": bnoise["bias"]}
 
@@ -1183,8 +1423,9 @@ def main(argv: list[str] | None = None) -> int:
     print("[beastflow] noise model", flush=True)
     nurls = stage("noise", R, do_noise, inp, peer, R, beast_grid_url, ours_grid, bnoise) or {}
     print("[beastflow] trim", flush=True)
-    trims = stage("trim", R, do_trim, inp, peer, R, beast_grid_url, beast_noise_url, ours_grid,
-                  nurls.get("our_grid")) or {}
+    trims = (
+        stage("trim", R, do_trim, inp, peer, R, beast_grid_url, beast_noise_url, ours_grid, nurls.get("our_grid")) or {}
+    )
     print("[beastflow] fit", flush=True)
     if trims:
         stage("fit", R, do_fit, inp, peer, R, trims, full)

@@ -93,8 +93,11 @@ def recovery(p16: np.ndarray, p50: np.ndarray, p84: np.ndarray, truth: np.ndarra
     side = np.where(p50 < t, p84 - p50, p50 - p16)
     side = np.where(side > 0, side, 0.5 * (p84 - p16))
     z = (p50 - t)[side > 0] / side[side > 0]
-    return {"n": int(len(t)), "median_z": float(np.median(z)) if len(z) else float("nan"),
-            "coverage": float(np.mean((t >= p16) & (t <= p84)))}
+    return {
+        "n": int(len(t)),
+        "median_z": float(np.median(z)) if len(z) else float("nan"),
+        "coverage": float(np.mean((t >= p16) & (t <= p84))),
+    }
 
 
 def stage_seconds(output: str) -> dict[str, float]:
@@ -110,8 +113,19 @@ def stage_seconds(output: str) -> dict[str, float]:
     return {k: out[k] for k in sorted(out, key=lambda k: STAGE_ORDER.index(k) if k in STAGE_ORDER else 99)}
 
 
-STAGE_ORDER = ["physicsmodel", "density", "ast_inputs", "demo_asts", "cut", "split", "noisemodel", "trim",
-               "grid_info", "fit", "merge"]
+STAGE_ORDER = [
+    "physicsmodel",
+    "density",
+    "ast_inputs",
+    "demo_asts",
+    "cut",
+    "split",
+    "noisemodel",
+    "trim",
+    "grid_info",
+    "fit",
+    "merge",
+]
 
 
 def grid_prior(output: str, project: str) -> dict[str, float]:
@@ -158,11 +172,13 @@ def run_mode(settings, mode: str, compat: str, workdir: Path) -> dict:
     from flows.pipeline import pipeline_flow
 
     output = str(workdir / mode)
-    s = settings.model_copy(update={
-        "compat": compat,
-        "project": settings.project.model_copy(update={"output": output}),
-        "execution": settings.execution.model_copy(update={"progress": False}),
-    })
+    s = settings.model_copy(
+        update={
+            "compat": compat,
+            "project": settings.project.model_copy(update={"output": output}),
+            "execution": settings.execution.model_copy(update={"progress": False}),
+        }
+    )
     print(f"--- {mode}: compat = {compat!r}, output {output}", flush=True)
     t0 = time.perf_counter()
     try:
@@ -171,17 +187,32 @@ def run_mode(settings, mode: str, compat: str, workdir: Path) -> dict:
         wall = time.perf_counter() - t0
         tb = traceback.format_exc()
         print(tb, flush=True)
-        return {"mode": mode, "compat": compat, "output": output, "wall_s": wall, "ok": False,
-                "error": f"{type(exc).__name__}: {exc}", "traceback_tail": tb.strip().splitlines()[-12:],
-                "stage_s": stage_seconds(output)}
+        return {
+            "mode": mode,
+            "compat": compat,
+            "output": output,
+            "wall_s": wall,
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback_tail": tb.strip().splitlines()[-12:],
+            "stage_s": stage_seconds(output),
+        }
     wall = time.perf_counter() - t0
     stats = [u for u in run.urls["merge"] if str(u).endswith("_stats.parquet")]
     if len(stats) != 1:
         raise RuntimeError(f"{mode}: expected one merged *_stats.parquet among {run.urls['merge']}")
     print(f"    {mode}: {run.summary.get('stars', '?')} stars fitted in {wall:.1f} s", flush=True)
-    return {"mode": mode, "compat": compat, "output": output, "wall_s": wall, "ok": True, "stats": stats[0],
-            "summary": {k: v for k, v in run.summary.items() if isinstance(v, (int, float, str))},
-            "stage_s": stage_seconds(output), "prior": grid_prior(output, s.project.name)}
+    return {
+        "mode": mode,
+        "compat": compat,
+        "output": output,
+        "wall_s": wall,
+        "ok": True,
+        "stats": stats[0],
+        "summary": {k: v for k, v in run.summary.items() if isinstance(v, (int, float, str))},
+        "stage_s": stage_seconds(output),
+        "prior": grid_prior(output, s.project.name),
+    }
 
 
 def measure(runs: dict[str, dict], truth: dict[str, np.ndarray]) -> dict:
@@ -198,16 +229,20 @@ def measure(runs: dict[str, dict], truth: dict[str, np.ndarray]) -> dict:
         d, c = by_star(tables["default"]), by_star(tables["compat"])
         common = sorted(set(d) & set(c))
         both = (np.array([d[i] for i in common], dtype=np.int64), np.array([c[i] for i in common], dtype=np.int64))
-    result = {"n_fitted": {m: int(len(t["star_id"])) for m, t in tables.items()},
-              "n_with_truth": {m: int(len(r[0])) for m, r in rows_t.items()},
-              "n_both": int(len(both[0])) if both is not None else 0, "quantities": []}
+    result = {
+        "n_fitted": {m: int(len(t["star_id"])) for m, t in tables.items()},
+        "n_with_truth": {m: int(len(r[0])) for m, r in rows_t.items()},
+        "n_both": int(len(both[0])) if both is not None else 0,
+        "quantities": [],
+    }
     for label, col, log10 in QUANTITIES:
         if not all(f"{col}_{p}" in t for t in tables.values() for p in ("p16", "p50", "p84")) or not tables:
             continue
         q: dict = {"label": label, "column": col, "log10": log10}
         if both is not None:
-            shift = (values(tables["compat"], f"{col}_p50", both[1], log10)
-                     - values(tables["default"], f"{col}_p50", both[0], log10))
+            shift = values(tables["compat"], f"{col}_p50", both[1], log10) - values(
+                tables["default"], f"{col}_p50", both[0], log10
+            )
             shift = shift[np.isfinite(shift)]
             q["median_shift"] = float(np.median(shift)) if len(shift) else float("nan")
             q["p90_abs_shift"] = float(np.percentile(np.abs(shift), 90)) if len(shift) else float("nan")
@@ -217,8 +252,7 @@ def measure(runs: dict[str, dict], truth: dict[str, np.ndarray]) -> dict:
                 a_c = values(tables["compat"], "Av_p50", both[1], False)
                 ok = np.isfinite(a_d) & np.isfinite(a_c) & (a_d > 0)
                 q["median_ratio"] = float(np.median(a_c[ok] / a_d[ok])) if ok.any() else float("nan")
-                q["ratio_of_medians"] = (float(np.median(a_c[ok]) / np.median(a_d[ok])) if ok.any()
-                                         else float("nan"))
+                q["ratio_of_medians"] = float(np.median(a_c[ok]) / np.median(a_d[ok])) if ok.any() else float("nan")
         for m, tab in tables.items():
             if col not in truth:
                 continue
@@ -245,27 +279,35 @@ def print_table(result: dict, runs: dict[str, dict]) -> None:
         cells = [q["label"], fmt(q.get("median_shift"), "+.3f"), fmt(q.get("p90_abs_shift"), ".3f")]
         for m in modes:
             rec = q.get(m)
-            cells += ([fmt(rec["median_z"], "+.2f"), fmt(100 * rec["coverage"], ".0f") + " %"] if rec
-                      else ["—", "—"])
+            cells += [fmt(rec["median_z"], "+.2f"), fmt(100 * rec["coverage"], ".0f") + " %"] if rec else ["—", "—"]
         print("| " + " | ".join(cells) + " |")
     print()
     for q in result["quantities"]:
         if "median_ratio" in q:
-            print(f"A(V) p50 compat / default: median of per-star ratios {q['median_ratio']:.3f}, "
-                  f"ratio of medians {q['ratio_of_medians']:.3f}")
-    print("stars fitted: " + ", ".join(f"{m} {n}" for m, n in result["n_fitted"].items())
-          + f"; in both: {result['n_both']}")
+            print(
+                f"A(V) p50 compat / default: median of per-star ratios {q['median_ratio']:.3f}, "
+                f"ratio of medians {q['ratio_of_medians']:.3f}"
+            )
+    print(
+        "stars fitted: "
+        + ", ".join(f"{m} {n}" for m, n in result["n_fitted"].items())
+        + f"; in both: {result['n_both']}"
+    )
     for m, r in runs.items():
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stage_s"].items())
         status = "ok" if r["ok"] else f"FAILED ({r['error']})"
-        print(f"wall time {m}: {r['wall_s']:.1f} s, {status}; stage compute seconds "
-              f"(sum {sum(r['stage_s'].values()):.1f}): {stages}")
+        print(
+            f"wall time {m}: {r['wall_s']:.1f} s, {status}; stage compute seconds "
+            f"(sum {sum(r['stage_s'].values()):.1f}): {stages}"
+        )
     for m, r in runs.items():
         p = r.get("prior") or {}
         if p:
-            print(f"prior of the {m} grid ({p['n_models']} models): weighted median log age {p['logA_median']:.2f}, "
-                  f"A(V) {p['Av_median']:.2f}; weight share log age < 8: {p['share_logA_lt_8']:.3f}, "
-                  f">= 9: {p['share_logA_ge_9']:.3f}")
+            print(
+                f"prior of the {m} grid ({p['n_models']} models): weighted median log age {p['logA_median']:.2f}, "
+                f"A(V) {p['Av_median']:.2f}; weight share log age < 8: {p['share_logA_lt_8']:.3f}, "
+                f">= 9: {p['share_logA_ge_9']:.3f}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,8 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.force:
         settings = settings.model_copy(update={"execution": settings.execution.model_copy(update={"cache": False})})
     prep_s = time.perf_counter() - t0
-    print(f"demo field: {args.nstars} stars, size {args.size!r}, seed {args.seed}, in {field} ({prep_s:.1f} s)",
-          flush=True)
+    print(
+        f"demo field: {args.nstars} stars, size {args.size!r}, seed {args.seed}, in {field} ({prep_s:.1f} s)",
+        flush=True,
+    )
     truth = read_table(str(field / "demo_truth.parquet"))
 
     warm_s = prefect_warmup()
@@ -296,8 +340,15 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(runs, truth)
     print()
     print_table(result, runs)
-    report = {"nstars": args.nstars, "size": args.size, "seed": args.seed, "prepare_s": prep_s, "warmup_s": warm_s,
-              "runs": runs, "result": result}
+    report = {
+        "nstars": args.nstars,
+        "size": args.size,
+        "seed": args.seed,
+        "prepare_s": prep_s,
+        "warmup_s": warm_s,
+        "runs": runs,
+        "result": result,
+    }
     (workdir / "compat_effect_demo.json").write_text(json.dumps(report, indent=2, default=str))
     print(f"\nwritten: {workdir / 'compat_effect_demo.json'}")
     return 0 if all(r["ok"] for r in runs.values()) else 1

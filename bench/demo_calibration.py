@@ -54,14 +54,22 @@ def run_one(out: Path, seed: int, model: str, n_stars: int, size: str, overrides
     wall = time.perf_counter() - t0
     stats = pl.read_parquet(out / f"{s.project.name}_stats.parquet")
     truth = pl.read_parquet(out / "demo_truth.parquet")
-    j = stats.join(truth.select(["star_id", *QUANTITIES]).rename({q: f"true_{q}" for q in QUANTITIES}),
-                   on="star_id", how="inner")
+    j = stats.join(
+        truth.select(["star_id", *QUANTITIES]).rename({q: f"true_{q}" for q in QUANTITIES}), on="star_id", how="inner"
+    )
     row: dict = {"model": model, "seed": seed, "stars": j.height, "wall_s": round(wall, 1)}
     bins = read_pdf1d(str(next(out.glob(f"{s.project.name}_bin*_sub*_pdf1d.hd5"))), list(QUANTITIES))
     for q in QUANTITIES:
-        m = recovery_metrics(j[f"{q}_p16"].to_numpy(), j[f"{q}_p50"].to_numpy(), j[f"{q}_p84"].to_numpy(),
-                             j[f"true_{q}"].to_numpy(), bins["centres"][q], bins["edges"][q], bins["log"][q],
-                             label=q)
+        m = recovery_metrics(
+            j[f"{q}_p16"].to_numpy(),
+            j[f"{q}_p50"].to_numpy(),
+            j[f"{q}_p84"].to_numpy(),
+            j[f"true_{q}"].to_numpy(),
+            bins["centres"][q],
+            bins["edges"][q],
+            bins["log"][q],
+            label=q,
+        )
         row[q] = {"median_z": round(m["median_z"], 4), "coverage_68": round(m["coverage_68"], 4)}
     return row
 
@@ -75,8 +83,11 @@ def summarise(rows: list[dict]) -> dict:
         for q in QUANTITIES:
             cov = sum(r[q]["coverage_68"] * r["stars"] for r in rs) / n
             mz = sum(r[q]["median_z"] for r in rs) / len(rs)
-            out[model][q] = {"mean_median_z": round(mz, 3), "coverage_68": round(cov, 4),
-                             "coverage_binomial_sigma": round(math.sqrt(cov * (1 - cov) / n), 4)}
+            out[model][q] = {
+                "mean_median_z": round(mz, 3),
+                "coverage_68": round(cov, 4),
+                "coverage_binomial_sigma": round(math.sqrt(cov * (1 - cov) / n), 4),
+            }
     return out
 
 
@@ -86,8 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=["toothpick", "trunchen"])
     ap.add_argument("--n-stars", type=int, default=3000)
     ap.add_argument("--size", default="default", choices=["default", "small"])
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
-                    help="override a setting for every run, e.g. fit.completeness='\"none\"'")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=JSON",
+        help="override a setting for every run, e.g. fit.completeness='\"none\"'",
+    )
     ap.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
     a = ap.parse_args(argv)
@@ -101,20 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     work = Path(a.workdir or tempfile.mkdtemp(prefix="beastflow-calibration-"))
     rows = []
-    print(f"{'model':10s} {'seed':>4s} {'stars':>5s} " + " ".join(f"{q + ' z':>9s} {q + ' cov':>9s}" for q in QUANTITIES),
-          flush=True)
+    print(
+        f"{'model':10s} {'seed':>4s} {'stars':>5s} " + " ".join(f"{q + ' z':>9s} {q + ' cov':>9s}" for q in QUANTITIES),
+        flush=True,
+    )
     for model in a.models:
         for seed in a.seeds:
             r = run_one(work / f"{model}-{seed}", seed, model, a.n_stars, a.size, overrides)
             rows.append(r)
-            print(f"{model:10s} {seed:4d} {r['stars']:5d} "
-                  + " ".join(f"{r[q]['median_z']:+9.3f} {100 * r[q]['coverage_68']:8.1f}%" for q in QUANTITIES),
-                  flush=True)
+            print(
+                f"{model:10s} {seed:4d} {r['stars']:5d} "
+                + " ".join(f"{r[q]['median_z']:+9.3f} {100 * r[q]['coverage_68']:8.1f}%" for q in QUANTITIES),
+                flush=True,
+            )
     summ = summarise(rows)
     for model, m in summ.items():
-        print(f"{model:10s} mean {m['stars']:5d} "
-              + " ".join(f"{m[q]['mean_median_z']:+9.3f} {100 * m[q]['coverage_68']:8.1f}%" for q in QUANTITIES)
-              + f"   (coverage binomial sigma ~{100 * m['Av']['coverage_binomial_sigma']:.1f}%)")
+        print(
+            f"{model:10s} mean {m['stars']:5d} "
+            + " ".join(f"{m[q]['mean_median_z']:+9.3f} {100 * m[q]['coverage_68']:8.1f}%" for q in QUANTITIES)
+            + f"   (coverage binomial sigma ~{100 * m['Av']['coverage_binomial_sigma']:.1f}%)"
+        )
     if a.json:
         print(json.dumps({"runs": rows, "summary": summ, "overrides": overrides}))
     return 0

@@ -35,8 +35,14 @@ SPLINTER = 0.10
 
 
 #: the peer harness's fixed band set (peer-beast README, "--obsfile")
-FILTERS = ["HST_WFC3_F275W", "HST_WFC3_F336W", "HST_ACS_WFC_F475W", "HST_ACS_WFC_F814W",
-           "HST_WFC3_F110W", "HST_WFC3_F160W"]
+FILTERS = [
+    "HST_WFC3_F275W",
+    "HST_WFC3_F336W",
+    "HST_ACS_WFC_F475W",
+    "HST_ACS_WFC_F814W",
+    "HST_WFC3_F110W",
+    "HST_WFC3_F160W",
+]
 
 
 def read_full_grid(peer_run: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -46,8 +52,9 @@ def read_full_grid(peer_run: Path) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(h5["seds"], dtype=np.float64), np.asarray(h5["grid"]["weight"], dtype=np.float64)
 
 
-def draw_stars(seds: np.ndarray, weight: np.ndarray, n_stars: int, max_candidates: int, seed: int = 11,
-               batch: int = 50) -> np.ndarray:
+def draw_stars(
+    seds: np.ndarray, weight: np.ndarray, n_stars: int, max_candidates: int, seed: int = 11, batch: int = 50
+) -> np.ndarray:
     """Fluxes of stars whose smallest-chi2 model lies more than MARGIN below the lnP peak."""
     ok = (weight > 0) & np.all(seds > 0, axis=1)
     F = seds[ok]

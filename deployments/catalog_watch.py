@@ -64,5 +64,5 @@ def catalog_watch_flow(settings: str | None = None, force: bool = False) -> dict
 
     run = pipeline_flow(by_reference(s))  # the Prefect database stores the reference only
     # recorded only after a successful run: a failed run is retried on the next tick
-    storage.write_json(state_url(s), {"hashes": now, "started": _dt.datetime.now(_dt.timezone.utc).isoformat()})
+    storage.write_json(state_url(s), {"hashes": now, "started": _dt.datetime.now(_dt.UTC).isoformat()})
     return {"started": True, "changed": changed, "hashes": now, "stars": run.summary.get("stars")}

@@ -48,23 +48,43 @@ SERVED = "-served"
 def deployments(settings: str | None = None) -> list:
     params = {"settings": settings} if settings else {}
     field = f" Default field: {settings}." if settings else " Default field: the embedded demo."
-    out = [pipeline_flow.to_deployment(name="pipeline" + SERVED, cron=PIPELINE_CRON, parameters=params,
-                                       tags=["beastflow"],
-                                       description="The whole BEAST pipeline (cached)." + field)]
+    out = [
+        pipeline_flow.to_deployment(
+            name="pipeline" + SERVED,
+            cron=PIPELINE_CRON,
+            parameters=params,
+            tags=["beastflow"],
+            description="The whole BEAST pipeline (cached)." + field,
+        )
+    ]
     for name, fl in STAGE_FLOWS.items():
-        out.append(fl.to_deployment(name=name + SERVED, parameters=params, tags=["beastflow", "stage"],
-                                    description=f"Stage {name} (upstream stages from the cache)." + field))
-    out.append(catalog_watch_flow.to_deployment(
-        name="rerun-on-catalog-change" + SERVED, interval=WATCH_INTERVAL, parameters=params,
-        tags=["beastflow", "watch"],
-        description="Starts the pipeline when the catalog's content hash changed." + field))
+        out.append(
+            fl.to_deployment(
+                name=name + SERVED,
+                parameters=params,
+                tags=["beastflow", "stage"],
+                description=f"Stage {name} (upstream stages from the cache)." + field,
+            )
+        )
+    out.append(
+        catalog_watch_flow.to_deployment(
+            name="rerun-on-catalog-change" + SERVED,
+            interval=WATCH_INTERVAL,
+            parameters=params,
+            tags=["beastflow", "watch"],
+            description="Starts the pipeline when the catalog's content hash changed." + field,
+        )
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--settings", help="settings file for every deployment, shown as the default parameter in "
-                                       "the UI (default: $BEASTFLOW_SETTINGS)")
+    ap.add_argument(
+        "--settings",
+        help="settings file for every deployment, shown as the default parameter in "
+        "the UI (default: $BEASTFLOW_SETTINGS)",
+    )
     ap.add_argument("--limit", type=int, default=2, help="flow runs executed at once by this process")
     args = ap.parse_args(argv)
     settings = args.settings or os.environ.get("BEASTFLOW_SETTINGS") or None

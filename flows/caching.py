@@ -133,15 +133,17 @@ def _software_version() -> str:
 
 
 def unit_key(stage: str, label: str, settings, sections: Iterable[str], inputs: Mapping[str, Any]) -> str:
-    return storage.hash_object({
-        "format": CACHE_FORMAT,
-        # a new beastflow release may compute differently: its first run recomputes
-        "software": _software_version(),
-        "stage": stage,
-        "unit": label,
-        "settings": settings_hash(settings, sections),
-        "inputs": input_hashes(inputs),
-    })
+    return storage.hash_object(
+        {
+            "format": CACHE_FORMAT,
+            # a new beastflow release may compute differently: its first run recomputes
+            "software": _software_version(),
+            "stage": stage,
+            "unit": label,
+            "settings": settings_hash(settings, sections),
+            "inputs": input_hashes(inputs),
+        }
+    )
 
 
 # --------------------------------------------------------------------------
@@ -239,8 +241,9 @@ def lookup(settings, stage: str, label: str, key: str) -> Lookup:
             if stamp != meta["stamp"]:
                 digest = storage.content_hash(out_url)
                 if digest != meta["sha256"]:
-                    return _miss(f"output {rel} changed content (SHA-256 {meta['sha256'][:12]} -> {digest[:12]})",
-                                 rejected=True)
+                    return _miss(
+                        f"output {rel} changed content (SHA-256 {meta['sha256'][:12]} -> {digest[:12]})", rejected=True
+                    )
                 meta["stamp"] = stamp
                 refreshed = True
             _remember(out_url, (size, stamp), meta["sha256"])
@@ -265,7 +268,9 @@ def read_hit(settings, stage: str, label: str, key: str) -> Any | None:
     return found.result if found.hit else None
 
 
-def write_record(settings, stage: str, label: str, key: str, result: Any, extra: Mapping[str, Any] | None = None) -> None:
+def write_record(
+    settings, stage: str, label: str, key: str, result: Any, extra: Mapping[str, Any] | None = None
+) -> None:
     root = settings.output
     outputs = {}
     for u in result_urls(result, root):
@@ -281,7 +286,7 @@ def write_record(settings, stage: str, label: str, key: str, result: Any, extra:
         "key": key,
         "result": result_codec.encode(result, root),
         "outputs": outputs,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if extra:
         rec.update(extra)

@@ -101,8 +101,14 @@ def execute_unit(settings, unit: Unit, key: str) -> dict[str, Any]:
     with storage.confine_writes(settings.output):
         result = _resolve(unit.func)(settings, *unit.args, **unit.kwargs)
         seconds = time.monotonic() - t0
-        caching.write_record(settings, unit.stage, unit.label, key, result,
-                             extra={"seconds": round(seconds, 3), "host": os.uname().nodename})
+        caching.write_record(
+            settings,
+            unit.stage,
+            unit.label,
+            key,
+            result,
+            extra={"seconds": round(seconds, 3), "host": os.uname().nodename},
+        )
     return caching.encode_result(result, settings.output)
 
 
@@ -151,8 +157,9 @@ def slurm_folder(settings) -> str:
 OnEvent = Callable[[Unit, str, dict[str, Any]], None]
 
 
-def run_batch(settings, units: Sequence[Unit], keys: dict[str, str], kind: str | None = None,
-              on_event: OnEvent | None = None) -> dict[str, Any]:
+def run_batch(
+    settings, units: Sequence[Unit], keys: dict[str, str], kind: str | None = None, on_event: OnEvent | None = None
+) -> dict[str, Any]:
     """Run the units with the executor ``kind`` (default: settings.execution.executor).
 
     Returns ``{label: decoded stage result}``.  ``on_event(unit, status, info)``
@@ -169,6 +176,7 @@ def run_batch(settings, units: Sequence[Unit], keys: dict[str, str], kind: str |
         # fits in the pool report stars done per block: on_event(unit, "stars", {"done": n})
         def submit(settings, pending, keys, _run=_run_processes):
             return _run(settings, pending, keys, on_stars=lambda u, done: on_event(u, "stars", {"done": done}))
+
     results: dict[str, Any] = {}
     pending = list(units)
     reasons: dict[str, str] = {}
@@ -242,8 +250,9 @@ def _run_processes(settings, units, keys, on_stars: Callable[[Unit, int], None] 
         if on_stars is not None and any(u.stage == "fit" for u in units):
             queue = stack.enter_context(ctx.Manager()).Queue()
             stack.enter_context(_drain(queue, lambda label, done: on_stars(by_label[label], done)))
-        pool = stack.enter_context(cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                                          initializer=_init_worker, initargs=(queue,)))
+        pool = stack.enter_context(
+            cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,))
+        )
         yield from _pool_results(pool, payload, units, keys)
 
 
@@ -322,7 +331,7 @@ def _run_slurm(settings, units, keys):
     t0 = time.monotonic()
     running = []
     for start in range(0, len(units), size):
-        chunk = list(units[start:start + size])
+        chunk = list(units[start : start + size])
         # one memory request per array: enough for its largest unit
         mem_gb = max(mem_request_gb(settings, u.mem_bytes) for u in chunk)
         executor = _slurm_executor(settings, f"bf-{chunk[0].stage}", mem_gb)
@@ -337,8 +346,12 @@ def _run_slurm(settings, units, keys):
             try:
                 value = job.result()
             except Exception as exc:  # noqa: BLE001 - Failed/UncompletedJobError carry the remote error
-                yield unit, False, f"job {job.job_id}: {_short_reason(exc)} (log: {job.paths.stderr})", \
-                    time.monotonic() - t0
+                yield (
+                    unit,
+                    False,
+                    f"job {job.job_id}: {_short_reason(exc)} (log: {job.paths.stderr})",
+                    time.monotonic() - t0,
+                )
             else:
                 yield unit, True, value, time.monotonic() - t0
         running = still

@@ -56,8 +56,10 @@ def output_concurrency(settings) -> Iterator[None]:
     try:
         stack.enter_context(concurrency(name, occupy=1, timeout_seconds=max(1.0, wait), strict=True))
     except TimeoutError:
-        raise OutputBusy(f"output {settings.output} is in use by another flow run (Prefect concurrency limit "
-                         f"{name} has no free slot after {max(1.0, wait):.0f} s)") from None
+        raise OutputBusy(
+            f"output {settings.output} is in use by another flow run (Prefect concurrency limit "
+            f"{name} has no free slot after {max(1.0, wait):.0f} s)"
+        ) from None
     with stack:
         yield
 

@@ -29,7 +29,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-
 from . import stages
 from .progress import publish_inputs, publish_summary
 from .tasks import StageRun, run_units
@@ -148,8 +147,9 @@ def cut_flow(settings: str | None = None, density: StageRun | None = None, asts:
     return run_units(s, "cut", stages.cut_units(s, _one(density), asts or None))
 
 
-def ast_results(s, physics: StageRun | None = None, density: StageRun | None = None,
-                ast_inputs: StageRun | None = None) -> tuple[str, StageRun | None]:
+def ast_results(
+    s, physics: StageRun | None = None, density: StageRun | None = None, ast_inputs: StageRun | None = None
+) -> tuple[str, StageRun | None]:
     """URL of the AST results: from the settings, or "observed" by the demo instrument.
 
     A real field whose ASTs have not been run yet stops here with the list of
@@ -188,8 +188,9 @@ def split_flow(settings: str | None = None, cut: StageRun | None = None, density
 
 
 @flow(name="ast_inputs", **_FLOW)
-def ast_inputs_flow(settings: str | None = None, physics: StageRun | None = None,
-                    density: StageRun | None = None) -> StageRun:
+def ast_inputs_flow(
+    settings: str | None = None, physics: StageRun | None = None, density: StageRun | None = None
+) -> StageRun:
     """Artificial-star inputs (SEDs and positions) for the photometry pipeline.
 
     Args:
@@ -206,8 +207,9 @@ def ast_inputs_flow(settings: str | None = None, physics: StageRun | None = None
 
 
 @flow(name="noisemodel", **_FLOW)
-def noisemodel_flow(settings: str | None = None, physics: StageRun | None = None,
-                    split: StageRun | None = None) -> StageRun:
+def noisemodel_flow(
+    settings: str | None = None, physics: StageRun | None = None, split: StageRun | None = None
+) -> StageRun:
     """Noise model per (density bin, subgrid).
 
     Args:
@@ -225,8 +227,12 @@ def noisemodel_flow(settings: str | None = None, physics: StageRun | None = None
 
 
 @flow(name="trim", **_FLOW)
-def trim_flow(settings: str | None = None, physics: StageRun | None = None, split: StageRun | None = None,
-              noise: StageRun | None = None) -> StageRun:
+def trim_flow(
+    settings: str | None = None,
+    physics: StageRun | None = None,
+    split: StageRun | None = None,
+    noise: StageRun | None = None,
+) -> StageRun:
     """Trimmed grid + noise model per (bin, sub-file, subgrid); SLURM arrays with executor = "slurm".
 
     Args:
@@ -261,8 +267,12 @@ def grid_info_flow(settings: str | None = None, physics: StageRun | None = None)
 
 
 @flow(name="fit", **_FLOW)
-def fit_flow(settings: str | None = None, split: StageRun | None = None, trim: StageRun | None = None,
-             grid_info: StageRun | None = None) -> StageRun:
+def fit_flow(
+    settings: str | None = None,
+    split: StageRun | None = None,
+    trim: StageRun | None = None,
+    grid_info: StageRun | None = None,
+) -> StageRun:
     """Fit per (bin, sub-file, subgrid); SLURM arrays with executor = "slurm".
 
     Args:
@@ -351,8 +361,10 @@ def _pipeline(s, settings: str | None) -> PipelineRun:
             runs["demo_asts"] = demo_run
     else:
         if s.observations.ast_results:  # --asts on the command line (the settings reject it)
-            raise ValueError(f"AST results {s.observations.ast_results} given, but {stages.SPLINTER_SKIP}; "
-                             "drop them or choose another [noise_model] model")
+            raise ValueError(
+                f"AST results {s.observations.ast_results} given, but {stages.SPLINTER_SKIP}; "
+                "drop them or choose another [noise_model] model"
+            )
         asts = None
         skipped = {"ast_inputs": stages.SPLINTER_SKIP, "demo_asts": stages.SPLINTER_SKIP}
         log.info("AST stages skipped: %s", stages.SPLINTER_SKIP)
@@ -371,7 +383,9 @@ def _pipeline(s, settings: str | None) -> PipelineRun:
     # the summary belongs on the run a user opens, not only on the merge sub-flow
     publish_summary("fit", summary, "fitted stars: counts and median posterior values")
     cached = [n for n, r in runs.items() if r.all_cached]
-    log.info("pipeline done: %d stars fitted; stages from cache: %s", summary.get("stars", 0), ", ".join(cached) or "none")
+    log.info(
+        "pipeline done: %d stars fitted; stages from cache: %s", summary.get("stars", 0), ", ".join(cached) or "none"
+    )
     from prefect.runtime import flow_run
 
     return PipelineRun(s.source, s.output, runs, summary, skipped, flow_run_id=flow_run.id)

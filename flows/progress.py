@@ -43,8 +43,14 @@ def console_bars(enabled: bool = True) -> Iterator[None]:
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bars = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[note]}"), TimeElapsedColumn(), transient=False)
+    bars = Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        transient=False,
+    )
     with bars:
         _CONSOLE = bars
         try:
@@ -62,8 +68,15 @@ class StageProgress:
         self.stars = dict(stars or {})
         self.total_stars = sum(self.stars.values())
         self.rows: dict[str, dict[str, Any]] = {
-            lb: {"unit": lb, "status": "pending", "attempts": 0, "seconds": None, "stars": self.stars.get(lb, 0),
-                 "error": ""} for lb in self.labels
+            lb: {
+                "unit": lb,
+                "status": "pending",
+                "attempts": 0,
+                "seconds": None,
+                "stars": self.stars.get(lb, 0),
+                "error": "",
+            }
+            for lb in self.labels
         }
         self._artifact_id = None
         self._bar = None
@@ -75,8 +88,10 @@ class StageProgress:
             from prefect.artifacts import create_progress_artifact
 
             self._artifact_id = create_progress_artifact(
-                progress=0.0, key=artifact_key(stage, "progress"),
-                description=f"{stage}: {len(self.labels)} units" + (f", {self.total_stars} stars" if self.total_stars else ""),
+                progress=0.0,
+                key=artifact_key(stage, "progress"),
+                description=f"{stage}: {len(self.labels)} units"
+                + (f", {self.total_stars} stars" if self.total_stars else ""),
             )
         if _CONSOLE is not None and self.labels:
             self._bar = _CONSOLE.add_task(stage, total=len(self.labels), note="")
@@ -113,8 +128,11 @@ class StageProgress:
             frac = len(finished) / max(1, len(self.rows))
             note = ""
             if self.total_stars:
-                running = sum(v for lb, v in self._partial.items()
-                              if self.rows.get(lb, {}).get("status") not in ("computed", "cached"))
+                running = sum(
+                    v
+                    for lb, v in self._partial.items()
+                    if self.rows.get(lb, {}).get("status") not in ("computed", "cached")
+                )
                 done_stars = sum(r["stars"] for r in finished) + running
                 frac = done_stars / self.total_stars
                 note = f"{done_stars}/{self.total_stars} stars"
@@ -130,12 +148,14 @@ class StageProgress:
         if self._artifact_id is not None:
             from prefect.artifacts import update_progress_artifact
 
-            update_progress_artifact(self._artifact_id, progress=round(100.0 * frac, 1),
-                                     description=f"{self.stage}: {n_finished}/{len(self.rows)} units {note}".strip())
+            update_progress_artifact(
+                self._artifact_id,
+                progress=round(100.0 * frac, 1),
+                description=f"{self.stage}: {n_finished}/{len(self.rows)} units {note}".strip(),
+            )
         if self._bar is not None and _CONSOLE is not None:
             if self.total_stars:  # the fit's bar counts stars, so it moves while a unit runs
-                _CONSOLE.update(self._bar, completed=round(frac * self.total_stars), total=self.total_stars,
-                                note=note)
+                _CONSOLE.update(self._bar, completed=round(frac * self.total_stars), total=self.total_stars, note=note)
             else:
                 _CONSOLE.update(self._bar, completed=n_finished, note=note)
 
@@ -159,8 +179,11 @@ def publish_summary(stage: str, summary: dict[str, Any], description: str) -> No
     if _in_prefect_run():
         from prefect.artifacts import create_table_artifact
 
-        create_table_artifact(table=[{"quantity": k, "value": v} for k, v in summary.items()],
-                              key=artifact_key(stage, "summary"), description=description)
+        create_table_artifact(
+            table=[{"quantity": k, "value": v} for k, v in summary.items()],
+            key=artifact_key(stage, "summary"),
+            description=description,
+        )
 
 
 def publish_inputs(settings, given: Any) -> None:
@@ -173,17 +196,30 @@ def publish_inputs(settings, given: Any) -> None:
     from prefect.artifacts import create_markdown_artifact
 
     if given is None:
-        origin = ("$BEASTFLOW_SETTINGS of the process running the flow" if os.environ.get("BEASTFLOW_SETTINGS")
-                  else "embedded demo field (no settings parameter, $BEASTFLOW_SETTINGS unset)")
+        origin = (
+            "$BEASTFLOW_SETTINGS of the process running the flow"
+            if os.environ.get("BEASTFLOW_SETTINGS")
+            else "embedded demo field (no settings parameter, $BEASTFLOW_SETTINGS unset)"
+        )
     else:
         origin = "the run's settings parameter"
     obs = settings.observations
-    rows = [("settings", settings.source or "(in memory)"), ("taken from", origin), ("project", settings.project.name),
-            ("output", settings.output), ("catalog", obs.catalog or ""), ("AST results", obs.ast_results or ""),
-            ("compat", settings.compat), ("executor", settings.execution.executor)]
+    rows = [
+        ("settings", settings.source or "(in memory)"),
+        ("taken from", origin),
+        ("project", settings.project.name),
+        ("output", settings.output),
+        ("catalog", obs.catalog or ""),
+        ("AST results", obs.ast_results or ""),
+        ("compat", settings.compat),
+        ("executor", settings.execution.executor),
+    ]
     table = "\n".join(f"| {k} | `{without_userinfo(str(v))}` |" for k, v in rows)
-    create_markdown_artifact(markdown=f"| input | value |\n|---|---|\n{table}\n", key="pipeline-inputs",
-                             description="what this pipeline run processes")
+    create_markdown_artifact(
+        markdown=f"| input | value |\n|---|---|\n{table}\n",
+        key="pipeline-inputs",
+        description="what this pipeline run processes",
+    )
 
 
 def without_userinfo(url: str) -> str:

@@ -56,8 +56,18 @@ def result_types() -> dict[str, type]:
         from beastflow.observations.split import SplitResult
         from beastflow.physics.physicsmodel import PhysicsModelResult
 
-        for cls in (PhysicsModelResult, DensityMapResult, CutResult, SplitResult, ASTInputsResult, TrimJob,
-                    TrimResult, GridInfoResult, FitResult, MergeResult):
+        for cls in (
+            PhysicsModelResult,
+            DensityMapResult,
+            CutResult,
+            SplitResult,
+            ASTInputsResult,
+            TrimJob,
+            TrimResult,
+            GridInfoResult,
+            FitResult,
+            MergeResult,
+        ):
             register_result_type(cls)
     return _RESULT_TYPES
 
@@ -73,7 +83,7 @@ def relative_to_root(url: str, root: str) -> str | None:
     """``url`` relative to the output root, or None when it is not below it."""
     prefix = _root_prefix(root)
     if prefix and url.startswith(prefix):
-        rel = posixpath.normpath(url[len(prefix):])
+        rel = posixpath.normpath(url[len(prefix) :])
         if rel not in (".", "") and not rel.startswith("../") and rel != "..":
             return rel
     return None
@@ -106,10 +116,14 @@ def encode(result: Any, root: str | None = None) -> Any:
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
         name = type(result).__name__
         if result_types().get(name) is not type(result):
-            raise TypeError(f"{type(result).__module__}.{name} is not an allowed stage result type "
-                            "(flows.result_codec.register_result_type)")
-        return {"type": name,
-                "fields": {f.name: encode(getattr(result, f.name), root) for f in dataclasses.fields(result)}}
+            raise TypeError(
+                f"{type(result).__module__}.{name} is not an allowed stage result type "
+                "(flows.result_codec.register_result_type)"
+            )
+        return {
+            "type": name,
+            "fields": {f.name: encode(getattr(result, f.name), root) for f in dataclasses.fields(result)},
+        }
     if isinstance(result, Mapping):
         return {"dict": {str(k): encode(v, root) for k, v in result.items()}}
     if isinstance(result, (list, tuple)):

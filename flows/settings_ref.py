@@ -43,7 +43,7 @@ def resolve(ref: str):
     """The Settings behind a reference (validated again); an edited record is an error."""
     from beastflow.settings import SettingsError, settings_from_dict
 
-    output, sep, digest = ref[len(PREFIX):].rpartition("#sha256=")
+    output, sep, digest = ref[len(PREFIX) :].rpartition("#sha256=")
     if not sep or not output or len(digest) != 64:
         raise SettingsError(f"{ref}: not a settings reference (settings-ref:OUTPUT#sha256=HASH)")
     url = _record_url(output, digest)

@@ -14,8 +14,8 @@ is, so changing executor, retries or SLURM options reuses every cached result.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -57,8 +57,9 @@ FUNCS = {
 
 
 def _unit(stage: str, label: str, *args: Any, inputs: dict[str, Any], **kw: Any) -> Unit:
-    return Unit(stage=stage, label=label, func=FUNCS[stage], args=tuple(args), inputs=inputs,
-                sections=SECTIONS[stage], **kw)
+    return Unit(
+        stage=stage, label=label, func=FUNCS[stage], args=tuple(args), inputs=inputs, sections=SECTIONS[stage], **kw
+    )
 
 
 def _size(urls: Sequence[str]) -> int:
@@ -103,8 +104,16 @@ def split_units(settings, cut, density) -> list[Unit]:
 
 def ast_inputs_units(settings, physics, density) -> list[Unit]:
     grids = list(physics.sed_grids)
-    return [_unit("ast_inputs", "inputAST", grids, density.catalog_url, density.map_url,
-                  inputs={"sed_grids": grids, "catalog": density.catalog_url, "map": density.map_url})]
+    return [
+        _unit(
+            "ast_inputs",
+            "inputAST",
+            grids,
+            density.catalog_url,
+            density.map_url,
+            inputs={"sed_grids": grids, "catalog": density.catalog_url, "map": density.map_url},
+        )
+    ]
 
 
 def demo_asts_units(settings, ast_inputs) -> list[Unit]:
@@ -132,17 +141,21 @@ def needs_asts(settings) -> bool:
 
 
 #: why the AST stages do not run with the splinter noise model (CLI summary, flow log)
-SPLINTER_SKIP = ('noise_model.model = "splinter": the noise model is a fixed fraction of each model flux, '
-                 "so no artificial-star tests are made or read")
+SPLINTER_SKIP = (
+    'noise_model.model = "splinter": the noise model is a fixed fraction of each model flux, '
+    "so no artificial-star tests are made or read"
+)
 
 
 def split_layout(split, need_asts: bool = True) -> dict[str, Any]:
     """Bins, sub-files (with row counts) and per-bin AST files from the split manifest."""
     man = storage.read_json(split.manifest_url)
     root = split.manifest_url.rsplit("/", 1)[0]  # the manifest sits in the output root
-    subfiles = [{"bin": int(e["bin"]), "sub": int(e["sub"]), "url": storage.resolve(e["url"], root),
-                 "n_rows": int(e["n_rows"])}
-                for e in man["subfiles"] if int(e["n_rows"]) > 0]
+    subfiles = [
+        {"bin": int(e["bin"]), "sub": int(e["sub"]), "url": storage.resolve(e["url"], root), "n_rows": int(e["n_rows"])}
+        for e in man["subfiles"]
+        if int(e["n_rows"]) > 0
+    ]
     asts = {int(e["bin"]): storage.resolve(e["url"], root) for e in man.get("asts", [])}
     missing = sorted({f["bin"] for f in subfiles} - set(asts)) if need_asts else []
     if missing:
@@ -171,8 +184,7 @@ def noisemodel_units(settings, physics, layout) -> list[Unit]:
             inputs = {"sed_grid": grid}
             if settings.noise_model.absflux_covariance:
                 inputs["absflux_covariance"] = settings.noise_model.absflux_covariance
-            units.append(_unit("noisemodel", noise_label(settings, 0, g, len(grids)), grid, None, out,
-                               inputs=inputs))
+            units.append(_unit("noisemodel", noise_label(settings, 0, g, len(grids)), grid, None, out, inputs=inputs))
         return units
     for s, ast_url in sorted(layout["asts"].items()):
         for g, grid in enumerate(grids):
@@ -180,8 +192,7 @@ def noisemodel_units(settings, physics, layout) -> list[Unit]:
             inputs = {"sed_grid": grid, "asts": ast_url}
             if settings.noise_model.absflux_covariance:
                 inputs["absflux_covariance"] = settings.noise_model.absflux_covariance
-            units.append(_unit("noisemodel", f"bin{s}_{grid_label(g, len(grids))}", grid, ast_url, out,
-                               inputs=inputs))
+            units.append(_unit("noisemodel", f"bin{s}_{grid_label(g, len(grids))}", grid, ast_url, out, inputs=inputs))
     return units
 
 
@@ -228,11 +239,24 @@ def trim_units(settings, physics, layout, noise_run) -> list[Unit]:
             noise_url = noise_run.results[noise_label(settings, s, g, n)]
             prefix = _prefix(settings, s, u, g, n)
             # the artifact is the kept-row index; the copies are written only with [trim] materialize
-            job = TrimJob(catalog_url=f["url"], out_grid_url=f"{prefix}_seds_trim.grid.hd5",
-                          out_noise_url=f"{prefix}_noisemodel_trim.grid.hd5", out_index_url=f"{prefix}_trim.hd5")
-            units.append(_unit("trim", f"bin{s}_sub{u}_{grid_label(g, n)}", grid, noise_url, [job],
-                               inputs={"sed_grid": grid, "noise": noise_url, "catalog": f["url"]},
-                               mem_bytes=_trim_block_bytes(settings, grid, noise_url), n_stars=f["n_rows"]))
+            job = TrimJob(
+                catalog_url=f["url"],
+                out_grid_url=f"{prefix}_seds_trim.grid.hd5",
+                out_noise_url=f"{prefix}_noisemodel_trim.grid.hd5",
+                out_index_url=f"{prefix}_trim.hd5",
+            )
+            units.append(
+                _unit(
+                    "trim",
+                    f"bin{s}_sub{u}_{grid_label(g, n)}",
+                    grid,
+                    noise_url,
+                    [job],
+                    inputs={"sed_grid": grid, "noise": noise_url, "catalog": f["url"]},
+                    mem_bytes=_trim_block_bytes(settings, grid, noise_url),
+                    n_stars=f["n_rows"],
+                )
+            )
     return units
 
 
@@ -253,14 +277,25 @@ def fit_units(settings, layout, trim_run, grid_info) -> list[Unit]:
             label = f"bin{s}_sub{u}_{grid_label(g, n)}"
             (tr,) = trim_run.results[label]
             info_url = grid_info.grid_info
-            units.append(Unit(
-                stage="fit", label=label, func=FUNCS["fit"],
-                args=(tr.source_grid, tr.source_noise, f["url"], info_url, _prefix(settings, s, u, g, n)),
-                kwargs={"subgrid": g if n > 1 else None, "tag": f"bin{s}_sub{u}", "trim_index": tr.index_url},
-                inputs={"trim_index": tr.index_url, "sed_grid": tr.source_grid, "noise": tr.source_noise,
-                        "catalog": f["url"], "grid_info": info_url},
-                sections=SECTIONS["fit"], mem_bytes=_kept_bytes(tr), n_stars=f["n_rows"],
-            ))
+            units.append(
+                Unit(
+                    stage="fit",
+                    label=label,
+                    func=FUNCS["fit"],
+                    args=(tr.source_grid, tr.source_noise, f["url"], info_url, _prefix(settings, s, u, g, n)),
+                    kwargs={"subgrid": g if n > 1 else None, "tag": f"bin{s}_sub{u}", "trim_index": tr.index_url},
+                    inputs={
+                        "trim_index": tr.index_url,
+                        "sed_grid": tr.source_grid,
+                        "noise": tr.source_noise,
+                        "catalog": f["url"],
+                        "grid_info": info_url,
+                    },
+                    sections=SECTIONS["fit"],
+                    mem_bytes=_kept_bytes(tr),
+                    n_stars=f["n_rows"],
+                )
+            )
     return units
 
 

@@ -76,8 +76,11 @@ def unit_task(settings, unit: Unit):
     if settings.execution.cache:
         found = caching.lookup(settings, unit.stage, unit.label, key)
         if found.hit:
-            return Completed(name=CACHED, data=found.result,
-                             message=f"cache hit {key[:12]}: inputs and settings unchanged, outputs verified")
+            return Completed(
+                name=CACHED,
+                data=found.result,
+                message=f"cache hit {key[:12]}: inputs and settings unchanged, outputs verified",
+            )
         _log_rejected(unit.stage, unit.label, found)
     return caching.decode_result(executors.execute_unit(settings, unit, key), settings.output)
 
@@ -111,10 +114,10 @@ def array_task(settings, stage: str, units: list[Unit]):
     cached = sorted(results)
     if not misses:
         progress.finish()
-        return Completed(name=CACHED, data={"results": results, "cached": cached},
-                         message=f"all {len(units)} {stage} units cached")
-    log.info("%s: %d of %d units to run with executor %r", stage, len(misses), len(units),
-             settings.execution.executor)
+        return Completed(
+            name=CACHED, data={"results": results, "cached": cached}, message=f"all {len(units)} {stage} units cached"
+        )
+    log.info("%s: %d of %d units to run with executor %r", stage, len(misses), len(units), settings.execution.executor)
 
     def on_event(unit: Unit, status: str, info: dict[str, Any]) -> None:
         if status == "stars":  # stars done inside a running fit (process pool)
@@ -124,10 +127,17 @@ def array_task(settings, stage: str, units: list[Unit]):
             progress.update(unit.label, "computed", info["attempt"], info["seconds"])
         else:
             final = info.get("final")
-            progress.update(unit.label, "failed" if final else "retrying", info["attempt"], info["seconds"],
-                            info.get("reason", ""))
-            log.warning("%s[%s] attempt %d failed%s: %s", stage, unit.label, info["attempt"],
-                        "" if final else " (will retry alone)", info.get("reason"))
+            progress.update(
+                unit.label, "failed" if final else "retrying", info["attempt"], info["seconds"], info.get("reason", "")
+            )
+            log.warning(
+                "%s[%s] attempt %d failed%s: %s",
+                stage,
+                unit.label,
+                info["attempt"],
+                "" if final else " (will retry alone)",
+                info.get("reason"),
+            )
 
     try:
         results.update(executors.run_batch(settings, misses, keys, on_event=on_event))
@@ -167,7 +177,8 @@ def _run_units(settings, stage: str, units: list[Unit]) -> StageRun:
         raise ValueError(f"{stage}: duplicate unit labels {labels}")
     if stage in HEAVY_STAGES and settings.execution.executor != "inprocess" and units:
         state = array_task.with_options(task_run_name=f"{stage}[array x{len(units)}]")(
-            settings, stage, units, return_state=True)
+            settings, stage, units, return_state=True
+        )
         out = state.result()  # raises UnitsFailed (with every failed sub-file) on failure
         results, hits = out["results"], set(out["cached"])
         states = {lb: (CACHED if lb in hits else "Completed") for lb in labels}

@@ -92,30 +92,49 @@ def transfer_task(settings, name: str, request: TransferRequest, local_files: li
     if key and settings.execution.cache:
         hit = _cached_report(settings, name, key)
         if hit is not None:
-            return Completed(name=CACHED, data=hit,
-                             message=f"{name}: unchanged since Globus task {hit.task_id} ({hit.link})")
+            return Completed(
+                name=CACHED, data=hit, message=f"{name}: unchanged since Globus task {hit.task_id} ({hit.link})"
+            )
 
     def submitted(task_id: str, link: str) -> None:
-        log.info("%s: Globus transfer task %s submitted (%d items, %s -> %s): %s", name, task_id,
-                 len(request.items), request.source_collection, request.destination_collection, link)
+        log.info(
+            "%s: Globus transfer task %s submitted (%d items, %s -> %s): %s",
+            name,
+            task_id,
+            len(request.items),
+            request.source_collection,
+            request.destination_collection,
+            link,
+        )
         try:
             from prefect.artifacts import create_link_artifact
 
-            create_link_artifact(link=link, link_text=f"Globus task {task_id}", key=f"globus-{name.replace('_', '-')}",
-                                 description=f"{request.label}: {len(request.items)} items")
+            create_link_artifact(
+                link=link,
+                link_text=f"Globus task {task_id}",
+                key=f"globus-{name.replace('_', '-')}",
+                description=f"{request.label}: {len(request.items)} items",
+            )
         except Exception as exc:  # noqa: BLE001 - the artifact is a convenience; the log line has the link
             log.debug("no link artifact for %s: %s", task_id, exc)
 
     report = transfer_base.run(transfer_factory(settings), request, g.timeout_s, g.poll_s, on_submitted=submitted)
-    log.info("%s: Globus task %s %s: %d files, %d transferred, %d already there (checksum), %d bytes",
-             name, report.task_id, report.status, report.files, report.files_transferred, report.files_skipped,
-             report.bytes_transferred)
+    log.info(
+        "%s: Globus task %s %s: %d files, %d transferred, %d already there (checksum), %d bytes",
+        name,
+        report.task_id,
+        report.status,
+        report.files,
+        report.files_transferred,
+        report.files_skipped,
+        report.bytes_transferred,
+    )
     if key:
-        storage.write_json(_record_url(settings, name),
-                           {"key": key, "report": caching.encode_result(report)["fields"]})
+        storage.write_json(_record_url(settings, name), {"key": key, "report": caching.encode_result(report)["fields"]})
     if report.nothing_moved and report.files:
-        return Completed(name=CACHED, data=report,
-                         message=f"{name}: all {report.files} files already there (checksums match)")
+        return Completed(
+            name=CACHED, data=report, message=f"{name}: all {report.files} files already there (checksums match)"
+        )
     return report
 
 
@@ -124,8 +143,13 @@ def _run(settings, stage: str, transfers: list[tuple[str, TransferRequest, list[
     results: dict[str, TransferReport] = {}
     states: dict[str, str] = {}
     for name, request, local_files in transfers:
-        t = transfer_task.with_options(name=stage, task_run_name=f"{stage}[{name}]", retries=ex.retries,
-                                       retry_delay_seconds=ex.retry_delay_s, retry_condition_fn=_retry_transient)
+        t = transfer_task.with_options(
+            name=stage,
+            task_run_name=f"{stage}[{name}]",
+            retries=ex.retries,
+            retry_delay_seconds=ex.retry_delay_s,
+            retry_condition_fn=_retry_transient,
+        )
         st: State = t(settings, name, request, local_files, return_state=True)
         results[name] = st.result()  # raises the task's one-line error on failure
         states[name] = st.name
@@ -153,8 +177,11 @@ def stage_in_flow(settings) -> StageRun:
         if transfer_factory(s).exists(g.grid_collection, g.grid_cache_path):
             transfers.append(("grid_cache", grid, []))
         else:
-            get_run_logger().info("grid cache %s on %s is empty: the physics model is computed and cached there",
-                                  g.grid_cache_path, g.grid_collection)
+            get_run_logger().info(
+                "grid cache %s on %s is empty: the physics model is computed and cached there",
+                g.grid_cache_path,
+                g.grid_collection,
+            )
     run = _run(s, "stage_in", transfers)
     run.urls = plan.staged_inputs(s) + [u for n, r in run.results.items() if n != "inputs" for u in r.destinations]
     return run

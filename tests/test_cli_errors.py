@@ -76,14 +76,23 @@ def test_unwritable_output_is_one_line_naming_the_path(tmp_path, capsys):
 def test_library_errors_are_named():
     from botocore.exceptions import ClientError
 
-    denied = ClientError({"Error": {"Code": "InvalidAccessKeyId", "Message": "The AWS Access Key Id you provided "
-                                    "does not exist in our records."}}, "PutObject")
+    denied = ClientError(
+        {
+            "Error": {
+                "Code": "InvalidAccessKeyId",
+                "Message": "The AWS Access Key Id you provided does not exist in our records.",
+            }
+        },
+        "PutObject",
+    )
     msg = one_line(denied)
     assert msg.startswith("S3 refused the request") and "AWS profile" in msg and "\n" not in msg
     timeout = RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
     assert "PREFECT_API_URL" in one_line(timeout)
-    assert one_line(PermissionError(13, "Permission denied", "/data/run/x.parquet")) == \
-        "/data/run/x.parquet: Permission denied"
+    assert (
+        one_line(PermissionError(13, "Permission denied", "/data/run/x.parquet"))
+        == "/data/run/x.parquet: Permission denied"
+    )
     assert one_line(KeyError("grid has no 'weight' column")) == "grid has no 'weight' column"
 
 

@@ -25,8 +25,10 @@ from tests.conftest import REPO, SHARED
 
 pytestmark = [
     pytest.mark.beast,
-    pytest.mark.skipif(os.environ.get("BEASTFLOW_COMPARE") != "1",
-                       reason="comparison with BEAST 2.1.0: set BEASTFLOW_COMPARE=1 (or run make compare-beast)"),
+    pytest.mark.skipif(
+        os.environ.get("BEASTFLOW_COMPARE") != "1",
+        reason="comparison with BEAST 2.1.0: set BEASTFLOW_COMPARE=1 (or run make compare-beast)",
+    ),
 ]
 
 
@@ -36,8 +38,16 @@ def results(tmp_path_factory) -> dict:
         pytest.skip(f"peer-beast harness not found under {SHARED} (set BEASTFLOW_SHARED)")
     work = tmp_path_factory.mktemp("compare_beast")
     out = work / "results.json"
-    cmd = [sys.executable, str(REPO / "bench" / "compare_beast.py"), "--nstars", "20", "--workdir", str(work),
-           "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "compare_beast.py"),
+        "--nstars",
+        "20",
+        "--workdir",
+        str(work),
+        "--json",
+        str(out),
+    ]
     if os.environ.get("BEASTFLOW_PEER_RUN"):
         cmd += ["--peer-run", os.environ["BEASTFLOW_PEER_RUN"]]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)

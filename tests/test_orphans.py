@@ -24,7 +24,7 @@ def test_server_of_a_dead_run_is_stopped_and_others_are_not(tmp_path):
     dead.wait()
     home = str(tmp_path / "prefect-home")
     orphan = _fake_server(home, dead.pid)
-    living = _fake_server(home, os.getpid())          # its run is alive
+    living = _fake_server(home, os.getpid())  # its run is alive
     elsewhere = _fake_server(str(tmp_path / "other-home"), dead.pid)  # another Prefect database
     try:
         import time

@@ -28,11 +28,15 @@ def test_good_inputs_pass(tmp_path):
 
 
 def test_every_problem_is_named_at_once(tmp_path):
-    s = settings_from_dict({
-        "observations": {"catalog": _catalog(tmp_path / "c.parquet", drop="F814W_VEGA"),
-                         "ast_results": str(tmp_path / "no-asts.parquet")},
-        "noise_model": {"absflux_covariance": str(tmp_path / "cov.fits")},
-    })
+    s = settings_from_dict(
+        {
+            "observations": {
+                "catalog": _catalog(tmp_path / "c.parquet", drop="F814W_VEGA"),
+                "ast_results": str(tmp_path / "no-asts.parquet"),
+            },
+            "noise_model": {"absflux_covariance": str(tmp_path / "cov.fits")},
+        }
+    )
     with pytest.raises(InputsError) as err:
         check_run_inputs(s)
     msg = str(err.value)

@@ -22,8 +22,11 @@ def _keys(model_cls, prefix=""):
 def _template_keys(d, prefix=""):
     out = set()
     for k, v in d.items():
-        if isinstance(v, dict) and prefix + k not in {"project.storage_options", "physics.stellar_library.files"} \
-                and not prefix.startswith("physics.priors"):
+        if (
+            isinstance(v, dict)
+            and prefix + k not in {"project.storage_options", "physics.stellar_library.files"}
+            and not prefix.startswith("physics.priors")
+        ):
             sub = _template_keys(v, prefix + k + ".")
             out |= sub if sub or v else {prefix + k}
         else:
@@ -60,7 +63,10 @@ def test_wrong_type_named():
 @pytest.mark.parametrize(
     "section,msg",
     [
-        ({"physics": {"extinction": {"avs": [2.0, 1.0, 0.1]}}}, r"physics\.extinction\.avs.*min \(2\.0\) is larger than max"),
+        (
+            {"physics": {"extinction": {"avs": [2.0, 1.0, 0.1]}}},
+            r"physics\.extinction\.avs.*min \(2\.0\) is larger than max",
+        ),
         ({"physics": {"isochrones": {"logt": [6.0, 7.0]}}}, r"physics\.isochrones\.logt"),
         ({"physics": {"isochrones": {"z": []}}}, r"physics\.isochrones\.z.*must not be empty"),
         ({"physics": {"filters": ["HST_WFC3_F999W"]}}, r"unknown filter \['HST_WFC3_F999W'\]"),
@@ -101,12 +107,17 @@ def test_section_hash_changes_only_with_section():
 @pytest.mark.parametrize(
     "section,msg",
     [
-        ({"physics": {"stellar_library": {"files": {"kurucz": "k.fits"}}}},
-         r"files: a file is given for \['kurucz'\], which libraries = \['atlas9', 'planck'\] does not list"),
+        (
+            {"physics": {"stellar_library": {"files": {"kurucz": "k.fits"}}}},
+            r"files: a file is given for \['kurucz'\], which libraries = \['atlas9', 'planck'\] does not list",
+        ),
         ({"physics": {"stellar_library": {"download": True}}}, r"download = true, but libraries"),
         ({"physics": {"extinction": {"a_law": "G23"}}}, r"a_law = 'G23': not used with law = 'gordon16'"),
         ({"physics": {"extinction": {"law": "single", "fAs": [0.0, 1.0, 0.5]}}}, r"fAs.*not used with law = 'single'"),
-        ({"noise_model": {"model": "trunchen", "n_flux_bins": 20}}, r"n_flux_bins = 20: not used with model = 'trunchen'"),
+        (
+            {"noise_model": {"model": "trunchen", "n_flux_bins": 20}},
+            r"n_flux_bins = 20: not used with model = 'trunchen'",
+        ),
         ({"noise_model": {"trunchen_k": 5}}, r"trunchen_k = 5: not used with model = 'toothpick'"),
     ],
 )
@@ -117,12 +128,17 @@ def test_keys_the_chosen_options_never_read_are_refused(section, msg):
 
 def test_template_with_other_options_still_validates(tmp_path):
     # the template writes every key at its default: switching an option must not trip the unused-key check
-    text = template_text().replace('model = "toothpick"', 'model = "splinter"').replace(
-        'law = "gordon16"', 'law = "single"', 1)
+    text = (
+        template_text()
+        .replace('model = "toothpick"', 'model = "splinter"')
+        .replace('law = "gordon16"', 'law = "single"', 1)
+    )
     f = tmp_path / "s.toml"
     f.write_text(text)
     s = load_settings(str(f))
     assert s.noise_model.model == "splinter" and s.physics.extinction.law == "single"
+
+
 # ----------------------------------------------------------------------------------------------
 # names and paths that would leave the output (issue 12, item 2)
 # ----------------------------------------------------------------------------------------------
@@ -155,12 +171,15 @@ def test_artifact_names_cannot_leave_the_output(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # no credential in a settings file (issue 12, item 3)
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("opts", [
-    {"s3": {"endpoint_url": "http://127.0.0.1:9", "key": "AKIA", "secret": "planted-secret"}},
-    {"s3": {"client_kwargs": {"aws_secret_access_key": "planted-secret"}}},
-    {"s3": {"token": "planted-secret"}},
-    {"abfs": {"account_key": "planted-secret"}},
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"s3": {"endpoint_url": "http://127.0.0.1:9", "key": "AKIA", "secret": "planted-secret"}},
+        {"s3": {"client_kwargs": {"aws_secret_access_key": "planted-secret"}}},
+        {"s3": {"token": "planted-secret"}},
+        {"abfs": {"account_key": "planted-secret"}},
+    ],
+)
 def test_credentials_in_storage_options_are_refused(tmp_path, opts):
     import tomli_w
 
@@ -172,6 +191,17 @@ def test_credentials_in_storage_options_are_refused(tmp_path, opts):
 
 
 def test_non_secret_storage_options_are_accepted():
-    s = settings_from_dict({"project": {"storage_options": {"s3": {
-        "endpoint_url": "http://127.0.0.1:9000", "profile": "survey", "sse_kms_key_id": "arn:aws:kms:x"}}}})
+    s = settings_from_dict(
+        {
+            "project": {
+                "storage_options": {
+                    "s3": {
+                        "endpoint_url": "http://127.0.0.1:9000",
+                        "profile": "survey",
+                        "sse_kms_key_id": "arn:aws:kms:x",
+                    }
+                }
+            }
+        }
+    )
     assert s.project.storage_options["s3"]["profile"] == "survey"

@@ -13,8 +13,12 @@ VEGA = np.array([6e-9, 1.1e-9])
 def small(tmp_path):
     n = 4
     seds = np.array([[1e-17, 2e-17], [2e-17, 1e-17], [5e-18, 5e-18], [3e-17, 3e-17]])
-    cols = {"logA": np.array([7.0, 8.0, 9.0, 10.0]), "M_ini": np.array([1.0, 2.0, 3.0, 4.0]),
-            "Av": np.array([0.0, 0.5, 1.0, 1.5]), "weight": np.array([1.0, 2.0, 3.0, 0.0])}
+    cols = {
+        "logA": np.array([7.0, 8.0, 9.0, 10.0]),
+        "M_ini": np.array([1.0, 2.0, 3.0, 4.0]),
+        "Av": np.array([0.0, 0.5, 1.0, 1.5]),
+        "weight": np.array([1.0, 2.0, 3.0, 0.0]),
+    }
     g = write_sed_grid(str(tmp_path / "g.hd5"), FILTERS, np.array([4750.0, 8140.0]), seds, cols)
     comp = np.array([[1.0, 1.0], [0.5, 1.0], [1.0, 0.25], [1.0, 1.0]])
     bias = np.array([[1e-19, 0], [0, 0], [0, -1e-19], [0, 0]])
@@ -26,8 +30,17 @@ def small(tmp_path):
 def test_columns_and_truth(small):
     g, nz, seds, bias, err = small
     cat = simulate_observations(g, nz, 50, 1, VEGA)
-    assert {"star_id", "RA", "DEC", "F475W_RATE", "F814W_RATE", "F475W_INPUT_RATE", "true_logA", "true_row",
-            "true_weight"} <= set(cat.columns)
+    assert {
+        "star_id",
+        "RA",
+        "DEC",
+        "F475W_RATE",
+        "F814W_RATE",
+        "F475W_INPUT_RATE",
+        "true_logA",
+        "true_row",
+        "true_weight",
+    } <= set(cat.columns)
     rows = cat["true_row"].to_numpy()
     np.testing.assert_allclose(cat["true_logA"].to_numpy(), [7.0, 8.0, 9.0, 10.0][0] + rows)
     np.testing.assert_allclose(cat["F475W_INPUT_RATE"].to_numpy(), seds[rows, 0] / VEGA[0])

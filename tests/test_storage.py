@@ -71,12 +71,18 @@ def test_containment_across_protocols():
 
 def test_portable_names_resolve_back_below_the_root(tmp_path):
     root = str(tmp_path / "out")
-    rec = {"inputs": {"grid": root + "/P_seds.grid.hd5", "catalog": "/data/field/phot.fits"}, "n": 3,
-           "list": [root + "/a/b.parquet", "s3://bucket/x"]}
+    rec = {
+        "inputs": {"grid": root + "/P_seds.grid.hd5", "catalog": "/data/field/phot.fits"},
+        "n": 3,
+        "list": [root + "/a/b.parquet", "s3://bucket/x"],
+    }
     with storage.confine_writes(root):
         port = storage.portable(rec)
-    assert port == {"inputs": {"grid": "P_seds.grid.hd5", "catalog": "/data/field/phot.fits"}, "n": 3,
-                    "list": ["a/b.parquet", "s3://bucket/x"]}
+    assert port == {
+        "inputs": {"grid": "P_seds.grid.hd5", "catalog": "/data/field/phot.fits"},
+        "n": 3,
+        "list": ["a/b.parquet", "s3://bucket/x"],
+    }
     assert storage.portable(rec) == rec  # outside a running stage nothing is rewritten
     assert storage.resolve("P_seds.grid.hd5", "s3://b/run") == "s3://b/run/P_seds.grid.hd5"
     assert storage.resolve("/data/field/phot.fits", root) == "/data/field/phot.fits"

@@ -50,10 +50,16 @@ def _version() -> str:
 
 def _verbosity(p: argparse.ArgumentParser, default) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-v", "--verbose", action="store_true", default=default,
-                   help="beastflow's own debug messages (other libraries stay quiet)")
-    g.add_argument("-q", "--quiet", action="store_true", default=default,
-                   help="warnings and errors only; no progress bars")
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="beastflow's own debug messages (other libraries stay quiet)",
+    )
+    g.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="warnings and errors only; no progress bars"
+    )
 
 
 #: loggers of this project; everything else (matplotlib, httpx, websockets, numba ...) stays at WARNING

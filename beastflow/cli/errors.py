@@ -21,11 +21,20 @@ def _s3_error(exc: BaseException) -> str | None:
     """botocore / s3fs credential and permission errors, with the hint where credentials come from."""
     names = {type(e).__name__ for e in _chain(exc)}
     text = " ".join(_first_line(str(e)) for e in _chain(exc))
-    markers = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Access Denied",
-               "NoCredentialsError", "Unable to locate credentials", "ExpiredToken")
+    markers = (
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "Access Denied",
+        "NoCredentialsError",
+        "Unable to locate credentials",
+        "ExpiredToken",
+    )
     if names & {"NoCredentialsError", "ClientError", "PartialCredentialsError"} or any(m in text for m in markers):
-        return (f"S3 refused the request ({_first_line(str(exc)) or type(exc).__name__}); credentials come from "
-                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, an AWS profile or the instance role")
+        return (
+            f"S3 refused the request ({_first_line(str(exc)) or type(exc).__name__}); credentials come from "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, an AWS profile or the instance role"
+        )
     return None
 
 
@@ -48,10 +57,20 @@ def one_line(exc: BaseException) -> str:
         return f"{exc.filename}: {exc.strerror or _first_line(str(exc))}"
     msg = _first_line(str(exc))
     if "ephemeral Prefect API server" in msg or "Timed out while attempting to connect" in msg:
-        return (f"{msg} (the temporary Prefect API did not start in time: raise "
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or point PREFECT_API_URL at a server)")
-    own = ("SettingsError", "CatalogError", "TrimError", "OutsideOutputError", "FileNotFoundError",
-           "FileExistsError", "ValueError", "KeyError")
+        return (
+            f"{msg} (the temporary Prefect API did not start in time: raise "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or point PREFECT_API_URL at a server)"
+        )
+    own = (
+        "SettingsError",
+        "CatalogError",
+        "TrimError",
+        "OutsideOutputError",
+        "FileNotFoundError",
+        "FileExistsError",
+        "ValueError",
+        "KeyError",
+    )
     if type(exc).__name__ in own:
         # beastflow's own messages may list several keys on several lines: one line, "; "-separated
         text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)

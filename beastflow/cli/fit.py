@@ -24,8 +24,10 @@ def cmd_grid_info(args: argparse.Namespace) -> int:
     grids = args.grids or [u for _, u in find_grids(s)]
     res = run_grid_info(s, grids, out_url=args.out)
     info = read_grid_info(res.grid_info)
-    print(f"grid info: {info['n_models']:,} models in {len(info['subgrids'])} grid(s), "
-          f"{len(info['qnames'])} quantities -> {res.grid_info}")
+    print(
+        f"grid info: {info['n_models']:,} models in {len(info['subgrids'])} grid(s), "
+        f"{len(info['qnames'])} quantities -> {res.grid_info}"
+    )
     return 0
 
 
@@ -38,9 +40,11 @@ def fit_jobs(s, bins: list[str] | None = None) -> list[dict]:
 
     man = _manifest(s)
     if not man:
-        raise FileNotFoundError(f"no split manifest {s.project.name}_split_manifest.json under {s.output}; "
-                                "run `beastflow split` and `beastflow trim` first, or pass --grid, --noise, "
-                                "--catalog and --out")
+        raise FileNotFoundError(
+            f"no split manifest {s.project.name}_split_manifest.json under {s.output}; "
+            "run `beastflow split` and `beastflow trim` first, or pass --grid, --noise, "
+            "--catalog and --out"
+        )
     jobs = []
     for g, full_grid in find_grids(s):
         for e in man["subfiles"]:
@@ -55,9 +59,17 @@ def fit_jobs(s, bins: list[str] | None = None) -> list[dict]:
                 if not storage.exists(noise):  # a splinter model: one per grid, shared by the bins
                     noise = noisemodel_url(s, None, g)
             stem = f"{s.project.name}_bin{e['bin']}_sub{e['sub']}" + (f"_gridsub{g}" if g is not None else "")
-            jobs.append({"grid": grid, "noise": noise, "catalog": storage.resolve(e["url"], s.output),
-                         "out": storage.join(s.output, stem), "subgrid": g, "tag": f"bin{e['bin']}_sub{e['sub']}",
-                         "trim": trim})
+            jobs.append(
+                {
+                    "grid": grid,
+                    "noise": noise,
+                    "catalog": storage.resolve(e["url"], s.output),
+                    "out": storage.join(s.output, stem),
+                    "subgrid": g,
+                    "tag": f"bin{e['bin']}_sub{e['sub']}",
+                    "trim": trim,
+                }
+            )
     return jobs
 
 
@@ -70,8 +82,7 @@ def _star_counter(what: str, enabled: bool):
     from beastflow.fit.fitting import stars_progress
 
     def show(done: int, total: int) -> None:
-        print(f"\rfitting {what}: {done}/{total} stars", end="" if done < total else "\n", file=sys.stderr,
-              flush=True)
+        print(f"\rfitting {what}: {done}/{total} stars", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     return stars_progress(show)
 
@@ -87,10 +98,21 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if any(explicit.values()):
         missing = [k for k, v in explicit.items() if not v]
         if missing:
-            raise ValueError(f"fit: {', '.join(missing)} missing; --grid, --noise, --catalog and --out go "
-                             "together (without any of them every sub-file of the split manifest is fitted)")
-        jobs = [{"grid": args.grid, "noise": args.noise, "catalog": args.catalog, "out": args.out,
-                 "subgrid": args.subgrid, "tag": args.tag, "trim": args.trim}]
+            raise ValueError(
+                f"fit: {', '.join(missing)} missing; --grid, --noise, --catalog and --out go "
+                "together (without any of them every sub-file of the split manifest is fitted)"
+            )
+        jobs = [
+            {
+                "grid": args.grid,
+                "noise": args.noise,
+                "catalog": args.catalog,
+                "out": args.out,
+                "subgrid": args.subgrid,
+                "tag": args.tag,
+                "trim": args.trim,
+            }
+        ]
     else:
         jobs = fit_jobs(s, args.bins)
     grid_info = args.grid_info
@@ -99,8 +121,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if storage.exists(default):
             grid_info = default
         elif len(jobs) > 1:
-            raise FileNotFoundError(f"{default}: no grid info; run `beastflow grid-info {args.settings}` first "
-                                    "(fits of several sub-files must share its PDF bins to be merged)")
+            raise FileNotFoundError(
+                f"{default}: no grid info; run `beastflow grid-info {args.settings}` first "
+                "(fits of several sub-files must share its PDF bins to be merged)"
+            )
     done = 0
     for job in jobs:
         if not any(explicit.values()) and storage.exists(job["out"] + "_stats.parquet") and not args.force:
@@ -111,12 +135,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 raise FileNotFoundError(f"{job[k]}: {k} not found; run `beastflow trim` first")
         t0 = time.perf_counter()
         with _star_counter(job["tag"] or job["out"], enabled=sys.stderr.isatty() and not args.quiet):
-            res = run_fit(s, job["grid"], job["noise"], job["catalog"], grid_info, job["out"],
-                          subgrid=job["subgrid"], tag=job["tag"], trim_index=job["trim"])
+            res = run_fit(
+                s,
+                job["grid"],
+                job["noise"],
+                job["catalog"],
+                grid_info,
+                job["out"],
+                subgrid=job["subgrid"],
+                tag=job["tag"],
+                trim_index=job["trim"],
+            )
         dt = time.perf_counter() - t0
         st, info = read_stats(res.stats)
-        print(f"fit {job['tag'] or job['out']}: {len(st):,} stars x {info['meta']['n_models']:,} models in "
-              f"{dt:.1f} s ({len(st) / max(dt, 1e-9):.1f} stars/s)")
+        print(
+            f"fit {job['tag'] or job['out']}: {len(st):,} stars x {info['meta']['n_models']:,} models in "
+            f"{dt:.1f} s ({len(st) / max(dt, 1e-9):.1f} stars/s)"
+        )
         for u in (res.stats, res.pdf1d, res.pdf2d, res.lnp):
             print(f"  {u}")
         done += 1
@@ -140,19 +175,28 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("grid-info", help="fixed PDF bins for the field from the FULL SED grid (all subgrids)")
     p.add_argument("settings", help="settings TOML file (any fsspec URL)")
-    p.add_argument("grids", nargs="*", help="SED grid URL(s): the full grid, or every subgrid in order "
-                                            "(default: P_seds.grid.hd5 or P_seds.gridsub*.hd5 under project.output)")
+    p.add_argument(
+        "grids",
+        nargs="*",
+        help="SED grid URL(s): the full grid, or every subgrid in order "
+        "(default: P_seds.grid.hd5 or P_seds.gridsub*.hd5 under project.output)",
+    )
     p.add_argument("--out", help="output URL (default: OUTPUT/P_grid_info.json)")
     p.set_defaults(func=cmd_grid_info)
 
     p = sub.add_parser("fit", help="fit every sub-file of the split manifest (or one, given its files)")
     p.add_argument("settings", help="settings TOML file (any fsspec URL)")
-    p.add_argument("--grid", help="SED (sub)grid: the full one with --trim, else a trimmed copy "
-                                  "(default: the manifest's sub-files, through their trim indices)")
+    p.add_argument(
+        "--grid",
+        help="SED (sub)grid: the full one with --trim, else a trimmed copy "
+        "(default: the manifest's sub-files, through their trim indices)",
+    )
     p.add_argument("--noise", help="noise model row-aligned with --grid")
     p.add_argument("--trim", help="trim index P_bin{s}_sub{u}[_gridsub{g}]_trim.hd5 (fit only its kept models)")
-    p.add_argument("--catalog", help="sub-file catalog with {B}_RATE columns (F475W_RATE, ...; flux / Vega flux): "
-                                     "FITS, HDF5, Parquet or CSV")
+    p.add_argument(
+        "--catalog",
+        help="sub-file catalog with {B}_RATE columns (F475W_RATE, ...; flux / Vega flux): FITS, HDF5, Parquet or CSV",
+    )
     p.add_argument("--grid-info", help="P_grid_info.json (default: OUTPUT/P_grid_info.json when it exists)")
     p.add_argument("--out", help="output prefix, e.g. OUTPUT/P_bin3_sub0 (default: the pipeline's)")
     p.add_argument("--subgrid", type=int, help="subgrid index (default: gridsub{g} in the grid's name)")
@@ -163,7 +207,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("merge", help="merge fits over subgrids (exact), then over sub-files/density bins")
     p.add_argument("settings", help="settings TOML file (any fsspec URL)")
-    p.add_argument("fits", nargs="*", help="fit output prefixes (or any of their files); default: every fit "
-                                           "of the split manifest")
+    p.add_argument(
+        "fits", nargs="*", help="fit output prefixes (or any of their files); default: every fit of the split manifest"
+    )
     p.add_argument("--out", help="output prefix (default: OUTPUT/P)")
     p.set_defaults(func=cmd_merge)

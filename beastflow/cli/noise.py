@@ -36,11 +36,14 @@ def find_grids(s: Settings) -> list[tuple[int | None, str]]:
     if storage.exists(full):
         return [(None, full)]
     pat = re.compile(rf"{re.escape(name)}_seds\.gridsub(\d+)\.hd5$")
-    subs: list[tuple[int | None, str]] = sorted((int(m.group(1)), u) for u in storage.listdir(s.output)
-                                                if (m := pat.search(u)))
+    subs: list[tuple[int | None, str]] = sorted(
+        (int(m.group(1)), u) for u in storage.listdir(s.output) if (m := pat.search(u))
+    )
     if not subs:
-        raise FileNotFoundError(f"no SED grid {full} nor {name}_seds.gridsub*.hd5 under {s.output}; "
-                                "run `beastflow physicsmodel` first or pass --grid")
+        raise FileNotFoundError(
+            f"no SED grid {full} nor {name}_seds.gridsub*.hd5 under {s.output}; "
+            "run `beastflow physicsmodel` first or pass --grid"
+        )
     return subs
 
 
@@ -73,7 +76,7 @@ def _cmd_noisemodel(args) -> int:
     ast_list: list[tuple[int | str | None, str | None]]
     if s.noise_model.model == "splinter":
         if args.asts:
-            raise ValueError(f"--asts given, but [noise_model] model = \"splinter\" uses no ASTs ({args.asts})")
+            raise ValueError(f'--asts given, but [noise_model] model = "splinter" uses no ASTs ({args.asts})')
         ast_list = [(None, None)]  # one model per (sub)grid: a fixed fraction of each model flux
     elif args.asts:
         ast_list = [(None, args.asts)]
@@ -84,8 +87,10 @@ def _cmd_noisemodel(args) -> int:
         elif s.observations.ast_results:
             ast_list = [(None, s.observations.ast_results)]
         else:
-            raise FileNotFoundError("no ASTs: no split manifest with per-bin ASTs under "
-                                    f"{s.output} and no [observations] ast_results; pass --asts")
+            raise FileNotFoundError(
+                "no ASTs: no split manifest with per-bin ASTs under "
+                f"{s.output} and no [observations] ast_results; pass --asts"
+            )
     for b, ast_url in ast_list:
         for g, grid_url in grids:
             out = noisemodel_url(s, b, g)
@@ -108,10 +113,13 @@ def _cmd_trim(args) -> int:
     else:
         man = _manifest(s)
         if not man:
-            raise FileNotFoundError(f"no split manifest {s.project.name}_split_manifest.json under {s.output}; "
-                                    "run `beastflow split` first or pass --catalog")
-        subfiles = [(e["bin"], e["sub"], storage.resolve(e["url"], s.output))
-                    for e in man["subfiles"] if e.get("n_rows", 1) > 0]
+            raise FileNotFoundError(
+                f"no split manifest {s.project.name}_split_manifest.json under {s.output}; "
+                "run `beastflow split` first or pass --catalog"
+            )
+        subfiles = [
+            (e["bin"], e["sub"], storage.resolve(e["url"], s.output)) for e in man["subfiles"] if e.get("n_rows", 1) > 0
+        ]
     if args.bins:
         subfiles = [t for t in subfiles if str(t[0]) in set(args.bins)]
     by_bin: dict = {}
@@ -141,20 +149,24 @@ def _cmd_trim(args) -> int:
             for r in run_trim(s, grid_url, noise, jobs):
                 extra = f", skipped bands {r.skipped_bands}" if r.skipped_bands else ""
                 copies = f" (+ {r.grid_url}, {r.noise_url})" if r.grid_url else ""
-                print(f"wrote {r.index_url}{copies}: {r.n_kept} of {r.n_models_in} models for {r.n_stars} "
-                      f"stars{extra}")
+                print(f"wrote {r.index_url}{copies}: {r.n_kept} of {r.n_models_in} models for {r.n_stars} stars{extra}")
                 n_written += 1
     print(f"{n_written} sub-file(s) trimmed")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("noisemodel", help="noise model per density bin and (sub)grid (toothpick / trunchen "
-                                          "from ASTs; splinter: per (sub)grid, no ASTs)")
+    p = sub.add_parser(
+        "noisemodel",
+        help="noise model per density bin and (sub)grid (toothpick / trunchen "
+        "from ASTs; splinter: per (sub)grid, no ASTs)",
+    )
     p.add_argument("settings", help="settings TOML file")
     p.add_argument("--grid", nargs="+", help="SED grid or subgrids (default: found under project.output)")
-    p.add_argument("--asts", help="one AST results table (default: the split manifest's per-bin ASTs, "
-                                  "else observations.ast_results)")
+    p.add_argument(
+        "--asts",
+        help="one AST results table (default: the split manifest's per-bin ASTs, else observations.ast_results)",
+    )
     p.add_argument("--force", action="store_true", help="rebuild existing noise models")
     p.set_defaults(func=_cmd_noisemodel)
 

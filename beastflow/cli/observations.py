@@ -55,8 +55,12 @@ def _cmd_split(args) -> int:
     ast = args.asts or s.artifact(f"{name}_asts_cut.parquet")
     if not args.asts and not storage.exists(ast):
         ast = None
-    r = run_split(s, args.catalog or s.artifact(f"{name}_catalog_cut.parquet"), ast,
-                  args.map or s.artifact(f"{name}_sourceden_map.parquet"))
+    r = run_split(
+        s,
+        args.catalog or s.artifact(f"{name}_catalog_cut.parquet"),
+        ast,
+        args.map or s.artifact(f"{name}_sourceden_map.parquet"),
+    )
     print(f"bins {r.bins}: {len(r.subfile_urls)} sub-files, {len(r.ast_urls)} AST files")
     print(f"wrote {r.manifest_url}")
     return 0
@@ -68,11 +72,12 @@ def _default_grids(s: Settings) -> list[str]:
     if storage.exists(full):
         return [full]
     pat = re.compile(rf"{re.escape(name)}_seds\.gridsub(\d+)\.hd5$")
-    subs = sorted(((int(m.group(1)), u) for u in storage.listdir(s.output)
-                   if (m := pat.search(u))), key=lambda t: t[0])
+    subs = sorted(((int(m.group(1)), u) for u in storage.listdir(s.output) if (m := pat.search(u))), key=lambda t: t[0])
     if not subs:
-        raise FileNotFoundError(f"no SED grid {full} nor {name}_seds.gridsub*.hd5 under {s.output}; "
-                                "run `beastflow physicsmodel` first or pass --grid")
+        raise FileNotFoundError(
+            f"no SED grid {full} nor {name}_seds.gridsub*.hd5 under {s.output}; "
+            "run `beastflow physicsmodel` first or pass --grid"
+        )
     return [u for _, u in subs]
 
 

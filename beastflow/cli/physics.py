@@ -15,18 +15,30 @@ def _size(n: float) -> str:
 
 def format_summary(res) -> str:
     s = res.summary
-    lines = [f"physics model: {res.n_models:,} models in {len(res.sed_grids)} SED grid(s)"
-             + (" (up to date, nothing rebuilt)" if s.get("cached") else "")]
+    lines = [
+        f"physics model: {res.n_models:,} models in {len(res.sed_grids)} SED grid(s)"
+        + (" (up to date, nothing rebuilt)" if s.get("cached") else "")
+    ]
     lib = s.get("library", {})
     if lib:
         kept, total = lib.get("kept"), lib.get("isochrone_points")
-        cover = f"{kept:,} of {total:,} isochrone points kept, {lib.get('dropped', 0):,} outside coverage dropped" \
-            if kept is not None and total is not None else ""
+        cover = (
+            f"{kept:,} of {total:,} isochrone points kept, {lib.get('dropped', 0):,} outside coverage dropped"
+            if kept is not None and total is not None
+            else ""
+        )
         lines.append(f"  stellar library: {lib.get('stellar_library', lib.get('label', '?'))}")
         if cover:
             lines.append(f"  library coverage: {cover}")
-    labels = {"logA": "log age [yr]", "M_ini": "M_ini [Msun]", "Z": "Z", "Av": "A(V) [mag]",
-              "Rv": "R(V)", "f_A": "f_A", "distance": "distance [pc]"}
+    labels = {
+        "logA": "log age [yr]",
+        "M_ini": "M_ini [Msun]",
+        "Z": "Z",
+        "Av": "A(V) [mag]",
+        "Rv": "R(V)",
+        "f_A": "f_A",
+        "distance": "distance [pc]",
+    }
     for c, (lo, hi) in s.get("ranges", {}).items():
         lines.append(f"  {labels.get(c, c):<15} {lo:.6g} .. {hi:.6g}")
     total_bytes = 0
@@ -53,7 +65,12 @@ def cmd_physicsmodel(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("physicsmodel", help="build the SED model grid (isochrones x atmospheres x dust)")
     p.add_argument("settings", help="settings TOML file (any fsspec URL)")
-    p.add_argument("--subgrid", type=int, action="append", metavar="G",
-                   help="build only subgrid G (repeatable; default: all of physics.n_subgrid)")
+    p.add_argument(
+        "--subgrid",
+        type=int,
+        action="append",
+        metavar="G",
+        help="build only subgrid G (repeatable; default: all of physics.n_subgrid)",
+    )
     p.add_argument("--force", action="store_true", help="rebuild even if up-to-date grids exist")
     p.set_defaults(func=cmd_physicsmodel)

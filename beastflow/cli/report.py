@@ -16,8 +16,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         status = f"{len(s.images)} plot(s)" if not s.error else f"FAILED: {s.error}"
         print(f"  {s.title}: {status}")
     for q, m in rep.recovery.items():
-        print(f"  recovery {q}: median (fit-truth)/sigma = {m['median_z']:+.2f}, "
-              f"{100 * m['coverage_68']:.0f}% of {m['n']} truths inside p16-p84")
+        print(
+            f"  recovery {q}: median (fit-truth)/sigma = {m['median_z']:+.2f}, "
+            f"{100 * m['coverage_68']:.0f}% of {m['n']} truths inside p16-p84"
+        )
     shown = rep.index
     if "://" not in shown and not os.path.relpath(shown).startswith(".."):
         shown = os.path.relpath(shown)
@@ -51,16 +53,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="plots and an HTML report of a finished run's output folder")
     p.add_argument("output_url", help="the run's output folder (project.output; any fsspec URL)")
     p.add_argument("--project", help="project name P of the artifacts (default: from P_stats.parquet)")
-    p.add_argument("--truth", help="truth table (star_id + true parameters) for the recovery plot; "
-                   "default: demo_truth.parquet / P_truth.parquet in the output folder")
+    p.add_argument(
+        "--truth",
+        help="truth table (star_id + true parameters) for the recovery plot; "
+        "default: demo_truth.parquet / P_truth.parquet in the output folder",
+    )
     p.add_argument("--report", help="folder for the report (default: OUTPUT_URL/report)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a plot could not be drawn")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="the merged stats table as FITS or ECSV, with units and provenance")
     p.add_argument("output_url", help="the run's output folder (project.output; any fsspec URL)")
-    p.add_argument("--format", nargs="+", choices=["fits", "ecsv"], default=["fits"],
-                   help="file format(s) (default fits): OUTPUT/P_stats.fits, OUTPUT/P_stats.ecsv")
+    p.add_argument(
+        "--format",
+        nargs="+",
+        choices=["fits", "ecsv"],
+        default=["fits"],
+        help="file format(s) (default fits): OUTPUT/P_stats.fits, OUTPUT/P_stats.ecsv",
+    )
     p.add_argument("--project", help="project name P (default: from P_stats.parquet)")
     p.set_defaults(func=cmd_export)
 

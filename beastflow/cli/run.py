@@ -48,8 +48,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             from beastflow.demo import prepare_demo
         except ImportError:
-            raise ValueError("no settings file given and this build has no embedded demo field "
-                             "(beastflow.demo); run `beastflow run SETTINGS.toml`") from None
+            raise ValueError(
+                "no settings file given and this build has no embedded demo field "
+                "(beastflow.demo); run `beastflow run SETTINGS.toml`"
+            ) from None
         out = args.output or "demo-output"
         print(f"no settings given: preparing the embedded demo field in {out}")
         settings = prepare_demo(out if "://" in out else os.path.abspath(out))
@@ -64,8 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from beastflow.transfer import TransferError
     from flows.executors import UnitsFailed
     from flows.pipeline import PipelineStop, pipeline_flow
-    from flows.settings_ref import by_reference
     from flows.progress import console_bars
+    from flows.settings_ref import by_reference
 
     show = settings.execution.progress and not args.no_progress and not args.quiet and sys.stderr.isatty()
     try:
@@ -128,12 +130,16 @@ def _write_report(output: str) -> None:
 
         rep = make_report(output)
     except Exception as exc:  # noqa: BLE001 - reported, the run's results stand
-        print(f"report: not written ({type(exc).__name__}: {exc}); retry with `beastflow report {output}`",
-              file=sys.stderr)
+        print(
+            f"report: not written ({type(exc).__name__}: {exc}); retry with `beastflow report {output}`",
+            file=sys.stderr,
+        )
         return
     for q, m in rep.recovery.items():
-        print(f"recovery {q}: median (fit-truth)/sigma {m['median_z']:+.2f}, "
-              f"{100 * m['coverage_68']:.0f}% of truths inside p16-p84")
+        print(
+            f"recovery {q}: median (fit-truth)/sigma {m['median_z']:+.2f}, "
+            f"{100 * m['coverage_68']:.0f}% of truths inside p16-p84"
+        )
     print(f"report: {rep.index}")
 
 
@@ -143,8 +149,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", help="folder for the demo field when no settings are given (default ./demo-output)")
     p.add_argument("--catalog", help="photometry catalog (overrides observations.catalog)")
     p.add_argument("--asts", help="AST results (overrides observations.ast_results)")
-    p.add_argument("--executor", choices=["inprocess", "processes", "slurm"],
-                   help="where trim and fit run (overrides execution.executor)")
+    p.add_argument(
+        "--executor",
+        choices=["inprocess", "processes", "slurm"],
+        help="where trim and fit run (overrides execution.executor)",
+    )
     p.add_argument("--no-cache", action="store_true", help="recompute every stage (execution.cache = false)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)

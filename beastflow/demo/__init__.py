@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from beastflow import storage
-from beastflow.demo.field import INSTRUMENT_KEY, FieldGeometry, Instrument, default_instrument, make_field, observe_ast_list
+from beastflow.demo.field import (
+    INSTRUMENT_KEY,
+    FieldGeometry,
+    Instrument,
+    default_instrument,
+    make_field,
+    observe_ast_list,
+)
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -108,8 +115,14 @@ def has_instrument(settings: Settings) -> bool:
     return bool(cat and read_instrument(cat) is not None)
 
 
-def prepare_demo(output_url: str, n_stars: int | None = None, size: Literal["default", "small"] = "default",
-                 seed: int | None = None, mean_density: float = 1.2, force: bool = False) -> Settings:
+def prepare_demo(
+    output_url: str,
+    n_stars: int | None = None,
+    size: Literal["default", "small"] = "default",
+    seed: int | None = None,
+    mean_density: float = 1.2,
+    force: bool = False,
+) -> Settings:
     """Write the demo settings and synthetic field below ``output_url``; return the Settings.
 
     ``n_stars``: catalogue size (default 3000, "small": 400).  The patch's area
@@ -133,8 +146,10 @@ def prepare_demo(output_url: str, n_stars: int | None = None, size: Literal["def
         import tomli_w
 
         data = _merge(tomllib.loads(text), SIZES[size])
-        text = (f"# beastflow demo settings, size {size!r} (the packaged demo settings with overrides)\n"
-                + tomli_w.dumps(data))
+        text = (
+            f"# beastflow demo settings, size {size!r} (the packaged demo settings with overrides)\n"
+            + tomli_w.dumps(data)
+        )
     if seed is not None:
         data = tomllib.loads(text)
         data["project"]["seed"] = int(seed)
@@ -150,8 +165,13 @@ def prepare_demo(output_url: str, n_stars: int | None = None, size: Literal["def
     if not catalog_url:
         raise ValueError(f"{settings_url}: observations.catalog must name the demo catalogue file")
     truth_url = storage.join(output_url, TRUTH_NAME)
-    recipe = {"n_stars": n_stars, "size": size, "seed": settings.project.seed, "mean_density": mean_density,
-              "physics": settings.section_hash("physics")}
+    recipe = {
+        "n_stars": n_stars,
+        "size": size,
+        "seed": settings.project.seed,
+        "mean_density": mean_density,
+        "physics": settings.section_hash("physics"),
+    }
     if not force and storage.exists(catalog_url) and storage.exists(truth_url):
         import pyarrow.parquet as pq
 
@@ -172,20 +192,35 @@ def prepare_demo(output_url: str, n_stars: int | None = None, size: Literal["def
     geometry = FieldGeometry(size_arcsec=side, mean_density=mean_density)
     instrument = default_instrument(filters, vega_band_fluxes(filters, settings.beast_compat), geometry)
     fld = make_field(grids[0], instrument, n_stars, seed=settings.project.seed)
-    meta = {INSTRUMENT_KEY: instrument.to_json().encode(),
-            b"beastflow.demo.recipe": json.dumps(recipe, sort_keys=True).encode()}
+    meta = {
+        INSTRUMENT_KEY: instrument.to_json().encode(),
+        b"beastflow.demo.recipe": json.dumps(recipe, sort_keys=True).encode(),
+    }
     # truth first: a catalogue is only reused when its truth is there too
     _write_parquet(fld.truth, truth_url, meta)
     _write_parquet(fld.catalog, catalog_url, meta)
-    storage.write_bytes(storage.join(output_url, INSTRUMENT_NAME),
-                        json.dumps(json.loads(instrument.to_json()), indent=2).encode())
+    storage.write_bytes(
+        storage.join(output_url, INSTRUMENT_NAME), json.dumps(json.loads(instrument.to_json()), indent=2).encode()
+    )
     # the pipeline's physics step will find the grid up to date, so its time is recorded here
-    storage.write_json(storage.join(output_url, TIMINGS_NAME),
-                       {"physicsmodel_s": round(t1 - t0, 3), "field_s": round(time.perf_counter() - t1, 3),
-                        "n_stars": n_stars, "n_models": _n_models(grids[0]),
-                        "stars_placed_per_detected": round(fld.n_candidates / n_stars, 1)})
-    log.info("demo field: %d stars over %.0f\" x %.0f\" (physics %.1f s, field %.1f s)",
-             n_stars, side, side, t1 - t0, time.perf_counter() - t1)
+    storage.write_json(
+        storage.join(output_url, TIMINGS_NAME),
+        {
+            "physicsmodel_s": round(t1 - t0, 3),
+            "field_s": round(time.perf_counter() - t1, 3),
+            "n_stars": n_stars,
+            "n_models": _n_models(grids[0]),
+            "stars_placed_per_detected": round(fld.n_candidates / n_stars, 1),
+        },
+    )
+    log.info(
+        'demo field: %d stars over %.0f" x %.0f" (physics %.1f s, field %.1f s)',
+        n_stars,
+        side,
+        side,
+        t1 - t0,
+        time.perf_counter() - t1,
+    )
     return settings
 
 
@@ -206,11 +241,15 @@ def observe_asts(settings: Settings, ast_input_url: str, out_url: str | None = N
     cat = settings.observations.catalog
     instrument = read_instrument(cat) if cat else None
     if not cat or instrument is None:
-        raise ValueError(f"{cat}: not a demo catalogue (no instrument in its metadata); real runs need "
-                         "observations.ast_results from the photometry pipeline")
+        raise ValueError(
+            f"{cat}: not a demo catalogue (no instrument in its metadata); real runs need "
+            "observations.ast_results from the photometry pipeline"
+        )
     if instrument.filters != list(settings.physics.filters):
-        raise ValueError(f"{cat}: the demo instrument observed {instrument.filters}, "
-                         f"but the settings fit {list(settings.physics.filters)}")
+        raise ValueError(
+            f"{cat}: the demo instrument observed {instrument.filters}, "
+            f"but the settings fit {list(settings.physics.filters)}"
+        )
     inputs = _read_ast_inputs(ast_input_url)
     out_url = out_url or settings.artifact(f"{settings.project.name}_asts.parquet")
     # The noise comes from the stream (project seed, "demo.observe_asts"): never
@@ -220,8 +259,9 @@ def observe_asts(settings: Settings, ast_input_url: str, out_url: str | None = N
     res = observe_ast_list(instrument, inputs, seed)
     from beastflow.provenance import make_provenance
 
-    prov = make_provenance("demo.observe_asts", settings.section_hash("project"),
-                           inputs={"ast_inputs": ast_input_url, "catalog": cat})
+    prov = make_provenance(
+        "demo.observe_asts", settings.section_hash("project"), inputs={"ast_inputs": ast_input_url, "catalog": cat}
+    )
     _write_parquet(res, out_url, {b"beastflow_provenance": json.dumps(prov, sort_keys=True).encode()})
     n_rec = int(res["recovered"].sum())
     log.info("demo instrument recovered %d of %d artificial stars -> %s", n_rec, len(res["recovered"]), out_url)
@@ -246,5 +286,12 @@ def _read_ast_inputs(url: str) -> dict[str, np.ndarray]:
     return {n: rows[:, i] for i, n in enumerate(names)}
 
 
-__all__ = ["prepare_demo", "observe_asts", "has_instrument", "read_instrument", "demo_settings_text",
-           "SIZES", "DEFAULT_N_STARS"]
+__all__ = [
+    "prepare_demo",
+    "observe_asts",
+    "has_instrument",
+    "read_instrument",
+    "demo_settings_text",
+    "SIZES",
+    "DEFAULT_N_STARS",
+]

@@ -77,16 +77,16 @@ _GENERIC_BAND = {"zeropoint": 25.0, "exposure_s": 1200.0, "m50_sparse": 26.5, "c
 class BandModel:
     """The instrument in one band (count units: electrons in the PSF aperture)."""
 
-    name: str                 #: full filter name
-    vega_flux: float          #: Vega band flux, erg s^-1 cm^-2 A^-1 (turns rates into physical fluxes)
-    zeropoint: float          #: Vega magnitude giving 1 count per second
+    name: str  #: full filter name
+    vega_flux: float  #: Vega band flux, erg s^-1 cm^-2 A^-1 (turns rates into physical fluxes)
+    zeropoint: float  #: Vega magnitude giving 1 count per second
     exposure_s: float
-    m50_sparse: float         #: 50 % completeness magnitude far from crowding
-    crowd_density: float      #: density (stars/arcsec^2) where crowding variance = background variance
-    detect_snr: float = 5.0   #: S/N at the 50 % completeness point
-    width_mag: float = 0.25   #: logistic width of the completeness curve, mag
-    blend_bias: float = 0.4   #: bias of a source at zero flux, in background sigmas
-    sys_frac: float = 0.01    #: flat-field / PSF-model floor, fraction of the flux
+    m50_sparse: float  #: 50 % completeness magnitude far from crowding
+    crowd_density: float  #: density (stars/arcsec^2) where crowding variance = background variance
+    detect_snr: float = 5.0  #: S/N at the 50 % completeness point
+    width_mag: float = 0.25  #: logistic width of the completeness curve, mag
+    blend_bias: float = 0.4  #: bias of a source at zero flux, in background sigmas
+    sys_frac: float = 0.01  #: flat-field / PSF-model floor, fraction of the flux
     bad_fraction: float = 0.003  #: measurements hit by an artefact (flag 99)
 
     @property
@@ -98,11 +98,13 @@ class BandModel:
     def sky_var(self) -> float:
         """Background variance (counts^2) that puts S/N = detect_snr at m50_sparse."""
         n = self.counts_per_rate * 10.0 ** (-0.4 * self.m50_sparse)
-        s2 = self.detect_snr ** 2
+        s2 = self.detect_snr**2
         var = n * n / s2 - n - (self.sys_frac * n) ** 2
         if var <= 0:
-            raise ValueError(f"{self.name}: m50_sparse={self.m50_sparse} is too bright for the exposure; "
-                             "no background is left to reach the detection S/N")
+            raise ValueError(
+                f"{self.name}: m50_sparse={self.m50_sparse} is too bright for the exposure; "
+                "no background is left to reach the detection S/N"
+            )
         return var
 
     def background_var(self, density: np.ndarray) -> np.ndarray:
@@ -112,9 +114,9 @@ class BandModel:
     def m50(self, density: np.ndarray) -> np.ndarray:
         """50 % completeness magnitude: where S/N = detect_snr (brighter when crowded)."""
         bg = self.background_var(density)
-        s2 = self.detect_snr ** 2
+        s2 = self.detect_snr**2
         # solve n^2 (1 - s2 sys^2) = s2 (n + bg) for the positive root
-        a = 1.0 - s2 * self.sys_frac ** 2
+        a = 1.0 - s2 * self.sys_frac**2
         n = (s2 + np.sqrt(s2 * s2 + 4.0 * a * s2 * bg)) / (2.0 * a)
         return self.zeropoint + 2.5 * math.log10(self.exposure_s) - 2.5 * np.log10(n)
 
@@ -152,19 +154,19 @@ class MeasurementDraws:
     are kept (a data-dependent decision) never shifts anybody's noise.
     """
 
-    normal: np.ndarray      #: [n, nb] standard normal: photometric noise
-    u_bad: np.ndarray       #: [n, nb] uniform: is the measurement hit by an artefact
+    normal: np.ndarray  #: [n, nb] standard normal: photometric noise
+    u_bad: np.ndarray  #: [n, nb] uniform: is the measurement hit by an artefact
     u_artefact: np.ndarray  #: [n, nb] uniform: size of the artefact
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, n: int, nb: int) -> "MeasurementDraws":
+    def draw(cls, rng: np.random.Generator, n: int, nb: int) -> MeasurementDraws:
         return cls(normal=rng.standard_normal((n, nb)), u_bad=rng.random((n, nb)), u_artefact=rng.random((n, nb)))
 
-    def take(self, rows: np.ndarray) -> "MeasurementDraws":
+    def take(self, rows: np.ndarray) -> MeasurementDraws:
         return MeasurementDraws(self.normal[rows], self.u_bad[rows], self.u_artefact[rows])
 
     @classmethod
-    def concatenate(cls, parts: Sequence["MeasurementDraws"]) -> "MeasurementDraws":
+    def concatenate(cls, parts: Sequence[MeasurementDraws]) -> MeasurementDraws:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("normal", "u_bad", "u_artefact")))
 
 
@@ -172,13 +174,13 @@ class MeasurementDraws:
 class FieldGeometry:
     """A square patch of sky with an exponential density gradient."""
 
-    ra0: float = 11.02            #: patch centre, degrees (the M31 disk, PHAT brick 15-like)
+    ra0: float = 11.02  #: patch centre, degrees (the M31 disk, PHAT brick 15-like)
     dec0: float = 41.75
-    size_arcsec: float = 60.0     #: side of the square patch
+    size_arcsec: float = 60.0  #: side of the square patch
     gradient_pa_deg: float = 35.0  #: direction (east of north) in which the density rises
     density_contrast: float = 4.0  #: density ratio across the patch along the gradient
-    mean_density: float = 1.0     #: catalogue stars per arcsec^2 averaged over the patch
-    pixel_scale: float = 0.05     #: arcsec per pixel of the reference image (ACS/WFC)
+    mean_density: float = 1.0  #: catalogue stars per arcsec^2 averaged over the patch
+    pixel_scale: float = 0.05  #: arcsec per pixel of the reference image (ACS/WFC)
 
     def _unit(self) -> tuple[float, float]:
         pa = math.radians(self.gradient_pa_deg)
@@ -239,8 +241,10 @@ class FieldGeometry:
         ue, un = self._unit()
         extent = self.size_arcsec * (abs(ue) + abs(un))
         rate = math.log(self.density_contrast) / extent
-        return (_truncated_exponential(u[0], rate * ue, self.size_arcsec),
-                _truncated_exponential(u[1], rate * un, self.size_arcsec))
+        return (
+            _truncated_exponential(u[0], rate * ue, self.size_arcsec),
+            _truncated_exponential(u[1], rate * un, self.size_arcsec),
+        )
 
 
 def _truncated_exponential(u: np.ndarray, rate: float, side: float) -> np.ndarray:
@@ -266,11 +270,13 @@ class Instrument:
         return short_names(self.filters)
 
     def to_json(self) -> str:
-        return json.dumps({"bands": [dataclasses.asdict(b) for b in self.bands],
-                           "geometry": dataclasses.asdict(self.geometry)}, sort_keys=True)
+        return json.dumps(
+            {"bands": [dataclasses.asdict(b) for b in self.bands], "geometry": dataclasses.asdict(self.geometry)},
+            sort_keys=True,
+        )
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Instrument":
+    def from_json(cls, text: str | bytes) -> Instrument:
         d = json.loads(text)
         try:
             return cls(bands=tuple(BandModel(**b) for b in d["bands"]), geometry=FieldGeometry(**d["geometry"]))
@@ -286,8 +292,9 @@ class Instrument:
         p = self.completeness(true_rates, density)
         return 1.0 - np.prod(1.0 - p, axis=1)
 
-    def observe(self, true_rates: np.ndarray, density: np.ndarray, rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def observe(
+        self, true_rates: np.ndarray, density: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Detect and measure sources.
 
         Returns (detected [n] bool, measured rates [n, nb] (0 where not detected),
@@ -305,8 +312,9 @@ class Instrument:
         flags[~detected] = 0
         return detected, rates, flags
 
-    def measure(self, true_rates: np.ndarray, density: np.ndarray, draws: MeasurementDraws
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def measure(
+        self, true_rates: np.ndarray, density: np.ndarray, draws: MeasurementDraws
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Forced photometry of detected sources in every band: (rates [n, nb], flags [n, nb])."""
         true_rates = np.asarray(true_rates, dtype=np.float64)
         rates = np.empty(true_rates.shape)
@@ -315,15 +323,24 @@ class Instrument:
             meas = b.measure(true_rates[:, k], density, draws.normal[:, k])
             bad = draws.u_bad[:, k] < b.bad_fraction
             # an artefact (cosmic ray, hot pixel) adds a large spurious flux
-            meas = np.where(bad, meas + np.abs(meas) * (0.5 + 2.5 * draws.u_artefact[:, k])
-                            + 5.0 * np.sqrt(b.sky_var) / b.counts_per_rate, meas)
+            meas = np.where(
+                bad,
+                meas
+                + np.abs(meas) * (0.5 + 2.5 * draws.u_artefact[:, k])
+                + 5.0 * np.sqrt(b.sky_var) / b.counts_per_rate,
+                meas,
+            )
             rates[:, k] = meas
             flags[:, k] = np.where(bad, BAD_FLAG, 0)
         return rates, flags
 
 
-def default_instrument(filters: Sequence[str], vega_fluxes: Sequence[float] | np.ndarray,
-                       geometry: FieldGeometry | None = None, **band_overrides: Any) -> Instrument:
+def default_instrument(
+    filters: Sequence[str],
+    vega_fluxes: Sequence[float] | np.ndarray,
+    geometry: FieldGeometry | None = None,
+    **band_overrides: Any,
+) -> Instrument:
     """PHAT-like instrument for the given full filter names."""
     if len(filters) != len(vega_fluxes):
         raise ValueError("one Vega flux per filter is needed")
@@ -347,8 +364,22 @@ def vega_mags(rates: np.ndarray) -> np.ndarray:
 PROPOSAL_BATCH = 8192
 
 #: grid columns copied into the truth table when present
-TRUTH_COLUMNS = ("Av", "Rv", "f_A", "Rv_A", "logA", "M_ini", "M_act", "Z", "distance",
-                 "logL", "logT", "logg", "radius", "weight")
+TRUTH_COLUMNS = (
+    "Av",
+    "Rv",
+    "f_A",
+    "Rv_A",
+    "logA",
+    "M_ini",
+    "M_act",
+    "Z",
+    "distance",
+    "logL",
+    "logT",
+    "logg",
+    "radius",
+    "weight",
+)
 
 
 @dataclass
@@ -367,7 +398,7 @@ def _detection_envelope(grid, instrument: Instrument, chunk: int) -> tuple[np.nd
     detection probability anywhere in the field: the rejection-sampling envelope.
     """
     geo = instrument.geometry
-    rho_min = geo.mean_density / geo.density_contrast ** 0.5 / geo._mean_shape() * 0.999
+    rho_min = geo.mean_density / geo.density_contrast**0.5 / geo._mean_shape() * 0.999
     vega = np.array([b.vega_flux for b in instrument.bands])
     weights = np.empty(len(grid))
     pmax = np.empty(len(grid))
@@ -390,8 +421,9 @@ def _read_rows(grid, rows: np.ndarray, columns: Sequence[str], cache):
     return SEDGridBlock(start=-1, seds=blk.seds[inv], columns={c: v[inv] for c, v in blk.columns.items()})
 
 
-def make_field(grid_url: str, instrument: Instrument, n_stars: int, seed: int,
-               chunk_models: int = 262_144) -> SyntheticField:
+def make_field(
+    grid_url: str, instrument: Instrument, n_stars: int, seed: int, chunk_models: int = 262_144
+) -> SyntheticField:
     """Draw, place and observe stars until ``n_stars`` are detected.
 
     Joint sampling of (model j, position x) with density
@@ -414,8 +446,10 @@ def make_field(grid_url: str, instrument: Instrument, n_stars: int, seed: int,
     prop = np.where(np.isfinite(weights) & (weights > 0), weights, 0.0) * pmax
     total = prop.sum()
     if not total > 0:
-        raise ValueError(f"{grid_url}: no model with positive prior weight is detectable by the instrument; "
-                         "the grid is too faint for the field's depth")
+        raise ValueError(
+            f"{grid_url}: no model with positive prior weight is detectable by the instrument; "
+            "the grid is too faint for the field's depth"
+        )
     cdf = np.cumsum(prop / total)
     # fraction of prior-drawn stars the envelope would let through (for the record)
     w_ok = np.where(np.isfinite(weights) & (weights > 0), weights, 0.0)
@@ -473,14 +507,21 @@ def make_field(grid_url: str, instrument: Instrument, n_stars: int, seed: int,
         catalog[f"{s}_RATE"] = rates[:, k]
         catalog[f"{s}_VEGA"] = vega_mags(rates[:, k])
         catalog[f"{s}_FLAG"] = flags[:, k]
-    truth: dict[str, np.ndarray] = {"star_id": star_id, "sedgrid_indx": j.astype(np.int64),
-                                    "RA": ra, "DEC": dec, "true_density": rho}
+    truth: dict[str, np.ndarray] = {
+        "star_id": star_id,
+        "sedgrid_indx": j.astype(np.int64),
+        "RA": ra,
+        "DEC": dec,
+        "true_density": rho,
+    }
     for c, v in blk.columns.items():
         truth[c] = v
     for k, s in enumerate(instrument.short):
         truth[f"{s}_TRUE_RATE"] = true_rates[:, k]
         truth[f"{s}_TRUE_VEGA"] = vega_mags(true_rates[:, k])
-    out = SyntheticField(catalog=catalog, truth=truth, n_candidates=int(round(proposed / max(envelope_fraction, 1e-300))))
+    out = SyntheticField(
+        catalog=catalog, truth=truth, n_candidates=int(round(proposed / max(envelope_fraction, 1e-300)))
+    )
     return out
 
 
@@ -506,8 +547,10 @@ def observe_ast_list(instrument: Instrument, ast_inputs: dict[str, np.ndarray], 
                 mags[:, k] = np.asarray(ast_inputs[cols[cand]], dtype=np.float64)
                 break
         else:
-            raise ValueError(f"AST input list has no magnitude column for {full} (looked for {full}, {short}, "
-                             f"{short}_IN); columns are {sorted(ast_inputs)}")
+            raise ValueError(
+                f"AST input list has no magnitude column for {full} (looked for {full}, {short}, "
+                f"{short}_IN); columns are {sorted(ast_inputs)}"
+            )
     if "RA" in cols and "DEC" in cols:
         ra = np.asarray(ast_inputs[cols["RA"]], dtype=np.float64)
         dec = np.asarray(ast_inputs[cols["DEC"]], dtype=np.float64)

@@ -35,8 +35,13 @@ QUANTITIES: dict[str, tuple[str, str]] = {
     "mbolmag": ("mag", "absolute bolometric magnitude"),
 }
 
-_SUFFIX_TEXT = {"Best": "of the most probable model", "Exp": "posterior expectation",
-                "p16": "posterior 16th percentile", "p50": "posterior median", "p84": "posterior 84th percentile"}
+_SUFFIX_TEXT = {
+    "Best": "of the most probable model",
+    "Exp": "posterior expectation",
+    "p16": "posterior 16th percentile",
+    "p50": "posterior median",
+    "p84": "posterior 84th percentile",
+}
 
 #: per-star fit diagnostics and bookkeeping columns
 OTHER: dict[str, tuple[str, str]] = {
@@ -86,15 +91,17 @@ def describe_column(name: str, filters: Iterable[str] = ()) -> tuple[str, str]:
     if name in OTHER:
         return OTHER[name]
     if name.startswith("true_"):
-        base = name[len("true_"):]
+        base = name[len("true_") :]
         unit, text = QUANTITIES.get(base, ("", base))
         return unit, f"true {text} (simulated field)"
     fs = _flux_filter(name, filters)
     if fs is not None:
         f, s = fs
         # symlog(F) = sign(F) log10(1 + |F| / 1e-20): a log-like scale that admits F <= 0, not a unit
-        return "", (f"symlog of the {f} model flux incl. noise-model bias ({FLUX_UNIT}), "
-                    f"{_SUFFIX_TEXT[s]}: sign(F) log10(1 + |F|/1e-20)")
+        return "", (
+            f"symlog of the {f} model flux incl. noise-model bias ({FLUX_UNIT}), "
+            f"{_SUFFIX_TEXT[s]}: sign(F) log10(1 + |F|/1e-20)"
+        )
     q, _, s = name.rpartition("_")
     if s in _SUFFIX_TEXT and q in QUANTITIES:
         unit, text = QUANTITIES[q]

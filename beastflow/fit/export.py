@@ -105,8 +105,7 @@ def _ecsv_bytes(t) -> bytes:
     return buf.getvalue().encode()
 
 
-def export_stats(output_url: str, fmt: str = "fits", project: str | None = None,
-                 out_url: str | None = None) -> str:
+def export_stats(output_url: str, fmt: str = "fits", project: str | None = None, out_url: str | None = None) -> str:
     """Write ``OUTPUT/P_stats.<fmt>`` from the run's merged ``P_stats.parquet``; returns its URL."""
     fmt = fmt.lower()
     if fmt not in FORMATS:

@@ -34,11 +34,10 @@ import contextlib
 import contextvars
 import functools
 import logging
-from collections.abc import Callable, Sequence
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -72,8 +71,9 @@ log = logging.getLogger(__name__)
 #: inside a unit for whoever runs it (flows.tasks sets it for the CLI bar and the Prefect
 #: progress artifact, flows.executors for pool workers, the CLI for its counter); None =
 #: nobody listens
-STAR_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = \
-    contextvars.ContextVar("beastflow_star_progress", default=None)
+STAR_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
+    "beastflow_star_progress", default=None
+)
 
 
 @contextlib.contextmanager
@@ -85,9 +85,24 @@ def stars_progress(callback: Callable[[int, int], None]) -> Iterator[None]:
     finally:
         STAR_PROGRESS.reset(token)
 
+
 #: catalog columns carried into the stats table when present (identifiers, positions)
-ID_COLUMNS = ("star_id", "Name", "RA", "DEC", "ra", "dec", "X", "Y", "x", "y", "beast_idx",
-              "SourceDensity", "sd_bin", "reorder_tag")
+ID_COLUMNS = (
+    "star_id",
+    "Name",
+    "RA",
+    "DEC",
+    "ra",
+    "dec",
+    "X",
+    "Y",
+    "x",
+    "y",
+    "beast_idx",
+    "SourceDensity",
+    "sd_bin",
+    "reorder_tag",
+)
 BEAST_THRESHOLD = -10.0
 
 
@@ -164,12 +179,17 @@ class _Chunk:
         # toothpick: empty truncheon arrays (one kernel signature for both)
         self.icd = icd if icd is not None else np.empty((0, n))
         self.ico = ico if ico is not None else np.empty((0, n))
-        self.qvals, self.bins1, self.bins2, self.gid, self.specgrid, self.start = \
-            qvals, bins1, bins2, gid, specgrid, start
+        self.qvals, self.bins1, self.bins2, self.gid, self.specgrid, self.start = (
+            qvals,
+            bins1,
+            bins2,
+            gid,
+            specgrid,
+            start,
+        )
 
 
-def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: str,
-             counters: dict[str, int]) -> _Chunk:
+def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: str, counters: dict[str, int]) -> _Chunk:
     """Band/quantity-major arrays of one block (the kernels loop over contiguous
     models); built directly in that layout to keep the transient memory low."""
     seds = blk.seds
@@ -181,8 +201,10 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
     bad_noise = ~(np.all(errT > 0, axis=0) & np.all(np.isfinite(errT), axis=0) & np.all(np.isfinite(mT), axis=0))
     bad_comp = ~np.all(comp > 0, axis=1)
     if opts.compat and (bad_comp.any() or bad_noise.any()):
-        raise ValueError(f"{where}: {int((bad_comp | bad_noise).sum())} model(s) have completeness <= 0 or an "
-                         "invalid error in some band; BEAST fits only trimmed grids (compat = 'beast-2.1')")
+        raise ValueError(
+            f"{where}: {int((bad_comp | bad_noise).sum())} model(s) have completeness <= 0 or an "
+            "invalid error in some band; BEAST fits only trimmed grids (compat = 'beast-2.1')"
+        )
     valid = (weight > 0) & ~bad_noise
     if opts.completeness != "none":
         valid &= ~bad_comp
@@ -228,8 +250,11 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
         gid = blk.columns["fullgrid_idx"].astype(np.int64) + gid_offset
     else:
         gid = np.arange(blk.start, blk.start + len(seds), dtype=np.int64) + gid_offset
-    spec = blk.columns["specgrid_indx"].astype(np.int64) if "specgrid_indx" in blk.columns \
+    spec = (
+        blk.columns["specgrid_indx"].astype(np.int64)
+        if "specgrid_indx" in blk.columns
         else np.full(len(seds), -1, np.int64)
+    )
     return _Chunk(mT, ivT, lneT, const, qT, b1T, b2T, gid, spec, blk.start, icdT, icoT)
 
 
@@ -255,8 +280,18 @@ def _resolve_options(settings: Settings, grid, info: dict | None) -> FitOptions:
     return FitOptions(compat, stat_thr, lnp_thr, completeness, ln_norm, f.lnp_npts, seed)
 
 
-def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOptions, gid_offset: int,
-               chunk_models: int, star_block: int, pdf2d_sink=None) -> dict[str, Any]:
+def fit_arrays(
+    grid,
+    noise,
+    Y: np.ndarray,
+    star_ids,
+    bs: BinSet,
+    opts: FitOptions,
+    gid_offset: int,
+    chunk_models: int,
+    star_block: int,
+    pdf2d_sink=None,
+) -> dict[str, Any]:
     """Fit stars with fluxes Y [ns, nb] (NaN = band not used); returns per-star arrays.
 
     ``pdf2d_sink(lo, values, flat)`` receives the 2-D PDFs block by block (they
@@ -302,12 +337,20 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
     T = lk.n_partitions()
     k = opts.lnp_npts
     out = {
-        "lnPmax": np.full(ns, -np.inf), "best_idx": np.full(ns, -1, np.int64),
-        "chi2min": np.full(ns, np.inf), "chi2min_idx": np.full(ns, -1, np.int64),
-        "total_log_norm": np.full(ns, -np.inf), "exp": np.zeros((ns, nq)), "best_q": np.full((ns, nq), np.nan),
-        "best_gid": np.full(ns, -1, np.int64), "best_spec": np.full(ns, -1, np.int64),
-        "pdf1": np.zeros((ns, bs.n1)), "n_candidates": np.zeros(ns, np.int64),
-        "truncated_key": np.full(ns, NOT_TRUNCATED), "samples": [], "n_used": used_all.sum(axis=1),
+        "lnPmax": np.full(ns, -np.inf),
+        "best_idx": np.full(ns, -1, np.int64),
+        "chi2min": np.full(ns, np.inf),
+        "chi2min_idx": np.full(ns, -1, np.int64),
+        "total_log_norm": np.full(ns, -np.inf),
+        "exp": np.zeros((ns, nq)),
+        "best_q": np.full((ns, nq), np.nan),
+        "best_gid": np.full(ns, -1, np.int64),
+        "best_spec": np.full(ns, -1, np.int64),
+        "pdf1": np.zeros((ns, bs.n1)),
+        "n_candidates": np.zeros(ns, np.int64),
+        "truncated_key": np.full(ns, NOT_TRUNCATED),
+        "samples": [],
+        "n_used": used_all.sum(axis=1),
     }
     seeds_all = star_seeds(opts.seed, star_ids)
     for lo in range(0, ns, star_block):
@@ -321,8 +364,9 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
         for c in chunks():
             lk.pass_max(y, used, c.m, c.ivar, c.lne, c.icd, c.ico, c.full, c.const, c.start, M, bidx, c2, c2i, T)
         if not np.all(np.isfinite(M)):
-            raise ValueError(f"{where}: no model has a finite posterior (every model has weight <= 0 or an "
-                             "invalid noise model)")
+            raise ValueError(
+                f"{where}: no model has a finite posterior (every model has weight <= 0 or an invalid noise model)"
+            )
         acc_s0 = np.zeros((T, nsb))
         acc_exp = np.zeros((T, nsb, nq))
         acc_h1 = np.zeros((T, nsb, bs.n1))
@@ -345,10 +389,39 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
                 heaps = (hk, hi_, hl, hc, hn)
             else:  # a zero-size heap axis switches sampling off inside the kernel
                 heaps = (hk[:, :, :0], hi_[:, :, :0], hl[:, :, :0], hc[:, :, :0], hn)
-            lk.pass_accumulate(y, used, c.m, c.ivar, c.lne, c.icd, c.ico, c.full, c.const, c.start, M,
-                               opts.stat_thr, opts.lnp_thr,
-                               c.qvals, c.bins1, c.bins2, c.gid, c.specgrid, bidx, seeds,
-                               acc_s0, acc_exp, acc_h1, acc_h2, acc_c2, acc_c2i, acc_nc, *heaps, bq, bg, bsp)
+            lk.pass_accumulate(
+                y,
+                used,
+                c.m,
+                c.ivar,
+                c.lne,
+                c.icd,
+                c.ico,
+                c.full,
+                c.const,
+                c.start,
+                M,
+                opts.stat_thr,
+                opts.lnp_thr,
+                c.qvals,
+                c.bins1,
+                c.bins2,
+                c.gid,
+                c.specgrid,
+                bidx,
+                seeds,
+                acc_s0,
+                acc_exp,
+                acc_h1,
+                acc_h2,
+                acc_c2,
+                acc_c2i,
+                acc_nc,
+                *heaps,
+                bq,
+                bg,
+                bsp,
+            )
         s0 = acc_s0.sum(axis=0)
         sl = slice(lo, hi)
         out["lnPmax"][sl], out["best_idx"][sl] = M, bidx
@@ -381,22 +454,28 @@ def fit_arrays(grid, noise, Y: np.ndarray, star_ids, bs: BinSet, opts: FitOption
     if counters["zero_weight"]:
         log.warning("%s: %d model(s) with weight <= 0 are ignored", where, counters["zero_weight"])
     if counters["invalid_noise"]:
-        log.warning("%s: %d model(s) with error <= 0 or non-finite noise are ignored", where,
-                    counters["invalid_noise"])
+        log.warning("%s: %d model(s) with error <= 0 or non-finite noise are ignored", where, counters["invalid_noise"])
     return out
 
 
-def stats_table(cat: pl.DataFrame, Y: np.ndarray, filters: list[str], bs: BinSet, res: dict[str, Any],
-                opts: FitOptions, surveyname: str, subgrid: int | None,
-                flags: Sequence[str] | None = None) -> pl.DataFrame:
+def stats_table(
+    cat: pl.DataFrame,
+    Y: np.ndarray,
+    filters: list[str],
+    bs: BinSet,
+    res: dict[str, Any],
+    opts: FitOptions,
+    surveyname: str,
+    subgrid: int | None,
+    flags: Sequence[str] | None = None,
+) -> pl.DataFrame:
     """One row per star, columns as fitting.md §4 (+ beastflow's merge quantities)."""
     ns = len(cat)
     data: dict[str, Any] = {}
     ra = next((c for c in ("RA", "ra") if c in cat.columns), None)
     dec = next((c for c in ("DEC", "dec", "Dec") if c in cat.columns), None)
     if "Name" not in cat.columns:
-        data["Name"] = (iau_names(surveyname, cat[ra].to_numpy(), cat[dec].to_numpy())
-                        if ra and dec else ["noname"] * ns)
+        data["Name"] = iau_names(surveyname, cat[ra].to_numpy(), cat[dec].to_numpy()) if ra and dec else ["noname"] * ns
     for c in cat.columns:
         if c in ID_COLUMNS or c.startswith("true_"):
             data[c] = cat[c]
@@ -404,9 +483,12 @@ def stats_table(cat: pl.DataFrame, Y: np.ndarray, filters: list[str], bs: BinSet
         data[f] = Y[:, k]
     for i, q in enumerate(bs.qnames):
         b = bs.bins1[i]
-        pdf = res["pdf1"][:, bs.offsets1[i]:bs.offsets1[i + 1]]
-        pc = (percentiles_from_pdf(pdf, b.centres) if opts.compat
-              else percentiles_from_pdf(pdf, b.centres, b.scaled_edges, b.log))
+        pdf = res["pdf1"][:, bs.offsets1[i] : bs.offsets1[i + 1]]
+        pc = (
+            percentiles_from_pdf(pdf, b.centres)
+            if opts.compat
+            else percentiles_from_pdf(pdf, b.centres, b.scaled_edges, b.log)
+        )
         data[f"{q}_Best"] = res["best_q"][:, i]
         data[f"{q}_Exp"] = res["exp"][:, i]
         data[f"{q}_p16"], data[f"{q}_p50"], data[f"{q}_p84"] = pc[:, 0], pc[:, 1], pc[:, 2]
@@ -439,9 +521,19 @@ def largest_errors(noise, chunk_models: int) -> np.ndarray:
     return worst if worst is not None else np.zeros(len(noise.filters))
 
 
-def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, catalog_url: str,
-            grid_info_url: str | None, out_prefix: str, *, vega_fluxes: np.ndarray | None = None,
-            subgrid: int | None = None, tag: str | None = None, trim_index: str | None = None) -> FitResult:
+def run_fit(
+    settings: Settings,
+    trimmed_grid_url: str,
+    trimmed_noise_url: str,
+    catalog_url: str,
+    grid_info_url: str | None,
+    out_prefix: str,
+    *,
+    vega_fluxes: np.ndarray | None = None,
+    subgrid: int | None = None,
+    tag: str | None = None,
+    trim_index: str | None = None,
+) -> FitResult:
     """Stage "fit" (docs/stages.md).  ``subgrid``/``tag`` default to the
     ``gridsub{g}`` / ``bin{s}_sub{u}`` tokens of the file names.
 
@@ -457,8 +549,10 @@ def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, c
         grid = open_sed_grid(trimmed_grid_url)
         noise = open_noise_model(trimmed_noise_url)
     if noise.n_models != grid.n_models:
-        raise ValueError(f"{trimmed_noise_url}: {noise.n_models} rows, but the grid {trimmed_grid_url} has "
-                         f"{grid.n_models}; a trimmed noise model must be row-aligned with its trimmed grid")
+        raise ValueError(
+            f"{trimmed_noise_url}: {noise.n_models} rows, but the grid {trimmed_grid_url} has "
+            f"{grid.n_models}; a trimmed noise model must be row-aligned with its trimmed grid"
+        )
     if noise.filters != grid.filters:
         raise ValueError(f"{trimmed_noise_url}: filters {noise.filters} differ from the grid's {grid.filters}")
     for c in ("weight",):
@@ -473,24 +567,31 @@ def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, c
     gid_offset = 0
     if info and subgrid is not None:
         if subgrid >= len(info["subgrids"]):
-            raise ValueError(f"{grid_info_url}: subgrid {subgrid} requested but the grid info lists "
-                             f"{len(info['subgrids'])} grid(s)")
+            raise ValueError(
+                f"{grid_info_url}: subgrid {subgrid} requested but the grid info lists {len(info['subgrids'])} grid(s)"
+            )
         gid_offset = int(info["subgrids"][subgrid]["offset"])
     elif info and len(info["subgrids"]) > 1:
-        raise ValueError(f"{trimmed_grid_url}: the grid info covers {len(info['subgrids'])} subgrids; name the "
-                         "subgrid (gridsub{g} in the file name or subgrid=g)")
+        raise ValueError(
+            f"{trimmed_grid_url}: the grid info covers {len(info['subgrids'])} subgrids; name the "
+            "subgrid (gridsub{g} in the file name or subgrid=g)"
+        )
     f = settings.fit
     if info is None and 0 < grid.n_models <= min(f.chunk_models, ONE_READ_MODELS):
         # small grid: read the grid and noise model once for the bins and the fit
         grid, noise = _OneBlock(grid, grid.read()), _OneBlock(noise, noise.read())
     opts = _resolve_options(settings, grid, info)
     if info is not None:
-        bs = binset_from_info(info, grid.columns, filters, f.pdf_max_nbins, f.pdf2d_pairs, opts.compat,
-                              trimmed_grid_url)
+        bs = binset_from_info(
+            info, grid.columns, filters, f.pdf_max_nbins, f.pdf2d_pairs, opts.compat, trimmed_grid_url
+        )
     else:
         if not opts.compat:
-            log.warning("%s: no grid info given: PDF bins come from the trimmed grid, so these PDFs cannot be "
-                        "merged with other sub-files (run grid-info on the full grid)", trimmed_grid_url)
+            log.warning(
+                "%s: no grid info given: PDF bins come from the trimmed grid, so these PDFs cannot be "
+                "merged with other sub-files (run grid-info on the full grid)",
+                trimmed_grid_url,
+            )
         bs = binset_from_trimmed(grid, noise, f.pdf_max_nbins, f.pdf2d_pairs, f.chunk_models)
 
     cat = read_catalog(catalog_url)
@@ -502,36 +603,68 @@ def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, c
     # bad measurements (non-finite, zero, absurd, too negative) are dropped per band and flagged,
     # never fitted and never allowed to fail the sub-file (docs/formats.md "Bad measurements")
     sigma = None if settings.beast_compat else largest_errors(noise, f.chunk_models)
-    Y, flags = catalogs.screen_fluxes(Y, vega_fluxes, short_names(filters), sigma, f.negative_flux_sigma,
-                                      compat=settings.beast_compat)
+    Y, flags = catalogs.screen_fluxes(
+        Y, vega_fluxes, short_names(filters), sigma, f.negative_flux_sigma, compat=settings.beast_compat
+    )
     n_flagged = sum(1 for x in flags if x)
     if n_flagged:
-        log.warning("%s: %d of %d stars have bad measurements in some band(s), fitted without them "
-                    "(stats column 'flag')", catalog_url, n_flagged, len(flags))
+        log.warning(
+            "%s: %d of %d stars have bad measurements in some band(s), fitted without them (stats column 'flag')",
+            catalog_url,
+            n_flagged,
+            len(flags),
+        )
     star_ids = cat["star_id"].to_numpy() if "star_id" in cat.columns else np.arange(len(cat))
 
     inputs = {"trimmed_grid": trimmed_grid_url, "trimmed_noise": trimmed_noise_url, "catalog": catalog_url}
     if trim_index:
-        inputs = {"sed_grid": trimmed_grid_url, "noise_model": trimmed_noise_url, "trim_index": trim_index,
-                  "catalog": catalog_url}
+        inputs = {
+            "sed_grid": trimmed_grid_url,
+            "noise_model": trimmed_noise_url,
+            "trim_index": trim_index,
+            "catalog": catalog_url,
+        }
     if grid_info_url:
         inputs["grid_info"] = grid_info_url
     # the full grid and noise model are identified cheaply (their own provenance), not re-hashed per sub-file
-    prov = _provenance("fit", settings.section_hash("fit", "compat", "project"), inputs, {"lnp_seed": opts.seed},
-                       by_identity=("sed_grid", "noise_model") if trim_index else ())
-    meta = {"tag": tag, "subgrid": subgrid, "bins_source": bs.source, "compat": settings.compat,
-            "qnames": bs.qnames, "filters": filters, "stats_threshold": opts.stat_thr,
-            "lnp_threshold": opts.lnp_thr, "lnp_npts": opts.lnp_npts, "completeness": opts.completeness,
-            "ln_weight_norm": opts.ln_norm, "gid_offset": gid_offset, "n_models": grid.n_models,
-            "wavelengths": grid.lamb.tolist()}
-    urls = FitResult(stats=f"{out_prefix}_stats.parquet", pdf1d=f"{out_prefix}_pdf1d.hd5",
-                     pdf2d=f"{out_prefix}_pdf2d.hd5", lnp=f"{out_prefix}_lnp.hd5", tag=tag, subgrid=subgrid)
+    prov = _provenance(
+        "fit",
+        settings.section_hash("fit", "compat", "project"),
+        inputs,
+        {"lnp_seed": opts.seed},
+        by_identity=("sed_grid", "noise_model") if trim_index else (),
+    )
+    meta = {
+        "tag": tag,
+        "subgrid": subgrid,
+        "bins_source": bs.source,
+        "compat": settings.compat,
+        "qnames": bs.qnames,
+        "filters": filters,
+        "stats_threshold": opts.stat_thr,
+        "lnp_threshold": opts.lnp_thr,
+        "lnp_npts": opts.lnp_npts,
+        "completeness": opts.completeness,
+        "ln_weight_norm": opts.ln_norm,
+        "gid_offset": gid_offset,
+        "n_models": grid.n_models,
+        "wavelengths": grid.lamb.tolist(),
+    }
+    urls = FitResult(
+        stats=f"{out_prefix}_stats.parquet",
+        pdf1d=f"{out_prefix}_pdf1d.hd5",
+        pdf2d=f"{out_prefix}_pdf2d.hd5",
+        lnp=f"{out_prefix}_lnp.hd5",
+        tag=tag,
+        subgrid=subgrid,
+    )
     log.info("fit %d stars x %d models (%d bands) -> %s", len(cat), grid.n_models, len(filters), out_prefix)
     with PDF2DWriter(urls.pdf2d, len(cat), bs.pairs, prov, meta) as w2:
-        res = fit_arrays(grid, noise, Y, star_ids, bs, opts, gid_offset, f.chunk_models, f.star_block,
-                         pdf2d_sink=w2.write_compact)
+        res = fit_arrays(
+            grid, noise, Y, star_ids, bs, opts, gid_offset, f.chunk_models, f.star_block, pdf2d_sink=w2.write_compact
+        )
         w2.finish(star_ids, res["total_log_norm"])
-    pdfs = {b.name: res["pdf1"][:, bs.offsets1[i]:bs.offsets1[i + 1]] for i, b in enumerate(bs.bins1)}
+    pdfs = {b.name: res["pdf1"][:, bs.offsets1[i] : bs.offsets1[i + 1]] for i, b in enumerate(bs.bins1)}
     write_pdf1d(urls.pdf1d, star_ids, res["total_log_norm"], bs.bins1, pdfs, prov, meta)
     samples = res["samples"]  # per star block: (sample size per star, flat sample arrays)
     counts = np.concatenate([c for c, _ in samples]) if samples else np.zeros(len(cat), np.int64)
@@ -539,10 +672,28 @@ def run_fit(settings: Settings, trimmed_grid_url: str, trimmed_noise_url: str, c
     cat_f = lambda f_, dt: np.concatenate([np.asarray(s[f_], dt) for _, s in samples]) if samples else np.empty(0, dt)  # noqa: E731
     idx = cat_f("idx", np.int64)
     gid = _gid_of(grid, idx, gid_offset)
-    fields = {"idx": idx, "gid": gid, "lnp": cat_f("lnp", np.float64), "chi2": cat_f("chi2", np.float64),
-              "key": cat_f("key", np.float64), "subgrid": np.full(len(idx), -1 if subgrid is None else subgrid)}
-    write_lnp(urls.lnp, star_ids, offsets, fields, res["n_candidates"], res["truncated_key"], res["lnPmax"], Y, filters,
-              grid.lamb, prov, meta)
+    fields = {
+        "idx": idx,
+        "gid": gid,
+        "lnp": cat_f("lnp", np.float64),
+        "chi2": cat_f("chi2", np.float64),
+        "key": cat_f("key", np.float64),
+        "subgrid": np.full(len(idx), -1 if subgrid is None else subgrid),
+    }
+    write_lnp(
+        urls.lnp,
+        star_ids,
+        offsets,
+        fields,
+        res["n_candidates"],
+        res["truncated_key"],
+        res["lnPmax"],
+        Y,
+        filters,
+        grid.lamb,
+        prov,
+        meta,
+    )
     df = stats_table(cat, Y, filters, bs, res, opts, f.surveyname, subgrid, flags)
     write_stats(urls.stats, df, prov, meta)
     return urls
@@ -553,15 +704,22 @@ def _software() -> tuple[tuple[str, str], ...]:
     return tuple(software_versions().items())
 
 
-def _provenance(stage: str, settings_hash: str, inputs: dict[str, str], extra: dict[str, Any],
-                by_identity: Sequence[str] = ()) -> dict[str, Any]:
+def _provenance(
+    stage: str, settings_hash: str, inputs: dict[str, str], extra: dict[str, Any], by_identity: Sequence[str] = ()
+) -> dict[str, Any]:
     """The record of ``beastflow.provenance.make_provenance`` (same keys, same
     order), with the software versions read from the package metadata once per
     process (~4 ms a call, a noticeable part of a small sub-file's fit)."""
-    rec = {"stage": stage, "settings_hash": settings_hash, "inputs": dict(inputs),
-           "input_hashes": {name: artifact_identity(url) if name in by_identity else storage.content_hash(url)
-                            for name, url in inputs.items()},
-           "software": dict(_software())}
+    rec = {
+        "stage": stage,
+        "settings_hash": settings_hash,
+        "inputs": dict(inputs),
+        "input_hashes": {
+            name: artifact_identity(url) if name in by_identity else storage.content_hash(url)
+            for name, url in inputs.items()
+        },
+        "software": dict(_software()),
+    }
     rec.update(extra)
     return storage.portable(rec)
 
@@ -577,5 +735,14 @@ def _gid_of(grid, idx: np.ndarray, offset: int) -> np.ndarray:
     return fg.astype(np.int64)[inv] + offset
 
 
-__all__ = ["run_fit", "FitResult", "fit_arrays", "read_catalog", "observed_fluxes", "EXCLUDED", "short_names",
-           "STAT_SUFFIXES", "BinSet"]
+__all__ = [
+    "run_fit",
+    "FitResult",
+    "fit_arrays",
+    "read_catalog",
+    "observed_fluxes",
+    "EXCLUDED",
+    "short_names",
+    "STAT_SUFFIXES",
+    "BinSet",
+]

@@ -38,8 +38,18 @@ FORMAT = "beastflow-grid-info"
 FORMAT_VERSION = 1
 
 #: grid columns that are not physical quantities (fitting.md §3)
-EXCLUDED = {"osl", "keep", "weight", "grid_weight", "prior_weight", "fullgrid_idx", "stage",
-            "specgrid_indx", "phase", "eep"}
+EXCLUDED = {
+    "osl",
+    "keep",
+    "weight",
+    "grid_weight",
+    "prior_weight",
+    "fullgrid_idx",
+    "stage",
+    "specgrid_indx",
+    "phase",
+    "eep",
+}
 #: quantities binned in log10 (fitting.md §5.1)
 LOG_SPACED = {"M_ini", "M_act", "radius"}
 #: enough unique values to decide "more than the bin cap" (BEAST caps at 1000)
@@ -98,17 +108,36 @@ class Bins:
         return idx.astype(np.int32)
 
     def to_json(self) -> dict[str, Any]:
-        return {"centres": self.centres.tolist(), "edges": self.edges.tolist(),
-                "scaled_edges": self.scaled_edges.tolist(), "log": self.log, "clamp": self.clamp}
+        return {
+            "centres": self.centres.tolist(),
+            "edges": self.edges.tolist(),
+            "scaled_edges": self.scaled_edges.tolist(),
+            "log": self.log,
+            "clamp": self.clamp,
+        }
 
     @classmethod
-    def from_json(cls, name: str, d: dict[str, Any]) -> "Bins":
-        return cls(name, np.asarray(d["centres"], float), np.asarray(d["edges"], float),
-                   np.asarray(d["scaled_edges"], float), bool(d["log"]), bool(d["clamp"]))
+    def from_json(cls, name: str, d: dict[str, Any]) -> Bins:
+        return cls(
+            name,
+            np.asarray(d["centres"], float),
+            np.asarray(d["edges"], float),
+            np.asarray(d["scaled_edges"], float),
+            bool(d["log"]),
+            bool(d["clamp"]),
+        )
 
 
-def make_bins(name: str, vmin: float, vmax: float, unique_vals: np.ndarray, num_unique: int,
-              max_nbins: int, regular: bool = False, clamp: bool = False) -> Bins:
+def make_bins(
+    name: str,
+    vmin: float,
+    vmax: float,
+    unique_vals: np.ndarray,
+    num_unique: int,
+    max_nbins: int,
+    regular: bool = False,
+    clamp: bool = False,
+) -> Bins:
     """Bins as fitting.md §5.1 (``regular=True``: always evenly spaced, §6)."""
     log = name in LOG_SPACED
     u = np.asarray(unique_vals, dtype=np.float64)
@@ -131,8 +160,7 @@ def make_bins(name: str, vmin: float, vmax: float, unique_vals: np.ndarray, num_
             edges = np.array([c - half, c + half])
         else:
             mid = 0.5 * (centres[1:] + centres[:-1])
-            edges = np.concatenate([[centres[0] - (mid[0] - centres[0])], mid,
-                                    [centres[-1] + (centres[-1] - mid[-1])]])
+            edges = np.concatenate([[centres[0] - (mid[0] - centres[0])], mid, [centres[-1] + (centres[-1] - mid[-1])]])
     scaled = edges.copy()
     if log:
         centres, edges = 10.0**centres, 10.0**edges
@@ -159,15 +187,16 @@ class _QStats:
             if len(self.unique) > CAP_UNIQUE:
                 self.saturated = True
 
-    def merge(self, other: "_QStats") -> None:
+    def merge(self, other: _QStats) -> None:
         self.min, self.max = min(self.min, other.min), max(self.max, other.max)
         if not self.saturated:
             self.unique = np.union1d(self.unique, other.unique)
             self.saturated = other.saturated or len(self.unique) > CAP_UNIQUE
 
 
-def compute_grid_info(sed_grid_urls: Sequence[str], max_nbins: int, chunk_models: int = 262_144,
-                      flux_values: str = "full_grid") -> dict[str, Any]:
+def compute_grid_info(
+    sed_grid_urls: Sequence[str], max_nbins: int, chunk_models: int = 262_144, flux_values: str = "full_grid"
+) -> dict[str, Any]:
     """Bins and bookkeeping over all given grids (the subgrids of one full grid, in order).
 
     Flux quantities: over the full grid the noise-model bias is not known, so
@@ -217,11 +246,17 @@ def compute_grid_info(sed_grid_urls: Sequence[str], max_nbins: int, chunk_models
         st.min = min(0.0, st.min)
         quantities[flux_qname(f)] = _entry(flux_qname(f), st, max_nbins, clamp=True)
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "filters": list(filters), "bands": short_names(filters), "columns": base_cols,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "filters": list(filters),
+        "bands": short_names(filters),
+        "columns": base_cols,
         "qnames": quantity_names(base_cols, filters),
-        "total_weight": total_weight, "n_models": offset, "subgrids": subgrids,
-        "pdf_max_nbins": max_nbins, "quantities": quantities,
+        "total_weight": total_weight,
+        "n_models": offset,
+        "subgrids": subgrids,
+        "pdf_max_nbins": max_nbins,
+        "quantities": quantities,
     }
 
 
@@ -230,9 +265,14 @@ def _entry(q: str, st: _QStats, max_nbins: int, clamp: bool) -> dict[str, Any]:
     nu = len(st.unique) if not st.saturated else CAP_UNIQUE + 1
     b1 = make_bins(q, st.min, st.max, st.unique, nu, max_nbins, regular=False, clamp=clamp)
     b2 = make_bins(q, st.min, st.max, st.unique, nu, max_nbins, regular=True, clamp=clamp)
-    return {"min": st.min, "max": st.max, "num_unique": nu,
-            "unique_vals": st.unique.tolist() if not st.saturated else [],
-            "bins": b1.to_json(), "bins2d_regular": b2.to_json()}
+    return {
+        "min": st.min,
+        "max": st.max,
+        "num_unique": nu,
+        "unique_vals": st.unique.tolist() if not st.saturated else [],
+        "bins": b1.to_json(),
+        "bins2d_regular": b2.to_json(),
+    }
 
 
 @dataclass
@@ -246,7 +286,8 @@ def run_grid_info(settings: Settings, sed_grid_urls: Sequence[str], out_url: str
     urls = list(sed_grid_urls)
     info = compute_grid_info(urls, settings.fit.pdf_max_nbins, settings.fit.chunk_models)
     info["provenance"] = make_provenance(
-        "grid_info", settings.section_hash("fit", "compat"),
+        "grid_info",
+        settings.section_hash("fit", "compat"),
         inputs={f"sed_grid_{i}": u for i, u in enumerate(urls)},
     )
     out = out_url or settings.artifact(f"{settings.project.name}_grid_info.json")

@@ -179,8 +179,7 @@ def _tile(Y, USED, s, mT, ivT, lneT, icdT, icoT, full, const, j0, nt, chi2, lnp,
 
 
 @njit(parallel=True, cache=True)
-def pass_max(Y, USED, mT, ivT, lneT, icdT, icoT, full, const, start, best_lnp, best_idx, chi2min,
-             chi2min_idx, T):
+def pass_max(Y, USED, mT, ivT, lneT, icdT, icoT, full, const, start, best_lnp, best_idx, chi2min, chi2min_idx, T):
     """Update per-star max lnP / argmax and min chi2 / argmin with one chunk (in place).
 
     Arrays of the chunk are band-major: mT, ivT, lneT [n_bands, n_models]; with
@@ -285,10 +284,43 @@ def _heap_push(keys, idx, lnp, chi2, n, k, key, j, lp, c2):
 
 
 @njit(parallel=True, cache=True)
-def pass_accumulate(Y, USED, mT, ivT, lneT, icdT, icoT, full, const, start, M, stat_thr, lnp_thr,
-                    qT, b1T, b2T, gid, specgrid, best_idx, seeds,
-                    acc_s0, acc_exp, acc_h1, acc_h2, acc_chi2, acc_chi2i, acc_ncand,
-                    heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, best_q, best_gid, best_spec):
+def pass_accumulate(
+    Y,
+    USED,
+    mT,
+    ivT,
+    lneT,
+    icdT,
+    icoT,
+    full,
+    const,
+    start,
+    M,
+    stat_thr,
+    lnp_thr,
+    qT,
+    b1T,
+    b2T,
+    gid,
+    specgrid,
+    best_idx,
+    seeds,
+    acc_s0,
+    acc_exp,
+    acc_h1,
+    acc_h2,
+    acc_chi2,
+    acc_chi2i,
+    acc_ncand,
+    heap_key,
+    heap_idx,
+    heap_lnp,
+    heap_chi2,
+    heap_n,
+    best_q,
+    best_gid,
+    best_spec,
+):
     """Accumulate one chunk into the per-partition accumulators (leading axis T).
 
     qT [nq, n] quantity values, b1T [nq, n] offset 1-D bin indices, b2T [npairs, n]
@@ -366,9 +398,18 @@ def pass_accumulate(Y, USED, mT, ivT, lneT, icdT, icoT, full, const, start, M, s
                             acc_ncand[t, s] += 1
                             j = j0 + jj
                             key = hash_key(seeds[s], gid[j])
-                            heap_n[t, s] = _heap_push(heap_key[t, s], heap_idx[t, s], heap_lnp[t, s],
-                                                      heap_chi2[t, s], heap_n[t, s], k, key, j + start,
-                                                      lnp[jj], chi2[jj])
+                            heap_n[t, s] = _heap_push(
+                                heap_key[t, s],
+                                heap_idx[t, s],
+                                heap_lnp[t, s],
+                                heap_chi2[t, s],
+                                heap_n[t, s],
+                                k,
+                                key,
+                                j + start,
+                                lnp[jj],
+                                chi2[jj],
+                            )
 
 
 def set_threads(n: int | None) -> None:
@@ -377,5 +418,4 @@ def set_threads(n: int | None) -> None:
         numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
 
 
-__all__ = ["pass_max", "pass_accumulate", "hash_key", "LN2PI", "ALL_MODELS_THRESHOLD", "n_partitions",
-           "set_threads"]
+__all__ = ["pass_max", "pass_accumulate", "hash_key", "LN2PI", "ALL_MODELS_THRESHOLD", "n_partitions", "set_threads"]

@@ -38,7 +38,7 @@ def reduce_heaps(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k):
     """Per-partition bottom-k heaps [T, ns, k] -> per-star sorted samples (lists of arrays)."""
     counts, flat = reduce_heaps_flat(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k)
     ends = np.cumsum(counts)
-    return [{f: v[e - c:e] for f, v in flat.items()} for c, e in zip(counts, ends)]
+    return [{f: v[e - c : e] for f, v in flat.items()} for c, e in zip(counts, ends)]
 
 
 def reduce_heaps_flat(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k):
@@ -59,8 +59,9 @@ def reduce_heaps_flat(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k):
     return counts, {"key": pick(heap_key), "idx": pick(heap_idx), "lnp": pick(heap_lnp), "chi2": pick(heap_chi2)}
 
 
-def merge_star_samples(samples: Sequence[dict], truncated: Sequence[float], k: int,
-                       threshold: float, lnp_max: float) -> tuple[dict, float]:
+def merge_star_samples(
+    samples: Sequence[dict], truncated: Sequence[float], k: int, threshold: float, lnp_max: float
+) -> tuple[dict, float]:
     """Merge one star's samples from disjoint model sets (subgrids).
 
     ``samples``: dicts of equal-length arrays incl. ``key`` and ``lnp``;

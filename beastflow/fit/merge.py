@@ -36,7 +36,15 @@ from beastflow.fit.fitting import FitResult
 from beastflow.fit.grid_info import Bins
 from beastflow.fit.lnp import NOT_TRUNCATED, merge_star_samples
 from beastflow.fit.outputs import (
-    LNP_FIELDS, PDF2DWriter, lnp_star, read_lnp, read_pdf1d, read_stats, write_lnp, write_pdf1d, write_stats,
+    LNP_FIELDS,
+    PDF2DWriter,
+    lnp_star,
+    read_lnp,
+    read_pdf1d,
+    read_stats,
+    write_lnp,
+    write_pdf1d,
+    write_stats,
 )
 from beastflow.fit.stats import percentiles_from_pdf
 from beastflow.io.hdf5_arrays import decode_attr, open_h5
@@ -83,18 +91,21 @@ def _same_ids(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _bins_of(p1: dict[str, Any]) -> list[Bins]:
-    return [Bins(q, p1["centres"][q], p1["edges"][q], p1["edges"][q], p1["log"][q], False)
-            for q in p1["quantities"]]
+    return [Bins(q, p1["centres"][q], p1["edges"][q], p1["edges"][q], p1["log"][q], False) for q in p1["quantities"]]
 
 
 def _check_bins(ref: dict[str, Any], other: dict[str, Any], ref_url: str, url: str) -> None:
     if ref["quantities"] != other["quantities"]:
         raise ValueError(f"{url}: PDF quantities differ from {ref_url}")
     for q in ref["quantities"]:
-        if not (np.array_equal(ref["edges"][q], other["edges"][q])
-                and np.array_equal(ref["centres"][q], other["centres"][q])):
-            raise ValueError(f"{url}: PDF bins of {q!r} differ from those of {ref_url}; only fits that share the "
-                             "full-grid bins (same grid info) can be merged")
+        if not (
+            np.array_equal(ref["edges"][q], other["edges"][q])
+            and np.array_equal(ref["centres"][q], other["centres"][q])
+        ):
+            raise ValueError(
+                f"{url}: PDF bins of {q!r} differ from those of {ref_url}; only fits that share the "
+                "full-grid bins (same grid info) can be merged"
+            )
 
 
 def merge_subgrids(settings: Settings, fits: Sequence[Any], out_prefix: str) -> MergeResult:
@@ -112,8 +123,10 @@ def merge_subgrids(settings: Settings, fits: Sequence[Any], out_prefix: str) -> 
     ids = p1s[0]["star_id"]
     for f, df, p1 in zip(fits[1:], tabs[1:], p1s[1:]):
         if not _same_ids(p1["star_id"], ids) or len(df) != len(tabs[0]):
-            raise ValueError(f"{f.pdf1d}: stars differ from {fits[0].pdf1d}; subgrid fits of one sub-file must "
-                             "cover the same stars in the same order")
+            raise ValueError(
+                f"{f.pdf1d}: stars differ from {fits[0].pdf1d}; subgrid fits of one sub-file must "
+                "cover the same stars in the same order"
+            )
         _check_bins(p1s[0], p1, fits[0].pdf1d, f.pdf1d)
     subgrids = [m.get("subgrid") if m.get("subgrid") is not None else g for g, m in enumerate(metas)]
     G, ns = len(fits), len(ids)
@@ -133,8 +146,17 @@ def merge_subgrids(settings: Settings, fits: Sequence[Any], out_prefix: str) -> 
         pdf = sum(W[g][:, None] * p1s[g]["pdf"][q] for g in range(G)) / Wsum[:, None]
         merged_pdf[q] = pdf
     stat_cols = {f"{q}_{s}" for q in qnames for s in ("Best", "Exp", "p16", "p50", "p84")}
-    special = {"chi2min", "chi2min_indx", "Pmax", "Pmax_indx", "specgrid_indx", "total_log_norm", "lnPmax",
-               "Pmax_gid", "best_gridsub"}
+    special = {
+        "chi2min",
+        "chi2min_indx",
+        "Pmax",
+        "Pmax_indx",
+        "specgrid_indx",
+        "total_log_norm",
+        "lnPmax",
+        "Pmax_gid",
+        "best_gridsub",
+    }
     rows = np.arange(ns)
     for c in base.columns:
         if c in stat_cols or c in special:
@@ -163,8 +185,9 @@ def merge_subgrids(settings: Settings, fits: Sequence[Any], out_prefix: str) -> 
     prov = make_provenance("merge_subgrids", settings.section_hash("fit", "compat"), inputs=inputs)
     meta = dict(metas[0])
     meta.update({"subgrid": None, "merged_subgrids": subgrids})
-    res = MergeResult(f"{out_prefix}_stats.parquet", f"{out_prefix}_pdf1d.hd5", f"{out_prefix}_pdf2d.hd5",
-                      f"{out_prefix}_lnp.hd5")
+    res = MergeResult(
+        f"{out_prefix}_stats.parquet", f"{out_prefix}_pdf1d.hd5", f"{out_prefix}_pdf2d.hd5", f"{out_prefix}_lnp.hd5"
+    )
     write_pdf1d(res.pdf1d, ids, tln, _bins_of(p1s[0]), merged_pdf, prov, meta)
     _merge_pdf2d([f.pdf2d for f in fits], W, Wsum, ids, tln, res.pdf2d, prov, meta)
     _merge_lnp([f.lnp for f in fits], subgrids, res.lnp, settings, prov, meta)
@@ -181,8 +204,10 @@ def _pairs_of(url: str) -> tuple[list[str], dict[str, dict[str, np.ndarray]]]:
 
 def _pair_bins(p: str, ax: dict[str, np.ndarray]) -> tuple[Bins, Bins]:
     a, b = p.split("+", 1)
-    return (Bins(a, ax["centres_a"], ax["edges_a"], ax["edges_a"], False, False),
-            Bins(b, ax["centres_b"], ax["edges_b"], ax["edges_b"], False, False))
+    return (
+        Bins(a, ax["centres_a"], ax["edges_a"], ax["edges_a"], False, False),
+        Bins(b, ax["centres_b"], ax["edges_b"], ax["edges_b"], False, False),
+    )
 
 
 def _merge_pdf2d(urls, W, Wsum, ids, tln, out_url, prov, meta) -> None:
@@ -230,8 +255,20 @@ def _merge_lnp(urls, subgrids, out_url, settings: Settings, prov, meta) -> None:
     fields = {f: np.concatenate(v) if v else np.empty(0) for f, v in parts.items()}
     # candidates relative to each subgrid's own peak: an upper bound of the merged count
     ncand = np.sum([f["n_candidates"] for f in files], axis=0)
-    write_lnp(out_url, ids, np.asarray(offsets), fields, ncand, np.asarray(trunc), lnpmax, files[0]["input"],
-              files[0]["obs_filters"], files[0]["grid_waves"], prov, meta)
+    write_lnp(
+        out_url,
+        ids,
+        np.asarray(offsets),
+        fields,
+        ncand,
+        np.asarray(trunc),
+        lnpmax,
+        files[0]["input"],
+        files[0]["obs_filters"],
+        files[0]["grid_waves"],
+        prov,
+        meta,
+    )
 
 
 def concatenate(settings: Settings, results: Sequence[Any], tags: Sequence[str | None], out_prefix: str) -> MergeResult:
@@ -240,8 +277,7 @@ def concatenate(settings: Settings, results: Sequence[Any], tags: Sequence[str |
     tabs, p1s, metas = [], [], []
     for r, tag in zip(results, tags):
         df, info = read_stats(r.stats)
-        tabs.append(df.with_columns(pl.lit(tag or "").alias("reorder_tag"))
-                    if "reorder_tag" not in df.columns else df)
+        tabs.append(df.with_columns(pl.lit(tag or "").alias("reorder_tag")) if "reorder_tag" not in df.columns else df)
         metas.append(info["meta"])
         p1s.append(read_pdf1d(r.pdf1d))
     for r, p1 in zip(results[1:], p1s[1:]):
@@ -252,8 +288,9 @@ def concatenate(settings: Settings, results: Sequence[Any], tags: Sequence[str |
     prov = make_provenance("merge", settings.section_hash("fit", "compat"), inputs=inputs)
     meta = {k: v for k, v in metas[0].items() if k not in ("tag", "subgrid", "n_models", "gid_offset")}
     meta["tags"] = [t or "" for t in tags]
-    res = MergeResult(f"{out_prefix}_stats.parquet", f"{out_prefix}_pdf1d.hd5", f"{out_prefix}_pdf2d.hd5",
-                      f"{out_prefix}_lnp.hd5")
+    res = MergeResult(
+        f"{out_prefix}_stats.parquet", f"{out_prefix}_pdf1d.hd5", f"{out_prefix}_pdf2d.hd5", f"{out_prefix}_lnp.hd5"
+    )
     ids = np.concatenate([p["star_id"] for p in p1s])
     tln = np.concatenate([p["total_log_norm"] for p in p1s])
     pdfs = {q: np.concatenate([p["pdf"][q] for p in p1s]) for q in p1s[0]["quantities"]}
@@ -281,10 +318,20 @@ def concatenate(settings: Settings, results: Sequence[Any], tags: Sequence[str |
         shift += int(L["offsets"][-1])
     fields = {f: np.concatenate([L[f] for L in lnps]) for f in LNP_FIELDS}
     inp = np.concatenate([L["input"] for L in lnps]) if all(L["input"] is not None for L in lnps) else None
-    write_lnp(res.lnp, ids, np.concatenate(offs), fields, np.concatenate([L["n_candidates"] for L in lnps]),
-              np.concatenate([L["truncated_key"] for L in lnps]), np.concatenate([L["lnPmax"] for L in lnps]), inp,
-              lnps[0]["obs_filters"],
-              lnps[0]["grid_waves"], prov, meta)
+    write_lnp(
+        res.lnp,
+        ids,
+        np.concatenate(offs),
+        fields,
+        np.concatenate([L["n_candidates"] for L in lnps]),
+        np.concatenate([L["truncated_key"] for L in lnps]),
+        np.concatenate([L["lnPmax"] for L in lnps]),
+        inp,
+        lnps[0]["obs_filters"],
+        lnps[0]["grid_waves"],
+        prov,
+        meta,
+    )
     write_stats(res.stats, pl.concat(tabs, how="diagonal_relaxed"), prov, meta)
     return res
 
@@ -314,7 +361,8 @@ def run_merge(settings: Settings, fit_results: Sequence[Any], out_prefix: str | 
             if len(set(subs)) != len(subs):
                 raise ValueError(
                     f"sub-file {tag!r}: {len(rs)} fits with subgrids {subs} ({[r.stats for r in rs]}); a sub-file "
-                    "may list each subgrid once (give fits of different sub-files a bin{s}_sub{u} tag)")
+                    "may list each subgrid once (give fits of different sub-files a bin{s}_sub{u} tag)"
+                )
             if len(groups) == 1:
                 return merge_subgrids(settings, rs, out_prefix)
             folder = os.path.dirname(out_prefix) or "."

@@ -48,12 +48,21 @@ def write_stats(url: str, df: pl.DataFrame, provenance: Mapping[str, Any], meta:
     filters = meta.get("filters") or [c for c in df.columns if f"symlog{c}_wd_bias_p50" in df.columns]
     fmeta = column_metadata(table.column_names, filters)
     if fmeta:
-        table = table.cast(pa.schema([f.with_metadata(fmeta[f.name]) if f.name in fmeta else f
-                                      for f in table.schema], metadata=table.schema.metadata))
-    info = {"format": STATS_FORMAT, "format_version": FORMAT_VERSION,
-            "provenance": storage.portable(dict(provenance)), "meta": storage.portable(dict(meta))}
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           _META_KEY: json.dumps(info, default=str).encode()})
+        table = table.cast(
+            pa.schema(
+                [f.with_metadata(fmeta[f.name]) if f.name in fmeta else f for f in table.schema],
+                metadata=table.schema.metadata,
+            )
+        )
+    info = {
+        "format": STATS_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "provenance": storage.portable(dict(provenance)),
+        "meta": storage.portable(dict(meta)),
+    }
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), _META_KEY: json.dumps(info, default=str).encode()}
+    )
     buf = io.BytesIO()
     # no dictionary pages: ~180 mostly-unique float columns, where trying them costs more than it saves
     pq.write_table(table, buf, compression="zstd", use_dictionary=False)
@@ -111,8 +120,13 @@ def _read_ids(ds: h5py.Dataset) -> np.ndarray:
     return np.asarray(ds[...])
 
 
-def _new_dataset(parent: h5py.Group, name: str, data: np.ndarray | None = None, shape: tuple | None = None,
-                 chunks: tuple | None = None) -> h5py.h5d.DatasetID:
+def _new_dataset(
+    parent: h5py.Group,
+    name: str,
+    data: np.ndarray | None = None,
+    shape: tuple | None = None,
+    chunks: tuple | None = None,
+) -> h5py.h5d.DatasetID:
     """A float64/int64 dataset through h5py's low-level API (what ``create_dataset``
     makes, without its per-call overhead, which adds up over ~100 small datasets
     per file): no time stamps; ``chunks``: gzip level GZIP_LEVEL, fill value 0."""
@@ -128,8 +142,13 @@ def _new_dataset(parent: h5py.Group, name: str, data: np.ndarray | None = None, 
         dcpl.set_chunk(tuple(chunks))
         dcpl.set_deflate(GZIP_LEVEL)
         dcpl.set_fill_value(np.zeros((), dtype))
-    dsid = h5py.h5d.create(parent.id, name.encode(), h5py.h5t.py_create(dtype, logical=True),
-                           h5py.h5s.create_simple(tuple(shape)), dcpl=dcpl)
+    dsid = h5py.h5d.create(
+        parent.id,
+        name.encode(),
+        h5py.h5t.py_create(dtype, logical=True),
+        h5py.h5s.create_simple(tuple(shape)),
+        dcpl=dcpl,
+    )
     if data is not None and data.size:
         dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, data)
     return dsid
@@ -155,12 +174,13 @@ class _SparseChunks:
         self.buf = np.zeros((self.rows, *(m * t for m, t in zip(self.ntiles, self.tile))))
         self.occ = np.zeros(self.ntiles, dtype=bool)
         self.start = 0  # first row of the slab in the buffer
-        self.fill = 0   # rows of it received
+        self.fill = 0  # rows of it received
 
     def _check(self, lo: int) -> None:
         if lo != self.start + self.fill:
-            raise ValueError(f"{self.name!r}: rows must be written in order (got row {lo}, expected "
-                             f"{self.start + self.fill})")
+            raise ValueError(
+                f"{self.name!r}: rows must be written in order (got row {lo}, expected {self.start + self.fill})"
+            )
 
     def _cells(self) -> tuple[slice, ...]:
         return tuple(slice(0, c) for c in self.cells)
@@ -171,7 +191,7 @@ class _SparseChunks:
         i = 0
         while i < len(arr):
             k = min(self.rows - self.fill, len(arr) - i)
-            part = arr[i:i + k]
+            part = arr[i : i + k]
             self.buf[(slice(self.fill, self.fill + k), *self._cells())] = part
             cell_nz = (part != 0).any(axis=0)  # NaN counts as a value
             if cell_nz.any():
@@ -189,7 +209,7 @@ class _SparseChunks:
         i = 0
         while i < len(vals):
             k = min(self.rows - self.fill, len(vals) - i)
-            part = vals[i:i + k]
+            part = vals[i : i + k]
             rows_at_cells: tuple[slice | np.ndarray, ...] = (slice(self.fill, self.fill + k), *pos)
             self.buf[rows_at_cells] = part
             cols = np.flatnonzero((part != 0).any(axis=0))
@@ -208,8 +228,10 @@ class _SparseChunks:
             return
         for t in np.argwhere(self.occ):
             sl = (slice(None), *(slice(j * w, (j + 1) * w) for j, w in zip(t, self.tile)))
-            self.ds.write_direct_chunk((self.start, *(int(j) * w for j, w in zip(t, self.tile))),
-                                          zlib.compress(self.buf[sl].tobytes(), GZIP_LEVEL))
+            self.ds.write_direct_chunk(
+                (self.start, *(int(j) * w for j, w in zip(t, self.tile))),
+                zlib.compress(self.buf[sl].tobytes(), GZIP_LEVEL),
+            )
             self.buf[sl] = 0.0
         self.occ[...] = False
         self.start += self.fill
@@ -223,17 +245,31 @@ def _check_format(url: str, h5: h5py.File, fmt: str) -> None:
 
 
 # --------------------------------------------------------------------- 1-D PDFs
-def write_pdf1d(url: str, star_ids: np.ndarray, total_log_norm: np.ndarray, bins: Sequence[Any],
-                pdfs: Mapping[str, np.ndarray], provenance: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+def write_pdf1d(
+    url: str,
+    star_ids: np.ndarray,
+    total_log_norm: np.ndarray,
+    bins: Sequence[Any],
+    pdfs: Mapping[str, np.ndarray],
+    provenance: Mapping[str, Any],
+    meta: Mapping[str, Any],
+) -> str:
     with h5_writer(url) as h5:
-        _attrs(h5, format=PDF1D_FORMAT, format_version=FORMAT_VERSION, provenance=dict(provenance),
-               meta=dict(meta), quantities=[b.name for b in bins])
+        _attrs(
+            h5,
+            format=PDF1D_FORMAT,
+            format_version=FORMAT_VERSION,
+            provenance=dict(provenance),
+            meta=dict(meta),
+            quantities=[b.name for b in bins],
+        )
         _ids_dataset(h5, "star_id", star_ids)
         h5.create_dataset("total_log_norm", data=np.asarray(total_log_norm, np.float64))
         for b in bins:
             g = h5.create_group(b.name)
             _SparseChunks(g, "pdf", len(star_ids), (b.nbins,), PDF1D_CHUNK).add_dense(
-                0, np.asarray(pdfs[b.name], np.float64))
+                0, np.asarray(pdfs[b.name], np.float64)
+            )
             _new_dataset(g, "centres", np.asarray(b.centres, np.float64))
             _new_dataset(g, "edges", np.asarray(b.edges, np.float64))
             g.attrs["log"] = bool(b.log)
@@ -250,11 +286,17 @@ def read_pdf1d(url: str, quantities: Sequence[str] | None = None) -> dict[str, A
         missing = [q for q in want if q not in qs]
         if missing:
             raise KeyError(f"{url}: no 1-D PDF for {missing}; quantities are {qs}")
-        out: dict[str, Any] = {"star_id": _read_ids(h5["star_id"]),
-                               "total_log_norm": h5["total_log_norm"][...], "quantities": want,
-                               "meta": decode_attr(h5.attrs.get("meta", "{}")),
-                               "provenance": decode_attr(h5.attrs.get("provenance", "{}")),
-                               "pdf": {}, "centres": {}, "edges": {}, "log": {}}
+        out: dict[str, Any] = {
+            "star_id": _read_ids(h5["star_id"]),
+            "total_log_norm": h5["total_log_norm"][...],
+            "quantities": want,
+            "meta": decode_attr(h5.attrs.get("meta", "{}")),
+            "provenance": decode_attr(h5.attrs.get("provenance", "{}")),
+            "pdf": {},
+            "centres": {},
+            "edges": {},
+            "log": {},
+        }
         for q in want:
             out["pdf"][q] = h5[q]["pdf"][...]
             out["centres"][q] = h5[q]["centres"][...]
@@ -295,11 +337,18 @@ def read_star_pdf1d(url: str, star_ids: Sequence[Any], quantities: Sequence[str]
         if missing:
             raise KeyError(f"{url}: no 1-D PDF for {missing}; quantities are {qs}")
         rows = _star_rows(url, h5["star_id"], star_ids)
-        out: dict[str, Any] = {"star_id": np.asarray(list(star_ids), dtype=object), "rows": rows,
-                               "total_log_norm": _take_rows(h5["total_log_norm"], rows), "quantities": want,
-                               "meta": decode_attr(h5.attrs.get("meta", "{}")),
-                               "provenance": decode_attr(h5.attrs.get("provenance", "{}")),
-                               "pdf": {}, "centres": {}, "edges": {}, "log": {}}
+        out: dict[str, Any] = {
+            "star_id": np.asarray(list(star_ids), dtype=object),
+            "rows": rows,
+            "total_log_norm": _take_rows(h5["total_log_norm"], rows),
+            "quantities": want,
+            "meta": decode_attr(h5.attrs.get("meta", "{}")),
+            "provenance": decode_attr(h5.attrs.get("provenance", "{}")),
+            "pdf": {},
+            "centres": {},
+            "edges": {},
+            "log": {},
+        }
         for q in want:
             out["pdf"][q] = _take_rows(h5[q]["pdf"], rows)
             out["centres"][q] = h5[q]["centres"][...]
@@ -315,9 +364,15 @@ def read_star_pdf2d(url: str, star_ids: Sequence[Any]) -> dict[str, Any]:
         _check_format(url, h5, PDF2D_FORMAT)
         pairs = decode_attr(h5.attrs["pairs"])
         rows = _star_rows(url, h5["star_id"], star_ids)
-        out: dict[str, Any] = {"star_id": np.asarray(list(star_ids), dtype=object), "rows": rows, "pairs": pairs,
-                               "meta": decode_attr(h5.attrs.get("meta", "{}")),
-                               "provenance": decode_attr(h5.attrs.get("provenance", "{}")), "pdf": {}, "axes": {}}
+        out: dict[str, Any] = {
+            "star_id": np.asarray(list(star_ids), dtype=object),
+            "rows": rows,
+            "pairs": pairs,
+            "meta": decode_attr(h5.attrs.get("meta", "{}")),
+            "provenance": decode_attr(h5.attrs.get("provenance", "{}")),
+            "pdf": {},
+            "axes": {},
+        }
         for p in pairs:
             g = h5[p]
             out["pdf"][p] = _take_rows(g["pdf"], rows)
@@ -329,8 +384,14 @@ def read_star_pdf2d(url: str, star_ids: Sequence[Any]) -> dict[str, Any]:
 class PDF2DWriter:
     """2-D PDFs written block of stars by block (they are the largest output)."""
 
-    def __init__(self, url: str, n_stars: int, pairs: Sequence[tuple[Any, Any]],
-                 provenance: Mapping[str, Any], meta: Mapping[str, Any]):
+    def __init__(
+        self,
+        url: str,
+        n_stars: int,
+        pairs: Sequence[tuple[Any, Any]],
+        provenance: Mapping[str, Any],
+        meta: Mapping[str, Any],
+    ):
         self.url, self.n, self.pairs = url, n_stars, list(pairs)
         self.provenance, self.meta = dict(provenance), dict(meta)
         self._stack = contextlib.ExitStack()
@@ -339,7 +400,7 @@ class PDF2DWriter:
     def pair_name(a: str, b: str) -> str:
         return f"{a}+{b}"
 
-    def __enter__(self) -> "PDF2DWriter":
+    def __enter__(self) -> PDF2DWriter:
         # __exit__ is not called when __enter__ raises (full disk): close the file here
         try:
             return self._open()
@@ -348,16 +409,26 @@ class PDF2DWriter:
             self._stack.__exit__(*sys.exc_info())
             raise
 
-    def _open(self) -> "PDF2DWriter":
+    def _open(self) -> PDF2DWriter:
         self.h5 = self._stack.enter_context(h5_writer(self.url))
-        _attrs(self.h5, format=PDF2D_FORMAT, format_version=FORMAT_VERSION, provenance=self.provenance,
-               meta=self.meta, pairs=[self.pair_name(a.name, b.name) for a, b in self.pairs])
+        _attrs(
+            self.h5,
+            format=PDF2D_FORMAT,
+            format_version=FORMAT_VERSION,
+            provenance=self.provenance,
+            meta=self.meta,
+            pairs=[self.pair_name(a.name, b.name) for a, b in self.pairs],
+        )
         self._w = []
         for a, b in self.pairs:
             g = self.h5.create_group(self.pair_name(a.name, b.name))
             self._w.append(_SparseChunks(g, "pdf", self.n, (a.nbins, b.nbins), PDF2D_CHUNK))
-            for k, v in (("centres_a", a.centres), ("centres_b", b.centres), ("edges_a", a.edges),
-                         ("edges_b", b.edges)):
+            for k, v in (
+                ("centres_a", a.centres),
+                ("centres_b", b.centres),
+                ("edges_a", a.edges),
+                ("edges_b", b.edges),
+            ):
                 _new_dataset(g, k, np.asarray(v, np.float64))
         return self
 
@@ -391,9 +462,15 @@ def read_pdf2d(url: str) -> dict[str, Any]:
     with open_h5(url) as h5:
         _check_format(url, h5, PDF2D_FORMAT)
         pairs = decode_attr(h5.attrs["pairs"])
-        out: dict[str, Any] = {"star_id": _read_ids(h5["star_id"]), "total_log_norm": h5["total_log_norm"][...],
-                               "pairs": pairs, "meta": decode_attr(h5.attrs.get("meta", "{}")),
-                               "provenance": decode_attr(h5.attrs.get("provenance", "{}")), "pdf": {}, "axes": {}}
+        out: dict[str, Any] = {
+            "star_id": _read_ids(h5["star_id"]),
+            "total_log_norm": h5["total_log_norm"][...],
+            "pairs": pairs,
+            "meta": decode_attr(h5.attrs.get("meta", "{}")),
+            "provenance": decode_attr(h5.attrs.get("provenance", "{}")),
+            "pdf": {},
+            "axes": {},
+        }
         for p in pairs:
             g = h5[p]
             out["pdf"][p] = g["pdf"][...]
@@ -402,19 +479,41 @@ def read_pdf2d(url: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------- lnP samples
-LNP_FIELDS = {"idx": np.int64, "gid": np.int64, "lnp": np.float64, "chi2": np.float64,
-              "key": np.float64, "subgrid": np.int32}
+LNP_FIELDS = {
+    "idx": np.int64,
+    "gid": np.int64,
+    "lnp": np.float64,
+    "chi2": np.float64,
+    "key": np.float64,
+    "subgrid": np.int32,
+}
 
 
-def write_lnp(url: str, star_ids: np.ndarray, offsets: np.ndarray, fields: Mapping[str, np.ndarray],
-              n_candidates: np.ndarray, truncated_key: np.ndarray, lnp_max: np.ndarray, inputs: np.ndarray | None,
-              filters: Sequence[str], waves: np.ndarray | None, provenance: Mapping[str, Any],
-              meta: Mapping[str, Any]) -> str:
+def write_lnp(
+    url: str,
+    star_ids: np.ndarray,
+    offsets: np.ndarray,
+    fields: Mapping[str, np.ndarray],
+    n_candidates: np.ndarray,
+    truncated_key: np.ndarray,
+    lnp_max: np.ndarray,
+    inputs: np.ndarray | None,
+    filters: Sequence[str],
+    waves: np.ndarray | None,
+    provenance: Mapping[str, Any],
+    meta: Mapping[str, Any],
+) -> str:
     """Ragged per-star samples as flat arrays + ``offsets`` (star e owns rows
     offsets[e]:offsets[e+1]), keyed by the star's row and ``star_id``."""
     with h5_writer(url) as h5:
-        _attrs(h5, format=LNP_FORMAT, format_version=FORMAT_VERSION, provenance=dict(provenance),
-               meta=dict(meta), obs_filters=list(filters))
+        _attrs(
+            h5,
+            format=LNP_FORMAT,
+            format_version=FORMAT_VERSION,
+            provenance=dict(provenance),
+            meta=dict(meta),
+            obs_filters=list(filters),
+        )
         _ids_dataset(h5, "star_id", star_ids)
         h5.create_dataset("offsets", data=np.asarray(offsets, np.int64))
         h5.create_dataset("n_candidates", data=np.asarray(n_candidates, np.int64))
@@ -422,8 +521,7 @@ def write_lnp(url: str, star_ids: np.ndarray, offsets: np.ndarray, fields: Mappi
         h5.create_dataset("lnPmax", data=np.asarray(lnp_max, np.float64))
         for k, dt in LNP_FIELDS.items():
             # byte shuffle first: faster and smaller than gzip alone on these ids and doubles
-            h5.create_dataset(k, data=np.asarray(fields[k], dt), compression="gzip", compression_opts=1,
-                              shuffle=True)
+            h5.create_dataset(k, data=np.asarray(fields[k], dt), compression="gzip", compression_opts=1, shuffle=True)
         if inputs is not None:
             h5.create_dataset("input", data=np.asarray(inputs, np.float64))
         if waves is not None:

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from beastflow.fit.grid_info import (
-    EXCLUDED, Bins, _QStats, bins_from_info, flux_qname, make_bins, quantity_names, symlog,
+    EXCLUDED,
+    Bins,
+    _QStats,
+    bins_from_info,
+    flux_qname,
+    make_bins,
+    quantity_names,
+    symlog,
 )
 
 log = logging.getLogger(__name__)
@@ -64,8 +71,9 @@ class BinSet:
         return b1, b2
 
 
-def _pairs(qnames: list[str], requested: list[list[str]], n_unique: dict[str, int],
-           bins_for: Any) -> list[tuple[Bins, Bins]]:
+def _pairs(
+    qnames: list[str], requested: list[list[str]], n_unique: dict[str, int], bins_for: Any
+) -> list[tuple[Bins, Bins]]:
     out = []
     for a, b in requested:
         missing = [p for p in (a, b) if p not in qnames]
@@ -78,16 +86,28 @@ def _pairs(qnames: list[str], requested: list[list[str]], n_unique: dict[str, in
     return out
 
 
-def binset_from_info(info: dict[str, Any], trimmed_columns: list[str], filters: list[str],
-                     max_nbins: int, pairs: list[list[str]], compat: bool, where: str) -> BinSet:
+def binset_from_info(
+    info: dict[str, Any],
+    trimmed_columns: list[str],
+    filters: list[str],
+    max_nbins: int,
+    pairs: list[list[str]],
+    compat: bool,
+    where: str,
+) -> BinSet:
     cols = [c for c in trimmed_columns if c != "fullgrid_idx"]
     if cols != info["columns"] or list(filters) != info["filters"]:
-        raise ValueError(f"{where}: grid columns/filters differ from those of the grid info "
-                         f"(grid: {cols}, {filters}; grid info: {info['columns']}, {info['filters']})")
+        raise ValueError(
+            f"{where}: grid columns/filters differ from those of the grid info "
+            f"(grid: {cols}, {filters}; grid info: {info['columns']}, {info['filters']})"
+        )
     qnames = list(info["qnames"])
     if info.get("pdf_max_nbins") != max_nbins:
-        log.warning("grid info was made with pdf_max_nbins=%s, settings say %s; the grid info's bins are used",
-                    info.get("pdf_max_nbins"), max_nbins)
+        log.warning(
+            "grid info was made with pdf_max_nbins=%s, settings say %s; the grid info's bins are used",
+            info.get("pdf_max_nbins"),
+            max_nbins,
+        )
     bins1 = [bins_from_info(info, q) for q in qnames]
     nu = {q: int(info["quantities"][q]["num_unique"]) for q in qnames}
     by = {b.name: b for b in bins1}

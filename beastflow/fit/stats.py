@@ -67,8 +67,9 @@ def histogram_percentiles(pdf, edges, percents):
     return out
 
 
-def percentiles_from_pdf(pdf: np.ndarray, centres: np.ndarray, scaled_edges: np.ndarray | None = None,
-                         log: bool = False) -> np.ndarray:
+def percentiles_from_pdf(
+    pdf: np.ndarray, centres: np.ndarray, scaled_edges: np.ndarray | None = None, log: bool = False
+) -> np.ndarray:
     """[n_stars, 3] p16, p50, p84 of each PDF row.
 
     With ``scaled_edges`` (the bin edges in the binning variable, log10 when
@@ -92,7 +93,7 @@ def percentiles_from_pdf(pdf: np.ndarray, centres: np.ndarray, scaled_edges: np.
     out = histogram_percentiles(pdf, edges, pcts)
     if log:
         empty = ~(pdf.sum(axis=1) > 0)
-        out = 10.0 ** out
+        out = 10.0**out
         out[empty] = 0.0
     return out
 

@@ -34,10 +34,17 @@ TRUNCHEN = ("q_norm", "icov_diag", "icov_offdiag")
 
 
 class NoiseModelWriter(ArraysWriter):
-    def __init__(self, url: str, filters: Sequence[str], n_models: int | None = None,
-                 provenance: Mapping[str, Any] | None = None, sed_grid: str = "",
-                 with_covariance: bool = False, meta: Mapping[str, Any] | None = None,
-                 with_trunchen: bool = False):
+    def __init__(
+        self,
+        url: str,
+        filters: Sequence[str],
+        n_models: int | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        sed_grid: str = "",
+        with_covariance: bool = False,
+        meta: Mapping[str, Any] | None = None,
+        with_trunchen: bool = False,
+    ):
         nb = len(filters)
         schema: dict[str, tuple[tuple[int, ...], Any]] = {k: ((nb,), np.float64) for k in REQUIRED}
         if with_covariance:
@@ -119,8 +126,9 @@ def open_noise_model(url: str) -> NoiseModel:
     return NoiseModel(url)
 
 
-def write_noise_model(url: str, filters: Sequence[str], bias: np.ndarray, error: np.ndarray,
-                      completeness: np.ndarray, **kwargs: Any) -> str:
+def write_noise_model(
+    url: str, filters: Sequence[str], bias: np.ndarray, error: np.ndarray, completeness: np.ndarray, **kwargs: Any
+) -> str:
     with NoiseModelWriter(url, filters, n_models=len(bias), **kwargs) as w:
         w.append({"bias": bias, "error": error, "completeness": completeness})
     return url

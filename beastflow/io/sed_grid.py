@@ -131,8 +131,9 @@ class SEDGrid:
         with open_h5(self.url) as h5:
             yield h5
 
-    def read(self, rows: slice | np.ndarray | None = None, columns: Sequence[str] | None = None,
-             seds: bool = True) -> SEDGridBlock:
+    def read(
+        self, rows: slice | np.ndarray | None = None, columns: Sequence[str] | None = None, seds: bool = True
+    ) -> SEDGridBlock:
         """Read a slice (or sorted index array) of models; all columns by default."""
         cols = self.columns if columns is None else list(columns)
         unknown = [c for c in cols if c not in self.columns]
@@ -148,8 +149,9 @@ class SEDGrid:
     def column(self, name: str) -> np.ndarray:
         return self.read(columns=[name], seds=False).columns[name]
 
-    def iter_chunks(self, chunk_models: int = 262_144, columns: Sequence[str] | None = None,
-                    seds: bool = True) -> Iterator[SEDGridBlock]:
+    def iter_chunks(
+        self, chunk_models: int = 262_144, columns: Sequence[str] | None = None, seds: bool = True
+    ) -> Iterator[SEDGridBlock]:
         """Stream the grid block by block (memory bounded by one block)."""
         cols = self.columns if columns is None else list(columns)
         with self._h5() as h5:
@@ -165,8 +167,14 @@ def open_sed_grid(url: str) -> SEDGrid:
     return SEDGrid(url)
 
 
-def write_sed_grid(url: str, filters: Sequence[str], lamb: np.ndarray, seds: np.ndarray,
-                   columns: Mapping[str, np.ndarray], **kwargs: Any) -> str:
+def write_sed_grid(
+    url: str,
+    filters: Sequence[str],
+    lamb: np.ndarray,
+    seds: np.ndarray,
+    columns: Mapping[str, np.ndarray],
+    **kwargs: Any,
+) -> str:
     """Write a whole in-memory grid at once (small grids, tests)."""
     with SEDGridWriter(url, filters, lamb, list(columns), n_models=len(seds), **kwargs) as w:
         w.append_models(seds, columns)

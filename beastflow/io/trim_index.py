@@ -64,16 +64,33 @@ def rows_of(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return starts[run_of_row] + (np.arange(total) - first[run_of_row])
 
 
-def write_trim_index(url: str, kept: np.ndarray, *, n_models_in: int, n_covered: int, source_grid: str,
-                     source_noise: str, skipped_bands: Sequence[str] = (), provenance: Mapping[str, Any] | None = None,
-                     meta: Mapping[str, Any] | None = None) -> str:
+def write_trim_index(
+    url: str,
+    kept: np.ndarray,
+    *,
+    n_models_in: int,
+    n_covered: int,
+    source_grid: str,
+    source_noise: str,
+    skipped_bands: Sequence[str] = (),
+    provenance: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> str:
     starts, lengths = runs_of(kept)
     if len(kept) and (kept[0] < 0 or kept[-1] >= n_models_in):
         raise ValueError(f"{url}: kept rows outside 0..{n_models_in - 1}")
-    attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "n_models_in": int(n_models_in),
-             "n_kept": len(kept), "n_covered": int(n_covered), "source_grid": source_grid,
-             "source_noise_model": source_noise, "skipped_bands": list(skipped_bands),
-             "provenance": dict(provenance or {}), "meta": dict(meta or {})}
+    attrs = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "n_models_in": int(n_models_in),
+        "n_kept": len(kept),
+        "n_covered": int(n_covered),
+        "source_grid": source_grid,
+        "source_noise_model": source_noise,
+        "skipped_bands": list(skipped_bands),
+        "provenance": dict(provenance or {}),
+        "meta": dict(meta or {}),
+    }
     schema = {"run_start": ((), np.int64), "run_length": ((), np.int64)}
     with ArraysWriter(url, schema, attrs=attrs, n_rows=len(starts)) as w:
         w.append({"run_start": starts, "run_length": lengths})
@@ -111,11 +128,20 @@ def read_trim_index(url: str) -> TrimIndex:
         a = {k: decode_attr(v) for k, v in h5.attrs.items()}
     kept = rows_of(starts, lengths)
     if len(kept) != int(a["n_kept"]) or (len(kept) and (np.any(np.diff(kept) <= 0) or kept[-1] >= a["n_models_in"])):
-        raise ValueError(f"{url}: corrupt trim index (runs do not give {a['n_kept']} increasing rows below "
-                         f"{a['n_models_in']})")
-    return TrimIndex(url, kept, int(a["n_models_in"]), int(a["n_covered"]), a["source_grid"],
-                     a["source_noise_model"], list(a.get("skipped_bands") or []), a.get("provenance") or {},
-                     a.get("meta") or {})
+        raise ValueError(
+            f"{url}: corrupt trim index (runs do not give {a['n_kept']} increasing rows below {a['n_models_in']})"
+        )
+    return TrimIndex(
+        url,
+        kept,
+        int(a["n_models_in"]),
+        int(a["n_covered"]),
+        a["source_grid"],
+        a["source_noise_model"],
+        list(a.get("skipped_bands") or []),
+        a.get("provenance") or {},
+        a.get("meta") or {},
+    )
 
 
 def _spans(rows: np.ndarray, max_rows: int, gap: int = READ_GAP_ROWS) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -157,8 +183,10 @@ class KeptGrid:
 
     def __init__(self, grid: SEDGrid, index: TrimIndex, read_rows: int = 262_144):
         if grid.n_models != index.n_models_in:
-            raise ValueError(f"{index.url}: trim index is for a grid of {index.n_models_in} models, but "
-                             f"{grid.url} has {grid.n_models}; trim again")
+            raise ValueError(
+                f"{index.url}: trim index is for a grid of {index.n_models_in} models, but "
+                f"{grid.url} has {grid.n_models}; trim again"
+            )
         self._grid, self.index = grid, index
         self.url = grid.url
         self.filters, self.lamb = grid.filters, grid.lamb
@@ -186,8 +214,9 @@ class KeptGrid:
         out_cols = {c: (rows.astype(column_dtype(c)) if c == "fullgrid_idx" else got[f"grid/{c}"]) for c in cols}
         return SEDGridBlock(start=start, seds=got["seds"] if seds else np.empty((0, self.n_bands)), columns=out_cols)
 
-    def read(self, rows: slice | np.ndarray | None = None, columns: Sequence[str] | None = None,
-             seds: bool = True) -> SEDGridBlock:
+    def read(
+        self, rows: slice | np.ndarray | None = None, columns: Sequence[str] | None = None, seds: bool = True
+    ) -> SEDGridBlock:
         src, start = _view_rows(self.index.kept, rows)
         with open_h5(self._grid.url) as h5:
             return self._block(h5, src, start, columns, seds)
@@ -195,8 +224,9 @@ class KeptGrid:
     def column(self, name: str) -> np.ndarray:
         return self.read(columns=[name], seds=False).columns[name]
 
-    def iter_chunks(self, chunk_models: int = 262_144, columns: Sequence[str] | None = None,
-                    seds: bool = True) -> Iterator[SEDGridBlock]:
+    def iter_chunks(
+        self, chunk_models: int = 262_144, columns: Sequence[str] | None = None, seds: bool = True
+    ) -> Iterator[SEDGridBlock]:
         """Blocks of ``chunk_models`` KEPT models (the blocks a trimmed copy would give)."""
         with open_h5(self._grid.url) as h5:
             for sl in iter_row_blocks(self.n_models, chunk_models):
@@ -208,8 +238,10 @@ class KeptNoise:
 
     def __init__(self, noise: NoiseModel, index: TrimIndex, read_rows: int = 262_144):
         if noise.n_models != index.n_models_in:
-            raise ValueError(f"{index.url}: trim index is for a noise model of {index.n_models_in} rows, but "
-                             f"{noise.url} has {noise.n_models}; trim again")
+            raise ValueError(
+                f"{index.url}: trim index is for a noise model of {index.n_models_in} rows, but "
+                f"{noise.url} has {noise.n_models}; trim again"
+            )
         self._noise, self.index = noise, index
         self.url = noise.url
         self.filters, self.names = noise.filters, noise.names

@@ -59,8 +59,10 @@ def load_absflux_matrix(url: str, n_bands: int, setting: str = "[noise_model] ab
     if arr.ndim == 2 and arr.shape == (1, n_bands):
         arr = arr[0]
     if arr.shape not in ((n_bands,), (n_bands, n_bands)):
-        raise ValueError(f"{url}: absolute-calibration covariance has shape {arr.shape}, expected "
-                         f"({n_bands},) or ({n_bands}, {n_bands}) for the grid's {n_bands} bands ({setting})")
+        raise ValueError(
+            f"{url}: absolute-calibration covariance has shape {arr.shape}, expected "
+            f"({n_bands},) or ({n_bands}, {n_bands}) for the grid's {n_bands} bands ({setting})"
+        )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{url}: absolute-calibration covariance has non-finite values ({setting})")
     if arr.ndim == 2:
@@ -96,10 +98,13 @@ def covariance_terms(a_matrix: np.ndarray, seds: np.ndarray) -> tuple[np.ndarray
     return covdiag, covoff
 
 
-def frac_matrix_from_spectral_covariance(wave: np.ndarray, covar: np.ndarray,
-                                         throughputs: Sequence[tuple[np.ndarray, np.ndarray]],
-                                         weight_spectrum: np.ndarray | None = None,
-                                         zero_point_variance: float = ZERO_POINT_VARIANCE) -> np.ndarray:
+def frac_matrix_from_spectral_covariance(
+    wave: np.ndarray,
+    covar: np.ndarray,
+    throughputs: Sequence[tuple[np.ndarray, np.ndarray]],
+    weight_spectrum: np.ndarray | None = None,
+    zero_point_variance: float = ZERO_POINT_VARIANCE,
+) -> np.ndarray:
     """Band-integrated fractional covariance (spec §3).
 
     ``throughputs``: per band (wavelength [A], throughput); each is linearly
@@ -113,8 +118,12 @@ def frac_matrix_from_spectral_covariance(wave: np.ndarray, covar: np.ndarray,
     if covar.shape != (len(wave), len(wave)):
         raise ValueError(f"spectral covariance has shape {covar.shape}, expected {(len(wave), len(wave))}")
     s = np.ones_like(wave) if weight_spectrum is None else np.asarray(weight_spectrum, dtype=np.float64)
-    w = np.array([np.interp(wave, np.asarray(lam, float), np.asarray(t, float), left=0.0, right=0.0) * s
-                  for lam, t in throughputs])
+    w = np.array(
+        [
+            np.interp(wave, np.asarray(lam, float), np.asarray(t, float), left=0.0, right=0.0) * s
+            for lam, t in throughputs
+        ]
+    )
     # sum_a sum_b C_ab w_i(b) w_j(a) = (w_j . C . w_i) = (W C W^T)[j, i];
     # normalised by (sum_b w_i(b)) (sum_a w_j(a)).
     num = (w @ covar @ w.T).T

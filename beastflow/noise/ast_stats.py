@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtri
 
-
 #: input magnitudes at or above this are BEAST's "not inserted" sentinel (99.999)
 NOT_INSERTED_MAG = 90.0
 
@@ -37,23 +36,24 @@ class BinnedBand:
 
     lo_edges: np.ndarray
     hi_edges: np.ndarray
-    centres: np.ndarray      # geometric bin centres
-    n: np.ndarray            # fake stars in the bin
-    n_rec: np.ndarray        # recovered fake stars in the bin
+    centres: np.ndarray  # geometric bin centres
+    n: np.ndarray  # fake stars in the bin
+    n_rec: np.ndarray  # recovered fake stars in the bin
     completeness: np.ndarray  # n_rec / n (0 where n == 0)
-    bias: np.ndarray         # 0 where not good
-    error: np.ndarray        # 0 where not good
-    good: np.ndarray         # bool
-    n_used: int              # fake stars that entered the binning
+    bias: np.ndarray  # 0 where not good
+    error: np.ndarray  # 0 where not good
+    good: np.ndarray  # bool
+    n_used: int  # fake stars that entered the binning
 
     @staticmethod
-    def empty() -> "BinnedBand":
+    def empty() -> BinnedBand:
         z = np.zeros(0)
         return BinnedBand(z, z, z, np.zeros(0, int), np.zeros(0, int), z, z, z, np.zeros(0, bool), 0)
 
 
-def prepare_band(mag_in: np.ndarray, flux_out: np.ndarray, cut_flag: np.ndarray | None,
-                 nonrecovered_ratio: float, compat: bool) -> tuple[np.ndarray, np.ndarray]:
+def prepare_band(
+    mag_in: np.ndarray, flux_out: np.ndarray, cut_flag: np.ndarray | None, nonrecovered_ratio: float, compat: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Steps 1-5 of spec §2.1: (f_in, f_out) with f_out == 0 meaning "not recovered"."""
     mag_in = np.asarray(mag_in, dtype=np.float64)
     f_out = np.array(flux_out, dtype=np.float64, copy=True)
@@ -104,8 +104,14 @@ def gaussian_halfwidth(n: int) -> float:
     return 0.5 * (q(0.84) - q(0.16))
 
 
-def bin_band(f_in: np.ndarray, f_out: np.ndarray, n_bins: int, min_per_bin: int,
-             statistic: str = "percentile", unbiased: bool = True) -> BinnedBand:
+def bin_band(
+    f_in: np.ndarray,
+    f_out: np.ndarray,
+    n_bins: int,
+    min_per_bin: int,
+    statistic: str = "percentile",
+    unbiased: bool = True,
+) -> BinnedBand:
     """Steps 6-7 of spec §2.1 on prepared fluxes (normalised Vega units).
 
     ``unbiased`` (the default mode): the error is an unbiased estimate of the
@@ -125,8 +131,8 @@ def bin_band(f_in: np.ndarray, f_out: np.ndarray, n_bins: int, min_per_bin: int,
     delta = (hi - lo) / float(n_bins)
     log_lo = lo + np.arange(n_bins) * delta
     log_hi = log_lo + delta
-    lo_edges = 10.0 ** log_lo
-    hi_edges = 10.0 ** log_hi
+    lo_edges = 10.0**log_lo
+    hi_edges = 10.0**log_hi
     centres = 10.0 ** (0.5 * (log_lo + log_hi))
 
     # Membership [lo_i, hi_i) via one sort + searchsorted instead of one
@@ -143,7 +149,7 @@ def bin_band(f_in: np.ndarray, f_out: np.ndarray, n_bins: int, min_per_bin: int,
     err = np.zeros(n_bins)
     good = np.zeros(n_bins, dtype=bool)
     for i in range(n_bins):
-        idx = order[start[i]:stop[i]]
+        idx = order[start[i] : stop[i]]
         n[i] = len(idx)
         if n[i] == 0:
             continue
@@ -168,11 +174,14 @@ def bin_band(f_in: np.ndarray, f_out: np.ndarray, n_bins: int, min_per_bin: int,
 
 # ---------------------------------------------------------------- tables
 
+
 def _col_lookup(names: Sequence[str]) -> dict[str, str]:
     return {n.upper(): n for n in names}
 
 
-def _select(lookup: dict[str, str], wanted: Sequence[str], optional: Sequence[str], url: str, what: str) -> dict[str, str]:
+def _select(
+    lookup: dict[str, str], wanted: Sequence[str], optional: Sequence[str], url: str, what: str
+) -> dict[str, str]:
     missing = [w for w in wanted if w.upper() not in lookup]
     if missing:
         raise KeyError(f"{url}: {what} lacks column(s) {missing} (have {sorted(lookup.values())[:40]})")
@@ -181,7 +190,9 @@ def _select(lookup: dict[str, str], wanted: Sequence[str], optional: Sequence[st
     return out
 
 
-def table_columns(table: Any, wanted: Sequence[str], optional: Sequence[str] = (), what: str = "AST table") -> dict[str, np.ndarray]:
+def table_columns(
+    table: Any, wanted: Sequence[str], optional: Sequence[str] = (), what: str = "AST table"
+) -> dict[str, np.ndarray]:
     """Columns of an in-memory table (polars/pandas DataFrame, astropy Table, dict)."""
     if hasattr(table, "colnames"):
         names = list(table.colnames)

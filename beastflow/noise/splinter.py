@@ -53,25 +53,31 @@ def band_fractions(fraction: float | Mapping[str, float], filters: Sequence[str]
         out = np.full(len(filters), np.nan)
         for key, val in fraction.items():
             if key not in known:
-                raise ValueError(f"{SETTING}: {key!r} is not a band of physics.filters "
-                                 f"(expected one of {shorts} or the full names)")
+                raise ValueError(
+                    f"{SETTING}: {key!r} is not a band of physics.filters (expected one of {shorts} or the full names)"
+                )
             i = known[key]
             if not np.isnan(out[i]):
                 raise ValueError(f"{SETTING}: band {shorts[i]} is given twice")
             out[i] = float(val)
         missing = [shorts[i] for i in np.flatnonzero(np.isnan(out))]
         if missing:
-            raise ValueError(f"{SETTING}: no fraction for band(s) {missing}; a table must give every band "
-                             "of physics.filters (or use one number for all)")
+            raise ValueError(
+                f"{SETTING}: no fraction for band(s) {missing}; a table must give every band "
+                "of physics.filters (or use one number for all)"
+            )
     bad = [f for f, v in zip(short_names(filters), out) if not (0 < v < 10)]
     if bad:
-        raise ValueError(f"{SETTING}: the fractional uncertainty must be > 0 (and < 10), "
-                         f"got {out.tolist()} for bands {short_names(filters)}")
+        raise ValueError(
+            f"{SETTING}: the fractional uncertainty must be > 0 (and < 10), "
+            f"got {out.tolist()} for bands {short_names(filters)}"
+        )
     return out
 
 
-def splinter_arrays(seds: np.ndarray, fractions: np.ndarray,
-                    absflux_variances: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def splinter_arrays(
+    seds: np.ndarray, fractions: np.ndarray, absflux_variances: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bias, error, completeness) [n_models, n_bands] of a block of model fluxes."""
     seds = np.asarray(seds, dtype=np.float64)
     bias = np.full(seds.shape, 0.0)
@@ -83,10 +89,15 @@ def splinter_arrays(seds: np.ndarray, fractions: np.ndarray,
     return bias, error, completeness
 
 
-def write_splinter_noise_model(sed_grid_url: str, out_url: str, fraction: float | Mapping[str, float] = 0.10,
-                               absflux_matrix: np.ndarray | None = None, chunk_models: int = 262_144,
-                               provenance: Mapping[str, Any] | None = None,
-                               extra_meta: Mapping[str, Any] | None = None) -> str:
+def write_splinter_noise_model(
+    sed_grid_url: str,
+    out_url: str,
+    fraction: float | Mapping[str, float] = 0.10,
+    absflux_matrix: np.ndarray | None = None,
+    chunk_models: int = 262_144,
+    provenance: Mapping[str, Any] | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> str:
     """Splinter noise model of one SED (sub)grid, streamed block by block (public API).
 
     ``absflux_matrix``: fractional calibration uncertainties (1-D, per band) or
@@ -98,19 +109,33 @@ def write_splinter_noise_model(sed_grid_url: str, out_url: str, fraction: float 
     filters = grid.filters
     fr = band_fractions(fraction, filters)
     a2 = None if absflux_matrix is None else absflux.band_variances(absflux_matrix)
-    meta = {"model": "splinter", "fractions": dict(zip(filters, fr.tolist())),
-            "absflux_matrix": None if absflux_matrix is None else np.asarray(absflux_matrix).tolist(),
-            **dict(extra_meta or {})}
-    with NoiseModelWriter(out_url, filters, n_models=grid.n_models, provenance=provenance,
-                          sed_grid=sed_grid_url, with_covariance=absflux_matrix is not None, meta=meta) as w:
+    meta = {
+        "model": "splinter",
+        "fractions": dict(zip(filters, fr.tolist())),
+        "absflux_matrix": None if absflux_matrix is None else np.asarray(absflux_matrix).tolist(),
+        **dict(extra_meta or {}),
+    }
+    with NoiseModelWriter(
+        out_url,
+        filters,
+        n_models=grid.n_models,
+        provenance=provenance,
+        sed_grid=sed_grid_url,
+        with_covariance=absflux_matrix is not None,
+        meta=meta,
+    ) as w:
         for block in grid.iter_chunks(chunk_models, columns=[]):
             b, e, c = splinter_arrays(block.seds, fr, a2)
             arrays = {"bias": b, "error": e, "completeness": c}
             if absflux_matrix is not None:
                 arrays["covdiag"], arrays["covoffdiag"] = absflux.covariance_terms(absflux_matrix, block.seds)
             w.append(arrays)
-    log.info("splinter noise model %s: %d models, fractional errors %s", out_url, grid.n_models,
-             dict(zip(short_names(filters), fr.tolist())))
+    log.info(
+        "splinter noise model %s: %d models, fractional errors %s",
+        out_url,
+        grid.n_models,
+        dict(zip(short_names(filters), fr.tolist())),
+    )
     return out_url
 
 
@@ -124,10 +149,21 @@ def run_splinter(settings: Any, sed_grid_url: str, out_url: str) -> str:
     if nm.absflux_covariance:
         a_matrix = absflux.load_absflux_matrix(nm.absflux_covariance, len(SEDGrid(sed_grid_url).filters))
         inputs["absflux_covariance"] = nm.absflux_covariance
-    prov = make_provenance("noisemodel", settings.section_hash("compat", "noise_model"), inputs=inputs,
-                           input_hashes={"sed_grid": artifact_identity(sed_grid_url)})
-    return write_splinter_noise_model(sed_grid_url, out_url, nm.splinter_fraction, a_matrix, nm.chunk_models,
-                                      provenance=prov, extra_meta={"compat": settings.compat})
+    prov = make_provenance(
+        "noisemodel",
+        settings.section_hash("compat", "noise_model"),
+        inputs=inputs,
+        input_hashes={"sed_grid": artifact_identity(sed_grid_url)},
+    )
+    return write_splinter_noise_model(
+        sed_grid_url,
+        out_url,
+        nm.splinter_fraction,
+        a_matrix,
+        nm.chunk_models,
+        provenance=prov,
+        extra_meta={"compat": settings.compat},
+    )
 
 
 __all__ = ["band_fractions", "run_splinter", "splinter_arrays", "write_splinter_noise_model"]

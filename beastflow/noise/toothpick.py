@@ -53,10 +53,15 @@ class BandStats:
     def to_dict(self) -> dict[str, Any]:
         b = self.binned
         return {
-            "filter": self.filter, "vega_flux": self.vega_flux,
-            "centres": self.centres.tolist(), "bias": self.bias.tolist(),
-            "error": self.error.tolist(), "completeness": self.completeness.tolist(),
-            "bins_n": b.n.tolist(), "bins_n_recovered": b.n_rec.tolist(), "n_asts_used": b.n_used,
+            "filter": self.filter,
+            "vega_flux": self.vega_flux,
+            "centres": self.centres.tolist(),
+            "bias": self.bias.tolist(),
+            "error": self.error.tolist(),
+            "completeness": self.completeness.tolist(),
+            "bins_n": b.n.tolist(),
+            "bins_n_recovered": b.n_rec.tolist(),
+            "n_asts_used": b.n_used,
         }
 
 
@@ -77,15 +82,17 @@ class ToothpickStats:
         """Concatenated (offsets, centres, bias, error, completeness) for the numba kernel."""
         offsets = np.zeros(len(self.bands) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(b.centres) for b in self.bands])
-        cat = lambda name: (np.concatenate([getattr(b, name) for b in self.bands])  # noqa: E731
-                            if offsets[-1] else np.zeros(0))
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(b, name) for b in self.bands]) if offsets[-1] else np.zeros(0)
+
         return offsets, cat("centres"), cat("bias"), cat("error"), cat("completeness")
 
     def to_dict(self) -> dict[str, Any]:
         return {"filters": self.filters, "bands": [b.to_dict() for b in self.bands]}
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "ToothpickStats":
+    def from_dict(d: dict[str, Any]) -> ToothpickStats:
         bands = []
         for b in d["bands"]:
             arr = {k: np.asarray(b[k], dtype=np.float64) for k in ("centres", "bias", "error", "completeness")}
@@ -93,9 +100,16 @@ class ToothpickStats:
         return ToothpickStats(list(d["filters"]), bands)
 
 
-def ast_binned_stats(ast_df: Any, filters: Sequence[str], n_flux_bins: int = 50, min_per_bin: int = 10,
-                     nonrecovered_ratio: float = 2.0, vega_fluxes: Sequence[float] | np.ndarray | None = None,
-                     compat: bool = False, statistic: str = "percentile") -> ToothpickStats:
+def ast_binned_stats(
+    ast_df: Any,
+    filters: Sequence[str],
+    n_flux_bins: int = 50,
+    min_per_bin: int = 10,
+    nonrecovered_ratio: float = 2.0,
+    vega_fluxes: Sequence[float] | np.ndarray | None = None,
+    compat: bool = False,
+    statistic: str = "percentile",
+) -> ToothpickStats:
     """Binned AST statistics per band (spec §2.1), physical units.
 
     ``ast_df``: any table (polars/pandas DataFrame, astropy Table, dict of
@@ -121,16 +135,22 @@ def ast_binned_stats(ast_df: Any, filters: Sequence[str], n_flux_bins: int = 50,
         f_in, f_out = prepare_band(cols[f"{b}_IN"], cols[f"{b}_RATE"], flag, nonrecovered_ratio, compat)
         binned = bin_band(f_in, f_out, n_flux_bins, min_per_bin, statistic, unbiased=not compat)
         g = binned.good
-        out.append(BandStats(
-            filter=full, vega_flux=float(vega[k]),
-            centres=binned.centres[g] * vega[k], bias=binned.bias[g] * vega[k],
-            error=binned.error[g] * vega[k], completeness=binned.completeness[g].copy(),
-            binned=binned,
-        ))
+        out.append(
+            BandStats(
+                filter=full,
+                vega_flux=float(vega[k]),
+                centres=binned.centres[g] * vega[k],
+                bias=binned.bias[g] * vega[k],
+                error=binned.error[g] * vega[k],
+                completeness=binned.completeness[g].copy(),
+                binned=binned,
+            )
+        )
     return ToothpickStats(filters, out)
 
 
 # ------------------------------------------------------------ evaluation
+
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _lerp(x, j, xs, fp, slope):
@@ -196,12 +216,13 @@ def _slopes(offsets: np.ndarray, xs: np.ndarray, fp: np.ndarray) -> np.ndarray:
         for k in range(len(offsets) - 1):
             o0, o1 = offsets[k], offsets[k + 1]
             if o1 - o0 > 1:
-                out[o0:o1 - 1] = (fp[o0 + 1:o1] - fp[o0:o1 - 1]) / (xs[o0 + 1:o1] - xs[o0:o1 - 1])
+                out[o0 : o1 - 1] = (fp[o0 + 1 : o1] - fp[o0 : o1 - 1]) / (xs[o0 + 1 : o1] - xs[o0 : o1 - 1])
     return out
 
 
-def evaluate_on_grid(stats: ToothpickStats, seds_block: np.ndarray, absflux_variances: np.ndarray | None = None,
-                     flip_sign: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def evaluate_on_grid(
+    stats: ToothpickStats, seds_block: np.ndarray, absflux_variances: np.ndarray | None = None, flip_sign: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bias, error, completeness of a block of models [N, N_bands] (spec §2.2).
 
     Without ``absflux_variances`` the error is the AST scatter alone; with
@@ -217,13 +238,29 @@ def evaluate_on_grid(stats: ToothpickStats, seds_block: np.ndarray, absflux_vari
     out_b = np.empty_like(seds)
     out_e = np.empty_like(seds)
     out_c = np.empty_like(seds)
-    _toothpick_kernel(seds, offsets, xs, fb, fe, fc, _slopes(offsets, xs, fb), _slopes(offsets, xs, fe),
-                      _slopes(offsets, xs, fc), a2, use_abs, flip_sign, out_b, out_e, out_c)
+    _toothpick_kernel(
+        seds,
+        offsets,
+        xs,
+        fb,
+        fe,
+        fc,
+        _slopes(offsets, xs, fb),
+        _slopes(offsets, xs, fe),
+        _slopes(offsets, xs, fc),
+        a2,
+        use_abs,
+        flip_sign,
+        out_b,
+        out_e,
+        out_c,
+    )
     return out_b, out_e, out_c
 
 
-def evaluate_on_grid_numpy(stats: ToothpickStats, seds_block: np.ndarray, absflux_variances=None,
-                           flip_sign: bool = False):
+def evaluate_on_grid_numpy(
+    stats: ToothpickStats, seds_block: np.ndarray, absflux_variances=None, flip_sign: bool = False
+):
     """Plain-numpy reference of ``evaluate_on_grid`` (tests, benchmark)."""
     seds = np.asarray(seds_block, dtype=np.float64)
     b = np.zeros_like(seds)
@@ -245,6 +282,7 @@ def evaluate_on_grid_numpy(stats: ToothpickStats, seds_block: np.ndarray, absflu
 
 
 # ------------------------------------------------------------ the stage
+
 
 def vega_fluxes_for(filters: Sequence[str], compat: bool = False) -> np.ndarray:
     """Vega band fluxes (erg s^-1 cm^-2 A^-1) that turn {B}_RATE into physical fluxes."""
@@ -275,8 +313,9 @@ def artifact_identity(url: str) -> str:
     return "artifact:" + storage.hash_object([prov, int(n_rows), storage.size(url)])
 
 
-def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, out_url: str,
-                   vega_fluxes: Sequence[float] | None = None) -> str:
+def run_noisemodel(
+    settings: Settings, sed_grid_url: str, ast_url: str | None, out_url: str, vega_fluxes: Sequence[float] | None = None
+) -> str:
     """Noise model of ``ast_url``'s fake stars evaluated on one SED (sub)grid (toothpick, or
     the truncheon model when ``[noise_model] model = "trunchen"``; with ``"splinter"``
     no ASTs are read and ``ast_url`` may be None).
@@ -293,8 +332,10 @@ def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, o
 
         return run_splinter(settings, sed_grid_url, out_url)
     if not ast_url:
-        raise ValueError(f"the {nm.model} noise model needs artificial-star tests (observations.ast_results); "
-                         "without ASTs set [noise_model] model = \"splinter\"")
+        raise ValueError(
+            f"the {nm.model} noise model needs artificial-star tests (observations.ast_results); "
+            'without ASTs set [noise_model] model = "splinter"'
+        )
     if nm.model == "trunchen":
         from beastflow.noise.trunchen import run_trunchen
 
@@ -303,14 +344,16 @@ def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, o
     filters = grid.filters
     vega = np.asarray(vega_fluxes, dtype=np.float64) if vega_fluxes is not None else vega_fluxes_for(filters, compat)
     asts = read_asts(ast_url, filters)
-    stats = ast_binned_stats(asts, filters, nm.n_flux_bins, nm.min_per_bin, nm.ast_nonrecovered_ratio,
-                             vega, compat, nm.statistic)
+    stats = ast_binned_stats(
+        asts, filters, nm.n_flux_bins, nm.min_per_bin, nm.ast_nonrecovered_ratio, vega, compat, nm.statistic
+    )
     empty = [bs.filter for bs in stats.bands if len(bs.centres) == 0]
     if empty:
         raise ValueError(
             f"{ast_url}: band(s) {empty} have no AST flux bin with more than {nm.min_per_bin} recovered fake "
             f"stars (n_flux_bins = {nm.n_flux_bins}); every model would have zero completeness. Lower "
-            "[noise_model] n_flux_bins or min_per_bin, or supply more ASTs")
+            "[noise_model] n_flux_bins or min_per_bin, or supply more ASTs"
+        )
 
     a_matrix = None
     a2 = None
@@ -326,19 +369,39 @@ def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, o
     hashes = {"sed_grid": artifact_identity(sed_grid_url)}
     if nm.absflux_covariance:
         inputs["absflux_covariance"] = nm.absflux_covariance
-    prov = make_provenance("noisemodel", settings.section_hash("compat", "noise_model"),
-                           inputs={**inputs, "sed_grid": sed_grid_url}, input_hashes=hashes,
-                           extra={"vega_fluxes": vega.tolist()})
-    meta = {"model": "toothpick", "compat": settings.compat, "statistic": "percentile" if compat else nm.statistic,
-            "stats": stats.to_dict(), "absflux_matrix": None if a_matrix is None else a_matrix.tolist()}
-    with NoiseModelWriter(out_url, filters, n_models=grid.n_models, provenance=prov, sed_grid=sed_grid_url,
-                          with_covariance=with_cov, meta=meta) as w:
+    prov = make_provenance(
+        "noisemodel",
+        settings.section_hash("compat", "noise_model"),
+        inputs={**inputs, "sed_grid": sed_grid_url},
+        input_hashes=hashes,
+        extra={"vega_fluxes": vega.tolist()},
+    )
+    meta = {
+        "model": "toothpick",
+        "compat": settings.compat,
+        "statistic": "percentile" if compat else nm.statistic,
+        "stats": stats.to_dict(),
+        "absflux_matrix": None if a_matrix is None else a_matrix.tolist(),
+    }
+    with NoiseModelWriter(
+        out_url,
+        filters,
+        n_models=grid.n_models,
+        provenance=prov,
+        sed_grid=sed_grid_url,
+        with_covariance=with_cov,
+        meta=meta,
+    ) as w:
         for block in grid.iter_chunks(nm.chunk_models, columns=[]):
             b, e, c = evaluate_on_grid(stats, block.seds, a2, flip)
             arrays = {"bias": b, "error": e, "completeness": c}
             if a_matrix is not None:
                 arrays["covdiag"], arrays["covoffdiag"] = absflux.covariance_terms(a_matrix, block.seds)
             w.append(arrays)
-    log.info("noise model %s: %d models, good bins per band %s", out_url, grid.n_models,
-             [len(bs.centres) for bs in stats.bands])
+    log.info(
+        "noise model %s: %d models, good bins per band %s",
+        out_url,
+        grid.n_models,
+        [len(bs.centres) for bs in stats.bands],
+    )
     return out_url

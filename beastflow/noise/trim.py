@@ -111,7 +111,7 @@ class TrimResult:
     noise_url: str | None
     n_stars: int
     n_models_in: int
-    n_covered: int          # models inside AST coverage (step 1)
+    n_covered: int  # models inside AST coverage (step 1)
     n_kept: int
     skipped_bands: list[str] = field(default_factory=list)  # compat band-skip QUIRK
     #: the trim artifact: kept rows of ``source_grid`` / ``source_noise`` (the fit reads those through it)
@@ -127,6 +127,7 @@ def index_url_for(trimmed_grid_url: str) -> str:
 
 
 # ------------------------------------------------------------ kernels
+
 
 @numba.njit(cache=True, nogil=True)
 def _trim_patterns(seds, bias, err, compl, ymin, ymax, sigma_fac, need_pos_err, out):
@@ -166,8 +167,17 @@ def trim_patterns(seds, bias, err, compl, ymin, ymax, sigma_fac: float, need_pos
         raise ValueError(f"trimming supports at most 62 bands, got {seds.shape[1]}")
     # int32 halves the [jobs, block] pattern array for the usual <= 30 bands
     out = np.empty((ymin.shape[0], len(seds)), dtype=np.int32 if seds.shape[1] <= 30 else np.int64)
-    _trim_patterns(seds, np.ascontiguousarray(bias, dtype=np.float64), np.ascontiguousarray(err, dtype=np.float64),
-                   np.ascontiguousarray(compl, dtype=np.float64), ymin, ymax, float(sigma_fac), bool(need_pos_err), out)
+    _trim_patterns(
+        seds,
+        np.ascontiguousarray(bias, dtype=np.float64),
+        np.ascontiguousarray(err, dtype=np.float64),
+        np.ascontiguousarray(compl, dtype=np.float64),
+        ymin,
+        ymax,
+        float(sigma_fac),
+        bool(need_pos_err),
+        out,
+    )
     return out
 
 
@@ -181,7 +191,7 @@ def trim_patterns_numpy(seds, bias, err, compl, ymin, ymax, sigma_fac, need_pos_
     ymin = np.atleast_2d(ymin)
     ymax = np.atleast_2d(ymax)
     out = np.empty((len(ymin), len(seds)), dtype=np.int64)
-    w = (1 << np.arange(seds.shape[1], dtype=np.int64))
+    w = 1 << np.arange(seds.shape[1], dtype=np.int64)
     for j in range(len(ymin)):
         ok = (v + d >= ymin[j]) & (v - d <= ymax[j])
         out[j] = np.where(covered, (ok * w).sum(axis=1), NOT_COVERED)
@@ -219,6 +229,7 @@ def _first_empty_band(hist: Counter, n_bands: int) -> int:
 
 
 # ------------------------------------------------------------ stage
+
 
 def observed_fluxes(catalog_url: str, filters: Sequence[str], vega: np.ndarray) -> np.ndarray:
     """{B}_RATE x Vega of the sub-file's stars, [stars, bands] (NaN where not measured)."""
@@ -284,11 +295,25 @@ _BUFFER_BYTES = 256 << 20
 _MIN_FLUSH_ROWS = 4096
 
 
-def _open_writers(st: _JobState, grid: SEDGrid, noise: NoiseModel, out_cols: list[str], prov_g, prov_n, meta,
-                  n_jobs: int = 1, materialize: bool = False) -> None:
+def _open_writers(
+    st: _JobState,
+    grid: SEDGrid,
+    noise: NoiseModel,
+    out_cols: list[str],
+    prov_g,
+    prov_n,
+    meta,
+    n_jobs: int = 1,
+    materialize: bool = False,
+) -> None:
     """Remember what the index needs; with ``materialize`` open the trimmed-copy writers too."""
-    st.index_args = {"n_models_in": grid.n_models, "source_grid": grid.url, "source_noise": noise.url,
-                     "provenance": {**prov_g, "artifact": "trim_index"}, "meta": meta}
+    st.index_args = {
+        "n_models_in": grid.n_models,
+        "source_grid": grid.url,
+        "source_noise": noise.url,
+        "provenance": {**prov_g, "artifact": "trim_index"},
+        "meta": meta,
+    }
     if not materialize:
         return
     if not (st.job.out_grid_url and st.job.out_noise_url):
@@ -296,15 +321,29 @@ def _open_writers(st: _JobState, grid: SEDGrid, noise: NoiseModel, out_cols: lis
     row_bytes = 8 * (2 * grid.n_bands + len(out_cols) + len(noise.names) * grid.n_bands)
     # chunk rows = flush size: every write fills whole chunks; bounded memory for many jobs
     st.flush_rows = int(np.clip(_BUFFER_BYTES // max(1, n_jobs * row_bytes), _MIN_FLUSH_ROWS, 65_536))
-    st.grid_w = SEDGridWriter(st.job.out_grid_url, grid.filters, grid.lamb, out_cols, n_models=None,
-                              provenance=prov_g, stellar_library=grid.stellar_library,
-                              meta={**grid.meta, "trim": meta}, chunk_rows=st.flush_rows)
+    st.grid_w = SEDGridWriter(
+        st.job.out_grid_url,
+        grid.filters,
+        grid.lamb,
+        out_cols,
+        n_models=None,
+        provenance=prov_g,
+        stellar_library=grid.stellar_library,
+        meta={**grid.meta, "trim": meta},
+        chunk_rows=st.flush_rows,
+    )
     st.grid_w.__enter__()
     try:
-        st.noise_w = NoiseModelWriter(st.job.out_noise_url, noise.filters, n_models=None, provenance=prov_n,
-                                      sed_grid=st.job.out_grid_url, with_covariance="covdiag" in noise.names,
-                                      with_trunchen="q_norm" in noise.names,
-                                      meta={**noise.meta, "trim": meta})
+        st.noise_w = NoiseModelWriter(
+            st.job.out_noise_url,
+            noise.filters,
+            n_models=None,
+            provenance=prov_n,
+            sed_grid=st.job.out_grid_url,
+            with_covariance="covdiag" in noise.names,
+            with_trunchen="q_norm" in noise.names,
+            meta={**noise.meta, "trim": meta},
+        )
         st.noise_w.chunk_rows = st.flush_rows  # ArraysWriter reads it when the file is opened
         st.noise_w.__enter__()
     except BaseException:
@@ -319,8 +358,7 @@ def _close(st: _JobState, ok: bool) -> None:
         st.n_written = len(kept)
         if st.grid_w is not None:
             st.flush(final=True)
-        write_trim_index(st.job.index_url, kept, n_covered=st.n_covered, skipped_bands=st.skipped,
-                         **st.index_args)
+        write_trim_index(st.job.index_url, kept, n_covered=st.n_covered, skipped_bands=st.skipped, **st.index_args)
     st.buf, st.n_buf, st.kept = [], 0, []
     for attr in ("noise_w", "grid_w"):
         w = getattr(st, attr)
@@ -409,7 +447,7 @@ class _Bound:
             lne = np.log(e) + _HALF_LN2PI
             u = -np.inf
             for s0 in range(0, len(y), 256):
-                ys = y[s0:s0 + 256]
+                ys = y[s0 : s0 + 256]
                 nlp = np.broadcast_to(-a, (len(ys), len(a))).copy()
                 for k in range(m.shape[1]):
                     used = np.isfinite(ys[:, k])
@@ -420,9 +458,19 @@ class _Bound:
             self.thr[j] = u + self.margin
 
 
-def _stream(grid: SEDGrid, noise: NoiseModel, states: list[_JobState], masks: list[int | None], chunk: int,
-            sigma_fac: float, need_pos_err: bool, columns: list[str], count: bool,
-            bound: _Bound | None = None, collect: bool = False) -> None:
+def _stream(
+    grid: SEDGrid,
+    noise: NoiseModel,
+    states: list[_JobState],
+    masks: list[int | None],
+    chunk: int,
+    sigma_fac: float,
+    need_pos_err: bool,
+    columns: list[str],
+    count: bool,
+    bound: _Bound | None = None,
+    collect: bool = False,
+) -> None:
     """One pass over grid + noise: append each job's survivors (pattern & mask == mask).
 
     With ``bound`` (default mode), a covered model whose lower bound B_j on
@@ -474,8 +522,13 @@ def _stream(grid: SEDGrid, noise: NoiseModel, states: list[_JobState], masks: li
             st.add(gb.seds[idx], cols, {k: v[idx] for k, v in nbk.arrays.items()})
 
 
-def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequence[TrimJob],
-             vega_fluxes: Sequence[float] | None = None) -> list[TrimResult]:
+def run_trim(
+    settings: Settings,
+    sed_grid_url: str,
+    noise_url: str,
+    jobs: Sequence[TrimJob],
+    vega_fluxes: Sequence[float] | None = None,
+) -> list[TrimResult]:
     """Trim grid + noise model for every sub-file in ``jobs``; the big files are
     streamed once per ``[trim] max_jobs_per_pass`` jobs.
 
@@ -487,8 +540,10 @@ def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequen
     grid = SEDGrid(sed_grid_url)
     noise = NoiseModel(noise_url)
     if noise.n_models != grid.n_models:
-        raise ValueError(f"{noise_url}: noise model has {noise.n_models} rows but the grid {sed_grid_url} has "
-                         f"{grid.n_models}; it was evaluated on another grid")
+        raise ValueError(
+            f"{noise_url}: noise model has {noise.n_models} rows but the grid {sed_grid_url} has "
+            f"{grid.n_models}; it was evaluated on another grid"
+        )
     if list(noise.filters) != list(grid.filters):
         raise ValueError(f"{noise_url}: noise-model filters {noise.filters} differ from the grid's {grid.filters}")
     filters = grid.filters
@@ -506,7 +561,7 @@ def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequen
     failures: list[str] = []
     jobs = list(jobs)
     for b0 in range(0, len(jobs), tr.max_jobs_per_pass):
-        batch = jobs[b0:b0 + tr.max_jobs_per_pass]
+        batch = jobs[b0 : b0 + tr.max_jobs_per_pass]
         states = []
         fluxes = []
         for job in batch:
@@ -521,16 +576,25 @@ def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequen
         if not states:
             continue
 
+        # called later in this same iteration, after `lossless` is set: the late binding is the point
         def provs(st: _JobState) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             inputs = {"sed_grid": sed_grid_url, "noise_model": noise_url, "catalog": st.job.catalog_url}
             hashes = {"sed_grid": id_grid, "noise_model": id_noise}
-            meta = {"catalog": st.job.catalog_url, "sigma_fac": tr.sigma_fac, "compat": settings.compat,
-                    "rule": "beast-sigma" if lossless is None else "sigma+lossless",
-                    "lossless_margin": None if lossless is None else lossless.margin,
-                    "flux_min": st.ymin.tolist(), "flux_max": st.ymax.tolist(), "n_stars": st.n_stars,
-                    "source_grid": sed_grid_url, "source_noise_model": noise_url}
-            pg = make_provenance("trim", settings_hash, inputs=inputs, input_hashes=hashes,
-                                 extra={"artifact": "trimmed_sed_grid"})
+            meta = {
+                "catalog": st.job.catalog_url,
+                "sigma_fac": tr.sigma_fac,
+                "compat": settings.compat,
+                "rule": "beast-sigma" if lossless is None else "sigma+lossless",  # noqa: B023
+                "lossless_margin": None if lossless is None else lossless.margin,  # noqa: B023
+                "flux_min": st.ymin.tolist(),
+                "flux_max": st.ymax.tolist(),
+                "n_stars": st.n_stars,
+                "source_grid": sed_grid_url,
+                "source_noise_model": noise_url,
+            }
+            pg = make_provenance(
+                "trim", settings_hash, inputs=inputs, input_hashes=hashes, extra={"artifact": "trimmed_sed_grid"}
+            )
             pn = dict(pg, artifact="trimmed_noise_model")
             return pg, pn, meta
 
@@ -540,20 +604,50 @@ def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequen
             # default: pass 1 histograms the sigma rule and gathers the lossless
             # bound's candidates; pass 2 writes sigma-rule OR lossless survivors
             lossless = _Bound(states, fluxes, settings.fit.completeness, grid.n_models)
-            _stream(grid, noise, states, [None] * len(states), tr.chunk_models, tr.sigma_fac,
-                    need_pos_err, bound_cols, count=True, bound=lossless, collect=True)
+            _stream(
+                grid,
+                noise,
+                states,
+                [None] * len(states),
+                tr.chunk_models,
+                tr.sigma_fac,
+                need_pos_err,
+                bound_cols,
+                count=True,
+                bound=lossless,
+                collect=True,
+            )
             lossless.finish()
         try:
             for st in states:
                 _open_writers(st, grid, noise, out_cols, *provs(st), n_jobs=len(states), materialize=tr.materialize)
             if lossless is not None:
-                _stream(grid, noise, states, [full] * len(states), tr.chunk_models, tr.sigma_fac,
-                        need_pos_err, in_cols, count=False, bound=lossless)
+                _stream(
+                    grid,
+                    noise,
+                    states,
+                    [full] * len(states),
+                    tr.chunk_models,
+                    tr.sigma_fac,
+                    need_pos_err,
+                    in_cols,
+                    count=False,
+                    bound=lossless,
+                )
             else:
                 # optimistic single pass: every band applied (right in compat unless
                 # a band has to be skipped)
-                _stream(grid, noise, states, [full] * len(states), tr.chunk_models, tr.sigma_fac,
-                        need_pos_err, in_cols, count=True)
+                _stream(
+                    grid,
+                    noise,
+                    states,
+                    [full] * len(states),
+                    tr.chunk_models,
+                    tr.sigma_fac,
+                    need_pos_err,
+                    in_cols,
+                    count=True,
+                )
         except BaseException:
             for st in states:
                 _close(st, ok=False)
@@ -565,8 +659,10 @@ def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequen
             url = st.job.catalog_url
             if st.n_covered == 0:
                 _close(st, ok=False)
-                failures.append(f"{url}: no model of {sed_grid_url} lies inside the AST coverage of {noise_url} "
-                                "(completeness > 0 in every band): no models are brighter than the minimum ASTs run")
+                failures.append(
+                    f"{url}: no model of {sed_grid_url} lies inside the AST coverage of {noise_url} "
+                    "(completeness > 0 in every band): no models are brighter than the minimum ASTs run"
+                )
                 continue
             mask, skipped, n_keep = decide_bands(st.hist, nb, compat)
             if n_keep == 0:
@@ -575,7 +671,8 @@ def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequen
                 failures.append(
                     f"{url}: no model survives the flux-range cut; band {filters[k]} removes the last ones "
                     f"(sub-file range {st.ymin[k]:.4g}..{st.ymax[k]:.4g} erg/s/cm2/A, [trim] sigma_fac = "
-                    f"{tr.sigma_fac}); the grid does not reach these stars' fluxes")
+                    f"{tr.sigma_fac}); the grid does not reach these stars' fluxes"
+                )
                 continue
             if mask != full:
                 redo.append((st, mask, skipped))
@@ -593,31 +690,56 @@ def run_trim(settings: Settings, sed_grid_url: str, noise_url: str, jobs: Sequen
                 _open_writers(ns, grid, noise, out_cols, *provs(ns), n_jobs=len(redo), materialize=tr.materialize)
                 rstates.append((ns, mask, skipped))
             try:
-                _stream(grid, noise, [r[0] for r in rstates], [r[1] for r in rstates], tr.chunk_models,
-                        tr.sigma_fac, need_pos_err, in_cols, count=False)
+                _stream(
+                    grid,
+                    noise,
+                    [r[0] for r in rstates],
+                    [r[1] for r in rstates],
+                    tr.chunk_models,
+                    tr.sigma_fac,
+                    need_pos_err,
+                    in_cols,
+                    count=False,
+                )
             except BaseException:
                 for ns, _, _ in rstates:
                     _close(ns, ok=False)
                 raise
-            for ns, mask, skipped in rstates:
+            for ns, _mask, skipped in rstates:
                 ns.skipped = [filters[k] for k in skipped]
-                log.warning("%s: band(s) %s cut every model; cut skipped (BEAST 2.1 behaviour)",
-                            ns.job.catalog_url, ns.skipped)
+                log.warning(
+                    "%s: band(s) %s cut every model; cut skipped (BEAST 2.1 behaviour)", ns.job.catalog_url, ns.skipped
+                )
                 _close(ns, ok=True)
                 results.append(_result(ns, grid, noise, tr.materialize))
     for r in results:
-        log.info("trim %s: kept %d of %d models (%d inside AST coverage)", r.catalog_url, r.n_kept,
-                 r.n_models_in, r.n_covered)
+        log.info(
+            "trim %s: kept %d of %d models (%d inside AST coverage)",
+            r.catalog_url,
+            r.n_kept,
+            r.n_models_in,
+            r.n_covered,
+        )
     if failures:
-        raise TrimError("trimming failed for %d sub-file(s):\n  " % len(failures) + "\n  ".join(failures))
+        raise TrimError(f"trimming failed for {len(failures)} sub-file(s):\n  " + "\n  ".join(failures))
     return results
 
 
 def _result(st: _JobState, grid: SEDGrid, noise: NoiseModel, materialize: bool) -> TrimResult:
     j = st.job
-    return TrimResult(j.catalog_url, j.out_grid_url if materialize else None,
-                      j.out_noise_url if materialize else None, st.n_stars, grid.n_models, st.n_covered,
-                      st.n_written, list(st.skipped), j.index_url, grid.url, noise.url)
+    return TrimResult(
+        j.catalog_url,
+        j.out_grid_url if materialize else None,
+        j.out_noise_url if materialize else None,
+        st.n_stars,
+        grid.n_models,
+        st.n_covered,
+        st.n_written,
+        list(st.skipped),
+        j.index_url,
+        grid.url,
+        noise.url,
+    )
 
 
 def trimmed_urls(settings: Settings, s: str | int | None, u: str | int | None, g: int | None = None) -> tuple[str, str]:
@@ -630,5 +752,7 @@ def trimmed_urls(settings: Settings, s: str | int | None, u: str | int | None, g
     if g is not None:
         parts.append(f"gridsub{g}")
     stem = "_".join(parts)
-    return (storage.join(settings.output, f"{stem}_seds_trim.grid.hd5"),
-            storage.join(settings.output, f"{stem}_noisemodel_trim.grid.hd5"))
+    return (
+        storage.join(settings.output, f"{stem}_seds_trim.grid.hd5"),
+        storage.join(settings.output, f"{stem}_noisemodel_trim.grid.hd5"),
+    )

@@ -56,26 +56,32 @@ class TrunchenStats:
     """One row per injected AST model (physical units)."""
 
     filters: list[str]
-    in_flux: np.ndarray       # [M, nb] input fluxes
-    bias: np.ndarray          # [M, nb]
-    cov: np.ndarray           # [M, nb, nb]
+    in_flux: np.ndarray  # [M, nb] input fluxes
+    bias: np.ndarray  # [M, nb]
+    cov: np.ndarray  # [M, nb, nb]
     completeness: np.ndarray  # [M]
-    n_members: np.ndarray     # [M] fake stars in the group
-    n_kept: np.ndarray        # [M] recovered in at least one band
+    n_members: np.ndarray  # [M] fake stars in the group
+    n_kept: np.ndarray  # [M] recovered in at least one band
     n_groups_skipped: int
 
     def __len__(self) -> int:
         return len(self.in_flux)
 
 
-def ast_model_stats(ast_df: Any, filters: Sequence[str], vega_fluxes: Sequence[float] | np.ndarray, min_group: int = 5,
-                    compat: bool = False) -> TrunchenStats:
+def ast_model_stats(
+    ast_df: Any,
+    filters: Sequence[str],
+    vega_fluxes: Sequence[float] | np.ndarray,
+    min_group: int = 5,
+    compat: bool = False,
+) -> TrunchenStats:
     """Steps 1-3: per injected model bias, covariance and completeness."""
     filters = list(filters)
     bands = short_names(filters)
     vega = np.asarray(vega_fluxes, dtype=np.float64)
-    cols = table_columns(ast_df, [f"{b}_IN" for b in bands] + [f"{b}_RATE" for b in bands],
-                         optional=["CUT_FLAG"], what="AST table")
+    cols = table_columns(
+        ast_df, [f"{b}_IN" for b in bands] + [f"{b}_RATE" for b in bands], optional=["CUT_FLAG"], what="AST table"
+    )
     mag_in = np.column_stack([cols[f"{b}_IN"] for b in bands])
     rate = np.column_stack([cols[f"{b}_RATE"] for b in bands])
     if not compat:
@@ -92,7 +98,7 @@ def ast_model_stats(ast_df: Any, filters: Sequence[str], vega_fluxes: Sequence[f
     out_in, out_b, out_c, out_comp, out_n, out_k = [], [], [], [], [], []
     skipped = 0
     for g in range(len(uniq)):
-        members = rows[order[starts[g]:starts[g + 1]]]
+        members = rows[order[starts[g] : starts[g + 1]]]
         if len(members) <= min_group:
             skipped += 1
             continue
@@ -114,10 +120,26 @@ def ast_model_stats(ast_df: Any, filters: Sequence[str], vega_fluxes: Sequence[f
         out_k.append(len(kept))
     nb = len(filters)
     if not out_in:
-        return TrunchenStats(filters, np.zeros((0, nb)), np.zeros((0, nb)), np.zeros((0, nb, nb)), np.zeros(0),
-                             np.zeros(0, int), np.zeros(0, int), skipped)
-    return TrunchenStats(filters, np.array(out_in), np.array(out_b), np.array(out_c), np.array(out_comp),
-                         np.array(out_n), np.array(out_k), skipped)
+        return TrunchenStats(
+            filters,
+            np.zeros((0, nb)),
+            np.zeros((0, nb)),
+            np.zeros((0, nb, nb)),
+            np.zeros(0),
+            np.zeros(0, int),
+            np.zeros(0, int),
+            skipped,
+        )
+    return TrunchenStats(
+        filters,
+        np.array(out_in),
+        np.array(out_b),
+        np.array(out_c),
+        np.array(out_comp),
+        np.array(out_n),
+        np.array(out_k),
+        skipped,
+    )
 
 
 class TrunchenEvaluator:
@@ -137,7 +159,7 @@ class TrunchenEvaluator:
 
     def __call__(self, seds: np.ndarray) -> dict[str, np.ndarray]:
         seds = np.asarray(seds, dtype=np.float64)
-        parts = [self._sub(seds[i:i + _SUB_BLOCK]) for i in range(0, len(seds), _SUB_BLOCK)]
+        parts = [self._sub(seds[i : i + _SUB_BLOCK]) for i in range(0, len(seds), _SUB_BLOCK)]
         if not parts:
             return self._sub(seds)
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
@@ -181,8 +203,9 @@ class TrunchenEvaluator:
         }
 
 
-def run_trunchen(settings: Settings, sed_grid_url: str, ast_url: str, out_url: str,
-                 vega_fluxes: Sequence[float] | None = None) -> str:
+def run_trunchen(
+    settings: Settings, sed_grid_url: str, ast_url: str, out_url: str, vega_fluxes: Sequence[float] | None = None
+) -> str:
     """Truncheon noise model of ``ast_url`` evaluated on one SED (sub)grid, streamed."""
     from beastflow.noise.toothpick import artifact_identity, read_asts, vega_fluxes_for
 
@@ -196,20 +219,31 @@ def run_trunchen(settings: Settings, sed_grid_url: str, ast_url: str, out_url: s
         raise ValueError(
             f"{ast_url}: no injected model has more than {nm.trunchen_min_group} realisations with a recovery "
             "(fake stars grouped by identical input magnitude in the last band); the truncheon model needs "
-            "repeated ASTs ([asts] realization_per_model ~ 20) -- use [noise_model] model = \"toothpick\"")
+            'repeated ASTs ([asts] realization_per_model ~ 20) -- use [noise_model] model = "toothpick"'
+        )
     a_matrix = absflux.load_absflux_matrix(nm.absflux_covariance, len(filters)) if nm.absflux_covariance else None
     ev = TrunchenEvaluator(stats, nm.trunchen_k, a_matrix)
     inputs = {"asts": ast_url, "sed_grid": sed_grid_url}
     if nm.absflux_covariance:
         inputs["absflux_covariance"] = nm.absflux_covariance
-    prov = make_provenance("noisemodel", settings.section_hash("compat", "noise_model"), inputs=inputs,
-                           input_hashes={"sed_grid": artifact_identity(sed_grid_url)},
-                           extra={"vega_fluxes": vega.tolist()})
-    meta = {"model": "trunchen", "compat": settings.compat, "n_ast_models": len(stats),
-            "n_groups_skipped": stats.n_groups_skipped, "k": ev.k,
-            "absflux_matrix": None if a_matrix is None else a_matrix.tolist()}
-    with NoiseModelWriter(out_url, filters, n_models=grid.n_models, provenance=prov, sed_grid=sed_grid_url,
-                          meta=meta, with_trunchen=True) as w:
+    prov = make_provenance(
+        "noisemodel",
+        settings.section_hash("compat", "noise_model"),
+        inputs=inputs,
+        input_hashes={"sed_grid": artifact_identity(sed_grid_url)},
+        extra={"vega_fluxes": vega.tolist()},
+    )
+    meta = {
+        "model": "trunchen",
+        "compat": settings.compat,
+        "n_ast_models": len(stats),
+        "n_groups_skipped": stats.n_groups_skipped,
+        "k": ev.k,
+        "absflux_matrix": None if a_matrix is None else a_matrix.tolist(),
+    }
+    with NoiseModelWriter(
+        out_url, filters, n_models=grid.n_models, provenance=prov, sed_grid=sed_grid_url, meta=meta, with_trunchen=True
+    ) as w:
         for block in grid.iter_chunks(nm.chunk_models, columns=[]):
             w.append(ev(block.seds))
     log.info("trunchen noise model %s: %d models from %d AST models", out_url, grid.n_models, len(stats))

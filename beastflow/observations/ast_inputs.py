@@ -53,6 +53,7 @@ _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 # the grid as one concatenation of subgrids
 # --------------------------------------------------------------------------
 
+
 class GridSet:
     """Several SED (sub)grids seen as one grid; rows numbered across them."""
 
@@ -121,21 +122,23 @@ def model_keys(rows: np.ndarray, seed: int) -> np.ndarray:
 # flux-bin ("toothpick-style") selection
 # --------------------------------------------------------------------------
 
+
 @dataclass
 class FluxBinSelection:
-    rows: np.ndarray                 # chosen global rows, in acceptance order
-    ordinals: np.ndarray             # their index among the candidates (compat index BUG?)
-    edges: np.ndarray                # [n_bands, N+1] magnitude edges
-    counts: np.ndarray               # [N, n_bands] chosen per cell
-    available: np.ndarray            # [N, n_bands] candidates per cell
+    rows: np.ndarray  # chosen global rows, in acceptance order
+    ordinals: np.ndarray  # their index among the candidates (compat index BUG?)
+    edges: np.ndarray  # [n_bands, N+1] magnitude edges
+    counts: np.ndarray  # [N, n_bands] chosen per cell
+    available: np.ndarray  # [N, n_bands] candidates per cell
     n_candidates: int
     n_passes: int
     peak_buffer: int
     unfilled: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _candidates(seds: np.ndarray, cols: dict[str, np.ndarray], vega: np.ndarray, ast: ASTs,
-                filters: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(
+    seds: np.ndarray, cols: dict[str, np.ndarray], vega: np.ndarray, ast: ASTs, filters: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """(mask, mags) of the flux-bin candidates in a block (spec §2.1 step 1)."""
     mags = magnitudes(seds, vega)
     ok = np.isfinite(mags).all(axis=1)  # a zero/negative model flux has no magnitude
@@ -215,8 +218,10 @@ def select_flux_bin(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, compat:
             hi = np.maximum(hi, mags[ok].max(axis=0))
             n_cand += int(ok.sum())
     if n_cand == 0:
-        raise ValueError("flux_bin: no candidate model (all have logL < -9, non-positive fluxes, or fail "
-                         "asts.fluxbin_maglimits / asts.filters_inside_maglimits)")
+        raise ValueError(
+            "flux_bin: no candidate model (all have logL < -9, non-positive fluxes, or fail "
+            "asts.fluxbin_maglimits / asts.filters_inside_maglimits)"
+        )
     edges = np.array([np.linspace(lo[k], hi[k], n_bins + 1) for k in range(nb)])
 
     if compat:
@@ -275,8 +280,9 @@ def select_flux_bin(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, compat:
             t_last = buf_k[order[-1]]
         if complete or (counts >= n_per).all():
             break
-    selection = FluxBinSelection(np.concatenate(rows_out), np.concatenate(ords_out), edges, counts,
-                                 available, n_cand, n_pass, peak)
+    selection = FluxBinSelection(
+        np.concatenate(rows_out), np.concatenate(ords_out), edges, counts, available, n_cand, n_pass, peak
+    )
     selection.unfilled = _unfilled(selection, filters, n_per)
     return selection
 
@@ -285,16 +291,28 @@ def _unfilled(sel: FluxBinSelection, filters: Sequence[str], n_per: int) -> list
     out = []
     for b, k in zip(*np.nonzero(sel.counts < n_per)):
         av = int(sel.available[b, k])
-        why = (f"only {av} candidate model(s) fall in this bin" if av < n_per else
-               "candidates left unchosen (beast-2.1 compat chunk rule)")
-        out.append({"filter": filters[k], "bin": int(b), "mag_min": float(sel.edges[k, b]),
-                    "mag_max": float(sel.edges[k, b + 1]), "count": int(sel.counts[b, k]),
-                    "available": av, "reason": why})
+        why = (
+            f"only {av} candidate model(s) fall in this bin"
+            if av < n_per
+            else "candidates left unchosen (beast-2.1 compat chunk rule)"
+        )
+        out.append(
+            {
+                "filter": filters[k],
+                "bin": int(b),
+                "mag_min": float(sel.edges[k, b]),
+                "mag_max": float(sel.edges[k, b + 1]),
+                "count": int(sel.counts[b, k]),
+                "available": av,
+                "reason": why,
+            }
+        )
     return out
 
 
-def _select_flux_bin_compat(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, edges: np.ndarray,
-                            n_cand: int, need_cols: list[str]) -> FluxBinSelection:
+def _select_flux_bin_compat(
+    gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, edges: np.ndarray, n_cand: int, need_cols: list[str]
+) -> FluxBinSelection:
     """BEAST 2.1 (2025-12 code) chunk rule, on the in-memory candidate table as BEAST does.
 
     Per chunk of 100 000 draws with replacement from the not-rejected pool:
@@ -350,7 +368,10 @@ def _select_flux_bin_compat(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int,
 # random-per-age and supplement selections (draws with replacement)
 # --------------------------------------------------------------------------
 
-def _rows_by_ordinals(gs: GridSet, eligible, wanted: dict[Any, np.ndarray], group_col: str | None) -> dict[Any, np.ndarray]:
+
+def _rows_by_ordinals(
+    gs: GridSet, eligible, wanted: dict[Any, np.ndarray], group_col: str | None
+) -> dict[Any, np.ndarray]:
     """Map (group, ordinal among the group's eligible models in grid order) -> global row.
 
     Second streaming pass of the with-replacement draws: memory = one block +
@@ -378,8 +399,9 @@ def _rows_by_ordinals(gs: GridSet, eligible, wanted: dict[Any, np.ndarray], grou
     return {g: np.array([found[g][o] for o in w.tolist()], np.int64) for g, w in wanted.items()}
 
 
-def select_random_per_age(gs: GridSet, vega: np.ndarray, ast: ASTs, catalog: pl.DataFrame | None,
-                          seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+def select_random_per_age(
+    gs: GridSet, vega: np.ndarray, ast: ASTs, catalog: pl.DataFrame | None, seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
     """``random_seds`` (spec §2.2): per age, models drawn uniformly with replacement."""
     filters = gs.filters
     bands = short_names(filters)
@@ -479,14 +501,15 @@ def select_supplement(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int) -> tu
 # positions
 # --------------------------------------------------------------------------
 
+
 @dataclass
 class Region:
     """Where ASTs may go, in RA/Dec (degrees)."""
 
-    hull: np.ndarray | None            # eroded convex hull of the catalog
-    boundary: np.ndarray | None        # coord_boundary polygon (open ring)
+    hull: np.ndarray | None  # eroded convex hull of the catalog
+    boundary: np.ndarray | None  # coord_boundary polygon (open ring)
     boundary_erode: float
-    filter_hull: np.ndarray | None     # hull of sources with data in the required bands
+    filter_hull: np.ndarray | None  # hull of sources with data in the required bands
 
     def contains(self, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
         ok = np.ones(np.shape(ra), bool)
@@ -535,7 +558,8 @@ class Region:
         elif self.hull is not None and not meets(self.hull):
             return False
         if self.boundary is not None and not geometry.box_overlaps_region(
-                x0, x1, y0, y1, lambda a, b: geometry.points_in_polygon(self.boundary, a, b, self.boundary_erode)):
+            x0, x1, y0, y1, lambda a, b: geometry.points_in_polygon(self.boundary, a, b, self.boundary_erode)
+        ):
             return False
         if self.filter_hull is not None and not meets(self.filter_hull):
             return False
@@ -548,8 +572,10 @@ def build_region(ast: ASTs, catalog: pl.DataFrame, bands: Sequence[str]) -> Regi
     e = ast.erode_selection_region / 3600.0  # degrees in the RA/Dec plane, no cos(dec) (as BEAST)
     hull = geometry.erode_convex(geometry.convex_hull(ra, dec), e)
     if len(hull) < 3:
-        raise ValueError(f"asts.erode_selection_region = {ast.erode_selection_region} arcsec erodes the "
-                         "catalog footprint away entirely")
+        raise ValueError(
+            f"asts.erode_selection_region = {ast.erode_selection_region} arcsec erodes the "
+            "catalog footprint away entirely"
+        )
     boundary = None
     if ast.coord_boundary is not None:
         boundary = np.column_stack([ast.coord_boundary[0][:-1], ast.coord_boundary[1][:-1]]).astype(float)
@@ -573,8 +599,15 @@ def build_region(ast: ASTs, catalog: pl.DataFrame, bands: Sequence[str]) -> Regi
     return Region(hull, boundary, e, fh)
 
 
-def _draw_in_tiles(rng: np.random.Generator, tiles: pl.DataFrame, weights: np.ndarray | None, n: int,
-                   region: Region, max_tries: int, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _draw_in_tiles(
+    rng: np.random.Generator,
+    tiles: pl.DataFrame,
+    weights: np.ndarray | None,
+    n: int,
+    region: Region,
+    max_tries: int,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rejection sampling (spec §3.1 step 6): tile at random, uniform point, keep if allowed."""
     mr, xr = tiles["min_ra"].to_numpy(), tiles["max_ra"].to_numpy()
     md, xd = tiles["min_dec"].to_numpy(), tiles["max_dec"].to_numpy()
@@ -594,13 +627,16 @@ def _draw_in_tiles(rng: np.random.Generator, tiles: pl.DataFrame, weights: np.nd
         got += int(ok.sum())
         if got >= n:
             return (np.concatenate(out_ra)[:n], np.concatenate(out_dec)[:n], np.concatenate(out_bin)[:n])
-    raise ValueError(f"{what}: no position accepted after {max_tries} rounds: its tiles do not overlap the "
-                     "allowed region (catalog footprint eroded by asts.erode_selection_region, "
-                     "asts.coord_boundary, asts.region_from_filters)")
+    raise ValueError(
+        f"{what}: no position accepted after {max_tries} rounds: its tiles do not overlap the "
+        "allowed region (catalog footprint eroded by asts.erode_selection_region, "
+        "asts.coord_boundary, asts.region_from_filters)"
+    )
 
 
-def positions_density_bins(entries: int, tiles: pl.DataFrame, region: Region, ast: ASTs, rng: np.random.Generator,
-                           compat: bool) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
+def positions_density_bins(
+    entries: int, tiles: pl.DataFrame, region: Region, ast: ASTs, rng: np.random.Generator, compat: bool
+) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
     """Spec §3.1: every entry in every usable density bin (or n_per_density_bin per bin).
 
     Returns (columns incl. ``entry`` (index into the S*R list), ``sd_bin``,
@@ -613,8 +649,10 @@ def positions_density_bins(entries: int, tiles: pl.DataFrame, region: Region, as
     bins = sorted(set(t_ok["sd_bin"].to_list()))
     dropped = [b for b in all_bins if b not in bins]
     if not bins:
-        raise ValueError("no density-map tile overlaps the allowed AST region (check asts.coord_boundary, "
-                         "asts.erode_selection_region)")
+        raise ValueError(
+            "no density-map tile overlaps the allowed AST region (check asts.coord_boundary, "
+            "asts.erode_selection_region)"
+        )
     per_bin = []
     for b in bins:
         tb = t_ok.filter(pl.col("sd_bin") == b)
@@ -643,8 +681,9 @@ def positions_density_bins(entries: int, tiles: pl.DataFrame, region: Region, as
     return {"entry": ent, "sd_bin": sdb.astype(np.int64), "RA": ra, "DEC": dec}, bins, dropped
 
 
-def positions_pixel_distribution(entries: int, tiles: pl.DataFrame, region: Region, ast: ASTs,
-                                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+def positions_pixel_distribution(
+    entries: int, tiles: pl.DataFrame, region: Region, ast: ASTs, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """One position per entry; tiles drawn in proportion to their catalog star counts."""
     t = tiles.filter(pl.col("n_sources") > 0)
     e = ast.erode_selection_region / 3600.0
@@ -652,20 +691,23 @@ def positions_pixel_distribution(entries: int, tiles: pl.DataFrame, region: Regi
     t = t.filter(pl.Series(usable))
     if t.height == 0:
         raise ValueError("no populated density-map tile overlaps the allowed AST region")
-    ra, dec, sdb = _draw_in_tiles(rng, t, t["n_sources"].to_numpy().astype(float), entries, region,
-                                  ast.max_position_tries, "pixel_distribution")
+    ra, dec, sdb = _draw_in_tiles(
+        rng, t, t["n_sources"].to_numpy().astype(float), entries, region, ast.max_position_tries, "pixel_distribution"
+    )
     return {"entry": np.arange(entries), "sd_bin": sdb.astype(np.int64), "RA": ra, "DEC": dec}
 
 
-def positions_annulus(entries: int, catalog: pl.DataFrame, ast: ASTs, rng: np.random.Generator,
-                      compat: bool) -> dict[str, np.ndarray]:
+def positions_annulus(
+    entries: int, catalog: pl.DataFrame, ast: ASTs, rng: np.random.Generator, compat: bool
+) -> dict[str, np.ndarray]:
     """Spec §3.2: around a random catalog star, radius d + 3U, angle 2 pi U'."""
     d = ast.pixel_distribution
     if "X" in catalog.columns and "Y" in catalog.columns:
         x, y, scale, celestial = catalog["X"].to_numpy(), catalog["Y"].to_numpy(), 1.0, False
     elif compat:
-        raise ValueError("asts.positions = 'annulus' needs X/Y columns in the catalog "
-                         "(beast-2.1: the RA/Dec branch is unreachable)")
+        raise ValueError(
+            "asts.positions = 'annulus' needs X/Y columns in the catalog (beast-2.1: the RA/Dec branch is unreachable)"
+        )
     else:
         # work in arcsec offsets from the catalog centre; pixel_scale converts the radii
         dec0 = catalogs.column_float(catalog["DEC"].mean(), "catalog column DEC")
@@ -674,8 +716,12 @@ def positions_annulus(entries: int, catalog: pl.DataFrame, ast: ASTs, rng: np.ra
         y = (catalog["DEC"].to_numpy() - dec0) * 3600.0
         scale, celestial = ast.pixel_scale, True
     r_in, width = d * scale, 3.0 * scale
-    keep = ((x > x.min() + r_in + width) & (x < x.max() - r_in - width)
-            & (y > y.min() + r_in + width) & (y < y.max() - r_in - width))
+    keep = (
+        (x > x.min() + r_in + width)
+        & (x < x.max() - r_in - width)
+        & (y > y.min() + r_in + width)
+        & (y < y.max() - r_in - width)
+    )
     if not keep.any():
         raise ValueError(f"asts.pixel_distribution = {d}: no catalog star lies far enough from the edges")
     xs, ys = x[keep], y[keep]
@@ -693,6 +739,7 @@ def positions_annulus(entries: int, catalog: pl.DataFrame, ast: ASTs, rng: np.ra
 # --------------------------------------------------------------------------
 # stage
 # --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ASTInputsResult:
@@ -745,12 +792,14 @@ def _dolphot_text(filters: Sequence[str], pos: dict[str, np.ndarray], mags: np.n
     lines = [" ".join(["zeros", "ones", *names, *filters])]
     a, b = pos[names[0]], pos[names[1]]
     for i in range(n):
-        lines.append(" ".join(["0", "1", pfmt % a[i], pfmt % b[i], *("%.5f" % m for m in mags[i])]))
+        # BEAST's text layout: %-formats chosen per positioning scheme
+        lines.append(" ".join(["0", "1", pfmt % a[i], pfmt % b[i], *("%.5f" % m for m in mags[i])]))  # noqa: UP031
     return "\n".join(lines) + "\n"
 
 
-def run_ast_inputs(settings: Settings, sed_grid_urls: Sequence[str] | str, catalog_url: str | None,
-                   map_url: str | None) -> ASTInputsResult:
+def run_ast_inputs(
+    settings: Settings, sed_grid_urls: Sequence[str] | str, catalog_url: str | None, map_url: str | None
+) -> ASTInputsResult:
     settings.activate()
     ast = settings.asts
     compat = settings.beast_compat
@@ -776,8 +825,12 @@ def run_ast_inputs(settings: Settings, sed_grid_urls: Sequence[str] | str, catal
         rows = fb.rows
         # BUG? reproduced in compat: parameters read at the candidate index, not the grid row
         param_rows = np.minimum(fb.ordinals, gs.n_models - 1) if compat else rows
-        info |= {"n_candidates": fb.n_candidates, "passes": fb.n_passes, "peak_buffer": fb.peak_buffer,
-                 "unfilled": len(fb.unfilled)}
+        info |= {
+            "n_candidates": fb.n_candidates,
+            "passes": fb.n_passes,
+            "peak_buffer": fb.peak_buffer,
+            "unfilled": len(fb.unfilled),
+        }
     elif ast.method == "random_pick":
         rows, extra = select_random_per_age(gs, vega, ast, catalog, seed)
         param_rows = rows
@@ -791,8 +844,15 @@ def run_ast_inputs(settings: Settings, sed_grid_urls: Sequence[str] | str, catal
     mags = magnitudes(seds, vega)
     _, cols = gs.read_rows(param_rows)
     g_idx, l_idx = gs.locate(param_rows)
-    params = pl.DataFrame({"sedgrid_indx": param_rows, "subgrid": g_idx, "subgrid_indx": l_idx,
-                           **cols, **{f"{b}_IN": mags[:, k] for k, b in enumerate(bands)}})
+    params = pl.DataFrame(
+        {
+            "sedgrid_indx": param_rows,
+            "subgrid": g_idx,
+            "subgrid_indx": l_idx,
+            **cols,
+            **{f"{b}_IN": mags[:, k] for k, b in enumerate(bands)},
+        }
+    )
 
     # SED list with realisations: each chosen SED R times, consecutively
     R = ast.realization_per_model
@@ -829,8 +889,12 @@ def run_ast_inputs(settings: Settings, sed_grid_urls: Sequence[str] | str, catal
         inputs["catalog"] = catalog_url
     if map_url and need_map:
         inputs["map"] = map_url
-    prov = make_provenance(STAGE, settings.section_hash("compat", "project", "physics", "observations", "asts"),
-                           inputs=inputs, extra={"info": info})
+    prov = make_provenance(
+        STAGE,
+        settings.section_hash("compat", "project", "physics", "observations", "asts"),
+        inputs=inputs,
+        extra={"info": info},
+    )
     params_url = settings.artifact(f"{name}_ASTparams{sfx}.parquet")
     input_url = settings.artifact(f"{name}_inputAST{sfx}.parquet")
     text_url = settings.artifact(f"{name}_inputAST{sfx}.txt")
@@ -838,11 +902,17 @@ def run_ast_inputs(settings: Settings, sed_grid_urls: Sequence[str] | str, catal
     catalogs.write_parquet(params, params_url, prov, {"filters": filters})
     if fb is not None:
         nbn = ast.n_flux_bins
-        fb_df = pl.DataFrame({
-            "filter": np.repeat(np.array(filters), nbn), "bin": np.tile(np.arange(nbn), len(filters)),
-            "mag_min": fb.edges[:, :-1].ravel(), "mag_max": fb.edges[:, 1:].ravel(),
-            "count": fb.counts.T.ravel(), "available": fb.available.T.ravel(),
-            "filled": (fb.counts.T >= ast.n_per_flux_bin).ravel()})
+        fb_df = pl.DataFrame(
+            {
+                "filter": np.repeat(np.array(filters), nbn),
+                "bin": np.tile(np.arange(nbn), len(filters)),
+                "mag_min": fb.edges[:, :-1].ravel(),
+                "mag_max": fb.edges[:, 1:].ravel(),
+                "count": fb.counts.T.ravel(),
+                "available": fb.available.T.ravel(),
+                "filled": (fb.counts.T >= ast.n_per_flux_bin).ravel(),
+            }
+        )
         fb_url = settings.artifact(f"{name}_ASTfluxbins.parquet")
         catalogs.write_parquet(fb_df, fb_url, prov, {"unfilled": fb.unfilled})
         for u in fb.unfilled[:10]:
@@ -850,5 +920,14 @@ def run_ast_inputs(settings: Settings, sed_grid_urls: Sequence[str] | str, catal
     catalogs.write_parquet(table, input_url, prov, {"filters": filters, "bins": bins_used, "dropped_bins": dropped})
     tmags = np.column_stack([table[f"{b}_IN"].to_numpy() for b in bands])
     storage.write_bytes(text_url, _dolphot_text(filters, pos, tmags, compat).encode())
-    return ASTInputsResult(params_url, input_url, text_url, fb_url, len(rows), table.height,
-                           [] if fb is None else fb.unfilled, bins_used, dropped)
+    return ASTInputsResult(
+        params_url,
+        input_url,
+        text_url,
+        fb_url,
+        len(rows),
+        table.height,
+        [] if fb is None else fb.unfilled,
+        bins_used,
+        dropped,
+    )

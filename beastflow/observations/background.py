@@ -57,14 +57,21 @@ def _annulus_sums(img, mask, xs, ys, r_in, r_out):  # pragma: no cover - compile
     return sums, npix
 
 
-def individual_backgrounds(img: np.ndarray, x: np.ndarray, y: np.ndarray, mask_radius: float,
-                           ann_width: float, compat: bool) -> np.ndarray:
+def individual_backgrounds(
+    img: np.ndarray, x: np.ndarray, y: np.ndarray, mask_radius: float, ann_width: float, compat: bool
+) -> np.ndarray:
     """Per-source background; x, y are 0-based pixel coordinates of the image."""
     img = np.asarray(img, float)
     mask = ~np.isfinite(img)
     _stamp_mask(mask, np.asarray(x, float), np.asarray(y, float), float(mask_radius))
-    sums, npix = _annulus_sums(np.where(mask, 0.0, img), mask, np.asarray(x, float), np.asarray(y, float),
-                               float(mask_radius), float(mask_radius + ann_width))
+    sums, npix = _annulus_sums(
+        np.where(mask, 0.0, img),
+        mask,
+        np.asarray(x, float),
+        np.asarray(y, float),
+        float(mask_radius),
+        float(mask_radius + ann_width),
+    )
     if compat:
         area = math.pi * ((mask_radius + ann_width) ** 2 - mask_radius**2)
         return sums / area

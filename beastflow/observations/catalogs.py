@@ -169,7 +169,8 @@ def normalise_columns(df: pl.DataFrame, url: str = "catalog") -> pl.DataFrame:
 def _missing_error(url: str, kind: str, missing: Sequence[str], have: Sequence[str]) -> CatalogError:
     return CatalogError(
         f"{url}: {kind} catalog lacks required column(s) {list(missing)} "
-        f"(after upper-casing; columns present: {sorted(have)[:40]}{' ...' if len(have) > 40 else ''})")
+        f"(after upper-casing; columns present: {sorted(have)[:40]}{' ...' if len(have) > 40 else ''})"
+    )
 
 
 def prepare_photometry(df: pl.DataFrame, filters: Sequence[str], url: str = "catalog") -> pl.DataFrame:
@@ -206,8 +207,10 @@ def _require_unique_ids(df: pl.DataFrame, url: str) -> None:
     dup = ids.filter(ids.is_duplicated()).unique().sort()
     if len(dup):
         shown = ", ".join(str(v) for v in dup.head(10).to_list())
-        raise CatalogError(f"{url}: column {ID_COL} has {len(dup)} duplicated value(s): {shown}"
-                           f"{' ...' if len(dup) > 10 else ''} (every star needs its own id)")
+        raise CatalogError(
+            f"{url}: column {ID_COL} has {len(dup)} duplicated value(s): {shown}"
+            f"{' ...' if len(dup) > 10 else ''} (every star needs its own id)"
+        )
 
 
 def prepare_asts(df: pl.DataFrame, filters: Sequence[str], url: str = "asts") -> pl.DataFrame:
@@ -228,8 +231,12 @@ def prepare_asts(df: pl.DataFrame, filters: Sequence[str], url: str = "asts") ->
         raise CatalogError(f"{url}: AST catalog is empty (0 rows)")
     exprs = []
     for b in bands:
-        exprs.append(pl.when(pl.col(f"{b}_IN").cast(pl.Float64) >= BAD_MAG).then(float("nan"))
-                     .otherwise(pl.col(f"{b}_IN").cast(pl.Float64)).alias(f"{b}_IN"))
+        exprs.append(
+            pl.when(pl.col(f"{b}_IN").cast(pl.Float64) >= BAD_MAG)
+            .then(float("nan"))
+            .otherwise(pl.col(f"{b}_IN").cast(pl.Float64))
+            .alias(f"{b}_IN")
+        )
         if f"{b}_RATE" not in df.columns:
             v = pl.col(f"{b}_VEGA").cast(pl.Float64)
             exprs.append(pl.when(v >= BAD_MAG).then(0.0).otherwise(10.0 ** (-0.4 * v)).alias(f"{b}_RATE"))
@@ -255,8 +262,11 @@ def physical_fluxes(df: pl.DataFrame, filters: Sequence[str], vega: np.ndarray, 
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise KeyError(f"{where}: catalog lacks flux columns {missing} for grid filters {list(filters)}")
-    rates = np.column_stack([df[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in cols]) \
-        if len(df) else np.empty((0, len(cols)))
+    rates = (
+        np.column_stack([df[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in cols])
+        if len(df)
+        else np.empty((0, len(cols)))
+    )
     return rates * np.asarray(vega, dtype=np.float64)[None, :]
 
 
@@ -268,8 +278,14 @@ def physical_fluxes(df: pl.DataFrame, filters: Sequence[str], vega: np.ndarray, 
 ABSURD_RATE = 1e8
 
 
-def screen_fluxes(fluxes: np.ndarray, vega: np.ndarray, bands: Sequence[str], sigma: np.ndarray | None = None,
-                  k_sigma: float = 5.0, compat: bool = False) -> tuple[np.ndarray, list[str]]:
+def screen_fluxes(
+    fluxes: np.ndarray,
+    vega: np.ndarray,
+    bands: Sequence[str],
+    sigma: np.ndarray | None = None,
+    k_sigma: float = 5.0,
+    compat: bool = False,
+) -> tuple[np.ndarray, list[str]]:
     """Physical fluxes [stars, bands] with every bad measurement set to NaN, and a flag per star.
 
     A band of a star is dropped (NaN: not used by the fit) when its flux is
@@ -324,8 +340,9 @@ def column_float(value: object, where: str) -> float:
     raise CatalogError(f"{where}: expected numbers, got {value!r}")
 
 
-def to_arrow(df: pl.DataFrame, provenance: Mapping[str, Any] | None = None,
-             meta: Mapping[str, Any] | None = None) -> pa.Table:
+def to_arrow(
+    df: pl.DataFrame, provenance: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None
+) -> pa.Table:
     tab = df.to_arrow()
     md = dict(tab.schema.metadata or {})
     if provenance is not None:
@@ -335,8 +352,9 @@ def to_arrow(df: pl.DataFrame, provenance: Mapping[str, Any] | None = None,
     return tab.replace_schema_metadata(md)
 
 
-def write_parquet(df: pl.DataFrame, url: str, provenance: Mapping[str, Any] | None = None,
-                  meta: Mapping[str, Any] | None = None) -> str:
+def write_parquet(
+    df: pl.DataFrame, url: str, provenance: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None
+) -> str:
     """Atomic Parquet write with the provenance JSON in the file metadata."""
     tab = to_arrow(df, storage.portable(provenance), storage.portable(meta))
     buf = io.BytesIO()
@@ -360,7 +378,6 @@ def read_parquet_metadata(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     prov = json.loads(md[PROVENANCE_KEY.encode()]) if PROVENANCE_KEY.encode() in md else {}
     meta = json.loads(md[EXTRA_KEY.encode()]) if EXTRA_KEY.encode() in md else {}
     return prov, meta
-
 
 
 def run_ingest(settings: Settings, url: str, kind: str = "photometry") -> str:

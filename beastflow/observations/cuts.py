@@ -46,8 +46,9 @@ def flag_bands(settings: Settings) -> list[str]:
     return bands
 
 
-def cut_masks(df: pl.DataFrame, bands: Sequence[str], fbands: Sequence[str], cuts: Cuts,
-              compat: bool, url: str = "catalog") -> dict[str, np.ndarray]:
+def cut_masks(
+    df: pl.DataFrame, bands: Sequence[str], fbands: Sequence[str], cuts: Cuts, compat: bool, url: str = "catalog"
+) -> dict[str, np.ndarray]:
     """Boolean 'removed by this cut' arrays, one per cut (same rules for stars and ASTs).
 
     - partial_overlap: zero rate in some but not all bands (outside a band's
@@ -78,10 +79,12 @@ def cut_masks(df: pl.DataFrame, bands: Sequence[str], fbands: Sequence[str], cut
 
 def region_text(ra: np.ndarray, dec: np.ndarray, removed: np.ndarray) -> str:
     """ds9 region file as BEAST writes it: kept green (default), removed magenta."""
-    lines = ["# Region file format: DS9 version 4.1",
-             'global color=green dashlist=8 3 width=1 font="helvetica 10 normal roman" select=1 '
-             "highlite=1 dash=0 fixed=0 edit=1 move=1 delete=1 include=1 source=1",
-             "fk5"]
+    lines = [
+        "# Region file format: DS9 version 4.1",
+        'global color=green dashlist=8 3 width=1 font="helvetica 10 normal roman" select=1 '
+        "highlite=1 dash=0 fixed=0 edit=1 move=1 delete=1 include=1 source=1",
+        "fk5",
+    ]
     for r, d, x in zip(ra, dec, removed):
         lines.append(f'circle({r:.8f},{d:.8f},0.1")' + (" # color=magenta" if x else ""))
     return "\n".join(lines) + "\n"
@@ -107,8 +110,10 @@ def run_cut(settings: Settings, catalog_url: str, ast_url: str | None = None) ->
     kept = cat.filter(pl.Series(~removed))
     counts["catalog"]["n_out"] = kept.height
     if kept.height == 0:
-        raise ValueError(f"{catalog_url}: every source was removed by the cuts {counts['catalog']} "
-                         "(see observations.cuts); nothing written")
+        raise ValueError(
+            f"{catalog_url}: every source was removed by the cuts {counts['catalog']} "
+            "(see observations.cuts); nothing written"
+        )
 
     asts_out = None
     ast_removed = None
@@ -129,19 +134,23 @@ def run_cut(settings: Settings, catalog_url: str, ast_url: str | None = None) ->
         if cuts.ast_action == "flag":
             # keep every AST, mark the failures so the noise model sees the selection function
             asts_out = asts.with_columns(
-                pl.when(pl.Series(ast_removed)).then(1).otherwise(pl.col("CUT_FLAG")).cast(pl.Int16).alias("CUT_FLAG"))
+                pl.when(pl.Series(ast_removed)).then(1).otherwise(pl.col("CUT_FLAG")).cast(pl.Int16).alias("CUT_FLAG")
+            )
             counts["asts"]["flagged_cut"] = int(ast_removed.sum())
         else:
             asts_out = asts.filter(pl.Series(~ast_removed))
         counts["asts"]["n_out"] = asts_out.height
         if asts_out.height == 0:
-            raise ValueError(f"{ast_url}: every AST was removed by the cuts {counts['asts']} "
-                             "(see observations.cuts); nothing written")
+            raise ValueError(
+                f"{ast_url}: every AST was removed by the cuts {counts['asts']} "
+                "(see observations.cuts); nothing written"
+            )
 
     name = settings.project.name
     inputs = {"catalog": catalog_url} | ({"asts": ast_url} if ast_url else {})
-    prov = make_provenance(STAGE, settings.section_hash("compat", "physics", "observations"),
-                           inputs=inputs, extra={"counts": counts})
+    prov = make_provenance(
+        STAGE, settings.section_hash("compat", "physics", "observations"), inputs=inputs, extra={"counts": counts}
+    )
     cat_out = settings.artifact(f"{name}_catalog_cut.parquet")
     ast_out = settings.artifact(f"{name}_asts_cut.parquet") if asts_out is not None else None
     regions = []

@@ -80,15 +80,27 @@ class TileGrid:
         return x - 0.5, y - 0.5
 
     def meta(self) -> dict[str, Any]:
-        return {"ra_grid": self.ra_grid.tolist(), "dec_grid": self.dec_grid.tolist(),
-                "wcs": {"ctype": ["RA---TAN", "DEC--TAN"], "crval": list(self.crval),
-                        "crpix": list(self.crpix), "cdelt": list(self.cdelt)}}
+        return {
+            "ra_grid": self.ra_grid.tolist(),
+            "dec_grid": self.dec_grid.tolist(),
+            "wcs": {
+                "ctype": ["RA---TAN", "DEC--TAN"],
+                "crval": list(self.crval),
+                "crpix": list(self.crpix),
+                "cdelt": list(self.cdelt),
+            },
+        }
 
     @classmethod
-    def from_meta(cls, m: dict[str, Any]) -> "TileGrid":
+    def from_meta(cls, m: dict[str, Any]) -> TileGrid:
         w = m["wcs"]
-        return cls(np.asarray(m["ra_grid"], float), np.asarray(m["dec_grid"], float),
-                   tuple(w["crval"]), tuple(w["crpix"]), tuple(w["cdelt"]))
+        return cls(
+            np.asarray(m["ra_grid"], float),
+            np.asarray(m["dec_grid"], float),
+            tuple(w["crval"]),
+            tuple(w["crpix"]),
+            tuple(w["cdelt"]),
+        )
 
 
 def make_tile_grid(ra: np.ndarray, dec: np.ndarray, pixsize: float) -> TileGrid:
@@ -102,8 +114,9 @@ def make_tile_grid(ra: np.ndarray, dec: np.ndarray, pixsize: float) -> TileGrid:
     dec_grid = dec_min + ddec * np.arange(n_y + 1)
     ra_c = 0.5 * (ra_grid[0] + ra_grid[-1])
     dec_c = 0.5 * (dec_grid[0] + dec_grid[-1])
-    return TileGrid(ra_grid, dec_grid, (ra_c, dec_c), (n_x / 2 + 0.5, n_y / 2 + 0.5),
-                    (dra * math.cos(math.radians(dec_c)), ddec))
+    return TileGrid(
+        ra_grid, dec_grid, (ra_c, dec_c), (n_x / 2 + 0.5, n_y / 2 + 0.5), (dra * math.cos(math.radians(dec_c)), ddec)
+    )
 
 
 def magnitude_cut(mags: np.ndarray, sd: SourceDensity) -> tuple[float, float, dict[str, Any]]:
@@ -112,14 +125,19 @@ def magnitude_cut(mags: np.ndarray, sd: SourceDensity) -> tuple[float, float, di
         return float(sd.mag_cut[0]), float(sd.mag_cut[1]), {"mag_cut_source": "settings"}
     m = mags[np.isfinite(mags) & (mags < 90)]
     if m.size == 0:
-        raise ValueError(f"observations.source_density: no {sd.ref_band}_VEGA value below 90 to find the "
-                         "magnitude-histogram peak; set observations.source_density.mag_cut")
+        raise ValueError(
+            f"observations.source_density: no {sd.ref_band}_VEGA value below 90 to find the "
+            "magnitude-histogram peak; set observations.source_density.mag_cut"
+        )
     n_bins = max(1, min(m.size // sd.stars_per_hist_bin, sd.max_hist_bins))
     counts, edges = np.histogram(m, bins=n_bins)
     k = int(np.argmax(counts))  # first bin on ties
     peak = 0.5 * (edges[k] + edges[k + 1])
-    return sd.mag_cut_bright, float(peak - sd.peak_offset), {
-        "mag_cut_source": "histogram_peak", "hist_peak": float(peak), "hist_bins": n_bins}
+    return (
+        sd.mag_cut_bright,
+        float(peak - sd.peak_offset),
+        {"mag_cut_source": "histogram_peak", "hist_peak": float(peak), "hist_bins": n_bins},
+    )
 
 
 def footprint_fraction(hull: np.ndarray, n_x: int, n_y: int) -> np.ndarray:
@@ -139,7 +157,9 @@ def footprint_fraction(hull: np.ndarray, n_x: int, n_y: int) -> np.ndarray:
     return frac
 
 
-def compute_density_map(df: pl.DataFrame, sd: SourceDensity, compat: bool = False) -> tuple[dict[str, np.ndarray], TileGrid, dict[str, Any], dict[str, np.ndarray]]:
+def compute_density_map(
+    df: pl.DataFrame, sd: SourceDensity, compat: bool = False
+) -> tuple[dict[str, np.ndarray], TileGrid, dict[str, Any], dict[str, np.ndarray]]:
     """Tile values and per-source annotation for a normalised catalog."""
     if not catalogs.has_positions(df):
         raise ValueError("the source-density map needs RA and DEC columns in the catalog")
@@ -182,13 +202,28 @@ def compute_density_map(df: pl.DataFrame, sd: SourceDensity, compat: bool = Fals
         value = np.where((n_cnt > 0) & (frac > 0.5), n_cnt / (a_pix * frac), 0.0)
 
     ii, jj = np.divmod(np.arange(n_tiles), n_y)
-    tiles = {"i_ra": ii, "i_dec": jj, "value": value,
-             "min_ra": grid.ra_grid[ii], "max_ra": grid.ra_grid[ii + 1],
-             "min_dec": grid.dec_grid[jj], "max_dec": grid.dec_grid[jj + 1],
-             "n_sources": n_src, "n_counted": n_cnt, "footprint_frac": frac}
+    tiles = {
+        "i_ra": ii,
+        "i_dec": jj,
+        "value": value,
+        "min_ra": grid.ra_grid[ii],
+        "max_ra": grid.ra_grid[ii + 1],
+        "min_dec": grid.dec_grid[jj],
+        "max_dec": grid.dec_grid[jj + 1],
+        "n_sources": n_src,
+        "n_counted": n_cnt,
+        "footprint_frac": frac,
+    }
     src_density = np.where(ok, value[np.maximum(tile, 0)], 0.0)
-    info = {"mag_cut": [lo, hi], **cut_info, "pixsize_arcsec": sd.pixsize, "ref_band": ref,
-            "tile_area_arcsec2": a_pix, "n_x": n_x, "n_y": n_y}
+    info = {
+        "mag_cut": [lo, hi],
+        **cut_info,
+        "pixsize_arcsec": sd.pixsize,
+        "ref_band": ref,
+        "tile_area_arcsec2": a_pix,
+        "n_x": n_x,
+        "n_y": n_y,
+    }
     return tiles, grid, info, {"SourceDensity": src_density, "sd_tile": tile}
 
 
@@ -197,8 +232,9 @@ def bin_map(tiles: dict[str, np.ndarray], sd: SourceDensity, compat: bool) -> tu
     return edges, assign_bins(tiles["value"], edges, sd, compat)
 
 
-def source_bins(df_ra: np.ndarray, df_dec: np.ndarray, sd_tile: np.ndarray, tile_bins: np.ndarray,
-                grid: TileGrid, compat: bool) -> np.ndarray:
+def source_bins(
+    df_ra: np.ndarray, df_dec: np.ndarray, sd_tile: np.ndarray, tile_bins: np.ndarray, grid: TileGrid, compat: bool
+) -> np.ndarray:
     """Density bin of every source.
 
     Intended: the bin of the tile whose density the source received (the TAN
@@ -211,8 +247,9 @@ def source_bins(df_ra: np.ndarray, df_dec: np.ndarray, sd_tile: np.ndarray, tile
     return tile_bins[sd_tile]
 
 
-def background_values(df: pl.DataFrame, sd: SourceDensity, tile: np.ndarray, n_tiles: int,
-                      compat: bool) -> tuple[np.ndarray, np.ndarray]:
+def background_values(
+    df: pl.DataFrame, sd: SourceDensity, tile: np.ndarray, n_tiles: int, compat: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """(individual background per source, median per tile) from the reference image."""
     from astropy.io import fits
     from astropy.wcs import WCS
@@ -221,14 +258,16 @@ def background_values(df: pl.DataFrame, sd: SourceDensity, tile: np.ndarray, n_t
 
     url = sd.reference_image
     if not url:
-        raise ValueError("observations.source_density.kind = 'background' needs "
-                         "observations.source_density.reference_image")
+        raise ValueError(
+            "observations.source_density.kind = 'background' needs observations.source_density.reference_image"
+        )
     with storage.local_copy_for_read(url) as local, fits.open(local) as h:
         try:
             hdu = h[sd.reference_hdu]
         except (KeyError, IndexError):
-            raise ValueError(f"{url}: no extension {sd.reference_hdu!r} "
-                             "(observations.source_density.reference_hdu)") from None
+            raise ValueError(
+                f"{url}: no extension {sd.reference_hdu!r} (observations.source_density.reference_hdu)"
+            ) from None
         img = np.asarray(hdu.data, float)
         wcs = WCS(hdu.header)
     if img.ndim != 2 or not wcs.has_celestial:
@@ -261,8 +300,9 @@ def run_density_map(settings: Settings, catalog_url: str | None = None) -> Densi
     if not url:
         raise ValueError("no photometry catalog: pass one or set observations.catalog")
     if sd.kind == "background" and not sd.reference_image:
-        raise ValueError("observations.source_density.kind = 'background' needs "
-                         "observations.source_density.reference_image")
+        raise ValueError(
+            "observations.source_density.kind = 'background' needs observations.source_density.reference_image"
+        )
     df = catalogs.read_photometry(url, settings.physics.filters)
     tiles, grid, info, annot = compute_density_map(df, sd, compat)
     inputs = {"catalog": url}
@@ -271,34 +311,57 @@ def run_density_map(settings: Settings, catalog_url: str | None = None) -> Densi
         inputs["reference_image"] = sd.reference_image
         indiv, med = background_values(df, sd, annot["sd_tile"], grid.n_x * grid.n_y, compat)
         tiles["value"] = med
-        extra_cols = {"indiv_bg": indiv, "bin_median_bg": np.where(annot["sd_tile"] >= 0, med[np.maximum(annot["sd_tile"], 0)], 0.0)}
+        extra_cols = {
+            "indiv_bg": indiv,
+            "bin_median_bg": np.where(annot["sd_tile"] >= 0, med[np.maximum(annot["sd_tile"], 0)], 0.0),
+        }
         info["background"] = {"mask_radius": sd.mask_radius, "ann_width": sd.ann_width}
     edges, tile_bins = bin_map(tiles, sd, compat)
     tiles["sd_bin"] = tile_bins
-    sbin = source_bins(df["RA"].to_numpy(), df["DEC"].to_numpy(), np.maximum(annot["sd_tile"], 0),
-                       tile_bins, grid, compat)
+    sbin = source_bins(
+        df["RA"].to_numpy(), df["DEC"].to_numpy(), np.maximum(annot["sd_tile"], 0), tile_bins, grid, compat
+    )
 
-    prov = make_provenance(STAGE, settings.section_hash("compat", "physics", "observations"),
-                           inputs=inputs, extra={"info": info})
-    meta = {**grid.meta(), **info, "edges": None if edges is None else edges.tolist(),
-            "binmode": sd.binmode, "kind": sd.kind, "compat": settings.compat}
+    prov = make_provenance(
+        STAGE, settings.section_hash("compat", "physics", "observations"), inputs=inputs, extra={"info": info}
+    )
+    meta = {
+        **grid.meta(),
+        **info,
+        "edges": None if edges is None else edges.tolist(),
+        "binmode": sd.binmode,
+        "kind": sd.kind,
+        "compat": settings.compat,
+    }
     name = settings.project.name
     map_url = settings.artifact(f"{name}_sourceden_map.parquet")
     img_url = settings.artifact(f"{name}_sourceden_map.fits")
     cat_url = settings.artifact(f"{name}_catalog_sd.parquet")
-    value_cols = ([pl.Series(k, v) for k, v in extra_cols.items()] if sd.kind == "background"
-                  else [pl.Series("SourceDensity", annot["SourceDensity"])])
-    out = df.with_columns(*value_cols, pl.Series("sd_bin", sbin.astype(np.int64)),
-                          pl.Series("sd_tile", annot["sd_tile"].astype(np.int64)))
+    value_cols = (
+        [pl.Series(k, v) for k, v in extra_cols.items()]
+        if sd.kind == "background"
+        else [pl.Series("SourceDensity", annot["SourceDensity"])]
+    )
+    out = df.with_columns(
+        *value_cols, pl.Series("sd_bin", sbin.astype(np.int64)), pl.Series("sd_tile", annot["sd_tile"].astype(np.int64))
+    )
     tile_df = pl.DataFrame({k: np.asarray(v) for k, v in tiles.items()})
     catalogs.write_parquet(tile_df, map_url, prov, meta)
     storage.write_bytes(img_url, _fits_image(tiles["value"], grid, prov))
     catalogs.write_parquet(out, cat_url, prov, {"map": map_url})
     bins = np.unique(sbin).tolist()
-    log.info("density map: %d sources, %d x %d tiles, mag cut %.2f-%.2f, bins %s",
-             df.height, grid.n_x, grid.n_y, info["mag_cut"][0], info["mag_cut"][1], bins)
-    return DensityMapResult(map_url, img_url, cat_url, df.height, grid.n_x * grid.n_y,
-                            (info["mag_cut"][0], info["mag_cut"][1]), bins)
+    log.info(
+        "density map: %d sources, %d x %d tiles, mag cut %.2f-%.2f, bins %s",
+        df.height,
+        grid.n_x,
+        grid.n_y,
+        info["mag_cut"][0],
+        info["mag_cut"][1],
+        bins,
+    )
+    return DensityMapResult(
+        map_url, img_url, cat_url, df.height, grid.n_x * grid.n_y, (info["mag_cut"][0], info["mag_cut"][1]), bins
+    )
 
 
 def read_map(map_url: str) -> tuple[pl.DataFrame, TileGrid, dict[str, Any]]:

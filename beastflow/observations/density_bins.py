@@ -59,8 +59,9 @@ def assign_bins(values: np.ndarray, edges: np.ndarray | None, sd: SourceDensity,
     return b
 
 
-def lookup_tiles_linear(ra: np.ndarray, dec: np.ndarray, ra_grid: np.ndarray, dec_grid: np.ndarray,
-                        compat: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def lookup_tiles_linear(
+    ra: np.ndarray, dec: np.ndarray, ra_grid: np.ndarray, dec_grid: np.ndarray, compat: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Tile (i_ra, i_dec) of positions by a linear search in RA/Dec (BEAST's lookup).
 
     ``compat`` reproduces the BUG? of clamping the Dec index with the RA limits.

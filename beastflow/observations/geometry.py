@@ -50,8 +50,16 @@ def _akl_toussaint(pts: np.ndarray) -> np.ndarray:
     points near the edge for qhull.
     """
     x, y = pts[:, 0], pts[:, 1]
-    idx = [np.argmin(x), np.argmin(x + y), np.argmin(y), np.argmax(x - y),
-           np.argmax(x), np.argmax(x + y), np.argmax(y), np.argmin(x - y)]
+    idx = [
+        np.argmin(x),
+        np.argmin(x + y),
+        np.argmin(y),
+        np.argmax(x - y),
+        np.argmax(x),
+        np.argmax(x + y),
+        np.argmax(y),
+        np.argmin(x - y),
+    ]
     poly = pts[np.array(idx)]
     # remove repeated consecutive vertices, keep counter-clockwise order
     keep = [0] + [i for i in range(1, len(poly)) if not np.array_equal(poly[i], poly[i - 1])]

@@ -72,8 +72,7 @@ def sort_order(cat: pl.DataFrame, sort_col: str) -> np.ndarray:
     return o[np.argsort(b, kind="stable")]
 
 
-def tile_bin_lookup(ra: np.ndarray, dec: np.ndarray, grid: TileGrid, tile_bins: np.ndarray,
-                    compat: bool) -> np.ndarray:
+def tile_bin_lookup(ra: np.ndarray, dec: np.ndarray, grid: TileGrid, tile_bins: np.ndarray, compat: bool) -> np.ndarray:
     """Density bin at positions: compat = BEAST's linear RA/Dec lookup; intended = the
     same TAN tile assignment the density map used (nearest tile off the grid)."""
     if compat:
@@ -118,8 +117,12 @@ def _frozen_edges(man_url: str, sort_col: str, bin_edges, bins: np.ndarray) -> d
     except (OSError, ValueError):
         return None
     fe = old.get("flux_edges")
-    if (not isinstance(fe, dict) or old.get("sort_col") != sort_col or old.get("density_bin_edges") != bin_edges
-            or any(str(int(b)) not in fe for b in bins)):
+    if (
+        not isinstance(fe, dict)
+        or old.get("sort_col") != sort_col
+        or old.get("density_bin_edges") != bin_edges
+        or any(str(int(b)) not in fe for b in bins)
+    ):
         log.info("split: density bins or sort column changed (or no recorded edges): splitting anew")
         return None
     return {k: [float(x) for x in v] for k, v in fe.items()}
@@ -153,8 +156,10 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
             asts = asts.with_columns(pl.Series("sd_bin", ab.astype(np.int64)))
             ast_mode = "positions"
         elif sp.asts_without_positions == "error":
-            raise ValueError(f"{ast_url}: ASTs have no RA/DEC columns, so they cannot be split by density bin "
-                             "(observations.split.asts_without_positions = 'error')")
+            raise ValueError(
+                f"{ast_url}: ASTs have no RA/DEC columns, so they cannot be split by density bin "
+                "(observations.split.asts_without_positions = 'error')"
+            )
         else:
             ast_mode = "all_bins"
 
@@ -166,8 +171,11 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
     name = settings.project.name
     man_url = settings.artifact(f"{name}_split_manifest.json")
     frozen = None if compat or sp.resplit else _frozen_edges(man_url, sort_col, meta.get("edges"), bins)
-    prov = make_provenance(STAGE, settings.section_hash("compat", "physics", "observations"),
-                           inputs={"catalog": catalog_url, "map": map_url} | ({"asts": ast_url} if ast_url else {}))
+    prov = make_provenance(
+        STAGE,
+        settings.section_hash("compat", "physics", "observations"),
+        inputs={"catalog": catalog_url, "map": map_url} | ({"asts": ast_url} if ast_url else {}),
+    )
     jobs: list[tuple[str, pl.DataFrame, dict]] = []
     edges_out: dict[str, list[float]] = {}
     for b, s0, s1 in zip(bins.tolist(), starts.tolist(), ends.tolist()):
@@ -189,25 +197,40 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
             off += size
             url = settings.artifact(f"{name}_bin{b}_sub{u}.parquet")
             where = f"{catalog_url} (stars of sub-file bin{b}_sub{u}), column"
-            entry = {"bin": int(b), "sub": u, "url": url, "n_rows": size,
-                     "flux_range": {bd: ([catalogs.column_float(part[f"{bd}_RATE"].min(), f"{where} {bd}_RATE"),
-                                          catalogs.column_float(part[f"{bd}_RATE"].max(), f"{where} {bd}_RATE")]
-                                         if size else None) for bd in bands}}
+            entry = {
+                "bin": int(b),
+                "sub": u,
+                "url": url,
+                "n_rows": size,
+                "flux_range": {
+                    bd: (
+                        [
+                            catalogs.column_float(part[f"{bd}_RATE"].min(), f"{where} {bd}_RATE"),
+                            catalogs.column_float(part[f"{bd}_RATE"].max(), f"{where} {bd}_RATE"),
+                        ]
+                        if size
+                        else None
+                    )
+                    for bd in bands
+                },
+            }
             jobs.append((url, part, entry))
     ast_jobs: list[tuple[str, pl.DataFrame, dict]] = []
     bins_without_asts: list[int] = []
     if asts is not None:
         for b in bins.tolist():
-            part = asts.filter(pl.col("sd_bin") == b) if ast_mode == "positions" else \
-                asts.with_columns(pl.lit(b, dtype=pl.Int64).alias("sd_bin"))
+            part = (
+                asts.filter(pl.col("sd_bin") == b)
+                if ast_mode == "positions"
+                else asts.with_columns(pl.lit(b, dtype=pl.Int64).alias("sd_bin"))
+            )
             if part.height == 0:
                 bins_without_asts.append(int(b))
                 continue
             url = settings.artifact(f"{name}_asts_bin{b}.parquet")
             ast_jobs.append((url, part, {"bin": int(b), "url": url, "n_rows": part.height}))
         if bins_without_asts:
-            log.warning("density bins %s hold stars but no ASTs: their noise model cannot be built",
-                        bins_without_asts)
+            log.warning("density bins %s hold stars but no ASTs: their noise model cannot be built", bins_without_asts)
 
     # a manifest from an earlier run must not describe files this run rewrites
     storage.remove(man_url)
@@ -228,14 +251,23 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         list(pool.map(write, jobs + ast_jobs))
     manifest = {
-        "format": "beastflow-split-manifest", "format_version": 1,
-        "catalog": catalog_url, "asts_source": ast_url, "map": map_url,
-        "sort_col": sort_col, "n_catalog_rows": cat.height,
-        "n_ast_rows": None if asts is None else asts.height, "asts_assignment": ast_mode,
-        "bins": [int(b) for b in bins], "bins_without_asts": bins_without_asts,
-        "subfiles": [e for _, _, e in jobs], "asts": [e for _, _, e in ast_jobs],
+        "format": "beastflow-split-manifest",
+        "format_version": 1,
+        "catalog": catalog_url,
+        "asts_source": ast_url,
+        "map": map_url,
+        "sort_col": sort_col,
+        "n_catalog_rows": cat.height,
+        "n_ast_rows": None if asts is None else asts.height,
+        "asts_assignment": ast_mode,
+        "bins": [int(b) for b in bins],
+        "bins_without_asts": bins_without_asts,
+        "subfiles": [e for _, _, e in jobs],
+        "asts": [e for _, _, e in ast_jobs],
         # frozen split: the next run reuses these while the density bins stay the same
-        "flux_edges": edges_out, "density_bin_edges": meta.get("edges"), "frozen": frozen is not None,
+        "flux_edges": edges_out,
+        "density_bin_edges": meta.get("edges"),
+        "frozen": frozen is not None,
         "provenance": prov,
     }
     # file names relative to the output root: the manifest stays valid in a copied run folder

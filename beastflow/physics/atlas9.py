@@ -101,11 +101,18 @@ def atlas9_library(compat: bool = False):
     logg = a["logg"] if compat else corrected_logg(a["logg"], a["name"])
     n = a["logT"].size
     return StellarLibrary(
-        name=NAME, label=LABEL, wavelength=a["wavelength"], logT=a["logT"], logg=logg, Z=a["Z"],
-        flux=a["flux"], spec_row=np.arange(n), polygon_kind="kurucz", is_analytic=False,
+        name=NAME,
+        label=LABEL,
+        wavelength=a["wavelength"],
+        logT=a["logT"],
+        logg=logg,
+        Z=a["Z"],
+        flux=a["flux"],
+        spec_row=np.arange(n),
+        polygon_kind="kurucz",
+        is_analytic=False,
         source=f"beastflow/data/stellib/{FILE}",
     )
 
 
-__all__ = ["FILE", "LABEL", "NAME", "atlas9_library", "corrected_logg", "embedded_path", "pack_fits",
-           "read_packed"]
+__all__ = ["FILE", "LABEL", "NAME", "atlas9_library", "corrected_logg", "embedded_path", "pack_fits", "read_packed"]

@@ -73,19 +73,20 @@ class BeastF99(Curve):
         out[uv] = self._uv(x[uv], Rv)
         if np.any(~uv):
             r2, r3, r4 = Rv**2, Rv**3, Rv**4
-            xk = np.array([0.0, 1 / 2.65, 1 / 1.22, 1 / 0.60, 1 / 0.547, 1 / 0.467, 1 / 0.411,
-                           _X_UV, _X_UV2])
-            yk = np.array([
-                0.0,
-                0.26469 * Rv / 3.1,
-                0.82925 * Rv / 3.1,
-                2.13572e-4 * r2 + 1.00270 * Rv - 0.422809,
-                -7.35778e-5 * r2 + 1.00216 * Rv - 0.0513540,
-                -3.32598e-5 * r2 + 1.00184 * Rv + 0.700127,
-                -4.45636e-5 * r4 + 7.97809e-4 * r3 - 5.46959e-3 * r2 + 1.01707 * Rv + 1.19456,
-                float(self._uv(np.array([_X_UV]), Rv)[0]),
-                float(self._uv(np.array([_X_UV2]), Rv)[0]),
-            ])
+            xk = np.array([0.0, 1 / 2.65, 1 / 1.22, 1 / 0.60, 1 / 0.547, 1 / 0.467, 1 / 0.411, _X_UV, _X_UV2])
+            yk = np.array(
+                [
+                    0.0,
+                    0.26469 * Rv / 3.1,
+                    0.82925 * Rv / 3.1,
+                    2.13572e-4 * r2 + 1.00270 * Rv - 0.422809,
+                    -7.35778e-5 * r2 + 1.00216 * Rv - 0.0513540,
+                    -3.32598e-5 * r2 + 1.00184 * Rv + 0.700127,
+                    -4.45636e-5 * r4 + 7.97809e-4 * r3 - 5.46959e-3 * r2 + 1.01707 * Rv + 1.19456,
+                    float(self._uv(np.array([_X_UV]), Rv)[0]),
+                    float(self._uv(np.array([_X_UV2]), Rv)[0]),
+                ]
+            )
             out[~uv] = splev(x[~uv], splrep(xk, yk, k=3, s=0))
         return out / Rv
 
@@ -100,8 +101,7 @@ class BeastG03SMCBar(Curve):
 
     def _uv(self, x):
         r = 2.74
-        return (1.0 + (-4.959 / r) + (2.264 / r) * x + (0.389 / r) * _drude(x, 4.6, 1.0)
-                + (0.461 / r) * _fuv(x))
+        return 1.0 + (-4.959 / r) + (2.264 / r) * x + (0.389 / r) * _drude(x, 4.6, 1.0) + (0.461 / r) * _fuv(x)
 
     def k(self, x, Rv=None):
         x = np.asarray(x, dtype=np.float64)
@@ -110,11 +110,24 @@ class BeastG03SMCBar(Curve):
         out[uv] = self._uv(x[uv])
         if np.any(~uv):
             # J and K anchors adjusted in BEAST for a smooth, non-negative spline
-            xk = np.array([0.0, 1 / 2.198, 1 / 1.65, 1 / 1.25, 1 / 0.81, 1 / 0.65, 1 / 0.55,
-                           1 / 0.44, 1 / 0.37, _X_UV, _X_UV2])
-            yk = np.array([0.0, 0.11, 0.169, 0.25, 0.567, 0.801, 1.00, 1.374, 1.672,
-                           float(self._uv(np.array([_X_UV]))[0]),
-                           float(self._uv(np.array([_X_UV2]))[0])])
+            xk = np.array(
+                [0.0, 1 / 2.198, 1 / 1.65, 1 / 1.25, 1 / 0.81, 1 / 0.65, 1 / 0.55, 1 / 0.44, 1 / 0.37, _X_UV, _X_UV2]
+            )
+            yk = np.array(
+                [
+                    0.0,
+                    0.11,
+                    0.169,
+                    0.25,
+                    0.567,
+                    0.801,
+                    1.00,
+                    1.374,
+                    1.672,
+                    float(self._uv(np.array([_X_UV]))[0]),
+                    float(self._uv(np.array([_X_UV2]))[0]),
+                ]
+            )
             out[~uv] = splev(x[~uv], splrep(xk, yk, k=3, s=0))
         return out
 
@@ -155,7 +168,8 @@ class PackageCurve(Curve):
         else:
             raise ValueError(
                 f"{setting} = {class_name!r} is not a dust_extinction curve; R(V)-dependent: "
-                f"{rv_dep}; averages: {averages}")
+                f"{rv_dep}; averages: {averages}"
+            )
         self.name = f"dust_extinction.{class_name}"
         self.x_range = (float(self._cls.x_range[0]), float(self._cls.x_range[1]))
 

@@ -80,8 +80,8 @@ def _name(model: Mapping[str, Any], axis: str) -> str:
         raise ValueError(f"physics.priors.{axis}: expected a table with a 'name', got {model!r}")
     if model["name"] not in _ALLOWED[axis]:
         raise NotImplementedError(
-            f"physics.priors.{axis}: {model['name']!r} is not an allowed model "
-            f"(allowed: {list(_ALLOWED[axis])})")
+            f"physics.priors.{axis}: {model['name']!r} is not an allowed model (allowed: {list(_ALLOWED[axis])})"
+        )
     return model["name"]
 
 
@@ -106,9 +106,14 @@ def dust_axis_prior(axis_values, model: Mapping[str, Any], axis: str, distance_p
     if name == "lognormal":
         return lognormal(x, _get(model, "mean", axis), _get(model, "sigma", axis))
     if name == "two_lognormal":
-        return two_lognormal(x, _get(model, "mean1", axis), _get(model, "mean2", axis),
-                             _get(model, "sigma1", axis), _get(model, "sigma2", axis),
-                             _get(model, "N1_to_N2", axis, 1.0))
+        return two_lognormal(
+            x,
+            _get(model, "mean1", axis),
+            _get(model, "mean2", axis),
+            _get(model, "sigma1", axis),
+            _get(model, "sigma2", axis),
+            _get(model, "N1_to_N2", axis, 1.0),
+        )
     if name == "exponential":
         a = _get(model, "a", axis)
         if not a > 0:
@@ -135,7 +140,9 @@ def _lookup(values, axis: np.ndarray, column: str) -> np.ndarray:
     idx = order[pos]
     bad = axis[idx] != v
     if np.any(bad):
-        raise ValueError(f"{column} value {float(v[bad][0])!r} of a grid row is not on the {column} axis {axis.tolist()}")
+        raise ValueError(
+            f"{column} value {float(v[bad][0])!r} of a grid row is not on the {column} axis {axis.tolist()}"
+        )
     return idx
 
 

@@ -86,12 +86,13 @@ class ExtinctionLaw:
         self.has_fA = b_curve is not None
         if b_curve is not None:
             if b_curve.rv_dependent:
-                raise ValueError(f"{name}: the B component must be an average curve with a fixed R(V), "
-                                 f"{b_curve.name} depends on R(V)")
+                raise ValueError(
+                    f"{name}: the B component must be an average curve with a fixed R(V), "
+                    f"{b_curve.name} depends on R(V)"
+                )
             if not a_curve.rv_dependent:
                 raise ValueError(f"{name}: the A component must be R(V)-dependent, {a_curve.name} is not")
-            self.x_range = (max(a_curve.x_range[0], b_curve.x_range[0]),
-                            min(a_curve.x_range[1], b_curve.x_range[1]))
+            self.x_range = (max(a_curve.x_range[0], b_curve.x_range[0]), min(a_curve.x_range[1], b_curve.x_range[1]))
             if b_curve.Rv is None:
                 raise ValueError(f"{name}: the B component {b_curve.name} has no fixed R(V)")
             self.Rv_B: float | None = float(b_curve.Rv)
@@ -117,11 +118,12 @@ class ExtinctionLaw:
             if self.a_curve.rv_dependent and self.a_curve.rv_range is not None:
                 lo, hi = self.a_curve.rv_range
                 if rvs.min() < lo - 1e-9 or rvs.max() > hi + 1e-9:
-                    raise ValueError(f"physics.extinction.rvs spans [{rvs.min()}, {rvs.max()}] but "
-                                     f"{self.a_curve.name} is defined for R(V) in [{lo}, {hi}]")
+                    raise ValueError(
+                        f"physics.extinction.rvs spans [{rvs.min()}, {rvs.max()}] but "
+                        f"{self.a_curve.name} is defined for R(V) in [{lo}, {hi}]"
+                    )
             rv_col = np.tile(rvs, avs.size)
-            return {"Av": np.repeat(avs, rvs.size), "Rv": rv_col,
-                    "f_A": np.ones(rv_col.size), "Rv_A": rv_col.copy()}
+            return {"Av": np.repeat(avs, rvs.size), "Rv": rv_col, "f_A": np.ones(rv_col.size), "Rv_A": rv_col.copy()}
 
         rmin, rmax, rb = float(rvs.min()), float(rvs.max()), self._mixture_b()[1]
         pairs = []
@@ -133,17 +135,24 @@ class ExtinctionLaw:
             raise ValueError(
                 f"No valid points in the R(V)-f_A plane for {self.name}: with R_B = {rb} no "
                 f"physics.extinction.rvs {rvs.tolist()} x fAs {fAs.tolist()} pair has R_A within "
-                f"[{rmin}, {rmax}]")
+                f"[{rmin}, {rmax}]"
+            )
         rng = self.a_curve.rv_range
         if rng is not None:
             ra = np.array([p[2] for p in pairs if p[1] > 0])
             if ra.size and (ra.min() < rng[0] - 1e-9 or ra.max() > rng[1] + 1e-9):
-                raise ValueError(f"physics.extinction.rvs: valid points need R_A in [{ra.min()}, {ra.max()}] "
-                                 f"but {self.a_curve.name} is defined for R(V) in {list(rng)}")
+                raise ValueError(
+                    f"physics.extinction.rvs: valid points need R_A in [{ra.min()}, {ra.max()}] "
+                    f"but {self.a_curve.name} is defined for R(V) in {list(rng)}"
+                )
         pr = np.array(pairs)
         n = len(pairs)
-        return {"Av": np.repeat(avs, n), "Rv": np.tile(pr[:, 0], avs.size),
-                "f_A": np.tile(pr[:, 1], avs.size), "Rv_A": np.tile(pr[:, 2], avs.size)}
+        return {
+            "Av": np.repeat(avs, n),
+            "Rv": np.tile(pr[:, 0], avs.size),
+            "f_A": np.tile(pr[:, 1], avs.size),
+            "Rv_A": np.tile(pr[:, 2], avs.size),
+        }
 
     def _mixture_b(self) -> tuple[Curve, float]:
         """The B component and its fixed R(V); only a mixture law has them."""
@@ -161,13 +170,17 @@ class ExtinctionLaw:
         if np.any(x < lo) or np.any(x > hi):
             raise ValueError(
                 f"extinction law {self.name} is defined for {1e4 / hi:.1f}-{1e4 / lo:.1f} Angstrom "
-                f"(x = {lo}-{hi} 1/micron); got wavelengths {lamb.min():.1f}-{lamb.max():.1f} Angstrom")
+                f"(x = {lo}-{hi} 1/micron); got wavelengths {lamb.min():.1f}-{lamb.max():.1f} Angstrom"
+            )
         return x
 
     def _component(self, which: str, curve: Curve, lamb, x_fn, Rv: float) -> np.ndarray:
         lamb = np.ascontiguousarray(np.atleast_1d(np.asarray(lamb, dtype=np.float64)))
-        key = (which, hashlib.blake2b(lamb.tobytes(), digest_size=16).digest(),
-               float(Rv) if curve.rv_dependent else None)
+        key = (
+            which,
+            hashlib.blake2b(lamb.tobytes(), digest_size=16).digest(),
+            float(Rv) if curve.rv_dependent else None,
+        )
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -215,18 +228,24 @@ def make_extinction_law(ext, compat: bool) -> ExtinctionLaw:
     if ext.law == "gordon16":
         if compat:
             return ExtinctionLaw("Gordon16_RvFALaw (BEAST F99 + G03_SMCBar)", BeastF99(), BeastG03SMCBar())
-        return ExtinctionLaw("gordon16 (dust_extinction F99 + G03_SMCBar)",
-                             _setting_curve("F99", "gordon16 A law"),
-                             _setting_curve("G03_SMCBar", "gordon16 B law"))
+        return ExtinctionLaw(
+            "gordon16 (dust_extinction F99 + G03_SMCBar)",
+            _setting_curve("F99", "gordon16 A law"),
+            _setting_curve("G03_SMCBar", "gordon16 B law"),
+        )
     if ext.law == "rvfa":
         a = _setting_curve(ext.a_law, "physics.extinction.a_law")
         b = _setting_curve(ext.b_law, "physics.extinction.b_law")
         if not a.rv_dependent:
-            raise ValueError(f"physics.extinction.a_law = {ext.a_law!r} is an average curve; the A component "
-                             "must be R(V)-dependent (e.g. F19, G23)")
+            raise ValueError(
+                f"physics.extinction.a_law = {ext.a_law!r} is an average curve; the A component "
+                "must be R(V)-dependent (e.g. F19, G23)"
+            )
         if b.rv_dependent:
-            raise ValueError(f"physics.extinction.b_law = {ext.b_law!r} depends on R(V); the B component "
-                             "must be an average curve with a fixed R(V) (e.g. G03_SMCBar, G24_SMCAvg)")
+            raise ValueError(
+                f"physics.extinction.b_law = {ext.b_law!r} depends on R(V); the B component "
+                "must be an average curve with a fixed R(V) (e.g. G03_SMCBar, G24_SMCAvg)"
+            )
         return ExtinctionLaw(f"rvfa ({a.name} + {b.name})", a, b)
     if ext.law == "single":
         c = _setting_curve(ext.curve, "physics.extinction.curve")

@@ -41,8 +41,7 @@ def compute_bin_boundaries(x, noneg: bool = False) -> np.ndarray:
     """
     c = _as_axis(x, "compute_bin_boundaries")
     if c.size < 2:
-        raise ValueError("compute_bin_boundaries needs at least two bin centres "
-                         "(a single value has no bin width)")
+        raise ValueError("compute_bin_boundaries needs at least two bin centres (a single value has no bin width)")
     if np.any(np.diff(c) < 0):
         raise ValueError("compute_bin_boundaries: bin centres must be sorted increasingly")
     half = np.diff(c) / 2.0
@@ -88,8 +87,7 @@ def compute_grid_weights(x, log: bool = False) -> np.ndarray:
     return widths / widths.mean()
 
 
-def normalised_prior(axis_values, weights, log: bool = False, noneg: bool = True,
-                     what: str = "prior") -> np.ndarray:
+def normalised_prior(axis_values, weights, log: bool = False, noneg: bool = True, what: str = "prior") -> np.ndarray:
     """Scale prior ``weights`` on a grid axis into a density over that axis.
 
     Returns p with sum_i p_i * Delta_i = 1, Delta_i the bin widths of the axis
@@ -105,6 +103,5 @@ def normalised_prior(axis_values, weights, log: bool = False, noneg: bool = True
         raise ValueError(f"{what}: prior weights must be finite and >= 0")
     total = float(np.sum(w * bin_widths(vals, log=log, noneg=noneg)))
     if not total > 0:
-        raise ValueError(f"{what} is zero everywhere on the grid; check its parameters "
-                         "against the grid range")
+        raise ValueError(f"{what} is zero everywhere on the grid; check its parameters against the grid range")
     return w / total

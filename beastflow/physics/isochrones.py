@@ -82,9 +82,7 @@ def requested_ages(logt: list[float], lo_clamp: float) -> np.ndarray:
     if len(logt) == 1:
         return np.array([min(max(logt[0], lo_clamp), 10.13)])
     if hi < lo:
-        raise ValueError(
-            f"physics.isochrones.logt = {logt}: nothing left after clamping to [{lo_clamp}, 10.13]"
-        )
+        raise ValueError(f"physics.isochrones.logt = {logt}: nothing left after clamping to [{lo_clamp}, 10.13]")
     step = logt[2]
     n = int(math.floor((hi - lo) / step + 1e-9)) + 1
     return np.round(lo + step * np.arange(n), 10)
@@ -132,7 +130,7 @@ class _LachesisGrid:
         if n == 0:
             return np.zeros(0), {c: np.zeros(0) for c in _SRC}
         with h5py.File(self.path, "r") as f:
-            rows = f["values"][self.starts[b]:self.starts[b] + n].astype(np.float64)
+            rows = f["values"][self.starts[b] : self.starts[b] + n].astype(np.float64)
         age = rows[:, self.col["age"]]
         good = np.all(np.isfinite(rows[:, [self.col[c] for c in _SRC if c != "Mbol"]]), axis=1)
         # guard the layout assumption: every row of the block carries its age
@@ -171,9 +169,7 @@ def interpolate_isochrone(grid: _LachesisGrid, logA: float, feh: float) -> dict[
     lattice value uses that lattice isochrone alone.
     """
     corners = [
-        (ia, jf, wa * wf)
-        for ia, wa in _bracket(logA, grid.ages, 1e-6)
-        for jf, wf in _bracket(feh, grid.fehs, 1e-6)
+        (ia, jf, wa * wf) for ia, wa in _bracket(logA, grid.ages, 1e-6) for jf, wf in _bracket(feh, grid.fehs, 1e-6)
     ]
     corners = [c for c in corners if c[2] > 0]
     blocks = [(grid.block(jf, ia), w) for ia, jf, w in corners]
@@ -286,14 +282,12 @@ def _check_request(iso, gs: _GridSet, grid: _LachesisGrid) -> tuple[np.ndarray, 
     hi = iso.logt[1] if len(iso.logt) > 1 else iso.logt[0]
     if hi > gs.logt_max or iso.logt[0] < gs.logt_min:
         raise ValueError(
-            f"physics.isochrones.logt = {iso.logt}: {src} isochrones allow log ages in "
-            f"[{gs.logt_min}, {gs.logt_max}]"
+            f"physics.isochrones.logt = {iso.logt}: {src} isochrones allow log ages in [{gs.logt_min}, {gs.logt_max}]"
         )
     ages = requested_ages(list(iso.logt), gs.lo_clamp)
     if ages.min() < grid.ages[0] - 1e-9 or ages.max() > grid.ages[-1] + 1e-9:
         raise ValueError(
-            f"physics.isochrones.logt = {iso.logt}: the {src} grid covers log ages "
-            f"{grid.ages[0]}–{grid.ages[-1]}"
+            f"physics.isochrones.logt = {iso.logt}: the {src} grid covers log ages {grid.ages[0]}–{grid.ages[-1]}"
         )
     z = np.asarray(iso.z, dtype=np.float64)
     feh = np.log10(z / gs.zsun)
@@ -322,17 +316,19 @@ def _load_grid_isochrones(iso) -> dict[str, np.ndarray]:
                 continue
             one = resample_in_mass(one, iso.logmass_step, max_dlog)
             n = one["eep"].size
-            parts.append({
-                "logA": np.full(n, float(a)),
-                "M_ini": 10 ** one["logM_ini"],
-                "M_act": 10 ** one["logM_act"],
-                "logL": one["logL"],
-                "logT": one["logT"],
-                "logg": one["logg"],
-                "Z": np.full(n, float(z)),
-                "stage": one["stage"].astype(np.float64),
-                "mbolmag": one["mbol"],
-            })
+            parts.append(
+                {
+                    "logA": np.full(n, float(a)),
+                    "M_ini": 10 ** one["logM_ini"],
+                    "M_act": 10 ** one["logM_act"],
+                    "logL": one["logL"],
+                    "logT": one["logT"],
+                    "logg": one["logg"],
+                    "Z": np.full(n, float(z)),
+                    "stage": one["stage"].astype(np.float64),
+                    "mbolmag": one["mbol"],
+                }
+            )
     if not parts:
         raise ValueError(f"physics.isochrones: no {iso.source} isochrone points for logt={iso.logt}, z={iso.z}")
     return {c: np.concatenate([p[c] for p in parts]) for c in COLUMNS}
@@ -361,9 +357,7 @@ def read_table(url: str) -> dict[str, np.ndarray]:
             elif low.endswith((".fits", ".fit", ".fits.gz")):
                 t = Table.read(path, format="fits")
             else:
-                raise ValueError(
-                    f"{url}: unknown evolution-table format (use .csv, .ecsv, .fits or .parquet)"
-                )
+                raise ValueError(f"{url}: unknown evolution-table format (use .csv, .ecsv, .fits or .parquet)")
             cols = {c: np.asarray(t[c]) for c in t.colnames}
     missing = [c for c in REQUIRED_COLUMNS if c not in cols]
     if missing:
@@ -408,12 +402,19 @@ def select_table_rows(tab: dict[str, np.ndarray], iso) -> dict[str, np.ndarray]:
         zs = np.asarray(iso.z, dtype=np.float64)
         keep &= np.isclose(tab["Z"][:, None], zs[None, :], rtol=1e-4, atol=0.0).any(axis=1)
     if not keep.any():
-        raise ValueError(f"{iso.table}: no row has logA on physics.isochrones.logt = {iso.logt} and Z in "
-                         f"physics.isochrones.z = {iso.z} (the table has logA {np.unique(tab['logA'])[:8].tolist()}"
-                         f"..., Z {np.unique(tab['Z'])[:8].tolist()}); set them to the table's values or to "
-                         "their defaults (whole table)")
-    log.info("%s: %d of %d rows selected by physics.isochrones %s", iso.table, int(keep.sum()), keep.size,
-             " and ".join(chosen))
+        raise ValueError(
+            f"{iso.table}: no row has logA on physics.isochrones.logt = {iso.logt} and Z in "
+            f"physics.isochrones.z = {iso.z} (the table has logA {np.unique(tab['logA'])[:8].tolist()}"
+            f"..., Z {np.unique(tab['Z'])[:8].tolist()}); set them to the table's values or to "
+            "their defaults (whole table)"
+        )
+    log.info(
+        "%s: %d of %d rows selected by physics.isochrones %s",
+        iso.table,
+        int(keep.sum()),
+        keep.size,
+        " and ".join(chosen),
+    )
     return {c: v[keep] for c, v in tab.items()}
 
 
@@ -438,8 +439,6 @@ def load_isochrones(iso) -> dict[str, np.ndarray]:
     keep = (tab["logL"] > -9) & np.isfinite(tab["logA"])
     if iso.filter_pms:
         if np.all(np.isnan(tab["stage"])):
-            raise ValueError(
-                "physics.isochrones.filter_pms needs a 'stage' column in the evolution table"
-            )
+            raise ValueError("physics.isochrones.filter_pms needs a 'stage' column in the evolution table")
         keep &= ~((tab["M_ini"] < 12) & (tab["stage"] == pms_stage))
     return {c: np.ascontiguousarray(tab[c][keep], dtype=np.float64) for c in COLUMNS}

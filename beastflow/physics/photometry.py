@@ -57,8 +57,10 @@ class Filter:
     @property
     def mean_wavelength(self) -> float:
         """∫λT dλ / ∫T dλ on the filter's own grid (Å)."""
-        return float(np.trapezoid(self.wavelength * self.throughput, self.wavelength)
-                     / np.trapezoid(self.throughput, self.wavelength))
+        return float(
+            np.trapezoid(self.wavelength * self.throughput, self.wavelength)
+            / np.trapezoid(self.throughput, self.wavelength)
+        )
 
 
 @functools.cache
@@ -108,8 +110,12 @@ def _check_grid(lamb_A: np.ndarray) -> np.ndarray:
     return lamb
 
 
-def band_weights(lamb_A: np.ndarray, filters: Sequence[str | Filter], compat: bool = False,
-                 numerator_positive_only: bool | None = None) -> np.ndarray:
+def band_weights(
+    lamb_A: np.ndarray,
+    filters: Sequence[str | Filter],
+    compat: bool = False,
+    numerator_positive_only: bool | None = None,
+) -> np.ndarray:
     """Matrix W [nλ, nbands] such that ``spectra @ W`` are the band fluxes.
 
     ``numerator_positive_only`` overrides the point set of the numerator
@@ -139,8 +145,13 @@ def band_weights(lamb_A: np.ndarray, filters: Sequence[str | Filter], compat: bo
     return W
 
 
-def band_fluxes(lamb_A: np.ndarray, spectra: np.ndarray, filters: Sequence[str | Filter],
-                compat: bool = False, weights: np.ndarray | None = None) -> np.ndarray:
+def band_fluxes(
+    lamb_A: np.ndarray,
+    spectra: np.ndarray,
+    filters: Sequence[str | Filter],
+    compat: bool = False,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Photon-counting band fluxes [n, nbands] of ``spectra`` [n, nλ] (or [nλ]).
 
     Output unit = input unit (pass L_λ × ``absolute_flux_scale`` for model
@@ -165,8 +176,9 @@ def mean_wavelengths(lamb_A: np.ndarray, filters: Sequence[str | Filter]) -> np.
         T = f.interpolated(lamb)
         den = float(np.dot(c, T))
         if not den > 0:
-            raise ValueError(f"filter {f.name} has no throughput on the wavelength grid "
-                             f"[{lamb[0]:.1f}, {lamb[-1]:.1f}] Å")
+            raise ValueError(
+                f"filter {f.name} has no throughput on the wavelength grid [{lamb[0]:.1f}, {lamb[-1]:.1f}] Å"
+            )
         out.append(float(np.dot(c, lamb * T)) / den)
     return np.asarray(out)
 

@@ -146,16 +146,27 @@ def plan_dust(settings: Settings) -> DustPlan:
     pts = law.valid_dust_points(*axes)
     Av = np.asarray(pts["Av"], dtype=np.float64)
     if Av.size == 0:
-        raise ValueError(f"no valid dust points for physics.extinction rvs = {ext.rvs}, fAs = {ext.fAs} "
-                         "(R_A of every (R(V), f_A) pair falls outside the R(V) grid, spec §7.3)")
+        raise ValueError(
+            f"no valid dust points for physics.extinction rvs = {ext.rvs}, fAs = {ext.fAs} "
+            "(R_A of every (R(V), f_A) pair falls outside the R(V) grid, spec §7.3)"
+        )
     Rv = np.asarray(pts["Rv"], dtype=np.float64)
     has_fA = bool(getattr(law, "has_fA", True))
     fA = np.asarray(pts["f_A"], dtype=np.float64) if "f_A" in pts else np.full(Av.size, axes[2][0])
     RvA = np.asarray(pts["Rv_A"], dtype=np.float64) if "Rv_A" in pts else Rv.copy()
     gw = np.asarray(dust_grid_weights(Av, Rv, fA, axes), dtype=np.float64)
-    return DustPlan(axes=axes, Av=Av, Rv=Rv, f_A=fA, Rv_A=RvA, has_fA=has_fA, law=law,
-                    grid_weight=gw, label=f"{ext.law}" + (f"({ext.a_law}+{ext.b_law})" if ext.law == "rvfa" else
-                                                          f"({ext.curve})" if ext.law == "single" else ""))
+    return DustPlan(
+        axes=axes,
+        Av=Av,
+        Rv=Rv,
+        f_A=fA,
+        Rv_A=RvA,
+        has_fA=has_fA,
+        law=law,
+        grid_weight=gw,
+        label=f"{ext.law}"
+        + (f"({ext.a_law}+{ext.b_law})" if ext.law == "rvfa" else f"({ext.curve})" if ext.law == "single" else ""),
+    )
 
 
 def _dust_prior_table(settings: Settings, dust: DustPlan, distances: np.ndarray) -> np.ndarray:
@@ -163,9 +174,16 @@ def _dust_prior_table(settings: Settings, dust: DustPlan, distances: np.ndarray)
     from beastflow.physics.dust_priors import dust_prior_weights
 
     nv, nd = dust.n, distances.size
-    w = dust_prior_weights(np.repeat(dust.Av, nd), np.repeat(dust.Rv, nd), np.repeat(dust.f_A, nd),
-                           np.tile(distances, nv), dust.axes, settings.physics.priors,
-                           settings.beast_compat, has_fA=dust.has_fA)
+    w = dust_prior_weights(
+        np.repeat(dust.Av, nd),
+        np.repeat(dust.Rv, nd),
+        np.repeat(dust.f_A, nd),
+        np.tile(distances, nv),
+        dust.axes,
+        settings.physics.priors,
+        settings.beast_compat,
+        has_fA=dust.has_fA,
+    )
     return np.asarray(w, dtype=np.float64).reshape(nv, nd)
 
 
@@ -213,8 +231,17 @@ def grid_columns(sg: SpectralGrid, has_fA: bool) -> list[str]:
     return dust_cols + stellar + nd + [wd_column(f) for f in sg.filters]
 
 
-def _block_columns(sg: SpectralGrid, dust: DustPlan, dprior: np.ndarray, dist_idx: np.ndarray,
-                   r0: int, r1: int, cs: np.ndarray, a: int, b: int) -> dict[str, np.ndarray]:
+def _block_columns(
+    sg: SpectralGrid,
+    dust: DustPlan,
+    dprior: np.ndarray,
+    dist_idx: np.ndarray,
+    r0: int,
+    r1: int,
+    cs: np.ndarray,
+    a: int,
+    b: int,
+) -> dict[str, np.ndarray]:
     """Columns of the rows (dust points cs) × (spectral rows r0+a .. r0+b)."""
     n = b - a
     nc = cs.size
@@ -238,8 +265,15 @@ def _block_columns(sg: SpectralGrid, dust: DustPlan, dprior: np.ndarray, dist_id
     return out
 
 
-def build_sed_subgrid(settings: Settings, sg: SpectralGrid, dust: DustPlan, rows: tuple[int, int], url: str,
-                      provenance: dict[str, Any], meta: dict[str, Any]) -> int:
+def build_sed_subgrid(
+    settings: Settings,
+    sg: SpectralGrid,
+    dust: DustPlan,
+    rows: tuple[int, int],
+    url: str,
+    provenance: dict[str, Any],
+    meta: dict[str, Any],
+) -> int:
     """Write the SED grid of spectral rows [r0, r1) × all valid dust points to ``url``."""
     compat = settings.beast_compat
     chunk = int(settings.physics.chunk_models)
@@ -265,9 +299,17 @@ def build_sed_subgrid(settings: Settings, sg: SpectralGrid, dust: DustPlan, rows
     dprior = _dust_prior_table(settings, dust, sg.distances)
 
     columns = grid_columns(sg, dust.has_fA)
-    with SEDGridWriter(url, sg.filters, lamb_band, columns, n_models=n_models, provenance=provenance,
-                       stellar_library=sg.library_label, meta=meta,
-                       chunk_rows=_chunk_rows(n_models)) as w:
+    with SEDGridWriter(
+        url,
+        sg.filters,
+        lamb_band,
+        columns,
+        n_models=n_models,
+        provenance=provenance,
+        stellar_library=sg.library_label,
+        meta=meta,
+        chunk_rows=_chunk_rows(n_models),
+    ) as w:
         if n0 == 0:
             return 0
         if n0 <= chunk:
@@ -345,8 +387,7 @@ def _add_wd(cols: dict[str, np.ndarray], seds: np.ndarray, filters: Sequence[str
 
 def _current(prov: dict[str, Any], stage: str, shash: str, ihashes: dict[str, str]) -> bool:
     """An artifact is current when made by ``stage`` from the same settings and input files."""
-    return (prov.get("stage") == stage and prov.get("settings_hash") == shash
-            and prov.get("input_hashes") == ihashes)
+    return prov.get("stage") == stage and prov.get("settings_hash") == shash and prov.get("input_hashes") == ihashes
 
 
 def _existing_ok(url: str, shash: str, ihashes: dict[str, str]) -> bool:
@@ -357,8 +398,9 @@ def _existing_ok(url: str, shash: str, ihashes: dict[str, str]) -> bool:
     return _current(g.provenance, STAGE, shash, ihashes)
 
 
-def run_physicsmodel(settings: Settings, subgrids: Sequence[int] | None = None,
-                     force: bool = False) -> PhysicsModelResult:
+def run_physicsmodel(
+    settings: Settings, subgrids: Sequence[int] | None = None, force: bool = False
+) -> PhysicsModelResult:
     """Build the SED grid(s) of ``settings`` (docs/stages.md).
 
     ``subgrids``: build only these subgrid indices (default: all).  Outputs
@@ -390,9 +432,16 @@ def run_physicsmodel(settings: Settings, subgrids: Sequence[int] | None = None,
         sg = read_spectral_grid(spec_url)
     else:
         sg = build_spectral_grid(settings)
-        write_spectral_grid(spec_url, sg, make_provenance(
-            SPEC_STAGE, shash, input_hashes=sg.input_hashes,
-            extra={"stellar_library": sg.library_label, "compat": settings.compat}))
+        write_spectral_grid(
+            spec_url,
+            sg,
+            make_provenance(
+                SPEC_STAGE,
+                shash,
+                input_hashes=sg.input_hashes,
+                extra={"stellar_library": sg.library_label, "compat": settings.compat},
+            ),
+        )
     dust = plan_dust(settings)
     extra = {
         "stellar_library": sg.library_label,
@@ -410,13 +459,16 @@ def run_physicsmodel(settings: Settings, subgrids: Sequence[int] | None = None,
             "n_spec_rows": sg.n_rows,
             "full_grid_row": "c * n_spec_rows + spec_rows[0] + j for row c * (spec_rows[1]-spec_rows[0]) + j",
             "n_valid_dust": dust.n,
-            "dust_axes": {"avs": dust.axes[0].tolist(), "rvs": dust.axes[1].tolist(),
-                          "fAs": dust.axes[2].tolist()},
+            "dust_axes": {"avs": dust.axes[0].tolist(), "rvs": dust.axes[1].tolist(), "fAs": dust.axes[2].tolist()},
             "extinction_law": dust.label,
             "av_log": bool(ext.av_log),
-            "library": {"label": sg.library_label, "analytic": sg.library_is_analytic,
-                        "isochrone_points": sg.n_isochrone_points, "kept": sg.n_kept,
-                        "dropped": sg.n_dropped},
+            "library": {
+                "label": sg.library_label,
+                "analytic": sg.library_is_analytic,
+                "isochrone_points": sg.n_isochrone_points,
+                "kept": sg.n_kept,
+                "dropped": sg.n_dropped,
+            },
             **sg.meta,
         }
         prov = make_provenance(STAGE, shash, input_hashes=sg.input_hashes, extra=extra)
@@ -426,8 +478,9 @@ def run_physicsmodel(settings: Settings, subgrids: Sequence[int] | None = None,
     return _result(settings, [urls[g] for g in todo], time.perf_counter() - t0, spec_url=spec_url)
 
 
-def _result(settings: Settings, urls: list[str], seconds: float, cached: bool = False,
-            spec_url: str | None = None) -> PhysicsModelResult:
+def _result(
+    settings: Settings, urls: list[str], seconds: float, cached: bool = False, spec_url: str | None = None
+) -> PhysicsModelResult:
     summary = summarize(urls)
     summary["seconds"] = seconds
     summary["cached"] = cached
@@ -455,9 +508,15 @@ def summarize(urls: Sequence[str], chunk_models: int = 1 << 20) -> dict[str, Any
                     lo, hi = float(v.min()), float(v.max())
                     old = ranges.get(c)
                     ranges[c] = [min(lo, old[0]), max(hi, old[1])] if old else [lo, hi]
-        per.append({"url": url, "n_models": g.n_models, "bytes": storage.size(url),
-                    "subgrid": g.meta.get("subgrid"), "spec_rows": g.meta.get("spec_rows")})
+        per.append(
+            {
+                "url": url,
+                "n_models": g.n_models,
+                "bytes": storage.size(url),
+                "subgrid": g.meta.get("subgrid"),
+                "spec_rows": g.meta.get("spec_rows"),
+            }
+        )
         library = g.meta.get("library", library)
         library["stellar_library"] = g.stellar_library
-    return {"n_models": int(sum(p["n_models"] for p in per)), "grids": per, "ranges": ranges,
-            "library": library}
+    return {"n_models": int(sum(p["n_models"] for p in per)), "grids": per, "ranges": ranges, "library": library}

@@ -156,8 +156,9 @@ def _isochrone_table(settings: Settings) -> dict[str, np.ndarray]:
     if len(set(n.values())) > 1:
         raise ValueError(f"{where}: isochrone columns have different lengths {n}")
     if cols["logA"].size == 0:
-        raise ValueError(f"{where}: no isochrone points for physics.isochrones "
-                         f"logt = {iso_settings.logt}, z = {iso_settings.z}")
+        raise ValueError(
+            f"{where}: no isochrone points for physics.isochrones logt = {iso_settings.logt}, z = {iso_settings.z}"
+        )
     return cols
 
 
@@ -167,14 +168,14 @@ def _library_spectra(lib, iso: dict[str, np.ndarray], compat: bool):
     keep_idx, spec, rad, osl = [], [], [], []
     for a in range(0, n, LIBRARY_CHUNK):
         b = min(n, a + LIBRARY_CHUNK)
-        keep, L, r, o = lib.spectra_at(iso["logT"][a:b], iso["logg"][a:b], iso["Z"][a:b],
-                                       iso["logL"][a:b], compat)
+        keep, L, r, o = lib.spectra_at(iso["logT"][a:b], iso["logg"][a:b], iso["Z"][a:b], iso["logL"][a:b], compat)
         keep = np.asarray(keep)
         idx = np.flatnonzero(keep) if keep.dtype == bool else keep.astype(np.int64)
         L = np.asarray(L, dtype=np.float64)
         if L.shape != (idx.size, np.asarray(lib.wavelength).size):
-            raise ValueError(f"stellar library {lib.label}: spectra_at returned shape {L.shape} "
-                             f"for {idx.size} kept points")
+            raise ValueError(
+                f"stellar library {lib.label}: spectra_at returned shape {L.shape} for {idx.size} kept points"
+            )
         keep_idx.append(idx + a)
         spec.append(L)
         rad.append(np.asarray(r, dtype=np.float64))
@@ -201,8 +202,7 @@ def input_hashes(settings: Settings) -> dict[str, str]:
             continue  # analytic: no input file
         url = library_file(name, sl)  # the embedded atlas9 too: a new packaged grid invalidates caches
         if not storage.exists(url):
-            raise FileNotFoundError(f"{url}: stellar library file not found "
-                                    f"(physics.stellar_library.files.{name})")
+            raise FileNotFoundError(f"{url}: stellar library file not found (physics.stellar_library.files.{name})")
         out[f"stellib:{name}"] = storage.content_hash(url)
     iso = settings.physics.isochrones
     if iso.source == "table" and iso.table:
@@ -244,11 +244,14 @@ def build_spectral_grid(settings: Settings) -> SpectralGrid:
         perm = beast_row_order(osl)
         kept, L, radius, osl = kept[perm], L[perm], radius[perm], osl[perm]
     n_kept = int(kept.size)
-    log.info("library %s covers %d of %d isochrone points (%d outside, dropped)",
-             lib.label, n_kept, n_iso, n_iso - n_kept)
+    log.info(
+        "library %s covers %d of %d isochrone points (%d outside, dropped)", lib.label, n_kept, n_iso, n_iso - n_kept
+    )
     if n_kept == 0:
-        raise ValueError(f"no isochrone point lies inside the coverage of the stellar library "
-                         f"{lib.label} (physics.stellar_library.libraries = {phys.stellar_library.libraries})")
+        raise ValueError(
+            f"no isochrone point lies inside the coverage of the stellar library "
+            f"{lib.label} (physics.stellar_library.libraries = {phys.stellar_library.libraries})"
+        )
 
     # f_λ at 10 pc: L_λ / (4π (10 pc)²)
     F10 = L * photometry.absolute_flux_scale(10.0)
@@ -260,8 +263,10 @@ def build_spectral_grid(settings: Settings) -> SpectralGrid:
     law = make_extinction_law(phys.extinction, compat)
     keep_lam = trim_mask(lamb_obs, law.x_range)
     if keep_lam.sum() < 2:
-        raise ValueError(f"the stellar library wavelengths ({lamb_obs[0]:.0f}–{lamb_obs[-1]:.0f} Å) do not "
-                         f"overlap the extinction law's range x = {law.x_range} µm⁻¹ (physics.extinction)")
+        raise ValueError(
+            f"the stellar library wavelengths ({lamb_obs[0]:.0f}–{lamb_obs[-1]:.0f} Å) do not "
+            f"overlap the extinction law's range x = {law.x_range} µm⁻¹ (physics.extinction)"
+        )
 
     # _nd band fluxes per star at 10 pc.  compat (QUIRK §4.5): computed on the
     # untrimmed spectrum; default: on the trimmed spectrum, so that _nd equals
@@ -285,8 +290,7 @@ def build_spectral_grid(settings: Settings) -> SpectralGrid:
     cols["radius"] = np.tile(radius, n_dist)
     # specgrid_indx: BEAST copies the per-star index into every distance block
     # (QUIRK §4); the default makes it the row of the spectral grid.
-    cols["specgrid_indx"] = (star_index.astype(np.float64) if compat
-                             else np.arange(n_rows, dtype=np.float64))
+    cols["specgrid_indx"] = star_index.astype(np.float64) if compat else np.arange(n_rows, dtype=np.float64)
     iso_cols = [c for c in ISOCHRONE_COLUMNS if c in iso]
     for c in iso_cols:
         cols[c] = np.tile(iso[c][kept], n_dist)
@@ -297,14 +301,17 @@ def build_spectral_grid(settings: Settings) -> SpectralGrid:
         cols[nd_column(f)] = photometry.log_flux(nd_rows[:, b])
     del nd_rows
 
-    gw, pw = compute_stellar_weights(cols["logA"], cols["M_ini"], cols["Z"], cols["distance"],
-                                     phys.priors, compat)
+    gw, pw = compute_stellar_weights(cols["logA"], cols["M_ini"], cols["Z"], cols["distance"], phys.priors, compat)
     cols["grid_weight"] = np.asarray(gw, dtype=np.float64)
     cols["prior_weight"] = np.asarray(pw, dtype=np.float64)
     cols["weight"] = cols["grid_weight"] * cols["prior_weight"]
 
-    order = (["distance", "radius", "weight", "prior_weight", "grid_weight", "specgrid_indx"]
-             + iso_cols + (["osl"] if osl is not None else []) + [nd_column(f) for f in filters])
+    order = (
+        ["distance", "radius", "weight", "prior_weight", "grid_weight", "specgrid_indx"]
+        + iso_cols
+        + (["osl"] if osl is not None else [])
+        + [nd_column(f) for f in filters]
+    )
 
     meta = {
         "n_isochrone_points": n_iso,
@@ -320,10 +327,21 @@ def build_spectral_grid(settings: Settings) -> SpectralGrid:
         "library_is_analytic": bool(lib.is_analytic),
     }
     return SpectralGrid(
-        lamb=lamb, star_spectra=F10, star_index=star_index, scale=scale, columns=cols,
-        column_order=order, filters=filters, distances=dist, library_label=str(lib.label),
-        library_is_analytic=bool(lib.is_analytic), n_isochrone_points=n_iso, n_kept=n_kept,
-        has_osl=osl is not None, input_hashes=input_hashes(settings), meta=meta,
+        lamb=lamb,
+        star_spectra=F10,
+        star_index=star_index,
+        scale=scale,
+        columns=cols,
+        column_order=order,
+        filters=filters,
+        distances=dist,
+        library_label=str(lib.label),
+        library_is_analytic=bool(lib.is_analytic),
+        n_isochrone_points=n_iso,
+        n_kept=n_kept,
+        has_osl=osl is not None,
+        input_hashes=input_hashes(settings),
+        meta=meta,
     )
 
 
@@ -377,14 +395,21 @@ def read_spectral_grid(url: str) -> SpectralGrid:
         prov = decode_attr(h5.attrs["provenance"])
         cols = {c: np.asarray(h5[f"grid/{c}"][...]) for c in order}
         sg = SpectralGrid(
-            lamb=np.asarray(h5["lamb"][...]), star_spectra=np.asarray(h5["spectra"][...]),
-            star_index=np.asarray(h5["star_index"][...]), scale=np.asarray(h5["scale"][...]),
-            columns=cols, column_order=list(order), filters=list(filters),
+            lamb=np.asarray(h5["lamb"][...]),
+            star_spectra=np.asarray(h5["spectra"][...]),
+            star_index=np.asarray(h5["star_index"][...]),
+            scale=np.asarray(h5["scale"][...]),
+            columns=cols,
+            column_order=list(order),
+            filters=list(filters),
             distances=np.asarray(meta["distances_pc"], dtype=np.float64),
             library_label=str(decode_attr(h5.attrs["stellar_library"])),
             library_is_analytic=bool(meta.get("library_is_analytic", False)),
-            n_isochrone_points=int(meta["n_isochrone_points"]), n_kept=int(meta["n_library_kept"]),
-            has_osl="osl" in cols, input_hashes=dict(prov.get("input_hashes", {})), meta=meta,
+            n_isochrone_points=int(meta["n_isochrone_points"]),
+            n_kept=int(meta["n_library_kept"]),
+            has_osl="osl" in cols,
+            input_hashes=dict(prov.get("input_hashes", {})),
+            meta=meta,
         )
     return sg
 

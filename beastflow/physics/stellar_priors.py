@@ -59,8 +59,7 @@ def _model_name(model: Mapping[str, Any], axis: str, allowed) -> str:
         raise ValueError(f"physics.priors.{axis}: expected a table with a 'name', got {model!r}")
     name = model["name"]
     if name not in allowed:
-        raise NotImplementedError(
-            f"physics.priors.{axis}: {name!r} is not an allowed model (allowed: {list(allowed)})")
+        raise NotImplementedError(f"physics.priors.{axis}: {name!r} is not an allowed model (allowed: {list(allowed)})")
     return name
 
 
@@ -89,7 +88,7 @@ def age_prior(logA, model: Mapping[str, Any]) -> np.ndarray:
         tau_gyr = float(_param(model, "tau", "age"))
         if tau_gyr <= 0:
             raise ValueError(f"physics.priors.age: exponential tau must be > 0 Gyr, got {tau_gyr}")
-        return np.exp(-(10.0 ** x) / (tau_gyr * 1e9))
+        return np.exp(-(10.0**x) / (tau_gyr * 1e9))
     # tabulated star-formation history
     xs = np.asarray(_param(model, "x", "age"), dtype=np.float64)
     vals = np.asarray(_param(model, "values", "age"), dtype=np.float64)
@@ -103,7 +102,8 @@ def age_prior(logA, model: Mapping[str, Any]) -> np.ndarray:
     if np.any(x < xs.min()) or np.any(x > xs.max()):
         raise ValueError(
             f"physics.priors.age: grid log ages [{x.min()}, {x.max()}] fall outside the "
-            f"{name} x range [{xs.min()}, {xs.max()}]")
+            f"{name} x range [{xs.min()}, {xs.max()}]"
+        )
     order = np.argsort(xs, kind="stable")
     xs, vals = xs[order], vals[order]
     if name == "bins_interp":
@@ -124,8 +124,10 @@ def _imf_segments(model: Mapping[str, Any]) -> list[tuple[float, float, float, f
     if name == "salpeter":
         return [(0.0, np.inf, 1.0, float(_param(model, "slope", "mass", 2.35)))]
     # Kroupa (2001) eq. 2, continuous at 0.08, 0.5 and 1 Msun, phi(1) = 1
-    a0, a1, a2, a3 = (float(_param(model, k, "mass", d)) for k, d in
-                      (("alpha0", 0.3), ("alpha1", 1.3), ("alpha2", 2.3), ("alpha3", 2.3)))
+    a0, a1, a2, a3 = (
+        float(_param(model, k, "mass", d))
+        for k, d in (("alpha0", 0.3), ("alpha1", 1.3), ("alpha2", 2.3), ("alpha3", 2.3))
+    )
     m1, m2, m3 = 0.08, 0.5, 1.0
     c3 = 1.0
     c2 = c3 * m3 ** (-a3) / m3 ** (-a2)
@@ -160,7 +162,7 @@ def imf_bin_integrals(edges_lo, edges_hi, model: Mapping[str, Any]) -> np.ndarra
             part = c * np.log(b / a)
         else:
             e = 1.0 - alpha
-            part = c * (b ** e - a ** e) / e
+            part = c * (b**e - a**e) / e
         total[use] += part
     return total
 
@@ -274,7 +276,8 @@ def _renormalise_blocks(labels, rows, axis_grid_w, axis_prior, gw, pw, what):
         if not (G > 0 and W > 0):
             raise ValueError(
                 f"all stellar weights are zero for {what} value #{i}; the isochrones there "
-                "have single points or the age/mass prior vanishes on them")
+                "have single points or the age/mass prior vanishes on them"
+            )
         gw[sel] *= share_g[i] / G
         pw[sel] *= share_p[i] * G / W
 
@@ -309,9 +312,23 @@ def compute_stellar_weights(logA, M_ini, Z, distance, priors, compat: bool):
         for zi in range(u_z.size):
             _age_mass_weights(logA, M_ini, drows[z_lab == zi], tracks, priors, compat, gw, pw)
         if not compat:
-            _renormalise_blocks(z_lab, drows, compute_grid_weights(u_z),
-                                metallicity_prior(u_z, priors.metallicity), gw, pw, "metallicity")
+            _renormalise_blocks(
+                z_lab,
+                drows,
+                compute_grid_weights(u_z),
+                metallicity_prior(u_z, priors.metallicity),
+                gw,
+                pw,
+                "metallicity",
+            )
     if not compat:
-        _renormalise_blocks(dist_lab, all_rows, compute_grid_weights(u_dist),
-                            distance_prior(u_dist, priors.distance), gw, pw, "distance")
+        _renormalise_blocks(
+            dist_lab,
+            all_rows,
+            compute_grid_weights(u_dist),
+            distance_prior(u_dist, priors.distance),
+            gw,
+            pw,
+            "distance",
+        )
     return gw, pw

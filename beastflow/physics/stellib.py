@@ -61,23 +61,45 @@ PLANCK_LABEL = "planck (analytic black body, not a model atmosphere)"
 def kurucz_polygon(dlogT: float = 0.0, dlogg: float = 0.0) -> np.ndarray:
     """Kurucz 2004 validity polygon (spec §2.1), vertices (logT, logg)."""
     T, G = dlogT, dlogg
-    return np.array([
-        (3.54406 - T, 5.0 + G), (3.55403 - T, 0.0 - G), (3.778, 0.0 - G), (3.778 + T, 0.0),
-        (3.875 + T, 0.5), (3.929 + T, 1.0), (3.954 + T, 1.5), (4.146, 2.0 - G),
-        (4.146 + T, 2.0), (4.279 + T, 2.5), (4.415 + T, 3.0), (4.491 + T, 3.5),
-        (4.591 + T, 4.0), (4.689 + T, 4.5), (4.699 + T, 5.0 + G), (3.544 - T, 5.0 + G),
-    ])
+    return np.array(
+        [
+            (3.54406 - T, 5.0 + G),
+            (3.55403 - T, 0.0 - G),
+            (3.778, 0.0 - G),
+            (3.778 + T, 0.0),
+            (3.875 + T, 0.5),
+            (3.929 + T, 1.0),
+            (3.954 + T, 1.5),
+            (4.146, 2.0 - G),
+            (4.146 + T, 2.0),
+            (4.279 + T, 2.5),
+            (4.415 + T, 3.0),
+            (4.491 + T, 3.5),
+            (4.591 + T, 4.0),
+            (4.689 + T, 4.5),
+            (4.699 + T, 5.0 + G),
+            (3.544 - T, 5.0 + G),
+        ]
+    )
 
 
 def tlusty_polygon(dlogT: float = 0.0, dlogg: float = 0.0) -> np.ndarray:
     """Tlusty (OSTAR2002 + BSTAR2006) validity polygon (spec §2.1)."""
     T, G = dlogT, dlogg
-    return np.array([
-        (4.176 - T, 4.749 + G), (4.176 - T, 1.750 - G), (4.176 + T, 1.750 - G),
-        (4.255 + T, 2.000 - G), (4.447 + T, 2.750 - G), (4.478 + T, 3.000 - G),
-        (4.544 + T, 3.250 - G), (4.740 + T, 4.000 - G), (4.740 + T, 4.749 + G),
-        (4.176 - T, 4.749 + G),
-    ])
+    return np.array(
+        [
+            (4.176 - T, 4.749 + G),
+            (4.176 - T, 1.750 - G),
+            (4.176 + T, 1.750 - G),
+            (4.255 + T, 2.000 - G),
+            (4.447 + T, 2.750 - G),
+            (4.478 + T, 3.000 - G),
+            (4.544 + T, 3.250 - G),
+            (4.740 + T, 4.000 - G),
+            (4.740 + T, 4.749 + G),
+            (4.176 - T, 4.749 + G),
+        ]
+    )
 
 
 def points_in_polygon(x: np.ndarray, y: np.ndarray, poly: np.ndarray) -> np.ndarray:
@@ -107,8 +129,11 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, poly: np.ndarray) -> np.ndar
 
 def radius_m(logL: np.ndarray, logT: np.ndarray) -> np.ndarray:
     """Stellar radius in m from L = 4 pi R^2 sigma T^4 (spec §3.3, astropy constants)."""
-    return np.sqrt(10.0 ** np.asarray(logL, dtype=np.float64) * L_SUN_W
-                   / (4.0 * np.pi * SIGMA_SB * (10.0 ** np.asarray(logT, dtype=np.float64)) ** 4))
+    return np.sqrt(
+        10.0 ** np.asarray(logL, dtype=np.float64)
+        * L_SUN_W
+        / (4.0 * np.pi * SIGMA_SB * (10.0 ** np.asarray(logT, dtype=np.float64)) ** 4)
+    )
 
 
 def radius_rsun(logL: np.ndarray, logT: np.ndarray) -> np.ndarray:
@@ -161,8 +186,13 @@ class StellarLibrary:
         zs = np.unique(self.Z)
         order = np.argsort(self.Z, kind="stable")
         start = np.searchsorted(self.Z[order], zs, side="left")
-        self._planes = (zs, np.append(start, n).astype(np.int64), order.astype(np.int64),
-                        self.logT[order].copy(), self.logg[order].copy())
+        self._planes = (
+            zs,
+            np.append(start, n).astype(np.int64),
+            order.astype(np.int64),
+            self.logT[order].copy(),
+            self.logg[order].copy(),
+        )
 
     # -- coverage -----------------------------------------------------------------
 
@@ -191,8 +221,12 @@ class StellarLibrary:
         """Counts of points inside (strict), usable (margins 0.1, 0.3) and dropped."""
         strict = self.contains(logT, logg)
         usable = self.contains(logT, logg, *USABLE_MARGINS)
-        return {"n": int(np.size(logT)), "inside": int(strict.sum()),
-                "usable": int(usable.sum()), "dropped": int((~usable).sum())}
+        return {
+            "n": int(np.size(logT)),
+            "inside": int(strict.sum()),
+            "usable": int(usable.sum()),
+            "dropped": int((~usable).sum()),
+        }
 
     # -- interpolation ------------------------------------------------------------
 
@@ -227,8 +261,9 @@ class StellarLibrary:
                 fac_lo[both], fac_hi[both] = fz, 1.0 - fz
             else:
                 fac_lo[both], fac_hi[both] = 1.0 - fz, fz
-        return _k.interpolation_weights(T0, g0, lo.astype(np.int64), hi.astype(np.int64),
-                                        fac_lo, fac_hi, start, order, lT, lg, bool(compat))
+        return _k.interpolation_weights(
+            T0, g0, lo.astype(np.int64), hi.astype(np.int64), fac_lo, fac_hi, start, order, lT, lg, bool(compat)
+        )
 
     def spectra_for(self, idx: np.ndarray, w: np.ndarray, r_m: np.ndarray) -> np.ndarray:
         """L_lambda (erg s⁻¹ Å⁻¹) = (sum_k w_k F_k) × 4π(100 R)², R in m (spec §3.3)."""
@@ -249,13 +284,14 @@ class StellarLibrary:
         logL = np.asarray(logL, dtype=np.float64)
         keep = self.contains(logT, logg, *USABLE_MARGINS)
         if (~keep).any():
-            log.info("%s: %d of %d points outside the library coverage dropped",
-                     self.label, int((~keep).sum()), keep.size)
+            log.info(
+                "%s: %d of %d points outside the library coverage dropped", self.label, int((~keep).sum()), keep.size
+            )
         idx, w = self.interpolation_weights(logT[keep], logg[keep], Z[keep], compat)
         r_m = radius_m(logL[keep], logT[keep])
         return keep, self.spectra_for(idx, w, r_m), r_m / R_SUN_M, None
 
-    def resampled(self, wavelength: np.ndarray) -> "StellarLibrary":
+    def resampled(self, wavelength: np.ndarray) -> StellarLibrary:
         """The same library with its spectra linearly resampled onto ``wavelength``."""
         wavelength = np.asarray(wavelength, dtype=np.float64)
         if wavelength[0] < self.wavelength[0] or wavelength[-1] > self.wavelength[-1]:
@@ -267,8 +303,19 @@ class StellarLibrary:
         x0, x1 = self.wavelength[j - 1], self.wavelength[j]
         f = (wavelength - x0) / (x1 - x0)
         flux = self.flux[:, j - 1] * (1.0 - f) + self.flux[:, j] * f
-        return StellarLibrary(self.name, self.label, wavelength, self.logT, self.logg, self.Z,
-                              flux, self.spec_row, self.polygon_kind, self.is_analytic, self.source)
+        return StellarLibrary(
+            self.name,
+            self.label,
+            wavelength,
+            self.logT,
+            self.logg,
+            self.Z,
+            flux,
+            self.spec_row,
+            self.polygon_kind,
+            self.is_analytic,
+            self.source,
+        )
 
 
 # --------------------------------------------------------------------------- composite
@@ -295,8 +342,10 @@ class CompositeLibrary:
             raise ValueError("composite library: the members' wavelength ranges do not overlap")
         wl = np.unique(np.concatenate([lib.wavelength for lib in libraries]))
         self.wavelength = wl[(wl >= lo) & (wl <= hi)]
-        self.members = [lib if np.array_equal(lib.wavelength, self.wavelength) else lib.resampled(self.wavelength)
-                        for lib in libraries]
+        self.members = [
+            lib if np.array_equal(lib.wavelength, self.wavelength) else lib.resampled(self.wavelength)
+            for lib in libraries
+        ]
         self.label = " + ".join(lib.label for lib in libraries)
         self.is_analytic = all(lib.is_analytic for lib in libraries)
 
@@ -344,15 +393,18 @@ class CompositeLibrary:
         osl_all = self.assign(logT, logg)
         keep = osl_all > 0
         if (~keep).any():
-            log.info("%s: %d of %d points outside every library dropped",
-                     self.label, int((~keep).sum()), keep.size)
+            log.info("%s: %d of %d points outside every library dropped", self.label, int((~keep).sum()), keep.size)
         osl = osl_all[keep]
         for k, lib in enumerate(self.members):
             n_k = int((osl == k + 1).sum())
             if lib.is_analytic and n_k and not self.is_analytic:
                 # the analytic fallback of a real library: say how much of the grid it makes
-                log.warning("%d of %d isochrone points lie outside the model atmospheres: %s used for them",
-                            n_k, osl.size, lib.label)
+                log.warning(
+                    "%d of %d isochrone points lie outside the model atmospheres: %s used for them",
+                    n_k,
+                    osl.size,
+                    lib.label,
+                )
         T, g, z, L = logT[keep], logg[keep], Z[keep], logL[keep]
         r_m = radius_m(L, T)
         spec = np.zeros((osl.size, self.wavelength.size))
@@ -405,9 +457,17 @@ def planck_library(
     # model order: Z-major, then logT, then logg (like BEAST files sorted by T, g)
     zz, tt, gg = np.meshgrid(np.arange(Z.size), np.arange(logT.size), np.arange(logg.size), indexing="ij")
     return StellarLibrary(
-        name="planck", label=PLANCK_LABEL, wavelength=wl,
-        logT=logT[tt.ravel()], logg=logg[gg.ravel()], Z=Z[zz.ravel()],
-        flux=flux, spec_row=tt.ravel(), polygon_kind="box", is_analytic=True, source=None,
+        name="planck",
+        label=PLANCK_LABEL,
+        wavelength=wl,
+        logT=logT[tt.ravel()],
+        logg=logg[gg.ravel()],
+        Z=Z[zz.ravel()],
+        flux=flux,
+        spec_row=tt.ravel(),
+        polygon_kind="box",
+        is_analytic=True,
+        source=None,
     )
 
 
@@ -454,12 +514,26 @@ def read_beast_fits(url: str, name: str) -> StellarLibrary:
     if odd.size:
         # kept as in the file (BEAST uses them as they are), but flagged: such
         # a point can become a far "nearest" quadrant neighbour in §3.1
-        log.warning("%s: %d model(s) with implausible logg %s (rows %s)", url, odd.size,
-                    cols["logg"][odd].tolist(), odd.tolist())
+        log.warning(
+            "%s: %d model(s) with implausible logg %s (rows %s)",
+            url,
+            odd.size,
+            cols["logg"][odd].tolist(),
+            odd.tolist(),
+        )
     base = posixpath.basename(url.rstrip("/"))
     return StellarLibrary(
-        name=name, label=f"{name} ({base})", wavelength=wl, logT=cols["logT"], logg=cols["logg"],
-        Z=cols["Z"], flux=flux, spec_row=np.arange(n), polygon_kind=name, is_analytic=False, source=url,
+        name=name,
+        label=f"{name} ({base})",
+        wavelength=wl,
+        logT=cols["logT"],
+        logg=cols["logg"],
+        Z=cols["Z"],
+        flux=flux,
+        spec_row=np.arange(n),
+        polygon_kind=name,
+        is_analytic=False,
+        source=url,
     )
 
 
@@ -543,8 +617,19 @@ def make_stellar_library(lib, compat: bool = False) -> StellarLibrary | Composit
 
 
 __all__ = [
-    "CompositeLibrary", "PLANCK_LABEL", "StellarLibrary", "USABLE_MARGINS", "beast_row_order",
-    "kurucz_polygon", "library_file", "make_stellar_library", "planck_flux", "planck_library",
-    "points_in_polygon", "radius_m", "radius_rsun", "read_beast_fits", "tlusty_polygon",
+    "CompositeLibrary",
+    "PLANCK_LABEL",
+    "StellarLibrary",
+    "USABLE_MARGINS",
+    "beast_row_order",
+    "kurucz_polygon",
+    "library_file",
+    "make_stellar_library",
+    "planck_flux",
+    "planck_library",
+    "points_in_polygon",
+    "radius_m",
+    "radius_rsun",
+    "read_beast_fits",
+    "tlusty_polygon",
 ]
-

@@ -58,8 +58,7 @@ def vega_sed_table() -> dict[str, float]:
         if "sed" not in h5:
             return {}
         sed = h5["sed"][...]
-    return {(r["FNAME"].decode() if isinstance(r["FNAME"], bytes) else str(r["FNAME"])): float(r["LUM"])
-            for r in sed}
+    return {(r["FNAME"].decode() if isinstance(r["FNAME"], bytes) else str(r["FNAME"])): float(r["LUM"]) for r in sed}
 
 
 @functools.cache

@@ -36,7 +36,7 @@ def stacked_pdf1d(url: str, quantities: Sequence[str] | None = None) -> dict[str
             ds = h5[q]["pdf"]
             acc = np.zeros(ds.shape[1:])
             for lo in range(0, n, BLOCK):
-                acc += _normalised(np.asarray(ds[lo:lo + BLOCK])).sum(axis=0)
+                acc += _normalised(np.asarray(ds[lo : lo + BLOCK])).sum(axis=0)
             out["pdf"][q] = acc / max(n, 1)
             out["centres"][q] = h5[q]["centres"][...]
             out["edges"][q] = h5[q]["edges"][...]
@@ -54,7 +54,7 @@ def stacked_pdf2d(url: str) -> dict[str, Any]:
             ds = h5[p]["pdf"]
             acc = np.zeros(ds.shape[1:])
             for lo in range(0, n, BLOCK):
-                acc += _normalised(np.asarray(ds[lo:lo + BLOCK])).sum(axis=0)
+                acc += _normalised(np.asarray(ds[lo : lo + BLOCK])).sum(axis=0)
             out["pdf"][p] = acc / max(n, 1)
             out["axes"][p] = {k: h5[p][k][...] for k in ("centres_a", "centres_b", "edges_a", "edges_b")}
     return out
@@ -69,8 +69,9 @@ def tile_index(tiles: Mapping[str, np.ndarray], ra: np.ndarray, dec: np.ndarray)
     # tiles are a regular grid: locate by the sorted edges, then check the tile really holds the star
     ra_e = np.unique(np.r_[lo_ra, hi_ra])
     de_e = np.unique(np.r_[lo_de, hi_de])
-    where = {(int(np.searchsorted(ra_e, a)), int(np.searchsorted(de_e, c))): t
-             for t, (a, c) in enumerate(zip(lo_ra, lo_de))}
+    where = {
+        (int(np.searchsorted(ra_e, a)), int(np.searchsorted(de_e, c))): t for t, (a, c) in enumerate(zip(lo_ra, lo_de))
+    }
     i = np.searchsorted(ra_e, ra, side="right") - 1
     j = np.searchsorted(de_e, dec, side="right") - 1
     for k, key in enumerate(zip(i.tolist(), j.tolist())):
@@ -112,8 +113,9 @@ def star_noise(art, stats: Mapping[str, np.ndarray], filters: Sequence[str]) -> 
     if "sd_bin" in stats:
         sbin = np.asarray(stats["sd_bin"], np.int64)
     elif "reorder_tag" in stats:
-        sbin = np.array([int(m.group(1)) if (m := re.match(r"bin(\d+)_", str(t))) else -1
-                         for t in stats["reorder_tag"]])
+        sbin = np.array(
+            [int(m.group(1)) if (m := re.match(r"bin(\d+)_", str(t))) else -1 for t in stats["reorder_tag"]]
+        )
     else:
         return None
     by_name = {u.rsplit("/", 1)[-1]: u for u in art.noise_models}

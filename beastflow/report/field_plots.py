@@ -13,8 +13,9 @@ from beastflow.report.plots import label, recovery_metrics, save
 from beastflow.report.star_plots import plain_log_ticks, support_range
 
 
-def plot_tile_maps(tiles: Mapping[str, np.ndarray], maps: Sequence[tuple[str, np.ndarray]], counts: np.ndarray,
-                   url: str) -> str:
+def plot_tile_maps(
+    tiles: Mapping[str, np.ndarray], maps: Sequence[tuple[str, np.ndarray]], counts: np.ndarray, url: str
+) -> str:
     """One panel per (name, per-tile median) on the source-density tiles; tiles without stars blank."""
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
@@ -25,8 +26,11 @@ def plot_tile_maps(tiles: Mapping[str, np.ndarray], maps: Sequence[tuple[str, np
     for k, (name, med) in enumerate(maps):
         ax = fig.add_subplot(1, n, k + 1)
         ok = np.isfinite(med)
-        rects = [Rectangle((a, c), b - a, d - c) for a, b, c, d, o in
-                 zip(tiles["min_ra"], tiles["max_ra"], tiles["min_dec"], tiles["max_dec"], ok) if o]
+        rects = [
+            Rectangle((a, c), b - a, d - c)
+            for a, b, c, d, o in zip(tiles["min_ra"], tiles["max_ra"], tiles["min_dec"], tiles["max_dec"], ok)
+            if o
+        ]
         pc = PatchCollection(rects, cmap="viridis", edgecolor="none")
         pc.set_array(med[ok])
         ax.add_collection(pc)
@@ -40,8 +44,11 @@ def plot_tile_maps(tiles: Mapping[str, np.ndarray], maps: Sequence[tuple[str, np
         ax.set_xlabel("RA [deg]")
         if k == 0:
             ax.set_ylabel("Dec [deg]")
-        ax.set_title(f"{name}: {int(ok.sum())} tiles with stars (median {int(np.median(counts[ok])) if ok.any() else 0}"
-                     " stars each)", fontsize=8)
+        ax.set_title(
+            f"{name}: {int(ok.sum())} tiles with stars (median {int(np.median(counts[ok])) if ok.any() else 0}"
+            " stars each)",
+            fontsize=8,
+        )
     fig.suptitle("posterior medians per source-density tile", fontsize=10)
     return save(fig, url)
 
@@ -77,8 +84,14 @@ def plot_chi2_vs_mag(mag: np.ndarray, chi2min: np.ndarray, n_bands: np.ndarray, 
 SNR_CLASSES = ((0.0, 10.0), (10.0, 50.0), (50.0, np.inf))
 
 
-def plot_recovery_by_snr(stats: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray], snr: np.ndarray,
-                         band: str, quantities: Sequence[str], url: str) -> tuple[str, dict[str, dict]]:
+def plot_recovery_by_snr(
+    stats: Mapping[str, np.ndarray],
+    truth: Mapping[str, np.ndarray],
+    snr: np.ndarray,
+    band: str,
+    quantities: Sequence[str],
+    url: str,
+) -> tuple[str, dict[str, dict]]:
     """Fit (p50, p16-p84) against truth in S/N classes of ``band``: where the data stop
     constraining a quantity, its posterior collapses onto the prior and the points go flat."""
     nq, nc = len(quantities), len(SNR_CLASSES)
@@ -96,10 +109,19 @@ def plot_recovery_by_snr(stats: Mapping[str, np.ndarray], truth: Mapping[str, np
             if sel.sum():
                 met = recovery_metrics(p16[sel], p50[sel], p84[sel], t[sel])
                 metrics.setdefault(q, {})[name] = met
-                ax.errorbar(t[sel], p50[sel], yerr=[np.clip(p50 - p16, 0, None)[sel], np.clip(p84 - p50, 0, None)[sel]],
-                            fmt="o", ms=2, elinewidth=0.4, alpha=0.6, color="C0")
-                ax.set_title(f"{q}, {name}: {int(sel.sum())} stars, {100 * met['coverage_68']:.0f}% in p16-p84",
-                             fontsize=7)
+                ax.errorbar(
+                    t[sel],
+                    p50[sel],
+                    yerr=[np.clip(p50 - p16, 0, None)[sel], np.clip(p84 - p50, 0, None)[sel]],
+                    fmt="o",
+                    ms=2,
+                    elinewidth=0.4,
+                    alpha=0.6,
+                    color="C0",
+                )
+                ax.set_title(
+                    f"{q}, {name}: {int(sel.sum())} stars, {100 * met['coverage_68']:.0f}% in p16-p84", fontsize=7
+                )
             else:
                 ax.set_title(f"{q}, {name}: no stars", fontsize=7)
                 ax.text(0.5, 0.5, "no stars in this S/N class", transform=ax.transAxes, ha="center", fontsize=7)
@@ -117,8 +139,9 @@ def plot_recovery_by_snr(stats: Mapping[str, np.ndarray], truth: Mapping[str, np
     return save(fig, url), metrics
 
 
-def plot_prior_vs_posterior(stack: Mapping[str, Any], priors: Mapping[str, np.ndarray], quantities: Sequence[str],
-                            url: str) -> str:
+def plot_prior_vs_posterior(
+    stack: Mapping[str, Any], priors: Mapping[str, np.ndarray], quantities: Sequence[str], url: str
+) -> str:
     """Per quantity: the grid prior and the field's stacked posterior, both probability per bin."""
     n = len(quantities)
     ncol = min(n, 4)

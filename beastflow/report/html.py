@@ -30,8 +30,19 @@ REPORT_DIR = "report"
 PDF_QUANTITIES = ("Av", "logA", "M_ini", "Rv", "Z")
 RECOVERY_QUANTITIES = ("Av", "logA", "M_ini")
 #: the pipeline's stage order (flows/pipeline.py), for the timing plot
-STAGE_ORDER = ["physicsmodel", "density", "ast_inputs", "demo_asts", "cut", "split", "noisemodel", "trim",
-               "grid_info", "fit", "merge"]
+STAGE_ORDER = [
+    "physicsmodel",
+    "density",
+    "ast_inputs",
+    "demo_asts",
+    "cut",
+    "split",
+    "noisemodel",
+    "trim",
+    "grid_info",
+    "fit",
+    "merge",
+]
 
 
 @dataclasses.dataclass
@@ -62,11 +73,15 @@ def find_artifacts(output_url: str, project: str | None = None, truth_url: str |
         raise FileNotFoundError(f"{output_url}: no such output folder")
     files = _names(storage.listdir(output_url))
     if project is None:
-        cands = sorted(n[: -len("_stats.parquet")] for n in files
-                       if n.endswith("_stats.parquet") and not re.search(r"_bin\d+_sub\d+", n))
+        cands = sorted(
+            n[: -len("_stats.parquet")]
+            for n in files
+            if n.endswith("_stats.parquet") and not re.search(r"_bin\d+_sub\d+", n)
+        )
         if not cands:
-            raise FileNotFoundError(f"{output_url}: no merged stats file (P_stats.parquet); "
-                                    "has the pipeline run to the end (merge stage)?")
+            raise FileNotFoundError(
+                f"{output_url}: no merged stats file (P_stats.parquet); has the pipeline run to the end (merge stage)?"
+            )
         project = cands[0]
     P = project
     a = Artifacts(output=output_url, project=P)
@@ -143,8 +158,9 @@ def stage_timings(records: Sequence[str]) -> tuple[dict[str, float], dict[str, i
         units[st] = units.get(st, 0) + 1
         created[st] = min(created.get(st, "~"), str(rec.get("created", "~")))
     # pipeline order for the known stages, then any other stage by its first record's time
-    order = sorted(secs, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER),
-                                        created.get(s, "~")))
+    order = sorted(
+        secs, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER), created.get(s, "~"))
+    )
     return {s: secs[s] for s in order}, {s: units[s] for s in order}
 
 
@@ -177,8 +193,9 @@ class Report:
     artifacts: Artifacts
 
 
-def make_report(output_url: str, project: str | None = None, truth_url: str | None = None,
-                report_url: str | None = None) -> Report:
+def make_report(
+    output_url: str, project: str | None = None, truth_url: str | None = None, report_url: str | None = None
+) -> Report:
     """Plot a finished run's artifacts and write ``report/index.html`` linking the PNGs."""
     from beastflow.physics.vega import vega_band_fluxes
 
@@ -212,7 +229,8 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
     def field_priors(pdf: dict[str, Any]) -> dict[str, np.ndarray]:
         """The grid prior on the PDF bins, computed once per report (it reads the SED grid's columns)."""
         if "values" not in prior_cache:
-            from beastflow.report.star import STAR_QUANTITIES, field_priors as _fp
+            from beastflow.report.star import STAR_QUANTITIES
+            from beastflow.report.star import field_priors as _fp
 
             try:
                 prior_cache["values"] = _fp(art.sed_grids, pdf, [q for q in STAR_QUANTITIES if q in pdf["quantities"]])
@@ -222,6 +240,7 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
         return prior_cache["values"]
 
     if stats is not None and filters:
+
         def cmd():
             blue, red = _cmd_bands(shorts)
             kb, kr = shorts.index(blue), shorts.index(red)
@@ -230,12 +249,18 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
             qs = [q for q in ("Av", "logA", "M_ini") if f"{q}_p50" in stats]
             vals = [np.log10(stats[f"{q}_p50"]) if q == "M_ini" else stats[f"{q}_p50"] for q in qs]
             names = ["log M_ini [M_sun] (p50)" if q == "M_ini" else f"{q} (p50)" for q in qs]
-            return [plots.plot_cmd(mb, mr, vals or [None], names or [""], blue, red, img("cmd.png"),
-                                   title="fitted catalog")]
-        section("Colour-magnitude diagram, coloured by fitted parameters", cmd,
-                "Observed photometry of every fitted star; colour = posterior median.")
+            return [
+                plots.plot_cmd(mb, mr, vals or [None], names or [""], blue, red, img("cmd.png"), title="fitted catalog")
+            ]
+
+        section(
+            "Colour-magnitude diagram, coloured by fitted parameters",
+            cmd,
+            "Observed photometry of every fitted star; colour = posterior median.",
+        )
 
     if art.density_map:
+
         def dmap():
             tiles = _read_table(art.density_map)
             ra = dec = None
@@ -243,38 +268,52 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
                 cat = _read_table(art.catalog)
                 ra, dec = cat.get("RA"), cat.get("DEC")
             return [plots.plot_density_map(tiles, img("density_map.png"), ra, dec)]
+
         section("Source-density map", dmap, "Tiles of the density map with the catalogue positions.")
 
     if art.asts and filters:
+
         def asts_plot():
             if art.asts_per_bin:
                 parts = {b: _read_table(u) for b, u in sorted(art.asts_per_bin.items())}
-                keys = sorted({k for p in parts.values() for k in p} & set.intersection(*(set(p) for p in parts.values())))
+                keys = sorted(
+                    {k for p in parts.values() for k in p} & set.intersection(*(set(p) for p in parts.values()))
+                )
                 merged = {k: np.concatenate([np.asarray(p[k]) for p in parts.values()]) for k in keys}
                 groups = np.concatenate([np.full(len(next(iter(p.values()))), b) for b, p in parts.items()])
             else:
                 merged, groups = _read_table(art.asts), None
             bands = [b for b in shorts if f"{b}_IN" in merged and f"{b}_RATE" in merged]
             return [plots.plot_ast_completeness(merged, bands, img("ast_completeness.png"), groups)]
-        section("Artificial-star completeness", asts_plot,
-                "Fraction of artificial stars recovered (non-zero flux, not cut) per band and density bin.")
+
+        section(
+            "Artificial-star completeness",
+            asts_plot,
+            "Fraction of artificial stars recovered (non-zero flux, not cut) per band and density bin.",
+        )
 
     if art.noise_models and filters:
+
         def noise_plot():
             curves = []
             for u in art.noise_models:
                 curves.append(_noise_curve(u, art))
             ast_tab = _read_table(art.asts) if art.asts else None
             return [plots.plot_noise_model(curves, filters, vega, img("noise_model.png"), ast_tab)]
-        section("Noise model", noise_plot,
-                "Toothpick noise model per density bin: fractional error (solid) and bias (dashed) against "
-                "model magnitude; grey points: recovered artificial stars.")
+
+        section(
+            "Noise model",
+            noise_plot,
+            "Toothpick noise model per density bin: fractional error (solid) and bias (dashed) against "
+            "model magnitude; grey points: recovered artificial stars.",
+        )
 
     if stats is not None and filters and len(stats[filters[0]]):
         ref = filters[shorts.index(_cmd_bands(shorts)[1])]
         rows = _example_rows(stats, ref, 3)
         star_labels = [f"star_id {int(stats['star_id'][e])}" if "star_id" in stats else f"row {e}" for e in rows]
         if art.pdf1d:
+
             def pdfs():
                 from beastflow.fit.outputs import read_pdf1d, read_star_pdf1d
                 from beastflow.report.star import varying
@@ -295,24 +334,50 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
                 sub_stats = {k: np.asarray(v)[rows] for k, v in stats.items() if k.endswith(("_p16", "_p50", "_p84"))}
                 sub_pdf = dict(pdf)
                 sub_pdf["pdf"] = {q: np.asarray(pdf["pdf"][q])[prow] for q in qs}
-                xl = {q: support_range(pdf["centres"][q], *sub_pdf["pdf"][q], log=bool(pdf["log"][q]), pad=0.3)
-                      for q in qs}
-                return [plots.plot_pdf1d(sub_pdf, list(range(len(rows))), qs, img("pdf1d_examples.png"),
-                                         sub_stats, tr, star_labels, xlims=xl)]
-            section("1-D posterior PDFs of example stars", pdfs,
-                    "A bright, a middle and a faint star; quantities the grid does not vary are left out.")
+                xl = {
+                    q: support_range(pdf["centres"][q], *sub_pdf["pdf"][q], log=bool(pdf["log"][q]), pad=0.3)
+                    for q in qs
+                }
+                return [
+                    plots.plot_pdf1d(
+                        sub_pdf,
+                        list(range(len(rows))),
+                        qs,
+                        img("pdf1d_examples.png"),
+                        sub_stats,
+                        tr,
+                        star_labels,
+                        xlims=xl,
+                    )
+                ]
+
+            section(
+                "1-D posterior PDFs of example stars",
+                pdfs,
+                "A bright, a middle and a faint star; quantities the grid does not vary are left out.",
+            )
 
         if "star_id" in stats and art.pdf1d:
             try:
                 from beastflow.report.star import make_star_pages
 
-                pages = make_star_pages(output_url, [stats["star_id"][e] for e in rows], art=art, report_url=out,
-                                        truth=truth, priors=prior_cache.get("values"))
-                sections.append(Section("Example stars, one page each", [p_ for pg in pages for p_ in pg.images],
-                                        "Each page: the SED fit with residuals in sigma, the 1-D PDFs over the "
-                                        "prior and the 2-D PDFs (beastflow star OUTPUT STAR_ID for any other star).",
-                                        links=[(f"star_id {pg.star_id}", posixpath.basename(pg.html))
-                                               for pg in pages]))
+                pages = make_star_pages(
+                    output_url,
+                    [stats["star_id"][e] for e in rows],
+                    art=art,
+                    report_url=out,
+                    truth=truth,
+                    priors=prior_cache.get("values"),
+                )
+                sections.append(
+                    Section(
+                        "Example stars, one page each",
+                        [p_ for pg in pages for p_ in pg.images],
+                        "Each page: the SED fit with residuals in sigma, the 1-D PDFs over the "
+                        "prior and the 2-D PDFs (beastflow star OUTPUT STAR_ID for any other star).",
+                        links=[(f"star_id {pg.star_id}", posixpath.basename(pg.html)) for pg in pages],
+                    )
+                )
             except Exception as exc:  # noqa: BLE001 - reported in the page like any other section
                 log.warning("star pages failed: %s", exc)
                 sections.append(Section("Example stars, one page each", [], error=f"{type(exc).__name__}: {exc}"))
@@ -326,10 +391,15 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
                 bm = best_model_and_noise(art, {c: np.asarray(v)[e] for c, v in stats.items()}, filters)
                 sig.append(None if bm is None else bm[1])
             return [plots.plot_sed_fits(stats, rows, filters, lamb, img("sed_examples.png"), star_labels, sig)]
-        section("SED fits of example stars", seds,
-                "Observed fluxes and the fitted model fluxes (including the noise-model bias).")
+
+        section(
+            "SED fits of example stars",
+            seds,
+            "Observed fluxes and the fitted model fluxes (including the noise-model bias).",
+        )
 
     if stats is not None and truth is not None:
+
         def rec():
             li, ri = _join_on_star_id(stats, truth)
             if len(li) == 0:
@@ -342,8 +412,12 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
             url, met = plots.plot_recovery(_take(stats, li), _take(truth, ri), qs, img("recovery.png"), bins)
             recovery.update(met)
             return [url]
-        section("Parameter recovery (fit vs truth)", rec,
-                "Posterior median and p16-p84 against the true value; histogram of (fit - truth) / sigma.")
+
+        section(
+            "Parameter recovery (fit vs truth)",
+            rec,
+            "Posterior median and p16-p84 against the true value; histogram of (fit - truth) / sigma.",
+        )
 
     # ---- the field as a whole
     field_cache: dict[str, Any] = {}
@@ -363,19 +437,28 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
         return varying(stack, field_priors(stack), [q for q in STAR_QUANTITIES if q in stack["quantities"]])
 
     if art.pdf1d:
+
         def prior_post():
             from beastflow.report import field_plots
 
             st = stack1()
-            return [field_plots.plot_prior_vs_posterior(st, field_priors(st), shown_quantities(st),
-                                                        img("prior_vs_posterior.png"))]
-        section("Prior vs stacked posterior", prior_post,
-                "Grey: the grid prior (model weights) on the PDF bins; blue: the sum of every star's posterior. "
-                "Where the two agree the data say little about that quantity; the prior also holds the stars "
-                "too faint to be detected, so masses and luminosities differ by construction.")
+            return [
+                field_plots.plot_prior_vs_posterior(
+                    st, field_priors(st), shown_quantities(st), img("prior_vs_posterior.png")
+                )
+            ]
+
+        section(
+            "Prior vs stacked posterior",
+            prior_post,
+            "Grey: the grid prior (model weights) on the PDF bins; blue: the sum of every star's posterior. "
+            "Where the two agree the data say little about that quantity; the prior also holds the stars "
+            "too faint to be detected, so masses and luminosities differ by construction.",
+        )
 
     pdf2d_url = storage.join(art.output, f"{art.project}_pdf2d.hd5")
     if art.pdf1d and storage.exists(pdf2d_url):
+
         def corner():
             from beastflow.report import star_plots
             from beastflow.report.field import stacked_pdf2d
@@ -385,13 +468,28 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
             qs = [q for q in star_plots.corner_quantities(st2["pairs"]) if q in shown_quantities(st)]
             if len(qs) < 2:
                 return []
-            return [star_plots.plot_corner(st2, 0, st, 0, img("stacked_corner.png"), qs, field_priors(st),
-                                           f"stacked 2-D posteriors of {st['n_stars']} stars")]
-        section("Stacked 2-D posteriors (corner plot)", corner,
-                "Sum over stars of the 2-D PDFs the fit stores (fit.pdf2d_pairs); diagonal: stacked 1-D PDFs over "
-                "the prior.")
+            return [
+                star_plots.plot_corner(
+                    st2,
+                    0,
+                    st,
+                    0,
+                    img("stacked_corner.png"),
+                    qs,
+                    field_priors(st),
+                    f"stacked 2-D posteriors of {st['n_stars']} stars",
+                )
+            ]
+
+        section(
+            "Stacked 2-D posteriors (corner plot)",
+            corner,
+            "Sum over stars of the 2-D PDFs the fit stores (fit.pdf2d_pairs); diagonal: stacked 1-D PDFs over "
+            "the prior.",
+        )
 
     if stats is not None and art.density_map and "RA" in stats and "DEC" in stats:
+
         def maps():
             from beastflow.report import field_plots
             from beastflow.report.field import tile_index, tile_medians
@@ -406,10 +504,15 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
             if not out_maps:
                 return []
             return [field_plots.plot_tile_maps(tiles, out_maps, cnt, img("tile_maps.png"))]
-        section("Maps of A(V), age and chi2min", maps,
-                "Median posterior A(V), log age and chi2min of the stars in each source-density tile.")
+
+        section(
+            "Maps of A(V), age and chi2min",
+            maps,
+            "Median posterior A(V), log age and chi2min of the stars in each source-density tile.",
+        )
 
     if stats is not None and filters and "chi2min" in stats:
+
         def chi2_plot():
             from beastflow.report import field_plots
 
@@ -418,11 +521,16 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
             mag = plots._mags(np.asarray(stats[filters[k]], float), vega[k])
             nb = np.asarray(stats.get("n_bands_used", np.full(len(mag), len(filters))))
             return [field_plots.plot_chi2_vs_mag(mag, stats["chi2min"], nb, red, img("chi2_vs_mag.png"))]
-        section("chi2min against magnitude", chi2_plot,
-                "chi2min of each star's best model, its running median, and the quantiles of a chi2 distribution "
-                "with as many degrees of freedom as bands (what a perfect model and noise model would give).")
+
+        section(
+            "chi2min against magnitude",
+            chi2_plot,
+            "chi2min of each star's best model, its running median, and the quantiles of a chi2 distribution "
+            "with as many degrees of freedom as bands (what a perfect model and noise model would give).",
+        )
 
     if stats is not None and truth is not None and filters:
+
         def rec_snr():
             from beastflow.report import field_plots
             from beastflow.report.field import star_noise
@@ -441,11 +549,16 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
             qs = [q for q in RECOVERY_QUANTITIES if q in truth and f"{q}_p50" in stats]
             url, _ = field_plots.plot_recovery_by_snr(st, _take(truth, ri), snr, red, qs, img("recovery_by_snr.png"))
             return [url]
-        section("Parameter recovery by S/N", rec_snr,
-                "The recovery plot split by the S/N of each star in the red band: at low S/N the posteriors of "
-                "poorly constrained quantities (e.g. old ages) are set by the prior, and their points go flat.")
+
+        section(
+            "Parameter recovery by S/N",
+            rec_snr,
+            "The recovery plot split by the S/N of each star in the red band: at low S/N the posteriors of "
+            "poorly constrained quantities (e.g. old ages) are set by the prior, and their points go flat.",
+        )
 
     if art.cache_records:
+
         def timing():
             secs, units = stage_timings(art.cache_records)
             prep = storage.join(art.output, "demo_prepare.json")
@@ -457,7 +570,10 @@ def make_report(output_url: str, project: str | None = None, truth_url: str | No
             if not secs:
                 return []
             return [plots.plot_timings(secs, img("timings.png"), units)]
-        section("Time per stage", timing, "Compute seconds of every stage (sum over its units, from the cache records).")
+
+        section(
+            "Time per stage", timing, "Compute seconds of every stage (sum over its units, from the cache records)."
+        )
 
     facts = _facts(art, stats, shorts)
     index = storage.join(out, "index.html")
@@ -485,8 +601,9 @@ def _facts(art: Artifacts, stats: dict[str, np.ndarray] | None, shorts: Sequence
         prep = storage.join(art.output, "demo_prepare.json")
         if storage.exists(prep):
             d = storage.read_json(prep)
-            facts["demo field"] = (f"{d.get('n_stars')} detected stars, {d.get('stars_placed_per_detected')} "
-                                   "placed per detected one")
+            facts["demo field"] = (
+                f"{d.get('n_stars')} detected stars, {d.get('stars_placed_per_detected')} placed per detected one"
+            )
     except Exception as exc:  # facts are decoration: never fail the report for them
         log.debug("report facts incomplete: %s", exc)
     return facts
@@ -542,14 +659,23 @@ def _noise_curve(url: str, art: Artifacts, max_rows: int = 20_000) -> dict[str, 
         comp = h5["completeness"][...][rows]
     seds = SEDGrid(grid_url).read(columns=[]).seds[rows]
     m = re.search(r"_bin(\d+)", posixpath.basename(url))
-    return {"label": f"bin {m.group(1)}" if m else posixpath.basename(url), "seds": seds, "error": err,
-            "bias": bias, "completeness": comp}
+    return {
+        "label": f"bin {m.group(1)}" if m else posixpath.basename(url),
+        "seds": seds,
+        "error": err,
+        "bias": bias,
+        "completeness": comp,
+    }
 
 
-def render_html(art: Artifacts, sections: Sequence[Section], recovery: dict[str, dict[str, float]],
-                facts: dict[str, str] | None = None) -> str:
+def render_html(
+    art: Artifacts,
+    sections: Sequence[Section],
+    recovery: dict[str, dict[str, float]],
+    facts: dict[str, str] | None = None,
+) -> str:
     e = html.escape
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>beastflow report: {e(art.project)}</title>",
@@ -562,17 +688,26 @@ def render_html(art: Artifacts, sections: Sequence[Section], recovery: dict[str,
         "<ul>" + "".join(f"<li><a href='#s{i}'>{e(s.title)}</a></li>" for i, s in enumerate(sections)) + "</ul>",
     ]
     if facts:
-        parts.append("<h2>Run</h2><table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>"
-                                                      for k, v in facts.items()) + "</table>")
+        parts.append(
+            "<h2>Run</h2><table>"
+            + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts.items())
+            + "</table>"
+        )
     if recovery:
-        parts.append("<h2>Recovery summary</h2><table><tr><th>quantity</th><th>stars</th>"
-                     "<th>median (fit-truth)/&sigma;</th><th>truth inside p16-p84</th><th>median |fit-truth|</th></tr>")
+        parts.append(
+            "<h2>Recovery summary</h2><table><tr><th>quantity</th><th>stars</th>"
+            "<th>median (fit-truth)/&sigma;</th><th>truth inside p16-p84</th><th>median |fit-truth|</th></tr>"
+        )
         for q, m in recovery.items():
             cells = " (truths spread over their grid cells)" if m.get("cells") else ""
-            parts.append(f"<tr><td>{e(q)}</td><td>{m['n']}</td><td>{m['median_z']:+.2f}</td>"
-                         f"<td>{100 * m['coverage_68']:.1f}%{cells}</td><td>{m['median_abs_error']:.3g}</td></tr>")
-        parts.append("</table><p>A calibrated fit has median (fit-truth)/&sigma; near 0 and 68% of the truths "
-                     "inside p16-p84 (binomial error sqrt(0.68*0.32/stars)); docs/demo.md, Calibration.</p>")
+            parts.append(
+                f"<tr><td>{e(q)}</td><td>{m['n']}</td><td>{m['median_z']:+.2f}</td>"
+                f"<td>{100 * m['coverage_68']:.1f}%{cells}</td><td>{m['median_abs_error']:.3g}</td></tr>"
+            )
+        parts.append(
+            "</table><p>A calibrated fit has median (fit-truth)/&sigma; near 0 and 68% of the truths "
+            "inside p16-p84 (binomial error sqrt(0.68*0.32/stars)); docs/demo.md, Calibration.</p>"
+        )
     for i, s in enumerate(sections):
         parts.append(f"<h2 id='s{i}'>{e(s.title)}</h2>")
         if s.text:
@@ -580,8 +715,9 @@ def render_html(art: Artifacts, sections: Sequence[Section], recovery: dict[str,
         if s.error:
             parts.append(f"<p class='err'>could not be drawn: {e(s.error)}</p>")
         if s.links:
-            parts.append("<ul>" + "".join(f"<li><a href='{e(href)}'>{e(text)}</a></li>" for text, href in s.links)
-                         + "</ul>")
+            parts.append(
+                "<ul>" + "".join(f"<li><a href='{e(href)}'>{e(text)}</a></li>" for text, href in s.links) + "</ul>"
+            )
             continue  # the pages show their own plots
         for im in s.images:
             name = posixpath.basename(im)
@@ -590,6 +726,8 @@ def render_html(art: Artifacts, sections: Sequence[Section], recovery: dict[str,
     parts.append("<h2>Artifacts used</h2><ul>")
     for k, v in found.items():
         vals = v.values() if isinstance(v, dict) else (v if isinstance(v, list) else [v])
-        parts.append(f"<li>{e(k)}: " + ", ".join(f"<code>{e(posixpath.basename(str(x)))}</code>" for x in vals) + "</li>")
+        parts.append(
+            f"<li>{e(k)}: " + ", ".join(f"<code>{e(posixpath.basename(str(x)))}</code>" for x in vals) + "</li>"
+        )
     parts.append("</ul></body></html>")
     return "\n".join(parts)

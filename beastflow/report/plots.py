@@ -23,9 +23,19 @@ from beastflow.report.recovery import recovery_metrics
 
 #: human labels of the usual quantities
 LABELS = {
-    "Av": "A(V) [mag]", "Rv": "R(V)", "f_A": "f_A", "Rv_A": "R(V)_A", "logA": "log age [yr]",
-    "M_ini": "M_ini [M_sun]", "M_act": "M_act [M_sun]", "Z": "Z", "distance": "distance [pc]",
-    "logL": "log L [L_sun]", "logT": "log T_eff [K]", "logg": "log g", "radius": "radius [R_sun]",
+    "Av": "A(V) [mag]",
+    "Rv": "R(V)",
+    "f_A": "f_A",
+    "Rv_A": "R(V)_A",
+    "logA": "log age [yr]",
+    "M_ini": "M_ini [M_sun]",
+    "M_act": "M_act [M_sun]",
+    "Z": "Z",
+    "distance": "distance [pc]",
+    "logL": "log L [L_sun]",
+    "logT": "log T_eff [K]",
+    "logg": "log g",
+    "radius": "radius [R_sun]",
 }
 #: symlog scale used by the fit's flux quantities (beast/tools/symlog.py)
 SYMLOG_SCALE = 1e-20
@@ -60,8 +70,16 @@ def _panel_grid(n: int, max_cols: int = 3) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------- catalog CMD
-def plot_cmd(mag_blue: np.ndarray, mag_red: np.ndarray, color_values: Sequence[np.ndarray | None],
-             color_names: Sequence[str], blue: str, red: str, url: str, title: str = "") -> str:
+def plot_cmd(
+    mag_blue: np.ndarray,
+    mag_red: np.ndarray,
+    color_values: Sequence[np.ndarray | None],
+    color_names: Sequence[str],
+    blue: str,
+    red: str,
+    url: str,
+    title: str = "",
+) -> str:
     """Colour-magnitude diagram (blue - red vs red), one panel per colouring quantity.
 
     ``color_values`` entries may be None (panel coloured by point density only).
@@ -79,8 +97,7 @@ def plot_cmd(mag_blue: np.ndarray, mag_red: np.ndarray, color_values: Sequence[n
             c = np.asarray(cv, float)
             sel = ok & np.isfinite(c)
             order = np.argsort(c[sel])  # extreme values on top
-            sc = ax.scatter((mb - mr)[sel][order], mr[sel][order], c=c[sel][order], s=4, cmap="viridis",
-                            linewidths=0)
+            sc = ax.scatter((mb - mr)[sel][order], mr[sel][order], c=c[sel][order], s=4, cmap="viridis", linewidths=0)
             fig.colorbar(sc, ax=ax, label=label(color_names[i]))
         ax.invert_yaxis()
         ax.set_xlabel(f"{blue} - {red} [Vega mag]")
@@ -93,8 +110,13 @@ def plot_cmd(mag_blue: np.ndarray, mag_red: np.ndarray, color_values: Sequence[n
 
 
 # ---------------------------------------------------------------- density map
-def plot_density_map(tiles: Mapping[str, np.ndarray], url: str, stars_ra: np.ndarray | None = None,
-                     stars_dec: np.ndarray | None = None, unit: str = "sources / arcsec$^2$") -> str:
+def plot_density_map(
+    tiles: Mapping[str, np.ndarray],
+    url: str,
+    stars_ra: np.ndarray | None = None,
+    stars_dec: np.ndarray | None = None,
+    unit: str = "sources / arcsec$^2$",
+) -> str:
     """The source-density tile map (tile table columns ``min_ra``, ``max_ra``, ``min_dec``, ``max_dec``, ``value``)."""
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
@@ -102,8 +124,10 @@ def plot_density_map(tiles: Mapping[str, np.ndarray], url: str, stars_ra: np.nda
     fig = Figure(layout="constrained", figsize=(6.0, 5.0))
     ax = fig.add_subplot(1, 1, 1)
     v = np.asarray(tiles["value"], float)
-    rects = [Rectangle((a, c), b - a, d - c) for a, b, c, d in
-             zip(tiles["min_ra"], tiles["max_ra"], tiles["min_dec"], tiles["max_dec"])]
+    rects = [
+        Rectangle((a, c), b - a, d - c)
+        for a, b, c, d in zip(tiles["min_ra"], tiles["max_ra"], tiles["min_dec"], tiles["max_dec"])
+    ]
     pc = PatchCollection(rects, cmap="magma", edgecolor="none")
     pc.set_array(v)
     ax.add_collection(pc)
@@ -151,8 +175,9 @@ def binned_scatter(mag_in: np.ndarray, resid: np.ndarray, edges: np.ndarray) -> 
     return out
 
 
-def band_recovered(mag_in: np.ndarray, rate: np.ndarray, detected: np.ndarray, snr: float = RECOVERY_SNR,
-                   n_bins: int = 25) -> np.ndarray:
+def band_recovered(
+    mag_in: np.ndarray, rate: np.ndarray, detected: np.ndarray, snr: float = RECOVERY_SNR, n_bins: int = 25
+) -> np.ndarray:
     """Artificial stars recovered IN THIS BAND: detected, and a measured flux at least ``snr`` sigma
     above zero, sigma being the ASTs' own scatter at that input magnitude.
 
@@ -177,8 +202,9 @@ def band_recovered(mag_in: np.ndarray, rate: np.ndarray, detected: np.ndarray, s
     return ok & (r >= snr * sig[idx])
 
 
-def completeness_curve(mag_in: np.ndarray, recovered: np.ndarray, n_bins: int = 25
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def completeness_curve(
+    mag_in: np.ndarray, recovered: np.ndarray, n_bins: int = 25
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bin centres, recovered fraction, counts) of ASTs in bins of input magnitude."""
     m = np.asarray(mag_in, float)
     ok = np.isfinite(m) & (m < 80)
@@ -204,8 +230,13 @@ def m50(x: np.ndarray, frac: np.ndarray) -> float:
     return float("nan")
 
 
-def plot_ast_completeness(asts: Mapping[str, np.ndarray], bands: Sequence[str], url: str,
-                          groups: np.ndarray | None = None, group_label: str = "density bin") -> str:
+def plot_ast_completeness(
+    asts: Mapping[str, np.ndarray],
+    bands: Sequence[str],
+    url: str,
+    groups: np.ndarray | None = None,
+    group_label: str = "density bin",
+) -> str:
     """AST completeness vs input magnitude per band, one curve per group (e.g. density bin),
     with 68 % binomial error bars.  A star counts as recovered in a band when it was
     detected (rate != 0, CUT_FLAG == 0, band flag == 0) with a flux >= RECOVERY_SNR sigma
@@ -230,9 +261,17 @@ def plot_ast_completeness(asts: Mapping[str, np.ndarray], bands: Sequence[str], 
             x, frac, cnt = completeness_curve(mags[sel], rec)
             ok = cnt > 0
             lo, hi = wilson_interval(frac[ok] * cnt[ok], cnt[ok])
-            ax.errorbar(x[ok], frac[ok], yerr=(np.clip(frac[ok] - lo, 0, None), np.clip(hi - frac[ok], 0, None)),
-                        fmt="-o", ms=2.5, lw=1, elinewidth=0.7, capsize=1.5,
-                        label=None if g is None else f"{group_label} {g}")
+            ax.errorbar(
+                x[ok],
+                frac[ok],
+                yerr=(np.clip(frac[ok] - lo, 0, None), np.clip(hi - frac[ok], 0, None)),
+                fmt="-o",
+                ms=2.5,
+                lw=1,
+                elinewidth=0.7,
+                capsize=1.5,
+                label=None if g is None else f"{group_label} {g}",
+            )
             m = m50(x[ok], frac[ok])
             if np.isfinite(m):
                 notes.append(f"{m:.1f}")
@@ -244,13 +283,21 @@ def plot_ast_completeness(asts: Mapping[str, np.ndarray], bands: Sequence[str], 
             ax.set_title(f"50 % at {', '.join(notes)} mag", fontsize=8)
         if groups is not None and i == 0:
             ax.legend(fontsize=7)
-    fig.suptitle(f"artificial-star completeness per band ({len(next(iter(asts.values())))} ASTs; recovered = "
-                 f"detected with S/N >= {RECOVERY_SNR:g} in that band)", fontsize=10)
+    fig.suptitle(
+        f"artificial-star completeness per band ({len(next(iter(asts.values())))} ASTs; recovered = "
+        f"detected with S/N >= {RECOVERY_SNR:g} in that band)",
+        fontsize=10,
+    )
     return save(fig, url)
 
 
-def plot_noise_model(curves: Sequence[Mapping[str, Any]], filters: Sequence[str], vega: np.ndarray, url: str,
-                     asts: Mapping[str, np.ndarray] | None = None) -> str:
+def plot_noise_model(
+    curves: Sequence[Mapping[str, Any]],
+    filters: Sequence[str],
+    vega: np.ndarray,
+    url: str,
+    asts: Mapping[str, np.ndarray] | None = None,
+) -> str:
     """Noise-model curves per filter on log axes: sigma/F (solid) and |bias|/F (dashed) against
     model magnitude; grey points: the recovered ASTs' own scatter (1.4826 MAD of (out - in)/in)
     per input-magnitude bin, which sigma/F should follow.
@@ -286,10 +333,16 @@ def plot_noise_model(curves: Sequence[Mapping[str, Any]], filters: Sequence[str]
             m = _mags(F[ok], vega[k])
             order = np.argsort(m)
             s_f = (err[ok] / F[ok])[order]
-            line, = ax.plot(m[order], s_f, lw=1.2, label=f"{c['label']} sigma/F")
+            (line,) = ax.plot(m[order], s_f, lw=1.2, label=f"{c['label']} sigma/F")
             ab = np.abs(bias[ok] / F[ok])[order]
-            ax.plot(m[order], np.where(ab > 0, ab, np.nan), lw=1.0, ls="--", color=line.get_color(),
-                    label=f"{c['label']} |bias|/F")
+            ax.plot(
+                m[order],
+                np.where(ab > 0, ab, np.nan),
+                lw=1.0,
+                ls="--",
+                color=line.get_color(),
+                label=f"{c['label']} |bias|/F",
+            )
             ys.append(s_f[s_f > 0])
         ax.set_yscale("log")
         if ys and any(len(y) for y in ys):
@@ -306,10 +359,16 @@ def plot_noise_model(curves: Sequence[Mapping[str, Any]], filters: Sequence[str]
 
 
 # ---------------------------------------------------------------- example stars
-def plot_pdf1d(pdf1d: Mapping[str, Any], rows: Sequence[int], quantities: Sequence[str], url: str,
-               stats: Mapping[str, np.ndarray] | None = None, truth: Mapping[str, np.ndarray] | None = None,
-               star_labels: Sequence[str] | None = None,
-               xlims: Mapping[str, tuple[float, float]] | None = None) -> str:
+def plot_pdf1d(
+    pdf1d: Mapping[str, Any],
+    rows: Sequence[int],
+    quantities: Sequence[str],
+    url: str,
+    stats: Mapping[str, np.ndarray] | None = None,
+    truth: Mapping[str, np.ndarray] | None = None,
+    star_labels: Sequence[str] | None = None,
+    xlims: Mapping[str, tuple[float, float]] | None = None,
+) -> str:
     """1-D posterior PDFs of example stars (rows of the pdf1d file), one column per quantity.
 
     Vertical lines: p16/p50/p84 from ``stats`` (same row order) and the truth.
@@ -346,9 +405,15 @@ def plot_pdf1d(pdf1d: Mapping[str, Any], rows: Sequence[int], quantities: Sequen
     return save(fig, url)
 
 
-def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters: Sequence[str],
-                  lamb: np.ndarray, url: str, star_labels: Sequence[str] | None = None,
-                  sigmas: Sequence[np.ndarray | None] | None = None) -> str:
+def plot_sed_fits(
+    stats: Mapping[str, np.ndarray],
+    rows: Sequence[int],
+    filters: Sequence[str],
+    lamb: np.ndarray,
+    url: str,
+    star_labels: Sequence[str] | None = None,
+    sigmas: Sequence[np.ndarray | None] | None = None,
+) -> str:
     """Observed band fluxes and the fitted model SED (best model and p16-p84 band) of example stars.
 
     Uses the stats columns ``{FILTER}`` (observed flux) and
@@ -371,8 +436,9 @@ def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters:
                 mod[s] = inverse_symlog(np.array([float(stats[c][e]) for c in cols]))[order]
         scale = lam_um  # plot lambda * F_lambda: flatter, easier to read
         if "p16" in mod and "p84" in mod:
-            ax.fill_between(lam_um, mod["p16"] * scale, mod["p84"] * scale, color="C0", alpha=0.25,
-                            label="model p16-p84")
+            ax.fill_between(
+                lam_um, mod["p16"] * scale, mod["p84"] * scale, color="C0", alpha=0.25, label="model p16-p84"
+            )
         if "Best" in mod:
             ax.plot(lam_um, mod["Best"] * scale, "-s", color="C0", ms=3, lw=1, label="best model")
         pos = obs > 0
@@ -381,20 +447,37 @@ def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters:
         if sig is not None:
             # lower bar clipped above zero: the axis is logarithmic
             yerr = (np.minimum(sig, obs * 0.999)[pos] * scale[pos], sig[pos] * scale[pos])
-        ax.errorbar(lam_um[pos], (obs * scale)[pos], yerr=yerr, fmt="o", color="C3", ms=5, capsize=2,
-                    label="observed" + (" (1 sigma)" if sig is not None else ""))
+        ax.errorbar(
+            lam_um[pos],
+            (obs * scale)[pos],
+            yerr=yerr,
+            fmt="o",
+            color="C3",
+            ms=5,
+            capsize=2,
+            label="observed" + (" (1 sigma)" if sig is not None else ""),
+        )
         if (~pos).any():
             # a non-positive measured flux cannot go on a log axis: its 1-sigma limit, else the bottom
             floor = np.nanmin(np.concatenate([(obs * scale)[pos], *(m * scale for m in mod.values())])) * 0.6
             yv = sig[~pos] * scale[~pos] if sig is not None else np.full((~pos).sum(), floor)
-            ax.plot(lam_um[~pos], yv, "v", mfc="none", mec="C3", ms=7, mew=1.4,
-                    label="not detected (flux <= 0)" + (": 1-sigma limit" if sig is not None else ""))
+            ax.plot(
+                lam_um[~pos],
+                yv,
+                "v",
+                mfc="none",
+                mec="C3",
+                ms=7,
+                mew=1.4,
+                label="not detected (flux <= 0)" + (": 1-sigma limit" if sig is not None else ""),
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-        ax.set_xticks([t for t in (0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
-                       if lam_um.min() * 0.8 <= t <= lam_um.max() * 1.25])
+        ax.set_xticks(
+            [t for t in (0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0) if lam_um.min() * 0.8 <= t <= lam_um.max() * 1.25]
+        )
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("wavelength [micron]")
@@ -406,8 +489,13 @@ def plot_sed_fits(stats: Mapping[str, np.ndarray], rows: Sequence[int], filters:
 
 
 # ---------------------------------------------------------------- recovery
-def plot_recovery(stats: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray], quantities: Sequence[str],
-                  url: str, bins: Mapping[str, Any] | None = None) -> tuple[str, dict[str, dict[str, float]]]:
+def plot_recovery(
+    stats: Mapping[str, np.ndarray],
+    truth: Mapping[str, np.ndarray],
+    quantities: Sequence[str],
+    url: str,
+    bins: Mapping[str, Any] | None = None,
+) -> tuple[str, dict[str, dict[str, float]]]:
     """Fitted (p50 with p16-p84 bars) vs true values, and (fit - truth)/sigma histograms.
 
     ``stats`` and ``truth`` must be row-aligned (joined on star_id).  ``bins``:
@@ -427,8 +515,16 @@ def plot_recovery(stats: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarra
             met = recovery_metrics(p16, p50, p84, t)
         metrics[q] = met
         ax = fig.add_subplot(2, nq, j + 1)
-        ax.errorbar(t, p50, yerr=[np.clip(p50 - p16, 0, None), np.clip(p84 - p50, 0, None)], fmt="o", ms=2,
-                    elinewidth=0.4, alpha=0.5, color="C0")
+        ax.errorbar(
+            t,
+            p50,
+            yerr=[np.clip(p50 - p16, 0, None), np.clip(p84 - p50, 0, None)],
+            fmt="o",
+            ms=2,
+            elinewidth=0.4,
+            alpha=0.5,
+            color="C0",
+        )
         lo, hi = np.nanmin(np.r_[t, p16]), np.nanmax(np.r_[t, p84])
         ax.plot([lo, hi], [lo, hi], color="C3", lw=1)
         if q in ("M_ini", "M_act", "radius"):
@@ -444,7 +540,7 @@ def plot_recovery(stats: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarra
         z = z[np.isfinite(z)]
         ax2.hist(np.clip(z, -5, 5), bins=np.linspace(-5, 5, 41).tolist(), color="C0", alpha=0.7, density=True)
         xx = np.linspace(-5, 5, 200)
-        ax2.plot(xx, np.exp(-0.5 * xx ** 2) / np.sqrt(2 * np.pi), color="C3", lw=1, label="N(0,1)")
+        ax2.plot(xx, np.exp(-0.5 * xx**2) / np.sqrt(2 * np.pi), color="C3", lw=1, label="N(0,1)")
         ax2.axvline(met["median_z"], color="k", lw=1)
         ax2.set_xlabel(f"(fit - truth) / sigma  [{q}]")
         ax2.set_title(f"median {met['median_z']:+.2f}", fontsize=9)
@@ -464,8 +560,9 @@ def plot_timings(stage_seconds: Mapping[str, float], url: str, stage_units: Mapp
     y = np.arange(len(names))
     ax.barh(y, secs, color="C0")
     ax.set_yticks(y)
-    ax.set_yticklabels([f"{n} ({stage_units[n]})" if stage_units and n in stage_units else n for n in names],
-                       fontsize=8)
+    ax.set_yticklabels(
+        [f"{n} ({stage_units[n]})" if stage_units and n in stage_units else n for n in names], fontsize=8
+    )
     ax.invert_yaxis()
     for yi, s in zip(y, secs):
         ax.text(s, float(yi), f" {s:.1f} s", va="center", fontsize=7)

@@ -42,12 +42,19 @@ def spread_in_cells(truth: np.ndarray, edges: np.ndarray, log: bool, label: str,
     k = np.clip(np.searchsorted(e, x, side="right") - 1, 0, len(e) - 2)
     u = stream(seed, "recovery.cells", label).random(len(t))
     out = e[k] + u * (e[k + 1] - e[k])
-    return 10.0 ** out if log else out
+    return 10.0**out if log else out
 
 
-def recovery_metrics(fit_p16: np.ndarray, fit_p50: np.ndarray, fit_p84: np.ndarray, truth: np.ndarray,
-                     centres: np.ndarray | None = None, edges: np.ndarray | None = None, log: bool = False,
-                     label: str = "") -> dict[str, float]:
+def recovery_metrics(
+    fit_p16: np.ndarray,
+    fit_p50: np.ndarray,
+    fit_p84: np.ndarray,
+    truth: np.ndarray,
+    centres: np.ndarray | None = None,
+    edges: np.ndarray | None = None,
+    log: bool = False,
+    label: str = "",
+) -> dict[str, float]:
     """Median of (fit - truth) / uncertainty and the fraction of truths inside p16-p84.
 
     The uncertainty is the half-width on the side of the truth (p84 - p50 when
@@ -71,11 +78,14 @@ def recovery_metrics(fit_p16: np.ndarray, fit_p50: np.ndarray, fit_p84: np.ndarr
     inside = (t >= p16) & (t <= p84)
     n = len(t)
     cov = float(np.mean(inside)) if n else float("nan")
-    return {"n": int(n), "median_z": float(np.median(z)) if len(z) else float("nan"),
-            "coverage_68": cov,
-            "coverage_sigma": float(np.sqrt(0.68 * 0.32 / n)) if n else float("nan"),
-            "median_abs_error": float(np.median(np.abs(p50 - t))) if n else float("nan"),
-            "cells": int(cells)}
+    return {
+        "n": int(n),
+        "median_z": float(np.median(z)) if len(z) else float("nan"),
+        "coverage_68": cov,
+        "coverage_sigma": float(np.sqrt(0.68 * 0.32 / n)) if n else float("nan"),
+        "median_abs_error": float(np.median(np.abs(p50 - t))) if n else float("nan"),
+        "cells": int(cells),
+    }
 
 
 __all__ = ["recovery_metrics", "spread_in_cells", "on_bin_centres"]

@@ -144,9 +144,15 @@ def best_model_and_noise(art, row: dict[str, Any], filters: Sequence[str]) -> tu
     return sed + bias, np.where(err > 0, err, np.nan)
 
 
-def make_star_pages(output_url: str, star_ids: Sequence[Any], project: str | None = None,
-                    report_url: str | None = None, art=None, priors: dict[str, np.ndarray] | None = None,
-                    truth: dict[str, np.ndarray] | None = None) -> list[StarPage]:
+def make_star_pages(
+    output_url: str,
+    star_ids: Sequence[Any],
+    project: str | None = None,
+    report_url: str | None = None,
+    art=None,
+    priors: dict[str, np.ndarray] | None = None,
+    truth: dict[str, np.ndarray] | None = None,
+) -> list[StarPage]:
     """Write ``star_<id>.html`` (+ PNGs) for each star into the report folder."""
     from beastflow.fit.outputs import read_star_pdf1d, read_star_pdf2d
     from beastflow.report.html import REPORT_DIR, _stats_filters, _wavelengths, find_artifacts
@@ -175,72 +181,122 @@ def make_star_pages(output_url: str, star_ids: Sequence[Any], project: str | Non
         row = {c: v[k] for c, v in rows.items()}
         stem = page_name(sid)[: -len(".html")]
         obs = np.array([float(row[f]) for f in filters])
-        mod = {s: inverse_symlog(np.array([float(row[f"symlog{f}_wd_bias_{s}"]) for f in filters]))
-               if all(f"symlog{f}_wd_bias_{s}" in row for f in filters) else None for s in ("p16", "p50", "p84")}
+        mod = {
+            s: inverse_symlog(np.array([float(row[f"symlog{f}_wd_bias_{s}"]) for f in filters]))
+            if all(f"symlog{f}_wd_bias_{s}" in row for f in filters)
+            else None
+            for s in ("p16", "p50", "p84")
+        }
         bm = best_model_and_noise(art, row, filters)
-        best, sigma = (bm if bm is not None else (None, None))
+        best, sigma = bm if bm is not None else (None, None)
         title = f"star_id {sid}" + (f"  ({row['Name']})" if "Name" in row else "")
-        imgs = [star_plots.plot_star_sed(lam_um, [short_name(f) for f in filters], obs, sigma, best, mod["p50"],
-                                         mod["p16"], mod["p84"], storage.join(out, f"{stem}_sed.png"),
-                                         title + f"  chi2min {float(row.get('chi2min', np.nan)):.1f}")]
+        imgs = [
+            star_plots.plot_star_sed(
+                lam_um,
+                [short_name(f) for f in filters],
+                obs,
+                sigma,
+                best,
+                mod["p50"],
+                mod["p16"],
+                mod["p84"],
+                storage.join(out, f"{stem}_sed.png"),
+                title + f"  chi2min {float(row.get('chi2min', np.nan)):.1f}",
+            )
+        ]
         stats_q = {q: {s: float(row[f"{q}_{s}"]) for s in ("p16", "p50", "p84") if f"{q}_{s}" in row} for q in qs}
         one = dict(p1)
-        one["pdf"] = {q: np.asarray(p1["pdf"][q])[k:k + 1] for q in p1["quantities"]}
+        one["pdf"] = {q: np.asarray(p1["pdf"][q])[k : k + 1] for q in p1["quantities"]}
         tr = None
         if truth is not None and "star_id" in truth:
             hit = np.flatnonzero(np.asarray(truth["star_id"]).astype(str) == str(sid))
             if len(hit):
                 tr = {q: float(truth[q][hit[0]]) for q in qs if q in truth}
-        imgs.append(star_plots.plot_star_pdfs(one, qs, storage.join(out, f"{stem}_pdf1d.png"), stats_q, priors, tr,
-                                              f"{title}: 1-D posterior PDFs (grey: prior, red: truth)"
-                                              if tr else f"{title}: 1-D posterior PDFs (grey: prior)"))
+        imgs.append(
+            star_plots.plot_star_pdfs(
+                one,
+                qs,
+                storage.join(out, f"{stem}_pdf1d.png"),
+                stats_q,
+                priors,
+                tr,
+                f"{title}: 1-D posterior PDFs (grey: prior, red: truth)"
+                if tr
+                else f"{title}: 1-D posterior PDFs (grey: prior)",
+            )
+        )
         if p2 is not None:
             corner_qs = [q for q in star_plots.corner_quantities(p2["pairs"]) if q in qs]
             if len(corner_qs) >= 2:
-                imgs.append(star_plots.plot_corner(p2, k, p1, k, storage.join(out, f"{stem}_corner.png"),
-                                                   corner_qs, priors, f"{title}: 2-D posterior PDFs"))
+                imgs.append(
+                    star_plots.plot_corner(
+                        p2,
+                        k,
+                        p1,
+                        k,
+                        storage.join(out, f"{stem}_corner.png"),
+                        corner_qs,
+                        priors,
+                        f"{title}: 2-D posterior PDFs",
+                    )
+                )
         page = storage.join(out, page_name(sid))
         storage.write_bytes(page, render_star_html(art, row, filters, qs, bm is not None, imgs).encode())
         pages.append(StarPage(sid, page, imgs))
     return pages
 
 
-def render_star_html(art, row: dict[str, Any], filters: Sequence[str], qs: Sequence[str], has_noise: bool,
-                     images: Sequence[str]) -> str:
+def render_star_html(
+    art, row: dict[str, Any], filters: Sequence[str], qs: Sequence[str], has_noise: bool, images: Sequence[str]
+) -> str:
     from beastflow.fit.columns import describe_column
 
     e = html.escape
     sid = row["star_id"]
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",
-             f"<title>beastflow: {e(art.project)} star {e(str(sid))}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
-             "</style></head><body>",
-             "<p><a href='index.html'>&larr; field report</a></p>",
-             f"<h1>{e(art.project)}: star_id {e(str(sid))}</h1>"]
-    facts = [(k, row[k]) for k in ("Name", "RA", "DEC", "sd_bin", "reorder_tag", "chi2min", "n_bands_used", "Pmax")
-             if k in row]
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>beastflow: {e(art.project)} star {e(str(sid))}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
+        "</style></head><body>",
+        "<p><a href='index.html'>&larr; field report</a></p>",
+        f"<h1>{e(art.project)}: star_id {e(str(sid))}</h1>",
+    ]
+    facts = [
+        (k, row[k])
+        for k in ("Name", "RA", "DEC", "sd_bin", "reorder_tag", "chi2min", "n_bands_used", "Pmax")
+        if k in row
+    ]
     parts.append("<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(_fmt(v))}</td></tr>" for k, v in facts) + "</table>")
-    parts.append("<h2>Posterior summary</h2><table><tr><th>quantity</th><th>unit</th><th>p16</th><th>p50</th>"
-                 "<th>p84</th><th>best</th></tr>")
+    parts.append(
+        "<h2>Posterior summary</h2><table><tr><th>quantity</th><th>unit</th><th>p16</th><th>p50</th>"
+        "<th>p84</th><th>best</th></tr>"
+    )
     for q in qs:
         unit = describe_column(f"{q}_p50", filters)[0]
         vals = [row.get(f"{q}_{s}") for s in ("p16", "p50", "p84", "Best")]
-        parts.append(f"<tr><td>{e(LABELS.get(q, q))}</td><td>{e(unit)}</td>"
-                     + "".join(f"<td>{e(_fmt(v))}</td>" for v in vals) + "</tr>")
+        parts.append(
+            f"<tr><td>{e(LABELS.get(q, q))}</td><td>{e(unit)}</td>"
+            + "".join(f"<td>{e(_fmt(v))}</td>" for v in vals)
+            + "</tr>"
+        )
     parts.append("</table>")
-    texts = {"sed": "Observed fluxes with 1-sigma errors of the noise model at the most probable model; "
-                    "non-detections (flux &le; 0) as open triangles at 1 sigma; below: residuals in sigma."
-                    if has_noise else "The noise model of this star is not in the output folder: no error bars "
-                    "or residuals.",
-             "pdf1d": "1-D posterior (blue) and the grid prior (grey), both probability per bin.",
-             "corner": "2-D posterior PDFs of the pairs the fit stored (fit.pdf2d_pairs)."}
+    texts = {
+        "sed": "Observed fluxes with 1-sigma errors of the noise model at the most probable model; "
+        "non-detections (flux &le; 0) as open triangles at 1 sigma; below: residuals in sigma."
+        if has_noise
+        else "The noise model of this star is not in the output folder: no error bars or residuals.",
+        "pdf1d": "1-D posterior (blue) and the grid prior (grey), both probability per bin.",
+        "corner": "2-D posterior PDFs of the pairs the fit stored (fit.pdf2d_pairs).",
+    }
     for im in images:
         name = posixpath.basename(im)
         kind = name.rsplit("_", 1)[-1].split(".")[0]
-        parts.append(f"<p>{texts.get(kind, '')}</p><a href='{e(name)}'><img src='{e(name)}' "
-                     f"alt='{e(kind)} of star {e(str(sid))}'></a>")
+        parts.append(
+            f"<p>{texts.get(kind, '')}</p><a href='{e(name)}'><img src='{e(name)}' "
+            f"alt='{e(kind)} of star {e(str(sid))}'></a>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 

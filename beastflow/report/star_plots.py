@@ -25,8 +25,9 @@ def plain_log_ticks(ax, which: str = "x") -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def support_range(centres: np.ndarray, *masses: np.ndarray, tail: float = 1e-3, pad: float = 0.15,
-                  log: bool = False) -> tuple[float, float]:
+def support_range(
+    centres: np.ndarray, *masses: np.ndarray, tail: float = 1e-3, pad: float = 0.15, log: bool = False
+) -> tuple[float, float]:
     """Axis range holding all but ``tail`` of each distribution's mass at either end, padded.
 
     Keeps a PDF that peaks at 2-6 M_sun from being drawn on a 0.1-60 M_sun axis.
@@ -48,12 +49,21 @@ def support_range(centres: np.ndarray, *masses: np.ndarray, tail: float = 1e-3, 
     width = max(hi - lo, step)
     lo, hi = lo - pad * width - 0.5 * step, hi + pad * width + 0.5 * step
     lo, hi = max(lo, x.min() - 0.5 * step), min(hi, x.max() + 0.5 * step)
-    return (10 ** lo, 10 ** hi) if log else (lo, hi)
+    return (10**lo, 10**hi) if log else (lo, hi)
 
 
-def plot_star_sed(lam_um: np.ndarray, bands: Sequence[str], obs: np.ndarray, sigma: np.ndarray | None,
-                  best: np.ndarray | None, p50: np.ndarray | None, p16: np.ndarray | None,
-                  p84: np.ndarray | None, url: str, title: str) -> str:
+def plot_star_sed(
+    lam_um: np.ndarray,
+    bands: Sequence[str],
+    obs: np.ndarray,
+    sigma: np.ndarray | None,
+    best: np.ndarray | None,
+    p50: np.ndarray | None,
+    p16: np.ndarray | None,
+    p84: np.ndarray | None,
+    url: str,
+    title: str,
+) -> str:
     """Observed SED with 1-sigma error bars (noise model at the best model), non-detections as
     1-sigma upper limits, the best-fit and median model SEDs, and the residuals in sigma."""
     order = np.argsort(lam_um)
@@ -74,24 +84,48 @@ def plot_star_sed(lam_um: np.ndarray, bands: Sequence[str], obs: np.ndarray, sig
         ax.plot(lam, p50 * lam, "-", color="C0", lw=1.2, label="model p50")
     if best is not None:
         ax.plot(lam, best * lam, "s--", color="C2", ms=4, lw=1, label="best-fit model (+ bias)")
-    yerr = None if sigma is None else (np.where(det, np.minimum(sigma, obs * 0.999), 0) * lam,
-                                       np.where(det, sigma, 0) * lam)
-    ax.errorbar(lam[det], (obs * lam)[det], yerr=None if yerr is None else (yerr[0][det], yerr[1][det]),
-                fmt="o", color="C3", ms=5, capsize=2, label="observed (1 sigma)")
+    yerr = (
+        None
+        if sigma is None
+        else (np.where(det, np.minimum(sigma, obs * 0.999), 0) * lam, np.where(det, sigma, 0) * lam)
+    )
+    ax.errorbar(
+        lam[det],
+        (obs * lam)[det],
+        yerr=None if yerr is None else (yerr[0][det], yerr[1][det]),
+        fmt="o",
+        color="C3",
+        ms=5,
+        capsize=2,
+        label="observed (1 sigma)",
+    )
     if (~det).any():
         # flux <= 0 cannot go on a log axis: draw the 1-sigma upper limit (or the plot floor)
         finite = [a[np.isfinite(a) & (a > 0)] for a in (obs * lam, *(x * lam for x in (best, p50) if x is not None))]
         floor = np.nanmin(np.concatenate(finite)) * 0.5 if any(len(f) for f in finite) else 1e-20
-        lim = np.where(np.isfinite(sigma) & (sigma > 0), sigma * lam, floor) if sigma is not None else \
-            np.full(len(lam), floor)
+        lim = (
+            np.where(np.isfinite(sigma) & (sigma > 0), sigma * lam, floor)
+            if sigma is not None
+            else np.full(len(lam), floor)
+        )
         limits = lim[~det]
-        ax.plot(lam[~det], lim[~det], "v", mfc="none", mec="C3", ms=8, mew=1.5,
-                label="not detected (flux <= 0): 1-sigma limit")
+        ax.plot(
+            lam[~det],
+            lim[~det],
+            "v",
+            mfc="none",
+            mec="C3",
+            ms=8,
+            mew=1.5,
+            label="not detected (flux <= 0): 1-sigma limit",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     # the axis follows the fluxes and models, not an error bar reaching down to S/N ~ 0
-    parts = [a[np.isfinite(a) & (a > 0)] for a in (obs * lam, limits, *(x * lam for x in (best, p50, p16, p84)
-                                                                         if x is not None))]
+    parts = [
+        a[np.isfinite(a) & (a > 0)]
+        for a in (obs * lam, limits, *(x * lam for x in (best, p50, p16, p84) if x is not None))
+    ]
     shown = np.concatenate(parts) if parts else np.array([])
     if len(shown):
         ax.set_ylim(shown.min() / 4, shown.max() * 2.5)
@@ -110,8 +144,15 @@ def plot_star_sed(lam_um: np.ndarray, bands: Sequence[str], obs: np.ndarray, sig
         axr.set_ylim(-max(3.0, 1.15 * top), max(3.0, 1.15 * top))
         axr.set_ylabel("(obs - best) / sigma")
     else:
-        axr.text(0.5, 0.5, "no noise model found: residuals not available", ha="center", va="center",
-                 transform=axr.transAxes, fontsize=8)
+        axr.text(
+            0.5,
+            0.5,
+            "no noise model found: residuals not available",
+            ha="center",
+            va="center",
+            transform=axr.transAxes,
+            fontsize=8,
+        )
         axr.set_yticks([])
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
@@ -144,9 +185,15 @@ def _pdf_axis(ax, centres, pdf, prior, log, stats_q, truth, rng) -> None:
     ax.set_yticks([])
 
 
-def plot_star_pdfs(pdf1d: Mapping[str, Any], quantities: Sequence[str], url: str, stats_q: Mapping[str, dict],
-                   priors: Mapping[str, np.ndarray] | None = None, truth: Mapping[str, float] | None = None,
-                   title: str = "") -> str:
+def plot_star_pdfs(
+    pdf1d: Mapping[str, Any],
+    quantities: Sequence[str],
+    url: str,
+    stats_q: Mapping[str, dict],
+    priors: Mapping[str, np.ndarray] | None = None,
+    truth: Mapping[str, float] | None = None,
+    title: str = "",
+) -> str:
     """1-D posterior PDFs of one star (row 0 of ``pdf1d``) with the grid prior drawn beneath,
     both as probability per bin on the same bins; orange lines: p16/p50/p84."""
     n = len(quantities)
@@ -177,9 +224,16 @@ def corner_quantities(pairs: Sequence[str]) -> list[str]:
     return out
 
 
-def plot_corner(pdf2d: Mapping[str, Any], row: int, pdf1d: Mapping[str, Any], row1: int, url: str,
-                quantities: Sequence[str] | None = None, priors: Mapping[str, np.ndarray] | None = None,
-                title: str = "") -> str:
+def plot_corner(
+    pdf2d: Mapping[str, Any],
+    row: int,
+    pdf1d: Mapping[str, Any],
+    row1: int,
+    url: str,
+    quantities: Sequence[str] | None = None,
+    priors: Mapping[str, np.ndarray] | None = None,
+    title: str = "",
+) -> str:
     """Corner plot: 1-D PDFs on the diagonal, the stored 2-D PDFs below it (pairs the fit did not
     store are left out).  ``row``/``row1``: the star's (or stack's) row in pdf2d / pdf1d;
     ``pdf2d["pdf"][pair]`` may also be a single 2-D array (row ignored)."""
@@ -198,8 +252,9 @@ def plot_corner(pdf2d: Mapping[str, Any], row: int, pdf1d: Mapping[str, Any], ro
             if i == j:
                 p = np.asarray(pdf1d["pdf"][qi])
                 p = p[row1] if p.ndim == 2 else p
-                _pdf_axis(ax, pdf1d["centres"][qi], p, (priors or {}).get(qi), bool(pdf1d["log"][qi]), None,
-                          None, ranges[qi])
+                _pdf_axis(
+                    ax, pdf1d["centres"][qi], p, (priors or {}).get(qi), bool(pdf1d["log"][qi]), None, None, ranges[qi]
+                )
             else:
                 key, swap = (f"{qj}+{qi}", False) if f"{qj}+{qi}" in pdf2d["pdf"] else (f"{qi}+{qj}", True)
                 if key not in pdf2d["pdf"]:

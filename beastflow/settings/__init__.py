@@ -22,10 +22,10 @@ from .asts import ASTs
 from .base import Section
 from .execution import Execution
 from .fit import Fit
+from .globus import Storage
 from .noise import NoiseModel, Trim
 from .observations import Observations
 from .physics import Physics
-from .globus import Storage
 
 
 class SettingsError(ValueError):
@@ -40,7 +40,9 @@ _PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 #: storage-option names that hold credentials (fsspec / s3fs / gcsfs / adlfs / botocore spellings)
 _CREDENTIAL_NAMES = re.compile(
     r"(^|_)(key|secret|token|password|passwd|credentials?|account_key|sas_token|connection_string)$"
-    r"|^aws_access_key_id$|^client_secret$", re.IGNORECASE)
+    r"|^aws_access_key_id$|^client_secret$",
+    re.IGNORECASE,
+)
 #: option names ending like a credential but naming none
 _NOT_CREDENTIALS = {"sse_kms_key_id", "ssekmskeyid"}
 
@@ -70,8 +72,10 @@ class Project(Section):
     @classmethod
     def _plain_name(cls, v: str) -> str:
         if not _PROJECT_NAME.fullmatch(v) or ".." in v:
-            raise ValueError("must be a plain file-name prefix (letters, digits, '_', '-', '.', '+'; "
-                             "starting with a letter or digit; no '/', '\\' or '..')")
+            raise ValueError(
+                "must be a plain file-name prefix (letters, digits, '_', '-', '.', '+'; "
+                "starting with a letter or digit; no '/', '\\' or '..')"
+            )
         return v
 
     @field_validator("storage_options")
@@ -82,8 +86,9 @@ class Project(Section):
             raise ValueError(
                 f"{', '.join(found)}: credentials do not belong in the settings file (it is passed to Prefect, "
                 "SLURM jobs and provenance); take them from the environment (AWS_ACCESS_KEY_ID, "
-                "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), an AWS profile (profile = \"name\") or the "
-                "instance's role")
+                'AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), an AWS profile (profile = "name") or the '
+                "instance's role"
+            )
         return v
 
     @field_validator("output")
@@ -124,13 +129,19 @@ class Settings(Section):
             band_fractions(self.noise_model.splinter_fraction, self.physics.filters)
         if self.noise_model.model == "splinter":
             if self.observations.ast_results:
-                raise ValueError("observations.ast_results is set, but noise_model.model = \"splinter\" uses no "
-                                 "artificial-star tests: remove one of the two")
+                raise ValueError(
+                    'observations.ast_results is set, but noise_model.model = "splinter" uses no '
+                    "artificial-star tests: remove one of the two"
+                )
             # no AST stage runs: AST settings would be accepted and ignored
             from .base import reject_unused
 
-            reject_unused(self.asts, "asts", list(type(self.asts).model_fields),
-                          "with noise_model.model = 'splinter' (no AST stage runs)")
+            reject_unused(
+                self.asts,
+                "asts",
+                list(type(self.asts).model_fields),
+                "with noise_model.model = 'splinter' (no AST stage runs)",
+            )
         return self
 
     @property
@@ -154,7 +165,7 @@ class Settings(Section):
             data = {n: data[n] for n in names}
         return storage.hash_object(data)
 
-    def activate(self) -> "Settings":
+    def activate(self) -> Settings:
         """Install the storage options so every fsspec access uses them."""
         storage.configure(self.project.storage_options)
         return self
@@ -237,7 +248,11 @@ def load_settings(url: str) -> Settings:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{url}: not valid TOML: {exc}") from None
-    base_dir = os.path.dirname(os.path.abspath(url)) if storage.protocol(url) == "file" and "://" not in url else url.rsplit("/", 1)[0]
+    base_dir = (
+        os.path.dirname(os.path.abspath(url))
+        if storage.protocol(url) == "file" and "://" not in url
+        else url.rsplit("/", 1)[0]
+    )
     return settings_from_dict(data, where=url, base_dir=base_dir)
 
 

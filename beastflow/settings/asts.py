@@ -61,7 +61,7 @@ class ASTs(Section):
     max_position_tries: int = Field(default=200, ge=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "ASTs":
+    def _check(self) -> ASTs:
         if self.coord_boundary is not None:
             cb = self.coord_boundary
             if len(cb) != 2 or len(cb[0]) != len(cb[1]):
@@ -71,9 +71,10 @@ class ASTs(Section):
             if cb[0][0] != cb[0][-1] or cb[1][0] != cb[1][-1]:
                 raise ValueError(
                     "coord_boundary polygon is not closed: repeat the first vertex "
-                    f"({cb[0][0]}, {cb[1][0]}) as the last one (got ({cb[0][-1]}, {cb[1][-1]}))")
+                    f"({cb[0][0]}, {cb[1][0]}) as the last one (got ({cb[0][-1]}, {cb[1][-1]}))"
+                )
         if isinstance(self.region_from_filters, str) and self.region_from_filters != "all":
-            raise ValueError(f"region_from_filters must be \"all\" or a list of bands, got {self.region_from_filters!r}")
+            raise ValueError(f'region_from_filters must be "all" or a list of bands, got {self.region_from_filters!r}')
         for name in ("fluxbin_maglimits", "suppl_maglimit"):
             d = getattr(self, name)
             for k, v in (d or {}).items():

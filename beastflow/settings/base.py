@@ -56,5 +56,6 @@ def reject_unused(section: BaseModel, where: str, names: list[str], why: str) ->
     bad = non_default(section, *names)
     if bad:
         keys = ", ".join(f"{where}.{n} = {getattr(section, n)!r}" for n in bad)
-        raise ValueError(f"{keys}: not used {why}; remove {'it' if len(bad) == 1 else 'them'} "
-                         "(or choose the option that uses it)")
+        raise ValueError(
+            f"{keys}: not used {why}; remove {'it' if len(bad) == 1 else 'them'} (or choose the option that uses it)"
+        )

@@ -30,8 +30,9 @@ def _check_collection(v: str) -> str:
     try:
         uuid.UUID(v)
     except ValueError:
-        raise ValueError(f"expected a Globus collection id (a UUID such as "
-                         f"'6c54cade-bde5-45c1-bdea-f4bd71dba2cc'), got {v!r}") from None
+        raise ValueError(
+            f"expected a Globus collection id (a UUID such as '6c54cade-bde5-45c1-bdea-f4bd71dba2cc'), got {v!r}"
+        ) from None
     return v
 
 
@@ -101,8 +102,10 @@ class Globus(Section):
         if self.grid_cache_path is not None:
             cache_coll = self.grid_cache_collection or self.destination_collection
             if cache_coll == self.destination_collection and _inside(self.grid_cache_path, self.destination_path):
-                raise ValueError("grid_cache_path must not lie inside destination_path (the scratch folder it "
-                                 "protects against purges)")
+                raise ValueError(
+                    "grid_cache_path must not lie inside destination_path (the scratch folder it "
+                    "protects against purges)"
+                )
         elif self.grid_cache_collection is not None:
             raise ValueError("grid_cache_collection is set but grid_cache_path is not")
         return self

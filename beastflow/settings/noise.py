@@ -34,11 +34,14 @@ class NoiseModel(Section):
     def _used(self):
         ast_keys = ["n_flux_bins", "min_per_bin", "ast_nonrecovered_ratio", "statistic"]
         trunchen_keys = ["trunchen_k", "trunchen_min_group"]
-        unused = {"splinter": ast_keys + trunchen_keys, "toothpick": trunchen_keys + ["splinter_fraction"],
-                  "trunchen": ["n_flux_bins", "min_per_bin", "ast_nonrecovered_ratio", "statistic",
-                               "splinter_fraction"]}
+        unused = {
+            "splinter": ast_keys + trunchen_keys,
+            "toothpick": trunchen_keys + ["splinter_fraction"],
+            "trunchen": ["n_flux_bins", "min_per_bin", "ast_nonrecovered_ratio", "statistic", "splinter_fraction"],
+        }
         reject_unused(self, "noise_model", unused[self.model], f"with model = {self.model!r}")
         return self
+
     #: number of log-spaced flux bins over the fake stars' input fluxes, per band
     n_flux_bins: int = Field(default=50, ge=1)
     #: a bin is used only with MORE than this many recovered fake stars

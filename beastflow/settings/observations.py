@@ -44,7 +44,7 @@ class SourceDensity(Section):
     custom_edges: list[float] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "SourceDensity":
+    def _check(self) -> SourceDensity:
         if self.mag_cut is not None and (len(self.mag_cut) != 2 or self.mag_cut[0] >= self.mag_cut[1]):
             raise ValueError(f"mag_cut must be [bright, faint] with bright < faint, got {self.mag_cut}")
         if self.custom_edges is not None:

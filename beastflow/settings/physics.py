@@ -77,8 +77,19 @@ def validate_prior(axis: str, model: dict[str, Any]) -> dict[str, Any]:
 
 
 #: prior parameters that must be strictly positive (scales, widths, lognormal modes)
-_POSITIVE_PRIOR_PARAMS = {"tau", "sigma", "sigma1", "sigma2", "lgsigma1", "lgsigma2", "a",
-                          "mean", "mean1", "mean2", "N1_to_N2"}
+_POSITIVE_PRIOR_PARAMS = {
+    "tau",
+    "sigma",
+    "sigma1",
+    "sigma2",
+    "lgsigma1",
+    "lgsigma2",
+    "a",
+    "mean",
+    "mean1",
+    "mean2",
+    "N1_to_N2",
+}
 
 
 def check_prior_values(axis: str, model: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +100,8 @@ def check_prior_values(axis: str, model: dict[str, Any]) -> dict[str, Any]:
             continue
         if key in ("x", "values"):
             if not isinstance(val, list) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in val):
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in val
+            ):
                 raise ValueError(f"{axis} prior {name!r}: {key} must be a list of numbers, got {val!r}")
             continue
         if isinstance(val, list):
@@ -102,8 +114,10 @@ def check_prior_values(axis: str, model: dict[str, Any]) -> dict[str, Any]:
         nx, nv = len(model["x"]), len(model["values"])
         ok = nv == nx or (name == "bins_histo" and nv == nx - 1)
         if nx < 2 or not ok:
-            raise ValueError(f"{axis} prior {name!r}: needs >= 2 x (log ages) and as many values "
-                             f"(bins_histo: or one fewer), got {nx} x and {nv} values")
+            raise ValueError(
+                f"{axis} prior {name!r}: needs >= 2 x (log ages) and as many values "
+                f"(bins_histo: or one fewer), got {nx} x and {nv} values"
+            )
     return model
 
 
@@ -135,9 +149,13 @@ class Isochrones(Section):
             if not 0 < z < 1:
                 raise ValueError(f"metallicity Z must be an absolute mass fraction in (0, 1), got {z}")
         if self.source == "table":
-            reject_unused(self, "physics.isochrones", ["logmass_step", "max_dlog"],
-                          "with source = 'table' (the table's points are used as they are; the mass "
-                          "resampling applies to the parsec / mist grids)")
+            reject_unused(
+                self,
+                "physics.isochrones",
+                ["logmass_step", "max_dlog"],
+                "with source = 'table' (the table's points are used as they are; the mass "
+                "resampling applies to the parsec / mist grids)",
+            )
         return self
 
 
@@ -170,11 +188,15 @@ class StellarLibrary(Section):
     def _used(self):
         unused = sorted(set(self.files) - set(self.libraries))
         if unused:
-            raise ValueError(f"files: a file is given for {unused}, which libraries = {self.libraries} does not "
-                             "list; add it to libraries (preference order) or remove the file")
+            raise ValueError(
+                f"files: a file is given for {unused}, which libraries = {self.libraries} does not "
+                "list; add it to libraries (preference order) or remove the file"
+            )
         if self.download and not {"kurucz", "tlusty"} & set(self.libraries):
-            raise ValueError(f"download = true, but libraries = {self.libraries} lists no downloadable library "
-                             "('kurucz', 'tlusty'); remove it")
+            raise ValueError(
+                f"download = true, but libraries = {self.libraries} lists no downloadable library "
+                "('kurucz', 'tlusty'); remove it"
+            )
         return self
 
     @field_validator("files")
@@ -183,8 +205,10 @@ class StellarLibrary(Section):
         # only file-based libraries take a file ("planck" is analytic, "atlas9" embedded)
         bad = sorted(set(v) - {"kurucz", "tlusty"})
         if bad:
-            raise ValueError(f"files: no library file for {bad}; file-based libraries: ['kurucz', 'tlusty'] "
-                             "('atlas9' is embedded, 'planck' analytic)")
+            raise ValueError(
+                f"files: no library file for {bad}; file-based libraries: ['kurucz', 'tlusty'] "
+                "('atlas9' is embedded, 'planck' analytic)"
+            )
         return v
 
 
@@ -224,14 +248,20 @@ class Extinction(Section):
         rv_dependent, averages = package_curve_names()
         if self.law == "rvfa":
             if self.a_law not in rv_dependent:
-                raise ValueError(f"physics.extinction.a_law = {self.a_law!r}: the A component must be an "
-                                 f"R(V)-dependent dust_extinction class, one of {rv_dependent}")
+                raise ValueError(
+                    f"physics.extinction.a_law = {self.a_law!r}: the A component must be an "
+                    f"R(V)-dependent dust_extinction class, one of {rv_dependent}"
+                )
             if self.b_law not in averages:
-                raise ValueError(f"physics.extinction.b_law = {self.b_law!r}: the B component must be an "
-                                 f"average dust_extinction curve with a fixed R(V), one of {averages}")
+                raise ValueError(
+                    f"physics.extinction.b_law = {self.b_law!r}: the B component must be an "
+                    f"average dust_extinction curve with a fixed R(V), one of {averages}"
+                )
         elif self.curve not in rv_dependent + averages:
-            raise ValueError(f"physics.extinction.curve = {self.curve!r} is not a dust_extinction curve; "
-                             f"one of {rv_dependent + averages}")
+            raise ValueError(
+                f"physics.extinction.curve = {self.curve!r} is not a dust_extinction curve; "
+                f"one of {rv_dependent + averages}"
+            )
         return self
 
 
@@ -254,7 +284,7 @@ class Priors(Section):
                 out.setdefault(axis, defaults.get(axis, {"name": "flat"}))
                 if axis in out:
                     if not isinstance(out[axis], dict):
-                        raise ValueError(f"{axis}: expected a table like {{ name = \"flat\" }}, got {out[axis]!r}")
+                        raise ValueError(f'{axis}: expected a table like {{ name = "flat" }}, got {out[axis]!r}')
                     out[axis] = check_prior_values(axis, validate_prior(axis, out[axis]))
             return out
         return data
@@ -264,8 +294,12 @@ class Physics(Section):
     #: full filter names as in pyphot / BEAST (e.g. HST_ACS_WFC_F475W)
     filters: NonEmptyStrings = Field(
         default_factory=lambda: [
-            "HST_WFC3_F275W", "HST_WFC3_F336W", "HST_ACS_WFC_F475W",
-            "HST_ACS_WFC_F814W", "HST_WFC3_F110W", "HST_WFC3_F160W",
+            "HST_WFC3_F275W",
+            "HST_WFC3_F336W",
+            "HST_ACS_WFC_F475W",
+            "HST_ACS_WFC_F814W",
+            "HST_WFC3_F110W",
+            "HST_WFC3_F160W",
         ]
     )
     #: [value] or [min, max, step] in ``distance_unit``

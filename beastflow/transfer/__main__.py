@@ -20,8 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("login", help="log in to Globus and store a refresh token for unattended transfers")
     p.add_argument("--token-file", required=True, help="globus-sdk JSON token storage to write (mode 0600)")
     p.add_argument("--client-id", help="your registered Globus native app (default: $GLOBUS_CLIENT_ID)")
-    p.add_argument("--mapped-collection", action="append", default=[], metavar="ID",
-                   help="a GCS v5 mapped collection to consent to (repeatable): the cluster's scratch collection")
+    p.add_argument(
+        "--mapped-collection",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a GCS v5 mapped collection to consent to (repeatable): the cluster's scratch collection",
+    )
     args = parser.parse_args(argv)
     login(os.path.expanduser(args.token_file), args.client_id, tuple(args.mapped_collection))
     return 0

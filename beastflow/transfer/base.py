@@ -97,8 +97,15 @@ class Transfer(Protocol):
         """Where a person can look at the task."""
 
 
-def wait(transfer: Transfer, task_id: str, label: str, timeout_s: float, poll_s: float,
-         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> dict:
+def wait(
+    transfer: Transfer,
+    task_id: str,
+    label: str,
+    timeout_s: float,
+    poll_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict:
     """Poll until the task finishes; the finished task document.
 
     FAILED raises ``TransferFailed``; still running after ``timeout_s``:
@@ -112,15 +119,17 @@ def wait(transfer: Transfer, task_id: str, label: str, timeout_s: float, poll_s:
         if state == "SUCCEEDED":
             return doc
         if state == "FAILED":
-            raise TransferFailed(f"Globus transfer task {task_id} ({label}) failed: {_why(doc)}; "
-                                 f"see {transfer.link(task_id)}")
+            raise TransferFailed(
+                f"Globus transfer task {task_id} ({label}) failed: {_why(doc)}; see {transfer.link(task_id)}"
+            )
         if state == "INACTIVE":
             # Globus pauses a task whose collection credentials (consent, activation) expired;
             # it will not go on without the user, so waiting for the time-out helps nobody
             raise TransferAuthError(
                 f"Globus transfer task {task_id} ({label}) is INACTIVE ({_why(doc)}): a collection needs "
                 f"fresh credentials or consent; renew them in the Globus web app, then rerun; "
-                f"see {transfer.link(task_id)}")
+                f"see {transfer.link(task_id)}"
+            )
         waited = clock() - start
         if waited >= timeout_s:
             try:
@@ -130,7 +139,8 @@ def wait(transfer: Transfer, task_id: str, label: str, timeout_s: float, poll_s:
             raise TransferTimeout(
                 f"Globus transfer task {task_id} ({label}) still {state or 'unknown'} "
                 f"({doc.get('nice_status') or 'no details'}) after {timeout_s:g} s "
-                f"(storage.globus.timeout_s); cancelled; see {transfer.link(task_id)}")
+                f"(storage.globus.timeout_s); cancelled; see {transfer.link(task_id)}"
+            )
         sleep(max(0.0, min(poll_s, timeout_s - waited)))
 
 
@@ -143,8 +153,14 @@ def _why(doc: dict) -> str:
     return " ".join(text.split())[:300]
 
 
-def run(transfer: Transfer, request: TransferRequest, timeout_s: float, poll_s: float,
-        on_submitted: Callable[[str, str], None] | None = None, **wait_kw) -> TransferReport:
+def run(
+    transfer: Transfer,
+    request: TransferRequest,
+    timeout_s: float,
+    poll_s: float,
+    on_submitted: Callable[[str, str], None] | None = None,
+    **wait_kw,
+) -> TransferReport:
     """Submit, report the task id and link (``on_submitted``), wait, summarise."""
     task_id = transfer.submit(request)
     link = transfer.link(task_id)
@@ -152,10 +168,16 @@ def run(transfer: Transfer, request: TransferRequest, timeout_s: float, poll_s: 
         on_submitted(task_id, link)
     doc = wait(transfer, task_id, request.label, timeout_s, poll_s, **wait_kw)
     return TransferReport(
-        task_id=task_id, link=link, status=str(doc.get("status")), label=request.label,
-        files=int(doc.get("files") or 0), files_transferred=int(doc.get("files_transferred") or 0),
-        files_skipped=int(doc.get("files_skipped") or 0), bytes_transferred=int(doc.get("bytes_transferred") or 0),
-        destinations=[it.destination for it in request.items])
+        task_id=task_id,
+        link=link,
+        status=str(doc.get("status")),
+        label=request.label,
+        files=int(doc.get("files") or 0),
+        files_transferred=int(doc.get("files_transferred") or 0),
+        files_skipped=int(doc.get("files_skipped") or 0),
+        bytes_transferred=int(doc.get("bytes_transferred") or 0),
+        destinations=[it.destination for it in request.items],
+    )
 
 
 def items(pairs: Sequence[tuple[str, str]] | Sequence[tuple[str, str, bool]]) -> tuple[TransferItem, ...]:

@@ -46,26 +46,36 @@ def authorizer_from_environment(token_file: str | None = None, environ: Mapping[
         raise TransferAuthError(
             f"no Globus credentials: set {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} (a confidential client), or "
             f"{ENV_CLIENT_ID} (a native app) with {ENV_REFRESH_TOKEN} or [storage.globus] token_file "
-            "(python -m beastflow.transfer login)")
+            "(python -m beastflow.transfer login)"
+        )
     native = globus_sdk.NativeAppAuthClient(client_id)
     refresh = env.get(ENV_REFRESH_TOKEN, "").strip()
     if refresh:
         return globus_sdk.RefreshTokenAuthorizer(refresh, native)
     if token_file:
         if not os.path.isfile(token_file):
-            raise TransferAuthError(f"[storage.globus] token_file {token_file} does not exist; "
-                                    "create it with: python -m beastflow.transfer login --token-file ...")
+            raise TransferAuthError(
+                f"[storage.globus] token_file {token_file} does not exist; "
+                "create it with: python -m beastflow.transfer login --token-file ..."
+            )
         storage = JSONTokenStorage(token_file, namespace=TOKEN_NAMESPACE)
         data = storage.get_token_data(TRANSFER_RESOURCE_SERVER)
         if data is None or not data.refresh_token:
-            raise TransferAuthError(f"[storage.globus] token_file {token_file} holds no Globus Transfer refresh "
-                                    "token; log in again: python -m beastflow.transfer login --token-file ...")
+            raise TransferAuthError(
+                f"[storage.globus] token_file {token_file} holds no Globus Transfer refresh "
+                "token; log in again: python -m beastflow.transfer login --token-file ..."
+            )
         return globus_sdk.RefreshTokenAuthorizer(
-            data.refresh_token, native, access_token=data.access_token, expires_at=data.expires_at_seconds,
-            on_refresh=storage.store_token_response)
+            data.refresh_token,
+            native,
+            access_token=data.access_token,
+            expires_at=data.expires_at_seconds,
+            on_refresh=storage.store_token_response,
+        )
     raise TransferAuthError(
         f"{ENV_CLIENT_ID} is set but there is no secret or refresh token: set {ENV_CLIENT_SECRET}, "
-        f"{ENV_REFRESH_TOKEN} or [storage.globus] token_file")
+        f"{ENV_REFRESH_TOKEN} or [storage.globus] token_file"
+    )
 
 
 def _api_error(exc: globus_sdk.GlobusAPIError, doing: str) -> Exception:
@@ -78,7 +88,8 @@ def _api_error(exc: globus_sdk.GlobusAPIError, doing: str) -> Exception:
     if exc.http_status == 401 or isinstance(exc, globus_sdk.AuthAPIError) and exc.http_status in (400, 403):
         return TransferAuthError(
             f"Globus rejected the credentials while {doing} ({what}): the token expired or was revoked; "
-            "log in again (python -m beastflow.transfer login) or check the confidential client")
+            "log in again (python -m beastflow.transfer login) or check the confidential client"
+        )
     if 400 <= exc.http_status < 500 and exc.http_status not in (408, 409, 429):
         return TransferFailed(f"Globus refused {doing} ({what})")
     return exc  # 5xx, throttling: transient, the task's retries handle it
@@ -91,8 +102,9 @@ class GlobusTransfer:
         self.client = client
 
     @classmethod
-    def from_environment(cls, token_file: str | None = None,
-                         environ: Mapping[str, str] | None = None) -> GlobusTransfer:
+    def from_environment(
+        cls, token_file: str | None = None, environ: Mapping[str, str] | None = None
+    ) -> GlobusTransfer:
         try:  # renewing authorizers ask Globus Auth for an access token right away
             authorizer = authorizer_from_environment(token_file, environ)
         except globus_sdk.GlobusAPIError as exc:
@@ -113,11 +125,16 @@ class GlobusTransfer:
 
     def submit(self, request: TransferRequest) -> str:
         data = globus_sdk.TransferData(
-            request.source_collection, request.destination_collection, label=request.label[:128],
+            request.source_collection,
+            request.destination_collection,
+            label=request.label[:128],
             # checksum sync: a file whose copy already matches is not sent again, so
             # re-running a stage-in or stage-out moves only what changed
-            sync_level="checksum", verify_checksum=request.verify_checksum, fail_on_quota_errors=True,
-            notify_on_succeeded=False)
+            sync_level="checksum",
+            verify_checksum=request.verify_checksum,
+            fail_on_quota_errors=True,
+            notify_on_succeeded=False,
+        )
         for item in request.items:
             data.add_item(item.source, item.destination, recursive=item.recursive)
         res = self._call(f"submitting transfer {request.label!r}", self.client.submit_transfer, data)
@@ -156,13 +173,16 @@ def login(token_file: str, client_id: str | None = None, mapped_collections: tup
     """
     client_id = client_id or os.environ.get(ENV_CLIENT_ID, "").strip()
     if not client_id:
-        raise TransferAuthError(f"set {ENV_CLIENT_ID} to the id of your registered Globus native app "
-                                "(https://app.globus.org/settings/developers)")
+        raise TransferAuthError(
+            f"set {ENV_CLIENT_ID} to the id of your registered Globus native app "
+            "(https://app.globus.org/settings/developers)"
+        )
     auth = globus_sdk.NativeAppAuthClient(client_id)
     scope = globus_sdk.TransferClient.scopes.all
     if mapped_collections:
         scope = scope.with_dependencies(
-            [globus_sdk.scopes.GCSCollectionScopes(c).data_access for c in mapped_collections])
+            [globus_sdk.scopes.GCSCollectionScopes(c).data_access for c in mapped_collections]
+        )
     auth.oauth2_start_flow(requested_scopes=scope, refresh_tokens=True)
     print(f"Log in at:\n\n  {auth.oauth2_get_authorize_url()}\n")
     code = input("and paste the authorization code here: ").strip()

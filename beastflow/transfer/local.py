@@ -38,7 +38,9 @@ class LocalCopyTransfer:
         try:
             root = self.roots[collection]
         except KeyError:
-            raise ValueError(f"collection {collection} is not one of the local stand-ins {sorted(self.roots)}") from None
+            raise ValueError(
+                f"collection {collection} is not one of the local stand-ins {sorted(self.roots)}"
+            ) from None
         rel = path.removeprefix("/~")
         full = os.path.normpath(os.path.join(root, rel.lstrip("/")))
         if full != root and not full.startswith(root + os.sep):
@@ -48,8 +50,15 @@ class LocalCopyTransfer:
     def submit(self, request: TransferRequest) -> str:
         task_id = str(uuid.uuid4())
         self.requests.append(request)
-        doc = {"task_id": task_id, "label": request.label, "status": "SUCCEEDED", "files": 0,
-               "files_transferred": 0, "files_skipped": 0, "bytes_transferred": 0}
+        doc = {
+            "task_id": task_id,
+            "label": request.label,
+            "status": "SUCCEEDED",
+            "files": 0,
+            "files_transferred": 0,
+            "files_skipped": 0,
+            "bytes_transferred": 0,
+        }
         try:
             for item in request.items:
                 src = self.local_path(request.source_collection, item.source)
@@ -64,8 +73,11 @@ class LocalCopyTransfer:
                 else:
                     self._copy(src, dst, doc)
         except FileNotFoundError as exc:
-            doc.update(status="FAILED", nice_status="FILE_NOT_FOUND",
-                       fatal_error={"code": "FILE_NOT_FOUND", "description": str(exc)})
+            doc.update(
+                status="FAILED",
+                nice_status="FILE_NOT_FOUND",
+                fatal_error={"code": "FILE_NOT_FOUND", "description": str(exc)},
+            )
         self.tasks[task_id] = doc
         return task_id
 

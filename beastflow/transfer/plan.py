@@ -48,16 +48,26 @@ def check(settings) -> None:
     out = settings.output
     needs_output = bool(g.stage_out) or g.grid_cache_path is not None
     if needs_output and (storage.protocol(out) != "file" or "://" in out):
-        raise ValueError(f"project.output = {out!r} is not a local path: Globus stage-out and the grid cache "
-                         "need the output on the cluster's scratch (inside storage.globus.scratch_dir)")
+        raise ValueError(
+            f"project.output = {out!r} is not a local path: Globus stage-out and the grid cache "
+            "need the output on the cluster's scratch (inside storage.globus.scratch_dir)"
+        )
     scratch = _local(g.local_scratch)
     if needs_output and not _inside(_local(out), scratch):
-        raise ValueError(f"project.output = {out!r} is not inside storage.globus.scratch_dir = {scratch!r}: "
-                         "Globus can only send back files it sees on the destination collection")
-    if g.token_file and storage.protocol(out) == "file" and "://" not in out \
-            and _inside(_local(g.token_file), _local(out)):
-        raise ValueError(f"storage.globus.token_file = {g.token_file!r} lies inside project.output; keep "
-                         "credentials outside every folder a run writes or ships")
+        raise ValueError(
+            f"project.output = {out!r} is not inside storage.globus.scratch_dir = {scratch!r}: "
+            "Globus can only send back files it sees on the destination collection"
+        )
+    if (
+        g.token_file
+        and storage.protocol(out) == "file"
+        and "://" not in out
+        and _inside(_local(g.token_file), _local(out))
+    ):
+        raise ValueError(
+            f"storage.globus.token_file = {g.token_file!r} lies inside project.output; keep "
+            "credentials outside every folder a run writes or ships"
+        )
 
 
 def globus_path(settings, local_url: str) -> str:
@@ -87,26 +97,35 @@ def stage_in_request(settings) -> TransferRequest | None:
     g = globus_settings(settings)
     if not g.stage_in:
         return None
-    items = tuple(TransferItem(posixpath.join(g.source_path, p), posixpath.join(g.destination_path, p),
-                               recursive=p.endswith("/"))
-                  for p in g.stage_in)
-    return TransferRequest(g.source_collection, g.destination_collection, items, _label(settings, "stage in"),
-                           g.verify_checksum)
+    items = tuple(
+        TransferItem(posixpath.join(g.source_path, p), posixpath.join(g.destination_path, p), recursive=p.endswith("/"))
+        for p in g.stage_in
+    )
+    return TransferRequest(
+        g.source_collection, g.destination_collection, items, _label(settings, "stage in"), g.verify_checksum
+    )
 
 
 def stage_out_request(settings, files: Sequence[str], folders: Sequence[str] = ()) -> TransferRequest | None:
     """Local result files (and whole folders, e.g. the report) -> ``results_path``, by base name."""
     g = globus_settings(settings)
     dest = g.results_folder
-    items = [TransferItem(globus_path(settings, f), posixpath.join(dest, posixpath.basename(f.rstrip("/"))))
-             for f in files]
-    items += [TransferItem(globus_path(settings, d).rstrip("/") + "/",
-                           posixpath.join(dest, posixpath.basename(d.rstrip("/"))) + "/", recursive=True)
-              for d in folders]
+    items = [
+        TransferItem(globus_path(settings, f), posixpath.join(dest, posixpath.basename(f.rstrip("/")))) for f in files
+    ]
+    items += [
+        TransferItem(
+            globus_path(settings, d).rstrip("/") + "/",
+            posixpath.join(dest, posixpath.basename(d.rstrip("/"))) + "/",
+            recursive=True,
+        )
+        for d in folders
+    ]
     if not items:
         return None
-    return TransferRequest(g.destination_collection, g.source_collection, tuple(items),
-                           _label(settings, "stage out"), g.verify_checksum)
+    return TransferRequest(
+        g.destination_collection, g.source_collection, tuple(items), _label(settings, "stage out"), g.verify_checksum
+    )
 
 
 def merged_files(settings, merged) -> list[str]:
@@ -121,9 +140,13 @@ def grid_cache_in_request(settings) -> TransferRequest | None:
     if g.grid_cache_path is None:
         return None
     out = globus_path(settings, settings.output).rstrip("/") + "/"
-    return TransferRequest(g.grid_collection, g.destination_collection,
-                           (TransferItem(g.grid_cache_path.rstrip("/") + "/", out, recursive=True),),
-                           _label(settings, "grid cache in"), g.verify_checksum)
+    return TransferRequest(
+        g.grid_collection,
+        g.destination_collection,
+        (TransferItem(g.grid_cache_path.rstrip("/") + "/", out, recursive=True),),
+        _label(settings, "grid cache in"),
+        g.verify_checksum,
+    )
 
 
 def grid_cache_out_request(settings, urls: Iterable[str]) -> TransferRequest | None:
@@ -140,8 +163,9 @@ def grid_cache_out_request(settings, urls: Iterable[str]) -> TransferRequest | N
         items.append(TransferItem(globus_path(settings, u), posixpath.join(g.grid_cache_path, rel)))
     if not items:
         return None
-    return TransferRequest(g.destination_collection, g.grid_collection, tuple(items),
-                           _label(settings, "grid cache out"), g.verify_checksum)
+    return TransferRequest(
+        g.destination_collection, g.grid_collection, tuple(items), _label(settings, "grid cache out"), g.verify_checksum
+    )
 
 
 def request_key(request: TransferRequest, local_files: Iterable[str]) -> str:
@@ -150,12 +174,15 @@ def request_key(request: TransferRequest, local_files: Iterable[str]) -> str:
     Equal keys mean the receiving side already holds these very bytes (the
     previous transfer with this key succeeded), so it need not run again.
     """
-    return storage.hash_object({
-        "from": request.source_collection, "to": request.destination_collection,
-        "items": [[i.source, i.destination, i.recursive] for i in request.items],
-        "verify_checksum": request.verify_checksum,
-        "sha256": {f: storage.content_hash(f) for f in sorted(_expand(local_files))},
-    })
+    return storage.hash_object(
+        {
+            "from": request.source_collection,
+            "to": request.destination_collection,
+            "items": [[i.source, i.destination, i.recursive] for i in request.items],
+            "verify_checksum": request.verify_checksum,
+            "sha256": {f: storage.content_hash(f) for f in sorted(_expand(local_files))},
+        }
+    )
 
 
 def _expand(paths: Iterable[str]) -> list[str]:

@@ -26,13 +26,16 @@ def test_version(capsys):
     assert out.startswith("beastflow ") and out.split()[1][0].isdigit()
 
 
-@pytest.mark.parametrize("argv, level", [
-    (["export", "nowhere"], logging.INFO),
-    (["-v", "export", "nowhere"], logging.DEBUG),
-    (["export", "-v", "nowhere"], logging.DEBUG),  # also after the command
-    (["-q", "export", "nowhere"], logging.WARNING),
-    (["export", "nowhere", "-q"], logging.WARNING),
-])
+@pytest.mark.parametrize(
+    "argv, level",
+    [
+        (["export", "nowhere"], logging.INFO),
+        (["-v", "export", "nowhere"], logging.DEBUG),
+        (["export", "-v", "nowhere"], logging.DEBUG),  # also after the command
+        (["-q", "export", "nowhere"], logging.WARNING),
+        (["export", "nowhere", "-q"], logging.WARNING),
+    ],
+)
 def test_verbosity_applies_to_beastflow_loggers_only(argv, level, capsys):
     assert main(argv) == 1  # no such folder: one error line
     assert "no such output folder" in capsys.readouterr().err

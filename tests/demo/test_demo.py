@@ -145,11 +145,11 @@ def test_demo_pipeline_recovers_the_truth(tmp_path):
     keyed by the seed), so this is one fixed draw, not a new one per CPU.
     """
     import polars as pl
-    from flows.pipeline import pipeline_flow
 
     from beastflow.fit.outputs import read_pdf1d
     from beastflow.report import make_report
     from beastflow.report.recovery import recovery_metrics
+    from flows.pipeline import pipeline_flow
     from tests.report.test_report import assert_png
 
     out = tmp_path / "demo-output"
@@ -158,21 +158,42 @@ def test_demo_pipeline_recovers_the_truth(tmp_path):
     assert run.summary["stars"] > 700  # a few are cut as flagged
     stats = pl.read_parquet(out / "demo_stats.parquet")
     truth = pl.read_parquet(out / "demo_truth.parquet")
-    j = stats.join(truth.select(["star_id", "Av", "logA", "M_ini"]).rename(lambda c: f"true_{c}"),
-                   left_on="star_id", right_on="true_star_id")
+    j = stats.join(
+        truth.select(["star_id", "Av", "logA", "M_ini"]).rename(lambda c: f"true_{c}"),
+        left_on="star_id",
+        right_on="true_star_id",
+    )
     bins = read_pdf1d(str(next(out.glob("demo_bin*_sub*_pdf1d.hd5"))), ["Av", "logA", "M_ini"])
     for q in ("Av", "logA", "M_ini"):
-        m = recovery_metrics(*(j[f"{q}_{p}"].to_numpy() for p in ("p16", "p50", "p84")), j[f"true_{q}"].to_numpy(),
-                             bins["centres"][q], bins["edges"][q], bins["log"][q], label=q)
+        m = recovery_metrics(
+            *(j[f"{q}_{p}"].to_numpy() for p in ("p16", "p50", "p84")),
+            j[f"true_{q}"].to_numpy(),
+            bins["centres"][q],
+            bins["edges"][q],
+            bins["log"][q],
+            label=q,
+        )
         assert m["n"] > 700
         assert abs(m["median_z"]) < 0.15, (q, m)
         assert abs(m["coverage_68"] - 0.68) < 0.05, (q, m)
     rep = make_report(s.output)
     assert not [x for x in rep.sections if x.error], [x.error for x in rep.sections]
     names = {p.rsplit("/", 1)[1] for p in rep.images}
-    assert {"cmd.png", "density_map.png", "ast_completeness.png", "noise_model.png", "pdf1d_examples.png",
-            "sed_examples.png", "recovery.png", "timings.png", "prior_vs_posterior.png", "stacked_corner.png",
-            "tile_maps.png", "chi2_vs_mag.png", "recovery_by_snr.png"} <= names
+    assert {
+        "cmd.png",
+        "density_map.png",
+        "ast_completeness.png",
+        "noise_model.png",
+        "pdf1d_examples.png",
+        "sed_examples.png",
+        "recovery.png",
+        "timings.png",
+        "prior_vs_posterior.png",
+        "stacked_corner.png",
+        "tile_maps.png",
+        "chi2_vs_mag.png",
+        "recovery_by_snr.png",
+    } <= names
     assert len([n for n in names if n.startswith("star_")]) == 9  # three example stars, three plots each
     for p in rep.images:
         assert_png(p)

@@ -92,8 +92,13 @@ def test_instrument_json_round_trip():
 def _grid(tmp_path, mags: np.ndarray, weights: np.ndarray) -> str:
     seds = 10 ** (-0.4 * mags) * VEGA
     n = len(mags)
-    cols = {"weight": weights, "Av": np.linspace(0, 1, n), "logA": np.linspace(7, 10, n),
-            "M_ini": np.linspace(1, 5, n), "distance": np.full(n, 7.8e5)}
+    cols = {
+        "weight": weights,
+        "Av": np.linspace(0, 1, n),
+        "logA": np.linspace(7, 10, n),
+        "M_ini": np.linspace(1, 5, n),
+        "distance": np.full(n, 7.8e5),
+    }
     return write_sed_grid(str(tmp_path / "g.hd5"), FILTERS, np.array([2700.0, 4750.0, 8100.0]), seds, cols)
 
 
@@ -216,16 +221,22 @@ def test_a_changed_model_changes_only_its_own_stars(tmp_path):
     w = rng.uniform(0.1, 1.0, 50)
     w[0] = 20.0
     n = len(mags)
-    cols = {"weight": w, "Av": np.linspace(0, 1, n), "logA": np.linspace(7, 10, n),
-            "M_ini": np.linspace(1, 5, n), "distance": np.full(n, 7.8e5)}
+    cols = {
+        "weight": w,
+        "Av": np.linspace(0, 1, n),
+        "logA": np.linspace(7, 10, n),
+        "M_ini": np.linspace(1, 5, n),
+        "distance": np.full(n, 7.8e5),
+    }
     seds = 10 ** (-0.4 * mags) * VEGA
     urls = []
     for tag, scale in (("a", 1.0), ("b", 1.05)):
         (tmp_path / tag).mkdir()
         s2 = seds.copy()
         s2[0] *= scale
-        urls.append(write_sed_grid(str(tmp_path / tag / "g.hd5"), FILTERS, np.array([2700.0, 4750.0, 8100.0]),
-                                   s2, cols))
+        urls.append(
+            write_sed_grid(str(tmp_path / tag / "g.hd5"), FILTERS, np.array([2700.0, 4750.0, 8100.0]), s2, cols)
+        )
     fa, fb = (make_field(u, ins, 1500, seed=5) for u in urls)
     ia, ib = fa.truth["sedgrid_indx"], fb.truth["sedgrid_indx"]
     assert np.sum(ia == 0) != np.sum(ib == 0), "the test needs model 0's detections to change"
@@ -234,8 +245,7 @@ def test_a_changed_model_changes_only_its_own_stars(tmp_path):
     # Model 0's changed detection probability shifts the proposal CDF a little,
     # so some proposals pick a neighbouring model: those are left out.
     pos_a = {(x, y): i for i, (x, y) in enumerate(zip(fa.catalog["RA"], fa.catalog["DEC"]))}
-    pairs = [(pos_a[(x, y)], i) for i, (x, y) in enumerate(zip(fb.catalog["RA"], fb.catalog["DEC"]))
-             if (x, y) in pos_a]
+    pairs = [(pos_a[(x, y)], i) for i, (x, y) in enumerate(zip(fb.catalog["RA"], fb.catalog["DEC"])) if (x, y) in pos_a]
     ra_, rb_ = np.array(pairs).T
     same = (ia[ra_] == ib[rb_]) & (ia[ra_] != 0)
     assert same.sum() > 0.25 * len(ia)
@@ -255,7 +265,7 @@ def test_positions_follow_the_density_by_inverse_cdf():
     # along east the density rises by 9 over 40": counts in the outer fifths differ by ~9^(4/5)
     lo = np.sum(xi < -12)
     hi = np.sum(xi > 12)
-    expected = 9.0 ** 0.8
+    expected = 9.0**0.8
     # Poisson error of the ratio is ~ ratio * sqrt(1/lo + 1/hi) ~ 1.3 %; allow 4 sigma
     assert abs(hi / lo / expected - 1) < 4 * np.sqrt(1 / lo + 1 / hi)
     # no gradient across it

@@ -30,18 +30,26 @@ def field(tmp_path_factory):
     out["subs"] = []
     for g in range(3):
         sl = slice(cuts[g], cuts[g + 1])
-        out["subs"].append(synth.write_grid(d / f"P_seds.gridsub{g}.hd5", seds[sl], {k: v[sl] for k, v in cols.items()}))
+        out["subs"].append(
+            synth.write_grid(d / f"P_seds.gridsub{g}.hd5", seds[sl], {k: v[sl] for k, v in cols.items()})
+        )
     rows = np.flatnonzero(keep)
-    out["trim"] = synth.write_grid(d / "P_bin0_sub0_seds_trim.grid.hd5", seds[rows],
-                                   {k: v[rows] for k, v in cols.items()}, fullgrid_idx=rows)
+    out["trim"] = synth.write_grid(
+        d / "P_bin0_sub0_seds_trim.grid.hd5", seds[rows], {k: v[rows] for k, v in cols.items()}, fullgrid_idx=rows
+    )
     out["trim_noise"] = synth.write_noise(d / "P_bin0_sub0_noisemodel_trim.grid.hd5", seds[rows])
     out["trim_subs"], out["trim_sub_noise"] = [], []
     for g in range(3):
         r = rows[(rows >= cuts[g]) & (rows < cuts[g + 1])]
-        out["trim_subs"].append(synth.write_grid(d / f"P_bin0_sub0_gridsub{g}_seds_trim.grid.hd5", seds[r],
-                                                 {k: v[r] for k, v in cols.items()}, fullgrid_idx=r - cuts[g]))
-        out["trim_sub_noise"].append(synth.write_noise(d / f"P_bin0_sub0_gridsub{g}_noisemodel_trim.grid.hd5",
-                                                       seds[r]))
+        out["trim_subs"].append(
+            synth.write_grid(
+                d / f"P_bin0_sub0_gridsub{g}_seds_trim.grid.hd5",
+                seds[r],
+                {k: v[r] for k, v in cols.items()},
+                fullgrid_idx=r - cuts[g],
+            )
+        )
+        out["trim_sub_noise"].append(synth.write_noise(d / f"P_bin0_sub0_gridsub{g}_noisemodel_trim.grid.hd5", seds[r]))
     for u, (ns, seed) in enumerate([(40, 11), (25, 12)]):
         cat = simulate_observations(out["trim"], out["trim_noise"], ns, seed, synth.VEGA)
         if u == 0:  # a missing measurement: that band is dropped for this star

@@ -16,11 +16,17 @@ import numpy as np
 from beastflow.io.noise_model import write_noise_model
 from beastflow.io.sed_grid import write_sed_grid
 
-FILTERS = ["HST_WFC3_F275W", "HST_WFC3_F336W", "HST_ACS_WFC_F475W",
-           "HST_ACS_WFC_F814W", "HST_WFC3_F110W", "HST_WFC3_F160W"]
+FILTERS = [
+    "HST_WFC3_F275W",
+    "HST_WFC3_F336W",
+    "HST_ACS_WFC_F475W",
+    "HST_ACS_WFC_F814W",
+    "HST_WFC3_F110W",
+    "HST_WFC3_F160W",
+]
 LAMB = np.array([2750.0, 3360.0, 4750.0, 8140.0, 11000.0, 16000.0])
 VEGA = np.array([3.7e-9, 4.6e-9, 5.9e-9, 1.1e-9, 4.3e-10, 1.2e-10])  # erg/s/cm2/A, rough
-FLOOR = np.array([2e-19, 1.5e-19, 4e-20, 1.5e-20, 8e-21, 3e-21]) / 30.0    # 1-sigma flux floor per band
+FLOOR = np.array([2e-19, 1.5e-19, 4e-20, 1.5e-20, 8e-21, 3e-21]) / 30.0  # 1-sigma flux floor per band
 
 H, C, K = 6.626e-27, 2.998e10, 1.381e-16
 LSUN, SIGMA = 3.828e33, 5.670e-5
@@ -33,8 +39,14 @@ def planck_lam(T, lam_A):
     return 2 * H * C**2 / lam**5 / np.expm1(np.minimum(x, 700)) * 1e-8  # per Angstrom
 
 
-def make_models(n_mass=24, logas=(7.0, 7.5, 8.0, 8.5, 9.0, 9.5, 10.0), zs=(0.004, 0.008, 0.019),
-                avs=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), rvs=(2.5, 3.1, 4.0), fas=(0.5, 1.0)):
+def make_models(
+    n_mass=24,
+    logas=(7.0, 7.5, 8.0, 8.5, 9.0, 9.5, 10.0),
+    zs=(0.004, 0.008, 0.019),
+    avs=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
+    rvs=(2.5, 3.1, 4.0),
+    fas=(0.5, 1.0),
+):
     """(seds [N, 6], columns dict) in grid order (age, mass, Z outer; dust inner)."""
     rows = []
     for la, z in itertools.product(logas, zs):
@@ -50,19 +62,45 @@ def make_models(n_mass=24, logas=(7.0, 7.5, 8.0, 8.5, 9.0, 9.5, 10.0), zs=(0.004
     T = 10**logT
     radius = np.sqrt(10**logL * LSUN / (4 * np.pi * SIGMA * T**4)) / 6.957e10
     dist_cm = D_PC * 3.0857e18
-    nd = ((10**logL * LSUN) / (4 * np.pi * dist_cm**2))[:, None] * np.pi * planck_lam(T[:, None], LAMB[None, :]) \
+    nd = (
+        ((10**logL * LSUN) / (4 * np.pi * dist_cm**2))[:, None]
+        * np.pi
+        * planck_lam(T[:, None], LAMB[None, :])
         / (SIGMA * T[:, None] ** 4)
+    )
     # priors: Kroupa-like in mass, flat in age/Z; grid weight = mass spacing (in M)
     prior = np.where(m < 0.5, m**-1.3, m**-2.3)
     gridw = dlogm * m * np.log(10)
-    seds, cols = [], {k: [] for k in ("Av", "Rv", "f_A", "Rv_A", "distance", "radius", "weight", "prior_weight",
-                                      "grid_weight", "specgrid_indx", "logL", "logg", "logA", "logT", "M_ini",
-                                      "M_act", "Z")}
+    seds, cols = (
+        [],
+        {
+            k: []
+            for k in (
+                "Av",
+                "Rv",
+                "f_A",
+                "Rv_A",
+                "distance",
+                "radius",
+                "weight",
+                "prior_weight",
+                "grid_weight",
+                "specgrid_indx",
+                "logL",
+                "logg",
+                "logA",
+                "logT",
+                "M_ini",
+                "M_act",
+                "Z",
+            )
+        },
+    )
     for f in FILTERS:
         cols[f"log{f}_nd"] = []
         cols[f"log{f}_wd"] = []
     avw = {a: 1.0 for a in avs}
-    for (i, av), rv, fa in itertools.product(enumerate(avs), rvs, fas):
+    for (_i, av), rv, fa in itertools.product(enumerate(avs), rvs, fas):
         rva = 1.0 / (fa / rv + (1 - fa) / 2.74)
         alam = av * (5500.0 / LAMB) ** (1.0 + 0.3 * (3.1 / rva - 1.0))
         wd = nd * 10 ** (-0.4 * alam)

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from beastflow.cli import main
@@ -13,8 +12,8 @@ def settings_file(tmp_path):
 
 
 def test_cli_grid_info_fit_merge(field, settings_file, tmp_path, capsys, monkeypatch):
-    from tests.fit import synth
     import beastflow.physics.vega as vega
+    from tests.fit import synth
 
     # the test grid uses stand-in Vega fluxes
     monkeypatch.setattr(vega, "vega_band_fluxes", lambda filters, compat=False: synth.VEGA.copy())
@@ -25,9 +24,25 @@ def test_cli_grid_info_fit_merge(field, settings_file, tmp_path, capsys, monkeyp
     prefixes = []
     for g in range(3):
         pre = str(out / f"P_bin0_sub0_gridsub{g}")
-        assert main(["fit", str(settings_file), "--grid", field["trim_subs"][g], "--noise",
-                     field["trim_sub_noise"][g], "--catalog", field["cat0"], "--grid-info", str(gi),
-                     "--out", pre]) == 0
+        assert (
+            main(
+                [
+                    "fit",
+                    str(settings_file),
+                    "--grid",
+                    field["trim_subs"][g],
+                    "--noise",
+                    field["trim_sub_noise"][g],
+                    "--catalog",
+                    field["cat0"],
+                    "--grid-info",
+                    str(gi),
+                    "--out",
+                    pre,
+                ]
+            )
+            == 0
+        )
         prefixes.append(pre + "_stats.parquet")
     assert main(["merge", str(settings_file), *prefixes]) == 0
     st, info = read_stats(str(out / "P_stats.parquet"))
@@ -36,8 +51,20 @@ def test_cli_grid_info_fit_merge(field, settings_file, tmp_path, capsys, monkeyp
 
 
 def test_cli_error_is_one_line(field, settings_file, capsys):
-    rc = main(["fit", str(settings_file), "--grid", field["trim"], "--noise", field["trim_noise"],
-               "--catalog", "/nonexistent/cat.parquet", "--out", "x"])
+    rc = main(
+        [
+            "fit",
+            str(settings_file),
+            "--grid",
+            field["trim"],
+            "--noise",
+            field["trim_noise"],
+            "--catalog",
+            "/nonexistent/cat.parquet",
+            "--out",
+            "x",
+        ]
+    )
     assert rc == 1
     assert "nonexistent" in capsys.readouterr().err
 
@@ -46,8 +73,8 @@ def test_cli_fit_and_grid_info_default_from_settings_and_manifest(field, tmp_pat
     """`beastflow grid-info SETTINGS` and `beastflow fit SETTINGS` find their files like the other stages."""
     import json
 
-    from tests.fit import synth
     import beastflow.physics.vega as vega
+    from tests.fit import synth
 
     monkeypatch.setattr(vega, "vega_band_fluxes", lambda filters, compat=False: synth.VEGA.copy())
     out = tmp_path / "run"
@@ -57,9 +84,16 @@ def test_cli_fit_and_grid_info_default_from_settings_and_manifest(field, tmp_pat
     (out / "P_bin0_sub0_noisemodel_trim.grid.hd5").symlink_to(field["trim_noise"])
     (out / "P_bin0_sub1_seds_trim.grid.hd5").symlink_to(field["trim"])
     (out / "P_bin0_sub1_noisemodel_trim.grid.hd5").symlink_to(field["trim_noise"])
-    (out / "P_split_manifest.json").write_text(json.dumps({"subfiles": [
-        {"bin": 0, "sub": 0, "url": field["cat0"], "n_rows": 40},
-        {"bin": 0, "sub": 1, "url": field["cat1"], "n_rows": 25}]}))
+    (out / "P_split_manifest.json").write_text(
+        json.dumps(
+            {
+                "subfiles": [
+                    {"bin": 0, "sub": 0, "url": field["cat0"], "n_rows": 40},
+                    {"bin": 0, "sub": 1, "url": field["cat1"], "n_rows": 25},
+                ]
+            }
+        )
+    )
     settings = tmp_path / "s.toml"
     settings.write_text(f'[project]\nname = "P"\noutput = "{out}"\n[fit]\nlnp_npts = 20\n')
     # fit before grid-info: several sub-files need the shared bins

@@ -12,16 +12,25 @@ from beastflow.fit.export import export_stats, provenance_from_header
 from beastflow.fit.outputs import read_stats, stats_units, write_stats
 
 FILTERS = ["HST_ACS_WFC_F475W", "HST_ACS_WFC_F814W"]
-PROV = {"stage": "merge", "settings_hash": "ab" * 32, "inputs": {"stats_0": "/x/P_bin1_sub0_stats.parquet"},
-        "input_hashes": {"stats_0": "deadbeef"}, "software": {"beastflow": "0.1.0"}}
+PROV = {
+    "stage": "merge",
+    "settings_hash": "ab" * 32,
+    "inputs": {"stats_0": "/x/P_bin1_sub0_stats.parquet"},
+    "input_hashes": {"stats_0": "deadbeef"},
+    "software": {"beastflow": "0.1.0"},
+}
 
 
 @pytest.fixture
 def run_folder(tmp_path):
     n = 5
     rng = np.random.default_rng(3)
-    data = {"Name": [f"PHAT J0044{i:02d}" for i in range(n)], "star_id": np.arange(n) + 10,
-            "RA": rng.uniform(11, 11.1, n), "DEC": rng.uniform(41, 41.1, n)}
+    data = {
+        "Name": [f"PHAT J0044{i:02d}" for i in range(n)],
+        "star_id": np.arange(n) + 10,
+        "RA": rng.uniform(11, 11.1, n),
+        "DEC": rng.uniform(41, 41.1, n),
+    }
     for f in FILTERS:
         data[f] = rng.uniform(1e-19, 1e-18, n)
     for q in ("Av", "logA", "M_ini", "logT", "Z"):
@@ -31,8 +40,7 @@ def run_folder(tmp_path):
         data[f"symlog{f}_wd_bias_p50"] = rng.uniform(1, 2, n)
     data["chi2min"] = rng.uniform(0, 5, n)
     data["reorder_tag"] = ["bin1_sub0"] * n
-    write_stats(str(tmp_path / "fld_stats.parquet"), pl.DataFrame(data), PROV,
-                {"filters": FILTERS, "compat": "none"})
+    write_stats(str(tmp_path / "fld_stats.parquet"), pl.DataFrame(data), PROV, {"filters": FILTERS, "compat": "none"})
     return tmp_path, data
 
 

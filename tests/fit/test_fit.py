@@ -6,7 +6,7 @@ import pytest
 
 from beastflow.fit.fitting import run_fit
 from beastflow.fit.grid_info import make_bins, read_grid_info, run_grid_info, symlog
-from beastflow.fit.outputs import read_lnp, read_pdf1d, read_stats, lnp_star
+from beastflow.fit.outputs import lnp_star, read_lnp, read_pdf1d, read_stats
 from beastflow.fit.stats import iau_names, percentiles_from_pdf
 from beastflow.io.noise_model import open_noise_model
 from beastflow.io.sed_grid import open_sed_grid
@@ -20,8 +20,10 @@ def _reference(field, gi_url, compat=False, completeness="min"):
     g = open_sed_grid(field["trim"]).read()
     nz = open_noise_model(field["trim_noise"]).read()
     cat = pl.read_parquet(field["cat0"])
-    y = np.column_stack([cat[f"{b}_RATE"].to_numpy() for b in ("F275W", "F336W", "F475W", "F814W", "F110W",
-                                                               "F160W")]) * synth.VEGA
+    y = (
+        np.column_stack([cat[f"{b}_RATE"].to_numpy() for b in ("F275W", "F336W", "F475W", "F814W", "F110W", "F160W")])
+        * synth.VEGA
+    )
     m = g.seds + nz.bias
     e = nz.error
     w = g.columns["weight"]
@@ -47,8 +49,9 @@ def default_fit(field, tmp_path_factory):
     d = tmp_path_factory.mktemp("fitdef")
     s = settings_for(d, lnp_npts=50)
     gi = run_grid_info(s, [field["full"]], out_url=str(d / "gi.json")).grid_info
-    r = run_fit(s, field["trim"], field["trim_noise"], field["cat0"], gi, str(d / "P_bin0_sub0"),
-                vega_fluxes=synth.VEGA)
+    r = run_fit(
+        s, field["trim"], field["trim_noise"], field["cat0"], gi, str(d / "P_bin0_sub0"), vega_fluxes=synth.VEGA
+    )
     return s, gi, r
 
 
@@ -66,8 +69,9 @@ def test_kernel_equals_numpy_reference(field, default_fit):
     np.testing.assert_allclose(st["Pmax"].to_numpy(), wt.max(axis=1), rtol=1e-10)
     for q in ("logA", "M_ini", "Av", "Rv", "f_A", "Z", "logT", "radius"):
         # models below e^-60 of the peak are skipped: an absolute error < N e^-60 max|q|
-        np.testing.assert_allclose(st[f"{q}_Exp"].to_numpy(), wt @ g.columns[q], rtol=1e-10,
-                                   atol=1e-15 * np.abs(g.columns[q]).max(), err_msg=q)
+        np.testing.assert_allclose(
+            st[f"{q}_Exp"].to_numpy(), wt @ g.columns[q], rtol=1e-10, atol=1e-15 * np.abs(g.columns[q]).max(), err_msg=q
+        )
         np.testing.assert_allclose(st[f"{q}_Best"].to_numpy(), g.columns[q][lnp.argmax(axis=1)])
     # flux quantity: symlog of the biased model flux
     q = "symlogHST_ACS_WFC_F475W_wd_bias"
@@ -93,14 +97,15 @@ def test_stats_layout_and_ids(field, default_fit):
     assert qn[:3] == ["Av", "Rv", "f_A"] and qn[-1] == "symlogHST_WFC3_F160W_wd_bias"
     assert "weight_Exp" not in st.columns and "fullgrid_idx_Best" not in st.columns
     i = st.columns.index(f"{qn[0]}_Best")
-    assert st.columns[i:i + 5] == [f"{qn[0]}_{x}" for x in ("Best", "Exp", "p16", "p50", "p84")]
+    assert st.columns[i : i + 5] == [f"{qn[0]}_{x}" for x in ("Best", "Exp", "p16", "p50", "p84")]
     assert info["provenance"]["stage"] == "fit" and "trimmed_grid" in info["provenance"]["input_hashes"]
     assert st["Name"][0].startswith("PHAT J00")
     # percentiles come from the stored PDFs
     p = read_pdf1d(r.pdf1d)
     e = p["edges"]["logA"]
-    pc = percentiles_from_pdf(p["pdf"]["logA"], p["centres"]["logA"], np.log10(e) if p["log"]["logA"] else e,
-                              p["log"]["logA"])
+    pc = percentiles_from_pdf(
+        p["pdf"]["logA"], p["centres"]["logA"], np.log10(e) if p["log"]["logA"] else e, p["log"]["logA"]
+    )
     np.testing.assert_allclose(st["logA_p50"].to_numpy(), pc[:, 1])
     assert (st["logA_p16"] <= st["logA_p50"]).all() and (st["logA_p50"] <= st["logA_p84"]).all()
 
@@ -128,8 +133,15 @@ def test_streaming_in_chunks_is_the_same(field, default_fit, tmp_path):
     calls: list[tuple[int, int]] = []
     token = STAR_PROGRESS.set(lambda done, total: calls.append((done, total)))
     try:
-        r2 = run_fit(s2, field["trim"], field["trim_noise"], field["cat0"], gi, str(tmp_path / "P_bin0_sub0"),
-                     vega_fluxes=synth.VEGA)
+        r2 = run_fit(
+            s2,
+            field["trim"],
+            field["trim_noise"],
+            field["cat0"],
+            gi,
+            str(tmp_path / "P_bin0_sub0"),
+            vega_fluxes=synth.VEGA,
+        )
     finally:
         STAR_PROGRESS.reset(token)
     # star-level progress (issue 18 item 3): one report per block of 15 stars, the last = all stars
@@ -160,8 +172,17 @@ def test_statistics_are_bit_identical_on_1_and_2_threads(field, default_fit, tmp
             numba.set_num_threads(nt)
             d = tmp_path / f"t{nt}"
             d.mkdir()
-            runs.append(run_fit(s, field["trim"], field["trim_noise"], field["cat0"], gi, str(d / "P_bin0_sub0"),
-                                vega_fluxes=synth.VEGA))
+            runs.append(
+                run_fit(
+                    s,
+                    field["trim"],
+                    field["trim_noise"],
+                    field["cat0"],
+                    gi,
+                    str(d / "P_bin0_sub0"),
+                    vega_fluxes=synth.VEGA,
+                )
+            )
     finally:
         numba.set_num_threads(before)
     a, b = (read_stats(r.stats)[0] for r in runs)
@@ -174,8 +195,15 @@ def test_statistics_are_bit_identical_on_1_and_2_threads(field, default_fit, tmp
 
 def test_compat_mode(field, tmp_path):
     s = settings_for(tmp_path, lnp_npts=50).model_copy(update={"compat": "beast-2.1"})
-    r = run_fit(s, field["trim"], field["trim_noise"], field["cat0"], None, str(tmp_path / "P_bin0_sub0"),
-                vega_fluxes=synth.VEGA)
+    r = run_fit(
+        s,
+        field["trim"],
+        field["trim_noise"],
+        field["cat0"],
+        None,
+        str(tmp_path / "P_bin0_sub0"),
+        vega_fluxes=synth.VEGA,
+    )
     g, m, lnp, chi2, cat = _reference(field, None, compat=True)
     st, info = read_stats(r.stats)
     M = lnp.max(axis=1)
@@ -210,27 +238,39 @@ def test_clear_errors(field, tmp_path):
     with pytest.raises(KeyError, match=r"cat\.parquet.*F814W_RATE"):
         run_fit(s, field["trim"], field["trim_noise"], str(bad), None, str(tmp_path / "x"), vega_fluxes=synth.VEGA)
     with pytest.raises(ValueError, match="row-aligned"):
-        run_fit(s, field["trim"], field["trim_sub_noise"][0], field["cat0"], None, str(tmp_path / "x"),
-                vega_fluxes=synth.VEGA)
+        run_fit(
+            s,
+            field["trim"],
+            field["trim_sub_noise"][0],
+            field["cat0"],
+            None,
+            str(tmp_path / "x"),
+            vega_fluxes=synth.VEGA,
+        )
     s2 = settings_for(tmp_path, pdf2d_pairs=[["Av", "nope"]])
     with pytest.raises(ValueError, match="pdf2d_pairs"):
-        run_fit(s2, field["trim"], field["trim_noise"], field["cat0"], None, str(tmp_path / "x"),
-                vega_fluxes=synth.VEGA)
+        run_fit(
+            s2, field["trim"], field["trim_noise"], field["cat0"], None, str(tmp_path / "x"), vega_fluxes=synth.VEGA
+        )
 
 
 def test_histogram_percentiles():
     """Default rule: percentiles of the histogram density (CDF linear across each bin)."""
     e = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
     c = 0.5 * (e[1:] + e[:-1])
-    p = np.array([[0.0, 1.0, 0.0, 0.0],       # all mass in [1, 2): p16..p84 = 1.16, 1.5, 1.84
-                  [0.5, 0.0, 0.0, 0.5],       # two bins: the empty middle is never a percentile
-                  [0.0, 0.0, 0.0, 0.0]])
+    p = np.array(
+        [
+            [0.0, 1.0, 0.0, 0.0],  # all mass in [1, 2): p16..p84 = 1.16, 1.5, 1.84
+            [0.5, 0.0, 0.0, 0.5],  # two bins: the empty middle is never a percentile
+            [0.0, 0.0, 0.0, 0.0],
+        ]
+    )
     out = percentiles_from_pdf(p, c, e)
     np.testing.assert_allclose(out[0], [1.16, 1.5, 1.84])
     np.testing.assert_allclose(out[1], [0.32, 1.0, 3.68])
     assert (out[2] == 0).all()
     # log-binned: interpolated in log10, reported linear
-    out = percentiles_from_pdf(p[:1], 10 ** c, e, log=True)
+    out = percentiles_from_pdf(p[:1], 10**c, e, log=True)
     np.testing.assert_allclose(out[0], 10 ** np.array([1.16, 1.5, 1.84]))
     # BEAST's rule on a one-bin posterior: centre -/+ 0.68 bin widths (twice as wide)
     np.testing.assert_allclose(percentiles_from_pdf(p[:1], c)[0], [0.82, 1.5, 2.18])
@@ -281,13 +321,23 @@ def test_truncheon_full_covariance(field, default_fit, tmp_path):
     qn = -0.5 * np.linalg.slogdet(C)[1]
     url = str(tmp_path / "P_bin0_sub0_noisemodel_trim.grid.hd5")
     with NoiseModelWriter(url, synth.FILTERS, n_models=len(err), with_trunchen=True) as w:
-        w.append({"bias": bias, "error": err, "completeness": comp, "q_norm": qn,
-                  "icov_diag": np.diagonal(P, axis1=1, axis2=2).copy(), "icov_offdiag": P[:, iu[0], iu[1]]})
+        w.append(
+            {
+                "bias": bias,
+                "error": err,
+                "completeness": comp,
+                "q_norm": qn,
+                "icov_diag": np.diagonal(P, axis1=1, axis2=2).copy(),
+                "icov_offdiag": P[:, iu[0], iu[1]],
+            }
+        )
     r = run_fit(s, field["trim"], url, field["cat0"], gi, str(tmp_path / "T_bin0_sub0"), vega_fluxes=synth.VEGA)
     st, _ = read_stats(r.stats)
     cat = pl.read_parquet(field["cat0"])
-    y = np.column_stack([cat[f"{b}_RATE"].to_numpy() for b in ("F275W", "F336W", "F475W", "F814W", "F110W",
-                                                               "F160W")]) * synth.VEGA
+    y = (
+        np.column_stack([cat[f"{b}_RATE"].to_numpy() for b in ("F275W", "F336W", "F475W", "F814W", "F110W", "F160W")])
+        * synth.VEGA
+    )
     lnw = np.log(g.columns["weight"]) - np.log(read_grid_info(gi)["total_weight"]) + np.log(comp.min(axis=1))
     m = g.seds + bias
     for e in (0, 3, 7):  # star 3 has no F275W flux
@@ -311,12 +361,14 @@ def test_compat_chi2min_and_index_only_over_the_sparse_set(field, tmp_path):
     cols = {k: v for k, v in g.columns.items() if k != "fullgrid_idx"}
     cols["weight"] = cols["weight"].copy()
     cols["weight"][np.unique(chi2_0.argmin(axis=1))] *= 1e-30
-    grid = synth.write_grid(tmp_path / "P_bin0_sub0_seds_trim.grid.hd5", g.seds, cols,
-                            fullgrid_idx=g.columns["fullgrid_idx"])
+    grid = synth.write_grid(
+        tmp_path / "P_bin0_sub0_seds_trim.grid.hd5", g.seds, cols, fullgrid_idx=g.columns["fullgrid_idx"]
+    )
     fld = {**field, "trim": grid}
     s = settings_for(tmp_path, lnp_npts=10).model_copy(update={"compat": "beast-2.1"})
-    r = run_fit(s, grid, field["trim_noise"], field["cat0"], None, str(tmp_path / "P_bin0_sub0"),
-                vega_fluxes=synth.VEGA)
+    r = run_fit(
+        s, grid, field["trim_noise"], field["cat0"], None, str(tmp_path / "P_bin0_sub0"), vega_fluxes=synth.VEGA
+    )
     _, _, lnp, chi2, _ = _reference(fld, None, compat=True)
     S = lnp - lnp.max(axis=1)[:, None] > -10
     in_s = np.where(S, chi2, np.inf)
@@ -324,6 +376,8 @@ def test_compat_chi2min_and_index_only_over_the_sparse_set(field, tmp_path):
     st, _ = read_stats(r.stats)
     np.testing.assert_allclose(st["chi2min"].to_numpy(), in_s.min(axis=1), rtol=1e-12)
     assert (st["chi2min_indx"].to_numpy() == in_s.argmin(axis=1)).all()
+
+
 # ----------------------------------------------------------------------------------------------
 # bad measurements (issue 12, item 9): dropped per band, flagged, never fail the sub-file
 # ----------------------------------------------------------------------------------------------
@@ -335,8 +389,9 @@ def test_bad_rows_are_dropped_per_band_and_flagged(field, default_fit, tmp_path)
         cat = cat.with_columns(cat[f"{band}_RATE"].scatter(row, value))
     path = tmp_path / "P_bin0_sub0.parquet"
     cat.write_parquet(path)
-    r2 = run_fit(s, field["trim"], field["trim_noise"], str(path), gi, str(tmp_path / "P_bin0_sub0"),
-                 vega_fluxes=synth.VEGA)
+    r2 = run_fit(
+        s, field["trim"], field["trim_noise"], str(path), gi, str(tmp_path / "P_bin0_sub0"), vega_fluxes=synth.VEGA
+    )
     st = read_stats(r2.stats)[0]
     ref = read_stats(r.stats)[0]
     assert st.height == cat.height and "flag" in st.columns

@@ -1,5 +1,4 @@
 import numpy as np
-import polars as pl
 import pytest
 
 from beastflow.fit.fitting import run_fit
@@ -21,10 +20,27 @@ def fits(field, tmp_path_factory):
         s = settings_for(d, lnp_npts=npts, chunk_models=2048, star_block=7)
         gi_full = run_grid_info(s, [field["full"]], out_url=str(d / f"{name}_full_info.json")).grid_info
         gi_sub = run_grid_info(s, field["subs"], out_url=str(d / f"{name}_sub_info.json")).grid_info
-        single = run_fit(s, field["trim"], field["trim_noise"], field["cat0"], gi_full, str(d / f"{name}_P_bin0_sub0"),
-                         vega_fluxes=synth.VEGA)
-        subs = [run_fit(s, field["trim_subs"][g], field["trim_sub_noise"][g], field["cat0"], gi_sub,
-                        str(d / f"{name}_P_bin0_sub0_gridsub{g}"), vega_fluxes=synth.VEGA) for g in range(3)]
+        single = run_fit(
+            s,
+            field["trim"],
+            field["trim_noise"],
+            field["cat0"],
+            gi_full,
+            str(d / f"{name}_P_bin0_sub0"),
+            vega_fluxes=synth.VEGA,
+        )
+        subs = [
+            run_fit(
+                s,
+                field["trim_subs"][g],
+                field["trim_sub_noise"][g],
+                field["cat0"],
+                gi_sub,
+                str(d / f"{name}_P_bin0_sub0_gridsub{g}"),
+                vega_fluxes=synth.VEGA,
+            )
+            for g in range(3)
+        ]
         merged = run_merge(s, subs, str(d / f"{name}_merged"))
         out[name] = dict(settings=s, single=single, subs=subs, merged=merged, gi_full=gi_full, gi_sub=gi_sub)
     return out
@@ -93,8 +109,18 @@ def test_merged_lnp_samples(fits):
 def test_merge_over_subfiles_concatenates(fits, field, tmp_path):
     s = fits["all"]["settings"]
     gi = fits["all"]["gi_sub"]
-    subs1 = [run_fit(s, field["trim_subs"][g], field["trim_sub_noise"][g], field["cat1"], gi,
-                     str(tmp_path / f"P_bin0_sub1_gridsub{g}"), vega_fluxes=synth.VEGA) for g in range(3)]
+    subs1 = [
+        run_fit(
+            s,
+            field["trim_subs"][g],
+            field["trim_sub_noise"][g],
+            field["cat1"],
+            gi,
+            str(tmp_path / f"P_bin0_sub1_gridsub{g}"),
+            vega_fluxes=synth.VEGA,
+        )
+        for g in range(3)
+    ]
     res = run_merge(s, fits["all"]["subs"] + subs1, str(tmp_path / "P"))
     st, info = read_stats(res.stats)
     assert len(st) == 65
@@ -111,7 +137,15 @@ def test_merge_over_subfiles_concatenates(fits, field, tmp_path):
 
 def test_merge_refuses_different_bins(fits, field, tmp_path):
     s = fits["all"]["settings"]
-    r = run_fit(s, field["trim_subs"][0], field["trim_sub_noise"][0], field["cat0"], None,
-                str(tmp_path / "P_bin0_sub0_gridsub0"), vega_fluxes=synth.VEGA, subgrid=0)
+    r = run_fit(
+        s,
+        field["trim_subs"][0],
+        field["trim_sub_noise"][0],
+        field["cat0"],
+        None,
+        str(tmp_path / "P_bin0_sub0_gridsub0"),
+        vega_fluxes=synth.VEGA,
+        subgrid=0,
+    )
     with pytest.raises(ValueError, match="bins of"):
         run_merge(s, [r, fits["all"]["subs"][1]], str(tmp_path / "bad"))

@@ -8,8 +8,8 @@ from .conftest import settings_for
 
 
 def test_fit_reports_stars_per_block(field, tmp_path, monkeypatch):
-    from tests.fit import synth
     import beastflow.physics.vega as vega
+    from tests.fit import synth
 
     monkeypatch.setattr(vega, "vega_band_fluxes", lambda filters, compat=False: synth.VEGA.copy())
     s = settings_for(tmp_path, star_block=16, lnp_npts=10)

@@ -24,8 +24,9 @@ def recovered(tmp_path_factory):
     d = tmp_path_factory.mktemp("recovery")
     # a finer grid and noisier photometry than the shared field, so that the
     # posteriors span several grid points (73k models)
-    seds, cols = synth.make_models(n_mass=24, logas=tuple(np.arange(7.0, 10.01, 0.25)),
-                                   avs=tuple(np.arange(0.0, 3.01, 0.25)))
+    seds, cols = synth.make_models(
+        n_mass=24, logas=tuple(np.arange(7.0, 10.01, 0.25)), avs=tuple(np.arange(0.0, 3.01, 0.25))
+    )
     full = synth.write_grid(d / "P_seds.grid.hd5", seds, cols)
     trim = synth.write_grid(d / "P_seds_trim.grid.hd5", seds, cols, fullgrid_idx=np.arange(len(seds)))
     nz = synth.write_noise(d / "P_noisemodel_trim.grid.hd5", seds, scale=5.0)

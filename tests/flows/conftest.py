@@ -42,8 +42,9 @@ def with_execution(settings, **updates):
 
 
 def with_output(settings, output: str, storage_options: dict | None = None):
-    proj = settings.project.model_copy(update={"output": output, **(
-        {"storage_options": storage_options} if storage_options is not None else {})})
+    proj = settings.project.model_copy(
+        update={"output": output, **({"storage_options": storage_options} if storage_options is not None else {})}
+    )
     return settings.model_copy(update={"project": proj})
 
 
@@ -64,8 +65,7 @@ def demo_field(tmp_path_factory):
 @pytest.fixture
 def tiny_settings(demo_field, tmp_path):
     """Demo settings writing into this test's own output folder; fast retries."""
-    return with_execution(with_output(demo_field, str(tmp_path / "out")), retry_delay_s=0.0, retries=1,
-                          progress=False)
+    return with_execution(with_output(demo_field, str(tmp_path / "out")), retry_delay_s=0.0, retries=1, progress=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,8 +83,12 @@ def s3_endpoint():
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
     mp = pytest.MonkeyPatch()
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": url}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": url,
+    }.items():
         mp.setenv(k, v)
     try:
         yield url
@@ -97,13 +101,20 @@ def s3_endpoint():
 def slurm_cluster():
     """A one-node SLURM cluster (infra/slurm-up.sh) on free ports; stopped after the session."""
     need(os.geteuid() == 0, "the local SLURM cluster (slurmctld, slurmd, munged as SlurmUser=root) needs root")
-    need(all(shutil.which(p) for p in ("slurmctld", "slurmd", "sbatch", "munged")),
-         "SLURM is not installed (apt-get install slurmctld slurmd slurm-client munge)")
+    need(
+        all(shutil.which(p) for p in ("slurmctld", "slurmd", "sbatch", "munged")),
+        "SLURM is not installed (apt-get install slurmctld slurmd slurm-client munge)",
+    )
     # not below pytest's 0700 temp folders: munged wants every parent of its socket traversable
     state = Path(tempfile.mkdtemp(prefix="beastflow-slurm-"))
     state.chmod(0o755)
-    env = dict(os.environ, BEASTFLOW_SLURM_DIR=str(state), BEASTFLOW_SLURM_NO_INSTALL="1",
-               BEASTFLOW_SLURM_CTLD_PORT=str(free_port()), BEASTFLOW_SLURM_SLURMD_PORT=str(free_port()))
+    env = dict(
+        os.environ,
+        BEASTFLOW_SLURM_DIR=str(state),
+        BEASTFLOW_SLURM_NO_INSTALL="1",
+        BEASTFLOW_SLURM_CTLD_PORT=str(free_port()),
+        BEASTFLOW_SLURM_SLURMD_PORT=str(free_port()),
+    )
     up = subprocess.run([str(INFRA / "slurm-up.sh"), "--env"], env=env, capture_output=True, text=True, timeout=120)
     if up.returncode != 0:
         subprocess.run([str(INFRA / "slurm-down.sh"), "--purge"], env=env, capture_output=True, timeout=120)
@@ -138,10 +149,10 @@ def prefect_server(tmp_path):
     """A Prefect server (infra/prefect-server.sh) on a free 127.0.0.1 port; env for CLI subprocesses."""
     port = free_port()
     state = tmp_path / "prefect-server"
-    env = dict(os.environ, BEASTFLOW_PREFECT_DIR=str(state), BEASTFLOW_PREFECT_PORT=str(port),
-               PREFECT_HOME=str(state))
-    up = subprocess.run([str(INFRA / "prefect-server.sh"), "start"], env=env, capture_output=True, text=True,
-                        timeout=240)
+    env = dict(os.environ, BEASTFLOW_PREFECT_DIR=str(state), BEASTFLOW_PREFECT_PORT=str(port), PREFECT_HOME=str(state))
+    up = subprocess.run(
+        [str(INFRA / "prefect-server.sh"), "start"], env=env, capture_output=True, text=True, timeout=240
+    )
     try:
         if up.returncode != 0:
             pytest.fail(f"infra/prefect-server.sh start failed:\n{up.stdout}\n{up.stderr}")

@@ -21,8 +21,15 @@ from .conftest import REPO, need, with_output, write_settings_toml
 
 pytestmark = [pytest.mark.browser, pytest.mark.service]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 def _chromium() -> str | None:
@@ -30,9 +37,12 @@ def _chromium() -> str | None:
 
 
 def _api(base: str, path: str, body=None):
-    req = urllib.request.Request(base + path, method="POST" if body is not None else "GET",
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        base + path,
+        method="POST" if body is not None else "GET",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.load(r)
 
@@ -60,12 +70,26 @@ def test_quick_run_from_the_ui_completes(prefect_server, demo_field, tmp_path):
     _prefect(env, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
     dep = _api(api, "/deployments/name/beastflow-pipeline/pipeline")
 
-    worker_env = dict(env, BEASTFLOW_SETTINGS=str(settings_file), PREFECT_WORKER_QUERY_SECONDS="1",
-                      PREFECT_LOGGING_LEVEL="INFO")
+    worker_env = dict(
+        env, BEASTFLOW_SETTINGS=str(settings_file), PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_LOGGING_LEVEL="INFO"
+    )
     log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool",
-                               "beastflow-process", "--name", "ui-test"], env=worker_env, cwd=REPO,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("prefect")),
+            "worker",
+            "start",
+            "--pool",
+            "beastflow-process",
+            "--name",
+            "ui-test",
+        ],
+        env=worker_env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
@@ -81,8 +105,11 @@ def test_quick_run_from_the_ui_completes(prefect_server, demo_field, tmp_path):
         deadline = time.monotonic() + 300
         runs = []
         while time.monotonic() < deadline:
-            runs = [r for r in _api(api, "/flow_runs/filter", {"deployments": {"id": {"any_": [dep["id"]]}}})
-                    if not r.get("auto_scheduled")]
+            runs = [
+                r
+                for r in _api(api, "/flow_runs/filter", {"deployments": {"id": {"any_": [dep["id"]]}}})
+                if not r.get("auto_scheduled")
+            ]
             if runs and runs[0]["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 break
             time.sleep(1)

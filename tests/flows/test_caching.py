@@ -52,8 +52,14 @@ def settings(tmp_path):
 
 
 def _unit(settings, src, label="u0"):
-    return Unit(stage="copy", label=label, func=copy_upper, args=(src, settings.artifact(f"{label}.txt")),
-                inputs={"src": src}, sections=("physics",))
+    return Unit(
+        stage="copy",
+        label=label,
+        func=copy_upper,
+        args=(src, settings.artifact(f"{label}.txt")),
+        inputs={"src": src},
+        sections=("physics",),
+    )
 
 
 def test_key_follows_content_not_mtime(settings, tmp_path):
@@ -93,22 +99,34 @@ def test_record_hit_miss_and_deleted_output(settings, tmp_path):
 
 def test_batch_retries_only_the_failed_unit(settings):
     FLAKY_CALLS.clear()
-    units = [Unit(stage="flaky", label=f"bin0_sub{i}", func=flaky,
-                  args=(settings.artifact(f"f{i}.txt"), 1 if i == 1 else 0)) for i in range(3)]
+    units = [
+        Unit(stage="flaky", label=f"bin0_sub{i}", func=flaky, args=(settings.artifact(f"f{i}.txt"), 1 if i == 1 else 0))
+        for i in range(3)
+    ]
     keys = {u.label: u.key(settings) for u in units}
     events = []
-    out = executors.run_batch(settings, units, keys, kind="inprocess",
-                              on_event=lambda u, st, info: events.append((u.label, st, info["attempt"])))
+    out = executors.run_batch(
+        settings,
+        units,
+        keys,
+        kind="inprocess",
+        on_event=lambda u, st, info: events.append((u.label, st, info["attempt"])),
+    )
     assert set(out) == {"bin0_sub0", "bin0_sub1", "bin0_sub2"}
-    assert FLAKY_CALLS == {settings.artifact("f0.txt"): 1, settings.artifact("f1.txt"): 2,
-                           settings.artifact("f2.txt"): 1}
+    assert FLAKY_CALLS == {
+        settings.artifact("f0.txt"): 1,
+        settings.artifact("f1.txt"): 2,
+        settings.artifact("f2.txt"): 1,
+    }
     assert ("bin0_sub1", "failed", 1) in events and ("bin0_sub1", "done", 2) in events
 
 
 def test_batch_reports_failed_subfiles_and_why(settings):
     FLAKY_CALLS.clear()
-    units = [Unit(stage="fit", label=f"bin{i}_sub0", func=flaky, args=(settings.artifact(f"g{i}.txt"), 9 * i))
-             for i in range(2)]
+    units = [
+        Unit(stage="fit", label=f"bin{i}_sub0", func=flaky, args=(settings.artifact(f"g{i}.txt"), 9 * i))
+        for i in range(2)
+    ]
     keys = {u.label: u.key(settings) for u in units}
     with pytest.raises(UnitsFailed) as err:
         executors.run_batch(settings, units, keys, kind="inprocess")
@@ -133,8 +151,8 @@ def test_memory_request_from_grid_size(settings):
     sl = settings.execution.slurm.model_copy(update={"mem_overhead_gb": 1.0, "mem_factor": 3.0, "mem_max_gb": 8.0})
     s = settings.model_copy(update={"execution": settings.execution.model_copy(update={"slurm": sl})})
     assert executors.mem_request_gb(s, 0) == 1
-    assert executors.mem_request_gb(s, 2**30) == 4            # 1 + 3 x 1 GiB
-    assert executors.mem_request_gb(s, 2**29 + 1) == 3        # 2.5.. -> rounded up
+    assert executors.mem_request_gb(s, 2**30) == 4  # 1 + 3 x 1 GiB
+    assert executors.mem_request_gb(s, 2**29 + 1) == 3  # 2.5.. -> rounded up
     with pytest.raises(ValueError, match="mem_max_gb"):
         executors.mem_request_gb(s, 3 * 2**30)
 
@@ -151,12 +169,15 @@ def _ran_unit(settings, tmp_path):
     return u, key
 
 
-@pytest.mark.parametrize("payload", [
-    # what the record format before issue 12 decoded by importing the named callable
-    lambda marker: {"__dataclass__": "os:mkdir", "fields": {"path": marker}},
-    lambda marker: {"type": "os:mkdir", "fields": {"path": marker}},
-    lambda marker: {"type": "mkdir", "fields": {"path": marker}},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # what the record format before issue 12 decoded by importing the named callable
+        lambda marker: {"__dataclass__": "os:mkdir", "fields": {"path": marker}},
+        lambda marker: {"type": "os:mkdir", "fields": {"path": marker}},
+        lambda marker: {"type": "mkdir", "fields": {"path": marker}},
+    ],
+)
 def test_record_naming_a_callable_is_a_miss_and_runs_nothing(settings, tmp_path, payload):
     u, key = _ran_unit(settings, tmp_path)
     url = caching.record_url(settings, "copy", "u0")

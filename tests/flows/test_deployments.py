@@ -36,9 +36,7 @@ def test_prefect_yaml_deployments():
 
 
 def test_serve_builds_the_same_deployments():
-    from deployments.serve import deployments
-
-    from deployments.serve import SERVED
+    from deployments.serve import SERVED, deployments
 
     deps = {d.name.removesuffix(SERVED): d for d in deployments("/some/field.toml")}
     data = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())

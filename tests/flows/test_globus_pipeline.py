@@ -29,8 +29,19 @@ pytestmark = pytest.mark.usefixtures("prefect_fast")
 
 LAPTOP = "6c54cade-bde5-45c1-bdea-f4bd71dba2cc"
 CLUSTER = "1c3ff1ba-4d0c-4c9a-a2a0-2ee3a0b1c8d2"
-SCIENCE_STAGES = {"physicsmodel", "density", "ast_inputs", "demo_asts", "cut", "split", "noisemodel", "trim",
-                  "grid_info", "fit", "merge"}
+SCIENCE_STAGES = {
+    "physicsmodel",
+    "density",
+    "ast_inputs",
+    "demo_asts",
+    "cut",
+    "split",
+    "noisemodel",
+    "trim",
+    "grid_info",
+    "fit",
+    "merge",
+}
 
 
 def _sha(path) -> str:
@@ -44,14 +55,24 @@ def _field(tiny_settings, tmp_path, **globus):
     (cluster / "scratch" / "m31").mkdir(parents=True)
     shutil.copyfile(tiny_settings.observations.catalog, laptop / "m31" / "phot.parquet")
     scratch = cluster / "scratch" / "m31"
-    g = Globus(source_collection=LAPTOP, source_path="/~/m31/", destination_collection=CLUSTER,
-               destination_path="/scratch/m31/", scratch_dir=str(scratch), stage_in=["phot.parquet"],
-               poll_s=0.01, timeout_s=60.0, **globus)
-    s = tiny_settings.model_copy(update={
-        "observations": tiny_settings.observations.model_copy(update={"catalog": str(scratch / "phot.parquet")}),
-        "project": tiny_settings.project.model_copy(update={"output": str(scratch / "out")}),
-        "storage": Storage(globus=g),
-    })
+    g = Globus(
+        source_collection=LAPTOP,
+        source_path="/~/m31/",
+        destination_collection=CLUSTER,
+        destination_path="/scratch/m31/",
+        scratch_dir=str(scratch),
+        stage_in=["phot.parquet"],
+        poll_s=0.01,
+        timeout_s=60.0,
+        **globus,
+    )
+    s = tiny_settings.model_copy(
+        update={
+            "observations": tiny_settings.observations.model_copy(update={"catalog": str(scratch / "phot.parquet")}),
+            "project": tiny_settings.project.model_copy(update={"output": str(scratch / "out")}),
+            "storage": Storage(globus=g),
+        }
+    )
     return s, laptop, cluster, scratch
 
 
@@ -60,8 +81,12 @@ def _states(run, stage):
 
 
 def test_inputs_arrive_and_results_leave_through_transfer_tasks(tiny_settings, tmp_path, monkeypatch):
-    s, laptop, cluster, scratch = _field(tiny_settings, tmp_path, grid_cache_path="/projects/grids/m31/",
-                                         stage_out=["stats", "pdf1d", "pdf2d", "lnp", "report"])
+    s, laptop, cluster, scratch = _field(
+        tiny_settings,
+        tmp_path,
+        grid_cache_path="/projects/grids/m31/",
+        stage_out=["stats", "pdf1d", "pdf2d", "lnp", "report"],
+    )
     fake = LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)})
     monkeypatch.setattr(flows.transfer, "transfer_factory", lambda settings: fake)
     assert not (scratch / "phot.parquet").exists()
@@ -100,7 +125,10 @@ def test_inputs_arrive_and_results_leave_through_transfer_tasks(tiny_settings, t
     # stage-in asked Globus (checksums matched, nothing copied); the grid cache's outgoing transfer was
     # recognised from its record (same bytes, same destination) and not submitted at all
     assert [r.label for r in fake.requests[n_before:]] == [
-        "beastflow demo stage in", "beastflow demo grid cache in", "beastflow demo stage out"]
+        "beastflow demo stage in",
+        "beastflow demo grid cache in",
+        "beastflow demo stage out",
+    ]
 
     # scratch purged: the inputs come back, and the SED grid from the grid cache (no recompute)
     shutil.rmtree(scratch)
@@ -117,8 +145,11 @@ def test_missing_input_fails_the_run_naming_the_task(tiny_settings, tmp_path, mo
     (laptop / "m31" / "phot.parquet").unlink()
     fake = LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)})
     monkeypatch.setattr(flows.transfer, "transfer_factory", lambda settings: fake)
-    with pytest.raises(TransferFailed, match=r"Globus transfer task [0-9a-f-]{36} \(beastflow demo stage in\) "
-                                             r"failed: FILE_NOT_FOUND.*phot\.parquet") as err:
+    with pytest.raises(
+        TransferFailed,
+        match=r"Globus transfer task [0-9a-f-]{36} \(beastflow demo stage in\) "
+        r"failed: FILE_NOT_FOUND.*phot\.parquet",
+    ) as err:
         pipeline_flow(s)
     assert "\n" not in str(err.value)
     assert len(fake.requests) == 1  # a failed transfer is not retried
@@ -152,8 +183,11 @@ def test_transient_transfer_error_is_retried(tiny_settings, tmp_path, monkeypatc
 def test_output_outside_scratch_is_refused(tiny_settings, tmp_path, monkeypatch):
     s, laptop, cluster, _ = _field(tiny_settings, tmp_path)
     s = s.model_copy(update={"project": s.project.model_copy(update={"output": str(tmp_path / "elsewhere")})})
-    monkeypatch.setattr(flows.transfer, "transfer_factory",
-                        lambda settings: LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)}))
+    monkeypatch.setattr(
+        flows.transfer,
+        "transfer_factory",
+        lambda settings: LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)}),
+    )
     with pytest.raises(ValueError, match=r"project.output = .*elsewhere.* is not inside storage.globus.scratch_dir"):
         pipeline_flow(s)
 
@@ -185,12 +219,25 @@ def _globus_service(mock, local: LocalCopyTransfer) -> None:
         body = json.loads(request.body)
         assert request.headers["Authorization"] == f"Bearer {tokens.metadata['access_token']}"
         assert body["sync_level"] == 3 and body["verify_checksum"] is True
-        req = TransferRequest(body["source_endpoint"], body["destination_endpoint"],
-                              tuple(TransferItem(d["source_path"], d["destination_path"], d["recursive"])
-                                    for d in body["DATA"]), body["label"])
+        req = TransferRequest(
+            body["source_endpoint"],
+            body["destination_endpoint"],
+            tuple(TransferItem(d["source_path"], d["destination_path"], d["recursive"]) for d in body["DATA"]),
+            body["label"],
+        )
         task_id = local.submit(req)
-        return 202, {}, json.dumps({"DATA_TYPE": "transfer_result", "code": "Accepted", "task_id": task_id,
-                                    "submission_id": body["submission_id"]})
+        return (
+            202,
+            {},
+            json.dumps(
+                {
+                    "DATA_TYPE": "transfer_result",
+                    "code": "Accepted",
+                    "task_id": task_id,
+                    "submission_id": body["submission_id"],
+                }
+            ),
+        )
 
     def task(request):
         task_id = request.url.rstrip("/").rsplit("/", 1)[-1]
@@ -199,8 +246,9 @@ def _globus_service(mock, local: LocalCopyTransfer) -> None:
     import responses
 
     mock.add_callback(responses.POST, "https://transfer.api.globus.org/v0.10/transfer", callback=submit)
-    mock.add_callback(responses.GET, re.compile(r"https://transfer\.api\.globus\.org/v0\.10/task/[0-9a-f-]+$"),
-                      callback=task)
+    mock.add_callback(
+        responses.GET, re.compile(r"https://transfer\.api\.globus\.org/v0\.10/task/[0-9a-f-]+$"), callback=task
+    )
 
 
 def _files_containing(folder: Path, needles: list[bytes]) -> list[str]:
@@ -264,9 +312,15 @@ def test_cli_without_globus_credentials_is_one_clear_line(tiny_settings, prefect
     settings_file = write_settings_toml(s, tmp_path / "field.toml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GLOBUS_", "BEASTFLOW_GLOBUS_"))}
     env.update(PREFECT_HOME=tempfile.mkdtemp(prefix="bf-cli-prefect-"), PREFECT_API_URL=ps.PREFECT_API_URL.value())
-    out = subprocess.run([str(Path(sys.executable).with_name("beastflow")), "run", str(settings_file),
-                          "--no-progress"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         check=False)
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("beastflow")), "run", str(settings_file), "--no-progress"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     shutil.rmtree(env["PREFECT_HOME"], ignore_errors=True)
     assert out.returncode == 1, out.stderr[-3000:]
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("beastflow run: error:")]

@@ -68,8 +68,18 @@ def test_second_run_recomputes_nothing(tiny_settings, tmp_path):
     assert len(done) == 1 and len(refused) == 1, (done, refused)
     assert "is in use by run" in str(refused[0]) and "\n" not in str(refused[0])
     first = done[0]
-    assert set(first.states) >= {"physicsmodel", "density", "ast_inputs", "cut", "split", "noisemodel", "trim",
-                                 "grid_info", "fit", "merge"}
+    assert set(first.states) >= {
+        "physicsmodel",
+        "density",
+        "ast_inputs",
+        "cut",
+        "split",
+        "noisemodel",
+        "trim",
+        "grid_info",
+        "fit",
+        "merge",
+    }
     assert set(_flat(first).values()) == {"Completed"}, _flat(first)
     assert len(first.states["fit"]) >= 2  # fanned out over density bins / sub-files
     assert first.summary["stars"] > 100
@@ -78,8 +88,9 @@ def test_second_run_recomputes_nothing(tiny_settings, tmp_path):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[first.flow_run_id])))
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first.flow_run_id]))
+        )
     by_key = {a.key: a for a in arts}
     assert {"fit-summary", "pipeline-inputs"} <= set(by_key), set(by_key)
     assert tiny_settings.output in by_key["pipeline-inputs"].data
@@ -147,8 +158,11 @@ def test_changed_catalog_row_reruns_only_downstream(tiny_settings, tmp_path, mon
 
     reports: list[tuple[str, str, int]] = []
     real = StageProgress.stars_done
-    monkeypatch.setattr(StageProgress, "stars_done",
-                        lambda self, label, done: (reports.append((self.stage, label, done)), real(self, label, done)))
+    monkeypatch.setattr(
+        StageProgress,
+        "stars_done",
+        lambda self, label, done: (reports.append((self.stage, label, done)), real(self, label, done)),
+    )
     second = pipeline_flow(settings)
     for stage in UPSTREAM_OF_CATALOG:
         assert set(second.states[stage].values()) == {"Cached"}, (stage, second.states[stage])
@@ -225,8 +239,9 @@ def test_process_pool_executor_runs_trim_and_fit(tiny_settings, monkeypatch):
 
     reports: list[tuple[str, int]] = []
     real = StageProgress.stars_done
-    monkeypatch.setattr(StageProgress, "stars_done",
-                        lambda self, label, done: (reports.append((label, done)), real(self, label, done)))
+    monkeypatch.setattr(
+        StageProgress, "stars_done", lambda self, label, done: (reports.append((label, done)), real(self, label, done))
+    )
     settings = with_execution(tiny_settings, executor="processes", workers=2)
     first = pipeline_flow(settings)
     assert set(first.states["fit"].values()) == {"Completed"} and first.summary["stars"] > 100
@@ -259,7 +274,9 @@ def test_missing_catalog_fails_before_the_first_stage(tiny_settings):
 
     from beastflow.preflight import InputsError
 
-    obs = tiny_settings.observations.model_copy(update={"catalog": str(Path(tiny_settings.output).parent / "gone.fits")})
+    obs = tiny_settings.observations.model_copy(
+        update={"catalog": str(Path(tiny_settings.output).parent / "gone.fits")}
+    )
     settings = tiny_settings.model_copy(update={"observations": obs})
     t0 = time.monotonic()
     with pytest.raises(InputsError, match=r"observations\.catalog = .*gone\.fits: file not found"):

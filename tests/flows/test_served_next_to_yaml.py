@@ -22,11 +22,8 @@ def test_served_deployments_leave_the_work_pool_ones_intact(prefect_server, tmp_
     _prefect(env, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
     before = _api(api, "/deployments/name/beastflow-pipeline/pipeline")
     assert before["pull_steps"]
-    apply = ("from deployments.serve import deployments\n"
-             "for d in deployments('/data/field.toml'):\n"
-             "    d.apply()\n")
-    out = subprocess.run([sys.executable, "-c", apply], env=env, cwd=REPO, capture_output=True, text=True,
-                         timeout=180)
+    apply = "from deployments.serve import deployments\nfor d in deployments('/data/field.toml'):\n    d.apply()\n"
+    out = subprocess.run([sys.executable, "-c", apply], env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     after = _api(api, "/deployments/name/beastflow-pipeline/pipeline")
     assert after["id"] == before["id"]

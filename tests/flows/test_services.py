@@ -36,8 +36,12 @@ def s3_run(demo_field, prefect_backend, s3_endpoint, tmp_path_factory):
     import s3fs
     from prefect.settings import temporary_settings
 
-    tiny_settings = with_execution(with_output(demo_field, str(tmp_path_factory.mktemp("s3-local") / "out")),
-                                   retry_delay_s=0.0, retries=1, progress=False)
+    tiny_settings = with_execution(
+        with_output(demo_field, str(tmp_path_factory.mktemp("s3-local") / "out")),
+        retry_delay_s=0.0,
+        retries=1,
+        progress=False,
+    )
 
     mp = pytest.MonkeyPatch()
     mp.setenv("AWS_SECRET_ACCESS_KEY", PLANTED_SECRET)  # taken from the environment at run time
@@ -51,8 +55,11 @@ def s3_run(demo_field, prefect_backend, s3_endpoint, tmp_path_factory):
     # Same inputs for both runs: the ASTs the local run "observed" are given to the S3 run.
     asts = local.urls["demo_asts"][0] if "demo_asts" in local.urls else tiny_settings.observations.ast_results
     obs = tiny_settings.observations.model_copy(update={"ast_results": asts})
-    remote = with_output(tiny_settings.model_copy(update={"observations": obs}), "s3://beastflow-test/run",
-                         storage_options={"s3": {"endpoint_url": s3_endpoint}})
+    remote = with_output(
+        tiny_settings.model_copy(update={"observations": obs}),
+        "s3://beastflow-test/run",
+        storage_options={"s3": {"endpoint_url": s3_endpoint}},
+    )
     yield local, remote, fs
     mp.undo()
 
@@ -133,10 +140,14 @@ def test_local_run_folder_copied_to_s3_reruns_all_cached(s3_run, s3_endpoint, tm
     local, remote_settings, fs = s3_run
     fs.put(local.output.rstrip("/") + "/", "beastflow-test/copied/", recursive=True)
     # the local run's own settings (the S3 run of the fixture was handed the local run's ASTs)
-    obs = remote_settings.observations.model_copy(update={
-        "ast_results": None if "demo_asts" in local.urls else remote_settings.observations.ast_results})
-    copied = with_output(remote_settings.model_copy(update={"observations": obs}), "s3://beastflow-test/copied",
-                         storage_options={"s3": {"endpoint_url": s3_endpoint}})
+    obs = remote_settings.observations.model_copy(
+        update={"ast_results": None if "demo_asts" in local.urls else remote_settings.observations.ast_results}
+    )
+    copied = with_output(
+        remote_settings.model_copy(update={"observations": obs}),
+        "s3://beastflow-test/copied",
+        storage_options={"s3": {"endpoint_url": s3_endpoint}},
+    )
     run = pipeline_flow(copied)
     states = {st for units in run.states.values() for st in units.values()}
     assert states == {"Cached"}, run.states
@@ -191,8 +202,10 @@ def test_s3_artifacts_are_written_once(s3_run):
         run = pipeline_flow(s)
         final = sum(fs.du("beastflow-bytes/run", total=False).values())
         sent = counter.body_bytes
-        print(f"S3 run: {sent} bytes sent, {final} bytes of final objects ({sent / final:.3f}x), "
-              f"{len(counter.copies)} server-side copies")
+        print(
+            f"S3 run: {sent} bytes sent, {final} bytes of final objects ({sent / final:.3f}x), "
+            f"{len(counter.copies)} server-side copies"
+        )
         assert run.summary["stars"] == local.summary["stars"]
         assert not counter.copies, counter.copies[:5]
         assert final <= sent <= 1.1 * final
@@ -241,10 +254,17 @@ def test_trim_and_fit_as_slurm_arrays(tiny_settings, slurm_cluster, tmp_path, mo
     monkeypatch.setattr(stages, "fit_units", fit_units_with_flaky)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PLANTED_SECRET)
     folder = tmp_path / "submitit"
-    slurm = tiny_settings.execution.slurm.model_copy(update={
-        "folder": str(folder), "time_min": 5, "partition": "debug",
-        # scaled up so that the few-MB test grids give a request above the overhead
-        "mem_overhead_gb": 0.5, "mem_factor": 100.0, "mem_max_gb": 16.0})
+    slurm = tiny_settings.execution.slurm.model_copy(
+        update={
+            "folder": str(folder),
+            "time_min": 5,
+            "partition": "debug",
+            # scaled up so that the few-MB test grids give a request above the overhead
+            "mem_overhead_gb": 0.5,
+            "mem_factor": 100.0,
+            "mem_max_gb": 16.0,
+        }
+    )
     settings = with_execution(tiny_settings, executor="slurm", retries=1, retry_delay_s=0.0, slurm=slurm)
     run = pipeline_flow(settings)
 
@@ -269,8 +289,10 @@ def test_trim_and_fit_as_slurm_arrays(tiny_settings, slurm_cluster, tmp_path, mo
     trimmed = [t for ts in run.stages["trim"].results.values() for t in ts]
     from flows.stages import _array_bytes
 
-    expected = max(mem_request_gb(settings, int(_array_bytes(t.source_grid, t.source_noise)[0] * t.n_kept
-                                                / t.n_models_in)) for t in trimmed)
+    expected = max(
+        mem_request_gb(settings, int(_array_bytes(t.source_grid, t.source_noise)[0] * t.n_kept / t.n_models_in))
+        for t in trimmed
+    )
     assert expected > 1  # the grid size, not the overhead, decides it
     scripts = [p.read_text() for p in folder.glob(".submission_file_*.sh")]
     fit_scripts = [t for t in scripts if "--job-name=bf-fit" in t]

@@ -9,8 +9,14 @@ import polars as pl
 from beastflow.cli import main
 from beastflow.io.noise_model import open_noise_model
 
-FILTERS = ["HST_WFC3_F275W", "HST_WFC3_F336W", "HST_ACS_WFC_F475W",
-           "HST_ACS_WFC_F814W", "HST_WFC3_F110W", "HST_WFC3_F160W"]
+FILTERS = [
+    "HST_WFC3_F275W",
+    "HST_WFC3_F336W",
+    "HST_ACS_WFC_F475W",
+    "HST_ACS_WFC_F814W",
+    "HST_WFC3_F110W",
+    "HST_WFC3_F160W",
+]
 
 
 def test_phat_small_runs_end_to_end_without_asts(prefect_fast, phat_catalog, tmp_path, capsys):
@@ -18,16 +24,17 @@ def test_phat_small_runs_end_to_end_without_asts(prefect_fast, phat_catalog, tmp
     toml = tmp_path / "phat.toml"
     toml.write_text(
         f'[project]\nname = "phat"\noutput = "out"\n'
-        f'[physics]\nfilters = {json.dumps(FILTERS)}\ndistances = [24.47]\n'
-        '[physics.isochrones]\nlogt = [8.0, 10.0, 1.0]\n'
-        '[physics.extinction]\navs = [0.5, 2.5, 1.0]\nrvs = [3.1]\nfAs = [1.0]\n'
+        f"[physics]\nfilters = {json.dumps(FILTERS)}\ndistances = [24.47]\n"
+        "[physics.isochrones]\nlogt = [8.0, 10.0, 1.0]\n"
+        "[physics.extinction]\navs = [0.5, 2.5, 1.0]\nrvs = [3.1]\nfAs = [1.0]\n"
         f'[observations]\ncatalog = "{phat_catalog}"\n'
         '[noise_model]\nmodel = "splinter"\nsplinter_fraction = 0.1\n'
-        '[fit]\nlnp_npts = 20\npdf_max_nbins = 20\n'
-        '[execution]\nprogress = false\n')
+        "[fit]\nlnp_npts = 20\npdf_max_nbins = 20\n"
+        "[execution]\nprogress = false\n"
+    )
     assert main(["run", str(toml), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "ast_inputs    skipped: noise_model.model = \"splinter\"" in text
+    assert 'ast_inputs    skipped: noise_model.model = "splinter"' in text
     assert "stars=269" in text and "median chi2min=" in text
     out = tmp_path / "out"
     assert not list(out.glob("*inputAST*")) and not list(out.glob("*asts*"))

@@ -8,8 +8,14 @@ import pytest
 
 from beastflow.io.sed_grid import write_sed_grid
 
-FILTERS = ["HST_WFC3_F275W", "HST_WFC3_F336W", "HST_ACS_WFC_F475W",
-           "HST_ACS_WFC_F814W", "HST_WFC3_F110W", "HST_WFC3_F160W"]
+FILTERS = [
+    "HST_WFC3_F275W",
+    "HST_WFC3_F336W",
+    "HST_ACS_WFC_F475W",
+    "HST_ACS_WFC_F814W",
+    "HST_WFC3_F110W",
+    "HST_WFC3_F160W",
+]
 BANDS = ["F275W", "F336W", "F475W", "F814W", "F110W", "F160W"]
 LAMB = np.array([2700.0, 3350.0, 4750.0, 8050.0, 11500.0, 15400.0])
 
@@ -39,8 +45,9 @@ def ast_flux_range(asts, vega) -> tuple[np.ndarray, np.ndarray]:
     return np.array(lo), np.array(hi)
 
 
-def synthetic_seds(n: int, lo: np.ndarray, hi: np.ndarray, seed: int = 0,
-                   anchors: np.ndarray | None = None) -> np.ndarray:
+def synthetic_seds(
+    n: int, lo: np.ndarray, hi: np.ndarray, seed: int = 0, anchors: np.ndarray | None = None
+) -> np.ndarray:
     """Log-uniform fluxes in [lo/2, 2 hi] per band; with ``anchors`` (physical
     SEDs, e.g. real stars) half of the models are anchors scaled by a common
     factor and jittered per band, so that stars have close models."""
@@ -59,7 +66,10 @@ def write_grid(path, seds: np.ndarray, seed: int = 1) -> str:
     rng = np.random.default_rng(seed)
     n = len(seds)
     cols = {
-        "Av": rng.uniform(0, 5, n), "logA": rng.uniform(6, 10, n), "M_ini": rng.uniform(0.5, 20, n),
-        "weight": rng.random(n), "specgrid_indx": np.arange(n, dtype=float),
+        "Av": rng.uniform(0, 5, n),
+        "logA": rng.uniform(6, 10, n),
+        "M_ini": rng.uniform(0.5, 20, n),
+        "weight": rng.random(n),
+        "specgrid_indx": np.arange(n, dtype=float),
     }
     return write_sed_grid(str(path), FILTERS, LAMB, seds, cols, provenance={"stage": "test-grid"})

@@ -16,15 +16,18 @@ def _boxes(wave, ranges):
 
 def test_constant_spectral_covariance_gives_constant_matrix():
     wave = np.linspace(2000, 20000, 500)
-    m = frac_matrix_from_spectral_covariance(wave, np.full((500, 500), 3e-4), _boxes(wave, [(3000, 4000), (8000, 9500)]))
+    m = frac_matrix_from_spectral_covariance(
+        wave, np.full((500, 500), 3e-4), _boxes(wave, [(3000, 4000), (8000, 9500)])
+    )
     np.testing.assert_allclose(m, 3e-4 + ZERO_POINT_VARIANCE, rtol=1e-12)
 
 
 def test_diagonal_covariance_and_disjoint_boxes():
     wave = np.arange(1000.0, 3000.0, 10.0)  # 200 points
     v0 = 4e-4
-    m = frac_matrix_from_spectral_covariance(wave, np.diag(np.full(len(wave), v0)),
-                                             _boxes(wave, [(1095, 1195), (2000, 2495)]))
+    m = frac_matrix_from_spectral_covariance(
+        wave, np.diag(np.full(len(wave), v0)), _boxes(wave, [(1095, 1195), (2000, 2495)])
+    )
     n1 = np.sum((wave >= 1095) & (wave <= 1195))  # box points, weight 1 each
     n2 = np.sum((wave >= 2000) & (wave <= 2495))
     # independent points average down: M_ii = v0 / n_i; no overlap -> M_12 = 0 (+ zero point)

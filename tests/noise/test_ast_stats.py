@@ -35,5 +35,7 @@ def test_error_is_unbiased_for_few_fake_stars_and_raw_in_compat():
     # the mean of 380+ estimates has a relative error ~ 0.17 / sqrt(380) ~ 0.9 %; 3 sigma
     assert abs(fixed.error[g].mean() / sigma - 1) < 0.027
     assert abs(raw.error[g].mean() / sigma - 0.912) < 0.027  # BEAST's half-width: 9 % too small
-    np.testing.assert_allclose(fixed.error[g], raw.error[g] / np.array([gaussian_halfwidth(int(k)) for k in fixed.n_rec[g]]))
+    np.testing.assert_allclose(
+        fixed.error[g], raw.error[g] / np.array([gaussian_halfwidth(int(k)) for k in fixed.n_rec[g]])
+    )
     np.testing.assert_array_equal(fixed.bias, raw.bias)

@@ -16,7 +16,8 @@ def test_noisemodel_and_trim_commands_chain_via_manifest(tmp_path, phat_asts_rat
     out.mkdir()
     (tmp_path / "s.toml").write_text(
         f'[project]\nname = "P"\noutput = "out"\n[physics]\nfilters = {json.dumps(FILTERS)}\n'
-        '[noise_model]\nn_flux_bins = 5\nchunk_models = 1024\n[trim]\nchunk_models = 1024\n')
+        "[noise_model]\nn_flux_bins = 5\nchunk_models = 1024\n[trim]\nchunk_models = 1024\n"
+    )
     df = read_photometry(str(phat_catalog), FILTERS).sort("F475W_RATE")
     obs = np.column_stack([df[f"{b}_RATE"].to_numpy() for b in BANDS]) * vega
     lo, hi = ast_flux_range(asts, vega)
@@ -28,8 +29,11 @@ def test_noisemodel_and_trim_commands_chain_via_manifest(tmp_path, phat_asts_rat
         url = str(out / f"P_bin0_sub{u}.parquet")
         df[list(rows)].write_parquet(url)
         subs.append({"bin": 0, "sub": u, "url": url, "n_rows": len(rows)})
-    (out / "P_split_manifest.json").write_text(json.dumps(
-        {"subfiles": subs, "asts": [{"bin": 0, "url": str(out / "P_asts_bin0.parquet"), "n_rows": asts.height}]}))
+    (out / "P_split_manifest.json").write_text(
+        json.dumps(
+            {"subfiles": subs, "asts": [{"bin": 0, "url": str(out / "P_asts_bin0.parquet"), "n_rows": asts.height}]}
+        )
+    )
 
     assert main(["noisemodel", str(tmp_path / "s.toml")]) == 0
     nm = open_noise_model(str(out / "P_bin0_gridsub0_noisemodel.hd5"))

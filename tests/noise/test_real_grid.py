@@ -20,9 +20,16 @@ def physics_grid(tmp_path_factory):
     from beastflow.physics.physicsmodel import run_physicsmodel
 
     out = tmp_path_factory.mktemp("phys")
-    s = settings_from_dict({"project": {"output": str(out)}, "physics": {
-        "filters": FILTERS, "isochrones": {"logt": [6.6, 10.1, 0.25]},
-        "extinction": {"avs": [0.05, 3.05, 0.25], "rvs": [2.5, 4.5, 1.0], "fAs": [0.5, 1.0, 0.5]}}})
+    s = settings_from_dict(
+        {
+            "project": {"output": str(out)},
+            "physics": {
+                "filters": FILTERS,
+                "isochrones": {"logt": [6.6, 10.1, 0.25]},
+                "extinction": {"avs": [0.05, 3.05, 0.25], "rvs": [2.5, 4.5, 1.0], "fAs": [0.5, 1.0, 0.5]},
+            },
+        }
+    )
     return run_physicsmodel(s).sed_grids[0]
 
 
@@ -49,8 +56,9 @@ def test_real_grid_real_asts_real_catalog(tmp_path, physics_grid, phat_asts_rate
     with pytest.raises(TrimError, match=r"P_bin0_sub0\.parquet.*band HST_ACS_WFC_F475W"):
         run_trim(s, physics_grid, noise, jobs[:1])
     sc = s.model_copy(update={"compat": "beast-2.1"})
-    (r0,) = run_trim(sc, physics_grid, noise, [TrimJob(jobs[0].catalog_url, str(tmp_path / "c_g.hd5"),
-                                                       str(tmp_path / "c_n.hd5"))])
+    (r0,) = run_trim(
+        sc, physics_grid, noise, [TrimJob(jobs[0].catalog_url, str(tmp_path / "c_g.hd5"), str(tmp_path / "c_n.hd5"))]
+    )
     assert "HST_ACS_WFC_F475W" in r0.skipped_bands
     jobs = jobs[1:]
     results = run_trim(s, physics_grid, noise, jobs)

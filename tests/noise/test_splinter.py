@@ -12,7 +12,7 @@ import pytest
 
 from beastflow.cli import main
 from beastflow.io.noise_model import open_noise_model
-from beastflow.noise.splinter import band_fractions, splinter_arrays, write_splinter_noise_model
+from beastflow.noise.splinter import band_fractions, splinter_arrays
 from beastflow.noise.toothpick import run_noisemodel
 from beastflow.settings import SettingsError, settings_from_dict
 
@@ -49,22 +49,43 @@ def test_band_fractions_scalar_table_and_errors():
 
 
 def test_settings_check_the_splinter_keys():
-    ok = settings_from_dict({"noise_model": {"model": "splinter", "splinter_fraction": {
-        "F275W": 0.3, "F336W": 0.25, "F475W": 0.1, "F814W": 0.1, "F110W": 0.05, "F160W": 0.05}}})
+    ok = settings_from_dict(
+        {
+            "noise_model": {
+                "model": "splinter",
+                "splinter_fraction": {
+                    "F275W": 0.3,
+                    "F336W": 0.25,
+                    "F475W": 0.1,
+                    "F814W": 0.1,
+                    "F110W": 0.05,
+                    "F160W": 0.05,
+                },
+            }
+        }
+    )
     assert ok.noise_model.model == "splinter"
-    for bad, words in [({"model": "splinter", "splinter_fraction": 0.0}, "must be > 0"),
-                       ({"model": "splinter", "splinter_fraction": {"F275W": 0.1}}, "no fraction for band"),
-                       ({"model": "splinter", "splinter_fraction": "ten"}, "splinter_fraction"),
-                       # keys the chosen model never reads are refused, not ignored
-                       ({"splinter_fraction": 0.2}, r"noise_model\.splinter_fraction = 0\.2: not used with "
-                                                    r"model = 'toothpick'"),
-                       ({"model": "splinter", "n_flux_bins": 20}, r"noise_model\.n_flux_bins = 20: not used")]:
+    for bad, words in [
+        ({"model": "splinter", "splinter_fraction": 0.0}, "must be > 0"),
+        ({"model": "splinter", "splinter_fraction": {"F275W": 0.1}}, "no fraction for band"),
+        ({"model": "splinter", "splinter_fraction": "ten"}, "splinter_fraction"),
+        # keys the chosen model never reads are refused, not ignored
+        (
+            {"splinter_fraction": 0.2},
+            r"noise_model\.splinter_fraction = 0\.2: not used with "
+            r"model = 'toothpick'",
+        ),
+        ({"model": "splinter", "n_flux_bins": 20}, r"noise_model\.n_flux_bins = 20: not used"),
+    ]:
         with pytest.raises(SettingsError, match=words):
             settings_from_dict({"noise_model": bad})
     with pytest.raises(SettingsError, match=r"observations\.ast_results is set, but noise_model\.model"):
         settings_from_dict({"noise_model": {"model": "splinter"}, "observations": {"ast_results": "a.fits"}})
-    with pytest.raises(SettingsError, match=r"asts\.n_per_flux_bin = 10: not used with noise_model\.model = "
-                                            r"'splinter' \(no AST stage runs\)"):
+    with pytest.raises(
+        SettingsError,
+        match=r"asts\.n_per_flux_bin = 10: not used with noise_model\.model = "
+        r"'splinter' \(no AST stage runs\)",
+    ):
         settings_from_dict({"noise_model": {"model": "splinter"}, "asts": {"n_per_flux_bin": 10}})
 
 
@@ -90,7 +111,8 @@ def test_cli_noisemodel_and_trim_without_asts(tmp_path, phat_catalog):
     out.mkdir()
     (tmp_path / "s.toml").write_text(
         f'[project]\nname = "P"\noutput = "out"\n[physics]\nfilters = {json.dumps(FILTERS)}\n'
-        '[noise_model]\nmodel = "splinter"\n')
+        '[noise_model]\nmodel = "splinter"\n'
+    )
     df = read_photometry(str(phat_catalog), FILTERS)
     rates = np.column_stack([df[f"{b}_RATE"].to_numpy() for b in BANDS])
     from beastflow.noise.toothpick import vega_fluxes_for
@@ -101,8 +123,9 @@ def test_cli_noisemodel_and_trim_without_asts(tmp_path, phat_catalog):
     write_grid(out / "P_seds.grid.hd5", seds)
     sub = str(out / "P_bin0_sub0.parquet")
     df.write_parquet(sub)
-    (out / "P_split_manifest.json").write_text(json.dumps(
-        {"subfiles": [{"bin": 0, "sub": 0, "url": sub, "n_rows": df.height}], "asts": []}))
+    (out / "P_split_manifest.json").write_text(
+        json.dumps({"subfiles": [{"bin": 0, "sub": 0, "url": sub, "n_rows": df.height}], "asts": []})
+    )
     assert main(["noisemodel", str(tmp_path / "s.toml")]) == 0
     nm = open_noise_model(str(out / "P_gridsub0_noisemodel.hd5"))  # one per grid, every bin uses it
     assert nm.meta["model"] == "splinter"
@@ -116,8 +139,10 @@ def _peer_splinter_run() -> Path | None:
     return hits[0] if hits else None
 
 
-@pytest.mark.skipif(_peer_splinter_run() is None,
-                    reason="no BEAST 2.1.0 splinter run under $PEER_HOME/work (run.sh small 0 --noise splinter)")
+@pytest.mark.skipif(
+    _peer_splinter_run() is None,
+    reason="no BEAST 2.1.0 splinter run under $PEER_HOME/work (run.sh small 0 --noise splinter)",
+)
 def test_equal_to_beast_on_beasts_own_grid(tmp_path):
     noise = _peer_splinter_run()
     seds_file = Path(str(noise).replace("_noisemodel.grid.hd5", "_seds.grid.hd5"))

@@ -5,8 +5,8 @@ import polars as pl
 import pytest
 
 from beastflow.io.noise_model import open_noise_model
-from beastflow.noise.ast_stats import gaussian_halfwidth
 from beastflow.io.sed_grid import open_sed_grid
+from beastflow.noise.ast_stats import gaussian_halfwidth
 from beastflow.noise.toothpick import (
     ToothpickStats,
     ast_binned_stats,
@@ -44,9 +44,14 @@ def direct_stats(asts, band, vega_k, n_bins, min_per_bin=10, ratio=2.0):
             diff = np.array([y - x for x, y in rec])
             p16, p50, p84 = np.percentile(diff, [16, 50, 84])
             # default mode: the half-width over its expectation for len(rec) unit normals
-            out.append((10 ** (lo + (i + 0.5) * d) * vega_k, p50 * vega_k,
-                        (p84 - p16) / 2 / gaussian_halfwidth(len(rec)) * vega_k,
-                        len(rec) / len(members)))
+            out.append(
+                (
+                    10 ** (lo + (i + 0.5) * d) * vega_k,
+                    p50 * vega_k,
+                    (p84 - p16) / 2 / gaussian_halfwidth(len(rec)) * vega_k,
+                    len(rec) / len(members),
+                )
+            )
     return np.array(out).reshape(-1, 4)
 
 
@@ -147,9 +152,9 @@ def test_nan_outputs_default_vs_beast_quirk():
 def test_blends_and_cut_flag_are_non_recoveries():
     tab, fin, fout = _toy_table()
     fout = fout.copy()
-    fout[10] = fin[10] * 3.0        # a blend
+    fout[10] = fin[10] * 3.0  # a blend
     cut = np.zeros(len(fin))
-    cut[20] = 1                      # cut by quality flags
+    cut[20] = 1  # cut by quality flags
     tab = {"F475W_IN": tab["F475W_IN"], "F475W_RATE": fout, "CUT_FLAG": cut}
     s = ast_binned_stats(tab, ["HST_ACS_WFC_F475W"], 1, 10, 2.0, [1.0])[0]
     rec = (fout != 0) & ~(fout / fin > 2.0) & (cut == 0)
@@ -161,7 +166,9 @@ def test_blends_and_cut_flag_are_non_recoveries():
 
 
 def _settings(tmp_path, **nm):
-    return settings_from_dict({"project": {"output": str(tmp_path)}, "noise_model": {"n_flux_bins": 6, "chunk_models": 1024, **nm}})
+    return settings_from_dict(
+        {"project": {"output": str(tmp_path)}, "noise_model": {"n_flux_bins": 6, "chunk_models": 1024, **nm}}
+    )
 
 
 def test_run_noisemodel_streams_and_matches_direct_evaluation(tmp_path, phat_asts_rate, asts, vega, monkeypatch):
@@ -198,8 +205,12 @@ def test_run_noisemodel_absflux_term(tmp_path, phat_asts_rate, asts, vega):
     a = rng.normal(0, 0.01, (6, 6))
     A = a @ a.T + np.diag(np.full(6, 1e-4))
     np.save(tmp_path / "cov.npy", A)
-    out = run_noisemodel(_settings(tmp_path, absflux_covariance=str(tmp_path / "cov.npy")), grid,
-                         str(phat_asts_rate), str(tmp_path / "nm.hd5"))
+    out = run_noisemodel(
+        _settings(tmp_path, absflux_covariance=str(tmp_path / "cov.npy")),
+        grid,
+        str(phat_asts_rate),
+        str(tmp_path / "nm.hd5"),
+    )
     blk = open_noise_model(out).read()
     stats = ast_binned_stats(asts, FILTERS, 6, 10, 2.0, vega)
     _, sig, c = evaluate_on_grid(stats, seds)
@@ -243,5 +254,4 @@ def test_compat_equals_default_on_phat_small(asts, vega):
         for k in ("centres", "bias", "completeness"):
             np.testing.assert_array_equal(getattr(x, k), getattr(y, k))
         n_rec = x.binned.n_rec[x.binned.good]
-        np.testing.assert_allclose(x.error, y.error / np.array([gaussian_halfwidth(int(n)) for n in n_rec]),
-                                   rtol=1e-14)
+        np.testing.assert_allclose(x.error, y.error / np.array([gaussian_halfwidth(int(n)) for n in n_rec]), rtol=1e-14)

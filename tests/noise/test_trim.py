@@ -26,9 +26,14 @@ NBINS = 5  # phat_small has few ASTs: 5 bins give the widest joint coverage (REA
 
 
 def _settings(tmp_path, compat="none", **trim):
-    return settings_from_dict({"compat": compat, "project": {"output": str(tmp_path)},
-                               "noise_model": {"n_flux_bins": NBINS, "chunk_models": 1024},
-                               "trim": {"chunk_models": 1024, **trim}})
+    return settings_from_dict(
+        {
+            "compat": compat,
+            "project": {"output": str(tmp_path)},
+            "noise_model": {"n_flux_bins": NBINS, "chunk_models": 1024},
+            "trim": {"chunk_models": 1024, **trim},
+        }
+    )
 
 
 def _split_catalog(phat_catalog, tmp_path, n_files=3):
@@ -54,11 +59,23 @@ def trimmed(tmp_path, phat_catalog, phat_asts_rate, asts, vega):
     s = _settings(tmp_path, materialize=True)  # BEAST-style copies too: checked against the index
     noise = run_noisemodel(s, grid, str(phat_asts_rate), str(tmp_path / "P_bin0_noisemodel.hd5"))
     # the faintest third (urls[0]) lies below the few ASTs' coverage: see test_faint_subfile_*
-    jobs = [TrimJob(u, str(tmp_path / f"t{i}_seds.hd5"), str(tmp_path / f"t{i}_noise.hd5"))
-            for i, u in enumerate(urls) if i > 0]
+    jobs = [
+        TrimJob(u, str(tmp_path / f"t{i}_seds.hd5"), str(tmp_path / f"t{i}_noise.hd5"))
+        for i, u in enumerate(urls)
+        if i > 0
+    ]
     results = run_trim(s, grid, noise, jobs)
-    return dict(grid=grid, noise=noise, urls=urls[1:], faint=urls[0], results=results, seds=seds, vega=vega,
-                jobs=jobs, tmp=tmp_path)
+    return dict(
+        grid=grid,
+        noise=noise,
+        urls=urls[1:],
+        faint=urls[0],
+        results=results,
+        seds=seds,
+        vega=vega,
+        jobs=jobs,
+        tmp=tmp_path,
+    )
 
 
 def _obs(url, vega):
@@ -194,8 +211,10 @@ def test_faint_subfile_outside_ast_coverage(trimmed):
     compat = BEAST's silent band skip."""
     tmp = trimmed["tmp"]
     good = trimmed["jobs"][0]
-    jobs = [TrimJob(trimmed["faint"], str(tmp / "f_seds.hd5"), str(tmp / "f_noise.hd5")),
-            TrimJob(good.catalog_url, str(tmp / "g_seds.hd5"), str(tmp / "g_noise.hd5"))]
+    jobs = [
+        TrimJob(trimmed["faint"], str(tmp / "f_seds.hd5"), str(tmp / "f_noise.hd5")),
+        TrimJob(good.catalog_url, str(tmp / "g_seds.hd5"), str(tmp / "g_noise.hd5")),
+    ]
     with pytest.raises(TrimError, match=r"P_bin0_sub0\.parquet.*band HST_ACS_WFC_F814W"):
         run_trim(_settings(tmp), trimmed["grid"], trimmed["noise"], jobs)
     assert not os.path.exists(jobs[0].index_url) and os.path.exists(jobs[1].index_url)
@@ -214,8 +233,10 @@ def test_patterns_numba_equals_numpy():
     ymin = rng.random((3, nb)) * 0.3
     ymax = ymin + 0.4
     for pos in (True, False):
-        np.testing.assert_array_equal(trim_patterns(seds, bias, err, comp, ymin, ymax, 3.0, pos),
-                                      trim_patterns_numpy(seds, bias, err, comp, ymin, ymax, 3.0, pos))
+        np.testing.assert_array_equal(
+            trim_patterns(seds, bias, err, comp, ymin, ymax, 3.0, pos),
+            trim_patterns_numpy(seds, bias, err, comp, ymin, ymax, 3.0, pos),
+        )
 
 
 def test_decide_bands_compat_skips_in_order():
@@ -233,10 +254,10 @@ def _tiny_case(tmp_path, y_band2):
     from beastflow.io.sed_grid import write_sed_grid
 
     seds = np.array([[1.0, 1.0], [2.0, 2.0], [4.0, 4.0]])
-    grid = write_sed_grid(str(tmp_path / "g.hd5"), filters, np.array([4750.0, 8050.0]), seds,
-                          {"Av": np.array([0.0, 1.0, 2.0])})
-    noise = write_noise_model(str(tmp_path / "n.hd5"), filters, np.zeros((3, 2)), np.full((3, 2), 0.1),
-                              np.ones((3, 2)))
+    grid = write_sed_grid(
+        str(tmp_path / "g.hd5"), filters, np.array([4750.0, 8050.0]), seds, {"Av": np.array([0.0, 1.0, 2.0])}
+    )
+    noise = write_noise_model(str(tmp_path / "n.hd5"), filters, np.zeros((3, 2)), np.full((3, 2), 0.1), np.ones((3, 2)))
     cat = str(tmp_path / "cat.parquet")
     pl.DataFrame({"F475W_RATE": [2.0], "F814W_RATE": [y_band2]}).write_parquet(cat)
     return grid, noise, [TrimJob(cat, str(tmp_path / "tg.hd5"), str(tmp_path / "tn.hd5"))]
@@ -261,13 +282,23 @@ def test_outside_ast_coverage_is_an_error_naming_the_file(tmp_path):
     grid, noise, jobs = _tiny_case(tmp_path, y_band2=2.0)
     from beastflow.io.noise_model import write_noise_model as w
 
-    w(str(tmp_path / "n0.hd5"), ["HST_ACS_WFC_F475W", "HST_ACS_WFC_F814W"], np.zeros((3, 2)),
-      np.full((3, 2), -0.1), np.zeros((3, 2)))
+    w(
+        str(tmp_path / "n0.hd5"),
+        ["HST_ACS_WFC_F475W", "HST_ACS_WFC_F814W"],
+        np.zeros((3, 2)),
+        np.full((3, 2), -0.1),
+        np.zeros((3, 2)),
+    )
     with pytest.raises(TrimError, match=r"cat\.parquet.*brighter than the minimum ASTs"):
         run_trim(_settings(tmp_path), grid, str(tmp_path / "n0.hd5"), jobs, vega_fluxes=[1.0, 1.0])
     with pytest.raises(ValueError, match=r"n1\.hd5: noise model has 2 rows but the grid .*g\.hd5 has 3"):
-        w(str(tmp_path / "n1.hd5"), ["HST_ACS_WFC_F475W", "HST_ACS_WFC_F814W"], np.zeros((2, 2)),
-          np.ones((2, 2)), np.ones((2, 2)))
+        w(
+            str(tmp_path / "n1.hd5"),
+            ["HST_ACS_WFC_F475W", "HST_ACS_WFC_F814W"],
+            np.zeros((2, 2)),
+            np.ones((2, 2)),
+            np.ones((2, 2)),
+        )
         run_trim(_settings(tmp_path), grid, str(tmp_path / "n1.hd5"), jobs, vega_fluxes=[1.0, 1.0])
 
 

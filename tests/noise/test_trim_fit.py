@@ -48,8 +48,8 @@ from beastflow.simulate import simulate_observations
 from ..fit import synth
 from .conftest import FILTERS
 
-STAT_TOL = 1e-6   # of each quantity's full-grid range (max - min)
-PDF_TOL = 1e-6    # of the star's PDF peak
+STAT_TOL = 1e-6  # of each quantity's full-grid range (max - min)
+PDF_TOL = 1e-6  # of the star's PDF peak
 PMAX_RTOL = 1e-6  # relative
 STAT_SUFFIXES = ("Exp", "p16", "p50", "p84")
 
@@ -73,14 +73,18 @@ class Pair:
 
 
 def _settings(out: Path, sigma_fac: float = 3.0, **extra) -> object:
-    return settings_from_dict({"project": {"output": str(out), "name": "P"}, "trim": {"sigma_fac": sigma_fac},
-                               **extra})
+    return settings_from_dict({"project": {"output": str(out), "name": "P"}, "trim": {"sigma_fac": sigma_fac}, **extra})
 
 
 def _fit_both(s, d: Path, full: str, noise: str, catalog: str, trim_catalog: str, tag: str, vega=None) -> Pair:
     """Trim for ``trim_catalog`` (the whole sub-file), then fit ``catalog`` against full and trimmed."""
-    (tr,) = run_trim(s, full, noise, [TrimJob(trim_catalog, str(d / f"{tag}_seds_trim.grid.hd5"),
-                                              str(d / f"{tag}_noisemodel_trim.grid.hd5"))], vega_fluxes=vega)
+    (tr,) = run_trim(
+        s,
+        full,
+        noise,
+        [TrimJob(trim_catalog, str(d / f"{tag}_seds_trim.grid.hd5"), str(d / f"{tag}_noisemodel_trim.grid.hd5"))],
+        vega_fluxes=vega,
+    )
     gi = run_grid_info(s, [full], out_url=str(d / f"{tag}_grid_info.json")).grid_info
     rf = run_fit(s, full, noise, catalog, gi, str(d / f"full_{tag}"), vega_fluxes=vega)
     # the trim artifact is the kept-row index: the fit reads the full grid through it
@@ -121,17 +125,24 @@ def _discrepancies(p: Pair) -> list[str]:
     for i in np.flatnonzero(d > PMAX_RTOL):
         bad[i].append((d[i], f"Pmax rel {d[i]:.2e}"))
     dm = p.dropped_mass()
-    return [f"star_id {sid[i]} (row {i}, dropped posterior mass {dm[i]:.3e}): {len(v)} violations, worst "
-            + "; ".join(m for _, m in sorted(v, key=lambda x: -x[0])[:5]) for i, v in bad.items() if v]
+    return [
+        f"star_id {sid[i]} (row {i}, dropped posterior mass {dm[i]:.3e}): {len(v)} violations, worst "
+        + "; ".join(m for _, m in sorted(v, key=lambda x: -x[0])[:5])
+        for i, v in bad.items()
+        if v
+    ]
 
 
 def _report(p: Pair, lines: list[str]) -> str:
     dm = p.dropped_mass()
-    return (f"trim kept {p.n_kept} of {p.n_models} models; {len(lines)} of {len(dm)} stars differ; max dropped "
-            f"posterior mass {dm.max():.3e}:\n  " + "\n  ".join(lines))
+    return (
+        f"trim kept {p.n_kept} of {p.n_models} models; {len(lines)} of {len(dm)} stars differ; max dropped "
+        f"posterior mass {dm.max():.3e}:\n  " + "\n  ".join(lines)
+    )
 
 
 # ------------------------------------------------------------ synthetic field
+
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
@@ -183,8 +194,9 @@ def _same_outputs(a, b) -> None:
     sa, sb = read_stats(a.stats)[0], read_stats(b.stats)[0]
     assert sa.columns == sb.columns
     for c in sa.columns:
-        assert sa[c].to_list() == sb[c].to_list() or np.array_equal(sa[c].to_numpy(), sb[c].to_numpy(),
-                                                                    equal_nan=True), c
+        assert sa[c].to_list() == sb[c].to_list() or np.array_equal(
+            sa[c].to_numpy(), sb[c].to_numpy(), equal_nan=True
+        ), c
     pa, pb = read_pdf1d(a.pdf1d), read_pdf1d(b.pdf1d)
     for q in pb["pdf"]:
         np.testing.assert_array_equal(pa["pdf"][q], pb["pdf"][q], err_msg=q)
@@ -202,15 +214,20 @@ def test_fit_through_index_equals_fit_on_trimmed_copy(synthetic, compat):
     out = d / f"idx_{compat}"
     out.mkdir(exist_ok=True)
     s = _settings(out, compat=compat, trim={"sigma_fac": 10.0, "materialize": True}, fit={"chunk_models": 1024})
-    (tr,) = run_trim(s, full, noise, [TrimJob(sub, str(out / "P_bin0_sub0_seds_trim.grid.hd5"),
-                                              str(out / "P_bin0_sub0_noisemodel_trim.grid.hd5"))],
-                     vega_fluxes=synth.VEGA)
+    (tr,) = run_trim(
+        s,
+        full,
+        noise,
+        [TrimJob(sub, str(out / "P_bin0_sub0_seds_trim.grid.hd5"), str(out / "P_bin0_sub0_noisemodel_trim.grid.hd5"))],
+        vega_fluxes=synth.VEGA,
+    )
     assert tr.index_url.endswith("P_bin0_sub0_trim.hd5") and tr.n_kept > 1024  # several chunks
     gi = run_grid_info(s, [full], out_url=str(out / "gi.json")).grid_info
     for info in (gi, None):  # PDF bins from the full grid, and (no grid info) from the kept models
         tag = "gi" if info else "nogi"
-        a = run_fit(s, full, noise, sub, info, str(out / f"index_{tag}"), vega_fluxes=synth.VEGA,
-                    trim_index=tr.index_url)
+        a = run_fit(
+            s, full, noise, sub, info, str(out / f"index_{tag}"), vega_fluxes=synth.VEGA, trim_index=tr.index_url
+        )
         b = run_fit(s, tr.grid_url, tr.noise_url, sub, info, str(out / f"copy_{tag}"), vega_fluxes=synth.VEGA)
         _same_outputs(a, b)
 
@@ -219,11 +236,13 @@ def test_fit_refuses_an_index_of_another_grid(synthetic, tmp_path):
     from beastflow.io.trim_index import write_trim_index
 
     _, full, noise, sub = synthetic
-    idx = write_trim_index(str(tmp_path / "x_trim.hd5"), np.array([0, 1, 5]), n_models_in=7, n_covered=7,
-                           source_grid="g", source_noise="n")
+    idx = write_trim_index(
+        str(tmp_path / "x_trim.hd5"), np.array([0, 1, 5]), n_models_in=7, n_covered=7, source_grid="g", source_noise="n"
+    )
     with pytest.raises(ValueError, match=r"x_trim\.hd5: trim index is for a grid of 7 models, but .*P_seds"):
-        run_fit(_settings(tmp_path), full, noise, sub, None, str(tmp_path / "f"), vega_fluxes=synth.VEGA,
-                trim_index=idx)
+        run_fit(
+            _settings(tmp_path), full, noise, sub, None, str(tmp_path / "f"), vega_fluxes=synth.VEGA, trim_index=idx
+        )
 
 
 SYNTH_BEAST_RULE = (  # BEAST's 3-sigma rule alone (compat; the default before the lossless trim)
@@ -233,7 +252,8 @@ SYNTH_BEAST_RULE = (  # BEAST's 3-sigma rule alone (compat; the default before t
     "6.1e-5; worst: Rv_A 1-D PDF off by 2.5e-3 of its peak and Pmax by 1.19e-3 relative (star 200), 1-D PDFs of "
     "star 164 by 1.7e-3 of the peak, Z_p84 by 6.8e-4 and f_A_Exp by 6.2e-4 of the range; the best dropped "
     "model of star 200 is 5.5 below lnPmax (3.2-sigma F110W residual). Best, chi2min, lnPmax identical for all "
-    "20 stars (test_synthetic_trim_keeps_each_stars_best_fit)")
+    "20 stars (test_synthetic_trim_keeps_each_stars_best_fit)"
+)
 
 
 @pytest.mark.parametrize("sigma_fac", [3.0, 10.0])
@@ -253,7 +273,8 @@ REAL_BEAST_RULE = (  # BEAST's 3-sigma rule alone (compat; the default before th
     "74.8 -> 93.5 for 149), 119 and 181 (49854 -> 41374, Rv_Best 4.5 -> 3.5), 17 (brightest; 13678 -> 24280, "
     "chi2min 286.6 -> 355.6, Rv_Best 2.5 -> 4.5, Av_Best 0.55 -> 0.8). 6 more lose 1.5e-6..7.6e-3 of their "
     "posterior (star_id 157: 7.6e-3, Av/Rv 1-D PDFs off by 7.7e-3 of the peak). Cause: chi2min is 50-290 for "
-    "these real stars, so a 3-sigma flux-range window (chi2 > 9 for dropped models) bounds nothing")
+    "these real stars, so a 3-sigma flux-range window (chi2 > 9 for dropped models) bounds nothing"
+)
 
 
 @pytest.fixture(scope="module")
@@ -261,9 +282,16 @@ def physics_grid(tmp_path_factory):
     from beastflow.physics.physicsmodel import run_physicsmodel
 
     out = tmp_path_factory.mktemp("trimfit_phys")
-    s = settings_from_dict({"project": {"output": str(out)}, "physics": {
-        "filters": FILTERS, "isochrones": {"logt": [6.6, 10.1, 0.25]},
-        "extinction": {"avs": [0.05, 3.05, 0.25], "rvs": [2.5, 4.5, 1.0], "fAs": [0.5, 1.0, 0.5]}}})
+    s = settings_from_dict(
+        {
+            "project": {"output": str(out)},
+            "physics": {
+                "filters": FILTERS,
+                "isochrones": {"logt": [6.6, 10.1, 0.25]},
+                "extinction": {"avs": [0.05, 3.05, 0.25], "rvs": [2.5, 4.5, 1.0], "fAs": [0.5, 1.0, 0.5]},
+            },
+        }
+    )
     return run_physicsmodel(s).sed_grids[0]
 
 

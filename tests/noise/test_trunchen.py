@@ -29,17 +29,21 @@ def _repeated_asts(n_models=40, n_real=20, seed=0):
         lost = rng.random(nr) < 0.1
         out[lost] = 0.0
         for r in range(nr):
-            rows.append({**{f"{b}_IN": mags[m, k] for k, b in enumerate(["F275W", "F475W", "F160W"])},
-                         **{f"{b}_RATE": out[r, k] for k, b in enumerate(["F275W", "F475W", "F160W"])},
-                         "CUT_FLAG": 0})
+            rows.append(
+                {
+                    **{f"{b}_IN": mags[m, k] for k, b in enumerate(["F275W", "F475W", "F160W"])},
+                    **{f"{b}_RATE": out[r, k] for k, b in enumerate(["F275W", "F475W", "F160W"])},
+                    "CUT_FLAG": 0,
+                }
+            )
     return pl.DataFrame(rows), mags
 
 
 def test_ast_model_stats_match_direct_group_statistics():
     df, mags = _repeated_asts()
     st = ast_model_stats(df, FILTERS, VEGA)
-    assert len(st) == 39 and st.n_groups_skipped == 1   # the 4-member group is skipped
-    order = np.argsort(mags[1:, -1])                      # groups come sorted by last-band input mag
+    assert len(st) == 39 and st.n_groups_skipped == 1  # the 4-member group is skipped
+    order = np.argsort(mags[1:, -1])  # groups come sorted by last-band input mag
     for j, m in enumerate(np.arange(1, 40)[order]):
         g = df.filter(pl.col("F160W_IN") == mags[m, -1])
         rate = np.column_stack([g[f"{b}_RATE"].to_numpy() for b in ["F275W", "F475W", "F160W"]])
@@ -84,16 +88,23 @@ def test_run_trunchen_and_trim_carry_the_arrays(tmp_path):
     st = ast_model_stats(df, FILTERS, VEGA)
     rng = np.random.default_rng(2)
     seds = st.in_flux[rng.integers(0, len(st), 3000)] * 10 ** rng.normal(0, 0.2, (3000, 3))
-    grid = write_sed_grid(str(tmp_path / "g.hd5"), FILTERS, np.array([2700.0, 4750.0, 15400.0]), seds,
-                          {"Av": rng.random(3000)})
-    s = settings_from_dict({"noise_model": {"model": "trunchen", "chunk_models": 1024},
-                            "trim": {"chunk_models": 1024, "materialize": True}})
+    grid = write_sed_grid(
+        str(tmp_path / "g.hd5"), FILTERS, np.array([2700.0, 4750.0, 15400.0]), seds, {"Av": rng.random(3000)}
+    )
+    s = settings_from_dict(
+        {
+            "noise_model": {"model": "trunchen", "chunk_models": 1024},
+            "trim": {"chunk_models": 1024, "materialize": True},
+        }
+    )
     out = run_noisemodel(s, grid, ast, str(tmp_path / "nm.hd5"), vega_fluxes=VEGA)
     nm = open_noise_model(out)
     assert {"q_norm", "icov_diag", "icov_offdiag"} <= set(nm.names) and nm.meta["model"] == "trunchen"
     np.testing.assert_allclose(nm.read().arrays["q_norm"], TrunchenEvaluator(st, 10)(seds)["q_norm"], rtol=1e-12)
     cat = str(tmp_path / "cat.parquet")
-    pl.DataFrame({f"{b}_RATE": seds[:20, k] / VEGA[k] for k, b in enumerate(["F275W", "F475W", "F160W"])}).write_parquet(cat)
+    pl.DataFrame(
+        {f"{b}_RATE": seds[:20, k] / VEGA[k] for k, b in enumerate(["F275W", "F475W", "F160W"])}
+    ).write_parquet(cat)
     (r,) = run_trim(s, grid, out, [TrimJob(cat, str(tmp_path / "tg.hd5"), str(tmp_path / "tn.hd5"))], vega_fluxes=VEGA)
     tn = open_noise_model(r.noise_url).read()
     full = nm.read()
@@ -119,8 +130,9 @@ def test_single_realisation_asts_are_refused(tmp_path, phat_asts_rate):
     filters = ["HST_WFC3_F275W", "HST_WFC3_F336W"]
     st = ast_model_stats(read_asts(str(phat_asts_rate), filters), filters, VEGA[:2])
     assert len(st) == 0 and st.n_groups_skipped > 0
-    grid = write_sed_grid(str(tmp_path / "g.hd5"), filters, np.array([2700.0, 3350.0]), np.ones((5, 2)) * 1e-18,
-                          {"Av": np.zeros(5)})
+    grid = write_sed_grid(
+        str(tmp_path / "g.hd5"), filters, np.array([2700.0, 3350.0]), np.ones((5, 2)) * 1e-18, {"Av": np.zeros(5)}
+    )
     s = settings_from_dict({"noise_model": {"model": "trunchen"}})
     with pytest.raises(ValueError, match="realisations.*toothpick"):
         run_noisemodel(s, grid, str(phat_asts_rate), str(tmp_path / "nm.hd5"), vega_fluxes=VEGA[:2])

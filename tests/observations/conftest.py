@@ -7,8 +7,14 @@ import pytest
 
 from beastflow.settings import settings_from_dict
 
-PHAT_FILTERS = ["HST_WFC3_F275W", "HST_WFC3_F336W", "HST_ACS_WFC_F475W",
-                "HST_ACS_WFC_F814W", "HST_WFC3_F110W", "HST_WFC3_F160W"]
+PHAT_FILTERS = [
+    "HST_WFC3_F275W",
+    "HST_WFC3_F336W",
+    "HST_ACS_WFC_F475W",
+    "HST_ACS_WFC_F814W",
+    "HST_WFC3_F110W",
+    "HST_WFC3_F160W",
+]
 PHAT_BANDS = ["F275W", "F336W", "F475W", "F814W", "F110W", "F160W"]
 
 

@@ -23,8 +23,12 @@ def _grid(tmp_path, n_sub=3, n=20000, seed=1, vega=None, name="g"):
         base = rng.uniform(15, 32, n)
         mags = base[:, None] + rng.normal(0, 1, (n, 6))
         seds = vega * 10 ** (-0.4 * mags)
-        cols = {"logA": rng.choice([6.0, 7.0, 8.0, 9.0], n), "logL": rng.uniform(-10, 5, n),
-                "Av": rng.uniform(0, 3, n), "M_ini": rng.uniform(0.1, 50, n)}
+        cols = {
+            "logA": rng.choice([6.0, 7.0, 8.0, 9.0], n),
+            "logL": rng.uniform(-10, 5, n),
+            "Av": rng.uniform(0, 3, n),
+            "M_ini": rng.uniform(0.1, 50, n),
+        }
         u = str(tmp_path / f"{name}_seds.gridsub{g}.hd5")
         write_sed_grid(u, PHAT_FILTERS, np.arange(6.0), seds, cols)
         urls.append(u)
@@ -40,8 +44,10 @@ def _reference(parts, vega, ast, seed):
     cand = np.flatnonzero((logl >= -9) & np.isfinite(m).all(axis=1))
     mc = m[cand]
     edges = np.array([np.linspace(mc[:, k].min(), mc[:, k].max(), ast.n_flux_bins + 1) for k in range(6)])
-    codes = np.stack([np.minimum(np.searchsorted(edges[k, 1:], mc[:, k], side="right"), ast.n_flux_bins - 1)
-                      for k in range(6)], axis=1)
+    codes = np.stack(
+        [np.minimum(np.searchsorted(edges[k, 1:], mc[:, k], side="right"), ast.n_flux_bins - 1) for k in range(6)],
+        axis=1,
+    )
     order = np.argsort(A.model_keys(cand.astype(np.int64), seed))
     counts = np.zeros((ast.n_flux_bins, 6), np.int64)
     chosen = []
@@ -124,9 +130,11 @@ def phat_setup(tmp_path, phat_catalog, make_settings):
 
 def test_run_flux_bin_density_bins(phat_setup, make_settings, tmp_path):
     urls, parts, vega, d = phat_setup
-    s = make_settings(physics={"chunk_models": 2500}, asts={"n_flux_bins": 8, "n_per_flux_bin": 5,
-                                                             "realization_per_model": 2},
-                      observations={"source_density": {"pixsize": 1.0}})
+    s = make_settings(
+        physics={"chunk_models": 2500},
+        asts={"n_flux_bins": 8, "n_per_flux_bin": 5, "realization_per_model": 2},
+        observations={"source_density": {"pixsize": 1.0}},
+    )
     r = A.run_ast_inputs(s, urls, d.catalog_url, d.map_url)
     params = pl.read_parquet(r.params_url)
     inp = pl.read_parquet(r.input_url)
@@ -150,20 +158,31 @@ def test_run_flux_bin_density_bins(phat_setup, make_settings, tmp_path):
     # ... and in a tile of their bin
     tiles = pl.read_parquet(d.map_url)
     for row in inp.head(50).iter_rows(named=True):
-        t = tiles.filter((pl.col("min_ra") <= row["RA"]) & (pl.col("max_ra") >= row["RA"]) &
-                         (pl.col("min_dec") <= row["DEC"]) & (pl.col("max_dec") >= row["DEC"]))
+        t = tiles.filter(
+            (pl.col("min_ra") <= row["RA"])
+            & (pl.col("max_ra") >= row["RA"])
+            & (pl.col("min_dec") <= row["DEC"])
+            & (pl.col("max_dec") >= row["DEC"])
+        )
         assert row["sd_bin"] in t["sd_bin"].to_list()
     lines = open(r.text_url).read().splitlines()
     assert lines[0].split() == ["zeros", "ones", "RA", "DEC", *PHAT_FILTERS]
     assert len(lines) == inp.height + 1 and lines[1].startswith("0 1 ")
     fb = pl.read_parquet(r.fluxbins_url)
-    assert fb.height == 8 * 6 and (fb.filter(~pl.col("filled"))["count"] == fb.filter(~pl.col("filled"))["available"]).all()
+    assert (
+        fb.height == 8 * 6
+        and (fb.filter(~pl.col("filled"))["count"] == fb.filter(~pl.col("filled"))["available"]).all()
+    )
 
 
 def test_compat_index_bug(phat_setup, make_settings):
     urls, parts, vega, d = phat_setup
-    s = make_settings("beast-2.1", physics={"chunk_models": 4000}, asts={"n_flux_bins": 6, "n_per_flux_bin": 4},
-                      observations={"source_density": {"pixsize": 1.0}})
+    s = make_settings(
+        "beast-2.1",
+        physics={"chunk_models": 4000},
+        asts={"n_flux_bins": 6, "n_per_flux_bin": 4},
+        observations={"source_density": {"pixsize": 1.0}},
+    )
     r = A.run_ast_inputs(s, urls, d.catalog_url, d.map_url)
     params = pl.read_parquet(r.params_url)
     seds = np.concatenate([p[0] for p in parts])
@@ -174,9 +193,11 @@ def test_compat_index_bug(phat_setup, make_settings):
 
 def test_random_pick_and_supplement(phat_setup, make_settings, tmp_path):
     urls, parts, vega, d = phat_setup
-    s = make_settings(physics={"chunk_models": 2500}, asts={"method": "random_pick", "models_selected_per_age": 7,
-                                                             "positions": "pixel_distribution"},
-                      observations={"source_density": {"pixsize": 1.0}})
+    s = make_settings(
+        physics={"chunk_models": 2500},
+        asts={"method": "random_pick", "models_selected_per_age": 7, "positions": "pixel_distribution"},
+        observations={"source_density": {"pixsize": 1.0}},
+    )
     r = A.run_ast_inputs(s, urls, d.catalog_url, d.map_url)
     p = pl.read_parquet(r.params_url)
     assert p.height == 4 * 7 and p.group_by("logA").len()["len"].to_list() == [7] * 4
@@ -186,10 +207,18 @@ def test_random_pick_and_supplement(phat_setup, make_settings, tmp_path):
     occupied = set(tiles.filter(pl.col("n_sources") > 0)["sd_bin"].to_list())
     assert set(inp["sd_bin"].to_list()) <= occupied
     # supplement: excludes the existing picks, honours the magnitude cut (inclusive)
-    s2 = make_settings(out=str(tmp_path / "sup"), physics={"chunk_models": 3000},
-                       asts={"method": "suppl_seds", "n_supplement": 300, "existing_file": r.params_url,
-                             "suppl_maglimit": {"F475W": [20.0, 26.0]}, "suppl_colorlimit": {"F475W": [["F814W", 0.5]]},
-                             "positions": "annulus"})
+    s2 = make_settings(
+        out=str(tmp_path / "sup"),
+        physics={"chunk_models": 3000},
+        asts={
+            "method": "suppl_seds",
+            "n_supplement": 300,
+            "existing_file": r.params_url,
+            "suppl_maglimit": {"F475W": [20.0, 26.0]},
+            "suppl_colorlimit": {"F475W": [["F814W", 0.5]]},
+            "positions": "annulus",
+        },
+    )
     r2 = A.run_ast_inputs(s2, urls, d.catalog_url, None)
     q = pl.read_parquet(r2.params_url)
     assert q.height == 300 and r2.params_url.endswith("_ASTparams_suppl.parquet")
@@ -212,8 +241,11 @@ def test_coord_boundary(phat_setup, make_settings):
     mid = 0.5 * (de0 + de1)
     # lower half of the field only
     cb = [[ra0, ra1, ra1, ra0, ra0], [de0, de0, mid, mid, de0]]
-    s = make_settings(physics={"chunk_models": 4000}, asts={"n_flux_bins": 5, "n_per_flux_bin": 3, "coord_boundary": cb},
-                      observations={"source_density": {"pixsize": 1.0}})
+    s = make_settings(
+        physics={"chunk_models": 4000},
+        asts={"n_flux_bins": 5, "n_per_flux_bin": 3, "coord_boundary": cb},
+        observations={"source_density": {"pixsize": 1.0}},
+    )
     r = A.run_ast_inputs(s, urls, d.catalog_url, d.map_url)
     inp = pl.read_parquet(r.input_url)
     assert (inp["DEC"] <= mid - 0.5 / 3600 + 1e-12).all()
@@ -230,8 +262,11 @@ def test_polygon_not_closed_is_an_error():
 
 def test_no_usable_area_error(phat_setup, make_settings, tmp_path):
     urls, parts, vega, d = phat_setup
-    s = make_settings(out=str(tmp_path / "far"), asts={"coord_boundary": [[0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0]]},
-                      observations={"source_density": {"pixsize": 1.0}})
+    s = make_settings(
+        out=str(tmp_path / "far"),
+        asts={"coord_boundary": [[0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0]]},
+        observations={"source_density": {"pixsize": 1.0}},
+    )
     with pytest.raises(ValueError, match="no density-map tile overlaps"):
         A.run_ast_inputs(s, urls, d.catalog_url, d.map_url)
     assert not (tmp_path / "far").exists()
@@ -264,15 +299,18 @@ def test_flux_bin_compat_chunk_rule(tmp_path):
     assert (distinct <= old.counts).all() and (distinct < old.counts).any()
     # the reference semantics counts exactly the distinct chosen models
     codes_new = A._bin_codes(m[new.rows], new.edges)
-    np.testing.assert_array_equal(np.stack([np.bincount(codes_new[:, k], minlength=10) for k in range(6)], axis=1),
-                                  new.counts)
+    np.testing.assert_array_equal(
+        np.stack([np.bincount(codes_new[:, k], minlength=10) for k in range(6)], axis=1), new.counts
+    )
 
 
 def test_n_per_density_bin(phat_setup, make_settings):
     urls, parts, vega, d = phat_setup
-    s = make_settings(physics={"chunk_models": 4000},
-                      asts={"n_flux_bins": 5, "n_per_flux_bin": 3, "n_per_density_bin": 7, "realization_per_model": 3},
-                      observations={"source_density": {"pixsize": 1.0}})
+    s = make_settings(
+        physics={"chunk_models": 4000},
+        asts={"n_flux_bins": 5, "n_per_flux_bin": 3, "n_per_density_bin": 7, "realization_per_model": 3},
+        observations={"source_density": {"pixsize": 1.0}},
+    )
     r = A.run_ast_inputs(s, urls, d.catalog_url, d.map_url)
     inp = pl.read_parquet(r.input_url)
     counts = inp.group_by("sd_bin").len().sort("sd_bin")
@@ -288,8 +326,10 @@ def test_usable_tiles_vectorised_matches_loop(phat_setup):
         region = A.build_region(ASTs(erode_selection_region=erode), cat, PHAT_BANDS)
         e = erode / 3600
         fast = region.usable_tiles(tiles, False, e)
-        slow = [region.tile_usable(*row, False, e) for row in
-                tiles.select("min_ra", "max_ra", "min_dec", "max_dec").iter_rows()]
+        slow = [
+            region.tile_usable(*row, False, e)
+            for row in tiles.select("min_ra", "max_ra", "min_dec", "max_dec").iter_rows()
+        ]
         np.testing.assert_array_equal(fast, slow)
     assert not fast.all()  # a 1.5" erosion removes corner tiles of this small field
 
@@ -306,10 +346,14 @@ def test_reference_image_pixels(phat_setup, make_settings, tmp_path):
     w.wcs.crpix = [100.0, 100.0]
     w.wcs.cdelt = [-0.05 / 3600, 0.05 / 3600]
     img = tmp_path / "ref.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((200, 200)), header=w.to_header(), name="SCI")]).writeto(img)
-    s = make_settings(physics={"chunk_models": 4000},
-                      asts={"n_flux_bins": 4, "n_per_flux_bin": 2, "reference_image": str(img), "reference_hdu": "SCI"},
-                      observations={"source_density": {"pixsize": 1.0}})
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((200, 200)), header=w.to_header(), name="SCI")]).writeto(
+        img
+    )
+    s = make_settings(
+        physics={"chunk_models": 4000},
+        asts={"n_flux_bins": 4, "n_per_flux_bin": 2, "reference_image": str(img), "reference_hdu": "SCI"},
+        observations={"source_density": {"pixsize": 1.0}},
+    )
     r = A.run_ast_inputs(s, urls, d.catalog_url, d.map_url)
     inp = pl.read_parquet(r.input_url)
     x, y = w.all_world2pix(inp["RA"].to_numpy(), inp["DEC"].to_numpy(), 1)

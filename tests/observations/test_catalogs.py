@@ -120,14 +120,24 @@ def test_column_float_names_the_column_when_nothing_to_aggregate():
         catalogs.column_float(pl.Series([None, None], dtype=pl.Float64).min(), "cat.fits column F475W_RATE")
     with pytest.raises(CatalogError, match="expected numbers, got 'a'"):
         catalogs.column_float(pl.Series(["a", "b"]).min(), "cat.fits column NAME")
+
+
 def test_duplicate_star_ids_are_an_error_naming_them():
     import polars as pl
 
     from beastflow.observations.catalogs import CatalogError, prepare_photometry
 
     filters = ["HST_ACS_WFC_F475W"]
-    df = pl.DataFrame({"star_id": [7, 8, 7, 9, 9], "RA": [1.0] * 5, "DEC": [2.0] * 5,
-                       "F475W_RATE": [1.0] * 5, "F475W_VEGA": [20.0] * 5, "F475W_FLAG": [0] * 5})
+    df = pl.DataFrame(
+        {
+            "star_id": [7, 8, 7, 9, 9],
+            "RA": [1.0] * 5,
+            "DEC": [2.0] * 5,
+            "F475W_RATE": [1.0] * 5,
+            "F475W_VEGA": [20.0] * 5,
+            "F475W_FLAG": [0] * 5,
+        }
+    )
     with pytest.raises(CatalogError, match=r"star_id has 2 duplicated value\(s\): 7, 9"):
         prepare_photometry(df, filters, "cat.fits")
     assert prepare_photometry(df.unique("star_id", keep="first"), filters, "cat.fits").height == 3

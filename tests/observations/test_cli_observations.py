@@ -51,8 +51,13 @@ def test_cli_ast_inputs_and_errors(tmp_path, phat_catalog, phat_asts_rate, capsy
     mags = rng.uniform(16, 30, n)[:, None] + rng.normal(0, 0.5, (n, 6))
     out = tmp_path / "out"
     out.mkdir()
-    write_sed_grid(str(out / "phat_seds.grid.hd5"), PHAT_FILTERS, np.arange(6.0),
-                   vega_band_fluxes(PHAT_FILTERS) * 10 ** (-0.4 * mags), {"logL": np.zeros(n), "logA": np.full(n, 7.0)})
+    write_sed_grid(
+        str(out / "phat_seds.grid.hd5"),
+        PHAT_FILTERS,
+        np.arange(6.0),
+        vega_band_fluxes(PHAT_FILTERS) * 10 ** (-0.4 * mags),
+        {"logL": np.zeros(n), "logA": np.full(n, 7.0)},
+    )
     assert main(["ast-inputs", str(f)]) == 1  # no density map yet: clear one-line error
     assert "density map" in capsys.readouterr().err
     assert main(["density-map", str(f)]) == 0

@@ -30,14 +30,14 @@ def _perturbed(phat_catalog, tmp_path):
     f475_rate = df["F475W_RATE"].to_numpy().copy()
     f475_flag = df["F475W_FLAG"].to_numpy().copy()
     f814_rate = df["F814W_RATE"].to_numpy().copy()
-    f814_rate[0:5] = 0.0                       # outside the F814W footprint -> partial overlap
+    f814_rate[0:5] = 0.0  # outside the F814W footprint -> partial overlap
     all_zero = {b: df[f"{b}_RATE"].to_numpy().copy() for b in PHAT_BANDS}
     for b in PHAT_BANDS:
-        all_zero[b][5] = 0.0                   # zero in every band -> kept
-    f475_flag[10:14] = 99                      # flagged, positive rate -> cut
+        all_zero[b][5] = 0.0  # zero in every band -> kept
+    f475_flag[10:14] = 99  # flagged, positive rate -> cut
     f475_flag[14:16] = 99
     f475_rate[14:16] = -abs(f475_rate[14:16])  # flagged but negative flux -> stays
-    f475_rate[20] = 0.0                        # zero rate in one band only -> partial overlap
+    f475_rate[20] = 0.0  # zero rate in one band only -> partial overlap
     cols = {f"{b}_RATE": all_zero[b] for b in PHAT_BANDS}
     cols["F475W_RATE"] = np.where(idx == 5, 0.0, f475_rate)
     cols["F814W_RATE"] = np.where(idx == 5, 0.0, f814_rate)
@@ -100,8 +100,11 @@ def test_asts_outside_footprint_and_flag_action(phat_catalog, tmp_path, make_set
     assert r.counts["asts"]["removed_outside_footprint"] >= 3
     kept = pl.read_parquet(r.ast_url)
     assert not set(kept["star_id"].to_list()) & {n - 3, n - 2, n - 1}
-    f = run_cut(make_settings(out=str(tmp_path / "f"), observations={"cuts": {"ast_action": "flag"}}),
-                str(phat_catalog), str(ap))
+    f = run_cut(
+        make_settings(out=str(tmp_path / "f"), observations={"cuts": {"ast_action": "flag"}}),
+        str(phat_catalog),
+        str(ap),
+    )
     t = pl.read_parquet(f.ast_url)
     assert t.height == n and int(t["CUT_FLAG"].sum()) == n - kept.height
 
@@ -117,7 +120,8 @@ def test_ds9_regions(tmp_path, phat_catalog, make_settings):
 
 def test_all_cut_errors_and_writes_nothing(tmp_path, phat_catalog, make_settings):
     df = catalogs.read_photometry(str(phat_catalog), PHAT_FILTERS).with_columns(
-        pl.lit(99).cast(pl.Int16).alias("F475W_FLAG"), pl.col("F475W_RATE").abs().alias("F475W_RATE"))
+        pl.lit(99).cast(pl.Int16).alias("F475W_FLAG"), pl.col("F475W_RATE").abs().alias("F475W_RATE")
+    )
     p = tmp_path / "flagged.parquet"
     df.write_parquet(p)
     out = tmp_path / "out"

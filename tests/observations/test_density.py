@@ -74,7 +74,9 @@ def test_uniform_field_density_exact(tmp_path, make_settings):
     # ~40000/3600 = 11.1 per arcsec^2
     assert abs(np.median(inner["value"].to_numpy()) - 40000 / 3600) < 1.0
     # magnitude cut honoured: a narrower range counts fewer
-    s2 = make_settings(out=str(tmp_path / "o2"), observations={"source_density": {"mag_cut": [15.0, 24.0], "use_flag": False}})
+    s2 = make_settings(
+        out=str(tmp_path / "o2"), observations={"source_density": {"mag_cut": [15.0, 24.0], "use_flag": False}}
+    )
     t2, _, _ = read_map(run_density_map(s2, str(p)).map_url)
     m = df["F475W_VEGA"].to_numpy()
     assert int(t2["n_counted"].sum()) == int(((m >= 15) & (m <= 24)).sum())
@@ -83,12 +85,16 @@ def test_uniform_field_density_exact(tmp_path, make_settings):
 def test_compat_lower_edge_source_gets_no_tile(tmp_path, make_settings):
     df = synthetic_catalog(500, seed=1)
     # put one source exactly on the declination/RA minimum corner of the grid
-    df = df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(df["RA"].min() - 1e-6).otherwise(pl.col("RA")).alias("RA"))
+    df = df.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(df["RA"].min() - 1e-6).otherwise(pl.col("RA")).alias("RA")
+    )
     p = tmp_path / "c.parquet"
     df.write_parquet(p)
     kw = {"observations": {"source_density": {"mag_cut": [15.0, 30.0]}}}
     new = pl.read_parquet(run_density_map(make_settings(**kw), str(p)).catalog_url)
-    old = pl.read_parquet(run_density_map(make_settings("beast-2.1", out=str(tmp_path / "c"), **kw), str(p)).catalog_url)
+    old = pl.read_parquet(
+        run_density_map(make_settings("beast-2.1", out=str(tmp_path / "c"), **kw), str(p)).catalog_url
+    )
     assert (new["sd_tile"] >= 0).all()
     assert (old["sd_tile"] < 0).sum() >= 1
     assert (old.filter(pl.col("sd_tile") < 0)["SourceDensity"] == 0).all()
@@ -135,7 +141,7 @@ def test_bin_settings_validated():
 
 
 def test_linear_lookup_compat_dec_clamp():
-    ra_grid = np.array([0.0, 1.0])          # n_x = 1
+    ra_grid = np.array([0.0, 1.0])  # n_x = 1
     dec_grid = np.array([0.0, 1.0, 2.0, 3.0])  # n_y = 3
     i, j = lookup_tiles_linear(np.array([0.5]), np.array([2.5]), ra_grid, dec_grid)
     assert (i[0], j[0]) == (0, 2)
@@ -184,8 +190,9 @@ def test_background_variant(phat_catalog, tmp_path, make_settings):
     occupied = tiles.filter(pl.col("n_sources") > 0)
     np.testing.assert_allclose(occupied["value"].to_numpy(), 5.0)
     assert "SourceDensity" not in cat.columns and (cat["bin_median_bg"] == 5.0).all()
-    old = run_density_map(make_settings("beast-2.1", out=str(tmp_path / "old"), observations={"source_density": sd}),
-                          str(phat_catalog))
+    old = run_density_map(
+        make_settings("beast-2.1", out=str(tmp_path / "old"), observations={"source_density": sd}), str(phat_catalog)
+    )
     bg = pl.read_parquet(old.catalog_url)["indiv_bg"].to_numpy()
     # QUIRK: masked pixels still count in the area -> crowded sources get less than the sky
     assert (bg <= 5.0 + 1e-9).all() and bg.min() < 4.0 and np.median(bg) < 5.0

@@ -55,12 +55,16 @@ def test_asts_with_positions_split_spatially(tmp_path, make_settings):
     cat = synthetic_catalog(3000, seed=5)
     cp = tmp_path / "cat.parquet"
     cat.write_parquet(cp)
-    asts = synthetic_catalog(800, seed=6).rename({f"{b}_VEGA": f"{b}_IN" for b in PHAT_BANDS}).drop(
-        [f"{b}_FLAG" for b in PHAT_BANDS])
+    asts = (
+        synthetic_catalog(800, seed=6)
+        .rename({f"{b}_VEGA": f"{b}_IN" for b in PHAT_BANDS})
+        .drop([f"{b}_FLAG" for b in PHAT_BANDS])
+    )
     ap = tmp_path / "asts.parquet"
     asts.write_parquet(ap)
-    s = make_settings(observations={"source_density": {"mag_cut": [15.0, 30.0], "bin_width": 0.05},
-                                    "split": {"n_per_file": 500}})
+    s = make_settings(
+        observations={"source_density": {"mag_cut": [15.0, 30.0], "bin_width": 0.05}, "split": {"n_per_file": 500}}
+    )
     d, c, r = _chain(s, cp, ap)
     m = json.load(open(r.manifest_url))
     assert m["asts_assignment"] == "positions"
@@ -109,8 +113,11 @@ def test_band_without_values_in_a_subfile_is_a_clear_error(tmp_path, make_settin
     s = make_settings(observations={"split": {"n_per_file": 200}})
     d = run_density_map(s, str(cp))
     c = run_cut(s, d.catalog_url, None)
-    with pytest.raises(CatalogError, match=r"phat_catalog_cut.parquet \(stars of sub-file bin\d+_sub0\), "
-                                           r"column F160W_RATE: every value is null"):
+    with pytest.raises(
+        CatalogError,
+        match=r"phat_catalog_cut.parquet \(stars of sub-file bin\d+_sub0\), "
+        r"column F160W_RATE: every value is null",
+    ):
         run_split(s, c.catalog_url, None, d.map_url)
 
 
@@ -130,8 +137,9 @@ def test_unchanged_subfiles_are_kept_byte_for_byte(phat_catalog, phat_asts_rate,
     sub0 = pl.read_parquet(m1["subfiles"][0]["url"])
     star = sub0["star_id"][-2]
     f = pl.col("F475W_RATE")
-    pl.read_parquet(cat).with_columns(pl.when(pl.col("star_id") == star).then(f * 1.05).otherwise(f)
-                                      .alias("F475W_RATE")).write_parquet(cat)
+    pl.read_parquet(cat).with_columns(
+        pl.when(pl.col("star_id") == star).then(f * 1.05).otherwise(f).alias("F475W_RATE")
+    ).write_parquet(cat)
     _, _, r2 = _chain(s, cat, phat_asts_rate)
     m2 = json.loads(Path(r2.manifest_url).read_text())
     changed = [u for u, b in before.items() if Path(u).read_bytes() != b]
@@ -140,8 +148,7 @@ def test_unchanged_subfiles_are_kept_byte_for_byte(phat_catalog, phat_asts_rate,
     assert [e["rows_sha256"] for e in m2["subfiles"][1:]] == [e["rows_sha256"] for e in m1["subfiles"][1:]]
 
 
-def test_frozen_split_puts_an_added_star_where_its_flux_falls(phat_catalog, phat_asts_rate, make_settings,
-                                                              tmp_path):
+def test_frozen_split_puts_an_added_star_where_its_flux_falls(phat_catalog, phat_asts_rate, make_settings, tmp_path):
     """Issue 18 item 3: the second run reuses the recorded flux edges, so a star added to the
     catalog changes only the sub-file its flux falls in (count-based splitting would shift every
     later sub-file by one row); resplit = true splits by n_per_file again."""
@@ -170,8 +177,7 @@ def test_frozen_split_puts_an_added_star_where_its_flux_falls(phat_catalog, phat
     assert changed == [first["url"]], changed
     assert sum(e["n_rows"] for e in m2["subfiles"]) == sum(e["n_rows"] for e in m1["subfiles"]) + 1
     # asked for: split by n_per_file again (edges recomputed from the rows)
-    s2 = make_settings(observations={"source_density": {"pixsize": 1.0},
-                                     "split": {"n_per_file": 20, "resplit": True}})
+    s2 = make_settings(observations={"source_density": {"pixsize": 1.0}, "split": {"n_per_file": 20, "resplit": True}})
     _, _, r3 = _chain(s2, cat, phat_asts_rate)
     m3 = json.loads(Path(r3.manifest_url).read_text())
     assert not m3["frozen"] and all(e["n_rows"] <= 20 for e in m3["subfiles"])

@@ -88,7 +88,8 @@ def test_model_atmosphere_luminosity(embedded):
     wl = embedded.wavelength
     bb = planck_flux(wl, np.array([9500.0]))[0]
     jump = (np.interp(4050.0, wl, spec[1]) / np.interp(3600.0, wl, spec[1])) / (
-        np.interp(4050.0, wl, bb) / np.interp(3600.0, wl, bb))
+        np.interp(4050.0, wl, bb) / np.interp(3600.0, wl, bb)
+    )
     assert jump > 2.0
 
 

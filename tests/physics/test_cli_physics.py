@@ -19,8 +19,20 @@ def test_physicsmodel_on_template_settings(tmp_path, capsys):
     n = int(m.group(1).replace(",", ""))
     grid_file = tmp_path / "beastflow-output" / "beastflow_seds.grid.hd5"
     assert grid_file.exists() and SEDGrid(str(grid_file)).n_models == n > 0
-    for word in ("stellar library: atlas9 (Kurucz 1993 ATLAS9", "library coverage", "log age", "M_ini", "A(V)", "R(V)", "f_A",
-                 "distance [pc]", "Z", "MiB", "time", str(grid_file)):
+    for word in (
+        "stellar library: atlas9 (Kurucz 1993 ATLAS9",
+        "library coverage",
+        "log age",
+        "M_ini",
+        "A(V)",
+        "R(V)",
+        "f_A",
+        "distance [pc]",
+        "Z",
+        "MiB",
+        "time",
+        str(grid_file),
+    ):
         assert word in out, word
     # rerun: up to date, nothing rebuilt
     assert main(["physicsmodel", str(toml)]) == 0

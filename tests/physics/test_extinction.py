@@ -18,6 +18,7 @@ V_ANGSTROM = np.array([5500.0])
 
 # ------------------------------------------------------------------ axes
 
+
 def test_dust_axes_linear_grids_include_max():
     avs, rvs, fas = dust_axes(Extinction(avs=[0.01, 10.0, 0.05], rvs=[2.0, 6.0, 0.5], fAs=[0.0, 1.0, 0.2]))
     # arange(min, max + step/2, step), as BEAST: the last value may overshoot max by < step/2
@@ -29,7 +30,7 @@ def test_dust_axes_linear_grids_include_max():
 def test_dust_axes_log_av_excludes_max():
     avs, _, _ = dust_axes(Extinction(avs=[0.01, 10.0, 0.1], av_log=True))
     assert avs.size == 30
-    assert avs[0] == pytest.approx(0.01) and avs[-1] == pytest.approx(10 ** 0.9)
+    assert avs[0] == pytest.approx(0.01) and avs[-1] == pytest.approx(10**0.9)
 
 
 def test_dust_axes_single_law_and_single_values():
@@ -40,6 +41,7 @@ def test_dust_axes_single_law_and_single_values():
 
 
 # -------------------------------------------------------- component curves
+
 
 def test_beast_f99_anchor_points():
     """F99 is normalised through its optical anchors (A/E(B-V) at 1/0.547 um
@@ -97,7 +99,9 @@ def test_curve_is_one_at_v(kw, compat):
         assert abs(k - 1) < (4e-2 if uses_f99 and fA > 0 else 1e-2), (R, fA, k)
 
 
-@pytest.mark.parametrize("curve,rvs", [("G23", [2.5, 5.5, 1.0]), ("F19", [2.0, 6.0, 1.0]), ("G24_SMCAvg", [2.0, 6.0, 1.0])])
+@pytest.mark.parametrize(
+    "curve,rvs", [("G23", [2.5, 5.5, 1.0]), ("F19", [2.0, 6.0, 1.0]), ("G24_SMCAvg", [2.0, 6.0, 1.0])]
+)
 def test_single_curve_law(curve, rvs):
     ext = Extinction(law="single", curve=curve, rvs=rvs, avs=[0.5, 1.5, 1.0])
     law = make_extinction_law(ext, compat=False)
@@ -112,13 +116,13 @@ def test_single_curve_law(curve, rvs):
 
 # -------------------------------------------------------------- mixture
 
+
 def test_mixture_identity_and_curve():
     ext = Extinction(law="rvfa", a_law="F19", b_law="G03_SMCBar", rvs=[2.0, 6.0, 0.5], fAs=[0.0, 1.0, 0.25])
     law = make_extinction_law(ext, compat=False)
     vp = law.valid_dust_points(*dust_axes(ext))
     a = vp["f_A"] > 0
-    np.testing.assert_allclose(1 / vp["Rv"][a], vp["f_A"][a] / vp["Rv_A"][a] + (1 - vp["f_A"][a]) / 2.74,
-                               rtol=1e-12)
+    np.testing.assert_allclose(1 / vp["Rv"][a], vp["f_A"][a] / vp["Rv_A"][a] + (1 - vp["f_A"][a]) / 2.74, rtol=1e-12)
     lam = np.array([1500.0, 2175.0, 4400.0, 5500.0, 8000.0, 16000.0])
     A, B = PackageCurve("F19", "t"), PackageCurve("G03_SMCBar", "t")
     for R, fA, RA in zip(vp["Rv"], vp["f_A"], vp["Rv_A"]):
@@ -183,6 +187,7 @@ def test_no_valid_points_names_settings():
 
 # ---------------------------------------------------------- errors, transmission
 
+
 def test_wavelength_outside_law_range():
     law = make_extinction_law(Extinction(), compat=True)
     with pytest.raises(ValueError, match=r"Gordon16_RvFALaw.*1000\.0-33333\.3 Angstrom"):
@@ -214,7 +219,7 @@ def test_rv_grid_outside_curve_range_is_named():
 
 def test_transmission_compat_and_default():
     assert transmission(1.0, compat=True) == pytest.approx(np.exp(-1.0), rel=1e-15)
-    assert transmission(1.0, compat=False) == pytest.approx(10 ** -0.4, rel=1e-15)
+    assert transmission(1.0, compat=False) == pytest.approx(10**-0.4, rel=1e-15)
     # default: A magnitudes of extinction dim the flux by exactly A magnitudes
     a = np.array([0.0, 0.3, 2.0])
     np.testing.assert_allclose(-2.5 * np.log10(transmission(a, compat=False)), a, atol=1e-14)

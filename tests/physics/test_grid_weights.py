@@ -12,8 +12,7 @@ from beastflow.physics.grid_weights import (
 
 
 def test_bin_boundaries_vector():
-    np.testing.assert_allclose(compute_bin_boundaries(np.array([1.0, 2, 5, 10, 50])),
-                               [0.5, 1.5, 3.5, 7.5, 30, 70])
+    np.testing.assert_allclose(compute_bin_boundaries(np.array([1.0, 2, 5, 10, 50])), [0.5, 1.5, 3.5, 7.5, 30, 70])
 
 
 def test_bin_boundaries_noneg_clamps_first_edge():
@@ -26,8 +25,7 @@ def test_bin_boundaries_noneg_clamps_first_edge():
     "x,log,expected",
     [
         ([6, 7, 8, 9, 10], True, [4.500045e-4, 4.500045e-3, 4.500045e-2, 4.500045e-1, 4.500045]),
-        ([1, 2, 5, 7, 10, 30], False,
-         [0.15189873, 0.30379747, 0.37974684, 0.37974684, 1.74683544, 3.03797468]),
+        ([1, 2, 5, 7, 10, 30], False, [0.15189873, 0.30379747, 0.37974684, 0.37974684, 1.74683544, 3.03797468]),
         ([0.03, 0.019, 0.008, 0.004], False, [1.31343284, 1.31343284, 0.89552239, 0.47761194]),
         ([10, 100, 1000], False, [0.18181818, 1, 1.81818182]),
     ],

@@ -96,6 +96,7 @@ def test_mass_resampling_step():
     # with max_dlog the giant branches are resolved: small steps in logT/logL
     t2 = load_isochrones(Isochrones(source="parsec", logt=[8.0], z=[0.0152], logmass_step=step, max_dlog=0.05))
     assert t2["logA"].size > t["logA"].size
+
     def n_big(x):
         return int(((np.abs(np.diff(x["logT"])) > 0.1) | (np.abs(np.diff(x["logL"])) > 0.1)).sum())
 
@@ -129,17 +130,19 @@ def test_filter_pms():
 def _table_rows():
     from astropy.table import Table
 
-    return Table({
-        "logA": [9.0, 9.0, 9.0, np.nan],
-        "M_ini": [1.0, 1.5, 2.0, 1.0],
-        "M_act": [1.0, 1.5, 1.9, 1.0],
-        "logL": [0.1, 0.8, -9.999, 0.0],
-        "logT": [3.76, 3.85, 3.6, 3.76],
-        "logg": [4.4, 4.2, 1.0, 4.4],
-        "Z": [0.0152] * 4,
-        "stage": [1, 1, 3, 1],
-        "extra": [0, 0, 0, 0],
-    })
+    return Table(
+        {
+            "logA": [9.0, 9.0, 9.0, np.nan],
+            "M_ini": [1.0, 1.5, 2.0, 1.0],
+            "M_act": [1.0, 1.5, 1.9, 1.0],
+            "logL": [0.1, 0.8, -9.999, 0.0],
+            "logT": [3.76, 3.85, 3.6, 3.76],
+            "logg": [4.4, 4.2, 1.0, 4.4],
+            "Z": [0.0152] * 4,
+            "stage": [1, 1, 3, 1],
+            "extra": [0, 0, 0, 0],
+        }
+    )
 
 
 @pytest.mark.parametrize("ext", ["csv", "ecsv", "fits", "parquet"])
@@ -181,10 +184,15 @@ def test_settings_keys_named():
 def _two_age_two_z_table(tmp_path):
     import polars as pl
 
-    rows = {"logA": [8.0, 8.0, 9.0, 9.0, 9.0], "M_ini": [1.0, 2.0, 1.0, 2.0, 1.0],
-            "M_act": [1.0, 2.0, 1.0, 1.9, 1.0], "logL": [0.1, 1.2, 0.2, 1.5, 0.0],
-            "logT": [3.76, 3.95, 3.75, 3.9, 3.77], "logg": [4.4, 4.3, 4.3, 3.5, 4.5],
-            "Z": [0.0152, 0.0152, 0.0152, 0.0152, 0.008]}
+    rows = {
+        "logA": [8.0, 8.0, 9.0, 9.0, 9.0],
+        "M_ini": [1.0, 2.0, 1.0, 2.0, 1.0],
+        "M_act": [1.0, 2.0, 1.0, 1.9, 1.0],
+        "logL": [0.1, 1.2, 0.2, 1.5, 0.0],
+        "logT": [3.76, 3.95, 3.75, 3.9, 3.77],
+        "logg": [4.4, 4.3, 4.3, 3.5, 4.5],
+        "Z": [0.0152, 0.0152, 0.0152, 0.0152, 0.008],
+    }
     f = tmp_path / "et.parquet"
     pl.DataFrame(rows).write_parquet(f)
     return str(f)
@@ -206,8 +214,11 @@ def test_table_refuses_the_mass_resampling_keys(tmp_path):
     from beastflow.settings import SettingsError, settings_from_dict
 
     f = _two_age_two_z_table(tmp_path)
-    with pytest.raises(SettingsError, match=r"physics\.isochrones\.logmass_step = 0\.1: not used with source = "
-                                            r"'table'"):
+    with pytest.raises(
+        SettingsError,
+        match=r"physics\.isochrones\.logmass_step = 0\.1: not used with source = "
+        r"'table'",
+    ):
         settings_from_dict({"physics": {"isochrones": {"source": "table", "table": f, "logmass_step": 0.1}}})
     # the template's values are the defaults: accepted
     settings_from_dict({"physics": {"isochrones": {"source": "table", "table": f, "logmass_step": 0.05}}})

@@ -28,8 +28,8 @@ def test_vega_is_zero_mag_in_every_default_filter():
 
 
 def test_vega_agrees_with_pyphot_and_beast_table():
-    import pyphot
     import h5py
+    import pyphot
     from pyphot import config
 
     lib = pyphot.get_library()

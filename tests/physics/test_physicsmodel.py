@@ -9,15 +9,25 @@ import numpy as np
 import pytest
 
 from beastflow.io.sed_grid import SEDGrid
-from beastflow.physics import photometry, spectral_grid
+from beastflow.physics import spectral_grid
 from beastflow.physics.physicsmodel import full_grid_rows, run_physicsmodel, uniform_slices
 from beastflow.settings import settings_from_dict
 
 FILTERS = ["HST_WFC3_F275W", "HST_ACS_WFC_F475W", "GROUND_JOHNSON_V", "HST_WFC3_F160W"]
 
 
-def small_settings(tmp_path, *, compat="none", n_subgrid=1, libraries=("planck",), files=None,
-                   logt=(8.0, 9.0, 1.0), avs=(0.0, 2.0, 1.0), distances=(24.0, 24.5, 0.5), **phys):
+def small_settings(
+    tmp_path,
+    *,
+    compat="none",
+    n_subgrid=1,
+    libraries=("planck",),
+    files=None,
+    logt=(8.0, 9.0, 1.0),
+    avs=(0.0, 2.0, 1.0),
+    distances=(24.0, 24.5, 0.5),
+    **phys,
+):
     data = {
         "compat": compat,
         "project": {"name": "t", "output": str(tmp_path / "out")},
@@ -98,9 +108,31 @@ def test_subgrids_hold_exactly_the_full_grid(planck_grids):
 def test_grid_columns_units_and_order(planck_grids):
     full, _ = planck_grids
     grid = SEDGrid(full.sed_grids[0])
-    expect = (["Av", "Rv", "Rv_A", "f_A", "distance", "radius", "weight", "prior_weight", "grid_weight",
-               "specgrid_indx", "logL", "logg", "mbolmag", "logA", "logT", "M_ini", "M_act", "stage", "Z"]
-              + [f"log{f}_nd" for f in FILTERS] + [f"log{f}_wd" for f in FILTERS])
+    expect = (
+        [
+            "Av",
+            "Rv",
+            "Rv_A",
+            "f_A",
+            "distance",
+            "radius",
+            "weight",
+            "prior_weight",
+            "grid_weight",
+            "specgrid_indx",
+            "logL",
+            "logg",
+            "mbolmag",
+            "logA",
+            "logT",
+            "M_ini",
+            "M_act",
+            "stage",
+            "Z",
+        ]
+        + [f"log{f}_nd" for f in FILTERS]
+        + [f"log{f}_wd" for f in FILTERS]
+    )
     assert grid.columns == expect
     assert grid.filters == FILTERS
     assert grid.stellar_library.startswith("planck")
@@ -121,7 +153,7 @@ def test_grid_columns_units_and_order(planck_grids):
     np.testing.assert_allclose(np.log10(b.seds), np.stack([c[f"log{f}_wd"] for f in FILTERS], 1), rtol=1e-12)
     # A(V) = 0: the extinguished fluxes are the unextinguished ones (default mode)
     z = c["Av"] == 0
-    for k, f in enumerate(FILTERS):
+    for f in FILTERS:
         np.testing.assert_allclose(c[f"log{f}_wd"][z], c[f"log{f}_nd"][z], rtol=0, atol=1e-12)
     # fluxes in erg/s/cm2/A at the model distance: same star, two distances, ratio (d1/d2)^2
     sp = c["specgrid_indx"]
@@ -145,8 +177,7 @@ def test_extinction_dims_v_band_by_av(tmp_path):
     """A(V) = 1 dims the V band by ≈ 1 mag (default) and ≈ 1.086 mag (compat exp(-A) BUG?)."""
     out = {}
     for compat in ("none", "beast-2.1"):
-        s = small_settings(tmp_path / compat, compat=compat, logt=(7.0,), avs=(0.0, 1.0, 1.0),
-                           distances=(24.0,))
+        s = small_settings(tmp_path / compat, compat=compat, logt=(7.0,), avs=(0.0, 1.0, 1.0), distances=(24.0,))
         g = SEDGrid(run_physicsmodel(s).sed_grids[0]).read()
         c = g.columns
         iv = FILTERS.index("GROUND_JOHNSON_V")
@@ -181,8 +212,7 @@ def test_spec_grid_artifact_and_resume(tmp_path, caplog):
     r2 = run_physicsmodel(s)
     assert r2.summary["cached"] and r2.n_models == r1.n_models
     assert (tmp_path / "out" / "t_seds.grid.hd5").stat().st_mtime_ns == mtime
-    assert r1.summary["library"]["kept"] + r1.summary["library"]["dropped"] == \
-        r1.summary["library"]["isochrone_points"]
+    assert r1.summary["library"]["kept"] + r1.summary["library"]["dropped"] == r1.summary["library"]["isochrone_points"]
 
 
 def test_compat_specgrid_indx_per_distance(tmp_path):
@@ -191,13 +221,19 @@ def test_compat_specgrid_indx_per_distance(tmp_path):
     c = g.read(seds=False).columns
     n0 = g.meta["spec_rows"][1]
     # QUIRK: the index restarts in every distance block
-    np.testing.assert_array_equal(c["specgrid_indx"][: n0 // 2], c["specgrid_indx"][n0 // 2: n0])
+    np.testing.assert_array_equal(c["specgrid_indx"][: n0 // 2], c["specgrid_indx"][n0 // 2 : n0])
 
 
 def test_kurucz_parsec_integration(tmp_path, kurucz_grid):
-    s = small_settings(tmp_path, libraries=("kurucz",), files={"kurucz": str(kurucz_grid)},
-                       logt=(8.0, 9.0, 1.0), avs=(0.0, 2.0, 2.0), distances=(24.47,),
-                       filters=["HST_WFC3_F275W", "HST_ACS_WFC_F475W", "HST_ACS_WFC_F814W", "HST_WFC3_F160W"])
+    s = small_settings(
+        tmp_path,
+        libraries=("kurucz",),
+        files={"kurucz": str(kurucz_grid)},
+        logt=(8.0, 9.0, 1.0),
+        avs=(0.0, 2.0, 2.0),
+        distances=(24.47,),
+        filters=["HST_WFC3_F275W", "HST_ACS_WFC_F475W", "HST_ACS_WFC_F814W", "HST_WFC3_F160W"],
+    )
     res = run_physicsmodel(s)
     g = SEDGrid(res.sed_grids[0])
     assert "kurucz" in g.stellar_library.lower()
@@ -243,8 +279,7 @@ def test_row_chunked_path_equals_stacked_path(tmp_path):
     """Slices larger than chunk_models are streamed in row chunks; same numbers either way."""
     grids = []
     for chunk in (1024, 1 << 20):
-        s = small_settings(tmp_path / str(chunk), logt=(6.0, 10.0, 1.0), avs=(0.0, 1.0, 1.0),
-                           chunk_models=chunk)
+        s = small_settings(tmp_path / str(chunk), logt=(6.0, 10.0, 1.0), avs=(0.0, 1.0, 1.0), chunk_models=chunk)
         g = SEDGrid(run_physicsmodel(s).sed_grids[0])
         grids.append(g)
     assert grids[0].meta["spec_rows"][1] > 1024  # exercises the row-chunked branch
@@ -266,8 +301,15 @@ def test_sed_rows_match_an_independent_direct_computation(tmp_path, kurucz_grid,
     from beastflow.physics.stellib import make_stellar_library
 
     beast = compat == "beast-2.1"
-    s = small_settings(tmp_path, compat=compat, libraries=("kurucz",), files={"kurucz": str(kurucz_grid)},
-                       logt=(8.0,), avs=(0.0, 2.0, 2.0), distances=(24.47,))
+    s = small_settings(
+        tmp_path,
+        compat=compat,
+        libraries=("kurucz",),
+        files={"kurucz": str(kurucz_grid)},
+        logt=(8.0,),
+        avs=(0.0, 2.0, 2.0),
+        distances=(24.47,),
+    )
     g = SEDGrid(run_physicsmodel(s).sed_grids[0])
     b = g.read()
     c = b.columns
@@ -279,8 +321,9 @@ def test_sed_rows_match_an_independent_direct_computation(tmp_path, kurucz_grid,
     pyf = [pyphot.get_library()[f] for f in FILTERS]
     rng = np.random.default_rng(3)
     for i in rng.choice(len(b), 6, replace=False):
-        keep, L, rad, _ = lib.spectra_at(c["logT"][i:i + 1], c["logg"][i:i + 1], c["Z"][i:i + 1],
-                                         c["logL"][i:i + 1], beast)
+        keep, L, rad, _ = lib.spectra_at(
+            c["logT"][i : i + 1], c["logg"][i : i + 1], c["Z"][i : i + 1], c["logL"][i : i + 1], beast
+        )
         assert rad[0] == pytest.approx(c["radius"][i], rel=1e-12)
         d_cm = c["distance"][i] * 3.0856775e18
         f = L[0] / (4 * np.pi * d_cm**2)
@@ -302,8 +345,9 @@ def test_replaced_library_file_makes_the_grid_out_of_date(tmp_path, kurucz_grid)
 
     lib = tmp_path / "kurucz.fits"
     shutil.copy(kurucz_grid, lib)
-    s = small_settings(tmp_path, libraries=("kurucz",), files={"kurucz": str(lib)}, logt=(8.0,),
-                       avs=(0.0,), distances=(24.47,))
+    s = small_settings(
+        tmp_path, libraries=("kurucz",), files={"kurucz": str(lib)}, logt=(8.0,), avs=(0.0,), distances=(24.47,)
+    )
     r1 = run_physicsmodel(s)
     before = SEDGrid(r1.sed_grids[0]).provenance["input_hashes"]["stellib:kurucz"]
     assert run_physicsmodel(s).summary["cached"]

@@ -26,8 +26,7 @@ MASSES = np.array([1.0, 2, 3, 4, 5])
         ({"name": "flat_log"}, [9.00009e-1, 9.00009e-2, 9.00009e-3, 9.00009e-4, 9.00009e-5]),
         ({"name": "bins_histo", "x": [6, 7, 8, 9, 10], "values": [1, 2, 1, 5, 3]}, [1, 2, 1, 5, 3]),
         ({"name": "bins_histo", "x": [6, 7, 8, 9, 10], "values": [1, 2, 1, 5]}, [1, 2, 1, 5, 0]),
-        ({"name": "exponential", "tau": 0.1},
-         [0.9900498, 0.9048374, 0.3678794, 4.539993e-5, 3.720076e-44]),
+        ({"name": "exponential", "tau": 0.1}, [0.9900498, 0.9048374, 0.3678794, 4.539993e-5, 3.720076e-44]),
     ],
 )
 def test_age_prior_vectors(model, expected):
@@ -49,8 +48,10 @@ def test_age_prior_tabulated_range_and_interp():
         ({"name": "salpeter"}, [4.02338441, 0.58842044, 0.21633931, 0.10825509, 0.06360075]),
         ({"name": "salpeter", "slope": 2.0}, [3.666667, 0.733333, 0.314286, 0.174603, 0.111111]),
         ({"name": "kroupa"}, [3.97740709, 0.60861986, 0.22874078, 0.11618704, 0.06904523]),
-        ({"name": "kroupa", "alpha0": 0.5, "alpha1": 1.0, "alpha2": 2.0, "alpha3": 2.5},
-         [4.036514, 0.601346, 0.20694, 0.098998, 0.056201]),
+        (
+            {"name": "kroupa", "alpha0": 0.5, "alpha1": 1.0, "alpha2": 2.0, "alpha3": 2.5},
+            [4.036514, 0.601346, 0.20694, 0.098998, 0.056201],
+        ),
         ({"name": "flat"}, [1.0] * 5),
     ],
 )
@@ -69,15 +70,15 @@ def test_kroupa_integral_across_breaks_matches_quadrature():
 
     model = {"name": "kroupa"}
     exact = imf_bin_integrals(np.array([0.01]), np.array([3.0]), model)[0]
-    numeric = sum(quad(lambda m: imf(m, model)[0], a, b)[0]
-                  for a, b in ((0.01, 0.08), (0.08, 0.5), (0.5, 1.0), (1.0, 3.0)))
+    numeric = sum(
+        quad(lambda m: imf(m, model)[0], a, b)[0] for a, b in ((0.01, 0.08), (0.08, 0.5), (0.5, 1.0), (1.0, 3.0))
+    )
     assert exact == pytest.approx(numeric, rel=1e-10)
 
 
 def test_distance_prior_absexponential_vector():
     model = {"name": "absexponential", "dist0": 60e3, "tau": 5e3, "amp": 1.0}
-    np.testing.assert_allclose(distance_prior(np.array([53e3, 60e3, 69e3]), model),
-                               [0.246597, 1, 0.165299], rtol=2e-6)
+    np.testing.assert_allclose(distance_prior(np.array([53e3, 60e3, 69e3]), model), [0.246597, 1, 0.165299], rtol=2e-6)
     np.testing.assert_array_equal(distance_prior(np.array([1.0, 2.0]), {"name": "flat", "amp": 2.0}), [2, 2])
     np.testing.assert_array_equal(metallicity_prior(np.array([0.01, 0.02]), {"name": "flat"}), [1, 1])
 
@@ -94,19 +95,23 @@ def test_distance_prior_absexponential_vector():
         ("mass", {"name": "salpeter"}, np.array([0.1, 0.5, 1.0, 5.0, 20.0]), False),
         ("mass", {"name": "flat"}, np.array([0.1, 0.5, 1.0, 5.0, 20.0]), False),
         ("distance", {"name": "flat"}, np.array([50e3, 55e3, 60e3]), False),
-        ("distance", {"name": "absexponential", "dist0": 60e3, "tau": 5e3, "amp": 1.0},
-         np.array([50e3, 55e3, 60e3, 70e3]), False),
+        (
+            "distance",
+            {"name": "absexponential", "dist0": 60e3, "tau": 5e3, "amp": 1.0},
+            np.array([50e3, 55e3, 60e3, 70e3]),
+            False,
+        ),
         ("metallicity", {"name": "flat"}, np.array([0.004, 0.008, 0.019, 0.03]), False),
     ],
 )
 def test_every_stellar_prior_normalises_to_unit_integral(axis, model, x, log):
-    fn = {"age": age_prior, "mass": mass_prior, "distance": distance_prior,
-          "metallicity": metallicity_prior}[axis]
+    fn = {"age": age_prior, "mass": mass_prior, "distance": distance_prior, "metallicity": metallicity_prior}[axis]
     p = normalised_prior(x, fn(x, model), log=log, what=axis)
     assert np.sum(p * bin_widths(x, log=log, noneg=True)) == pytest.approx(1.0, rel=1e-12)
 
 
 # ------------------------------------------------------ combined weights
+
 
 def _toy_grid():
     """Two distances x two Z; isochrones with unequal lengths, a duplicated
@@ -114,10 +119,10 @@ def _toy_grid():
     rows = []
     iso = {
         (0.004, 7.0): [0.9, 1.0, 2.0, 5.0],
-        (0.004, 8.0): [0.8, 1.0, 1.0, 3.0],        # duplicate mass 1.0
+        (0.004, 8.0): [0.8, 1.0, 1.0, 3.0],  # duplicate mass 1.0
         (0.004, 9.0): [0.7, 1.1, 1.5],
         (0.019, 7.0): [1.0, 3.0, 8.0],
-        (0.019, 8.0): [1.2],                       # single point -> weight 0
+        (0.019, 8.0): [1.2],  # single point -> weight 0
         (0.019, 9.0): [0.6, 0.9, 1.3, 1.4, 1.6],
     }
     for d in (7.0e5, 8.0e5):
@@ -215,5 +220,4 @@ def test_default_metallicity_and_distance_shares():
             # flat metallicity prior: equal prior share per Z
             expected.append(dshare[i] * pshare[i] * zshare[j] * 0.5)
     # the weight of each (distance, Z) block is volume x prior, up to one constant
-    np.testing.assert_allclose(np.array(block_w) / np.sum(block_w),
-                               np.array(expected) / np.sum(expected), rtol=1e-12)
+    np.testing.assert_allclose(np.array(block_w) / np.sum(block_w), np.array(expected) / np.sum(expected), rtol=1e-12)

@@ -164,19 +164,24 @@ def test_planck_spectrum_is_pi_b_at_nodes_and_close_between(planck):
 
 def _two_z_library():
     """Z = 0.01 planes carry 1 x black body, Z = 0.02 planes 2 x."""
-    base = planck_library(logT=np.round(np.arange(3.6, 4.01, 0.05), 6), logg=np.array([3.0, 5.0]), Z=np.array([0.01, 0.02]))
+    base = planck_library(
+        logT=np.round(np.arange(3.6, 4.01, 0.05), 6), logg=np.array([3.0, 5.0]), Z=np.array([0.01, 0.02])
+    )
     flux = np.vstack([base.flux, 2 * base.flux])
     row = base.spec_row + np.where(base.Z == 0.02, base.flux.shape[0], 0)
-    return StellarLibrary("twoz", "two-Z test", base.wavelength, base.logT, base.logg, base.Z,
-                          flux, row, "box", True)
+    return StellarLibrary("twoz", "two-Z test", base.wavelength, base.logT, base.logg, base.Z, flux, row, "box", True)
 
 
 @pytest.mark.parametrize(
     "z, default, compat",
-    [(0.0125, 1.25, 1.75),  # fz = 0.25: (1-fz, fz) vs BEAST's inverted (fz, 1-fz)
-     (0.018, 1.8, 1.2),
-     (0.01, 1.0, 1.0), (0.02, 2.0, 2.0),  # exact planes
-     (0.005, 1.0, 1.0), (0.05, 2.0, 2.0)],  # outside: nearest plane, unscaled
+    [
+        (0.0125, 1.25, 1.75),  # fz = 0.25: (1-fz, fz) vs BEAST's inverted (fz, 1-fz)
+        (0.018, 1.8, 1.2),
+        (0.01, 1.0, 1.0),
+        (0.02, 2.0, 2.0),  # exact planes
+        (0.005, 1.0, 1.0),
+        (0.05, 2.0, 2.0),
+    ],  # outside: nearest plane, unscaled
 )
 def test_metallicity_weights_default_vs_compat(z, default, compat):
     lib = _two_z_library()
@@ -193,8 +198,9 @@ def test_index_zero_quirk_in_temperature_consistency():
     T = np.array([4.2, 4.0, 3.8, 3.8])
     g = np.array([5.0, 3.0, 5.0, 3.0])
     wl = np.geomspace(1000, 10000, 50)
-    lib = StellarLibrary("q", "quirk test", wl, T, g, np.full(4, 0.02), planck_flux(wl, 10**T),
-                         np.arange(4), "box", True)
+    lib = StellarLibrary(
+        "q", "quirk test", wl, T, g, np.full(4, 0.02), planck_flux(wl, 10**T), np.arange(4), "box", True
+    )
     i_def, w_def = lib.interpolation_weights([3.9], [4.0], [0.02], compat=False)
     i_bst, w_bst = lib.interpolation_weights([3.9], [4.0], [0.02], compat=True)
     assert 0 not in i_def[0][w_def[0] > 0]
@@ -277,8 +283,9 @@ def test_fits_reader_errors_name_file_and_column(tmp_path):
     from astropy.io import fits
 
     img = np.vstack([np.ones((2, 5)), np.arange(1.0, 6.0)])
-    t = fits.BinTableHDU.from_columns([fits.Column("logT", "D", array=[3.7, 3.8]),
-                                       fits.Column("Z", "D", array=[0.02, 0.02])])
+    t = fits.BinTableHDU.from_columns(
+        [fits.Column("logT", "D", array=[3.7, 3.8]), fits.Column("Z", "D", array=[0.02, 0.02])]
+    )
     f = tmp_path / "bad.grid.fits"
     fits.HDUList([fits.PrimaryHDU(img), t]).writeto(f)
     with pytest.raises(ValueError, match=r"bad\.grid\.fits.*logg"):
@@ -294,25 +301,63 @@ def test_settings_reject_unknown_files_and_duplicates():
         settings_from_dict({"physics": {"stellar_library": {"libraries": ["kurucz", "kurucz"]}}})
 
 
-
 # (logT, logg, [(model, weight), ...]) from BEAST 2.1.0's pure-Python
 # ``__interp__`` run on the shared Kurucz file (weights > 0, sorted by model);
 # our compat kernel reproduced 13,740 random points this way bit for bit.
 BEAST_WEIGHTS = [
-    (3.7613, 4.44, [(107, 0.10940354172349456), (108, 0.8022926393056328), (118, 0.01059645827650466), (119, 0.0777073606943681)]),
-    (3.55, 0.2, [(0, 0.48121527029986033), (1, 0.3208101801999069), (11, 0.1187847297001396), (12, 0.07918981980009308)]),
+    (
+        3.7613,
+        4.44,
+        [(107, 0.10940354172349456), (108, 0.8022926393056328), (118, 0.01059645827650466), (119, 0.0777073606943681)],
+    ),
+    (
+        3.55,
+        0.2,
+        [(0, 0.48121527029986033), (1, 0.3208101801999069), (11, 0.1187847297001396), (12, 0.07918981980009308)],
+    ),
     (3.5, 4.9, [(9, 0.1999999999999993), (10, 0.8000000000000007)]),
     (4.0, 2.0, [(256, 1.0)]),
     (4.2, 3.0, [(308, 0.14699144758375726), (314, 0.8530085524162427)]),
     (4.65, 4.7, [(406, 0.06280264631422972), (409, 0.9371973536857703)]),
-    (3.9031, 1.25, [(191, 0.4996253727604428), (192, 0.4996253727604428), (200, 0.00037462723955724176), (201, 0.00037462723955724176)]),
+    (
+        3.9031,
+        1.25,
+        [
+            (191, 0.4996253727604428),
+            (192, 0.4996253727604428),
+            (200, 0.00037462723955724176),
+            (201, 0.00037462723955724176),
+        ],
+    ),
     (4.7, 5.2, [(411, 1.0)]),
     (3.8, 5.1, [(131, 0.7581224336780856), (141, 0.24187756632191437)]),
-    (4.1, 3.75, [(290, 0.4092959126292812), (291, 0.4092959126292812), (296, 0.09070408737071878), (297, 0.09070408737071878)]),
+    (
+        4.1,
+        3.75,
+        [(290, 0.4092959126292812), (291, 0.4092959126292812), (296, 0.09070408737071878), (297, 0.09070408737071878)],
+    ),
     (3.6, 2.5, [(16, 0.07349572379187863), (27, 0.9265042762081214)]),
-    (4.35, 3.3, [(347, 0.24299905178480308), (348, 0.36449857767720406), (352, 0.15700094821519728), (353, 0.23550142232279558)]),
+    (
+        4.35,
+        3.3,
+        [
+            (347, 0.24299905178480308),
+            (348, 0.36449857767720406),
+            (352, 0.15700094821519728),
+            (353, 0.23550142232279558),
+        ],
+    ),
     (3.71, -0.25, [(66, 0.4794544346382029), (77, 0.5205455653617971)]),
-    (3.98, 4.2, [(246, 0.47892602018004615), (247, 0.31928401345336455), (253, 0.12107397981995352), (254, 0.08071598654663581)]),
+    (
+        3.98,
+        4.2,
+        [
+            (246, 0.47892602018004615),
+            (247, 0.31928401345336455),
+            (253, 0.12107397981995352),
+            (254, 0.08071598654663581),
+        ],
+    ),
 ]
 
 

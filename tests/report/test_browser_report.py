@@ -22,8 +22,14 @@ from .test_star import _with_best_model, _write_pdf2d
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 #: per image: loaded, its size, and the fraction of pixels that differ from the top-left (background) one
 IMAGE_CHECK = """() => Array.from(document.images).map(img => {
@@ -110,9 +116,16 @@ def test_report_and_star_page_render_in_chromium(run_output, tmp_path):  # noqa:
             sections = page.evaluate(SECTION_CHECK)
             titles = {s["title"] for s in sections}
             assert {"Prior vs stacked posterior", "Parameter recovery by S/N", "Example stars, one page each"} <= titles
-            empty = [s["title"] for s in sections if s["err"] or (s["imgs"] == 0 and s["links"] == 0
-                                                                   and s["title"] not in ("Run", "Artifacts used",
-                                                                                          "Recovery summary"))]
+            empty = [
+                s["title"]
+                for s in sections
+                if s["err"]
+                or (
+                    s["imgs"] == 0
+                    and s["links"] == 0
+                    and s["title"] not in ("Run", "Artifacts used", "Recovery summary")
+                )
+            ]
             assert not empty, f"sections without a plot: {empty}"
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
 

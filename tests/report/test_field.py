@@ -28,8 +28,12 @@ def test_stacked_pdfs_are_the_mean_of_the_normalised_star_pdfs(run_output):  # n
 
 def test_tile_index_and_medians():
     ra_e, dec_e = np.array([10.0, 10.1, 10.2]), np.array([40.0, 40.1])
-    tiles = {"min_ra": np.array([10.0, 10.1]), "max_ra": np.array([10.1, 10.2]),
-             "min_dec": np.array([40.0, 40.0]), "max_dec": np.array([40.1, 40.1])}
+    tiles = {
+        "min_ra": np.array([10.0, 10.1]),
+        "max_ra": np.array([10.1, 10.2]),
+        "min_dec": np.array([40.0, 40.0]),
+        "max_dec": np.array([40.1, 40.1]),
+    }
     ra = np.array([10.05, 10.15, 10.16, 10.3, 10.01])
     dec = np.array([40.05, 40.05, 40.02, 40.05, 40.5])
     t = tile_index(tiles, ra, dec)
@@ -47,8 +51,13 @@ def test_report_field_sections_with_pdf2d_and_noise(run_output):  # noqa: F811
     rep = make_report(str(out))
     assert not [s for s in rep.sections if s.error], [(s.title, s.error) for s in rep.sections if s.error]
     names = {p.rsplit("/", 1)[1] for p in rep.images}
-    for nm in ("prior_vs_posterior.png", "stacked_corner.png", "tile_maps.png", "chi2_vs_mag.png",
-               "recovery_by_snr.png"):
+    for nm in (
+        "prior_vs_posterior.png",
+        "stacked_corner.png",
+        "tile_maps.png",
+        "chi2_vs_mag.png",
+        "recovery_by_snr.png",
+    ):
         assert nm in names, names
         assert_png(str(out / "report" / nm))
     page = open(rep.index).read()

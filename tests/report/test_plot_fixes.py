@@ -39,8 +39,10 @@ def test_wilson_interval_is_a_68_percent_binomial_interval():
 
 
 def test_quantities_the_grid_does_not_vary_are_dropped():
-    pdf = {"quantities": ["Av", "Z", "logA"], "centres": {"Av": np.arange(5.0), "Z": np.array([0.0152]),
-                                                          "logA": np.arange(6.0, 10.0)},
-           "pdf": {"Av": np.ones((2, 5)), "Z": np.ones((2, 1)), "logA": np.ones((2, 4))}}
+    pdf = {
+        "quantities": ["Av", "Z", "logA"],
+        "centres": {"Av": np.arange(5.0), "Z": np.array([0.0152]), "logA": np.arange(6.0, 10.0)},
+        "pdf": {"Av": np.ones((2, 5)), "Z": np.ones((2, 1)), "logA": np.ones((2, 4))},
+    }
     priors = {"Av": np.ones(5), "Z": np.ones(1), "logA": np.array([0.0, 0.0, 1.0, 0.0])}
     assert varying(pdf, priors, ["Av", "Z", "logA", "M_ini"]) == ["Av"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import struct
 
@@ -55,12 +54,20 @@ def run_output(tmp_path):
     P = "field"
     vega = vega_band_fluxes(FILTERS)
     n = 300
-    truth = {"star_id": np.arange(n) + 100, "Av": rng.uniform(0, 2, n), "logA": rng.uniform(7, 10, n),
-             "M_ini": 10 ** rng.uniform(0, 1, n)}
+    truth = {
+        "star_id": np.arange(n) + 100,
+        "Av": rng.uniform(0, 2, n),
+        "logA": rng.uniform(7, 10, n),
+        "M_ini": 10 ** rng.uniform(0, 1, n),
+    }
     mags = rng.uniform(20, 27, size=(n, 1)) + np.array([[0.5, 0.0, -1.0]])
     obs = 10 ** (-0.4 * mags) * vega
-    data = {"Name": [f"x{i}" for i in range(n)], "star_id": truth["star_id"], "RA": rng.uniform(10, 10.01, n),
-            "DEC": rng.uniform(41, 41.01, n)}
+    data = {
+        "Name": [f"x{i}" for i in range(n)],
+        "star_id": truth["star_id"],
+        "RA": rng.uniform(10, 10.01, n),
+        "DEC": rng.uniform(41, 41.01, n),
+    }
     for k, f in enumerate(FILTERS):
         data[f] = obs[:, k]
     sig = {"Av": 0.2, "logA": 0.3, "M_ini": 0.1}
@@ -69,7 +76,7 @@ def run_output(tmp_path):
         p50 = t + s * rng.standard_normal(n)  # calibrated: truth inside p16-p84 68% of the time
         vals = {"p16": p50 - s, "p50": p50, "p84": p50 + s, "Best": p50, "Exp": p50}
         for k2, v in vals.items():
-            data[f"{q}_{k2}"] = 10 ** v if q == "M_ini" else v
+            data[f"{q}_{k2}"] = 10**v if q == "M_ini" else v
     for k, f in enumerate(FILTERS):
         for s in ("Best", "Exp", "p16", "p50", "p84"):
             fac = {"p16": 0.9, "p84": 1.1}.get(s, 1.0)
@@ -77,23 +84,40 @@ def run_output(tmp_path):
     write_stats(str(out / f"{P}_stats.parquet"), pl.DataFrame(data), {"stage": "merge"}, {})
     # pdf1d in a different star order than the stats, to check the join by star_id
     perm = rng.permutation(n)
-    bins = [_bins("Av", np.linspace(0, 2, 21)), _bins("logA", np.linspace(7, 10, 31)),
-            _bins("M_ini", np.logspace(0, 1, 11), log=True)]
+    bins = [
+        _bins("Av", np.linspace(0, 2, 21)),
+        _bins("logA", np.linspace(7, 10, 31)),
+        _bins("M_ini", np.logspace(0, 1, 11), log=True),
+    ]
     pdfs = {}
     for b in bins:
         p = rng.random((n, b.nbins))
         pdfs[b.name] = p / p.sum(axis=1, keepdims=True)
-    write_pdf1d(str(out / f"{P}_pdf1d.hd5"), truth["star_id"][perm], np.zeros(n), bins,
-                {k: v[perm] for k, v in pdfs.items()}, {}, {})
+    write_pdf1d(
+        str(out / f"{P}_pdf1d.hd5"),
+        truth["star_id"][perm],
+        np.zeros(n),
+        bins,
+        {k: v[perm] for k, v in pdfs.items()},
+        {},
+        {},
+    )
     # density map: 4 x 3 tiles
     ra_e, dec_e = np.linspace(10, 10.01, 5), np.linspace(41, 41.01, 4)
     I, J = np.meshgrid(np.arange(4), np.arange(3), indexing="ij")
-    tiles = {"i_ra": I.ravel(), "i_dec": J.ravel(), "value": rng.uniform(0, 3, 12),
-             "min_ra": ra_e[I.ravel()], "max_ra": ra_e[I.ravel() + 1],
-             "min_dec": dec_e[J.ravel()], "max_dec": dec_e[J.ravel() + 1]}
+    tiles = {
+        "i_ra": I.ravel(),
+        "i_dec": J.ravel(),
+        "value": rng.uniform(0, 3, 12),
+        "min_ra": ra_e[I.ravel()],
+        "max_ra": ra_e[I.ravel() + 1],
+        "min_dec": dec_e[J.ravel()],
+        "max_dec": dec_e[J.ravel() + 1],
+    }
     _write_parquet(tiles, str(out / f"{P}_sourceden_map.parquet"), {})
-    _write_parquet({"star_id": truth["star_id"], "RA": data["RA"], "DEC": data["DEC"]},
-                   str(out / f"{P}_catalog_sd.parquet"), {})
+    _write_parquet(
+        {"star_id": truth["star_id"], "RA": data["RA"], "DEC": data["DEC"]}, str(out / f"{P}_catalog_sd.parquet"), {}
+    )
     # ASTs: two density bins, completeness falling at the faint end
     for b in (1, 2):
         m = 2000
@@ -111,16 +135,24 @@ def run_output(tmp_path):
     ng = 500
     gm = rng.uniform(18, 30, size=(ng, 1)) + np.array([[0.5, 0.0, -1.0]])
     seds = 10 ** (-0.4 * gm) * vega
-    grid_url = write_sed_grid(str(out / f"{P}_seds.grid.hd5"), FILTERS, np.array([3360.0, 4750.0, 8100.0]), seds,
-                              {"Av": rng.uniform(0, 2, ng), "weight": np.ones(ng)})
+    grid_url = write_sed_grid(
+        str(out / f"{P}_seds.grid.hd5"),
+        FILTERS,
+        np.array([3360.0, 4750.0, 8100.0]),
+        seds,
+        {"Av": rng.uniform(0, 2, ng), "weight": np.ones(ng)},
+    )
     err = seds * (0.02 + 10 ** (0.4 * (gm - 27)))
-    write_noise_model(str(out / f"{P}_bin1_noisemodel.hd5"), FILTERS, 0.05 * err, err, np.ones_like(err),
-                      sed_grid=grid_url)
+    write_noise_model(
+        str(out / f"{P}_bin1_noisemodel.hd5"), FILTERS, 0.05 * err, err, np.ones_like(err), sed_grid=grid_url
+    )
     _write_parquet(truth, str(out / "demo_truth.parquet"), {})
     for stage, secs in (("physicsmodel", [2.5]), ("fit", [1.0, 2.0, 0.5])):
         for i, s in enumerate(secs):
-            storage.write_json(str(out / ".cache" / stage / f"u{i}.json"),
-                               {"stage": stage, "seconds": s, "created": f"2026-01-01T00:00:0{i}"})
+            storage.write_json(
+                str(out / ".cache" / stage / f"u{i}.json"),
+                {"stage": stage, "seconds": s, "created": f"2026-01-01T00:00:0{i}"},
+            )
     return out, truth
 
 
@@ -128,8 +160,16 @@ def test_report_on_synthetic_run(run_output):
     out, truth = run_output
     rep = make_report(str(out))
     names = sorted(p.rsplit("/", 1)[1] for p in rep.images)
-    field = {"cmd.png", "density_map.png", "ast_completeness.png", "noise_model.png",
-             "pdf1d_examples.png", "sed_examples.png", "recovery.png", "timings.png"}
+    field = {
+        "cmd.png",
+        "density_map.png",
+        "ast_completeness.png",
+        "noise_model.png",
+        "pdf1d_examples.png",
+        "sed_examples.png",
+        "recovery.png",
+        "timings.png",
+    }
     assert field <= set(names)
     # the three example stars get their own pages (no 2-D PDFs in this run: SED + 1-D PDFs)
     # field-wide additions: prior vs stacked posterior, maps on the density tiles

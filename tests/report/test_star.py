@@ -8,7 +8,12 @@ import pytest
 
 from beastflow.fit.grid_info import Bins
 from beastflow.fit.outputs import (
-    PDF2DWriter, read_pdf1d, read_star_pdf1d, read_star_pdf2d, read_stats, write_stats,
+    PDF2DWriter,
+    read_pdf1d,
+    read_star_pdf1d,
+    read_star_pdf2d,
+    read_stats,
+    write_stats,
 )
 from beastflow.io.hdf5_arrays import open_h5
 from beastflow.io.sed_grid import SEDGrid
@@ -23,8 +28,12 @@ def _with_best_model(out, gid: np.ndarray) -> None:
     """Give the synthetic stats the columns a fit writes: best model row and density bin."""
     url = str(out / "field_stats.parquet")
     df, info = read_stats(url)
-    df = df.with_columns(pl.Series("Pmax_gid", gid), pl.lit(1).alias("sd_bin"), pl.lit(-1).alias("best_gridsub"),
-                         pl.lit(3.0).alias("chi2min"))
+    df = df.with_columns(
+        pl.Series("Pmax_gid", gid),
+        pl.lit(1).alias("sd_bin"),
+        pl.lit(-1).alias("best_gridsub"),
+        pl.lit(3.0).alias("chi2min"),
+    )
     write_stats(url, df, info["provenance"], info["meta"])
 
 

@@ -35,9 +35,15 @@ from beastflow.transfer.globus import (
 
 LAPTOP = "6c54cade-bde5-45c1-bdea-f4bd71dba2cc"
 CLUSTER = "1c3ff1ba-4d0c-4c9a-a2a0-2ee3a0b1c8d2"
-REQUEST = TransferRequest(LAPTOP, CLUSTER, (TransferItem("/~/m31/phot.parquet", "/scratch/m31/phot.parquet"),
-                                            TransferItem("/~/m31/asts/", "/scratch/m31/asts/", recursive=True)),
-                          "beastflow m31 stage in")
+REQUEST = TransferRequest(
+    LAPTOP,
+    CLUSTER,
+    (
+        TransferItem("/~/m31/phot.parquet", "/scratch/m31/phot.parquet"),
+        TransferItem("/~/m31/asts/", "/scratch/m31/asts/", recursive=True),
+    ),
+    "beastflow m31 stage in",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -52,9 +58,18 @@ def _client(token: str = "ACCESS-TOKEN") -> GlobusTransfer:
 
 
 def _task(task_id: str, status: str, **extra) -> dict:
-    doc = {"DATA_TYPE": "task", "task_id": task_id, "type": "TRANSFER", "status": status,
-           "label": REQUEST.label, "files": 3, "files_transferred": 2, "files_skipped": 1,
-           "bytes_transferred": 4096, "nice_status": "OK" if status == "ACTIVE" else None}
+    doc = {
+        "DATA_TYPE": "task",
+        "task_id": task_id,
+        "type": "TRANSFER",
+        "status": status,
+        "label": REQUEST.label,
+        "files": 3,
+        "files_transferred": 2,
+        "files_skipped": 1,
+        "bytes_transferred": 4096,
+        "nice_status": "OK" if status == "ACTIVE" else None,
+    }
     doc.update(extra)
     return doc
 
@@ -87,8 +102,15 @@ def test_transfer_succeeds_with_checksum_sync_and_reports_task(mocked_http):
     _register_task(mocked_http, task_id, _task(task_id, "ACTIVE"), _task(task_id, "SUCCEEDED"))
     clock = FakeClock()
     seen = []
-    report = base.run(_client(), REQUEST, timeout_s=600, poll_s=10, on_submitted=lambda t, u: seen.append((t, u)),
-                      clock=clock, sleep=clock.sleep)
+    report = base.run(
+        _client(),
+        REQUEST,
+        timeout_s=600,
+        poll_s=10,
+        on_submitted=lambda t, u: seen.append((t, u)),
+        clock=clock,
+        sleep=clock.sleep,
+    )
 
     assert report.task_id == task_id and report.status == "SUCCEEDED"
     assert report.link == f"https://app.globus.org/activity/{task_id}"
@@ -100,14 +122,23 @@ def test_transfer_succeeds_with_checksum_sync_and_reports_task(mocked_http):
     assert submitted["verify_checksum"] is True
     assert submitted["source_endpoint"] == LAPTOP and submitted["destination_endpoint"] == CLUSTER
     assert [(d["source_path"], d["destination_path"], d["recursive"]) for d in submitted["DATA"]] == [
-        ("/~/m31/phot.parquet", "/scratch/m31/phot.parquet", False), ("/~/m31/asts/", "/scratch/m31/asts/", True)]
+        ("/~/m31/phot.parquet", "/scratch/m31/phot.parquet", False),
+        ("/~/m31/asts/", "/scratch/m31/asts/", True),
+    ]
     assert submitted["label"] == REQUEST.label
 
 
 def test_failed_task_fails_with_one_line_naming_the_task(mocked_http):
     task_id = _submit_responses(mocked_http)
-    _register_task(mocked_http, task_id, _task(task_id, "FAILED", fatal_error={
-        "code": "PERMISSION_DENIED", "description": "Permission denied\non /scratch/m31/asts/"}))
+    _register_task(
+        mocked_http,
+        task_id,
+        _task(
+            task_id,
+            "FAILED",
+            fatal_error={"code": "PERMISSION_DENIED", "description": "Permission denied\non /scratch/m31/asts/"},
+        ),
+    )
     clock = FakeClock()
     with pytest.raises(TransferFailed) as err:
         base.run(_client(), REQUEST, timeout_s=600, poll_s=10, clock=clock, sleep=clock.sleep)
@@ -120,9 +151,12 @@ def test_failed_task_fails_with_one_line_naming_the_task(mocked_http):
 def test_time_out_cancels_the_task_and_fails(mocked_http):
     task_id = _submit_responses(mocked_http)
     _register_task(mocked_http, task_id, _task(task_id, "ACTIVE", nice_status="QUEUED"))
-    RegisteredResponse(service="transfer", method="POST", path=f"/v0.10/task/{task_id}/cancel",
-                       json={"code": "Canceled", "message": "The task has been cancelled successfully."}
-                       ).add(requests_mock=mocked_http)
+    RegisteredResponse(
+        service="transfer",
+        method="POST",
+        path=f"/v0.10/task/{task_id}/cancel",
+        json={"code": "Canceled", "message": "The task has been cancelled successfully."},
+    ).add(requests_mock=mocked_http)
     clock = FakeClock()
     with pytest.raises(TransferTimeout) as err:
         base.run(_client(), REQUEST, timeout_s=45, poll_s=20, clock=clock, sleep=clock.sleep)
@@ -134,8 +168,7 @@ def test_time_out_cancels_the_task_and_fails(mocked_http):
 
 def test_inactive_task_fails_at_once(mocked_http):
     task_id = _submit_responses(mocked_http)
-    _register_task(mocked_http, task_id, _task(task_id, "INACTIVE",
-                                               nice_status_short_description="consent required"))
+    _register_task(mocked_http, task_id, _task(task_id, "INACTIVE", nice_status_short_description="consent required"))
     clock = FakeClock()
     with pytest.raises(TransferAuthError, match=rf"{task_id}.*INACTIVE.*consent required"):
         base.run(_client(), REQUEST, timeout_s=600, poll_s=10, clock=clock, sleep=clock.sleep)
@@ -144,9 +177,18 @@ def test_inactive_task_fails_at_once(mocked_http):
 
 def test_expired_access_token_is_an_auth_error(mocked_http):
     load_response("transfer.get_submission_id", requests_mock=mocked_http)
-    RegisteredResponse(service="transfer", method="POST", path="/v0.10/transfer", status=401,
-                       json={"code": "AuthenticationFailed", "message": "Token is not active",
-                             "request_id": "abc", "resource": "/v0.10/transfer"}).add(requests_mock=mocked_http)
+    RegisteredResponse(
+        service="transfer",
+        method="POST",
+        path="/v0.10/transfer",
+        status=401,
+        json={
+            "code": "AuthenticationFailed",
+            "message": "Token is not active",
+            "request_id": "abc",
+            "resource": "/v0.10/transfer",
+        },
+    ).add(requests_mock=mocked_http)
     # the submission id comes first and is accepted; the submit itself is rejected
     with pytest.raises(TransferAuthError) as err:
         _client("EXPIRED-TOKEN").submit(REQUEST)
@@ -156,9 +198,13 @@ def test_expired_access_token_is_an_auth_error(mocked_http):
 
 
 def test_revoked_refresh_token_is_an_auth_error(mocked_http, monkeypatch):
-    RegisteredResponse(service="auth", method="POST", path="/v2/oauth2/token", status=400,
-                       json={"error": "invalid_grant", "error_description": "refresh token revoked"}
-                       ).add(requests_mock=mocked_http)
+    RegisteredResponse(
+        service="auth",
+        method="POST",
+        path="/v2/oauth2/token",
+        status=400,
+        json={"error": "invalid_grant", "error_description": "refresh token revoked"},
+    ).add(requests_mock=mocked_http)
     env = {ENV_CLIENT_ID: "8a3e5b2c-0f0e-4d65-9d8b-6f1f3a7b9c01", ENV_REFRESH_TOKEN: "REVOKED-REFRESH"}
     with pytest.raises(TransferAuthError) as err:
         GlobusTransfer.from_environment(environ=env)
@@ -181,19 +227,39 @@ def test_confidential_client_from_environment(mocked_http):
 
 def test_refresh_token_from_token_file_is_rotated_in_place(mocked_http, tmp_path):
     token_file = tmp_path / "globus-tokens.json"
-    JSONTokenStorage(str(token_file), namespace=TOKEN_NAMESPACE).store_token_data_by_resource_server({
-        "transfer.api.globus.org": TokenStorageData(
-            resource_server="transfer.api.globus.org", identity_id=None, scope="urn:globus:auth:scope:transfer.api.globus.org:all",
-            access_token="OLD-ACCESS", refresh_token="OLD-REFRESH", expires_at_seconds=1, token_type="Bearer")})
-    RegisteredResponse(service="auth", method="POST", path="/v2/oauth2/token", json={
-        "access_token": "NEW-ACCESS", "refresh_token": "NEW-REFRESH", "expires_in": 172800, "token_type": "Bearer",
-        "scope": "urn:globus:auth:scope:transfer.api.globus.org:all", "resource_server": "transfer.api.globus.org",
-        "other_tokens": []}).add(requests_mock=mocked_http)
+    JSONTokenStorage(str(token_file), namespace=TOKEN_NAMESPACE).store_token_data_by_resource_server(
+        {
+            "transfer.api.globus.org": TokenStorageData(
+                resource_server="transfer.api.globus.org",
+                identity_id=None,
+                scope="urn:globus:auth:scope:transfer.api.globus.org:all",
+                access_token="OLD-ACCESS",
+                refresh_token="OLD-REFRESH",
+                expires_at_seconds=1,
+                token_type="Bearer",
+            )
+        }
+    )
+    RegisteredResponse(
+        service="auth",
+        method="POST",
+        path="/v2/oauth2/token",
+        json={
+            "access_token": "NEW-ACCESS",
+            "refresh_token": "NEW-REFRESH",
+            "expires_in": 172800,
+            "token_type": "Bearer",
+            "scope": "urn:globus:auth:scope:transfer.api.globus.org:all",
+            "resource_server": "transfer.api.globus.org",
+            "other_tokens": [],
+        },
+    ).add(requests_mock=mocked_http)
     task_id = "d7f4ae0c-1111-2222-3333-444455556666"
     _register_task(mocked_http, task_id, _task(task_id, "SUCCEEDED"))
 
-    transfer = GlobusTransfer.from_environment(token_file=str(token_file),
-                                               environ={ENV_CLIENT_ID: "8a3e5b2c-0f0e-4d65-9d8b-6f1f3a7b9c01"})
+    transfer = GlobusTransfer.from_environment(
+        token_file=str(token_file), environ={ENV_CLIENT_ID: "8a3e5b2c-0f0e-4d65-9d8b-6f1f3a7b9c01"}
+    )
     assert transfer.status(task_id)["status"] == "SUCCEEDED"
     refresh_call = next(c for c in mocked_http.calls if c.request.url.endswith("/v2/oauth2/token"))
     assert "refresh_token=OLD-REFRESH" in refresh_call.request.body
@@ -205,8 +271,9 @@ def test_missing_credentials_name_the_variables(tmp_path):
     with pytest.raises(TransferAuthError, match=rf"{ENV_CLIENT_ID}.*{ENV_CLIENT_SECRET}"):
         authorizer_from_environment(environ={})
     with pytest.raises(TransferAuthError, match="token_file .* does not exist"):
-        authorizer_from_environment(str(tmp_path / "nope.json"),
-                                    environ={ENV_CLIENT_ID: "8a3e5b2c-0f0e-4d65-9d8b-6f1f3a7b9c01"})
+        authorizer_from_environment(
+            str(tmp_path / "nope.json"), environ={ENV_CLIENT_ID: "8a3e5b2c-0f0e-4d65-9d8b-6f1f3a7b9c01"}
+        )
 
 
 def test_exists_uses_operation_stat(mocked_http):
@@ -220,16 +287,38 @@ def test_exists_false_when_not_found(mocked_http):
 
 
 def test_login_stores_refresh_token_user_only(mocked_http, tmp_path, monkeypatch, capsys):
-    RegisteredResponse(service="auth", method="POST", path="/v2/oauth2/token", json={
-        "access_token": "LOGIN-ACCESS", "refresh_token": "LOGIN-REFRESH", "expires_in": 172800,
-        "token_type": "Bearer", "scope": "urn:globus:auth:scope:transfer.api.globus.org:all",
-        "resource_server": "transfer.api.globus.org", "other_tokens": []}).add(requests_mock=mocked_http)
+    RegisteredResponse(
+        service="auth",
+        method="POST",
+        path="/v2/oauth2/token",
+        json={
+            "access_token": "LOGIN-ACCESS",
+            "refresh_token": "LOGIN-REFRESH",
+            "expires_in": 172800,
+            "token_type": "Bearer",
+            "scope": "urn:globus:auth:scope:transfer.api.globus.org:all",
+            "resource_server": "transfer.api.globus.org",
+            "other_tokens": [],
+        },
+    ).add(requests_mock=mocked_http)
     monkeypatch.setattr("builtins.input", lambda prompt: "AUTH-CODE-FROM-BROWSER")
     from beastflow.transfer.__main__ import main
 
     token_file = tmp_path / "tokens" / "globus.json"
-    assert main(["login", "--token-file", str(token_file), "--client-id", "8a3e5b2c-0f0e-4d65-9d8b-6f1f3a7b9c01",
-                 "--mapped-collection", CLUSTER]) == 0
+    assert (
+        main(
+            [
+                "login",
+                "--token-file",
+                str(token_file),
+                "--client-id",
+                "8a3e5b2c-0f0e-4d65-9d8b-6f1f3a7b9c01",
+                "--mapped-collection",
+                CLUSTER,
+            ]
+        )
+        == 0
+    )
     url = next(ln.strip() for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("https://"))
     assert "client_id=8a3e5b2c-0f0e-4d65-9d8b-6f1f3a7b9c01" in url and CLUSTER in url  # data_access consent asked
     exchange = next(c for c in mocked_http.calls if c.request.url.endswith("/v2/oauth2/token"))

@@ -13,9 +13,14 @@ PROJECTS = "0b5f8a9e-3c1d-4e2f-8a7b-9c0d1e2f3a4b"
 
 
 def _globus(**kw):
-    g = {"source_collection": LAPTOP, "source_path": "/~/beast/m31/", "destination_collection": CLUSTER,
-         "destination_path": "/alice/m31/", "scratch_dir": "/gpfs/scratch/alice/m31",
-         "stage_in": ["phot.parquet", "asts/"]}
+    g = {
+        "source_collection": LAPTOP,
+        "source_path": "/~/beast/m31/",
+        "destination_collection": CLUSTER,
+        "destination_path": "/alice/m31/",
+        "scratch_dir": "/gpfs/scratch/alice/m31",
+        "stage_in": ["phot.parquet", "asts/"],
+    }
     g.update(kw)
     return g
 
@@ -47,15 +52,18 @@ token_file = "~/.beastflow/globus-tokens.json"
     assert s.storage.globus.stage_out == ["stats", "report"]
 
 
-@pytest.mark.parametrize("bad, named", [
-    ({"source_collection": "my-laptop"}, r"storage\.globus\.source_collection: .*UUID"),
-    ({"destination_path": "scratch/m31"}, r"storage\.globus\.destination_path: .*absolute Globus path"),
-    ({"stage_in": ["../../etc/passwd"]}, r"storage\.globus\.stage_in: .*relative to source_path"),
-    ({"stage_out": ["pdfs"]}, r"storage\.globus\.stage_out\.0"),
-    ({"timeout_s": 0}, r"storage\.globus\.timeout_s"),
-    ({"client_secret": "x"}, r"storage\.globus\.client_secret: unknown key"),
-    ({"grid_cache_path": "/alice/m31/grid"}, r"grid_cache_path must not lie inside destination_path"),
-])
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        ({"source_collection": "my-laptop"}, r"storage\.globus\.source_collection: .*UUID"),
+        ({"destination_path": "scratch/m31"}, r"storage\.globus\.destination_path: .*absolute Globus path"),
+        ({"stage_in": ["../../etc/passwd"]}, r"storage\.globus\.stage_in: .*relative to source_path"),
+        ({"stage_out": ["pdfs"]}, r"storage\.globus\.stage_out\.0"),
+        ({"timeout_s": 0}, r"storage\.globus\.timeout_s"),
+        ({"client_secret": "x"}, r"storage\.globus\.client_secret: unknown key"),
+        ({"grid_cache_path": "/alice/m31/grid"}, r"grid_cache_path must not lie inside destination_path"),
+    ],
+)
 def test_bad_globus_settings_are_named(bad, named):
     with pytest.raises(SettingsError, match=named):
         _settings(**bad)
@@ -74,29 +82,37 @@ def test_stage_in_maps_source_to_scratch():
     s = _settings()
     req = plan.stage_in_request(s)
     assert (req.source_collection, req.destination_collection) == (LAPTOP, CLUSTER)
-    assert req.items == (TransferItem("/~/beast/m31/phot.parquet", "/alice/m31/phot.parquet", False),
-                         TransferItem("/~/beast/m31/asts/", "/alice/m31/asts/", True))
+    assert req.items == (
+        TransferItem("/~/beast/m31/phot.parquet", "/alice/m31/phot.parquet", False),
+        TransferItem("/~/beast/m31/asts/", "/alice/m31/asts/", True),
+    )
     assert plan.staged_inputs(s) == ["/gpfs/scratch/alice/m31/phot.parquet", "/gpfs/scratch/alice/m31/asts"]
     assert req.label == "beastflow m31 stage in" and req.verify_checksum
 
 
 def test_stage_out_maps_scratch_paths_to_globus_paths():
     s = _settings(results_path="/~/beast/m31/run-1/")
-    req = plan.stage_out_request(s, ["/gpfs/scratch/alice/m31/out/m31_stats.parquet"],
-                                 ["/gpfs/scratch/alice/m31/out/report"])
+    req = plan.stage_out_request(
+        s, ["/gpfs/scratch/alice/m31/out/m31_stats.parquet"], ["/gpfs/scratch/alice/m31/out/report"]
+    )
     assert (req.source_collection, req.destination_collection) == (CLUSTER, LAPTOP)
     assert req.items == (
         TransferItem("/alice/m31/out/m31_stats.parquet", "/~/beast/m31/run-1/m31_stats.parquet", False),
-        TransferItem("/alice/m31/out/report/", "/~/beast/m31/run-1/report/", True))
+        TransferItem("/alice/m31/out/report/", "/~/beast/m31/run-1/report/", True),
+    )
 
 
 def test_grid_cache_goes_to_another_collection_and_comes_back():
     s = _settings(grid_cache_path="/projects/alice/grids/m31/", grid_cache_collection=PROJECTS)
-    out = plan.grid_cache_out_request(s, ["/gpfs/scratch/alice/m31/out/m31_seds.grid.hd5",
-                                          "/gpfs/scratch/alice/m31/out/.cache/physicsmodel/seds.json"])
+    out = plan.grid_cache_out_request(
+        s,
+        ["/gpfs/scratch/alice/m31/out/m31_seds.grid.hd5", "/gpfs/scratch/alice/m31/out/.cache/physicsmodel/seds.json"],
+    )
     assert (out.source_collection, out.destination_collection) == (CLUSTER, PROJECTS)
-    assert [i.destination for i in out.items] == ["/projects/alice/grids/m31/m31_seds.grid.hd5",
-                                                  "/projects/alice/grids/m31/.cache/physicsmodel/seds.json"]
+    assert [i.destination for i in out.items] == [
+        "/projects/alice/grids/m31/m31_seds.grid.hd5",
+        "/projects/alice/grids/m31/.cache/physicsmodel/seds.json",
+    ]
     back = plan.grid_cache_in_request(s)
     assert (back.source_collection, back.destination_collection) == (PROJECTS, CLUSTER)
     assert back.items == (TransferItem("/projects/alice/grids/m31/", "/alice/m31/out/", True),)
@@ -105,7 +121,9 @@ def test_grid_cache_goes_to_another_collection_and_comes_back():
 def test_check_refuses_unusable_layouts(tmp_path):
     with pytest.raises(ValueError, match=r"project\.output = 's3://b/m31' is not a local path"):
         plan.check(_settings(output="s3://b/m31"))
-    with pytest.raises(ValueError, match=r"project\.output = '/home/alice/out' is not inside storage\.globus\.scratch_dir"):
+    with pytest.raises(
+        ValueError, match=r"project\.output = '/home/alice/out' is not inside storage\.globus\.scratch_dir"
+    ):
         plan.check(_settings(output="/home/alice/out"))
     with pytest.raises(ValueError, match=r"storage\.globus\.token_file .* lies inside project\.output"):
         plan.check(_settings(token_file="/gpfs/scratch/alice/m31/out/tokens.json"))
