@@ -55,6 +55,7 @@ def result_types() -> dict[str, type]:
         from beastflow.observations.density import DensityMapResult
         from beastflow.observations.split import SplitResult
         from beastflow.physics.physicsmodel import PhysicsModelResult
+        from beastflow.transfer.base import TransferReport
 
         for cls in (
             PhysicsModelResult,
@@ -67,6 +68,7 @@ def result_types() -> dict[str, type]:
             GridInfoResult,
             FitResult,
             MergeResult,
+            TransferReport,
         ):
             register_result_type(cls)
     return _RESULT_TYPES
