@@ -25,7 +25,7 @@ from beastflow.transfer import LocalCopyTransfer, TransferFailed, TransferReques
 from beastflow.transfer.base import TransferItem
 from flows.pipeline import pipeline_flow
 
-pytestmark = pytest.mark.usefixtures("prefect_fast")
+pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("prefect_fast")]
 
 LAPTOP = "6c54cade-bde5-45c1-bdea-f4bd71dba2cc"
 CLUSTER = "1c3ff1ba-4d0c-4c9a-a2a0-2ee3a0b1c8d2"

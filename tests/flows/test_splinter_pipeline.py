@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pytest
 
 from beastflow.cli import main
 from beastflow.io.noise_model import open_noise_model
@@ -19,6 +20,7 @@ FILTERS = [
 ]
 
 
+@pytest.mark.pipeline
 def test_phat_small_runs_end_to_end_without_asts(prefect_fast, phat_catalog, tmp_path, capsys):
     # phat_small's catalog only: its AST files are not given, and no AST stage runs
     toml = tmp_path / "phat.toml"
