@@ -279,6 +279,11 @@ def write_pdf1d(
 def read_pdf1d(url: str, quantities: Sequence[str] | None = None) -> dict[str, Any]:
     """{"star_id", "total_log_norm", "quantities", "meta", "provenance",
     "pdf": {q: [n, nbins]}, "centres": {q}, "edges": {q}, "log": {q}}"""
+    return _read_pdf1d(url, quantities, None)
+
+
+def _read_pdf1d(url: str, quantities: Sequence[str] | None, star_ids: Sequence[Any] | None) -> dict[str, Any]:
+    """The 1-D PDF file's header, bins and PDFs: every star, or only the rows of ``star_ids``."""
     with open_h5(url) as h5:
         _check_format(url, h5, PDF1D_FORMAT)
         qs = decode_attr(h5.attrs["quantities"])
@@ -286,19 +291,25 @@ def read_pdf1d(url: str, quantities: Sequence[str] | None = None) -> dict[str, A
         missing = [q for q in want if q not in qs]
         if missing:
             raise KeyError(f"{url}: no 1-D PDF for {missing}; quantities are {qs}")
-        out: dict[str, Any] = {
-            "star_id": _read_ids(h5["star_id"]),
-            "total_log_norm": h5["total_log_norm"][...],
-            "quantities": want,
-            "meta": decode_attr(h5.attrs.get("meta", "{}")),
-            "provenance": decode_attr(h5.attrs.get("provenance", "{}")),
-            "pdf": {},
-            "centres": {},
-            "edges": {},
-            "log": {},
-        }
+        out: dict[str, Any] = {"quantities": want}
+        if star_ids is None:
+            out["star_id"] = _read_ids(h5["star_id"])
+            out["total_log_norm"] = h5["total_log_norm"][...]
+        else:
+            rows = _star_rows(url, h5["star_id"], star_ids)
+            out["star_id"] = np.asarray(list(star_ids), dtype=object)
+            out["rows"] = rows
+            out["total_log_norm"] = _take_rows(h5["total_log_norm"], rows)
+        out.update(
+            meta=decode_attr(h5.attrs.get("meta", "{}")),
+            provenance=decode_attr(h5.attrs.get("provenance", "{}")),
+            pdf={},
+            centres={},
+            edges={},
+            log={},
+        )
         for q in want:
-            out["pdf"][q] = h5[q]["pdf"][...]
+            out["pdf"][q] = h5[q]["pdf"][...] if star_ids is None else _take_rows(h5[q]["pdf"], out["rows"])
             out["centres"][q] = h5[q]["centres"][...]
             out["edges"][q] = h5[q]["edges"][...]
             out["log"][q] = bool(h5[q].attrs["log"])
@@ -329,32 +340,7 @@ def _take_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
 def read_star_pdf1d(url: str, star_ids: Sequence[Any], quantities: Sequence[str] | None = None) -> dict[str, Any]:
     """The 1-D PDFs of a few stars (by ``star_id``), reading only their rows; same
     layout as ``read_pdf1d`` with the PDFs in the order of ``star_ids``."""
-    with open_h5(url) as h5:
-        _check_format(url, h5, PDF1D_FORMAT)
-        qs = decode_attr(h5.attrs["quantities"])
-        want = qs if quantities is None else list(quantities)
-        missing = [q for q in want if q not in qs]
-        if missing:
-            raise KeyError(f"{url}: no 1-D PDF for {missing}; quantities are {qs}")
-        rows = _star_rows(url, h5["star_id"], star_ids)
-        out: dict[str, Any] = {
-            "star_id": np.asarray(list(star_ids), dtype=object),
-            "rows": rows,
-            "total_log_norm": _take_rows(h5["total_log_norm"], rows),
-            "quantities": want,
-            "meta": decode_attr(h5.attrs.get("meta", "{}")),
-            "provenance": decode_attr(h5.attrs.get("provenance", "{}")),
-            "pdf": {},
-            "centres": {},
-            "edges": {},
-            "log": {},
-        }
-        for q in want:
-            out["pdf"][q] = _take_rows(h5[q]["pdf"], rows)
-            out["centres"][q] = h5[q]["centres"][...]
-            out["edges"][q] = h5[q]["edges"][...]
-            out["log"][q] = bool(h5[q].attrs["log"])
-    return out
+    return _read_pdf1d(url, quantities, star_ids)
 
 
 def read_star_pdf2d(url: str, star_ids: Sequence[Any]) -> dict[str, Any]:
