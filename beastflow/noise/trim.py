@@ -621,33 +621,20 @@ def run_trim(
         try:
             for st in states:
                 _open_writers(st, grid, noise, out_cols, *provs(st), n_jobs=len(states), materialize=tr.materialize)
-            if lossless is not None:
-                _stream(
-                    grid,
-                    noise,
-                    states,
-                    [full] * len(states),
-                    tr.chunk_models,
-                    tr.sigma_fac,
-                    need_pos_err,
-                    in_cols,
-                    count=False,
-                    bound=lossless,
-                )
-            else:
-                # optimistic single pass: every band applied (right in compat unless
-                # a band has to be skipped)
-                _stream(
-                    grid,
-                    noise,
-                    states,
-                    [full] * len(states),
-                    tr.chunk_models,
-                    tr.sigma_fac,
-                    need_pos_err,
-                    in_cols,
-                    count=True,
-                )
+            # default: pass 2 with the lossless bound; compat (no bound): an optimistic
+            # single pass, every band applied (right unless a band has to be skipped)
+            _stream(
+                grid,
+                noise,
+                states,
+                [full] * len(states),
+                tr.chunk_models,
+                tr.sigma_fac,
+                need_pos_err,
+                in_cols,
+                count=lossless is None,
+                bound=lossless,
+            )
         except BaseException:
             for st in states:
                 _close(st, ok=False)
