@@ -57,6 +57,8 @@ class ArraysWriter:
         self.chunk_rows = chunk_rows
         self.static = dict(static or {})
         self.rows_written = 0
+        self._pending: dict[str, list[np.ndarray]] = {}
+        self._stored: dict[str, int] = {}
         self._stack = contextlib.ExitStack()
         self._h5: h5py.File | None = None
 
@@ -104,13 +106,32 @@ class ArraysWriter:
             elif len(arr) != n:
                 raise ValueError(f"{self.url}: block datasets have different lengths")
         assert n is not None
-        lo, hi = self.rows_written, self.rows_written + n
+        # rows go out in whole chunks: a chunk written part-full and then again full
+        # leaves its first compressed copy as dead space in the file (HDF5 does not
+        # reuse it; 2 MB of a 16 MB grid); the tail is written on close
         for name, arr in block.items():
-            ds = self._h5[name]
-            if ds.shape[0] < hi:
-                ds.resize(hi, axis=0)
-            ds[lo:hi] = arr
-        self.rows_written = hi
+            # a copy: the caller may reuse its buffer before the chunk is full
+            self._pending.setdefault(name, []).append(np.array(arr, copy=True))
+            pending = sum(len(a) for a in self._pending[name])
+            rows = self._h5[name].chunks[0]
+            if pending >= rows:
+                self._write(name, pending - pending % rows)
+        self.rows_written += n
+
+    def _write(self, name: str, n: int) -> None:
+        assert self._h5 is not None
+        parts = self._pending.pop(name, [])
+        if not parts:
+            return
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        ds = self._h5[name]
+        lo = self._stored.get(name, 0)
+        if ds.shape[0] < lo + n:
+            ds.resize(lo + n, axis=0)
+        ds[lo : lo + n] = data[:n]
+        self._stored[name] = lo + n
+        if n < len(data):
+            self._pending[name] = [data[n:]]
 
     def set_attr(self, key: str, value: Any) -> None:
         assert self._h5 is not None
@@ -121,6 +142,8 @@ class ArraysWriter:
             if exc_type is None and self.n_rows is not None and self.rows_written != self.n_rows:
                 raise ValueError(f"{self.url}: wrote {self.rows_written} rows, expected {self.n_rows}")
             if exc_type is None and self._h5 is not None:
+                for name in list(self._pending):
+                    self._write(name, sum(len(a) for a in self._pending[name]))
                 self._h5.attrs["n_rows"] = self.rows_written
         except BaseException:
             self._stack.__exit__(*__import__("sys").exc_info())

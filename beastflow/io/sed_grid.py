@@ -11,7 +11,14 @@ Layout of the HDF5 file (see docs/formats.md):
   M_act, Z, log{FILTER}_nd, log{FILTER}_wd, fullgrid_idx for trimmed grids...).
 - attributes: ``format``, ``format_version``, ``filters`` (JSON list),
   ``columns`` (JSON list, column order), ``stellar_library`` (label),
-  ``provenance`` (JSON record), ``n_rows`` and free-form ``meta`` (JSON).
+  ``provenance`` (JSON record), ``n_rows``, ``derived_columns`` (JSON list)
+  and free-form ``meta`` (JSON).
+
+``log{FILTER}_wd`` is by definition log10 of that band's column of ``/seds``:
+the writer checks it is (bit for bit) and then does not store it (a third of
+the grid's bytes); it is listed in ``derived_columns`` and every reader
+computes it from ``/seds`` with the same ``np.log10``, so the values read are
+the ones written.  Files without the attribute store every column.
 
 All datasets are chunked along the model axis so that grids larger than memory
 are produced and consumed block by block (``SEDGrid.iter_chunks``).
@@ -39,6 +46,27 @@ def column_dtype(name: str) -> Any:
     return np.int64 if name in INT_COLUMNS else np.float64
 
 
+def log_flux_columns(filters: Sequence[str], columns: Sequence[str]) -> dict[str, int]:
+    """The ``log{FILTER}_wd`` columns among ``columns``: name -> band index in ``filters``."""
+    bands = {f"log{f}_wd": k for k, f in enumerate(filters)}
+    return {c: bands[c] for c in columns if c in bands}
+
+
+def log10_band(seds: np.ndarray, band: int) -> np.ndarray:
+    """log10 of one band's fluxes, as the physics stage computes ``log{FILTER}_wd``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(seds[:, band])
+
+
+def derived_columns(h5: Any, filters: Sequence[str], columns: Sequence[str]) -> dict[str, int]:
+    """Columns an open grid file does not store (``derived_columns`` attribute) -> band index."""
+    listed = decode_attr(h5.attrs.get("derived_columns", "[]"))
+    allowed = log_flux_columns(filters, columns)
+    if not isinstance(listed, list) or any(c not in allowed for c in listed):
+        raise ValueError(f"derived_columns {listed!r}: only log{{FILTER}}_wd columns of the grid can be derived")
+    return {c: allowed[c] for c in listed}
+
+
 class SEDGridWriter(ArraysWriter):
     """Write an SED grid block by block.
 
@@ -63,8 +91,10 @@ class SEDGridWriter(ArraysWriter):
         if lamb.shape != (len(filters),):
             raise ValueError(f"{url}: lamb has shape {lamb.shape}, expected ({len(filters)},)")
         schema: dict[str, tuple[tuple[int, ...], Any]] = {"seds": ((len(filters),), np.float64)}
+        self.derived = log_flux_columns(filters, columns)
         for c in columns:
-            schema[f"grid/{c}"] = ((), column_dtype(c))
+            if c not in self.derived:
+                schema[f"grid/{c}"] = ((), column_dtype(c))
         attrs = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -73,6 +103,7 @@ class SEDGridWriter(ArraysWriter):
             "stellar_library": stellar_library,
             "provenance": dict(provenance or {}),
             "meta": dict(meta or {}),
+            "derived_columns": list(self.derived),
         }
         super().__init__(url, schema, attrs=attrs, n_rows=n_models, chunk_rows=chunk_rows, static={"lamb": lamb})
         self.columns = list(columns)
@@ -83,7 +114,12 @@ class SEDGridWriter(ArraysWriter):
             raise ValueError(f"{self.url}: block lacks grid columns {missing}")
         block = {"seds": np.asarray(seds, dtype=np.float64)}
         for c in self.columns:
-            block[f"grid/{c}"] = np.asarray(columns[c], dtype=column_dtype(c))
+            values = np.asarray(columns[c], dtype=column_dtype(c))
+            if c in self.derived:
+                if not np.array_equal(values, log10_band(block["seds"], self.derived[c]), equal_nan=True):
+                    raise ValueError(f"{self.url}: column {c} is not log10 of the band's flux in seds")
+                continue
+            block[f"grid/{c}"] = values
         self.append(block)
 
 
@@ -113,6 +149,10 @@ class SEDGrid:
             self.meta: dict[str, Any] = decode_attr(h5.attrs.get("meta", "{}"))
             self.lamb = np.asarray(h5["lamb"][...])
             self.n_models = int(h5["seds"].shape[0])
+            try:
+                self.derived = derived_columns(h5, self.filters, self.columns)
+            except ValueError as exc:
+                raise ValueError(f"{url}: {exc}") from None
 
     def __len__(self) -> int:
         return self.n_models
@@ -141,10 +181,18 @@ class SEDGrid:
             raise KeyError(f"{self.url}: no grid column {unknown}; columns are {self.columns}")
         sel = slice(None) if rows is None else rows
         with self._h5() as h5:
-            out_seds = np.asarray(h5["seds"][sel]) if seds else np.empty((0, self.n_bands))
-            out_cols = {c: np.asarray(h5[f"grid/{c}"][sel]) for c in cols}
-        start = sel.start or 0 if isinstance(sel, slice) else -1
-        return SEDGridBlock(start=start, seds=out_seds, columns=out_cols)
+            block = self._block(h5, sel, cols, seds)
+        block.start = sel.start or 0 if isinstance(sel, slice) else -1
+        return block
+
+    def _block(self, h5: Any, sel: slice | np.ndarray, cols: Sequence[str], seds: bool) -> SEDGridBlock:
+        need = seds or any(c in self.derived for c in cols)
+        all_seds = np.asarray(h5["seds"][sel]) if need else np.empty((0, self.n_bands))
+        out_cols = {
+            c: log10_band(all_seds, self.derived[c]) if c in self.derived else np.asarray(h5[f"grid/{c}"][sel])
+            for c in cols
+        }
+        return SEDGridBlock(start=0, seds=all_seds if seds else np.empty((0, self.n_bands)), columns=out_cols)
 
     def column(self, name: str) -> np.ndarray:
         return self.read(columns=[name], seds=False).columns[name]
@@ -156,11 +204,9 @@ class SEDGrid:
         cols = self.columns if columns is None else list(columns)
         with self._h5() as h5:
             for sl in iter_row_blocks(self.n_models, chunk_models):
-                yield SEDGridBlock(
-                    start=sl.start,
-                    seds=np.asarray(h5["seds"][sl]) if seds else np.empty((0, self.n_bands)),
-                    columns={c: np.asarray(h5[f"grid/{c}"][sl]) for c in cols},
-                )
+                block = self._block(h5, sl, cols, seds)
+                block.start = sl.start
+                yield block
 
 
 def open_sed_grid(url: str) -> SEDGrid:

@@ -30,7 +30,7 @@ import numpy as np
 
 from beastflow.io.hdf5_arrays import ArraysWriter, decode_attr, iter_row_blocks, open_h5
 from beastflow.io.noise_model import NoiseBlock, NoiseModel
-from beastflow.io.sed_grid import SEDGrid, SEDGridBlock, column_dtype
+from beastflow.io.sed_grid import SEDGrid, SEDGridBlock, column_dtype, log10_band
 
 FORMAT = "beastflow-trim-index"
 FORMAT_VERSION = 1
@@ -209,9 +209,18 @@ class KeptGrid:
         unknown = [c for c in cols if c not in self.columns]
         if unknown:
             raise KeyError(f"{self.url}: no grid column {unknown}; columns are {self.columns}")
-        names = (["seds"] if seds else []) + [f"grid/{c}" for c in cols if c != "fullgrid_idx"]
-        got = _gather(h5, names, rows, self.read_rows)
-        out_cols = {c: (rows.astype(column_dtype(c)) if c == "fullgrid_idx" else got[f"grid/{c}"]) for c in cols}
+        derived = self._grid.derived
+        need_seds = seds or any(c in derived for c in cols)
+        stored = [f"grid/{c}" for c in cols if c != "fullgrid_idx" and c not in derived]
+        got = _gather(h5, (["seds"] if need_seds else []) + stored, rows, self.read_rows)
+        out_cols = {}
+        for c in cols:
+            if c == "fullgrid_idx":
+                out_cols[c] = rows.astype(column_dtype(c))
+            elif c in derived:
+                out_cols[c] = log10_band(got["seds"], derived[c])
+            else:
+                out_cols[c] = got[f"grid/{c}"]
         return SEDGridBlock(start=start, seds=got["seds"] if seds else np.empty((0, self.n_bands)), columns=out_cols)
 
     def read(
@@ -256,13 +265,20 @@ class KeptNoise:
     def read(self, rows: slice | np.ndarray | None = None, names: Sequence[str] | None = None) -> NoiseBlock:
         src, start = _view_rows(self.index.kept, rows)
         with open_h5(self._noise.url) as h5:
-            return NoiseBlock(start=start, arrays=_gather(h5, list(names or self.names), src, self.read_rows))
+            return NoiseBlock(
+                start=start, arrays=self._physical(_gather(h5, list(names or self.names), src, self.read_rows))
+            )
 
     def iter_chunks(self, chunk_models: int = 262_144, names: Sequence[str] | None = None) -> Iterator[NoiseBlock]:
         names = list(names or self.names)
         with open_h5(self._noise.url) as h5:
             for sl in iter_row_blocks(self.n_models, chunk_models):
-                yield NoiseBlock(start=sl.start, arrays=_gather(h5, names, self.index.kept[sl], self.read_rows))
+                yield NoiseBlock(
+                    start=sl.start, arrays=self._physical(_gather(h5, names, self.index.kept[sl], self.read_rows))
+                )
+
+    def _physical(self, stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: self._noise.physical(k, v) for k, v in stored.items()}
 
 
 def open_kept(grid_url: str, noise_url: str, index_url: str, read_rows: int = 262_144) -> tuple[KeptGrid, KeptNoise]:

@@ -343,6 +343,9 @@ def _open_writers(
             with_covariance="covdiag" in noise.names,
             with_trunchen="q_norm" in noise.names,
             meta={**noise.meta, "trim": meta},
+            # the copy keeps the source's stored values exactly (same precision and scale)
+            precision=noise.precision,
+            icov_exponents=noise.icov_exponents,
         )
         st.noise_w.chunk_rows = st.flush_rows  # ArraysWriter reads it when the file is opened
         st.noise_w.__enter__()

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from beastflow.filters import short_names
-from beastflow.io.noise_model import NoiseModelWriter
+from beastflow.io.noise_model import NoiseModelWriter, icov_exponents_for
 from beastflow.io.sed_grid import SEDGrid
 from beastflow.noise import absflux
 from beastflow.noise.ast_stats import table_columns
@@ -241,8 +241,17 @@ def run_trunchen(
         "k": ev.k,
         "absflux_matrix": None if a_matrix is None else a_matrix.tolist(),
     }
+    precision = nm.precision or ("float64" if compat else "float32")
     with NoiseModelWriter(
-        out_url, filters, n_models=grid.n_models, provenance=prov, sed_grid=sed_grid_url, meta=meta, with_trunchen=True
+        out_url,
+        filters,
+        n_models=grid.n_models,
+        provenance=prov,
+        sed_grid=sed_grid_url,
+        meta=meta,
+        with_trunchen=True,
+        precision=precision,
+        icov_exponents=icov_exponents_for(vega),
     ) as w:
         for block in grid.iter_chunks(nm.chunk_models, columns=[]):
             w.append(ev(block.seds))

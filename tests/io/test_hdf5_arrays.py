@@ -44,3 +44,31 @@ def test_failed_append_leaves_the_previous_version(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.hd5"]
     with h5py.File(url) as h5:
         assert h5["a"].shape == (2, 2)
+
+
+def test_rows_are_written_in_whole_chunks_no_dead_space(tmp_path):
+    """Blocks that do not align with the chunks used to leave each part-written chunk's
+    first compressed copy as dead space; the writer now holds rows back until a chunk
+    is full, so the file is its datasets plus a little metadata, and a reused caller
+    buffer cannot change what was appended."""
+    import os
+
+    import h5py
+
+    from beastflow.io.hdf5_arrays import ArraysWriter
+
+    rng = np.random.default_rng(0)
+    # blocks larger than a chunk (3 MB, past HDF5's 1 MB chunk cache), not aligned with it
+    data = rng.random((263_517, 6))
+    url = str(tmp_path / "a.h5")
+    buf = np.empty((100_000, 6))
+    with ArraysWriter(url, {"x": ((6,), np.float64)}, chunk_rows=65_536) as w:
+        for lo in range(0, len(data), 100_000):
+            part = data[lo : lo + 100_000]
+            buf[: len(part)] = part
+            w.append({"x": buf[: len(part)]})
+            buf[:] = -1.0  # the writer must have kept its own copy
+    with h5py.File(url) as h5:
+        np.testing.assert_array_equal(h5["x"][...], data)
+        stored = h5["x"].id.get_storage_size()
+    assert os.path.getsize(url) - stored < 64 * 1024

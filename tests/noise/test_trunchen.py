@@ -1,3 +1,4 @@
+import h5py
 import numpy as np
 import polars as pl
 import pytest
@@ -136,3 +137,51 @@ def test_single_realisation_asts_are_refused(tmp_path, phat_asts_rate):
     s = settings_from_dict({"noise_model": {"model": "trunchen"}})
     with pytest.raises(ValueError, match="realisations.*toothpick"):
         run_noisemodel(s, grid, str(phat_asts_rate), str(tmp_path / "nm.hd5"), vega_fluxes=VEGA[:2])
+
+
+def test_float32_storage_is_the_float64_model_rounded_to_24_bits(tmp_path):
+    """Default truncheon storage: every stored value within 2^-24 (relative) of the float64
+    model, C^-1 scaled by exact powers of two (its ~1e40 values overflow a raw float32),
+    q_norm exact; compat keeps BEAST's float64 files."""
+    df, _ = _repeated_asts()
+    ast = str(tmp_path / "asts.parquet")
+    df.write_parquet(ast)
+    st = ast_model_stats(df, FILTERS, VEGA)
+    rng = np.random.default_rng(3)
+    seds = st.in_flux[rng.integers(0, len(st), 2000)] * 10 ** rng.normal(0, 0.2, (2000, 3))
+    grid = write_sed_grid(
+        str(tmp_path / "g.hd5"), FILTERS, np.array([2700.0, 4750.0, 15400.0]), seds, {"Av": rng.random(2000)}
+    )
+    urls = {}
+    for name, extra in (("f32", {}), ("f64", {"precision": "float64"})):
+        s = settings_from_dict({"noise_model": {"model": "trunchen", "chunk_models": 1024, **extra}})
+        urls[name] = run_noisemodel(s, grid, ast, str(tmp_path / f"{name}.hd5"), vega_fluxes=VEGA)
+    s = settings_from_dict({"compat": "beast-2.1", "noise_model": {"model": "trunchen"}})
+    compat = open_noise_model(run_noisemodel(s, grid, ast, str(tmp_path / "c.hd5"), vega_fluxes=VEGA))
+    assert compat.precision == "float64"
+    n32, n64 = open_noise_model(urls["f32"]), open_noise_model(urls["f64"])
+    assert (n32.precision, n64.precision) == ("float32", "float64")
+    assert n32.icov_exponents == [int(np.rint(np.log2(v))) for v in VEGA]
+    with h5py.File(urls["f32"]) as h5:
+        assert {h5[k].dtype for k in ("bias", "error", "completeness", "icov_diag", "icov_offdiag")} == {
+            np.dtype(np.float32)
+        }
+        assert h5["q_norm"].dtype == np.float64
+        assert h5["completeness"].shape == (2000, 1)  # one value per model, not per band
+    a32, a64 = n32.read().arrays, n64.read().arrays
+    assert a32["completeness"].shape == (2000, 3)
+    assert np.abs(a64["icov_diag"]).max() > 3.4e38  # would overflow a float32 unscaled
+    for k in ("bias", "error", "completeness", "icov_diag", "icov_offdiag"):
+        assert a32[k].dtype == np.float64
+        ok = np.isfinite(a64[k])
+        np.testing.assert_array_equal(np.isfinite(a32[k]), ok)
+        rel = np.abs(a32[k][ok] - a64[k][ok]) / np.abs(a64[k][ok]).clip(1e-300)
+        assert rel.max() <= 2.0**-24, k
+        assert rel.max() > 0 or k == "completeness", k  # really rounded (not float64 under another name)
+    np.testing.assert_array_equal(a32["q_norm"], a64["q_norm"])
+    # the reader's unscaling is exact: re-storing what it returns gives the same bytes
+    with h5py.File(urls["f32"]) as h5:
+        stored = h5["icov_offdiag"][...]
+    e = np.asarray(n32.icov_exponents)
+    iu = np.triu_indices(3, k=1)
+    np.testing.assert_array_equal(np.ldexp(a32["icov_offdiag"], e[iu[0]] + e[iu[1]]).astype(np.float32), stored)
