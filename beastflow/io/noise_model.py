@@ -5,8 +5,8 @@ the grid's filter order (spec noise-model.md §1):
 
 - ``/bias``         float64 [N_models, N_bands]  erg s^-1 cm^-2 A^-1
 - ``/error``        float64 [N_models, N_bands]  erg s^-1 cm^-2 A^-1; negative = outside AST coverage
-- ``/completeness`` float64 [N_models, N_bands]  fraction 0-1 (truncheon: [N_models, 1],
-  one value per model, read back repeated in every band)
+- ``/completeness`` float64 [N_models, N_bands]  fraction 0-1 ([N_models, 1] when the
+  model has one value per model, as the truncheon model: read back repeated in every band)
 - optional ``/covdiag`` [N, N_bands], ``/covoffdiag`` [N, N_bands (N_bands - 1) / 2]:
   absolute-calibration covariance in physical units (when configured)
 - optional truncheon arrays (spec noise-model.md §6): ``/q_norm`` [N]
@@ -61,6 +61,7 @@ class NoiseModelWriter(ArraysWriter):
         with_trunchen: bool = False,
         precision: str = "float64",
         icov_exponents: Sequence[int] | None = None,
+        one_completeness: bool = False,
     ):
         nb = len(filters)
         if precision not in PRECISIONS:
@@ -71,8 +72,10 @@ class NoiseModelWriter(ArraysWriter):
         if with_covariance:
             schema["covdiag"] = ((nb,), np.float64)
             schema["covoffdiag"] = ((nb * (nb - 1) // 2,), np.float64)
-        if with_trunchen:
+        if one_completeness:
+            # one value per model (the truncheon model's), stored once, read back per band
             schema["completeness"] = ((1,), np.float64)
+        if with_trunchen:
             schema["q_norm"] = ((), np.float64)
             schema["icov_diag"] = ((nb,), np.float64)
             schema["icov_offdiag"] = ((nb * (nb - 1) // 2,), np.float64)
@@ -97,7 +100,7 @@ class NoiseModelWriter(ArraysWriter):
             comp = np.asarray(block["completeness"])
             if comp.ndim == 2 and comp.shape[1] > 1:
                 if not np.array_equal(comp, np.repeat(comp[:, :1], comp.shape[1], axis=1), equal_nan=True):
-                    raise ValueError(f"{self.url}: a truncheon completeness must be the same in every band")
+                    raise ValueError(f"{self.url}: one_completeness, but the completeness differs between bands")
                 block = {**block, "completeness": comp[:, :1]}
         if self.attrs["precision"] == "float32":
             block = {k: np.asarray(v) for k, v in block.items()}
@@ -158,6 +161,7 @@ class NoiseModel:
             self.sed_grid: str = storage.resolve(grid, url.rsplit("/", 1)[0]) if grid and "/" in url else grid
             self.n_models = int(h5["bias"].shape[0])
             self.names = [k for k in ("bias", "error", "completeness", "covdiag", "covoffdiag", *TRUNCHEN) if k in h5]
+            self.one_completeness = h5["completeness"].ndim == 2 and h5["completeness"].shape[1] == 1
             self.precision: str = decode_attr(h5.attrs.get("precision", "float64"))
             if self.precision not in PRECISIONS:
                 raise ValueError(f"{url}: precision attribute {self.precision!r}, expected one of {PRECISIONS}")

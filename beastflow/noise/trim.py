@@ -346,6 +346,7 @@ def _open_writers(
             # the copy keeps the source's stored values exactly (same precision and scale)
             precision=noise.precision,
             icov_exponents=noise.icov_exponents,
+            one_completeness=noise.one_completeness,
         )
         st.noise_w.chunk_rows = st.flush_rows  # ArraysWriter reads it when the file is opened
         st.noise_w.__enter__()

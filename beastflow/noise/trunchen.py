@@ -252,6 +252,7 @@ def run_trunchen(
         with_trunchen=True,
         precision=precision,
         icov_exponents=icov_exponents_for(vega),
+        one_completeness=True,
     ) as w:
         for block in grid.iter_chunks(nm.chunk_models, columns=[]):
             w.append(ev(block.seds))
