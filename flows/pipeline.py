@@ -405,13 +405,8 @@ def settings_or_default(settings: Any) -> Any:
 
 def demo_settings():
     """Settings of the embedded demo field (``beastflow.demo.prepare_demo``)."""
-    try:
-        from beastflow.demo import prepare_demo
-    except ImportError:
-        raise ValueError(
-            "no settings file given and the embedded demo field is not available in this build "
-            "(beastflow.demo.prepare_demo); run `beastflow run SETTINGS.toml`"
-        ) from None
+    from beastflow.demo import prepare_demo
+
     out = os.environ.get("BEASTFLOW_DEMO_OUTPUT", "demo-output")
     return prepare_demo(out if "://" in out else os.path.abspath(out))
 

@@ -45,13 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.settings:
         settings = load_settings(args.settings)
     else:
-        try:
-            from beastflow.demo import prepare_demo
-        except ImportError:
-            raise ValueError(
-                "no settings file given and this build has no embedded demo field "
-                "(beastflow.demo); run `beastflow run SETTINGS.toml`"
-            ) from None
+        from beastflow.demo import prepare_demo
+
         out = args.output or "demo-output"
         print(f"no settings given: preparing the embedded demo field in {out}")
         settings = prepare_demo(out if "://" in out else os.path.abspath(out))

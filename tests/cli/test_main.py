@@ -22,8 +22,10 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0
+    import beastflow
+
     out = capsys.readouterr().out.strip()
-    assert out.startswith("beastflow ") and out.split()[1][0].isdigit()
+    assert out == f"beastflow {beastflow.__version__}" and out.split()[1][0].isdigit()
 
 
 @pytest.mark.parametrize(
