@@ -57,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         updates["cache"] = False
     if updates:
         settings = settings.model_copy(update={"execution": settings.execution.model_copy(update=updates)})
+    settings.activate()
 
     from beastflow.transfer import TransferError
     from flows.executors import UnitsFailed

@@ -81,7 +81,8 @@ def test_evaluator_weights_and_inverse_covariance():
         assert out["q_norm"][i] == pytest.approx(-0.5 * np.linalg.slogdet(cov)[1], rel=1e-10)
 
 
-def test_run_trunchen_and_trim_carry_the_arrays(tmp_path):
+def test_run_trunchen_and_trim_carry_the_arrays(tmp_path, fixed_vega):
+    fixed_vega(VEGA)
     df, _ = _repeated_asts()
     ast = str(tmp_path / "asts.parquet")
     df.write_parquet(ast)
@@ -97,7 +98,7 @@ def test_run_trunchen_and_trim_carry_the_arrays(tmp_path):
             "trim": {"chunk_models": 1024, "materialize": True},
         }
     )
-    out = run_noisemodel(s, grid, ast, str(tmp_path / "nm.hd5"), vega_fluxes=VEGA)
+    out = run_noisemodel(s, grid, ast, str(tmp_path / "nm.hd5"))
     nm = open_noise_model(out)
     assert {"q_norm", "icov_diag", "icov_offdiag"} <= set(nm.names) and nm.meta["model"] == "trunchen"
     np.testing.assert_allclose(nm.read().arrays["q_norm"], TrunchenEvaluator(st, 10)(seds)["q_norm"], rtol=1e-12)
@@ -105,7 +106,7 @@ def test_run_trunchen_and_trim_carry_the_arrays(tmp_path):
     pl.DataFrame(
         {f"{b}_RATE": seds[:20, k] / VEGA[k] for k, b in enumerate(["F275W", "F475W", "F160W"])}
     ).write_parquet(cat)
-    (r,) = run_trim(s, grid, out, [TrimJob(cat, str(tmp_path / "tg.hd5"), str(tmp_path / "tn.hd5"))], vega_fluxes=VEGA)
+    (r,) = run_trim(s, grid, out, [TrimJob(cat, str(tmp_path / "tg.hd5"), str(tmp_path / "tn.hd5"))])
     tn = open_noise_model(r.noise_url).read()
     full = nm.read()
     from beastflow.io.sed_grid import open_sed_grid
@@ -123,8 +124,9 @@ def test_run_trunchen_and_trim_carry_the_arrays(tmp_path):
         np.testing.assert_array_equal(kb.arrays[k], tn.arrays[k])
 
 
-def test_single_realisation_asts_are_refused(tmp_path, phat_asts_rate):
+def test_single_realisation_asts_are_refused(tmp_path, phat_asts_rate, fixed_vega):
     """phat_small has one realisation per model: no truncheon model is possible."""
+    fixed_vega(VEGA[:2])
     from beastflow.observations.catalogs import read_asts
 
     filters = ["HST_WFC3_F275W", "HST_WFC3_F336W"]
@@ -135,4 +137,4 @@ def test_single_realisation_asts_are_refused(tmp_path, phat_asts_rate):
     )
     s = settings_from_dict({"noise_model": {"model": "trunchen"}})
     with pytest.raises(ValueError, match="realisations.*toothpick"):
-        run_noisemodel(s, grid, str(phat_asts_rate), str(tmp_path / "nm.hd5"), vega_fluxes=VEGA[:2])
+        run_noisemodel(s, grid, str(phat_asts_rate), str(tmp_path / "nm.hd5"))
