@@ -2,7 +2,7 @@
 
 docs/stages.md fixes the names: every artifact lies directly under
 ``[project] output`` and starts with the project name P (``P_seds.grid.hd5``,
-``P_bin{s}_sub{u}_gridsub{g}_trim.hd5``, ...).  The flows (``flows.stages``),
+``P_bin{s}_sub{u}_gridsub{g}_trim.hd5``, ...).  The flows (``beastflow.flows.stages``),
 the CLI and the stages take the names and the fan-out from here, so that a
 command-line run finds what a pipeline run wrote, and the other way round.
 

@@ -5,7 +5,7 @@ one unit per call of a stage function, labelled by its place in the fan-out
 (bin s, sub-file u, subgrid g), with the input artifacts and the settings
 sections that form its cache key.  Artifact names and the fan-out come from
 ``beastflow.plan`` (the CLI uses the same).  It only *describes* calls; running
-them (cached, retried, on SLURM) is ``flows.tasks``' job.  No Prefect import.
+them (cached, retried, on SLURM) is ``beastflow.flows.tasks``' job.  No Prefect import.
 
 Settings sections per stage: a stage is keyed on the sections it reads.
 Sections of upstream stages may be listed too (harmless: their effect reaches

@@ -50,7 +50,7 @@ def _verbosity(p: argparse.ArgumentParser, default) -> None:
 
 
 #: loggers of this project; everything else (matplotlib, httpx, websockets, numba ...) stays at WARNING
-OWN_LOGGERS = ("beastflow", "flows", "deployments")
+OWN_LOGGERS = ("beastflow", "deployments")
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:

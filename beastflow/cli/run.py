@@ -59,11 +59,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"execution": settings.execution.model_copy(update=updates)})
     settings.activate()
 
+    from beastflow.flows.executors import UnitsFailed
+    from beastflow.flows.pipeline import PipelineStop, pipeline_flow
+    from beastflow.flows.progress import console_bars
+    from beastflow.flows.settings_ref import by_reference
     from beastflow.transfer import TransferError
-    from flows.executors import UnitsFailed
-    from flows.pipeline import PipelineStop, pipeline_flow
-    from flows.progress import console_bars
-    from flows.settings_ref import by_reference
 
     show = settings.execution.progress and not args.no_progress and not args.quiet and sys.stderr.isatty()
     try:

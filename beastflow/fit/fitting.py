@@ -66,8 +66,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: called as hook(stars_done, stars_total) after each block of stars of a fit: progress
-#: inside a unit for whoever runs it (flows.tasks sets it for the CLI bar and the Prefect
-#: progress artifact, flows.executors for pool workers, the CLI for its counter); None =
+#: inside a unit for whoever runs it (beastflow.flows.tasks sets it for the CLI bar and the Prefect
+#: progress artifact, beastflow.flows.executors for pool workers, the CLI for its counter); None =
 #: nobody listens
 STAR_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
     "beastflow_star_progress", default=None

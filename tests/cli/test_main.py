@@ -68,7 +68,7 @@ def test_ui_link_only_with_a_configured_server():
 
 
 def test_run_inputs_artifact_never_holds_credentials():
-    from flows.progress import without_userinfo
+    from beastflow.flows.progress import without_userinfo
 
     assert without_userinfo("s3://AKIAXXXX:s3cr3t@bucket/field.toml") == "s3://bucket/field.toml"
     assert without_userinfo("/data/a@b/field.toml") == "/data/a@b/field.toml"
