@@ -144,6 +144,7 @@ def main() -> int:
         print(f"generated grid in {time.perf_counter() - t:.0f} s")
 
     import numba
+    import pytest
 
     from beastflow.fit import likelihood as lk
     from beastflow.fit.fitting import _prepare, _resolve_options, run_fit
@@ -155,7 +156,10 @@ def main() -> int:
     from beastflow.settings import settings_from_dict
     from beastflow.simulate import simulate_observations
     from tests.fit import synth
+    from tests.seams import patch_vega_fluxes
 
+    # the stages see the Vega fluxes the synthetic field is simulated with, for the whole bench
+    patch_vega_fluxes(pytest.MonkeyPatch(), synth.VEGA)
     s = settings_from_dict({"project": {"output": args.dir, "name": "P"}, "fit": {"lnp_npts": 500}})
     grid, noise = open_sed_grid(grid_url), open_noise_model(noise_url)
     gi = run_grid_info(s, [grid_url]).grid_info
@@ -171,9 +175,7 @@ def main() -> int:
 
     # end to end (read, prepare, fit, write 4 artifacts)
     t = time.perf_counter()
-    run_fit(
-        s, grid_url, noise_url, f"{args.dir}/P_bin0_sub0.parquet", gi, f"{args.dir}/P_bin0_sub0", vega_fluxes=synth.VEGA
-    )
+    run_fit(s, grid_url, noise_url, f"{args.dir}/P_bin0_sub0.parquet", gi, f"{args.dir}/P_bin0_sub0")
     e2e = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -189,7 +191,6 @@ def main() -> int:
                 f"{args.dir}/P_bin0_sub0.parquet",
                 gi,
                 f"{args.dir}/P_bin0_sub0",
-                vega_fluxes=synth.VEGA,
             )
         )
 

@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 
     from beastflow.demo import prepare_demo
+    from beastflow.flows import pipeline as P
+    from beastflow.flows.stages import split_layout
     from beastflow.io.sed_grid import SEDGrid
-    from flows import pipeline as P
-    from flows.stages import split_layout
 
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="bench-scale-"))).resolve()
     stages: dict[str, dict[str, float]] = {}

@@ -787,6 +787,8 @@ def kernel_seconds(s, grid_url: str, noise_url: str, catalog: str, repeat: int =
 
 
 def do_fit(inp, peer, R, trims: dict[str, tuple], full: dict[str, Any]) -> None:
+    from unittest import mock
+
     from beastflow.fit.fitting import run_fit
 
     s, out = inp["settings"], inp["out"]
@@ -829,7 +831,8 @@ def do_fit(inp, peer, R, trims: dict[str, tuple], full: dict[str, Any]) -> None:
         vega = beast_vega(peer, filters)
         if vega is not None:
             pre_v = str(out / "fit_on_beast_trim_beastvega")
-            run_fit(s, gb, nb, inp["catalog"], None, pre_v, vega_fluxes=vega)
+            with mock.patch("beastflow.physics.vega.vega_band_fluxes", lambda filters, compat=False: vega):
+                run_fit(s, gb, nb, inp["catalog"], None, pre_v)
             res["on_beast_trim_beast_vega"] = compare_fit(pre_v, peer, full["cols"], full["bias"], full["seds"])
     except Exception as exc:  # noqa: BLE001
         res["on_beast_trim_beast_vega"] = {"error": repr(exc)}

@@ -5,7 +5,7 @@
 
 1. Prepares the demo field once (``beastflow.demo.prepare_demo``) in
    ``WORKDIR/field``: one catalogue, one truth table, one seed for both modes.
-2. Runs the whole pipeline (``flows.pipeline.pipeline_flow``) twice on it,
+2. Runs the whole pipeline (``beastflow.flows.pipeline.pipeline_flow``) twice on it,
    default mode (``compat = "none"``) in ``WORKDIR/default`` and BEAST 2.1 mode
    (``compat = "beast-2.1"``) in ``WORKDIR/compat``; the settings differ only in
    ``compat`` and ``project.output``.  Each mode therefore builds its own SED
@@ -42,10 +42,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # flows/ is a top-level package of the repository
-    sys.path.insert(0, str(REPO))
 
 #: (label, stats/truth column, take log10 of the values)
 QUANTITIES = [
@@ -169,7 +165,7 @@ def prefect_warmup() -> float:
 
 def run_mode(settings, mode: str, compat: str, workdir: Path) -> dict:
     """One pipeline run; returns wall time, stats URL, per-stage seconds, or the error."""
-    from flows.pipeline import pipeline_flow
+    from beastflow.flows.pipeline import pipeline_flow
 
     output = str(workdir / mode)
     s = settings.model_copy(

@@ -39,9 +39,9 @@ def run_one(out: Path, seed: int, model: str, n_stars: int, size: str, overrides
 
     from beastflow.demo import prepare_demo
     from beastflow.fit.outputs import read_pdf1d
+    from beastflow.flows.pipeline import pipeline_flow
     from beastflow.report.recovery import recovery_metrics
     from beastflow.settings import settings_from_dict
-    from flows.pipeline import pipeline_flow
 
     s = prepare_demo(str(out), n_stars=n_stars, size=size, seed=seed)
     data = s.model_dump(mode="python", exclude={"source"})

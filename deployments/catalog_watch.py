@@ -18,8 +18,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from beastflow import storage
-from flows.caching import file_hash
-from flows.pipeline import load, pipeline_flow
+from beastflow.flows.caching import file_hash
+from beastflow.flows.pipeline import load, pipeline_flow
 
 
 def watched_hashes(settings) -> dict[str, str]:
@@ -60,7 +60,7 @@ def catalog_watch_flow(settings: str | None = None, force: bool = False) -> dict
         return {"started": False, "hashes": now}
     changed = sorted(k for k in now if now.get(k) != before.get(k))
     log.info("changed since the last run: %s; starting the pipeline", ", ".join(changed) or "forced")
-    from flows.settings_ref import by_reference
+    from beastflow.flows.settings_ref import by_reference
 
     run = pipeline_flow(by_reference(s))  # the Prefect database stores the reference only
     # recorded only after a successful run: a failed run is retried on the next tick

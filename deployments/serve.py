@@ -29,13 +29,13 @@ import os
 import sys
 from datetime import timedelta
 
-# this file is run as a script: make the repository importable (flows/, deployments/)
+# this file is run as a script: make the repository's deployments/ importable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from prefect import serve  # noqa: E402
 
+from beastflow.flows.pipeline import STAGE_FLOWS, pipeline_flow  # noqa: E402
 from deployments.catalog_watch import catalog_watch_flow  # noqa: E402
-from flows.pipeline import STAGE_FLOWS, pipeline_flow  # noqa: E402
 
 PIPELINE_CRON = "0 3 * * *"
 WATCH_INTERVAL = timedelta(minutes=10)
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     settings = args.settings or os.environ.get("BEASTFLOW_SETTINGS") or None
     if settings:  # one run per output: later runs queue on the output's concurrency limit
+        from beastflow.flows.output_limit import ensure_output_limit
         from beastflow.settings import load_settings
-        from flows.output_limit import ensure_output_limit
 
         ensure_output_limit(load_settings(settings))
     serve(*deployments(settings), limit=args.limit)

@@ -14,7 +14,7 @@ A unit's other arguments (output names, subgrid index, tag) follow from its
 label and the project name, so they need no place of their own in the key.
 
 After a unit ran, a small JSON record ``{output}/.cache/{stage}/{label}.json``
-stores the key, the stage's result as plain data (``flows.result_codec``:
+stores the key, the stage's result as plain data (``beastflow.flows.result_codec``:
 allow-listed result types, artifact paths relative to the output root) and,
 per output artifact, its size, modification stamp and SHA-256.  A later run
 is a cache hit when the record's key equals the freshly computed key *and*
@@ -147,7 +147,7 @@ def unit_key(stage: str, label: str, settings, sections: Iterable[str], inputs: 
 
 
 # --------------------------------------------------------------------------
-# stage results <-> JSON (plain data, allow-listed types: flows.result_codec)
+# stage results <-> JSON (plain data, allow-listed types: beastflow.flows.result_codec)
 # --------------------------------------------------------------------------
 def encode_result(result: Any, root: str | None = None) -> Any:
     return result_codec.encode(result, root)

@@ -5,7 +5,7 @@ per output; with a Prefect server the deployments (UI runs, the nightly
 schedule, the catalog watch) also take one slot of the global concurrency
 limit named after the output, so a second run waits in Prefect, visibly,
 instead of failing on the lease.  ``deployments/serve.py --settings`` creates
-the limit; ``prefect gcl create $(python -m flows.output_limit field.toml) --limit 1``
+the limit; ``prefect gcl create $(python -m beastflow.flows.output_limit field.toml) --limit 1``
 does it for prefect.yaml deployments.  Without the limit (plain
 ``beastflow run``) this is a no-op.
 """

@@ -7,13 +7,13 @@ called on its own fetches what it needs by calling its upstream stage flows,
 which are cache hits when their inputs are unchanged; the pipeline passes the
 upstream results along instead.
 
-    from flows.pipeline import pipeline_flow, fit_flow
+    from beastflow.flows.pipeline import pipeline_flow, fit_flow
     run = pipeline_flow("field.toml")       # whole pipeline
     run.urls["merge"]                        # P_stats.parquet, P_pdf1d.hd5, ...
     fit_flow("field.toml")                   # only (re)fit, upstream from cache
 
 With a ``[storage.globus]`` table the pipeline also moves files through Globus
-(``flows.transfer``): stage-in before the physics model, the SED grid to its
+(``beastflow.flows.transfer``): stage-in before the physics model, the SED grid to its
 cache after it, the results out after the merge.
 
 Fan-out: noise models over (density bin s) x (subgrid g), trims and fits over
@@ -405,13 +405,8 @@ def settings_or_default(settings: Any) -> Any:
 
 def demo_settings():
     """Settings of the embedded demo field (``beastflow.demo.prepare_demo``)."""
-    try:
-        from beastflow.demo import prepare_demo
-    except ImportError:
-        raise ValueError(
-            "no settings file given and the embedded demo field is not available in this build "
-            "(beastflow.demo.prepare_demo); run `beastflow run SETTINGS.toml`"
-        ) from None
+    from beastflow.demo import prepare_demo
+
     out = os.environ.get("BEASTFLOW_DEMO_OUTPUT", "demo-output")
     return prepare_demo(out if "://" in out else os.path.abspath(out))
 

@@ -120,7 +120,7 @@ def encode(result: Any, root: str | None = None) -> Any:
         if result_types().get(name) is not type(result):
             raise TypeError(
                 f"{type(result).__module__}.{name} is not an allowed stage result type "
-                "(flows.result_codec.register_result_type)"
+                "(beastflow.flows.result_codec.register_result_type)"
             )
         return {
             "type": name,

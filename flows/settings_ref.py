@@ -28,7 +28,6 @@ def _record_url(output: str, digest: str) -> str:
 
 def by_reference(settings) -> str:
     """Write the settings below their output (once) and return the reference."""
-    settings.activate()
     data = settings.model_dump(mode="json", exclude={"source"})
     data["project"] = {k: v for k, v in data["project"].items() if k != "output"}
     body = {"settings": data, "source": settings.source}

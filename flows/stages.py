@@ -3,8 +3,9 @@
 This module turns the stage contract (docs/stages.md) into ``Unit`` lists:
 one unit per call of a stage function, labelled by its place in the fan-out
 (bin s, sub-file u, subgrid g), with the input artifacts and the settings
-sections that form its cache key.  It only *describes* calls; running them
-(cached, retried, on SLURM) is ``flows.tasks``' job.  No Prefect import.
+sections that form its cache key.  Artifact names and the fan-out come from
+``beastflow.plan`` (the CLI uses the same).  It only *describes* calls; running
+them (cached, retried, on SLURM) is ``beastflow.flows.tasks``' job.  No Prefect import.
 
 Settings sections per stage: a stage is keyed on the sections it reads.
 Sections of upstream stages may be listed too (harmless: their effect reaches
@@ -14,13 +15,12 @@ is, so changing executor, retries or SLURM options reuses every cached result.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from beastflow import storage
+from beastflow import plan, storage
 
 from .executors import Unit
 
@@ -64,10 +64,6 @@ def _unit(stage: str, label: str, *args: Any, inputs: dict[str, Any], **kw: Any)
 
 def _size(urls: Sequence[str]) -> int:
     return sum(storage.size(u) for u in urls if u and storage.exists(u))
-
-
-def grid_label(g: int, n_grids: int) -> str:
-    return "grid" if n_grids == 1 else f"gridsub{g}"
 
 
 # --------------------------------------------------------------------------
@@ -147,60 +143,33 @@ SPLINTER_SKIP = (
 )
 
 
-def split_layout(split, need_asts: bool = True) -> dict[str, Any]:
+def split_layout(split, need_asts: bool = True) -> plan.Layout:
     """Bins, sub-files (with row counts) and per-bin AST files from the split manifest."""
-    man = storage.read_json(split.manifest_url)
-    root = split.manifest_url.rsplit("/", 1)[0]  # the manifest sits in the output root
-    subfiles = [
-        {"bin": int(e["bin"]), "sub": int(e["sub"]), "url": storage.resolve(e["url"], root), "n_rows": int(e["n_rows"])}
-        for e in man["subfiles"]
-        if int(e["n_rows"]) > 0
-    ]
-    asts = {int(e["bin"]): storage.resolve(e["url"], root) for e in man.get("asts", [])}
-    missing = sorted({f["bin"] for f in subfiles} - set(asts)) if need_asts else []
-    if missing:
-        raise ValueError(
-            f"density bins {missing} hold stars but no artificial-star tests after the cuts, so their noise "
-            f"model cannot be built (split manifest {split.manifest_url}); add ASTs there or merge the bins "
-            "(observations.source_density)"
-        )
-    return {"subfiles": subfiles, "asts": asts}
+    return plan.read_layout(split.manifest_url, need_asts)
 
 
-def noise_label(settings, s: int, g: int, n_grids: int) -> str:
-    """Unit label of the noise model that bin s and subgrid g use (splinter: one per subgrid)."""
-    gl = grid_label(g, n_grids)
-    return gl if not needs_asts(settings) else f"bin{s}_{gl}"
-
-
-def noisemodel_units(settings, physics, layout) -> list[Unit]:
-    P = settings.project.name
+def noisemodel_units(settings, physics, layout: plan.Layout) -> list[Unit]:
+    names = plan.Names.of(settings)
     grids = list(physics.sed_grids)
+    subgrids = plan.subgrids(len(grids))
+    # splinter: the model depends on the grid only, not on a density bin's ASTs
+    asts: dict[int | None, str | None] = dict(layout.asts) if needs_asts(settings) else {None: None}
     units = []
-    if not needs_asts(settings):
-        # splinter: the model depends on the grid only, not on a density bin's ASTs
-        for g, grid in enumerate(grids):
-            out = settings.artifact(f"{P}_gridsub{g}_noisemodel.hd5")
-            inputs = {"sed_grid": grid}
-            if settings.noise_model.absflux_covariance:
-                inputs["absflux_covariance"] = settings.noise_model.absflux_covariance
-            units.append(_unit("noisemodel", noise_label(settings, 0, g, len(grids)), grid, None, out, inputs=inputs))
-        return units
-    for s, ast_url in sorted(layout["asts"].items()):
-        for g, grid in enumerate(grids):
-            out = settings.artifact(f"{P}_bin{s}_gridsub{g}_noisemodel.hd5")
-            inputs = {"sed_grid": grid, "asts": ast_url}
-            if settings.noise_model.absflux_covariance:
-                inputs["absflux_covariance"] = settings.noise_model.absflux_covariance
-            units.append(_unit("noisemodel", f"bin{s}_{grid_label(g, len(grids))}", grid, ast_url, out, inputs=inputs))
+    for c in plan.noise_cells(asts, subgrids):
+        grid = grids[subgrids.index(c.subgrid)]
+        inputs = {"sed_grid": grid}
+        if c.ast_url:
+            inputs["asts"] = c.ast_url
+        if settings.noise_model.absflux_covariance:
+            inputs["absflux_covariance"] = settings.noise_model.absflux_covariance
+        out = names.noise_model(c.bin, c.subgrid)
+        units.append(_unit("noisemodel", c.label, grid, c.ast_url, out, inputs=inputs))
     return units
 
 
-def _prefix(settings, s: int, u: int, g: int, n_grids: int) -> str:
-    """``P_bin{s}_sub{u}[_gridsub{g}]``: BEAST's per-(sub-file, subgrid) artifact prefix."""
-    P = settings.project.name
-    base = f"{P}_bin{s}_sub{u}"
-    return settings.artifact(base if n_grids == 1 else f"{base}_gridsub{g}")
+def _noise_bin(settings, cell: plan.Cell) -> int | None:
+    """The density bin whose noise model a cell uses (None: the splinter model, one for every bin)."""
+    return cell.subfile.bin if needs_asts(settings) else None
 
 
 def _array_bytes(grid_url: str, noise_url: str) -> tuple[int, int]:
@@ -226,37 +195,39 @@ def _trim_block_bytes(settings, grid_url: str, noise_url: str) -> int:
     return int(total * frac)
 
 
-def trim_units(settings, physics, layout, noise_run) -> list[Unit]:
+def trim_units(settings, physics, layout: plan.Layout, noise_run) -> list[Unit]:
     """One unit per (bin s, sub-file u, subgrid g): failures and retries are per sub-file."""
     from beastflow.noise.trim import TrimJob
 
+    names = plan.Names.of(settings)
     grids = list(physics.sed_grids)
-    n = len(grids)
+    subgrids = plan.subgrids(len(grids))
     units = []
-    for g, grid in enumerate(grids):
-        for f in layout["subfiles"]:
-            s, u = f["bin"], f["sub"]
-            noise_url = noise_run.results[noise_label(settings, s, g, n)]
-            prefix = _prefix(settings, s, u, g, n)
-            # the artifact is the kept-row index; the copies are written only with [trim] materialize
-            job = TrimJob(
-                catalog_url=f["url"],
-                out_grid_url=f"{prefix}_seds_trim.grid.hd5",
-                out_noise_url=f"{prefix}_noisemodel_trim.grid.hd5",
-                out_index_url=f"{prefix}_trim.hd5",
+    for c in plan.cells(layout, subgrids):
+        grid = grids[subgrids.index(c.subgrid)]
+        f = c.subfile
+        noise_url = noise_run.results[plan.noise_label(_noise_bin(settings, c), c.subgrid)]
+        prefix = names.prefix(f.bin, f.sub, c.subgrid)
+        # the artifact is the kept-row index; the copies are written only with [trim] materialize
+        out_grid, out_noise = names.trimmed(prefix)
+        job = TrimJob(
+            catalog_url=f.url,
+            out_grid_url=out_grid,
+            out_noise_url=out_noise,
+            out_index_url=plan.trim_index_for(out_grid),
+        )
+        units.append(
+            _unit(
+                "trim",
+                c.label,
+                grid,
+                noise_url,
+                [job],
+                inputs={"sed_grid": grid, "noise": noise_url, "catalog": f.url},
+                mem_bytes=_trim_block_bytes(settings, grid, noise_url),
+                n_stars=f.n_rows,
             )
-            units.append(
-                _unit(
-                    "trim",
-                    f"bin{s}_sub{u}_{grid_label(g, n)}",
-                    grid,
-                    noise_url,
-                    [job],
-                    inputs={"sed_grid": grid, "noise": noise_url, "catalog": f["url"]},
-                    mem_bytes=_trim_block_bytes(settings, grid, noise_url),
-                    n_stars=f["n_rows"],
-                )
-            )
+        )
     return units
 
 
@@ -266,49 +237,42 @@ def _kept_bytes(tr) -> int:
     return int(total * tr.n_kept / max(1, n_models))
 
 
-def fit_units(settings, layout, trim_run, grid_info) -> list[Unit]:
+def fit_units(settings, layout: plan.Layout, trim_run, grid_info) -> list[Unit]:
     """One unit per (bin s, sub-file u, subgrid g): the full (sub)grid and noise model read
     through the sub-file's trim index; memory from the kept set's size."""
-    n = settings.physics.n_subgrid
+    names = plan.Names.of(settings)
     units = []
-    for g in range(n):
-        for f in layout["subfiles"]:
-            s, u = f["bin"], f["sub"]
-            label = f"bin{s}_sub{u}_{grid_label(g, n)}"
-            (tr,) = trim_run.results[label]
-            info_url = grid_info.grid_info
-            units.append(
-                Unit(
-                    stage="fit",
-                    label=label,
-                    func=FUNCS["fit"],
-                    args=(tr.source_grid, tr.source_noise, f["url"], info_url, _prefix(settings, s, u, g, n)),
-                    kwargs={"subgrid": g if n > 1 else None, "tag": f"bin{s}_sub{u}", "trim_index": tr.index_url},
-                    inputs={
-                        "trim_index": tr.index_url,
-                        "sed_grid": tr.source_grid,
-                        "noise": tr.source_noise,
-                        "catalog": f["url"],
-                        "grid_info": info_url,
-                    },
-                    sections=SECTIONS["fit"],
-                    mem_bytes=_kept_bytes(tr),
-                    n_stars=f["n_rows"],
-                )
+    for c in plan.cells(layout, plan.subgrids(settings.physics.n_subgrid)):
+        f = c.subfile
+        (tr,) = trim_run.results[c.label]
+        info_url = grid_info.grid_info
+        units.append(
+            Unit(
+                stage="fit",
+                label=c.label,
+                func=FUNCS["fit"],
+                args=(tr.source_grid, tr.source_noise, f.url, info_url, names.prefix(f.bin, f.sub, c.subgrid)),
+                kwargs={"subgrid": c.subgrid, "tag": c.tag, "trim_index": tr.index_url},
+                inputs={
+                    "trim_index": tr.index_url,
+                    "sed_grid": tr.source_grid,
+                    "noise": tr.source_noise,
+                    "catalog": f.url,
+                    "grid_info": info_url,
+                },
+                sections=SECTIONS["fit"],
+                mem_bytes=_kept_bytes(tr),
+                n_stars=f.n_rows,
             )
+        )
     return units
 
 
 def merge_units(settings, fit_run) -> list[Unit]:
     """One unit: merge over subgrids per sub-file, then concatenate the sub-files (run_merge does both)."""
-    fits = [fit_run.results[label] for label in sorted(fit_run.results, key=_fan_order)]
+    fits = [fit_run.results[label] for label in sorted(fit_run.results, key=plan.fan_order)]
     files = [u for r in fits for u in (r.stats, r.pdf1d, r.pdf2d, r.lnp)]
-    return [_unit("merge", "merge", fits, settings.artifact(settings.project.name), inputs={"fits": files})]
-
-
-def _fan_order(label: str) -> tuple:
-    """Sort bin{s}_sub{u}_gridsub{g} labels numerically (bin 10 after bin 9)."""
-    return tuple(int(x) for x in re.findall(r"\d+", label))
+    return [_unit("merge", "merge", fits, plan.Names.of(settings).merged_prefix(), inputs={"fits": files})]
 
 
 def fit_summary(merged) -> dict[str, Any]:

@@ -9,7 +9,7 @@ Two ways a stage's units run:
   ``retry_delay_s``) rerun a failing unit alone.
 * **one Prefect task per array** (trim/fit with ``executor = "processes"`` or
   ``"slurm"``): the task looks up every unit's cache record in this process,
-  hands only the misses to ``flows.executors.run_batch`` (one SLURM array,
+  hands only the misses to ``beastflow.flows.executors.run_batch`` (one SLURM array,
   failed elements resubmitted alone) and is itself named "Cached" when every
   unit was a hit.
 

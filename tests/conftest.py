@@ -75,3 +75,11 @@ def prefect_fast(prefect_backend):
 
     with temporary_settings(updates={ps.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+
+
+@pytest.fixture
+def fixed_vega(monkeypatch):
+    """``fixed_vega(values)``: the stages see ``values`` as the Vega band fluxes for the rest of the test."""
+    from .seams import patch_vega_fluxes
+
+    return lambda values: patch_vega_fluxes(monkeypatch, values)

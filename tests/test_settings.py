@@ -154,6 +154,17 @@ def test_project_output_must_name_a_folder(output):
         settings_from_dict({"project": {"output": output}})
 
 
+def test_output_is_absolute_once_loaded(tmp_path, monkeypatch):
+    """A relative output (or the default) names one folder, whatever directory a process later runs in."""
+    monkeypatch.chdir(tmp_path)
+    assert Settings().output == str(tmp_path / "beastflow-output")
+    s = settings_from_dict({"project": {"output": "run"}})
+    monkeypatch.chdir("/")
+    assert s.output == str(tmp_path / "run")
+    assert settings_from_dict(s.model_dump(mode="json")).output == str(tmp_path / "run")
+    assert settings_from_dict({"project": {"output": "s3://b/run"}}).output == "s3://b/run"
+
+
 def test_empty_output_in_a_file_is_refused(tmp_path):
     f = tmp_path / "s.toml"
     f.write_text('[project]\noutput = ""\n')

@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from beastflow import __version__
+
 # area modules, in the order their commands appear in --help
 _AREAS = ["setup", "physics", "observations", "noise", "fit", "run", "report"]
 
@@ -21,31 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="beastflow",
         description="The BEAST (Bayesian Extinction And Stellar Tool) as a resumable dataflow.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _verbosity(parser, argparse.SUPPRESS)
     parser.set_defaults(verbose=False, quiet=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for area in _AREAS:
-        try:
-            mod = importlib.import_module(f"beastflow.cli.{area}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"beastflow.cli.{area}":
-                continue  # that stage is not installed in this build
-            raise
-        mod.register(sub)
+        importlib.import_module(f"beastflow.cli.{area}").register(sub)
     # -v / -q also after the command (`beastflow fit -v SETTINGS`), as users type them
     for p in sub.choices.values():
         _verbosity(p, argparse.SUPPRESS)
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("beastflow")
-    except PackageNotFoundError:  # running from a checkout that is not installed
-        return "unknown"
 
 
 def _verbosity(p: argparse.ArgumentParser, default) -> None:
@@ -63,7 +50,7 @@ def _verbosity(p: argparse.ArgumentParser, default) -> None:
 
 
 #: loggers of this project; everything else (matplotlib, httpx, websockets, numba ...) stays at WARNING
-OWN_LOGGERS = ("beastflow", "flows", "deployments")
+OWN_LOGGERS = ("beastflow", "deployments")
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:

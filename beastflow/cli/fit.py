@@ -7,14 +7,6 @@ import sys
 import time
 
 
-def _prefix(x: str) -> str:
-    """A fit output prefix from a prefix or any of its four files."""
-    for suf in ("_stats.parquet", "_pdf1d.hd5", "_pdf2d.hd5", "_lnp.hd5"):
-        if x.endswith(suf):
-            return x[: -len(suf)]
-    return x
-
-
 def cmd_grid_info(args: argparse.Namespace) -> int:
     from beastflow.cli.noise import find_grids
     from beastflow.fit.grid_info import read_grid_info, run_grid_info
@@ -34,42 +26,37 @@ def cmd_grid_info(args: argparse.Namespace) -> int:
 def fit_jobs(s, bins: list[str] | None = None) -> list[dict]:
     """Every (sub-file, subgrid) fit of the split manifest, with the trimmed files
     and output prefix the pipeline uses (``P_bin{s}_sub{u}[_gridsub{g}]``)."""
-    from beastflow import storage
-    from beastflow.cli.noise import _manifest, find_grids, noisemodel_url
-    from beastflow.noise.trim import index_url_for, trimmed_urls
+    from beastflow import plan, storage
+    from beastflow.cli.noise import _no_manifest, find_grids, split_layout
 
-    man = _manifest(s)
-    if not man:
-        raise FileNotFoundError(
-            f"no split manifest {s.project.name}_split_manifest.json under {s.output}; "
-            "run `beastflow split` and `beastflow trim` first, or pass --grid, --noise, "
-            "--catalog and --out"
-        )
+    layout = split_layout(s)
+    if layout is None:
+        raise _no_manifest(s, " and `beastflow trim`, or pass --grid, --noise, --catalog and --out")
+    names = plan.Names.of(s)
+    full_grids = dict(find_grids(s))
     jobs = []
-    for g, full_grid in find_grids(s):
-        for e in man["subfiles"]:
-            if e.get("n_rows", 1) <= 0 or (bins and str(e["bin"]) not in set(bins)):
-                continue
-            grid, noise = trimmed_urls(s, e["bin"], e["sub"], g)
-            index = index_url_for(grid)
-            trim = None
-            if storage.exists(index):  # the trim stage's artifact: the full grid read through the index
-                trim, grid = index, full_grid
-                noise = noisemodel_url(s, e["bin"], g)
-                if not storage.exists(noise):  # a splinter model: one per grid, shared by the bins
-                    noise = noisemodel_url(s, None, g)
-            stem = f"{s.project.name}_bin{e['bin']}_sub{e['sub']}" + (f"_gridsub{g}" if g is not None else "")
-            jobs.append(
-                {
-                    "grid": grid,
-                    "noise": noise,
-                    "catalog": storage.resolve(e["url"], s.output),
-                    "out": storage.join(s.output, stem),
-                    "subgrid": g,
-                    "tag": f"bin{e['bin']}_sub{e['sub']}",
-                    "trim": trim,
-                }
-            )
+    for c in plan.cells(layout.only_bins(bins), list(full_grids)):
+        f = c.subfile
+        prefix = names.prefix(f.bin, f.sub, c.subgrid)
+        grid, noise = names.trimmed(prefix)
+        index = plan.trim_index_for(grid)
+        trim = None
+        if storage.exists(index):  # the trim stage's artifact: the full grid read through the index
+            trim, grid = index, full_grids[c.subgrid]
+            noise = names.noise_model(f.bin, c.subgrid)
+            if not storage.exists(noise):  # a splinter model: one per grid, shared by the bins
+                noise = names.noise_model(None, c.subgrid)
+        jobs.append(
+            {
+                "grid": grid,
+                "noise": noise,
+                "catalog": f.url,
+                "out": prefix,
+                "subgrid": c.subgrid,
+                "tag": c.tag,
+                "trim": trim,
+            }
+        )
     return jobs
 
 
@@ -88,7 +75,7 @@ def _star_counter(what: str, enabled: bool):
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from beastflow import storage
+    from beastflow import plan, storage
     from beastflow.fit.fitting import run_fit
     from beastflow.fit.outputs import read_stats
     from beastflow.settings import load_settings
@@ -108,8 +95,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 "noise": args.noise,
                 "catalog": args.catalog,
                 "out": args.out,
-                "subgrid": args.subgrid,
-                "tag": args.tag,
+                # the user's files follow the pipeline's names unless --subgrid / --tag say otherwise
+                "subgrid": args.subgrid if args.subgrid is not None else plan.subgrid_in_name(args.grid),
+                "tag": args.tag or plan.tag_in_name(args.out),
                 "trim": args.trim,
             }
         ]
@@ -117,7 +105,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         jobs = fit_jobs(s, args.bins)
     grid_info = args.grid_info
     if grid_info is None:
-        default = s.artifact(f"{s.project.name}_grid_info.json")
+        default = plan.Names.of(s).grid_info()
         if storage.exists(default):
             grid_info = default
         elif len(jobs) > 1:
@@ -160,11 +148,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    from beastflow import plan
     from beastflow.fit.merge import run_merge
     from beastflow.settings import load_settings
 
     s = load_settings(args.settings).activate()
-    fits = [_prefix(x) for x in args.fits] or [j["out"] for j in fit_jobs(s)]
+    fits = [plan.fit_prefix_of(x) for x in args.fits] or [j["out"] for j in fit_jobs(s)]
     res = run_merge(s, fits, args.out)
     print("merged:")
     for u in (res.stats, res.pdf1d, res.pdf2d, res.lnp):

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import posixpath
-import re
 from typing import TYPE_CHECKING
 
-from beastflow import storage
+from beastflow import plan, storage
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -31,17 +30,18 @@ def _settings(args) -> Settings:
 
 def find_grids(s: Settings) -> list[tuple[int | None, str]]:
     """[(subgrid index or None, url)] of the run's SED grid(s)."""
-    name = s.project.name
-    full = s.artifact(f"{name}_seds.grid.hd5")
+    names = plan.Names.of(s)
+    full = names.sed_grid(None)
     if storage.exists(full):
         return [(None, full)]
-    pat = re.compile(rf"{re.escape(name)}_seds\.gridsub(\d+)\.hd5$")
     subs: list[tuple[int | None, str]] = sorted(
-        (int(m.group(1)), u) for u in storage.listdir(s.output) if (m := pat.search(u))
+        (g, u)
+        for u in storage.listdir(s.output)
+        if (g := plan.subgrid_in_name(u)) is not None and posixpath.basename(u) == posixpath.basename(names.sed_grid(g))
     )
     if not subs:
         raise FileNotFoundError(
-            f"no SED grid {full} nor {name}_seds.gridsub*.hd5 under {s.output}; "
+            f"no SED grid {full} nor {s.project.name}_seds.gridsub*.hd5 under {s.output}; "
             "run `beastflow physicsmodel` first or pass --grid"
         )
     return subs
@@ -50,107 +50,101 @@ def find_grids(s: Settings) -> list[tuple[int | None, str]]:
 def _grid_args(s: Settings, grids: list[str] | None) -> list[tuple[int | None, str]]:
     if not grids:
         return find_grids(s)
-    out = []
-    for u in grids:
-        m = re.search(r"gridsub(\d+)", posixpath.basename(u))
-        out.append((int(m.group(1)) if m else None, u))
-    return out
+    return [(plan.subgrid_in_name(u), u) for u in grids]
 
 
-def _manifest(s: Settings) -> dict | None:
-    url = s.artifact(f"{s.project.name}_split_manifest.json")
-    return storage.read_json(url) if storage.exists(url) else None
+def split_layout(s: Settings) -> plan.Layout | None:
+    """The split manifest's sub-files and per-bin ASTs (None: no split has run)."""
+    url = plan.Names.of(s).split_manifest()
+    return plan.read_layout(url, need_asts=False) if storage.exists(url) else None
 
 
-def noisemodel_url(s: Settings, b: int | str | None, g: int | None) -> str:
-    """``P_bin{s}_gridsub{g}_noisemodel.hd5`` (docs/stages.md; g = 0 for a single full grid, as the flows)."""
-    parts = [s.project.name] + ([f"bin{b}"] if b is not None else []) + [f"gridsub{g if g is not None else 0}"]
-    return s.artifact("_".join(parts) + "_noisemodel.hd5")
+def _no_manifest(s: Settings, then: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"no split manifest {s.project.name}_split_manifest.json under {s.output}; run `beastflow split` first{then}"
+    )
 
 
 def _cmd_noisemodel(args) -> int:
     from beastflow.noise.toothpick import run_noisemodel
 
     s = _settings(args)
-    grids = _grid_args(s, args.grid)
-    ast_list: list[tuple[int | str | None, str | None]]
+    names = plan.Names.of(s)
+    grids = dict(_grid_args(s, args.grid))
+    asts: dict[int | None, str | None]
     if s.noise_model.model == "splinter":
         if args.asts:
             raise ValueError(f'--asts given, but [noise_model] model = "splinter" uses no ASTs ({args.asts})')
-        ast_list = [(None, None)]  # one model per (sub)grid: a fixed fraction of each model flux
+        asts = {None: None}  # one model per (sub)grid: a fixed fraction of each model flux
     elif args.asts:
-        ast_list = [(None, args.asts)]
+        asts = {None: args.asts}
     else:
-        man = _manifest(s)
-        if man and man.get("asts"):
-            ast_list = [(e["bin"], storage.resolve(e["url"], s.output)) for e in man["asts"]]
+        layout = split_layout(s)
+        if layout and layout.asts:
+            asts = {b: u for b, u in layout.asts.items()}
         elif s.observations.ast_results:
-            ast_list = [(None, s.observations.ast_results)]
+            asts = {None: s.observations.ast_results}
         else:
             raise FileNotFoundError(
                 "no ASTs: no split manifest with per-bin ASTs under "
                 f"{s.output} and no [observations] ast_results; pass --asts"
             )
-    for b, ast_url in ast_list:
-        for g, grid_url in grids:
-            out = noisemodel_url(s, b, g)
-            if storage.exists(out) and not args.force:
-                print(f"exists {out}")
-                continue
-            run_noisemodel(s, grid_url, ast_url, out)
-            print(f"wrote {out}")
+    for c in plan.noise_cells(asts, list(grids)):
+        out = names.noise_model(c.bin, c.subgrid)
+        if storage.exists(out) and not args.force:
+            print(f"exists {out}")
+            continue
+        run_noisemodel(s, grids[c.subgrid], c.ast_url, out)
+        print(f"wrote {out}")
     return 0
 
 
+def _trim_targets(s: Settings, args, grids: list[int | None]) -> list[tuple[int | None, int | None, str, str]]:
+    """(subgrid g, density bin or None, artifact prefix, catalog) of every sub-file to trim."""
+    names = plan.Names.of(s)
+    if args.catalog:
+        # explicit sub-files, named after their catalogs: one noise model (per grid) for all of them
+        stems = [(posixpath.splitext(posixpath.basename(c))[0], c) for c in args.catalog]
+        return [(g, None, names.stem_prefix(stem, g), c) for g in grids for stem, c in stems]
+    layout = split_layout(s)
+    if layout is None:
+        raise _no_manifest(s, " or pass --catalog")
+    return [
+        (c.subgrid, c.subfile.bin, names.prefix(c.subfile.bin, c.subfile.sub, c.subgrid), c.subfile.url)
+        for c in plan.cells(layout.only_bins(args.bins), grids)
+    ]
+
+
 def _cmd_trim(args) -> int:
-    from beastflow.noise.trim import TrimJob, run_trim, trimmed_urls
+    from beastflow.noise.trim import TrimJob, run_trim
 
     s = _settings(args)
-    grids = _grid_args(s, args.grid)
-    if args.catalog:
-        # explicit sub-files: one noise model (per grid) for all of them
-        subfiles = [(None, posixpath.splitext(posixpath.basename(c))[0], c) for c in args.catalog]
-    else:
-        man = _manifest(s)
-        if not man:
-            raise FileNotFoundError(
-                f"no split manifest {s.project.name}_split_manifest.json under {s.output}; "
-                "run `beastflow split` first or pass --catalog"
-            )
-        subfiles = [
-            (e["bin"], e["sub"], storage.resolve(e["url"], s.output)) for e in man["subfiles"] if e.get("n_rows", 1) > 0
-        ]
-    if args.bins:
-        subfiles = [t for t in subfiles if str(t[0]) in set(args.bins)]
-    by_bin: dict = {}
-    for b, u, url in subfiles:
-        by_bin.setdefault(b, []).append((u, url))
+    names = plan.Names.of(s)
+    grids = dict(_grid_args(s, args.grid))
+    # one pass over a grid and noise model per (subgrid, density bin)
+    batches: dict[tuple[int | None, int | None], list[tuple[str, str]]] = {}
+    for g, b, prefix, url in _trim_targets(s, args, list(grids)):
+        batches.setdefault((g, b), []).append((prefix, url))
     n_written = 0
-    for g, grid_url in grids:
-        for b, items in by_bin.items():
-            # splinter: one noise model per (sub)grid, shared by every density bin
-            noise = args.noise or noisemodel_url(s, None if s.noise_model.model == "splinter" else b, g)
-            if not storage.exists(noise):
-                raise FileNotFoundError(f"{noise}: noise model not found; run `beastflow noisemodel` first")
-            jobs = []
-            for u, url in items:
-                if args.catalog:
-                    stem = storage.join(s.output, f"{u}" + (f"_gridsub{g}" if g is not None else ""))
-                    gu, nu = stem + "_seds_trim.grid.hd5", stem + "_noisemodel_trim.grid.hd5"
-                else:
-                    gu, nu = trimmed_urls(s, b, u, g)
-                job = TrimJob(url, gu, nu)
-                if storage.exists(job.index_url) and not args.force:
-                    print(f"exists {job.index_url}")
-                    continue
-                jobs.append(job)
-            if not jobs:
+    for (g, b), items in batches.items():
+        # splinter: one noise model per (sub)grid, shared by every density bin
+        noise = args.noise or names.noise_model(None if s.noise_model.model == "splinter" else b, g)
+        if not storage.exists(noise):
+            raise FileNotFoundError(f"{noise}: noise model not found; run `beastflow noisemodel` first")
+        jobs = []
+        for prefix, url in items:
+            job = TrimJob(url, *names.trimmed(prefix))
+            if storage.exists(job.index_url) and not args.force:
+                print(f"exists {job.index_url}")
                 continue
-            for r in run_trim(s, grid_url, noise, jobs):
-                extra = f", skipped bands {r.skipped_bands}" if r.skipped_bands else ""
-                copies = f" (+ {r.grid_url}, {r.noise_url})" if r.grid_url else ""
-                print(f"wrote {r.index_url}{copies}: {r.n_kept} of {r.n_models_in} models for {r.n_stars} stars{extra}")
-                n_written += 1
+            jobs.append(job)
+        if not jobs:
+            continue
+        for r in run_trim(s, grids[g], noise, jobs):
+            extra = f", skipped bands {r.skipped_bands}" if r.skipped_bands else ""
+            copies = f" (+ {r.grid_url}, {r.noise_url})" if r.grid_url else ""
+            print(f"wrote {r.index_url}{copies}: {r.n_kept} of {r.n_models_in} models for {r.n_stars} stars{extra}")
+            n_written += 1
     print(f"{n_written} sub-file(s) trimmed")
     return 0
 

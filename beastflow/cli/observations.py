@@ -8,10 +8,9 @@ artifacts under ``project.output`` (and to ``observations.catalog`` /
 from __future__ import annotations
 
 import argparse
-import re
 from typing import TYPE_CHECKING
 
-from beastflow import storage
+from beastflow import plan, storage
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -37,8 +36,7 @@ def _cmd_cut(args) -> int:
     from beastflow.observations.cuts import run_cut
 
     s = _settings(args)
-    name = s.project.name
-    r = run_cut(s, args.catalog or s.artifact(f"{name}_catalog_sd.parquet"), args.asts or s.observations.ast_results)
+    r = run_cut(s, args.catalog or plan.Names.of(s).catalog_sd(), args.asts or s.observations.ast_results)
     for k, v in r.counts.items():
         print(f"{k}: {v}")
     for u in [r.catalog_url, r.ast_url, *r.region_urls]:
@@ -51,15 +49,15 @@ def _cmd_split(args) -> int:
     from beastflow.observations.split import run_split
 
     s = _settings(args)
-    name = s.project.name
-    ast = args.asts or s.artifact(f"{name}_asts_cut.parquet")
+    names = plan.Names.of(s)
+    ast = args.asts or names.asts_cut()
     if not args.asts and not storage.exists(ast):
         ast = None
     r = run_split(
         s,
-        args.catalog or s.artifact(f"{name}_catalog_cut.parquet"),
+        args.catalog or names.catalog_cut(),
         ast,
-        args.map or s.artifact(f"{name}_sourceden_map.parquet"),
+        args.map or names.density_map(),
     )
     print(f"bins {r.bins}: {len(r.subfile_urls)} sub-files, {len(r.ast_urls)} AST files")
     print(f"wrote {r.manifest_url}")
@@ -67,29 +65,20 @@ def _cmd_split(args) -> int:
 
 
 def _default_grids(s: Settings) -> list[str]:
-    name = s.project.name
-    full = s.artifact(f"{name}_seds.grid.hd5")
-    if storage.exists(full):
-        return [full]
-    pat = re.compile(rf"{re.escape(name)}_seds\.gridsub(\d+)\.hd5$")
-    subs = sorted(((int(m.group(1)), u) for u in storage.listdir(s.output) if (m := pat.search(u))), key=lambda t: t[0])
-    if not subs:
-        raise FileNotFoundError(
-            f"no SED grid {full} nor {name}_seds.gridsub*.hd5 under {s.output}; "
-            "run `beastflow physicsmodel` first or pass --grid"
-        )
-    return [u for _, u in subs]
+    from beastflow.cli.noise import find_grids
+
+    return [u for _, u in find_grids(s)]
 
 
 def _cmd_ast_inputs(args) -> int:
     from beastflow.observations.ast_inputs import run_ast_inputs
 
     s = _settings(args)
-    name = s.project.name
-    cat = args.catalog or s.artifact(f"{name}_catalog_sd.parquet")
+    names = plan.Names.of(s)
+    cat = args.catalog or names.catalog_sd()
     if not args.catalog and not storage.exists(cat):
         cat = s.observations.catalog or cat  # before density-map: the raw catalog
-    mp = args.map or s.artifact(f"{name}_sourceden_map.parquet")
+    mp = args.map or names.density_map()
     r = run_ast_inputs(s, args.grid or _default_grids(s), cat, mp if storage.exists(mp) or args.map else None)
     print(f"{r.n_seds} SEDs, {r.n_rows} AST input rows")
     for b in r.unfilled_bins[:20]:

@@ -56,7 +56,7 @@ def cmd_physicsmodel(args: argparse.Namespace) -> int:
     from beastflow.physics.physicsmodel import run_physicsmodel
     from beastflow.settings import load_settings
 
-    settings = load_settings(args.settings)
+    settings = load_settings(args.settings).activate()
     res = run_physicsmodel(settings, subgrids=args.subgrid, force=args.force)
     print(format_summary(res))
     return 0

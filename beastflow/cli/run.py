@@ -45,13 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.settings:
         settings = load_settings(args.settings)
     else:
-        try:
-            from beastflow.demo import prepare_demo
-        except ImportError:
-            raise ValueError(
-                "no settings file given and this build has no embedded demo field "
-                "(beastflow.demo); run `beastflow run SETTINGS.toml`"
-            ) from None
+        from beastflow.demo import prepare_demo
+
         out = args.output or "demo-output"
         print(f"no settings given: preparing the embedded demo field in {out}")
         settings = prepare_demo(out if "://" in out else os.path.abspath(out))
@@ -62,12 +57,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         updates["cache"] = False
     if updates:
         settings = settings.model_copy(update={"execution": settings.execution.model_copy(update=updates)})
+    settings.activate()
 
+    from beastflow.flows.executors import UnitsFailed
+    from beastflow.flows.pipeline import PipelineStop, pipeline_flow
+    from beastflow.flows.progress import console_bars
+    from beastflow.flows.settings_ref import by_reference
     from beastflow.transfer import TransferError
-    from flows.executors import UnitsFailed
-    from flows.pipeline import PipelineStop, pipeline_flow
-    from flows.progress import console_bars
-    from flows.settings_ref import by_reference
 
     show = settings.execution.progress and not args.no_progress and not args.quiet and sys.stderr.isatty()
     try:

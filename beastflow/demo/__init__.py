@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from beastflow import storage
+from beastflow import plan, storage
 from beastflow.demo.field import (
     INSTRUMENT_KEY,
     FieldGeometry,
@@ -251,7 +251,7 @@ def observe_asts(settings: Settings, ast_input_url: str, out_url: str | None = N
             f"but the settings fit {list(settings.physics.filters)}"
         )
     inputs = _read_ast_inputs(ast_input_url)
-    out_url = out_url or settings.artifact(f"{settings.project.name}_asts.parquet")
+    out_url = out_url or plan.Names.of(settings).ingested("asts")
     # The noise comes from the stream (project seed, "demo.observe_asts"): never
     # from the list's values or the file's bytes (provenance, time stamps), so a
     # rerun, or a run on another CPU, observes the same list identically.

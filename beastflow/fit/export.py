@@ -22,7 +22,7 @@ import json
 import warnings
 from typing import Any
 
-from beastflow import storage
+from beastflow import plan, storage
 
 FORMATS = ("fits", "ecsv")
 
@@ -116,7 +116,7 @@ def export_stats(output_url: str, fmt: str = "fits", project: str | None = None,
     if not art.stats:
         raise FileNotFoundError(f"{output_url}: no {art.project}_stats.parquet to export")
     t = stats_table(art.stats)
-    out = out_url or storage.join(output_url, f"{art.project}_stats.{fmt}")
+    out = out_url or plan.Names(output_url, art.project).stats_export(fmt)
     data = _fits_bytes(t, art.project) if fmt == "fits" else _ecsv_bytes(t)
     storage.write_bytes(out, data)
     return out

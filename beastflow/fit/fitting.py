@@ -35,8 +35,6 @@ import contextvars
 import functools
 import logging
 import math
-import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from beastflow import storage
+from beastflow import plan, storage
 from beastflow.filters import short_names
 from beastflow.fit import likelihood as lk
 from beastflow.fit.grid_info import EXCLUDED, read_grid_info, symlog
@@ -68,8 +66,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: called as hook(stars_done, stars_total) after each block of stars of a fit: progress
-#: inside a unit for whoever runs it (flows.tasks sets it for the CLI bar and the Prefect
-#: progress artifact, flows.executors for pool workers, the CLI for its counter); None =
+#: inside a unit for whoever runs it (beastflow.flows.tasks sets it for the CLI bar and the Prefect
+#: progress artifact, beastflow.flows.executors for pool workers, the CLI for its counter); None =
 #: nobody listens
 STAR_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
     "beastflow_star_progress", default=None
@@ -136,16 +134,6 @@ def read_catalog(url: str) -> pl.DataFrame:
 
 def observed_fluxes(cat: pl.DataFrame, filters: list[str], vega: np.ndarray, where: str) -> np.ndarray:
     return catalogs.physical_fluxes(cat, filters, vega, where)
-
-
-def _detect_subgrid(url: str) -> int | None:
-    m = re.search(r"gridsub(\d+)", os.path.basename(url))
-    return int(m.group(1)) if m else None
-
-
-def _detect_tag(prefix: str) -> str | None:
-    m = re.search(r"(bin[^_/]+_sub\d+)", os.path.basename(prefix))
-    return m.group(1) if m else None
 
 
 #: grids up to this size are read once per fit when the PDF bins come from the
@@ -529,18 +517,18 @@ def run_fit(
     grid_info_url: str | None,
     out_prefix: str,
     *,
-    vega_fluxes: np.ndarray | None = None,
     subgrid: int | None = None,
     tag: str | None = None,
     trim_index: str | None = None,
 ) -> FitResult:
-    """Stage "fit" (docs/stages.md).  ``subgrid``/``tag`` default to the
-    ``gridsub{g}`` / ``bin{s}_sub{u}`` tokens of the file names.
+    """Stage "fit" (docs/stages.md).  ``subgrid``: the index g of the (sub)grid
+    in the grid info (None: the one full grid); ``tag``: the sub-file's
+    ``bin{s}_sub{u}`` recorded in the outputs for the merge (``beastflow.plan``
+    names both; nothing is read out of the file names).
 
     With ``trim_index`` (the trim stage's artifact), the first two URLs are the
     FULL (sub)grid and its noise model, read only at the index's kept rows;
     without it they are a trimmed grid and noise model (or untrimmed ones)."""
-    settings.activate()
     grid: SEDGrid | KeptGrid | _OneBlock
     noise: NoiseModel | KeptNoise | _OneBlock
     if trim_index:
@@ -560,10 +548,6 @@ def run_fit(
             raise KeyError(f"{trimmed_grid_url}: grid has no {c!r} column")
     filters = list(grid.filters)
     info = read_grid_info(grid_info_url) if grid_info_url else None
-    if subgrid is None:
-        subgrid = _detect_subgrid(trimmed_grid_url)
-    if tag is None:
-        tag = _detect_tag(out_prefix)
     gid_offset = 0
     if info and subgrid is not None:
         if subgrid >= len(info["subgrids"]):
@@ -573,8 +557,7 @@ def run_fit(
         gid_offset = int(info["subgrids"][subgrid]["offset"])
     elif info and len(info["subgrids"]) > 1:
         raise ValueError(
-            f"{trimmed_grid_url}: the grid info covers {len(info['subgrids'])} subgrids; name the "
-            "subgrid (gridsub{g} in the file name or subgrid=g)"
+            f"{trimmed_grid_url}: the grid info covers {len(info['subgrids'])} subgrids; name the subgrid (subgrid=g)"
         )
     f = settings.fit
     if info is None and 0 < grid.n_models <= min(f.chunk_models, ONE_READ_MODELS):
@@ -595,10 +578,9 @@ def run_fit(
         bs = binset_from_trimmed(grid, noise, f.pdf_max_nbins, f.pdf2d_pairs, f.chunk_models)
 
     cat = read_catalog(catalog_url)
-    if vega_fluxes is None:
-        from beastflow.physics.vega import vega_band_fluxes
+    from beastflow.physics.vega import vega_band_fluxes  # lazy: pyphot is slow to import
 
-        vega_fluxes = vega_band_fluxes(filters, compat=settings.beast_compat)
+    vega_fluxes = vega_band_fluxes(filters, compat=settings.beast_compat)
     Y = observed_fluxes(cat, filters, vega_fluxes, catalog_url)
     # bad measurements (non-finite, zero, absurd, too negative) are dropped per band and flagged,
     # never fitted and never allowed to fail the sub-file (docs/formats.md "Bad measurements")
@@ -650,14 +632,7 @@ def run_fit(
         "n_models": grid.n_models,
         "wavelengths": grid.lamb.tolist(),
     }
-    urls = FitResult(
-        stats=f"{out_prefix}_stats.parquet",
-        pdf1d=f"{out_prefix}_pdf1d.hd5",
-        pdf2d=f"{out_prefix}_pdf2d.hd5",
-        lnp=f"{out_prefix}_lnp.hd5",
-        tag=tag,
-        subgrid=subgrid,
-    )
+    urls = FitResult(*plan.fit_outputs(out_prefix), tag=tag, subgrid=subgrid)
     log.info("fit %d stars x %d models (%d bands) -> %s", len(cat), grid.n_models, len(filters), out_prefix)
     with PDF2DWriter(urls.pdf2d, len(cat), bs.pairs, prov, meta) as w2:
         res = fit_arrays(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from beastflow import storage
+from beastflow import plan, storage
 from beastflow.filters import short_names
 from beastflow.io.sed_grid import open_sed_grid
 from beastflow.provenance import make_provenance
@@ -282,7 +282,6 @@ class GridInfoResult:
 
 def run_grid_info(settings: Settings, sed_grid_urls: Sequence[str], out_url: str | None = None) -> GridInfoResult:
     """Stage "grid info": ``P_grid_info.json`` from the FULL grid (all subgrids, in order)."""
-    settings.activate()
     urls = list(sed_grid_urls)
     info = compute_grid_info(urls, settings.fit.pdf_max_nbins, settings.fit.chunk_models)
     info["provenance"] = make_provenance(
@@ -290,7 +289,7 @@ def run_grid_info(settings: Settings, sed_grid_urls: Sequence[str], out_url: str
         settings.section_hash("fit", "compat"),
         inputs={f"sed_grid_{i}": u for i, u in enumerate(urls)},
     )
-    out = out_url or settings.artifact(f"{settings.project.name}_grid_info.json")
+    out = out_url or plan.Names.of(settings).grid_info()
     storage.write_json(out, info)
     log.info("grid info for %d models over %d grid(s) -> %s", info["n_models"], len(urls), out)
     return GridInfoResult(grid_info=out)

@@ -34,13 +34,6 @@ def star_seeds(seed: int, star_ids: Sequence) -> np.ndarray:
     return out
 
 
-def reduce_heaps(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k):
-    """Per-partition bottom-k heaps [T, ns, k] -> per-star sorted samples (lists of arrays)."""
-    counts, flat = reduce_heaps_flat(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k)
-    ends = np.cumsum(counts)
-    return [{f: v[e - c : e] for f, v in flat.items()} for c, e in zip(counts, ends)]
-
-
 def reduce_heaps_flat(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k):
     """Per-partition bottom-k heaps [T, ns, k] -> (sample size per star [ns], flat
     arrays ``key``, ``idx``, ``lnp``, ``chi2`` of the samples one star after the

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from beastflow import plan
 from beastflow.fit.fitting import FitResult
 from beastflow.fit.grid_info import Bins
 from beastflow.fit.lnp import NOT_TRUNCATED, merge_star_samples
@@ -82,7 +83,7 @@ def _as_result(x: Any) -> FitResult:
     if isinstance(x, dict):
         return FitResult(**x)
     if isinstance(x, str):  # an output prefix
-        return FitResult(f"{x}_stats.parquet", f"{x}_pdf1d.hd5", f"{x}_pdf2d.hd5", f"{x}_lnp.hd5")
+        return FitResult(*plan.fit_outputs(x))
     raise TypeError(f"cannot interpret fit result {x!r} (FitResult, dict of URLs or output prefix)")
 
 
@@ -185,9 +186,7 @@ def merge_subgrids(settings: Settings, fits: Sequence[Any], out_prefix: str) -> 
     prov = make_provenance("merge_subgrids", settings.section_hash("fit", "compat"), inputs=inputs)
     meta = dict(metas[0])
     meta.update({"subgrid": None, "merged_subgrids": subgrids})
-    res = MergeResult(
-        f"{out_prefix}_stats.parquet", f"{out_prefix}_pdf1d.hd5", f"{out_prefix}_pdf2d.hd5", f"{out_prefix}_lnp.hd5"
-    )
+    res = MergeResult(*plan.fit_outputs(out_prefix))
     write_pdf1d(res.pdf1d, ids, tln, _bins_of(p1s[0]), merged_pdf, prov, meta)
     _merge_pdf2d([f.pdf2d for f in fits], W, Wsum, ids, tln, res.pdf2d, prov, meta)
     _merge_lnp([f.lnp for f in fits], subgrids, res.lnp, settings, prov, meta)
@@ -288,9 +287,7 @@ def concatenate(settings: Settings, results: Sequence[Any], tags: Sequence[str |
     prov = make_provenance("merge", settings.section_hash("fit", "compat"), inputs=inputs)
     meta = {k: v for k, v in metas[0].items() if k not in ("tag", "subgrid", "n_models", "gid_offset")}
     meta["tags"] = [t or "" for t in tags]
-    res = MergeResult(
-        f"{out_prefix}_stats.parquet", f"{out_prefix}_pdf1d.hd5", f"{out_prefix}_pdf2d.hd5", f"{out_prefix}_lnp.hd5"
-    )
+    res = MergeResult(*plan.fit_outputs(out_prefix))
     ids = np.concatenate([p["star_id"] for p in p1s])
     tln = np.concatenate([p["total_log_norm"] for p in p1s])
     pdfs = {q: np.concatenate([p["pdf"][q] for p in p1s]) for q in p1s[0]["quantities"]}
@@ -343,11 +340,10 @@ def run_merge(settings: Settings, fit_results: Sequence[Any], out_prefix: str | 
     ``fit_results``: FitResult objects, dicts of their URLs, or output prefixes.
     The tag and subgrid of each fit are read from its stats file.
     """
-    settings.activate()
     results = [_as_result(r) for r in fit_results]
     if not results:
         raise ValueError("merge needs at least one fit result")
-    out_prefix = out_prefix or settings.artifact(settings.project.name)
+    out_prefix = out_prefix or plan.Names.of(settings).merged_prefix()
     groups: dict[str, list[FitResult]] = {}
     for r in results:
         _, info = read_stats(r.stats)

@@ -98,10 +98,6 @@ def percentiles_from_pdf(
     return out
 
 
-def stat_columns(qnames: list[str]) -> list[str]:
-    return [f"{q}_{s}" for q in qnames for s in STAT_SUFFIXES]
-
-
 def iau_names(surveyname: str, ra_deg: np.ndarray, dec_deg: np.ndarray) -> list[str]:
     """``"{survey} JHHMMSS.ssss±DDMMSS.sss"`` (fitting.md §4); RA as hours, 4 decimals."""
     ra = np.atleast_1d(np.asarray(ra_deg, float))

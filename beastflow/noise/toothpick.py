@@ -313,17 +313,14 @@ def artifact_identity(url: str) -> str:
     return "artifact:" + storage.hash_object([prov, int(n_rows), storage.size(url)])
 
 
-def run_noisemodel(
-    settings: Settings, sed_grid_url: str, ast_url: str | None, out_url: str, vega_fluxes: Sequence[float] | None = None
-) -> str:
+def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, out_url: str) -> str:
     """Noise model of ``ast_url``'s fake stars evaluated on one SED (sub)grid (toothpick, or
     the truncheon model when ``[noise_model] model = "trunchen"``; with ``"splinter"``
     no ASTs are read and ``ast_url`` may be None).
 
     Streams the grid in blocks of ``[noise_model] chunk_models`` models;
-    writes ``out_url`` atomically and returns it.  ``vega_fluxes`` overrides
-    the Vega band fluxes (tests); by default they come from
-    ``beastflow.physics.vega``.
+    writes ``out_url`` atomically and returns it.  The Vega band fluxes come
+    from ``beastflow.physics.vega.vega_band_fluxes``.
     """
     nm = settings.noise_model
     compat = settings.beast_compat
@@ -339,10 +336,10 @@ def run_noisemodel(
     if nm.model == "trunchen":
         from beastflow.noise.trunchen import run_trunchen
 
-        return run_trunchen(settings, sed_grid_url, ast_url, out_url, vega_fluxes)
+        return run_trunchen(settings, sed_grid_url, ast_url, out_url)
     grid = SEDGrid(sed_grid_url)
     filters = grid.filters
-    vega = np.asarray(vega_fluxes, dtype=np.float64) if vega_fluxes is not None else vega_fluxes_for(filters, compat)
+    vega = vega_fluxes_for(filters, compat)
     asts = read_asts(ast_url, filters)
     stats = ast_binned_stats(
         asts, filters, nm.n_flux_bins, nm.min_per_bin, nm.ast_nonrecovered_ratio, vega, compat, nm.statistic

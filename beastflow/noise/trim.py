@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 import numba
 import numpy as np
 
-from beastflow import storage
+from beastflow import plan
 from beastflow.filters import short_names
 from beastflow.io.noise_model import NoiseModel, NoiseModelWriter
 from beastflow.io.sed_grid import SEDGrid, SEDGridWriter
@@ -121,9 +121,8 @@ class TrimResult:
     #: grid_url / noise_url are None unless ``[trim] materialize = true`` wrote trimmed copies
 
 
-def index_url_for(trimmed_grid_url: str) -> str:
-    """``P_bin{s}_sub{u}[_gridsub{g}]_trim.hd5`` from the trimmed grid's BEAST-style name."""
-    return trimmed_grid_url.removesuffix("_seds_trim.grid.hd5") + "_trim.hd5"
+#: ``P_bin{s}_sub{u}[_gridsub{g}]_trim.hd5`` from the trimmed grid's name (``beastflow.plan``)
+index_url_for = plan.trim_index_for
 
 
 # ------------------------------------------------------------ kernels
@@ -531,7 +530,6 @@ def run_trim(
     sed_grid_url: str,
     noise_url: str,
     jobs: Sequence[TrimJob],
-    vega_fluxes: Sequence[float] | None = None,
 ) -> list[TrimResult]:
     """Trim grid + noise model for every sub-file in ``jobs``; the big files are
     streamed once per ``[trim] max_jobs_per_pass`` jobs.
@@ -552,7 +550,7 @@ def run_trim(
         raise ValueError(f"{noise_url}: noise-model filters {noise.filters} differ from the grid's {grid.filters}")
     filters = grid.filters
     nb = len(filters)
-    vega = np.asarray(vega_fluxes, dtype=np.float64) if vega_fluxes is not None else vega_fluxes_for(filters, compat)
+    vega = vega_fluxes_for(filters, compat)
     in_cols = [c for c in grid.columns if c != "fullgrid_idx"]
     out_cols = in_cols + ["fullgrid_idx"]
     bound_cols = [c for c in in_cols if c == "weight"]
@@ -730,20 +728,4 @@ def _result(st: _JobState, grid: SEDGrid, noise: NoiseModel, materialize: bool) 
         j.index_url,
         grid.url,
         noise.url,
-    )
-
-
-def trimmed_urls(settings: Settings, s: str | int | None, u: str | int | None, g: int | None = None) -> tuple[str, str]:
-    """Artifact URLs of a trimmed grid and noise model (docs/stages.md naming)."""
-    parts = [settings.project.name]
-    if s is not None:
-        parts.append(f"bin{s}")
-    if u is not None:
-        parts.append(f"sub{u}")
-    if g is not None:
-        parts.append(f"gridsub{g}")
-    stem = "_".join(parts)
-    return (
-        storage.join(settings.output, f"{stem}_seds_trim.grid.hd5"),
-        storage.join(settings.output, f"{stem}_noisemodel_trim.grid.hd5"),
     )

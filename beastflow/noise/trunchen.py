@@ -203,9 +203,7 @@ class TrunchenEvaluator:
         }
 
 
-def run_trunchen(
-    settings: Settings, sed_grid_url: str, ast_url: str, out_url: str, vega_fluxes: Sequence[float] | None = None
-) -> str:
+def run_trunchen(settings: Settings, sed_grid_url: str, ast_url: str, out_url: str) -> str:
     """Truncheon noise model of ``ast_url`` evaluated on one SED (sub)grid, streamed."""
     from beastflow.noise.toothpick import artifact_identity, read_asts, vega_fluxes_for
 
@@ -213,7 +211,7 @@ def run_trunchen(
     compat = settings.beast_compat
     grid = SEDGrid(sed_grid_url)
     filters = grid.filters
-    vega = np.asarray(vega_fluxes, dtype=np.float64) if vega_fluxes is not None else vega_fluxes_for(filters, compat)
+    vega = vega_fluxes_for(filters, compat)
     stats = ast_model_stats(read_asts(ast_url, filters), filters, vega, nm.trunchen_min_group, compat)
     if len(stats) == 0:
         raise ValueError(

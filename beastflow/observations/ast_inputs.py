@@ -33,7 +33,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from beastflow import storage
+from beastflow import plan, storage
 from beastflow.filters import short_names
 from beastflow.io.sed_grid import SEDGrid
 from beastflow.provenance import make_provenance
@@ -800,7 +800,6 @@ def _dolphot_text(filters: Sequence[str], pos: dict[str, np.ndarray], mags: np.n
 def run_ast_inputs(
     settings: Settings, sed_grid_urls: Sequence[str] | str, catalog_url: str | None, map_url: str | None
 ) -> ASTInputsResult:
-    settings.activate()
     ast = settings.asts
     compat = settings.beast_compat
     seed = settings.project.seed
@@ -883,7 +882,6 @@ def run_ast_inputs(
     table = table.with_columns([pl.Series(k, v) for k, v in pos.items()])
 
     sfx = "_suppl" if ast.method == "suppl_seds" else ""
-    name = settings.project.name
     inputs = {f"sed_grid_{i}": u for i, u in enumerate(urls)}
     if catalog_url:
         inputs["catalog"] = catalog_url
@@ -895,9 +893,8 @@ def run_ast_inputs(
         inputs=inputs,
         extra={"info": info},
     )
-    params_url = settings.artifact(f"{name}_ASTparams{sfx}.parquet")
-    input_url = settings.artifact(f"{name}_inputAST{sfx}.parquet")
-    text_url = settings.artifact(f"{name}_inputAST{sfx}.txt")
+    names = plan.Names.of(settings)
+    params_url, input_url, text_url = names.ast_params(sfx), names.ast_inputs(sfx), names.ast_inputs_text(sfx)
     fb_url = None
     catalogs.write_parquet(params, params_url, prov, {"filters": filters})
     if fb is not None:
@@ -913,7 +910,7 @@ def run_ast_inputs(
                 "filled": (fb.counts.T >= ast.n_per_flux_bin).ravel(),
             }
         )
-        fb_url = settings.artifact(f"{name}_ASTfluxbins.parquet")
+        fb_url = names.ast_flux_bins()
         catalogs.write_parquet(fb_df, fb_url, prov, {"unfilled": fb.unfilled})
         for u in fb.unfilled[:10]:
             log.warning("flux bin not filled: %s", u)

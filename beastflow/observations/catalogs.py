@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beastflow import storage
+from beastflow import plan, storage
 from beastflow.filters import rate_columns, short_names
 
 if TYPE_CHECKING:
@@ -388,11 +388,10 @@ def run_ingest(settings: Settings, url: str, kind: str = "photometry") -> str:
     """
     from beastflow.provenance import make_provenance
 
-    settings.activate()
     if kind not in ("photometry", "asts"):
         raise ValueError(f"kind must be 'photometry' or 'asts', got {kind!r}")
     reader = read_photometry if kind == "photometry" else read_asts
     df = reader(url, settings.physics.filters)
-    out = settings.artifact(f"{settings.project.name}_{'catalog' if kind == 'photometry' else 'asts'}.parquet")
+    out = plan.Names.of(settings).ingested(kind)
     prov = make_provenance("ingest", settings.section_hash("physics"), inputs={kind: url})
     return write_parquet(df, out, prov, {"kind": kind, "source": url})

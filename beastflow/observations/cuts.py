@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from beastflow import storage
+from beastflow import plan, storage
 from beastflow.filters import short_names
 from beastflow.provenance import make_provenance
 from beastflow.settings import Settings
@@ -92,7 +92,6 @@ def region_text(ra: np.ndarray, dec: np.ndarray, removed: np.ndarray) -> str:
 
 def run_cut(settings: Settings, catalog_url: str, ast_url: str | None = None) -> CutResult:
     """Stage: cut the (annotated) photometry and apply the same cuts to the ASTs."""
-    settings.activate()
     cuts = settings.observations.cuts
     compat = settings.beast_compat
     filters = settings.physics.filters
@@ -146,13 +145,13 @@ def run_cut(settings: Settings, catalog_url: str, ast_url: str | None = None) ->
                 "(see observations.cuts); nothing written"
             )
 
-    name = settings.project.name
+    names = plan.Names.of(settings)
     inputs = {"catalog": catalog_url} | ({"asts": ast_url} if ast_url else {})
     prov = make_provenance(
         STAGE, settings.section_hash("compat", "physics", "observations"), inputs=inputs, extra={"counts": counts}
     )
-    cat_out = settings.artifact(f"{name}_catalog_cut.parquet")
-    ast_out = settings.artifact(f"{name}_asts_cut.parquet") if asts_out is not None else None
+    cat_out = names.catalog_cut()
+    ast_out = names.asts_cut() if asts_out is not None else None
     regions = []
     # everything is computed; now write (each file atomically)
     catalogs.write_parquet(kept, cat_out, prov, {"counts": counts})
@@ -160,11 +159,11 @@ def run_cut(settings: Settings, catalog_url: str, ast_url: str | None = None) ->
         catalogs.write_parquet(asts_out, ast_out, prov, {"counts": counts})
     if cuts.ds9_regions:
         if catalogs.has_positions(cat):
-            u = settings.artifact(f"{name}_catalog_cut.reg")
+            u = names.cut_region("catalog")
             storage.write_bytes(u, region_text(cat["RA"].to_numpy(), cat["DEC"].to_numpy(), removed).encode())
             regions.append(u)
         if asts_out is not None and ast_removed is not None and catalogs.has_positions(asts):
-            u = settings.artifact(f"{name}_asts_cut.reg")
+            u = names.cut_region("asts")
             storage.write_bytes(u, region_text(asts["RA"].to_numpy(), asts["DEC"].to_numpy(), ast_removed).encode())
             regions.append(u)
     log.info("cuts: %s", counts)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from beastflow import storage
+from beastflow import plan, storage
 from beastflow.provenance import make_provenance
 from beastflow.settings import Settings
 from beastflow.settings.observations import SourceDensity
@@ -293,7 +293,6 @@ def _fits_image(values: np.ndarray, grid: TileGrid, provenance: dict[str, Any]) 
 
 def run_density_map(settings: Settings, catalog_url: str | None = None) -> DensityMapResult:
     """Stage: density map + annotated catalog (see module docstring)."""
-    settings.activate()
     sd = settings.observations.source_density
     compat = settings.beast_compat
     url = catalog_url or settings.observations.catalog
@@ -333,10 +332,8 @@ def run_density_map(settings: Settings, catalog_url: str | None = None) -> Densi
         "kind": sd.kind,
         "compat": settings.compat,
     }
-    name = settings.project.name
-    map_url = settings.artifact(f"{name}_sourceden_map.parquet")
-    img_url = settings.artifact(f"{name}_sourceden_map.fits")
-    cat_url = settings.artifact(f"{name}_catalog_sd.parquet")
+    names = plan.Names.of(settings)
+    map_url, img_url, cat_url = names.density_map(), names.density_image(), names.catalog_sd()
     value_cols = (
         [pl.Series(k, v) for k, v in extra_cols.items()]
         if sd.kind == "background"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from beastflow import storage
+from beastflow import plan, storage
 from beastflow.filters import short_names
 from beastflow.provenance import make_provenance
 from beastflow.settings import Settings
@@ -129,7 +129,6 @@ def _frozen_edges(man_url: str, sort_col: str, bin_edges, bins: np.ndarray) -> d
 
 
 def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url: str) -> SplitResult:
-    settings.activate()
     sp = settings.observations.split
     compat = settings.beast_compat
     filters = settings.physics.filters
@@ -168,8 +167,8 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
     bins, starts = np.unique(bins_col, return_index=True)
     ends = np.append(starts[1:], len(bins_col))
 
-    name = settings.project.name
-    man_url = settings.artifact(f"{name}_split_manifest.json")
+    names = plan.Names.of(settings)
+    man_url = names.split_manifest()
     frozen = None if compat or sp.resplit else _frozen_edges(man_url, sort_col, meta.get("edges"), bins)
     prov = make_provenance(
         STAGE,
@@ -195,7 +194,7 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
         for u, size in enumerate(sizes):
             part = cat.slice(off, size)
             off += size
-            url = settings.artifact(f"{name}_bin{b}_sub{u}.parquet")
+            url = names.subfile(b, u)
             where = f"{catalog_url} (stars of sub-file bin{b}_sub{u}), column"
             entry = {
                 "bin": int(b),
@@ -227,7 +226,7 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
             if part.height == 0:
                 bins_without_asts.append(int(b))
                 continue
-            url = settings.artifact(f"{name}_asts_bin{b}.parquet")
+            url = names.bin_asts(b)
             ast_jobs.append((url, part, {"bin": int(b), "url": url, "n_rows": part.height}))
         if bins_without_asts:
             log.warning("density bins %s hold stars but no ASTs: their noise model cannot be built", bins_without_asts)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numba
 import numpy as np
 
-from beastflow import storage
+from beastflow import plan, storage
 from beastflow.io.sed_grid import SEDGrid, SEDGridWriter
 from beastflow.physics import photometry
 from beastflow.physics.spectral_grid import (
@@ -86,15 +86,11 @@ def uniform_slices(n: int, n_sub: int) -> list[tuple[int, int]]:
 
 
 def sed_grid_urls(settings: Settings) -> list[str]:
-    P = settings.project.name
-    n = settings.physics.n_subgrid
-    if n == 1:
-        return [settings.artifact(f"{P}_seds.grid.hd5")]
-    return [settings.artifact(f"{P}_seds.gridsub{g}.hd5") for g in range(n)]
+    return plan.Names.of(settings).sed_grids(settings.physics.n_subgrid)
 
 
 def spec_grid_url(settings: Settings) -> str:
-    return settings.artifact(f"{settings.project.name}_spec_w_priors.grid.hd5")
+    return plan.Names.of(settings).spec_grid()
 
 
 def full_grid_rows(meta: dict[str, Any], rows: np.ndarray | None = None) -> np.ndarray:
@@ -408,7 +404,6 @@ def run_physicsmodel(
     stage is resumable) unless ``force``.
     """
     t0 = time.perf_counter()
-    settings.activate()
     urls = sed_grid_urls(settings)
     n_sub = len(urls)
     todo = list(range(n_sub)) if subgrids is None else sorted(set(int(g) for g in subgrids))

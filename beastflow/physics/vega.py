@@ -49,19 +49,6 @@ def _names(filters: Sequence) -> tuple[str, ...]:
 
 
 @functools.cache
-def vega_sed_table() -> dict[str, float]:
-    """LUM per filter of the ``/sed`` table of the shipped vega.hd5 (BEAST's numbers)."""
-    import h5py
-    from pyphot import config
-
-    with h5py.File(f"{config.libsdir}/vega.hd5", "r") as h5:
-        if "sed" not in h5:
-            return {}
-        sed = h5["sed"][...]
-    return {(r["FNAME"].decode() if isinstance(r["FNAME"], bytes) else str(r["FNAME"])): float(r["LUM"]) for r in sed}
-
-
-@functools.cache
 def _vega_fluxes_cached(names: tuple[str, ...], compat: bool) -> np.ndarray:
     # compat: BEAST's LUM is its own Filter.getFlux of the Vega spectrum; the
     # integral below reproduces that to 1e-15 (measured against BEAST 2.1.0 by
@@ -97,8 +84,3 @@ def vega_magnitudes(fluxes: np.ndarray, filters: Sequence, compat: bool = False)
     ref = vega_band_fluxes(filters, compat)
     with np.errstate(divide="ignore", invalid="ignore"):
         return -2.5 * np.log10(np.asarray(fluxes, dtype=np.float64) / ref)
-
-
-def vega_zero_magnitudes(filters: Sequence, compat: bool = False) -> np.ndarray:
-    """MAG = −2.5 log10(LUM) as in BEAST's vega.hd5 ``/sed`` table."""
-    return -2.5 * np.log10(vega_band_fluxes(filters, compat))

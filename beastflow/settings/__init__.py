@@ -101,7 +101,10 @@ class Project(Section):
         path = v.split("://", 1)[-1]
         if not path.strip("/") or ".." in path.split("/"):
             raise ValueError("must be a folder below a root or bucket, without '..' components")
-        return v
+        # absolute once loaded: settings built in Python (or the default) would
+        # otherwise name a different folder in every process that changes directory
+        # (a SLURM task, a pool worker, a flow run by a worker started elsewhere)
+        return v if "://" in v else os.path.abspath(os.path.expanduser(v))
 
 
 class Settings(Section):
@@ -166,7 +169,10 @@ class Settings(Section):
         return storage.hash_object(data)
 
     def activate(self) -> Settings:
-        """Install the storage options so every fsspec access uses them."""
+        """Install the storage options so every fsspec access uses them.
+
+        Process-wide: called once at an entry point (a CLI command, a flow's
+        ``load``, a pool or SLURM task's ``execute_unit``), never by a stage."""
         storage.configure(self.project.storage_options)
         return self
 

@@ -22,8 +22,10 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0
+    import beastflow
+
     out = capsys.readouterr().out.strip()
-    assert out.startswith("beastflow ") and out.split()[1][0].isdigit()
+    assert out == f"beastflow {beastflow.__version__}" and out.split()[1][0].isdigit()
 
 
 @pytest.mark.parametrize(
@@ -66,7 +68,7 @@ def test_ui_link_only_with_a_configured_server():
 
 
 def test_run_inputs_artifact_never_holds_credentials():
-    from flows.progress import without_userinfo
+    from beastflow.flows.progress import without_userinfo
 
     assert without_userinfo("s3://AKIAXXXX:s3cr3t@bucket/field.toml") == "s3://bucket/field.toml"
     assert without_userinfo("/data/a@b/field.toml") == "/data/a@b/field.toml"

@@ -147,9 +147,9 @@ def test_demo_pipeline_recovers_the_truth(tmp_path):
     import polars as pl
 
     from beastflow.fit.outputs import read_pdf1d
+    from beastflow.flows.pipeline import pipeline_flow
     from beastflow.report import make_report
     from beastflow.report.recovery import recovery_metrics
-    from flows.pipeline import pipeline_flow
     from tests.report.test_report import assert_png
 
     out = tmp_path / "demo-output"

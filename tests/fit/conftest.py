@@ -8,11 +8,19 @@ import pytest
 from beastflow.settings import settings_from_dict
 from beastflow.simulate import simulate_observations
 
+from ..seams import fixed_vega_fluxes
 from . import synth
 
 
 def settings_for(out, **fit):
     return settings_from_dict({"project": {"output": str(out), "name": "P"}, "fit": fit})
+
+
+@pytest.fixture(scope="module")
+def synth_vega():
+    """The stages see the Vega fluxes the synthetic field was simulated with (synth.VEGA)."""
+    with fixed_vega_fluxes(synth.VEGA) as vega:
+        yield vega
 
 
 @pytest.fixture(scope="session")

@@ -45,13 +45,11 @@ def _reference(field, gi_url, compat=False, completeness="min"):
 
 
 @pytest.fixture(scope="module")
-def default_fit(field, tmp_path_factory):
+def default_fit(field, tmp_path_factory, synth_vega):
     d = tmp_path_factory.mktemp("fitdef")
     s = settings_for(d, lnp_npts=50)
     gi = run_grid_info(s, [field["full"]], out_url=str(d / "gi.json")).grid_info
-    r = run_fit(
-        s, field["trim"], field["trim_noise"], field["cat0"], gi, str(d / "P_bin0_sub0"), vega_fluxes=synth.VEGA
-    )
+    r = run_fit(s, field["trim"], field["trim_noise"], field["cat0"], gi, str(d / "P_bin0_sub0"))
     return s, gi, r
 
 
@@ -125,7 +123,7 @@ def test_lnp_sample(field, default_fit):
         assert (sm["gid"] == g.columns["fullgrid_idx"][sm["idx"]]).all()
 
 
-def test_streaming_in_chunks_is_the_same(field, default_fit, tmp_path):
+def test_streaming_in_chunks_is_the_same(field, default_fit, tmp_path, synth_vega):
     s, gi, r = default_fit
     from beastflow.fit.fitting import STAR_PROGRESS
 
@@ -140,7 +138,6 @@ def test_streaming_in_chunks_is_the_same(field, default_fit, tmp_path):
             field["cat0"],
             gi,
             str(tmp_path / "P_bin0_sub0"),
-            vega_fluxes=synth.VEGA,
         )
     finally:
         STAR_PROGRESS.reset(token)
@@ -155,7 +152,7 @@ def test_streaming_in_chunks_is_the_same(field, default_fit, tmp_path):
     assert (la["gid"] == lb["gid"]).all()  # sampling keys do not depend on chunking or threads
 
 
-def test_statistics_are_bit_identical_on_1_and_2_threads(field, default_fit, tmp_path):
+def test_statistics_are_bit_identical_on_1_and_2_threads(field, default_fit, tmp_path, synth_vega):
     """The reduction partitions are fixed (not one per thread), so the order of every
     floating-point sum, and thus every statistic and PDF, is the same on any thread count."""
     import numba
@@ -180,7 +177,6 @@ def test_statistics_are_bit_identical_on_1_and_2_threads(field, default_fit, tmp
                     field["cat0"],
                     gi,
                     str(d / "P_bin0_sub0"),
-                    vega_fluxes=synth.VEGA,
                 )
             )
     finally:
@@ -193,7 +189,7 @@ def test_statistics_are_bit_identical_on_1_and_2_threads(field, default_fit, tmp
         np.testing.assert_array_equal(pa["pdf"][q], pb["pdf"][q], err_msg=q)
 
 
-def test_compat_mode(field, tmp_path):
+def test_compat_mode(field, tmp_path, synth_vega):
     s = settings_for(tmp_path, lnp_npts=50).model_copy(update={"compat": "beast-2.1"})
     r = run_fit(
         s,
@@ -202,7 +198,6 @@ def test_compat_mode(field, tmp_path):
         field["cat0"],
         None,
         str(tmp_path / "P_bin0_sub0"),
-        vega_fluxes=synth.VEGA,
     )
     g, m, lnp, chi2, cat = _reference(field, None, compat=True)
     st, info = read_stats(r.stats)
@@ -218,7 +213,7 @@ def test_compat_mode(field, tmp_path):
     assert p["centres"]["Av"].min() == g.columns["Av"].min()  # bins from the trimmed grid
 
 
-def test_compat_refuses_untrimmed_noise(field, tmp_path):
+def test_compat_refuses_untrimmed_noise(field, tmp_path, synth_vega):
     s = settings_for(tmp_path).model_copy(update={"compat": "beast-2.1"})
     g = open_sed_grid(field["trim"]).read()
     bias, err, comp = synth.noise_for(g.seds)
@@ -227,16 +222,16 @@ def test_compat_refuses_untrimmed_noise(field, tmp_path):
 
     nz = write_noise_model(str(tmp_path / "n.hd5"), synth.FILTERS, bias, err, comp)
     with pytest.raises(ValueError, match="completeness <= 0"):
-        run_fit(s, field["trim"], nz, field["cat0"], None, str(tmp_path / "x"), vega_fluxes=synth.VEGA)
+        run_fit(s, field["trim"], nz, field["cat0"], None, str(tmp_path / "x"))
 
 
-def test_clear_errors(field, tmp_path):
+def test_clear_errors(field, tmp_path, synth_vega):
     s = settings_for(tmp_path)
     cat = pl.read_parquet(field["cat0"]).drop("F814W_RATE")
     bad = tmp_path / "cat.parquet"
     cat.write_parquet(bad)
     with pytest.raises(KeyError, match=r"cat\.parquet.*F814W_RATE"):
-        run_fit(s, field["trim"], field["trim_noise"], str(bad), None, str(tmp_path / "x"), vega_fluxes=synth.VEGA)
+        run_fit(s, field["trim"], field["trim_noise"], str(bad), None, str(tmp_path / "x"))
     with pytest.raises(ValueError, match="row-aligned"):
         run_fit(
             s,
@@ -245,13 +240,10 @@ def test_clear_errors(field, tmp_path):
             field["cat0"],
             None,
             str(tmp_path / "x"),
-            vega_fluxes=synth.VEGA,
         )
     s2 = settings_for(tmp_path, pdf2d_pairs=[["Av", "nope"]])
     with pytest.raises(ValueError, match="pdf2d_pairs"):
-        run_fit(
-            s2, field["trim"], field["trim_noise"], field["cat0"], None, str(tmp_path / "x"), vega_fluxes=synth.VEGA
-        )
+        run_fit(s2, field["trim"], field["trim_noise"], field["cat0"], None, str(tmp_path / "x"))
 
 
 def test_histogram_percentiles():
@@ -305,7 +297,7 @@ def test_iau_names():
     assert iau_names("X", np.array([0.0]), np.array([-0.5]))[0] == "X J000000.0000-003000.000"
 
 
-def test_truncheon_full_covariance(field, default_fit, tmp_path):
+def test_truncheon_full_covariance(field, default_fit, tmp_path, synth_vega):
     """A noise model with q_norm / icov_* (noise-model.md §6): full-covariance
     likelihood; a star with a missing band uses the Gaussian marginal."""
     from beastflow.io.noise_model import NoiseModelWriter
@@ -331,7 +323,7 @@ def test_truncheon_full_covariance(field, default_fit, tmp_path):
                 "icov_offdiag": P[:, iu[0], iu[1]],
             }
         )
-    r = run_fit(s, field["trim"], url, field["cat0"], gi, str(tmp_path / "T_bin0_sub0"), vega_fluxes=synth.VEGA)
+    r = run_fit(s, field["trim"], url, field["cat0"], gi, str(tmp_path / "T_bin0_sub0"))
     st, _ = read_stats(r.stats)
     cat = pl.read_parquet(field["cat0"])
     y = (
@@ -353,7 +345,7 @@ def test_truncheon_full_covariance(field, default_fit, tmp_path):
     assert not np.allclose(st["chi2min"].to_numpy(), read_stats(default_fit[2].stats)[0]["chi2min"].to_numpy())
 
 
-def test_compat_chi2min_and_index_only_over_the_sparse_set(field, tmp_path):
+def test_compat_chi2min_and_index_only_over_the_sparse_set(field, tmp_path, synth_vega):
     # make the smallest-chi2 model of every star improbable (weight x 1e-30): it then
     # lies outside S = {lnP > max - 10}, and BEAST reports the smallest chi2 inside S
     g = open_sed_grid(field["trim"]).read()
@@ -366,9 +358,7 @@ def test_compat_chi2min_and_index_only_over_the_sparse_set(field, tmp_path):
     )
     fld = {**field, "trim": grid}
     s = settings_for(tmp_path, lnp_npts=10).model_copy(update={"compat": "beast-2.1"})
-    r = run_fit(
-        s, grid, field["trim_noise"], field["cat0"], None, str(tmp_path / "P_bin0_sub0"), vega_fluxes=synth.VEGA
-    )
+    r = run_fit(s, grid, field["trim_noise"], field["cat0"], None, str(tmp_path / "P_bin0_sub0"))
     _, _, lnp, chi2, _ = _reference(fld, None, compat=True)
     S = lnp - lnp.max(axis=1)[:, None] > -10
     in_s = np.where(S, chi2, np.inf)
@@ -381,7 +371,7 @@ def test_compat_chi2min_and_index_only_over_the_sparse_set(field, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # bad measurements (issue 12, item 9): dropped per band, flagged, never fail the sub-file
 # ----------------------------------------------------------------------------------------------
-def test_bad_rows_are_dropped_per_band_and_flagged(field, default_fit, tmp_path):
+def test_bad_rows_are_dropped_per_band_and_flagged(field, default_fit, tmp_path, synth_vega):
     s, gi, r = default_fit
     cat = pl.read_parquet(field["cat0"])
     bad = {0: ("F475W", 1e300), 1: ("F814W", 1e30), 2: ("F160W", 0.0), 4: ("F336W", -1e3), 5: ("F110W", math.inf)}
@@ -389,9 +379,7 @@ def test_bad_rows_are_dropped_per_band_and_flagged(field, default_fit, tmp_path)
         cat = cat.with_columns(cat[f"{band}_RATE"].scatter(row, value))
     path = tmp_path / "P_bin0_sub0.parquet"
     cat.write_parquet(path)
-    r2 = run_fit(
-        s, field["trim"], field["trim_noise"], str(path), gi, str(tmp_path / "P_bin0_sub0"), vega_fluxes=synth.VEGA
-    )
+    r2 = run_fit(s, field["trim"], field["trim_noise"], str(path), gi, str(tmp_path / "P_bin0_sub0"))
     st = read_stats(r2.stats)[0]
     ref = read_stats(r.stats)[0]
     assert st.height == cat.height and "flag" in st.columns

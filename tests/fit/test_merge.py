@@ -6,14 +6,13 @@ from beastflow.fit.grid_info import read_grid_info, run_grid_info
 from beastflow.fit.merge import run_merge
 from beastflow.fit.outputs import lnp_star, read_lnp, read_pdf1d, read_pdf2d, read_stats
 
-from . import synth
 from .conftest import settings_for
 
 INDEX_COLS = {"Pmax_indx", "chi2min_indx", "best_gridsub", "reorder_tag"}
 
 
 @pytest.fixture(scope="module")
-def fits(field, tmp_path_factory):
+def fits(field, tmp_path_factory, synth_vega):
     d = tmp_path_factory.mktemp("fits")
     out = {}
     for name, npts in (("all", 100_000), ("k20", 20)):
@@ -27,7 +26,7 @@ def fits(field, tmp_path_factory):
             field["cat0"],
             gi_full,
             str(d / f"{name}_P_bin0_sub0"),
-            vega_fluxes=synth.VEGA,
+            tag="bin0_sub0",
         )
         subs = [
             run_fit(
@@ -37,7 +36,8 @@ def fits(field, tmp_path_factory):
                 field["cat0"],
                 gi_sub,
                 str(d / f"{name}_P_bin0_sub0_gridsub{g}"),
-                vega_fluxes=synth.VEGA,
+                subgrid=g,
+                tag="bin0_sub0",
             )
             for g in range(3)
         ]
@@ -106,7 +106,7 @@ def test_merged_lnp_samples(fits):
     assert n_equal > 20
 
 
-def test_merge_over_subfiles_concatenates(fits, field, tmp_path):
+def test_merge_over_subfiles_concatenates(fits, field, tmp_path, synth_vega):
     s = fits["all"]["settings"]
     gi = fits["all"]["gi_sub"]
     subs1 = [
@@ -117,7 +117,8 @@ def test_merge_over_subfiles_concatenates(fits, field, tmp_path):
             field["cat1"],
             gi,
             str(tmp_path / f"P_bin0_sub1_gridsub{g}"),
-            vega_fluxes=synth.VEGA,
+            subgrid=g,
+            tag="bin0_sub1",
         )
         for g in range(3)
     ]
@@ -135,7 +136,7 @@ def test_merge_over_subfiles_concatenates(fits, field, tmp_path):
     assert len(L["offsets"]) == 66 and L["offsets"][-1] == len(L["gid"])
 
 
-def test_merge_refuses_different_bins(fits, field, tmp_path):
+def test_merge_refuses_different_bins(fits, field, tmp_path, synth_vega):
     s = fits["all"]["settings"]
     r = run_fit(
         s,
@@ -144,8 +145,8 @@ def test_merge_refuses_different_bins(fits, field, tmp_path):
         field["cat0"],
         None,
         str(tmp_path / "P_bin0_sub0_gridsub0"),
-        vega_fluxes=synth.VEGA,
         subgrid=0,
+        tag="bin0_sub0",
     )
     with pytest.raises(ValueError, match="bins of"):
         run_merge(s, [r, fits["all"]["subs"][1]], str(tmp_path / "bad"))

@@ -23,7 +23,7 @@ def test_fit_reports_stars_per_block(field, tmp_path, monkeypatch):
 
 
 def test_stage_progress_counts_running_stars(monkeypatch):
-    import flows.progress as progress
+    import beastflow.flows.progress as progress
 
     updates = []
 

@@ -20,7 +20,7 @@ N_STARS = 400
 
 
 @pytest.fixture(scope="module")
-def recovered(tmp_path_factory):
+def recovered(tmp_path_factory, synth_vega):
     d = tmp_path_factory.mktemp("recovery")
     # a finer grid and noisier photometry than the shared field, so that the
     # posteriors span several grid points (73k models)
@@ -34,7 +34,7 @@ def recovered(tmp_path_factory):
     gi = run_grid_info(s, [full], out_url=str(d / "gi.json")).grid_info
     cat = simulate_observations(trim, nz, N_STARS, 2024, synth.VEGA)
     cat.write_parquet(d / "P.parquet")
-    r = run_fit(s, trim, nz, str(d / "P.parquet"), gi, str(d / "P"), vega_fluxes=synth.VEGA)
+    r = run_fit(s, trim, nz, str(d / "P.parquet"), gi, str(d / "P"))
     return read_stats(r.stats)[0], read_pdf1d(r.pdf1d)
 
 

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from beastflow import storage
+from beastflow.flows import caching, executors, result_codec
+from beastflow.flows.executors import Unit, UnitsFailed
 from beastflow.settings import Settings
-from flows import caching, executors, result_codec
-from flows.executors import Unit, UnitsFailed
 
 from .conftest import with_execution, with_output
 
@@ -269,7 +269,7 @@ def test_copied_run_folder_hands_out_its_own_files(settings, tmp_path):
 
 
 def test_output_concurrency_limit_name_is_stable(tmp_path):
-    from flows.output_limit import limit_name
+    from beastflow.flows.output_limit import limit_name
 
     a = limit_name(str(tmp_path / "out"))
     assert a == limit_name(str(tmp_path / "x" / ".." / "out") + "/") and a.startswith("beastflow-output-")

@@ -24,7 +24,7 @@ def _load_entrypoint(entry: str):
 def test_prefect_yaml_deployments():
     data = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     deps = {d["name"]: d for d in data["deployments"]}
-    from flows.stages import STAGES
+    from beastflow.flows.stages import STAGES
 
     assert set(STAGES) | {"pipeline", "rerun-on-catalog-change"} == set(deps)
     assert all(d["work_pool"]["name"] == "beastflow-process" for d in deps.values())
@@ -50,8 +50,8 @@ def test_serve_builds_the_same_deployments():
 
 def test_deployment_parameters_have_types_defaults_and_descriptions():
     """What the UI's Run form shows: every parameter of every deployed flow is documented."""
+    from beastflow.flows.pipeline import STAGE_FLOWS, pipeline_flow
     from deployments.catalog_watch import catalog_watch_flow
-    from flows.pipeline import STAGE_FLOWS, pipeline_flow
 
     for fl in [pipeline_flow, catalog_watch_flow, *STAGE_FLOWS.values()]:
         props = fl.parameters.model_dump()["properties"]

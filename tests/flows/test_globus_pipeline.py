@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-import flows.transfer
+import beastflow.flows.transfer
+from beastflow.flows.pipeline import pipeline_flow
 from beastflow.settings.globus import Globus, Storage
 from beastflow.transfer import LocalCopyTransfer, TransferFailed, TransferRequest
 from beastflow.transfer.base import TransferItem
-from flows.pipeline import pipeline_flow
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("prefect_fast")]
 
@@ -88,7 +88,7 @@ def test_inputs_arrive_and_results_leave_through_transfer_tasks(tiny_settings, t
         stage_out=["stats", "pdf1d", "pdf2d", "lnp", "report"],
     )
     fake = LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)})
-    monkeypatch.setattr(flows.transfer, "transfer_factory", lambda settings: fake)
+    monkeypatch.setattr(beastflow.flows.transfer, "transfer_factory", lambda settings: fake)
     assert not (scratch / "phot.parquet").exists()
 
     first = pipeline_flow(s)
@@ -144,7 +144,7 @@ def test_missing_input_fails_the_run_naming_the_task(tiny_settings, tmp_path, mo
     s, laptop, cluster, _ = _field(tiny_settings, tmp_path)
     (laptop / "m31" / "phot.parquet").unlink()
     fake = LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)})
-    monkeypatch.setattr(flows.transfer, "transfer_factory", lambda settings: fake)
+    monkeypatch.setattr(beastflow.flows.transfer, "transfer_factory", lambda settings: fake)
     with pytest.raises(
         TransferFailed,
         match=r"Globus transfer task [0-9a-f-]{36} \(beastflow demo stage in\) "
@@ -157,7 +157,7 @@ def test_missing_input_fails_the_run_naming_the_task(tiny_settings, tmp_path, mo
 
 def test_transient_transfer_error_is_retried(tiny_settings, tmp_path, monkeypatch):
     """A network error while submitting is retried (execution.retries); the retry's transfer succeeds."""
-    from flows.transfer import stage_in_flow
+    from beastflow.flows.transfer import stage_in_flow
 
     s, laptop, cluster, scratch = _field(tiny_settings, tmp_path)
     fake = LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)})
@@ -173,7 +173,7 @@ def test_transient_transfer_error_is_retried(tiny_settings, tmp_path, monkeypatc
                 raise ConnectionError("connection reset by peer")
             return fake.submit(request)
 
-    monkeypatch.setattr(flows.transfer, "transfer_factory", lambda settings: FlakyNetwork())
+    monkeypatch.setattr(beastflow.flows.transfer, "transfer_factory", lambda settings: FlakyNetwork())
     run = stage_in_flow(s)
     assert run.states == {"inputs": "Completed"}
     assert attempts == ["beastflow demo stage in"] * 2
@@ -184,7 +184,7 @@ def test_output_outside_scratch_is_refused(tiny_settings, tmp_path, monkeypatch)
     s, laptop, cluster, _ = _field(tiny_settings, tmp_path)
     s = s.model_copy(update={"project": s.project.model_copy(update={"output": str(tmp_path / "elsewhere")})})
     monkeypatch.setattr(
-        flows.transfer,
+        beastflow.flows.transfer,
         "transfer_factory",
         lambda settings: LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)}),
     )
@@ -196,7 +196,7 @@ def test_no_globus_table_no_transfer_tasks(tiny_settings, monkeypatch):
     def refuse(settings):
         raise AssertionError("a transfer was requested without [storage.globus]")
 
-    monkeypatch.setattr(flows.transfer, "transfer_factory", refuse)
+    monkeypatch.setattr(beastflow.flows.transfer, "transfer_factory", refuse)
     run = pipeline_flow(tiny_settings)
     assert set(run.states) == SCIENCE_STAGES
 
@@ -274,7 +274,7 @@ def test_real_client_pipeline_leaks_no_credentials(tiny_settings, tmp_path, monk
     local = LocalCopyTransfer({LAPTOP: str(laptop), CLUSTER: str(cluster)})
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         _globus_service(mock, local)
-        run = pipeline_flow(s)  # flows.transfer.transfer_factory is the real globus_transfer
+        run = pipeline_flow(s)  # beastflow.flows.transfer.transfer_factory is the real globus_transfer
         token_calls = [c for c in mock.calls if c.request.url.endswith("/v2/oauth2/token")]
     assert token_calls, "the confidential client never asked Globus Auth for a token"
     assert _states(run, "stage_in") == {"inputs": "Completed"}

@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from flows.pipeline import pipeline_flow
+from beastflow.flows.pipeline import pipeline_flow
 
 from .conftest import with_execution, with_output
 
@@ -154,7 +154,7 @@ def test_changed_catalog_row_reruns_only_downstream(tiny_settings, tmp_path, mon
     first = pipeline_flow(settings)
 
     _change_one_row(str(catalog), str(catalog))
-    from flows.progress import StageProgress
+    from beastflow.flows.progress import StageProgress
 
     reports: list[tuple[str, str, int]] = []
     real = StageProgress.stars_done
@@ -218,7 +218,7 @@ def test_transient_fit_failure_is_retried(tiny_settings, monkeypatch):
 
 def test_failed_subfile_is_named(tiny_settings, monkeypatch):
     from beastflow.fit import fitting
-    from flows.executors import UnitsFailed
+    from beastflow.flows.executors import UnitsFailed
 
     def always_fails(settings, *args, **kwargs):
         if args[4].endswith("_sub0"):
@@ -235,7 +235,7 @@ def test_failed_subfile_is_named(tiny_settings, monkeypatch):
 
 
 def test_process_pool_executor_runs_trim_and_fit(tiny_settings, monkeypatch):
-    from flows.progress import StageProgress
+    from beastflow.flows.progress import StageProgress
 
     reports: list[tuple[str, int]] = []
     real = StageProgress.stars_done
@@ -292,8 +292,8 @@ def test_deployment_runs_queue_on_the_outputs_concurrency_limit(tiny_settings):
     from prefect.client.orchestration import get_client
     from prefect.concurrency.sync import concurrency
 
+    from beastflow.flows.output_limit import ensure_output_limit
     from beastflow.lease import OutputBusy
-    from flows.output_limit import ensure_output_limit
 
     name = ensure_output_limit(tiny_settings)
     try:

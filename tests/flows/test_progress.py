@@ -1,7 +1,7 @@
 """Star-level progress of a stage (issue 18 item 3): units finished plus stars done inside running units."""
 
-from flows import progress as P
-from flows.progress import StageProgress
+from beastflow.flows import progress as P
+from beastflow.flows.progress import StageProgress
 
 
 def test_running_units_count_their_finished_stars(monkeypatch):

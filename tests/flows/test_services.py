@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from beastflow import storage
-from flows.pipeline import pipeline_flow
+from beastflow.flows.pipeline import pipeline_flow
 
 from .conftest import with_execution, with_output
 
@@ -107,7 +107,7 @@ def _assert_same_stats(a: pl.DataFrame, b: pl.DataFrame) -> None:
 
 def test_stages_on_s3_match_local(s3_run):
     """Every stage up to the fits, artifacts and cache records on S3; fits equal the local ones."""
-    from flows.pipeline import fit_flow
+    from beastflow.flows.pipeline import fit_flow
 
     local, remote_settings, fs = s3_run
     remote = fit_flow(remote_settings)  # pulls physics ... trim, grid info through their flows
@@ -238,7 +238,7 @@ def fit_failing_once(settings, *args, **kwargs):
 def test_trim_and_fit_as_slurm_arrays(tiny_settings, slurm_cluster, tmp_path, monkeypatch):
     import cloudpickle
 
-    from flows import stages
+    from beastflow.flows import stages
 
     # this test module is not importable inside a job: ship the wrapper by value
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -284,10 +284,10 @@ def test_trim_and_fit_as_slurm_arrays(tiny_settings, slurm_cluster, tmp_path, mo
     assert (tmp_path / "failed-once").exists()
 
     # memory request: overhead + factor x the kept share of grid + noise model (the trim index's set size)
-    from flows.executors import mem_request_gb
+    from beastflow.flows.executors import mem_request_gb
 
     trimmed = [t for ts in run.stages["trim"].results.values() for t in ts]
-    from flows.stages import _array_bytes
+    from beastflow.flows.stages import _array_bytes
 
     expected = max(
         mem_request_gb(settings, int(_array_bytes(t.source_grid, t.source_noise)[0] * t.n_kept / t.n_models_in))

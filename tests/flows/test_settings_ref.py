@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from beastflow.flows.settings_ref import by_reference, resolve
 from beastflow.settings import Settings, SettingsError
-from flows.settings_ref import by_reference, resolve
 
 from .conftest import with_execution, with_output
 

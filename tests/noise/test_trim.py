@@ -263,22 +263,24 @@ def _tiny_case(tmp_path, y_band2):
     return grid, noise, [TrimJob(cat, str(tmp_path / "tg.hd5"), str(tmp_path / "tn.hd5"))]
 
 
-def test_band_skip_quirk_only_in_compat(tmp_path):
+def test_band_skip_quirk_only_in_compat(tmp_path, fixed_vega):
+    fixed_vega([1.0, 1.0])
     grid, noise, jobs = _tiny_case(tmp_path, y_band2=100.0)  # no model reaches band 2
     with pytest.raises(TrimError, match=r"band HST_ACS_WFC_F814W removes the last ones"):
-        run_trim(_settings(tmp_path), grid, noise, jobs, vega_fluxes=[1.0, 1.0])
+        run_trim(_settings(tmp_path), grid, noise, jobs)
     assert not (tmp_path / "tg.hd5").exists() and not (tmp_path / "tn.hd5").exists()
-    (res,) = run_trim(_settings(tmp_path, compat="beast-2.1"), grid, noise, jobs, vega_fluxes=[1.0, 1.0])
+    (res,) = run_trim(_settings(tmp_path, compat="beast-2.1"), grid, noise, jobs)
     assert res.skipped_bands == ["HST_ACS_WFC_F814W"] and res.n_kept == 1
     assert read_trim_index(res.index_url).kept.tolist() == [1] and res.grid_url is None
     # a normal file: same answer in both modes, one pass
     grid, noise, jobs = _tiny_case(tmp_path, y_band2=2.05)
     for compat in ("none", "beast-2.1"):
-        (res,) = run_trim(_settings(tmp_path, compat=compat), grid, noise, jobs, vega_fluxes=[1.0, 1.0])
+        (res,) = run_trim(_settings(tmp_path, compat=compat), grid, noise, jobs)
         assert res.skipped_bands == [] and read_trim_index(res.index_url).kept.tolist() == [1]
 
 
-def test_outside_ast_coverage_is_an_error_naming_the_file(tmp_path):
+def test_outside_ast_coverage_is_an_error_naming_the_file(tmp_path, fixed_vega):
+    fixed_vega([1.0, 1.0])
     grid, noise, jobs = _tiny_case(tmp_path, y_band2=2.0)
     from beastflow.io.noise_model import write_noise_model as w
 
@@ -290,7 +292,7 @@ def test_outside_ast_coverage_is_an_error_naming_the_file(tmp_path):
         np.zeros((3, 2)),
     )
     with pytest.raises(TrimError, match=r"cat\.parquet.*brighter than the minimum ASTs"):
-        run_trim(_settings(tmp_path), grid, str(tmp_path / "n0.hd5"), jobs, vega_fluxes=[1.0, 1.0])
+        run_trim(_settings(tmp_path), grid, str(tmp_path / "n0.hd5"), jobs)
     with pytest.raises(ValueError, match=r"n1\.hd5: noise model has 2 rows but the grid .*g\.hd5 has 3"):
         w(
             str(tmp_path / "n1.hd5"),
@@ -299,21 +301,15 @@ def test_outside_ast_coverage_is_an_error_naming_the_file(tmp_path):
             np.ones((2, 2)),
             np.ones((2, 2)),
         )
-        run_trim(_settings(tmp_path), grid, str(tmp_path / "n1.hd5"), jobs, vega_fluxes=[1.0, 1.0])
+        run_trim(_settings(tmp_path), grid, str(tmp_path / "n1.hd5"), jobs)
 
 
-def test_missing_rate_column_named(tmp_path):
+def test_missing_rate_column_named(tmp_path, fixed_vega):
+    fixed_vega([1.0, 1.0])
     grid, noise, jobs = _tiny_case(tmp_path, y_band2=2.0)
     pl.DataFrame({"F475W_RATE": [2.0]}).write_parquet(jobs[0].catalog_url)
     with pytest.raises(TrimError, match=r"cat\.parquet.*F814W_RATE"):
-        run_trim(_settings(tmp_path), grid, noise, jobs, vega_fluxes=[1.0, 1.0])
-
-
-def test_trimmed_names(tmp_path):
-    s = _settings(tmp_path)
-    g, n = trim_mod.trimmed_urls(s, 2, 5, 1)
-    assert g.endswith("beastflow_bin2_sub5_gridsub1_seds_trim.grid.hd5")
-    assert n.endswith("beastflow_bin2_sub5_gridsub1_noisemodel_trim.grid.hd5")
+        run_trim(_settings(tmp_path), grid, noise, jobs)
 
 
 def test_small_write_buffers_give_identical_files(trimmed, monkeypatch):

@@ -29,6 +29,7 @@ dlnP > T + ln N = 20 + ln N for every star and the check holds at any sigma_fac.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ from beastflow.settings import settings_from_dict
 from beastflow.simulate import simulate_observations
 
 from ..fit import synth
+from ..seams import fixed_vega_fluxes
 from .conftest import FILTERS
 
 STAT_TOL = 1e-6  # of each quantity's full-grid range (max - min)
@@ -77,18 +79,19 @@ def _settings(out: Path, sigma_fac: float = 3.0, **extra) -> object:
 
 
 def _fit_both(s, d: Path, full: str, noise: str, catalog: str, trim_catalog: str, tag: str, vega=None) -> Pair:
-    """Trim for ``trim_catalog`` (the whole sub-file), then fit ``catalog`` against full and trimmed."""
-    (tr,) = run_trim(
-        s,
-        full,
-        noise,
-        [TrimJob(trim_catalog, str(d / f"{tag}_seds_trim.grid.hd5"), str(d / f"{tag}_noisemodel_trim.grid.hd5"))],
-        vega_fluxes=vega,
-    )
-    gi = run_grid_info(s, [full], out_url=str(d / f"{tag}_grid_info.json")).grid_info
-    rf = run_fit(s, full, noise, catalog, gi, str(d / f"full_{tag}"), vega_fluxes=vega)
-    # the trim artifact is the kept-row index: the fit reads the full grid through it
-    rt = run_fit(s, full, noise, catalog, gi, str(d / f"trim_{tag}"), vega_fluxes=vega, trim_index=tr.index_url)
+    """Trim for ``trim_catalog`` (the whole sub-file), then fit ``catalog`` against full and trimmed
+    (with the Vega band fluxes ``vega``; None: the real ones)."""
+    with fixed_vega_fluxes(vega) if vega is not None else contextlib.nullcontext():
+        (tr,) = run_trim(
+            s,
+            full,
+            noise,
+            [TrimJob(trim_catalog, str(d / f"{tag}_seds_trim.grid.hd5"), str(d / f"{tag}_noisemodel_trim.grid.hd5"))],
+        )
+        gi = run_grid_info(s, [full], out_url=str(d / f"{tag}_grid_info.json")).grid_info
+        rf = run_fit(s, full, noise, catalog, gi, str(d / f"full_{tag}"))
+        # the trim artifact is the kept-row index: the fit reads the full grid through it
+        rt = run_fit(s, full, noise, catalog, gi, str(d / f"trim_{tag}"), trim_index=tr.index_url)
     sf, info = read_stats(rf.stats)
     st, _ = read_stats(rt.stats)
     qn = info["meta"]["qnames"]
@@ -207,9 +210,10 @@ def _same_outputs(a, b) -> None:
 
 
 @pytest.mark.parametrize("compat", ["none", "beast-2.1"])
-def test_fit_through_index_equals_fit_on_trimmed_copy(synthetic, compat):
+def test_fit_through_index_equals_fit_on_trimmed_copy(synthetic, compat, fixed_vega):
     """The trim index + full grid and a materialised BEAST-style trimmed copy give the
     same fit, bit for bit, in both modes (compat keeps BEAST's trimmed set)."""
+    fixed_vega(synth.VEGA)
     d, full, noise, sub = synthetic
     out = d / f"idx_{compat}"
     out.mkdir(exist_ok=True)
@@ -219,20 +223,18 @@ def test_fit_through_index_equals_fit_on_trimmed_copy(synthetic, compat):
         full,
         noise,
         [TrimJob(sub, str(out / "P_bin0_sub0_seds_trim.grid.hd5"), str(out / "P_bin0_sub0_noisemodel_trim.grid.hd5"))],
-        vega_fluxes=synth.VEGA,
     )
     assert tr.index_url.endswith("P_bin0_sub0_trim.hd5") and tr.n_kept > 1024  # several chunks
     gi = run_grid_info(s, [full], out_url=str(out / "gi.json")).grid_info
     for info in (gi, None):  # PDF bins from the full grid, and (no grid info) from the kept models
         tag = "gi" if info else "nogi"
-        a = run_fit(
-            s, full, noise, sub, info, str(out / f"index_{tag}"), vega_fluxes=synth.VEGA, trim_index=tr.index_url
-        )
-        b = run_fit(s, tr.grid_url, tr.noise_url, sub, info, str(out / f"copy_{tag}"), vega_fluxes=synth.VEGA)
+        a = run_fit(s, full, noise, sub, info, str(out / f"index_{tag}"), trim_index=tr.index_url)
+        b = run_fit(s, tr.grid_url, tr.noise_url, sub, info, str(out / f"copy_{tag}"))
         _same_outputs(a, b)
 
 
-def test_fit_refuses_an_index_of_another_grid(synthetic, tmp_path):
+def test_fit_refuses_an_index_of_another_grid(synthetic, tmp_path, fixed_vega):
+    fixed_vega(synth.VEGA)
     from beastflow.io.trim_index import write_trim_index
 
     _, full, noise, sub = synthetic
@@ -240,9 +242,7 @@ def test_fit_refuses_an_index_of_another_grid(synthetic, tmp_path):
         str(tmp_path / "x_trim.hd5"), np.array([0, 1, 5]), n_models_in=7, n_covered=7, source_grid="g", source_noise="n"
     )
     with pytest.raises(ValueError, match=r"x_trim\.hd5: trim index is for a grid of 7 models, but .*P_seds"):
-        run_fit(
-            _settings(tmp_path), full, noise, sub, None, str(tmp_path / "f"), vega_fluxes=synth.VEGA, trim_index=idx
-        )
+        run_fit(_settings(tmp_path), full, noise, sub, None, str(tmp_path / "f"), trim_index=idx)
 
 
 SYNTH_BEAST_RULE = (  # BEAST's 3-sigma rule alone (compat; the default before the lossless trim)

@@ -82,7 +82,8 @@ def test_evaluator_weights_and_inverse_covariance():
         assert out["q_norm"][i] == pytest.approx(-0.5 * np.linalg.slogdet(cov)[1], rel=1e-10)
 
 
-def test_run_trunchen_and_trim_carry_the_arrays(tmp_path):
+def test_run_trunchen_and_trim_carry_the_arrays(tmp_path, fixed_vega):
+    fixed_vega(VEGA)
     df, _ = _repeated_asts()
     ast = str(tmp_path / "asts.parquet")
     df.write_parquet(ast)
@@ -98,7 +99,7 @@ def test_run_trunchen_and_trim_carry_the_arrays(tmp_path):
             "trim": {"chunk_models": 1024, "materialize": True},
         }
     )
-    out = run_noisemodel(s, grid, ast, str(tmp_path / "nm.hd5"), vega_fluxes=VEGA)
+    out = run_noisemodel(s, grid, ast, str(tmp_path / "nm.hd5"))
     nm = open_noise_model(out)
     assert {"q_norm", "icov_diag", "icov_offdiag"} <= set(nm.names) and nm.meta["model"] == "trunchen"
     np.testing.assert_allclose(nm.read().arrays["q_norm"], TrunchenEvaluator(st, 10)(seds)["q_norm"], rtol=1e-12)
@@ -106,7 +107,7 @@ def test_run_trunchen_and_trim_carry_the_arrays(tmp_path):
     pl.DataFrame(
         {f"{b}_RATE": seds[:20, k] / VEGA[k] for k, b in enumerate(["F275W", "F475W", "F160W"])}
     ).write_parquet(cat)
-    (r,) = run_trim(s, grid, out, [TrimJob(cat, str(tmp_path / "tg.hd5"), str(tmp_path / "tn.hd5"))], vega_fluxes=VEGA)
+    (r,) = run_trim(s, grid, out, [TrimJob(cat, str(tmp_path / "tg.hd5"), str(tmp_path / "tn.hd5"))])
     tn = open_noise_model(r.noise_url).read()
     full = nm.read()
     from beastflow.io.sed_grid import open_sed_grid
@@ -124,8 +125,9 @@ def test_run_trunchen_and_trim_carry_the_arrays(tmp_path):
         np.testing.assert_array_equal(kb.arrays[k], tn.arrays[k])
 
 
-def test_single_realisation_asts_are_refused(tmp_path, phat_asts_rate):
+def test_single_realisation_asts_are_refused(tmp_path, phat_asts_rate, fixed_vega):
     """phat_small has one realisation per model: no truncheon model is possible."""
+    fixed_vega(VEGA[:2])
     from beastflow.observations.catalogs import read_asts
 
     filters = ["HST_WFC3_F275W", "HST_WFC3_F336W"]
@@ -136,13 +138,14 @@ def test_single_realisation_asts_are_refused(tmp_path, phat_asts_rate):
     )
     s = settings_from_dict({"noise_model": {"model": "trunchen"}})
     with pytest.raises(ValueError, match="realisations.*toothpick"):
-        run_noisemodel(s, grid, str(phat_asts_rate), str(tmp_path / "nm.hd5"), vega_fluxes=VEGA[:2])
+        run_noisemodel(s, grid, str(phat_asts_rate), str(tmp_path / "nm.hd5"))
 
 
-def test_float32_storage_is_the_float64_model_rounded_to_24_bits(tmp_path):
+def test_float32_storage_is_the_float64_model_rounded_to_24_bits(tmp_path, fixed_vega):
     """Default truncheon storage: every stored value within 2^-24 (relative) of the float64
     model, C^-1 scaled by exact powers of two (its ~1e40 values overflow a raw float32),
     q_norm exact; compat keeps BEAST's float64 files."""
+    fixed_vega(VEGA)
     df, _ = _repeated_asts()
     ast = str(tmp_path / "asts.parquet")
     df.write_parquet(ast)
@@ -155,9 +158,9 @@ def test_float32_storage_is_the_float64_model_rounded_to_24_bits(tmp_path):
     urls = {}
     for name, extra in (("f32", {}), ("f64", {"precision": "float64"})):
         s = settings_from_dict({"noise_model": {"model": "trunchen", "chunk_models": 1024, **extra}})
-        urls[name] = run_noisemodel(s, grid, ast, str(tmp_path / f"{name}.hd5"), vega_fluxes=VEGA)
+        urls[name] = run_noisemodel(s, grid, ast, str(tmp_path / f"{name}.hd5"))
     s = settings_from_dict({"compat": "beast-2.1", "noise_model": {"model": "trunchen"}})
-    compat = open_noise_model(run_noisemodel(s, grid, ast, str(tmp_path / "c.hd5"), vega_fluxes=VEGA))
+    compat = open_noise_model(run_noisemodel(s, grid, ast, str(tmp_path / "c.hd5")))
     assert compat.precision == "float64"
     n32, n64 = open_noise_model(urls["f32"]), open_noise_model(urls["f64"])
     assert (n32.precision, n64.precision) == ("float32", "float64")

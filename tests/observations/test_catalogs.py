@@ -112,6 +112,21 @@ def test_ingest_writes_normalised_parquet(phat_catalog, phat_asts, make_settings
     assert prov["stage"] == "ingest" and meta["kind"] == "photometry"
 
 
+def test_a_stage_leaves_the_process_storage_options_alone(phat_catalog, make_settings):
+    """Storage options are installed once per process at the entry points; a stage
+    never swaps in its own settings' options under other threads' feet."""
+    from beastflow import storage
+
+    storage.configure({"s3": {"endpoint_url": "http://entry-point"}})
+    try:
+        s = make_settings()
+        other = s.project.model_copy(update={"storage_options": {"s3": {"endpoint_url": "http://stage"}}})
+        catalogs.run_ingest(s.model_copy(update={"project": other}), str(phat_catalog))
+        assert storage.storage_options_for("s3://b/x") == {"endpoint_url": "http://entry-point"}
+    finally:
+        storage.configure({})
+
+
 def test_column_float_names_the_column_when_nothing_to_aggregate():
     # polars aggregates: a number, or None when every value is null
     assert catalogs.column_float(pl.Series([3, 1]).min(), "x") == 1.0

@@ -70,8 +70,8 @@ def test_bad_globus_settings_are_named(bad, named):
 
 
 def test_globus_table_changes_no_cache_key():
-    from flows.caching import settings_hash
-    from flows.stages import SECTIONS
+    from beastflow.flows.caching import settings_hash
+    from beastflow.flows.stages import SECTIONS
 
     a, b = _settings(), _settings(stage_in=["other.parquet"], timeout_s=10.0)
     for stage, sections in SECTIONS.items():
