@@ -39,7 +39,9 @@ from beastflow.io.noise_model import NoiseModelWriter
 from beastflow.io.sed_grid import SEDGrid
 from beastflow.noise import absflux
 from beastflow.noise.ast_stats import table_columns
-from beastflow.provenance import make_provenance
+from beastflow.observations import catalogs
+from beastflow.physics.vega import vega_band_fluxes
+from beastflow.provenance import artifact_identity, make_provenance
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -207,14 +209,12 @@ def run_trunchen(
     settings: Settings, sed_grid_url: str, ast_url: str, out_url: str, vega_fluxes: Sequence[float] | None = None
 ) -> str:
     """Truncheon noise model of ``ast_url`` evaluated on one SED (sub)grid, streamed."""
-    from beastflow.noise.toothpick import artifact_identity, read_asts, vega_fluxes_for
-
     nm = settings.noise_model
     compat = settings.beast_compat
     grid = SEDGrid(sed_grid_url)
     filters = grid.filters
-    vega = np.asarray(vega_fluxes, dtype=np.float64) if vega_fluxes is not None else vega_fluxes_for(filters, compat)
-    stats = ast_model_stats(read_asts(ast_url, filters), filters, vega, nm.trunchen_min_group, compat)
+    vega = np.asarray(vega_fluxes, dtype=np.float64) if vega_fluxes is not None else vega_band_fluxes(filters, compat)
+    stats = ast_model_stats(catalogs.read_asts(ast_url, filters), filters, vega, nm.trunchen_min_group, compat)
     if len(stats) == 0:
         raise ValueError(
             f"{ast_url}: no injected model has more than {nm.trunchen_min_group} realisations with a recovery "

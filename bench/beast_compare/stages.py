@@ -136,14 +136,17 @@ def kernel_seconds(s, grid_url: str, noise_url: str, catalog: str, repeat: int =
     from beastflow.fit.pdfs import binset_from_trimmed
     from beastflow.io.noise_model import open_noise_model
     from beastflow.io.sed_grid import open_sed_grid
+    from beastflow.observations import catalogs
     from beastflow.physics.vega import vega_band_fluxes
 
     grid, noise = open_sed_grid(grid_url), open_noise_model(noise_url)
     f = s.fit
     opts = F._resolve_options(s, grid, None)
     bs = binset_from_trimmed(grid, noise, f.pdf_max_nbins, f.pdf2d_pairs, f.chunk_models)
-    cat = F.read_catalog(catalog)
-    Y = F.observed_fluxes(cat, list(grid.filters), vega_band_fluxes(list(grid.filters), compat=s.beast_compat), catalog)
+    cat = catalogs.read_table(catalog)
+    Y = catalogs.physical_fluxes(
+        cat, list(grid.filters), vega_band_fluxes(list(grid.filters), compat=s.beast_compat), catalog
+    )
     ids = np.arange(len(cat))
     best = float("inf")
     for _ in range(repeat):
