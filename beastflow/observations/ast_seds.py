@@ -17,6 +17,7 @@ import polars as pl
 
 from beastflow import storage
 from beastflow.filters import short_names
+from beastflow.magnitudes import flux_to_mag
 from beastflow.settings.asts import ASTs
 
 from . import catalogs
@@ -26,8 +27,8 @@ _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def magnitudes(seds: np.ndarray, vega: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -2.5 * np.log10(seds / vega)
+    # a model without flux in a band is fainter than any limit there
+    return flux_to_mag(seds, vega, nodata=np.inf)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from beastflow import storage
 from beastflow.filters import short_name
+from beastflow.magnitudes import flux_to_mag
 from beastflow.report.recovery import recovery_metrics
 
 #: human labels of the usual quantities
@@ -60,8 +61,7 @@ def save(fig: Figure, url: str, dpi: int = 110) -> str:
 
 
 def _mags(flux: np.ndarray, vega: float) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(flux > 0, -2.5 * np.log10(np.where(flux > 0, flux, 1.0) / vega), np.nan)
+    return flux_to_mag(flux, vega)  # NaN where there is no magnitude: not drawn
 
 
 def _panel_grid(n: int, max_cols: int = 3) -> tuple[int, int]:
