@@ -6,6 +6,7 @@ writes ``report/index.html`` linking them.  Stage times come from the run's
 own records through ``beastflow.run_records``.
 """
 
-from beastflow.report.html import Artifacts, Report, find_artifacts, make_report
+from beastflow.report.artifacts import Artifacts, find_artifacts
+from beastflow.report.html import Report, make_report
 
 __all__ = ["make_report", "find_artifacts", "Artifacts", "Report"]

@@ -21,90 +21,21 @@ import numpy as np
 
 from beastflow import run_records, storage
 from beastflow.filters import short_name
-from beastflow.report import plots
+from beastflow.report import field_plots, plots, star_plots
+from beastflow.report.artifacts import REPORT_DIR, Artifacts, find_artifacts, read_table, stats_filters, wavelengths
+from beastflow.report.field import stacked_pdf1d, stacked_pdf2d, star_noise, tile_index, tile_medians
+from beastflow.report.star import STAR_QUANTITIES, best_model_and_noise, make_star_pages, varying
+from beastflow.report.star import field_priors as star_field_priors
+from beastflow.report.star_plots import support_range
 
 log = logging.getLogger(__name__)
 
-REPORT_DIR = "report"
 #: quantities shown for example stars and recovery, when the run has them
 PDF_QUANTITIES = ("Av", "logA", "M_ini", "Rv", "Z")
 RECOVERY_QUANTITIES = ("Av", "logA", "M_ini")
 
 
-@dataclasses.dataclass
-class Artifacts:
-    """What was found below an output URL (None / empty = absent)."""
-
-    output: str
-    project: str
-    stats: str | None = None
-    pdf1d: str | None = None
-    catalog: str | None = None
-    density_map: str | None = None
-    asts: str | None = None
-    asts_per_bin: dict[int, str] = dataclasses.field(default_factory=dict)
-    noise_models: list[str] = dataclasses.field(default_factory=list)
-    sed_grids: list[str] = dataclasses.field(default_factory=list)
-    truth: str | None = None
-
-
-def _names(urls: Sequence[str]) -> dict[str, str]:
-    return {posixpath.basename(u.rstrip("/")): u for u in urls}
-
-
-def find_artifacts(output_url: str, project: str | None = None, truth_url: str | None = None) -> Artifacts:
-    """Locate a run's artifacts by the names of docs/stages.md."""
-    if not storage.exists(output_url):
-        raise FileNotFoundError(f"{output_url}: no such output folder")
-    files = _names(storage.listdir(output_url))
-    if project is None:
-        cands = sorted(
-            n[: -len("_stats.parquet")]
-            for n in files
-            if n.endswith("_stats.parquet") and not re.search(r"_bin\d+_sub\d+", n)
-        )
-        if not cands:
-            raise FileNotFoundError(
-                f"{output_url}: no merged stats file (P_stats.parquet); has the pipeline run to the end (merge stage)?"
-            )
-        project = cands[0]
-    P = project
-    a = Artifacts(output=output_url, project=P)
-    a.stats = files.get(f"{P}_stats.parquet")
-    a.pdf1d = files.get(f"{P}_pdf1d.hd5")
-    a.catalog = files.get(f"{P}_catalog_sd.parquet") or files.get(f"{P}_catalog_cut.parquet")
-    a.density_map = files.get(f"{P}_sourceden_map.parquet")
-    a.asts = files.get(f"{P}_asts_cut.parquet") or files.get(f"{P}_asts.parquet")
-    for n, u in files.items():
-        m = re.fullmatch(re.escape(P) + r"_asts_bin(\d+)\.parquet", n)
-        if m:
-            a.asts_per_bin[int(m.group(1))] = u
-        if re.fullmatch(re.escape(P) + r"_bin\d+(_gridsub\d+)?_noisemodel\.hd5", n):
-            a.noise_models.append(u)
-        if re.fullmatch(re.escape(P) + r"_seds\.grid(sub\d+)?\.hd5", n):
-            a.sed_grids.append(u)
-    a.noise_models.sort()
-    a.sed_grids.sort()
-    a.truth = truth_url or files.get(f"{P}_truth.parquet")
-    return a
-
-
 # ------------------------------------------------------------------ loaders
-def _read_table(url: str) -> dict[str, np.ndarray]:
-    import pyarrow.parquet as pq
-
-    with storage.open_url(url, "rb") as fh:
-        tab = pq.read_table(fh)
-    out = {}
-    for c in tab.column_names:
-        col = tab.column(c)
-        try:
-            out[c] = col.to_numpy()
-        except Exception:  # nested / string columns that are not needed here
-            out[c] = np.asarray(col.to_pylist(), dtype=object)
-    return out
-
-
 def _take(table: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.asarray(v)[idx] for k, v in table.items()}
 
@@ -190,8 +121,8 @@ class _Run:
         art = find_artifacts(output_url, project, truth_url)
         out = report_url or storage.join(output_url, REPORT_DIR)
         storage.makedirs(out)
-        stats = _read_table(art.stats) if art.stats else None
-        filters = _stats_filters(stats) if stats is not None else []
+        stats = read_table(art.stats) if art.stats else None
+        filters = stats_filters(stats) if stats is not None else []
         return cls(
             art=art,
             out=out,
@@ -199,7 +130,7 @@ class _Run:
             filters=filters,
             vega=vega_band_fluxes(filters) if filters else np.array([]),
             shorts=[short_name(f) for f in filters],
-            truth=_read_table(art.truth) if art.truth and storage.exists(art.truth) else None,
+            truth=read_table(art.truth) if art.truth and storage.exists(art.truth) else None,
         )
 
     def img(self, name: str) -> str:
@@ -208,11 +139,10 @@ class _Run:
     def field_priors(self, pdf: dict[str, Any]) -> dict[str, np.ndarray]:
         """The grid prior on the PDF bins, computed once per report (it reads the SED grid's columns)."""
         if self._prior is None:
-            from beastflow.report.star import STAR_QUANTITIES
-            from beastflow.report.star import field_priors as _fp
-
             try:
-                self._prior = _fp(self.art.sed_grids, pdf, [q for q in STAR_QUANTITIES if q in pdf["quantities"]])
+                self._prior = star_field_priors(
+                    self.art.sed_grids, pdf, [q for q in STAR_QUANTITIES if q in pdf["quantities"]]
+                )
             except Exception as exc:  # noqa: BLE001 - the plots go on without the prior
                 log.warning("grid prior not available: %s", exc)
                 self._prior = {}
@@ -220,7 +150,6 @@ class _Run:
 
     def stack1(self) -> dict[str, Any]:
         """The stacked 1-D posteriors of the field, read once."""
-        from beastflow.report.field import stacked_pdf1d
 
         if self.art.pdf1d is None:
             raise FileNotFoundError(f"{self.art.output}: no merged 1-D PDF file ({self.art.project}_pdf1d.hd5)")
@@ -229,7 +158,6 @@ class _Run:
         return self._stack1
 
     def shown_quantities(self, stack: dict[str, Any]) -> list[str]:
-        from beastflow.report.star import STAR_QUANTITIES, varying
 
         return varying(stack, self.field_priors(stack), [q for q in STAR_QUANTITIES if q in stack["quantities"]])
 
@@ -283,10 +211,10 @@ def _cmd(run: _Run) -> list[str]:
 
 def _density_map(run: _Run) -> list[str]:
     assert run.art.density_map is not None
-    tiles = _read_table(run.art.density_map)
+    tiles = read_table(run.art.density_map)
     ra = dec = None
     if run.art.catalog:
-        cat = _read_table(run.art.catalog)
+        cat = read_table(run.art.catalog)
         ra, dec = cat.get("RA"), cat.get("DEC")
     return [plots.plot_density_map(tiles, run.img("density_map.png"), ra, dec)]
 
@@ -295,13 +223,13 @@ def _asts(run: _Run) -> list[str]:
     art = run.art
     assert art.asts is not None
     if art.asts_per_bin:
-        parts = {b: _read_table(u) for b, u in sorted(art.asts_per_bin.items())}
+        parts = {b: read_table(u) for b, u in sorted(art.asts_per_bin.items())}
         sets = [set(p) for p in parts.values()]
         keys = sorted(sets[0].intersection(*sets[1:]))  # the columns every bin has
         merged = {k: np.concatenate([np.asarray(p[k]) for p in parts.values()]) for k in keys}
         groups = np.concatenate([np.full(len(next(iter(p.values()))), b) for b, p in parts.items()])
     else:
-        merged, groups = _read_table(art.asts), None
+        merged, groups = read_table(art.asts), None
     bands = [b for b in run.shorts if f"{b}_IN" in merged and f"{b}_RATE" in merged]
     return [plots.plot_ast_completeness(merged, bands, run.img("ast_completeness.png"), groups)]
 
@@ -311,14 +239,12 @@ def _noise(run: _Run) -> list[str]:
     curves = []
     for u in art.noise_models:
         curves.append(_noise_curve(u, art))
-    ast_tab = _read_table(art.asts) if art.asts else None
+    ast_tab = read_table(art.asts) if art.asts else None
     return [plots.plot_noise_model(curves, run.filters, run.vega, run.img("noise_model.png"), ast_tab)]
 
 
 def _example_pdfs(run: _Run) -> list[str]:
     from beastflow.fit.outputs import read_pdf1d, read_star_pdf1d
-    from beastflow.report.star import varying
-    from beastflow.report.star_plots import support_range
 
     stats, truth, art = run.stats, run.truth, run.art
     assert stats is not None and art.pdf1d is not None
@@ -354,7 +280,6 @@ def _example_pdfs(run: _Run) -> list[str]:
 
 
 def _star_pages(run: _Run) -> list[Section]:
-    from beastflow.report.star import make_star_pages
 
     stats = run.stats
     assert stats is not None
@@ -378,12 +303,11 @@ def _star_pages(run: _Run) -> list[Section]:
 
 
 def _example_seds(run: _Run) -> list[str]:
-    from beastflow.report.star import best_model_and_noise
 
     stats, filters = run.stats, run.filters
     assert stats is not None
     rows = run.example_rows()
-    lamb = _wavelengths(run.art, filters)
+    lamb = wavelengths(run.art, filters)
     sig = []
     for e in rows:
         bm = best_model_and_noise(run.art, {c: np.asarray(v)[e] for c, v in stats.items()}, filters)
@@ -412,7 +336,6 @@ def _recovery(run: _Run) -> list[str]:
 
 
 def _prior_vs_posterior(run: _Run) -> list[str]:
-    from beastflow.report import field_plots
 
     st = run.stack1()
     return [
@@ -423,8 +346,6 @@ def _prior_vs_posterior(run: _Run) -> list[str]:
 
 
 def _stacked_corner(run: _Run) -> list[str]:
-    from beastflow.report import star_plots
-    from beastflow.report.field import stacked_pdf2d
 
     st = run.stack1()
     st2 = stacked_pdf2d(run.pdf2d_url())
@@ -446,12 +367,10 @@ def _stacked_corner(run: _Run) -> list[str]:
 
 
 def _tile_maps(run: _Run) -> list[str]:
-    from beastflow.report import field_plots
-    from beastflow.report.field import tile_index, tile_medians
 
     stats = run.stats
     assert stats is not None and run.art.density_map is not None
-    tiles = _read_table(run.art.density_map)
+    tiles = read_table(run.art.density_map)
     t = tile_index(tiles, stats["RA"], stats["DEC"])
     out_maps, cnt = [], None
     for q in ("Av_p50", "logA_p50", "chi2min"):
@@ -464,7 +383,6 @@ def _tile_maps(run: _Run) -> list[str]:
 
 
 def _chi2(run: _Run) -> list[str]:
-    from beastflow.report import field_plots
 
     stats, filters = run.stats, run.filters
     assert stats is not None
@@ -476,8 +394,6 @@ def _chi2(run: _Run) -> list[str]:
 
 
 def _recovery_by_snr(run: _Run) -> list[str]:
-    from beastflow.report import field_plots
-    from beastflow.report.field import star_noise
 
     stats, truth, filters = run.stats, run.truth, run.filters
     assert stats is not None and truth is not None
@@ -620,11 +536,6 @@ def _facts(art: Artifacts, stats: dict[str, np.ndarray] | None, shorts: Sequence
     return facts
 
 
-def _stats_filters(stats: dict[str, np.ndarray]) -> list[str]:
-    """Full filter names: the stats columns that have a matching ``symlog{F}_wd_bias_p50``."""
-    return [c for c in stats if f"symlog{c}_wd_bias_p50" in stats]
-
-
 def _cmd_bands(shorts: Sequence[str]) -> tuple[str, str]:
     """A blue and a red optical band for the CMD (F475W/F814W when present)."""
     for b, r in (("F475W", "F814W"), ("F555W", "F814W"), ("F606W", "F814W"), ("F336W", "F814W")):
@@ -633,19 +544,6 @@ def _cmd_bands(shorts: Sequence[str]) -> tuple[str, str]:
     if len(shorts) >= 2:
         return shorts[0], shorts[-1]
     return shorts[0], shorts[0]
-
-
-def _wavelengths(art: Artifacts, filters: Sequence[str]) -> np.ndarray:
-    from beastflow.io.sed_grid import SEDGrid
-
-    for u in art.sed_grids:
-        g = SEDGrid(u)
-        if list(g.filters) == list(filters):
-            return np.asarray(g.lamb)
-    # no grid in the output folder: filter pivot wavelengths from the filter library
-    from beastflow.physics import photometry
-
-    return np.array([f.mean_wavelength for f in photometry.load_filters(filters)])
 
 
 def _noise_curve(url: str, art: Artifacts, max_rows: int = 20_000) -> dict[str, Any]:
