@@ -11,15 +11,24 @@ be keyed on exactly the same quantities.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from beastflow import storage
+from beastflow.io.hdf5_arrays import open_h5
 
 
 def software_versions() -> dict[str, str]:
+    return dict(_software_versions())
+
+
+# read from the package metadata once per process: ~4 ms a call, a noticeable
+# part of a small sub-file's fit
+@functools.lru_cache(maxsize=1)
+def _software_versions() -> tuple[tuple[str, str], ...]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
@@ -28,7 +37,21 @@ def software_versions() -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    return out
+    return tuple(out.items())
+
+
+def artifact_identity(url: str) -> str:
+    """Cheap identity of a (possibly huge) HDF5 artifact for provenance.
+
+    Hashing a grid of 100 GB on every downstream stage would cost a full
+    extra read; every beastflow artifact embeds a unique provenance record
+    (inputs' hashes, settings hash, creation time), so hash that plus size.
+    """
+    with open_h5(url) as h5:
+        prov = h5.attrs.get("provenance", "")
+        n_rows = h5.attrs.get("n_rows", -1)
+    prov = prov.decode() if isinstance(prov, bytes) else str(prov)
+    return "artifact:" + storage.hash_object([prov, int(n_rows), storage.size(url)])
 
 
 def make_provenance(
@@ -37,12 +60,14 @@ def make_provenance(
     inputs: Mapping[str, str] | None = None,
     input_hashes: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
+    by_identity: Collection[str] = (),
 ) -> dict[str, Any]:
-    """Build the record; input hashes are computed from ``inputs`` unless given."""
+    """Build the record; input hashes are computed from ``inputs`` unless given, the
+    inputs named in ``by_identity`` by ``artifact_identity`` (large HDF5 artifacts)."""
     hashes = dict(input_hashes or {})
     for name, url in (inputs or {}).items():
         if name not in hashes:
-            hashes[name] = storage.content_hash(url)
+            hashes[name] = artifact_identity(url) if name in by_identity else storage.content_hash(url)
     rec = {
         "stage": stage,
         "settings_hash": settings_hash,

@@ -81,6 +81,7 @@ def stage_breakdown(call) -> None:
     from beastflow.fit import fitting as F
     from beastflow.fit import likelihood as lk
     from beastflow.fit import outputs as O
+    from beastflow.observations import catalogs as C
 
     acc: dict[str, float] = {}
     undo = []
@@ -109,10 +110,11 @@ def stage_breakdown(call) -> None:
         ("write_lnp", "write lnP samples"),
         ("stats_table", "stats table"),
         ("write_stats", "write stats"),
-        ("read_catalog", "read catalog"),
     ]:
         if hasattr(F, name):
             wrap(F, name, label)
+    # the fit reads its sub-file through the observations reader
+    wrap(C, "read_table", "read catalog")
     for name in ("write", "write_compact"):
         if hasattr(O.PDF2DWriter, name):
             wrap(O.PDF2DWriter, name, "write 2-D PDFs")

@@ -91,9 +91,11 @@ def _child(q, target, args):
 
 def make_inputs(tmp: str, n_models: int, n_sub: int) -> dict:
     from beastflow.io.sed_grid import SEDGridWriter
-    from beastflow.noise.toothpick import ast_binned_stats, evaluate_on_grid, read_asts, vega_fluxes_for
+    from beastflow.noise.toothpick import ast_binned_stats, evaluate_on_grid
+    from beastflow.observations.catalogs import read_asts
+    from beastflow.physics.vega import vega_band_fluxes
 
-    vega = vega_fluxes_for(FILTERS)
+    vega = vega_band_fluxes(FILTERS)
     asts = read_asts(str(ASTS), FILTERS)
     stats = ast_binned_stats(asts, FILTERS, 5, 10, 2.0, vega)
     lo = np.array([b.centres[0] for b in stats.bands])
@@ -136,10 +138,12 @@ def numpy_noise(tmp: str, grid: str) -> dict:
     """Whole-array reference: read all seds, np.interp per band, write with h5py."""
     import h5py
 
-    from beastflow.noise.toothpick import ast_binned_stats, evaluate_on_grid_numpy, read_asts, vega_fluxes_for
+    from beastflow.noise.toothpick import ast_binned_stats, evaluate_on_grid_numpy
+    from beastflow.observations.catalogs import read_asts
+    from beastflow.physics.vega import vega_band_fluxes
 
     t = time.perf_counter()
-    vega = vega_fluxes_for(FILTERS)
+    vega = vega_band_fluxes(FILTERS)
     stats = ast_binned_stats(read_asts(str(ASTS), FILTERS), FILTERS, 5, 10, 2.0, vega)
     with h5py.File(grid, "r") as h5:
         seds = h5["seds"][...]
@@ -166,10 +170,10 @@ def numpy_trim(tmp: str, grid: str, subs: list[str]) -> dict:
     import h5py
     import polars as pl
 
-    from beastflow.noise.toothpick import vega_fluxes_for
+    from beastflow.physics.vega import vega_band_fluxes
 
     t = time.perf_counter()
-    vega = vega_fluxes_for(FILTERS)
+    vega = vega_band_fluxes(FILTERS)
     with h5py.File(grid, "r") as h5:
         seds = h5["seds"][...]
         cols = {k: h5["grid"][k][...] for k in h5["grid"]}
@@ -200,16 +204,12 @@ def kernels(tmp: str, grid: str, subs: list[str]) -> dict:
     import h5py
     import polars as pl
 
-    from beastflow.noise.toothpick import (
-        ast_binned_stats,
-        evaluate_on_grid,
-        evaluate_on_grid_numpy,
-        read_asts,
-        vega_fluxes_for,
-    )
+    from beastflow.noise.toothpick import ast_binned_stats, evaluate_on_grid, evaluate_on_grid_numpy
     from beastflow.noise.trim import trim_patterns, trim_patterns_numpy
+    from beastflow.observations.catalogs import read_asts
+    from beastflow.physics.vega import vega_band_fluxes
 
-    vega = vega_fluxes_for(FILTERS)
+    vega = vega_band_fluxes(FILTERS)
     stats = ast_binned_stats(read_asts(str(ASTS), FILTERS), FILTERS, 5, 10, 2.0, vega)
     with h5py.File(grid, "r") as h5:
         seds = h5["seds"][:262_144]

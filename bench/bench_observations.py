@@ -12,6 +12,14 @@ step alone.  The reference does the textbook version of each step: linear
 RA/Dec tiles without the footprint fraction, boolean masks, groupby + sort +
 chunked writes; it writes no provenance.  Prints rows per second and peak
 memory per step.
+
+``--kernels`` also times the in-memory kernels of the cut and the split on
+the same catalog, the library's numpy versions against polars expressions
+that give the same answer (checked): the cuts (per-column numpy masks against
+one polars ``select``) and the split's row order (two stable numpy argsorts
+against one polars multi-key ``arg_sort_by``).  The library keeps numpy while
+polars is not faster here (2,000,000 rows, 2 shared cores, best of 3:
+cut masks 0.066 s numpy / 0.13 s polars, row order 1.4 s / 5.4 s).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 
@@ -184,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000_000, help="number of synthetic sources")
     ap.add_argument("--workdir", default=None, help="folder for the temporary files (default: a temp dir)")
+    ap.add_argument("--kernels", action="store_true", help="also time the cut and sort kernels (numpy vs polars)")
     args = ap.parse_args(argv)
     work = tempfile.mkdtemp(prefix="bench_obs_", dir=args.workdir)
     try:
@@ -202,9 +212,97 @@ def main(argv: list[str] | None = None) -> int:
                 dt, rss, res = run_isolated(fn, cat, work)
                 print(f"{name:<12} {impl:<10} {dt:8.2f} {args.n / dt:12,.0f} {rss:9.0f}  {res}")
         sys.stdout.flush()
+        if args.kernels:
+            kernels(cat, args.n)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+# ---- in-memory kernels: polars expressions against numpy ---------------------
+
+
+def polars_cut_masks(df, bands, fbands, cuts, compat: bool) -> dict[str, np.ndarray]:
+    """cuts.cut_masks as polars expressions evaluated in one pass.  A missing value (null or
+    NaN) takes part in no cut; polars orders NaN above every number, so a float column's NaN
+    is excluded explicitly from > and >=."""
+    import polars as pl
+
+    def is_(c: str, op: str, v: float):
+        x = pl.col(c)
+        e = x == v if op == "==" else x > v if op == ">" else x >= v
+        if df.schema[c].is_float() and op != "==":
+            e = e & x.is_not_nan()
+        return e.fill_null(False)
+
+    exprs = {}
+    if cuts.partial_overlap:
+        zero = pl.sum_horizontal([is_(f"{b}_RATE", "==", 0) for b in bands])
+        exprs["partial_overlap"] = (zero > 0) & (zero < len(bands))
+    if cuts.flagged:
+        bad = [
+            is_(f"{b}_RATE", "==", 0) if compat else is_(f"{b}_FLAG", ">=", 99) & is_(f"{b}_RATE", ">", 0)
+            for b in fbands
+            if compat or f"{b}_FLAG" in df.schema
+        ]
+        exprs["flagged"] = pl.any_horizontal(bad) if bad else pl.repeat(False, pl.len())
+    res = df.select(**exprs)
+    return {k: res[k].to_numpy() for k in exprs}
+
+
+def polars_sort_order(df, sort_col: str) -> np.ndarray:
+    """The split's row order as one polars multi-key sort (density bin, flux with NaN last, star_id)."""
+    import polars as pl
+
+    key = pl.col(sort_col).cast(pl.Float64)
+    return (
+        df.select(
+            pl.arg_sort_by(
+                [pl.col("sd_bin"), key.is_nan() | key.is_null(), key, pl.col("star_id")], maintain_order=True
+            )
+        )
+        .to_series()
+        .to_numpy()
+    )
+
+
+def _best(fn, *args, repeat: int = 3) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def kernels(cat: str, n: int) -> None:
+    import polars as pl
+
+    from beastflow.observations.cuts import cut_masks
+    from beastflow.observations.split import sort_order
+    from beastflow.settings.observations import Cuts
+
+    df = pl.read_parquet(cat).with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("star_id"),
+        (pl.col("RA").rank("dense") % 3 + 1).cast(pl.Int64).alias("sd_bin"),
+    )
+    print(f"\nkernels on {n:,} rows in memory (best of 3)")
+    print(f"{'kernel':<28} {'impl':<20} {'seconds':>8} {'rows/s':>14}  same result")
+    for compat in (False, True):
+        cuts = Cuts()
+        t_np, ref = _best(cut_masks, df, BANDS, BANDS, cuts, compat)
+        t_pl, new = _best(polars_cut_masks, df, BANDS, BANDS, cuts, compat)
+        same = ref.keys() == new.keys() and all(np.array_equal(ref[k], new[k]) for k in ref)
+        name = f"cut masks{' (compat)' if compat else ''}"
+        print(f"{name:<28} {'numpy (library)':<20} {t_np:8.3f} {n / t_np:14,.0f}")
+        print(f"{name:<28} {'polars expressions':<20} {t_pl:8.3f} {n / t_pl:14,.0f}  {same}")
+    col = f"{BANDS[1]}_RATE"
+    t_np, ref_o = _best(sort_order, df, col)
+    t_pl, new_o = _best(polars_sort_order, df, col)
+    print(f"{'split row order':<28} {'numpy (library)':<20} {t_np:8.3f} {n / t_np:14,.0f}")
+    print(
+        f"{'split row order':<28} {'polars arg_sort_by':<20} {t_pl:8.3f} {n / t_pl:14,.0f}  {np.array_equal(ref_o, new_o)}"
+    )
 
 
 def lambda_import_only(cat: str, out: str) -> int:

@@ -37,7 +37,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from beastflow import storage
+from beastflow import run_records, storage
 
 from . import result_codec
 
@@ -182,7 +182,8 @@ def result_urls(result: Any, output_root: str) -> list[str]:
 # records
 # --------------------------------------------------------------------------
 def record_url(settings, stage: str, label: str) -> str:
-    return settings.artifact(".cache", stage, f"{label}.json")
+    # the layout is the library's (beastflow.run_records), so readers need not import flows
+    return settings.artifact(run_records.RECORDS_DIR, stage, f"{label}.json")
 
 
 @dataclasses.dataclass

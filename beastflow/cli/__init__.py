@@ -13,6 +13,7 @@ import logging
 import sys
 
 from beastflow import __version__
+from beastflow.cli.errors import one_line
 
 # area modules, in the order their commands appear in --help
 _AREAS = ["setup", "physics", "observations", "noise", "fit", "run", "report"]
@@ -70,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from beastflow.cli.errors import one_line
-
     try:
         rc = args.func(args)
     except KeyboardInterrupt:

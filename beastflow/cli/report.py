@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--truth",
         help="truth table (star_id + true parameters) for the recovery plot; "
-        "default: demo_truth.parquet / P_truth.parquet in the output folder",
+        "default: P_truth.parquet in the output folder",
     )
     p.add_argument("--report", help="folder for the report (default: OUTPUT_URL/report)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a plot could not be drawn")

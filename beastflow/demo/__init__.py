@@ -10,7 +10,8 @@
   model instrument that observed it in its Parquet metadata;
 - ``demo_truth.parquet`` — the true parameters of every catalogue star;
 - ``demo_instrument.json`` — the instrument, for humans;
-- ``demo_prepare.json`` — seconds spent on the physics model and the field.
+- ``run_prelude.json`` — seconds spent on the physics model and the field
+  (``beastflow.run_records``: the report shows them with the stages' times).
 
 and returns the loaded ``Settings``.  The demo has no external photometry
 pipeline for artificial stars, so ``observe_asts(settings, ast_input_url)``
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from beastflow import plan, storage
+from beastflow import plan, run_records, storage
 from beastflow.demo.field import (
     INSTRUMENT_KEY,
     FieldGeometry,
@@ -50,7 +51,6 @@ SETTINGS_NAME = "demo_settings.toml"
 CATALOG_NAME = "demo_catalog.parquet"
 TRUTH_NAME = "demo_truth.parquet"
 INSTRUMENT_NAME = "demo_instrument.json"
-TIMINGS_NAME = "demo_prepare.json"
 
 #: Overrides of the packaged settings per demo size.  "small" is for tests:
 #: a coarse grid (~1e4 models) and fewer artificial stars, same physics and
@@ -203,14 +203,12 @@ def prepare_demo(
         storage.join(output_url, INSTRUMENT_NAME), json.dumps(json.loads(instrument.to_json()), indent=2).encode()
     )
     # the pipeline's physics step will find the grid up to date, so its time is recorded here
-    storage.write_json(
-        storage.join(output_url, TIMINGS_NAME),
+    field_s = round(time.perf_counter() - t1, 3)
+    run_records.record_prelude(
+        output_url,
+        {"demo field + grid": round(t1 - t0, 3) + field_s},
         {
-            "physicsmodel_s": round(t1 - t0, 3),
-            "field_s": round(time.perf_counter() - t1, 3),
-            "n_stars": n_stars,
-            "n_models": _n_models(grids[0]),
-            "stars_placed_per_detected": round(fld.n_candidates / n_stars, 1),
+            "demo field": f"{n_stars} detected stars, {round(fld.n_candidates / n_stars, 1)} placed per detected one",
         },
     )
     log.info(
@@ -222,12 +220,6 @@ def prepare_demo(
         time.perf_counter() - t1,
     )
     return settings
-
-
-def _n_models(url: str) -> int:
-    from beastflow.io.sed_grid import SEDGrid
-
-    return len(SEDGrid(url))
 
 
 def observe_asts(settings: Settings, ast_input_url: str, out_url: str | None = None) -> str:

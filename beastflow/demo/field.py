@@ -45,10 +45,9 @@ from typing import Any
 import numpy as np
 
 from beastflow.filters import short_names
+from beastflow.magnitudes import NODATA_MAG, rate_to_mag
 from beastflow.randomness import stream
 
-#: Vega magnitude written for non-positive fluxes (catalogue convention)
-NODATA_MAG = 99.999
 #: flag value of a bad measurement (DOLPHOT convention: >= 99 is unusable)
 BAD_FLAG = 99
 #: Parquet metadata key holding the instrument description in demo catalogues
@@ -354,9 +353,7 @@ def default_instrument(
 
 def vega_mags(rates: np.ndarray) -> np.ndarray:
     """Vega magnitudes of F/F_Vega values; NODATA_MAG where the rate is not positive."""
-    rates = np.asarray(rates, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(rates > 0, -2.5 * np.log10(np.where(rates > 0, rates, 1.0)), NODATA_MAG)
+    return rate_to_mag(rates, NODATA_MAG)
 
 
 #: proposals per batch of the field's rejection sampler (a constant, so the

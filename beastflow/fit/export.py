@@ -110,7 +110,7 @@ def export_stats(output_url: str, fmt: str = "fits", project: str | None = None,
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    from beastflow.report.html import find_artifacts
+    from beastflow.report.artifacts import find_artifacts
 
     art = find_artifacts(output_url, project)
     if not art.stats:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -42,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from beastflow import plan, storage
+from beastflow import plan
 from beastflow.filters import short_names
 from beastflow.fit import likelihood as lk
 from beastflow.fit.grid_info import EXCLUDED, read_grid_info, symlog
@@ -53,9 +52,8 @@ from beastflow.fit.stats import STAT_SUFFIXES, iau_names, percentiles_from_pdf
 from beastflow.io.noise_model import open_noise_model
 from beastflow.io.sed_grid import open_sed_grid
 from beastflow.io.trim_index import open_kept
-from beastflow.noise.toothpick import artifact_identity
 from beastflow.observations import catalogs
-from beastflow.provenance import software_versions
+from beastflow.provenance import make_provenance
 
 if TYPE_CHECKING:
     from beastflow.io.noise_model import NoiseModel
@@ -125,15 +123,6 @@ class FitOptions:
     ln_norm: float
     lnp_npts: int
     seed: int
-
-
-def read_catalog(url: str) -> pl.DataFrame:
-    """A sub-file as it is (Parquet, or any catalog format the observations reader takes)."""
-    return catalogs.read_table(url)
-
-
-def observed_fluxes(cat: pl.DataFrame, filters: list[str], vega: np.ndarray, where: str) -> np.ndarray:
-    return catalogs.physical_fluxes(cat, filters, vega, where)
 
 
 #: grids up to this size are read once per fit when the PDF bins come from the
@@ -577,11 +566,11 @@ def run_fit(
             )
         bs = binset_from_trimmed(grid, noise, f.pdf_max_nbins, f.pdf2d_pairs, f.chunk_models)
 
-    cat = read_catalog(catalog_url)
+    cat = catalogs.read_table(catalog_url)  # a sub-file as it is (Parquet or any catalog format)
     from beastflow.physics.vega import vega_band_fluxes  # lazy: pyphot is slow to import
 
     vega_fluxes = vega_band_fluxes(filters, compat=settings.beast_compat)
-    Y = observed_fluxes(cat, filters, vega_fluxes, catalog_url)
+    Y = catalogs.physical_fluxes(cat, filters, vega_fluxes, catalog_url)
     # bad measurements (non-finite, zero, absurd, too negative) are dropped per band and flagged,
     # never fitted and never allowed to fail the sub-file (docs/formats.md "Bad measurements")
     sigma = None if settings.beast_compat else largest_errors(noise, f.chunk_models)
@@ -609,11 +598,11 @@ def run_fit(
     if grid_info_url:
         inputs["grid_info"] = grid_info_url
     # the full grid and noise model are identified cheaply (their own provenance), not re-hashed per sub-file
-    prov = _provenance(
+    prov = make_provenance(
         "fit",
         settings.section_hash("fit", "compat", "project"),
         inputs,
-        {"lnp_seed": opts.seed},
+        extra={"lnp_seed": opts.seed},
         by_identity=("sed_grid", "noise_model") if trim_index else (),
     )
     meta = {
@@ -674,31 +663,6 @@ def run_fit(
     return urls
 
 
-@functools.lru_cache(maxsize=1)
-def _software() -> tuple[tuple[str, str], ...]:
-    return tuple(software_versions().items())
-
-
-def _provenance(
-    stage: str, settings_hash: str, inputs: dict[str, str], extra: dict[str, Any], by_identity: Sequence[str] = ()
-) -> dict[str, Any]:
-    """The record of ``beastflow.provenance.make_provenance`` (same keys, same
-    order), with the software versions read from the package metadata once per
-    process (~4 ms a call, a noticeable part of a small sub-file's fit)."""
-    rec = {
-        "stage": stage,
-        "settings_hash": settings_hash,
-        "inputs": dict(inputs),
-        "input_hashes": {
-            name: artifact_identity(url) if name in by_identity else storage.content_hash(url)
-            for name, url in inputs.items()
-        },
-        "software": dict(_software()),
-    }
-    rec.update(extra)
-    return storage.portable(rec)
-
-
 def _gid_of(grid, idx: np.ndarray, offset: int) -> np.ndarray:
     """Global model ids of trimmed-grid rows ``idx``."""
     if not len(idx):
@@ -714,8 +678,6 @@ __all__ = [
     "run_fit",
     "FitResult",
     "fit_arrays",
-    "read_catalog",
-    "observed_fluxes",
     "EXCLUDED",
     "short_names",
     "STAT_SUFFIXES",

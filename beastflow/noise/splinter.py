@@ -30,7 +30,7 @@ from beastflow.filters import short_names
 from beastflow.io.noise_model import NoiseModelWriter
 from beastflow.io.sed_grid import SEDGrid
 from beastflow.noise import absflux
-from beastflow.provenance import make_provenance
+from beastflow.provenance import artifact_identity, make_provenance
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,6 @@ def write_splinter_noise_model(
 
 def run_splinter(settings: Any, sed_grid_url: str, out_url: str) -> str:
     """Stage function: the splinter noise model of ``[noise_model]`` on one (sub)grid."""
-    from beastflow.noise.toothpick import artifact_identity
-
     nm = settings.noise_model
     a_matrix = None
     inputs = {"sed_grid": sed_grid_url}

@@ -22,14 +22,16 @@ from typing import TYPE_CHECKING, Any
 import numba
 import numpy as np
 
-from beastflow import storage
 from beastflow.filters import short_names
 from beastflow.io.noise_model import NoiseModelWriter
 from beastflow.io.sed_grid import SEDGrid
 from beastflow.noise import absflux
 from beastflow.noise.ast_stats import BinnedBand, bin_band, prepare_band, table_columns
+from beastflow.noise.splinter import run_splinter
+from beastflow.noise.trunchen import run_trunchen
 from beastflow.observations import catalogs
-from beastflow.provenance import make_provenance
+from beastflow.physics import vega as vega_table  # looked up at call time (tests/seams.py)
+from beastflow.provenance import artifact_identity, make_provenance
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -284,35 +286,6 @@ def evaluate_on_grid_numpy(
 # ------------------------------------------------------------ the stage
 
 
-def vega_fluxes_for(filters: Sequence[str], compat: bool = False) -> np.ndarray:
-    """Vega band fluxes (erg s^-1 cm^-2 A^-1) that turn {B}_RATE into physical fluxes."""
-    from beastflow.physics.vega import vega_band_fluxes  # lazy: pyphot is slow to import
-
-    return np.asarray(vega_band_fluxes(list(filters), compat=compat), dtype=np.float64)
-
-
-def read_asts(ast_url: str, filters: Sequence[str]) -> Any:
-    """AST results with ``{B}_IN``, ``{B}_RATE`` (and CUT_FLAG if present); the
-    observations reader also converts old-style ``{B}_VEGA``-only tables."""
-    return catalogs.read_asts(ast_url, filters)
-
-
-def artifact_identity(url: str) -> str:
-    """Cheap identity of a (possibly huge) HDF5 artifact for provenance.
-
-    Hashing a grid of 100 GB on every downstream stage would cost a full
-    extra read; every beastflow artifact embeds a unique provenance record
-    (inputs' hashes, settings hash, creation time), so hash that plus size.
-    """
-    from beastflow.io.hdf5_arrays import open_h5
-
-    with open_h5(url) as h5:
-        prov = h5.attrs.get("provenance", "")
-        n_rows = h5.attrs.get("n_rows", -1)
-    prov = prov.decode() if isinstance(prov, bytes) else str(prov)
-    return "artifact:" + storage.hash_object([prov, int(n_rows), storage.size(url)])
-
-
 def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, out_url: str) -> str:
     """Noise model of ``ast_url``'s fake stars evaluated on one SED (sub)grid (toothpick, or
     the truncheon model when ``[noise_model] model = "trunchen"``; with ``"splinter"``
@@ -325,8 +298,6 @@ def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, o
     nm = settings.noise_model
     compat = settings.beast_compat
     if nm.model == "splinter":
-        from beastflow.noise.splinter import run_splinter
-
         return run_splinter(settings, sed_grid_url, out_url)
     if not ast_url:
         raise ValueError(
@@ -334,13 +305,11 @@ def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, o
             'without ASTs set [noise_model] model = "splinter"'
         )
     if nm.model == "trunchen":
-        from beastflow.noise.trunchen import run_trunchen
-
         return run_trunchen(settings, sed_grid_url, ast_url, out_url)
     grid = SEDGrid(sed_grid_url)
     filters = grid.filters
-    vega = vega_fluxes_for(filters, compat)
-    asts = read_asts(ast_url, filters)
+    vega = np.asarray(vega_table.vega_band_fluxes(filters, compat), dtype=np.float64)
+    asts = catalogs.read_asts(ast_url, filters)
     stats = ast_binned_stats(
         asts, filters, nm.n_flux_bins, nm.min_per_bin, nm.ast_nonrecovered_ratio, vega, compat, nm.statistic
     )

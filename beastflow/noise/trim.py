@@ -70,9 +70,9 @@ from beastflow.filters import short_names
 from beastflow.io.noise_model import NoiseModel, NoiseModelWriter
 from beastflow.io.sed_grid import SEDGrid, SEDGridWriter
 from beastflow.io.trim_index import write_trim_index
-from beastflow.noise.toothpick import artifact_identity, vega_fluxes_for
 from beastflow.observations import catalogs
-from beastflow.provenance import make_provenance
+from beastflow.physics import vega as vega_table  # looked up at call time (tests/seams.py)
+from beastflow.provenance import artifact_identity, make_provenance
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -550,7 +550,7 @@ def run_trim(
         raise ValueError(f"{noise_url}: noise-model filters {noise.filters} differ from the grid's {grid.filters}")
     filters = grid.filters
     nb = len(filters)
-    vega = vega_fluxes_for(filters, compat)
+    vega = np.asarray(vega_table.vega_band_fluxes(filters, compat), dtype=np.float64)
     in_cols = [c for c in grid.columns if c != "fullgrid_idx"]
     out_cols = in_cols + ["fullgrid_idx"]
     bound_cols = [c for c in in_cols if c == "weight"]

@@ -39,7 +39,9 @@ from beastflow.io.noise_model import NoiseModelWriter, icov_exponents_for
 from beastflow.io.sed_grid import SEDGrid
 from beastflow.noise import absflux
 from beastflow.noise.ast_stats import table_columns
-from beastflow.provenance import make_provenance
+from beastflow.observations import catalogs
+from beastflow.physics import vega as vega_table  # looked up at call time (tests/seams.py)
+from beastflow.provenance import artifact_identity, make_provenance
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -205,14 +207,12 @@ class TrunchenEvaluator:
 
 def run_trunchen(settings: Settings, sed_grid_url: str, ast_url: str, out_url: str) -> str:
     """Truncheon noise model of ``ast_url`` evaluated on one SED (sub)grid, streamed."""
-    from beastflow.noise.toothpick import artifact_identity, read_asts, vega_fluxes_for
-
     nm = settings.noise_model
     compat = settings.beast_compat
     grid = SEDGrid(sed_grid_url)
     filters = grid.filters
-    vega = vega_fluxes_for(filters, compat)
-    stats = ast_model_stats(read_asts(ast_url, filters), filters, vega, nm.trunchen_min_group, compat)
+    vega = np.asarray(vega_table.vega_band_fluxes(filters, compat), dtype=np.float64)
+    stats = ast_model_stats(catalogs.read_asts(ast_url, filters), filters, vega, nm.trunchen_min_group, compat)
     if len(stats) == 0:
         raise ValueError(
             f"{ast_url}: no injected model has more than {nm.trunchen_min_group} realisations with a recovery "

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from beastflow import plan, storage
 from beastflow.filters import rate_columns, short_names
+from beastflow.magnitudes import BAD_MAG
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -32,8 +33,6 @@ PROVENANCE_KEY = "beastflow_provenance"
 EXTRA_KEY = "beastflow_meta"
 ID_COL = "star_id"
 
-# a magnitude >= this means "no flux" in DOLPHOT/BEAST products (99.999)
-BAD_MAG = 80.0
 
 # columns beastflow adds itself keep their spelling through every later read
 KEEP_NAMES = {ID_COL, "SourceDensity", "sd_bin", "sd_tile", "indiv_bg", "bin_median_bg"}

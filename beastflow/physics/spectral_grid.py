@@ -20,15 +20,21 @@ columns are replicated.
 
 from __future__ import annotations
 
+import importlib.metadata as md
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import h5py
 import numpy as np
 
-from beastflow.io.hdf5_arrays import COMPRESSION
+from beastflow import storage
+from beastflow.io.hdf5_arrays import COMPRESSION, decode_attr, open_h5
 from beastflow.physics import photometry
+from beastflow.physics.isochrones import load_isochrones
+from beastflow.physics.stellar_priors import compute_stellar_weights
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -88,7 +94,7 @@ def distances_pc(spec: Sequence[float], unit: str, compat: bool = False) -> np.n
 
 def redshift_factor(velocity_kms: float) -> float:
     """1 + v/c (non-relativistic, §4.3)."""
-    from astropy.constants import c
+    from astropy.constants import c  # lazy: astropy.constants costs 0.4 s to import
 
     return 1.0 + float(velocity_kms) / float(c.to("km/s").value)
 
@@ -144,8 +150,6 @@ class SpectralGrid:
 
 
 def _isochrone_table(settings: Settings) -> dict[str, np.ndarray]:
-    from beastflow.physics.isochrones import load_isochrones
-
     iso_settings = settings.physics.isochrones
     table = load_isochrones(iso_settings)
     cols = {k: np.asarray(table[k], dtype=np.float64) for k in table.keys()}
@@ -193,8 +197,7 @@ def input_hashes(settings: Settings) -> dict[str, str]:
     Part of the cache key of the stage (with the settings hash): replacing a
     library file under the same name makes existing grids out of date.
     """
-    from beastflow import storage
-    from beastflow.physics.stellib import library_file
+    from beastflow.physics.stellib import library_file  # lazy: astropy.io.fits, ~1 s to import
 
     out: dict[str, str] = {}
     sl = settings.physics.stellar_library
@@ -211,8 +214,6 @@ def input_hashes(settings: Settings) -> dict[str, str]:
     else:
         # the PARSEC / MIST grids ship inside lachesis-grids: its version
         # identifies the input (the files are not ours to hash)
-        import importlib.metadata as md
-
         try:
             out["isochrones"] = f"lachesis-grids {md.version('lachesis-grids')} ({iso.source})"
         except md.PackageNotFoundError:
@@ -222,9 +223,9 @@ def input_hashes(settings: Settings) -> dict[str, str]:
 
 def build_spectral_grid(settings: Settings) -> SpectralGrid:
     """Spectral grid with stellar priors for ``settings`` (see the module docstring)."""
+    # lazy: dust_extinction and astropy.io.fits add ~3 s to every import of the physics model
     from beastflow.physics.extinction import make_extinction_law
-    from beastflow.physics.stellar_priors import compute_stellar_weights
-    from beastflow.physics.stellib import make_stellar_library
+    from beastflow.physics.stellib import beast_row_order, make_stellar_library
 
     phys = settings.physics
     compat = settings.beast_compat
@@ -240,8 +241,6 @@ def build_spectral_grid(settings: Settings) -> SpectralGrid:
     if compat and osl is not None:
         # BEAST concatenates a composite library's sub-grids library by
         # library (§2.2 step 4); the default keeps isochrone order.
-        from beastflow.physics.stellib import beast_row_order
-
         perm = beast_row_order(osl)
         kept, L, radius, osl = kept[perm], L[perm], radius[perm], osl[perm]
     n_kept = int(kept.size)
@@ -354,12 +353,6 @@ SPEC_FORMAT_VERSION = 1
 
 def write_spectral_grid(url: str, sg: SpectralGrid, provenance: dict[str, Any]) -> str:
     """Write the spectral grid with priors (layout in docs/formats.md), atomically."""
-    import json
-
-    import h5py
-
-    from beastflow import storage
-
     with storage.local_copy_for_write(url, suffix=".hd5") as tmp:
         with h5py.File(tmp, "w") as h5:
             h5.create_dataset("lamb", data=sg.lamb)
@@ -384,8 +377,6 @@ def write_spectral_grid(url: str, sg: SpectralGrid, provenance: dict[str, Any]) 
 
 def read_spectral_grid(url: str) -> SpectralGrid:
     """Read a spectral grid with priors written by ``write_spectral_grid``."""
-    from beastflow.io.hdf5_arrays import decode_attr, open_h5
-
     with open_h5(url) as h5:
         fmt = decode_attr(h5.attrs.get("format", ""))
         if fmt != SPEC_FORMAT:
@@ -418,8 +409,6 @@ def read_spectral_grid(url: str) -> SpectralGrid:
 
 def spectral_grid_provenance(url: str) -> dict[str, Any]:
     """Provenance record of a spectral-grid artifact ({} when missing or unreadable)."""
-    from beastflow.io.hdf5_arrays import decode_attr, open_h5
-
     try:
         with open_h5(url) as h5:
             if decode_attr(h5.attrs.get("format", "")) != SPEC_FORMAT:

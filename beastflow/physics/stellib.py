@@ -541,11 +541,18 @@ def _download(src: str, dest: str) -> None:
     """Copy ``src`` (http(s) or any fsspec URL) to ``dest`` atomically."""
     log.info("downloading %s -> %s", src, dest)
     if storage.protocol(src) in ("http", "https"):
-        import urllib.request
+        # astropy's downloader: timeouts, proxies, a partial download never left
+        # under the final name.  Not its URL cache (cache=False): ``dest``, in
+        # physics.stellar_library.cache (any fsspec URL), is the one cache.
+        from astropy.utils.data import download_file
 
-        with urllib.request.urlopen(src, timeout=120) as r, storage.atomic_write(dest) as out:  # noqa: S310
-            while chunk := r.read(1 << 20):
-                out.write(chunk)
+        tmp = download_file(src, cache=False, timeout=120, show_progress=False)
+        try:
+            with open(tmp, "rb") as r, storage.atomic_write(dest) as out:
+                while chunk := r.read(1 << 20):
+                    out.write(chunk)
+        finally:
+            os.remove(tmp)
         return
     with storage.open_url(src, "rb") as r, storage.atomic_write(dest) as out:
         while chunk := r.read(1 << 20):

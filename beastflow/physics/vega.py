@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from beastflow.magnitudes import flux_to_mag
 from beastflow.physics import photometry
 
 
@@ -81,6 +82,4 @@ def vega_band_fluxes(filters: Sequence, compat: bool = False) -> np.ndarray:
 
 def vega_magnitudes(fluxes: np.ndarray, filters: Sequence, compat: bool = False) -> np.ndarray:
     """Vega magnitudes m = −2.5 log10(F / F_Vega) of band fluxes [..., nbands]."""
-    ref = vega_band_fluxes(filters, compat)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -2.5 * np.log10(np.asarray(fluxes, dtype=np.float64) / ref)
+    return flux_to_mag(fluxes, vega_band_fluxes(filters, compat))

@@ -2,9 +2,11 @@
 
 ``make_report(output_url)`` finds the artifacts of a finished run below its
 output location, draws the diagnostic plots (``beastflow.report.plots``) and
-writes ``report/index.html`` linking them.
+writes ``report/index.html`` linking them.  Stage times come from the run's
+own records through ``beastflow.run_records``.
 """
 
-from beastflow.report.html import Artifacts, Report, find_artifacts, make_report, stage_timings
+from beastflow.report.artifacts import Artifacts, find_artifacts
+from beastflow.report.html import Report, make_report
 
-__all__ = ["make_report", "find_artifacts", "stage_timings", "Artifacts", "Report"]
+__all__ = ["make_report", "find_artifacts", "Artifacts", "Report"]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from beastflow.io.hdf5_arrays import decode_attr, open_h5
+from beastflow.report.star import grid_offsets
 
 #: stars read at a time when stacking (bounded memory for large fields)
 BLOCK = 4096
@@ -101,11 +102,10 @@ def star_noise(art, stats: Mapping[str, np.ndarray], filters: Sequence[str]) -> 
     """[n_stars, n_bands] noise sigma at each star's most probable model (NaN where unknown);
     None when the run's noise models or grid info are not in the output folder."""
     from beastflow import storage
-    from beastflow.report.star import _grid_offsets
 
     if "Pmax_gid" not in stats or not art.noise_models:
         return None
-    offsets = _grid_offsets(art)
+    offsets = grid_offsets(art)
     n = len(stats["Pmax_gid"])
     sig = np.full((n, len(filters)), np.nan)
     gid = np.asarray(stats["Pmax_gid"], np.int64)

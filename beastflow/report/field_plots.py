@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from beastflow.report.plots import label, recovery_metrics, save
-from beastflow.report.star_plots import plain_log_ticks, support_range
+from beastflow.report.plots import label, plain_log_ticks, recovery_metrics, save
+from beastflow.report.star_plots import support_range
 
 
 def plot_tile_maps(

@@ -14,118 +14,28 @@ import html
 import logging
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from beastflow import storage
+from beastflow import run_records, storage
 from beastflow.filters import short_name
-from beastflow.report import plots
+from beastflow.report import field_plots, plots, star_plots
+from beastflow.report.artifacts import REPORT_DIR, Artifacts, find_artifacts, read_table, stats_filters, wavelengths
+from beastflow.report.field import stacked_pdf1d, stacked_pdf2d, star_noise, tile_index, tile_medians
+from beastflow.report.star import STAR_QUANTITIES, best_model_and_noise, make_star_pages, varying
+from beastflow.report.star import field_priors as star_field_priors
+from beastflow.report.star_plots import support_range
 
 log = logging.getLogger(__name__)
 
-REPORT_DIR = "report"
 #: quantities shown for example stars and recovery, when the run has them
 PDF_QUANTITIES = ("Av", "logA", "M_ini", "Rv", "Z")
 RECOVERY_QUANTITIES = ("Av", "logA", "M_ini")
-#: the pipeline's stage order (flows/pipeline.py), for the timing plot
-STAGE_ORDER = [
-    "physicsmodel",
-    "density",
-    "ast_inputs",
-    "demo_asts",
-    "cut",
-    "split",
-    "noisemodel",
-    "trim",
-    "grid_info",
-    "fit",
-    "merge",
-]
-
-
-@dataclasses.dataclass
-class Artifacts:
-    """What was found below an output URL (None / empty = absent)."""
-
-    output: str
-    project: str
-    stats: str | None = None
-    pdf1d: str | None = None
-    catalog: str | None = None
-    density_map: str | None = None
-    asts: str | None = None
-    asts_per_bin: dict[int, str] = dataclasses.field(default_factory=dict)
-    noise_models: list[str] = dataclasses.field(default_factory=list)
-    sed_grids: list[str] = dataclasses.field(default_factory=list)
-    truth: str | None = None
-    cache_records: list[str] = dataclasses.field(default_factory=list)
-
-
-def _names(urls: Sequence[str]) -> dict[str, str]:
-    return {posixpath.basename(u.rstrip("/")): u for u in urls}
-
-
-def find_artifacts(output_url: str, project: str | None = None, truth_url: str | None = None) -> Artifacts:
-    """Locate a run's artifacts by the names of docs/stages.md."""
-    if not storage.exists(output_url):
-        raise FileNotFoundError(f"{output_url}: no such output folder")
-    files = _names(storage.listdir(output_url))
-    if project is None:
-        cands = sorted(
-            n[: -len("_stats.parquet")]
-            for n in files
-            if n.endswith("_stats.parquet") and not re.search(r"_bin\d+_sub\d+", n)
-        )
-        if not cands:
-            raise FileNotFoundError(
-                f"{output_url}: no merged stats file (P_stats.parquet); has the pipeline run to the end (merge stage)?"
-            )
-        project = cands[0]
-    P = project
-    a = Artifacts(output=output_url, project=P)
-    a.stats = files.get(f"{P}_stats.parquet")
-    a.pdf1d = files.get(f"{P}_pdf1d.hd5")
-    a.catalog = files.get(f"{P}_catalog_sd.parquet") or files.get(f"{P}_catalog_cut.parquet")
-    a.density_map = files.get(f"{P}_sourceden_map.parquet")
-    a.asts = files.get(f"{P}_asts_cut.parquet") or files.get(f"{P}_asts.parquet")
-    for n, u in files.items():
-        m = re.fullmatch(re.escape(P) + r"_asts_bin(\d+)\.parquet", n)
-        if m:
-            a.asts_per_bin[int(m.group(1))] = u
-        if re.fullmatch(re.escape(P) + r"_bin\d+(_gridsub\d+)?_noisemodel\.hd5", n):
-            a.noise_models.append(u)
-        if re.fullmatch(re.escape(P) + r"_seds\.grid(sub\d+)?\.hd5", n):
-            a.sed_grids.append(u)
-    a.noise_models.sort()
-    a.sed_grids.sort()
-    if truth_url:
-        a.truth = truth_url
-    else:
-        a.truth = files.get(f"{P}_truth.parquet") or files.get("demo_truth.parquet")
-    cache = storage.join(output_url, ".cache")
-    for stage_dir in storage.listdir(cache):
-        a.cache_records.extend(u for u in storage.listdir(stage_dir) if u.endswith(".json"))
-    return a
 
 
 # ------------------------------------------------------------------ loaders
-def _read_table(url: str) -> dict[str, np.ndarray]:
-    import pyarrow.parquet as pq
-
-    with storage.open_url(url, "rb") as fh:
-        tab = pq.read_table(fh)
-    out = {}
-    for c in tab.column_names:
-        col = tab.column(c)
-        try:
-            out[c] = col.to_numpy()
-        except Exception:  # nested / string columns that are not needed here
-            out[c] = np.asarray(col.to_pylist(), dtype=object)
-    return out
-
-
 def _take(table: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.asarray(v)[idx] for k, v in table.items()}
 
@@ -141,27 +51,6 @@ def _join_on_star_id(left: dict[str, np.ndarray], right: dict[str, np.ndarray]) 
     pos = np.clip(pos, 0, len(rid) - 1)
     hit = rid[order][pos] == lid
     return np.flatnonzero(hit), order[pos[hit]]
-
-
-def stage_timings(records: Sequence[str]) -> tuple[dict[str, float], dict[str, int]]:
-    """Seconds and number of units per stage from the pipeline's cache records."""
-    secs: dict[str, float] = {}
-    units: dict[str, int] = {}
-    created: dict[str, str] = {}
-    for u in records:
-        try:
-            rec = storage.read_json(u)
-        except Exception:  # a record being rewritten: skip it
-            continue
-        st = rec.get("stage") or posixpath.basename(posixpath.dirname(u))
-        secs[st] = secs.get(st, 0.0) + float(rec.get("seconds") or 0.0)
-        units[st] = units.get(st, 0) + 1
-        created[st] = min(created.get(st, "~"), str(rec.get("created", "~")))
-    # pipeline order for the known stages, then any other stage by its first record's time
-    order = sorted(
-        secs, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER), created.get(s, "~"))
-    )
-    return {s: secs[s] for s in order}, {s: units[s] for s in order}
 
 
 def _example_rows(stats: dict[str, np.ndarray], ref: str, n: int = 3) -> np.ndarray:
@@ -197,389 +86,432 @@ def make_report(
     output_url: str, project: str | None = None, truth_url: str | None = None, report_url: str | None = None
 ) -> Report:
     """Plot a finished run's artifacts and write ``report/index.html`` linking the PNGs."""
-    from beastflow.physics.vega import vega_band_fluxes
-
-    art = find_artifacts(output_url, project, truth_url)
-    out = report_url or storage.join(output_url, REPORT_DIR)
-    storage.makedirs(out)
+    run = _Run.load(output_url, project, truth_url, report_url)
     sections: list[Section] = []
-    recovery: dict[str, dict[str, float]] = {}
+    for title, applies, build, text in SECTIONS:
+        if applies(run):
+            sections.extend(_draw(run, title, build, text))
+    facts = _facts(run.art, run.stats, run.shorts)
+    index = storage.join(run.out, "index.html")
+    storage.write_bytes(index, render_html(run.art, sections, run.recovery, facts).encode())
+    images = [i for s in sections for i in s.images]
+    return Report(index=index, images=images, sections=sections, recovery=run.recovery, artifacts=run.art)
 
-    stats = _read_table(art.stats) if art.stats else None
-    filters = _stats_filters(stats) if stats is not None else []
-    vega = vega_band_fluxes(filters) if filters else np.array([])
-    shorts = [short_name(f) for f in filters]
-    truth = _read_table(art.truth) if art.truth and storage.exists(art.truth) else None
 
-    def section(title: str, fn, text: str = "") -> None:
-        try:
-            imgs = fn()
-        except Exception as exc:  # one bad artifact must not hide the rest of the report
-            log.warning("report section %r failed: %s", title, exc)
-            sections.append(Section(title, [], text, error=f"{type(exc).__name__}: {exc}"))
-            return
-        if imgs:
-            sections.append(Section(title, [i for i in imgs if i], text))
+@dataclasses.dataclass
+class _Run:
+    """What every section builder reads: the run's artifacts and tables, read once."""
 
-    def img(name: str) -> str:
-        return storage.join(out, name)
+    art: Artifacts
+    out: str
+    stats: dict[str, np.ndarray] | None
+    filters: list[str]
+    vega: np.ndarray
+    shorts: list[str]
+    truth: dict[str, np.ndarray] | None
+    #: per-quantity recovery metrics, filled by the recovery section
+    recovery: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    _prior: dict[str, np.ndarray] | None = None
+    _stack1: dict[str, Any] | None = None
 
-    prior_cache: dict[str, Any] = {}
+    @classmethod
+    def load(cls, output_url: str, project: str | None, truth_url: str | None, report_url: str | None) -> _Run:
+        from beastflow.physics.vega import vega_band_fluxes
 
-    def field_priors(pdf: dict[str, Any]) -> dict[str, np.ndarray]:
+        art = find_artifacts(output_url, project, truth_url)
+        out = report_url or storage.join(output_url, REPORT_DIR)
+        storage.makedirs(out)
+        stats = read_table(art.stats) if art.stats else None
+        filters = stats_filters(stats) if stats is not None else []
+        return cls(
+            art=art,
+            out=out,
+            stats=stats,
+            filters=filters,
+            vega=vega_band_fluxes(filters) if filters else np.array([]),
+            shorts=[short_name(f) for f in filters],
+            truth=read_table(art.truth) if art.truth and storage.exists(art.truth) else None,
+        )
+
+    def img(self, name: str) -> str:
+        return storage.join(self.out, name)
+
+    def field_priors(self, pdf: dict[str, Any]) -> dict[str, np.ndarray]:
         """The grid prior on the PDF bins, computed once per report (it reads the SED grid's columns)."""
-        if "values" not in prior_cache:
-            from beastflow.report.star import STAR_QUANTITIES
-            from beastflow.report.star import field_priors as _fp
-
+        if self._prior is None:
             try:
-                prior_cache["values"] = _fp(art.sed_grids, pdf, [q for q in STAR_QUANTITIES if q in pdf["quantities"]])
+                self._prior = star_field_priors(
+                    self.art.sed_grids, pdf, [q for q in STAR_QUANTITIES if q in pdf["quantities"]]
+                )
             except Exception as exc:  # noqa: BLE001 - the plots go on without the prior
                 log.warning("grid prior not available: %s", exc)
-                prior_cache["values"] = {}
-        return prior_cache["values"]
+                self._prior = {}
+        return self._prior
 
-    if stats is not None and filters:
+    def stack1(self) -> dict[str, Any]:
+        """The stacked 1-D posteriors of the field, read once."""
 
-        def cmd():
-            blue, red = _cmd_bands(shorts)
-            kb, kr = shorts.index(blue), shorts.index(red)
-            mb = plots._mags(np.asarray(stats[filters[kb]], float), vega[kb])
-            mr = plots._mags(np.asarray(stats[filters[kr]], float), vega[kr])
-            qs = [q for q in ("Av", "logA", "M_ini") if f"{q}_p50" in stats]
-            vals = [np.log10(stats[f"{q}_p50"]) if q == "M_ini" else stats[f"{q}_p50"] for q in qs]
-            names = ["log M_ini [M_sun] (p50)" if q == "M_ini" else f"{q} (p50)" for q in qs]
-            return [
-                plots.plot_cmd(mb, mr, vals or [None], names or [""], blue, red, img("cmd.png"), title="fitted catalog")
-            ]
+        if self.art.pdf1d is None:
+            raise FileNotFoundError(f"{self.art.output}: no merged 1-D PDF file ({self.art.project}_pdf1d.hd5)")
+        if self._stack1 is None:
+            self._stack1 = stacked_pdf1d(self.art.pdf1d)
+        return self._stack1
 
-        section(
-            "Colour-magnitude diagram, coloured by fitted parameters",
-            cmd,
-            "Observed photometry of every fitted star; colour = posterior median.",
+    def shown_quantities(self, stack: dict[str, Any]) -> list[str]:
+
+        return varying(stack, self.field_priors(stack), [q for q in STAR_QUANTITIES if q in stack["quantities"]])
+
+    def has_stars(self) -> bool:
+        return self.stats is not None and bool(self.filters) and len(self.stats[self.filters[0]]) > 0
+
+    def example_rows(self) -> np.ndarray:
+        """Bright, middle and faint example stars (by flux in the CMD's red band)."""
+        assert self.stats is not None
+        return _example_rows(self.stats, self.filters[self.shorts.index(_cmd_bands(self.shorts)[1])], 3)
+
+    def star_labels(self, rows: np.ndarray) -> list[str]:
+        assert self.stats is not None
+        return [f"star_id {int(self.stats['star_id'][e])}" if "star_id" in self.stats else f"row {e}" for e in rows]
+
+    def pdf2d_url(self) -> str:
+        return storage.join(self.art.output, f"{self.art.project}_pdf2d.hd5")
+
+
+def _draw(run: _Run, title: str, build: Callable[[_Run], Any], text: str) -> list[Section]:
+    """One section; a builder returns image URLs, or whole Sections (pages of their own).
+    A failing builder becomes a section that says why, so one bad artifact never hides the rest."""
+    try:
+        made = build(run)
+    except Exception as exc:  # noqa: BLE001 - reported in the page
+        log.warning("report section %r failed: %s", title, exc)
+        return [Section(title, [], text, error=f"{type(exc).__name__}: {exc}")]
+    if made and isinstance(made[0], Section):
+        return list(made)
+    return [Section(title, [i for i in made if i], text)] if made else []
+
+
+# ------------------------------------------------------------------ sections, in page order
+# each: (title, applies(run), build(run) -> image URLs, caption)
+
+
+def _cmd(run: _Run) -> list[str]:
+    stats, shorts, vega, filters = run.stats, run.shorts, run.vega, run.filters
+    assert stats is not None
+    blue, red = _cmd_bands(shorts)
+    kb, kr = shorts.index(blue), shorts.index(red)
+    mb = plots._mags(np.asarray(stats[filters[kb]], float), vega[kb])
+    mr = plots._mags(np.asarray(stats[filters[kr]], float), vega[kr])
+    qs = [q for q in ("Av", "logA", "M_ini") if f"{q}_p50" in stats]
+    vals = [np.log10(stats[f"{q}_p50"]) if q == "M_ini" else stats[f"{q}_p50"] for q in qs]
+    names = ["log M_ini [M_sun] (p50)" if q == "M_ini" else f"{q} (p50)" for q in qs]
+    return [
+        plots.plot_cmd(mb, mr, vals or [None], names or [""], blue, red, run.img("cmd.png"), title="fitted catalog")
+    ]
+
+
+def _density_map(run: _Run) -> list[str]:
+    assert run.art.density_map is not None
+    tiles = read_table(run.art.density_map)
+    ra = dec = None
+    if run.art.catalog:
+        cat = read_table(run.art.catalog)
+        ra, dec = cat.get("RA"), cat.get("DEC")
+    return [plots.plot_density_map(tiles, run.img("density_map.png"), ra, dec)]
+
+
+def _asts(run: _Run) -> list[str]:
+    art = run.art
+    assert art.asts is not None
+    if art.asts_per_bin:
+        parts = {b: read_table(u) for b, u in sorted(art.asts_per_bin.items())}
+        sets = [set(p) for p in parts.values()]
+        keys = sorted(sets[0].intersection(*sets[1:]))  # the columns every bin has
+        merged = {k: np.concatenate([np.asarray(p[k]) for p in parts.values()]) for k in keys}
+        groups = np.concatenate([np.full(len(next(iter(p.values()))), b) for b, p in parts.items()])
+    else:
+        merged, groups = read_table(art.asts), None
+    bands = [b for b in run.shorts if f"{b}_IN" in merged and f"{b}_RATE" in merged]
+    return [plots.plot_ast_completeness(merged, bands, run.img("ast_completeness.png"), groups)]
+
+
+def _noise(run: _Run) -> list[str]:
+    art = run.art
+    curves = []
+    for u in art.noise_models:
+        curves.append(_noise_curve(u, art))
+    ast_tab = read_table(art.asts) if art.asts else None
+    return [plots.plot_noise_model(curves, run.filters, run.vega, run.img("noise_model.png"), ast_tab)]
+
+
+def _example_pdfs(run: _Run) -> list[str]:
+    from beastflow.fit.outputs import read_pdf1d, read_star_pdf1d
+
+    stats, truth, art = run.stats, run.truth, run.art
+    assert stats is not None and art.pdf1d is not None
+    rows = run.example_rows()
+    if "star_id" in stats:  # only the example stars' rows are read
+        pdf = read_star_pdf1d(art.pdf1d, [stats["star_id"][e] for e in rows])
+        prow = np.arange(len(rows))
+    else:
+        pdf, prow = read_pdf1d(art.pdf1d), rows
+    prior = run.field_priors(pdf)
+    qs = varying(pdf, prior, [q for q in PDF_QUANTITIES if q in pdf["quantities"]])
+    tr = None
+    if truth is not None and "star_id" in stats:
+        li, ri = _join_on_star_id({"star_id": np.asarray(stats["star_id"])[rows]}, truth)
+        if len(li) == len(rows):
+            tr = {q: np.asarray(truth[q])[ri] for q in qs if q in truth}
+    sub_stats = {k: np.asarray(v)[rows] for k, v in stats.items() if k.endswith(("_p16", "_p50", "_p84"))}
+    sub_pdf = dict(pdf)
+    sub_pdf["pdf"] = {q: np.asarray(pdf["pdf"][q])[prow] for q in qs}
+    xl = {q: support_range(pdf["centres"][q], *sub_pdf["pdf"][q], log=bool(pdf["log"][q]), pad=0.3) for q in qs}
+    return [
+        plots.plot_pdf1d(
+            sub_pdf,
+            list(range(len(rows))),
+            qs,
+            run.img("pdf1d_examples.png"),
+            sub_stats,
+            tr,
+            run.star_labels(rows),
+            xlims=xl,
         )
+    ]
 
-    if art.density_map:
 
-        def dmap():
-            tiles = _read_table(art.density_map)
-            ra = dec = None
-            if art.catalog:
-                cat = _read_table(art.catalog)
-                ra, dec = cat.get("RA"), cat.get("DEC")
-            return [plots.plot_density_map(tiles, img("density_map.png"), ra, dec)]
+def _star_pages(run: _Run) -> list[Section]:
 
-        section("Source-density map", dmap, "Tiles of the density map with the catalogue positions.")
-
-    if art.asts and filters:
-
-        def asts_plot():
-            if art.asts_per_bin:
-                parts = {b: _read_table(u) for b, u in sorted(art.asts_per_bin.items())}
-                keys = sorted(
-                    {k for p in parts.values() for k in p} & set.intersection(*(set(p) for p in parts.values()))
-                )
-                merged = {k: np.concatenate([np.asarray(p[k]) for p in parts.values()]) for k in keys}
-                groups = np.concatenate([np.full(len(next(iter(p.values()))), b) for b, p in parts.items()])
-            else:
-                merged, groups = _read_table(art.asts), None
-            bands = [b for b in shorts if f"{b}_IN" in merged and f"{b}_RATE" in merged]
-            return [plots.plot_ast_completeness(merged, bands, img("ast_completeness.png"), groups)]
-
-        section(
-            "Artificial-star completeness",
-            asts_plot,
-            "Fraction of artificial stars recovered (non-zero flux, not cut) per band and density bin.",
+    stats = run.stats
+    assert stats is not None
+    pages = make_star_pages(
+        run.art.output,
+        [stats["star_id"][e] for e in run.example_rows()],
+        art=run.art,
+        report_url=run.out,
+        truth=run.truth,
+        priors=run._prior,
+    )
+    return [
+        Section(
+            "Example stars, one page each",
+            [p_ for pg in pages for p_ in pg.images],
+            "Each page: the SED fit with residuals in sigma, the 1-D PDFs over the "
+            "prior and the 2-D PDFs (beastflow star OUTPUT STAR_ID for any other star).",
+            links=[(f"star_id {pg.star_id}", posixpath.basename(pg.html)) for pg in pages],
         )
+    ]
 
-    if art.noise_models and filters:
 
-        def noise_plot():
-            curves = []
-            for u in art.noise_models:
-                curves.append(_noise_curve(u, art))
-            ast_tab = _read_table(art.asts) if art.asts else None
-            return [plots.plot_noise_model(curves, filters, vega, img("noise_model.png"), ast_tab)]
+def _example_seds(run: _Run) -> list[str]:
 
-        section(
-            "Noise model",
-            noise_plot,
-            "Toothpick noise model per density bin: fractional error (solid) and bias (dashed) against "
-            "model magnitude; grey points: recovered artificial stars.",
+    stats, filters = run.stats, run.filters
+    assert stats is not None
+    rows = run.example_rows()
+    lamb = wavelengths(run.art, filters)
+    sig = []
+    for e in rows:
+        bm = best_model_and_noise(run.art, {c: np.asarray(v)[e] for c, v in stats.items()}, filters)
+        sig.append(None if bm is None else bm[1])
+    return [
+        plots.plot_sed_fits(
+            stats, rows.tolist(), filters, lamb, run.img("sed_examples.png"), run.star_labels(rows), sig
         )
+    ]
 
-    if stats is not None and filters and len(stats[filters[0]]):
-        ref = filters[shorts.index(_cmd_bands(shorts)[1])]
-        rows = _example_rows(stats, ref, 3)
-        star_labels = [f"star_id {int(stats['star_id'][e])}" if "star_id" in stats else f"row {e}" for e in rows]
-        if art.pdf1d:
 
-            def pdfs():
-                from beastflow.fit.outputs import read_pdf1d, read_star_pdf1d
-                from beastflow.report.star import varying
-                from beastflow.report.star_plots import support_range
+def _recovery(run: _Run) -> list[str]:
+    stats, truth = run.stats, run.truth
+    assert stats is not None and truth is not None
+    li, ri = _join_on_star_id(stats, truth)
+    if len(li) == 0:
+        raise ValueError("no fitted star has a truth entry (star_id)")
+    qs = [q for q in RECOVERY_QUANTITIES if q in truth and f"{q}_p50" in stats]
+    # the PDF bins (not the PDFs): grid-valued truths are compared over their cells
+    from beastflow.fit.outputs import read_star_pdf1d
 
-                if "star_id" in stats:  # only the example stars' rows are read
-                    pdf = read_star_pdf1d(art.pdf1d, [stats["star_id"][e] for e in rows])
-                    prow = np.arange(len(rows))
-                else:
-                    pdf, prow = read_pdf1d(art.pdf1d), rows
-                prior = field_priors(pdf)
-                qs = varying(pdf, prior, [q for q in PDF_QUANTITIES if q in pdf["quantities"]])
-                tr = None
-                if truth is not None and "star_id" in stats:
-                    li, ri = _join_on_star_id({"star_id": np.asarray(stats["star_id"])[rows]}, truth)
-                    if len(li) == len(rows):
-                        tr = {q: np.asarray(truth[q])[ri] for q in qs if q in truth}
-                sub_stats = {k: np.asarray(v)[rows] for k, v in stats.items() if k.endswith(("_p16", "_p50", "_p84"))}
-                sub_pdf = dict(pdf)
-                sub_pdf["pdf"] = {q: np.asarray(pdf["pdf"][q])[prow] for q in qs}
-                xl = {
-                    q: support_range(pdf["centres"][q], *sub_pdf["pdf"][q], log=bool(pdf["log"][q]), pad=0.3)
-                    for q in qs
-                }
-                return [
-                    plots.plot_pdf1d(
-                        sub_pdf,
-                        list(range(len(rows))),
-                        qs,
-                        img("pdf1d_examples.png"),
-                        sub_stats,
-                        tr,
-                        star_labels,
-                        xlims=xl,
-                    )
-                ]
+    bins = read_star_pdf1d(run.art.pdf1d, [], qs) if run.art.pdf1d else None
+    url, met = plots.plot_recovery(_take(stats, li), _take(truth, ri), qs, run.img("recovery.png"), bins)
+    run.recovery.update(met)
+    return [url]
 
-            section(
-                "1-D posterior PDFs of example stars",
-                pdfs,
-                "A bright, a middle and a faint star; quantities the grid does not vary are left out.",
-            )
 
-        if "star_id" in stats and art.pdf1d:
-            try:
-                from beastflow.report.star import make_star_pages
+def _prior_vs_posterior(run: _Run) -> list[str]:
 
-                pages = make_star_pages(
-                    output_url,
-                    [stats["star_id"][e] for e in rows],
-                    art=art,
-                    report_url=out,
-                    truth=truth,
-                    priors=prior_cache.get("values"),
-                )
-                sections.append(
-                    Section(
-                        "Example stars, one page each",
-                        [p_ for pg in pages for p_ in pg.images],
-                        "Each page: the SED fit with residuals in sigma, the 1-D PDFs over the "
-                        "prior and the 2-D PDFs (beastflow star OUTPUT STAR_ID for any other star).",
-                        links=[(f"star_id {pg.star_id}", posixpath.basename(pg.html)) for pg in pages],
-                    )
-                )
-            except Exception as exc:  # noqa: BLE001 - reported in the page like any other section
-                log.warning("star pages failed: %s", exc)
-                sections.append(Section("Example stars, one page each", [], error=f"{type(exc).__name__}: {exc}"))
-
-        def seds():
-            from beastflow.report.star import best_model_and_noise
-
-            lamb = _wavelengths(art, filters)
-            sig = []
-            for e in rows:
-                bm = best_model_and_noise(art, {c: np.asarray(v)[e] for c, v in stats.items()}, filters)
-                sig.append(None if bm is None else bm[1])
-            return [plots.plot_sed_fits(stats, rows, filters, lamb, img("sed_examples.png"), star_labels, sig)]
-
-        section(
-            "SED fits of example stars",
-            seds,
-            "Observed fluxes and the fitted model fluxes (including the noise-model bias).",
+    st = run.stack1()
+    return [
+        field_plots.plot_prior_vs_posterior(
+            st, run.field_priors(st), run.shown_quantities(st), run.img("prior_vs_posterior.png")
         )
+    ]
 
-    if stats is not None and truth is not None:
 
-        def rec():
-            li, ri = _join_on_star_id(stats, truth)
-            if len(li) == 0:
-                raise ValueError("no fitted star has a truth entry (star_id)")
-            qs = [q for q in RECOVERY_QUANTITIES if q in truth and f"{q}_p50" in stats]
-            # the PDF bins (not the PDFs): grid-valued truths are compared over their cells
-            from beastflow.fit.outputs import read_star_pdf1d
+def _stacked_corner(run: _Run) -> list[str]:
 
-            bins = read_star_pdf1d(art.pdf1d, [], qs) if art.pdf1d else None
-            url, met = plots.plot_recovery(_take(stats, li), _take(truth, ri), qs, img("recovery.png"), bins)
-            recovery.update(met)
-            return [url]
-
-        section(
-            "Parameter recovery (fit vs truth)",
-            rec,
-            "Posterior median and p16-p84 against the true value; histogram of (fit - truth) / sigma.",
+    st = run.stack1()
+    st2 = stacked_pdf2d(run.pdf2d_url())
+    qs = [q for q in star_plots.corner_quantities(st2["pairs"]) if q in run.shown_quantities(st)]
+    if len(qs) < 2:
+        return []
+    return [
+        star_plots.plot_corner(
+            st2,
+            0,
+            st,
+            0,
+            run.img("stacked_corner.png"),
+            qs,
+            run.field_priors(st),
+            f"stacked 2-D posteriors of {st['n_stars']} stars",
         )
+    ]
 
+
+def _tile_maps(run: _Run) -> list[str]:
+
+    stats = run.stats
+    assert stats is not None and run.art.density_map is not None
+    tiles = read_table(run.art.density_map)
+    t = tile_index(tiles, stats["RA"], stats["DEC"])
+    out_maps, cnt = [], None
+    for q in ("Av_p50", "logA_p50", "chi2min"):
+        if q in stats:
+            med, cnt = tile_medians(t, stats[q], len(tiles["value"]))
+            out_maps.append((q.replace("_p50", ""), med))
+    if not out_maps or cnt is None:
+        return []
+    return [field_plots.plot_tile_maps(tiles, out_maps, cnt, run.img("tile_maps.png"))]
+
+
+def _chi2(run: _Run) -> list[str]:
+
+    stats, filters = run.stats, run.filters
+    assert stats is not None
+    red = _cmd_bands(run.shorts)[1]
+    k = run.shorts.index(red)
+    mag = plots._mags(np.asarray(stats[filters[k]], float), run.vega[k])
+    nb = np.asarray(stats.get("n_bands_used", np.full(len(mag), len(filters))))
+    return [field_plots.plot_chi2_vs_mag(mag, stats["chi2min"], nb, red, run.img("chi2_vs_mag.png"))]
+
+
+def _recovery_by_snr(run: _Run) -> list[str]:
+
+    stats, truth, filters = run.stats, run.truth, run.filters
+    assert stats is not None and truth is not None
+    li, ri = _join_on_star_id(stats, truth)
+    if len(li) == 0:
+        return []
+    st = _take(stats, li)
+    sig = star_noise(run.art, st, filters)
+    if sig is None:  # S/N unknown without the noise models: nothing to split by
+        log.info("recovery by S/N skipped: no noise model of the fitted stars in %s", run.art.output)
+        return []
+    red = _cmd_bands(run.shorts)[1]
+    k = run.shorts.index(red)
+    snr = np.asarray(st[filters[k]], float) / sig[:, k]
+    qs = [q for q in RECOVERY_QUANTITIES if q in truth and f"{q}_p50" in stats]
+    url, _ = field_plots.plot_recovery_by_snr(st, _take(truth, ri), snr, red, qs, run.img("recovery_by_snr.png"))
+    return [url]
+
+
+def _timings(run: _Run) -> list[str]:
+    secs, units = run_records.run_timings(run.art.output)
+    if not secs:
+        return []
+    return [plots.plot_timings(secs, run.img("timings.png"), units)]
+
+
+SECTIONS: list[tuple[str, Callable[[_Run], bool], Callable[[_Run], Any], str]] = [
+    (
+        "Colour-magnitude diagram, coloured by fitted parameters",
+        lambda r: r.stats is not None and bool(r.filters),
+        _cmd,
+        "Observed photometry of every fitted star; colour = posterior median.",
+    ),
+    (
+        "Source-density map",
+        lambda r: bool(r.art.density_map),
+        _density_map,
+        "Tiles of the density map with the catalogue positions.",
+    ),
+    (
+        "Artificial-star completeness",
+        lambda r: bool(r.art.asts) and bool(r.filters),
+        _asts,
+        "Fraction of artificial stars recovered (non-zero flux, not cut) per band and density bin.",
+    ),
+    (
+        "Noise model",
+        lambda r: bool(r.art.noise_models) and bool(r.filters),
+        _noise,
+        "Toothpick noise model per density bin: fractional error (solid) and bias (dashed) against "
+        "model magnitude; grey points: recovered artificial stars.",
+    ),
+    (
+        "1-D posterior PDFs of example stars",
+        lambda r: r.has_stars() and bool(r.art.pdf1d),
+        _example_pdfs,
+        "A bright, a middle and a faint star; quantities the grid does not vary are left out.",
+    ),
+    (
+        "Example stars, one page each",
+        lambda r: r.has_stars() and r.stats is not None and "star_id" in r.stats and bool(r.art.pdf1d),
+        _star_pages,
+        "",
+    ),
+    (
+        "SED fits of example stars",
+        _Run.has_stars,
+        _example_seds,
+        "Observed fluxes and the fitted model fluxes (including the noise-model bias).",
+    ),
+    (
+        "Parameter recovery (fit vs truth)",
+        lambda r: r.stats is not None and r.truth is not None,
+        _recovery,
+        "Posterior median and p16-p84 against the true value; histogram of (fit - truth) / sigma.",
+    ),
     # ---- the field as a whole
-    field_cache: dict[str, Any] = {}
-
-    def stack1() -> dict[str, Any]:
-        from beastflow.report.field import stacked_pdf1d
-
-        if art.pdf1d is None:
-            raise FileNotFoundError(f"{art.output}: no merged 1-D PDF file ({art.project}_pdf1d.hd5)")
-        if "pdf1d" not in field_cache:
-            field_cache["pdf1d"] = stacked_pdf1d(art.pdf1d)
-        return field_cache["pdf1d"]
-
-    def shown_quantities(stack: dict[str, Any]) -> list[str]:
-        from beastflow.report.star import STAR_QUANTITIES, varying
-
-        return varying(stack, field_priors(stack), [q for q in STAR_QUANTITIES if q in stack["quantities"]])
-
-    if art.pdf1d:
-
-        def prior_post():
-            from beastflow.report import field_plots
-
-            st = stack1()
-            return [
-                field_plots.plot_prior_vs_posterior(
-                    st, field_priors(st), shown_quantities(st), img("prior_vs_posterior.png")
-                )
-            ]
-
-        section(
-            "Prior vs stacked posterior",
-            prior_post,
-            "Grey: the grid prior (model weights) on the PDF bins; blue: the sum of every star's posterior. "
-            "Where the two agree the data say little about that quantity; the prior also holds the stars "
-            "too faint to be detected, so masses and luminosities differ by construction.",
-        )
-
-    pdf2d_url = storage.join(art.output, f"{art.project}_pdf2d.hd5")
-    if art.pdf1d and storage.exists(pdf2d_url):
-
-        def corner():
-            from beastflow.report import star_plots
-            from beastflow.report.field import stacked_pdf2d
-
-            st = stack1()
-            st2 = stacked_pdf2d(pdf2d_url)
-            qs = [q for q in star_plots.corner_quantities(st2["pairs"]) if q in shown_quantities(st)]
-            if len(qs) < 2:
-                return []
-            return [
-                star_plots.plot_corner(
-                    st2,
-                    0,
-                    st,
-                    0,
-                    img("stacked_corner.png"),
-                    qs,
-                    field_priors(st),
-                    f"stacked 2-D posteriors of {st['n_stars']} stars",
-                )
-            ]
-
-        section(
-            "Stacked 2-D posteriors (corner plot)",
-            corner,
-            "Sum over stars of the 2-D PDFs the fit stores (fit.pdf2d_pairs); diagonal: stacked 1-D PDFs over "
-            "the prior.",
-        )
-
-    if stats is not None and art.density_map and "RA" in stats and "DEC" in stats:
-
-        def maps():
-            from beastflow.report import field_plots
-            from beastflow.report.field import tile_index, tile_medians
-
-            tiles = _read_table(art.density_map)
-            t = tile_index(tiles, stats["RA"], stats["DEC"])
-            out_maps, cnt = [], None
-            for q in ("Av_p50", "logA_p50", "chi2min"):
-                if q in stats:
-                    med, cnt = tile_medians(t, stats[q], len(tiles["value"]))
-                    out_maps.append((q.replace("_p50", ""), med))
-            if not out_maps:
-                return []
-            return [field_plots.plot_tile_maps(tiles, out_maps, cnt, img("tile_maps.png"))]
-
-        section(
-            "Maps of A(V), age and chi2min",
-            maps,
-            "Median posterior A(V), log age and chi2min of the stars in each source-density tile.",
-        )
-
-    if stats is not None and filters and "chi2min" in stats:
-
-        def chi2_plot():
-            from beastflow.report import field_plots
-
-            red = _cmd_bands(shorts)[1]
-            k = shorts.index(red)
-            mag = plots._mags(np.asarray(stats[filters[k]], float), vega[k])
-            nb = np.asarray(stats.get("n_bands_used", np.full(len(mag), len(filters))))
-            return [field_plots.plot_chi2_vs_mag(mag, stats["chi2min"], nb, red, img("chi2_vs_mag.png"))]
-
-        section(
-            "chi2min against magnitude",
-            chi2_plot,
-            "chi2min of each star's best model, its running median, and the quantiles of a chi2 distribution "
-            "with as many degrees of freedom as bands (what a perfect model and noise model would give).",
-        )
-
-    if stats is not None and truth is not None and filters:
-
-        def rec_snr():
-            from beastflow.report import field_plots
-            from beastflow.report.field import star_noise
-
-            li, ri = _join_on_star_id(stats, truth)
-            if len(li) == 0:
-                return []
-            st = _take(stats, li)
-            sig = star_noise(art, st, filters)
-            if sig is None:  # S/N unknown without the noise models: nothing to split by
-                log.info("recovery by S/N skipped: no noise model of the fitted stars in %s", art.output)
-                return []
-            red = _cmd_bands(shorts)[1]
-            k = shorts.index(red)
-            snr = np.asarray(st[filters[k]], float) / sig[:, k]
-            qs = [q for q in RECOVERY_QUANTITIES if q in truth and f"{q}_p50" in stats]
-            url, _ = field_plots.plot_recovery_by_snr(st, _take(truth, ri), snr, red, qs, img("recovery_by_snr.png"))
-            return [url]
-
-        section(
-            "Parameter recovery by S/N",
-            rec_snr,
-            "The recovery plot split by the S/N of each star in the red band: at low S/N the posteriors of "
-            "poorly constrained quantities (e.g. old ages) are set by the prior, and their points go flat.",
-        )
-
-    if art.cache_records:
-
-        def timing():
-            secs, units = stage_timings(art.cache_records)
-            prep = storage.join(art.output, "demo_prepare.json")
-            if storage.exists(prep):
-                # the demo builds the grid before the pipeline starts (its physics unit is then a no-op)
-                d = storage.read_json(prep)
-                secs = {"demo field + grid": float(d.get("physicsmodel_s", 0)) + float(d.get("field_s", 0)), **secs}
-                units = {"demo field + grid": 1, **units}
-            if not secs:
-                return []
-            return [plots.plot_timings(secs, img("timings.png"), units)]
-
-        section(
-            "Time per stage", timing, "Compute seconds of every stage (sum over its units, from the cache records)."
-        )
-
-    facts = _facts(art, stats, shorts)
-    index = storage.join(out, "index.html")
-    storage.write_bytes(index, render_html(art, sections, recovery, facts).encode())
-    images = [i for s in sections for i in s.images]
-    return Report(index=index, images=images, sections=sections, recovery=recovery, artifacts=art)
+    (
+        "Prior vs stacked posterior",
+        lambda r: bool(r.art.pdf1d),
+        _prior_vs_posterior,
+        "Grey: the grid prior (model weights) on the PDF bins; blue: the sum of every star's posterior. "
+        "Where the two agree the data say little about that quantity; the prior also holds the stars "
+        "too faint to be detected, so masses and luminosities differ by construction.",
+    ),
+    (
+        "Stacked 2-D posteriors (corner plot)",
+        lambda r: bool(r.art.pdf1d) and storage.exists(r.pdf2d_url()),
+        _stacked_corner,
+        "Sum over stars of the 2-D PDFs the fit stores (fit.pdf2d_pairs); diagonal: stacked 1-D PDFs over the prior.",
+    ),
+    (
+        "Maps of A(V), age and chi2min",
+        lambda r: r.stats is not None and bool(r.art.density_map) and "RA" in r.stats and "DEC" in r.stats,
+        _tile_maps,
+        "Median posterior A(V), log age and chi2min of the stars in each source-density tile.",
+    ),
+    (
+        "chi2min against magnitude",
+        lambda r: r.stats is not None and bool(r.filters) and "chi2min" in r.stats,
+        _chi2,
+        "chi2min of each star's best model, its running median, and the quantiles of a chi2 distribution "
+        "with as many degrees of freedom as bands (what a perfect model and noise model would give).",
+    ),
+    (
+        "Parameter recovery by S/N",
+        lambda r: r.stats is not None and r.truth is not None and bool(r.filters),
+        _recovery_by_snr,
+        "The recovery plot split by the S/N of each star in the red band: at low S/N the posteriors of "
+        "poorly constrained quantities (e.g. old ages) are set by the prior, and their points go flat.",
+    ),
+    (
+        "Time per stage",
+        lambda r: bool(run_records.record_urls(r.art.output)),
+        _timings,
+        "Compute seconds of every stage (sum over its units, from the cache records).",
+    ),
+]
 
 
 def _facts(art: Artifacts, stats: dict[str, np.ndarray] | None, shorts: Sequence[str]) -> dict[str, str]:
@@ -598,20 +530,10 @@ def _facts(art: Artifacts, stats: dict[str, np.ndarray] | None, shorts: Sequence
             facts["stellar library"] = g[0].stellar_library or "?"
         if art.asts_per_bin:
             facts["density bins"] = ", ".join(str(b) for b in sorted(art.asts_per_bin))
-        prep = storage.join(art.output, "demo_prepare.json")
-        if storage.exists(prep):
-            d = storage.read_json(prep)
-            facts["demo field"] = (
-                f"{d.get('n_stars')} detected stars, {d.get('stars_placed_per_detected')} placed per detected one"
-            )
+        facts.update(run_records.read_prelude(art.output).facts)
     except Exception as exc:  # facts are decoration: never fail the report for them
         log.debug("report facts incomplete: %s", exc)
     return facts
-
-
-def _stats_filters(stats: dict[str, np.ndarray]) -> list[str]:
-    """Full filter names: the stats columns that have a matching ``symlog{F}_wd_bias_p50``."""
-    return [c for c in stats if f"symlog{c}_wd_bias_p50" in stats]
 
 
 def _cmd_bands(shorts: Sequence[str]) -> tuple[str, str]:
@@ -622,19 +544,6 @@ def _cmd_bands(shorts: Sequence[str]) -> tuple[str, str]:
     if len(shorts) >= 2:
         return shorts[0], shorts[-1]
     return shorts[0], shorts[0]
-
-
-def _wavelengths(art: Artifacts, filters: Sequence[str]) -> np.ndarray:
-    from beastflow.io.sed_grid import SEDGrid
-
-    for u in art.sed_grids:
-        g = SEDGrid(u)
-        if list(g.filters) == list(filters):
-            return np.asarray(g.lamb)
-    # no grid in the output folder: filter pivot wavelengths from the filter library
-    from beastflow.physics import photometry
-
-    return np.array([f.mean_wavelength for f in photometry.load_filters(filters)])
 
 
 def _noise_curve(url: str, art: Artifacts, max_rows: int = 20_000) -> dict[str, Any]:
@@ -722,7 +631,7 @@ def render_html(
         for im in s.images:
             name = posixpath.basename(im)
             parts.append(f"<a href='{e(name)}'><img src='{e(name)}' alt='{e(s.title)}'></a>")
-    found = {k: v for k, v in dataclasses.asdict(art).items() if k not in ("output", "project", "cache_records") and v}
+    found = {k: v for k, v in dataclasses.asdict(art).items() if k not in ("output", "project") and v}
     parts.append("<h2>Artifacts used</h2><ul>")
     for k, v in found.items():
         vals = v.values() if isinstance(v, dict) else (v if isinstance(v, list) else [v])

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from beastflow import storage
 from beastflow.filters import short_name
+from beastflow.magnitudes import flux_to_mag
 from beastflow.report.recovery import recovery_metrics
 
 #: human labels of the usual quantities
@@ -59,9 +60,18 @@ def save(fig: Figure, url: str, dpi: int = 110) -> str:
     return url
 
 
+def plain_log_ticks(ax, which: str = "x") -> None:
+    """Log axis ticks as plain numbers (0.5, 1, 2, 5), not 2x10^0 labels that run into each other."""
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _mags(flux: np.ndarray, vega: float) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(flux > 0, -2.5 * np.log10(np.where(flux > 0, flux, 1.0) / vega), np.nan)
+    return flux_to_mag(flux, vega)  # NaN where there is no magnitude: not drawn
 
 
 def _panel_grid(n: int, max_cols: int = 3) -> tuple[int, int]:
@@ -385,8 +395,6 @@ def plot_pdf1d(
             ax.fill_between(cen, p, step="mid", alpha=0.25, color="C0")
             if pdf1d.get("log", {}).get(q):
                 ax.set_xscale("log")
-                from beastflow.report.star_plots import plain_log_ticks
-
                 plain_log_ticks(ax, "x")
             if xlims and q in xlims:
                 ax.set_xlim(*xlims[q])

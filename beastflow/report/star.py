@@ -23,6 +23,7 @@ import numpy as np
 from beastflow import storage
 from beastflow.filters import short_name
 from beastflow.report import star_plots
+from beastflow.report.artifacts import REPORT_DIR, find_artifacts, stats_filters, wavelengths
 from beastflow.report.plots import LABELS, inverse_symlog
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def varying(pdf1d: dict[str, Any], priors: dict[str, np.ndarray], quantities: Se
     return out
 
 
-def _grid_offsets(art) -> dict[int, tuple[int, str]]:
+def grid_offsets(art) -> dict[int, tuple[int, str]]:
     """subgrid -> (offset of its rows in the full-grid numbering, its SED grid URL)."""
     url = storage.join(art.output, f"{art.project}_grid_info.json")
     if storage.exists(url):
@@ -123,7 +124,7 @@ def best_model_and_noise(art, row: dict[str, Any], filters: Sequence[str]) -> tu
     if b is None and row.get("reorder_tag"):
         m = re.match(r"bin(\d+)_", str(row["reorder_tag"]))
         b = int(m.group(1)) if m else None
-    offsets = _grid_offsets(art)
+    offsets = grid_offsets(art)
     if g not in offsets or "Pmax_gid" not in row:
         return None
     off, grid_url = offsets[g]
@@ -155,7 +156,6 @@ def make_star_pages(
 ) -> list[StarPage]:
     """Write ``star_<id>.html`` (+ PNGs) for each star into the report folder."""
     from beastflow.fit.outputs import read_star_pdf1d, read_star_pdf2d
-    from beastflow.report.html import REPORT_DIR, _stats_filters, _wavelengths, find_artifacts
 
     art = art or find_artifacts(output_url, project)
     if not art.stats or not art.pdf1d:
@@ -163,8 +163,8 @@ def make_star_pages(
     out = report_url or storage.join(output_url, REPORT_DIR)
     storage.makedirs(out)
     rows = _stats_rows(art.stats, star_ids)
-    filters = _stats_filters(rows)
-    lam_um = np.asarray(_wavelengths(art, filters), float) / 1e4
+    filters = stats_filters(rows)
+    lam_um = np.asarray(wavelengths(art, filters), float) / 1e4
     p1 = read_star_pdf1d(art.pdf1d, list(rows["star_id"]))
     pdf2d_url = storage.join(art.output, f"{art.project}_pdf2d.hd5")
     p2 = read_star_pdf2d(pdf2d_url, list(rows["star_id"])) if storage.exists(pdf2d_url) else None

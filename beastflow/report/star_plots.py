@@ -12,17 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from beastflow.report.plots import label, save
-
-
-def plain_log_ticks(ax, which: str = "x") -> None:
-    """Log axis ticks as plain numbers (0.5, 1, 2, 5), not 2x10^0 labels that run into each other."""
-    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
-
-    axis = ax.xaxis if which == "x" else ax.yaxis
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(StrMethodFormatter("{x:g}"))
-    axis.set_minor_formatter(NullFormatter())
+from beastflow.report.plots import label, plain_log_ticks, save
 
 
 def support_range(

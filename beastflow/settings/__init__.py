@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from beastflow import storage
 
 from .asts import ASTs
-from .base import Section
+from .base import Section, reject_unused
 from .execution import Execution
 from .fit import Fit
 from .globus import Storage
@@ -137,8 +137,6 @@ class Settings(Section):
                     "artificial-star tests: remove one of the two"
                 )
             # no AST stage runs: AST settings would be accepted and ignored
-            from .base import reject_unused
-
             reject_unused(
                 self.asts,
                 "asts",

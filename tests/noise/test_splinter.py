@@ -115,9 +115,9 @@ def test_cli_noisemodel_and_trim_without_asts(tmp_path, phat_catalog):
     )
     df = read_photometry(str(phat_catalog), FILTERS)
     rates = np.column_stack([df[f"{b}_RATE"].to_numpy() for b in BANDS])
-    from beastflow.noise.toothpick import vega_fluxes_for
+    from beastflow.physics.vega import vega_band_fluxes
 
-    obs = np.abs(rates) * vega_fluxes_for(FILTERS) + 1e-22
+    obs = np.abs(rates) * vega_band_fluxes(FILTERS) + 1e-22
     rng = np.random.default_rng(0)
     seds = obs[rng.integers(0, len(obs), 2000)] * 10 ** rng.normal(0, 0.2, (2000, 1))
     write_grid(out / "P_seds.grid.hd5", seds)

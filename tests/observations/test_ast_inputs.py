@@ -4,10 +4,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from beastflow.io.sed_grid import write_sed_grid
+from beastflow.io.sed_grid import SEDGrid, write_sed_grid
 from beastflow.observations import ast_inputs as A
+from beastflow.observations import ast_positions as P
+from beastflow.observations import ast_seds as S
 from beastflow.observations import catalogs, geometry
 from beastflow.observations.density import run_density_map
+from beastflow.observations.grid_set import GridSet
 from beastflow.settings import SettingsError, settings_from_dict
 from beastflow.settings.asts import ASTs
 
@@ -40,7 +43,7 @@ def _reference(parts, vega, ast, seed):
     """In-memory reference semantics: all candidates in key order, accept while a cell needs models."""
     seds = np.concatenate([p[0] for p in parts])
     logl = np.concatenate([p[1]["logL"] for p in parts])
-    m = A.magnitudes(seds, vega)
+    m = S.magnitudes(seds, vega)
     cand = np.flatnonzero((logl >= -9) & np.isfinite(m).all(axis=1))
     mc = m[cand]
     edges = np.array([np.linspace(mc[:, k].min(), mc[:, k].max(), ast.n_flux_bins + 1) for k in range(6)])
@@ -48,7 +51,7 @@ def _reference(parts, vega, ast, seed):
         [np.minimum(np.searchsorted(edges[k, 1:], mc[:, k], side="right"), ast.n_flux_bins - 1) for k in range(6)],
         axis=1,
     )
-    order = np.argsort(A.model_keys(cand.astype(np.int64), seed))
+    order = np.argsort(S.model_keys(cand.astype(np.int64), seed))
     counts = np.zeros((ast.n_flux_bins, 6), np.int64)
     chosen = []
     for i in order:
@@ -64,12 +67,12 @@ def test_flux_bin_streaming_equals_reference(tmp_path):
     ast = ASTs(n_flux_bins=20, n_per_flux_bin=30, select_buffer=1024)
     ref_rows, ref_counts = _reference(parts, np.ones(6), ast, 7)
     for chunk, buf in [(4000, 1024), (100_000, 1 << 20)]:
-        sel = A.select_flux_bin(A.GridSet(urls, chunk), np.ones(6), ast.model_copy(update={"select_buffer": buf}), 7)
+        sel = S.select_flux_bin(GridSet(urls, chunk), np.ones(6), ast.model_copy(update={"select_buffer": buf}), 7)
         np.testing.assert_array_equal(sel.rows, ref_rows)
         np.testing.assert_array_equal(sel.counts, ref_counts)
     assert sel.n_passes == 1
     # small buffer needed several passes over the grid yet got the same answer
-    small = A.select_flux_bin(A.GridSet(urls, 4000), np.ones(6), ast, 7)
+    small = S.select_flux_bin(GridSet(urls, 4000), np.ones(6), ast, 7)
     assert small.n_passes > 1 and small.peak_buffer <= 2 * 1024 + 4000
     assert len(np.unique(small.rows)) == len(small.rows)  # no duplicate picks
 
@@ -77,7 +80,7 @@ def test_flux_bin_streaming_equals_reference(tmp_path):
 def test_flux_bin_fills_or_reports(tmp_path):
     urls, _ = _grid(tmp_path, n_sub=2)
     ast = ASTs(n_flux_bins=40, n_per_flux_bin=50)
-    sel = A.select_flux_bin(A.GridSet(urls, 8000), np.ones(6), ast, 3)
+    sel = S.select_flux_bin(GridSet(urls, 8000), np.ones(6), ast, 3)
     short = sel.counts < 50
     assert short.any()  # the sparse bright/faint tails cannot be filled
     # every short cell got every candidate it had, and is reported with the reason
@@ -92,12 +95,12 @@ def test_flux_bin_fills_or_reports(tmp_path):
 
 def test_flux_bin_memory_bounded_by_one_block(tmp_path):
     urls, _ = _grid(tmp_path, n_sub=2, n=150_000)
-    grid_bytes = sum(A.SEDGrid(u).nbytes for u in urls)
+    grid_bytes = sum(SEDGrid(u).nbytes for u in urls)
     ast = ASTs(n_flux_bins=20, n_per_flux_bin=20, select_buffer=4096)
-    gs = A.GridSet(urls, 16_384)
-    A.select_flux_bin(gs, np.ones(6), ast.model_copy(update={"n_per_flux_bin": 1}), 1)  # compile numba first
+    gs = GridSet(urls, 16_384)
+    S.select_flux_bin(gs, np.ones(6), ast.model_copy(update={"n_per_flux_bin": 1}), 1)  # compile numba first
     tracemalloc.start()
-    sel = A.select_flux_bin(gs, np.ones(6), ast, 1)
+    sel = S.select_flux_bin(gs, np.ones(6), ast, 1)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     block_bytes = 16_384 * (6 + 2) * 8
@@ -112,8 +115,8 @@ def test_subgrids_equal_merged_grid(tmp_path):
     merged = str(tmp_path / "m_seds.grid.hd5")
     write_sed_grid(merged, PHAT_FILTERS, np.arange(6.0), seds, cols)
     ast = ASTs(n_flux_bins=10, n_per_flux_bin=10)
-    a = A.select_flux_bin(A.GridSet(urls, 3000), np.ones(6), ast, 11)
-    b = A.select_flux_bin(A.GridSet([merged], 7000), np.ones(6), ast, 11)
+    a = S.select_flux_bin(GridSet(urls, 3000), np.ones(6), ast, 11)
+    b = S.select_flux_bin(GridSet([merged], 7000), np.ones(6), ast, 11)
     np.testing.assert_array_equal(a.rows, b.rows)
 
 
@@ -140,7 +143,7 @@ def test_run_flux_bin_density_bins(phat_setup, make_settings, tmp_path):
     inp = pl.read_parquet(r.input_url)
     seds = np.concatenate([p[0] for p in parts])
     # sedgrid_indx points at the model whose magnitudes were chosen (BEAST's index BUG? fixed)
-    mags = A.magnitudes(seds[params["sedgrid_indx"].to_numpy()], vega)
+    mags = S.magnitudes(seds[params["sedgrid_indx"].to_numpy()], vega)
     for k, b in enumerate(PHAT_BANDS):
         np.testing.assert_allclose(params[f"{b}_IN"].to_numpy(), mags[:, k])
     logl = np.concatenate([p[1]["logL"] for p in parts])
@@ -186,7 +189,7 @@ def test_compat_index_bug(phat_setup, make_settings):
     r = A.run_ast_inputs(s, urls, d.catalog_url, d.map_url)
     params = pl.read_parquet(r.params_url)
     seds = np.concatenate([p[0] for p in parts])
-    mags = A.magnitudes(seds[params["sedgrid_indx"].to_numpy()], vega)
+    mags = S.magnitudes(seds[params["sedgrid_indx"].to_numpy()], vega)
     # magnitudes are the chosen model's, parameters (and sedgrid_indx) come from the wrong row
     assert not np.allclose(params["F475W_IN"].to_numpy(), mags[:, 2])
 
@@ -287,18 +290,18 @@ def test_geometry_erosion_and_clipping():
 def test_flux_bin_compat_chunk_rule(tmp_path):
     urls, parts = _grid(tmp_path, n_sub=2, n=8000)
     ast = ASTs(n_flux_bins=10, n_per_flux_bin=20)
-    new = A.select_flux_bin(A.GridSet(urls, 5000), np.ones(6), ast, 5)
-    old = A.select_flux_bin(A.GridSet(urls, 5000), np.ones(6), ast, 5, compat=True)
+    new = S.select_flux_bin(GridSet(urls, 5000), np.ones(6), ast, 5)
+    old = S.select_flux_bin(GridSet(urls, 5000), np.ones(6), ast, 5, compat=True)
     # every cell that has enough candidates is "filled" by the counter in both modes
     enough = old.available >= 20
     assert (old.counts[enough] >= 20).all() and (new.counts[enough] >= 20).all()
     # double counting: the counter overstates the distinct models per cell
-    m = A.magnitudes(np.concatenate([p[0] for p in parts]), np.ones(6))
-    codes = A._bin_codes(m[np.unique(old.rows)], old.edges)
+    m = S.magnitudes(np.concatenate([p[0] for p in parts]), np.ones(6))
+    codes = S._bin_codes(m[np.unique(old.rows)], old.edges)
     distinct = np.stack([np.bincount(codes[:, k], minlength=10) for k in range(6)], axis=1)
     assert (distinct <= old.counts).all() and (distinct < old.counts).any()
     # the reference semantics counts exactly the distinct chosen models
-    codes_new = A._bin_codes(m[new.rows], new.edges)
+    codes_new = S._bin_codes(m[new.rows], new.edges)
     np.testing.assert_array_equal(
         np.stack([np.bincount(codes_new[:, k], minlength=10) for k in range(6)], axis=1), new.counts
     )
@@ -323,7 +326,7 @@ def test_usable_tiles_vectorised_matches_loop(phat_setup):
     cat = catalogs.read_parquet(d.catalog_url)
     tiles = pl.read_parquet(d.map_url)
     for erode in (0.0, 0.5, 1.5):
-        region = A.build_region(ASTs(erode_selection_region=erode), cat, PHAT_BANDS)
+        region = P.build_region(ASTs(erode_selection_region=erode), cat, PHAT_BANDS)
         e = erode / 3600
         fast = region.usable_tiles(tiles, False, e)
         slow = [

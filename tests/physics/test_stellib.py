@@ -279,6 +279,33 @@ def test_download_once_then_reuse_cache(tmp_path, kurucz_grid):
     assert not (cache / "tlusty.lowres.grid.fits").exists()
 
 
+def test_download_over_http(tmp_path, kurucz_grid):
+    """http(s) goes through astropy's downloader into the configured cache; a 404 names the setting."""
+    import functools
+    import http.server
+    import threading
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    shutil.copy(kurucz_grid, remote / "kurucz2004.grid.fits")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(remote))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        cache = tmp_path / "cache"
+        s = LibSettings(libraries=["kurucz"], download=True, download_base_url=base, cache=str(cache))
+        assert make_stellar_library(s).n_models == 412
+        assert (cache / "kurucz2004.grid.fits").read_bytes() == (remote / "kurucz2004.grid.fits").read_bytes()
+        bad = LibSettings(libraries=["tlusty"], download=True, download_base_url=base, cache=str(cache))
+        with pytest.raises(ValueError, match="download_base_url"):
+            make_stellar_library(bad)
+        assert sorted(p.name for p in cache.iterdir()) == ["kurucz2004.grid.fits"]
+    finally:
+        server.shutdown()
+
+
 def test_fits_reader_errors_name_file_and_column(tmp_path):
     from astropy.io import fits
 

@@ -16,8 +16,9 @@ from beastflow.fit.outputs import write_pdf1d, write_stats
 from beastflow.io.noise_model import write_noise_model
 from beastflow.io.sed_grid import write_sed_grid
 from beastflow.physics.vega import vega_band_fluxes
-from beastflow.report import find_artifacts, make_report, stage_timings
+from beastflow.report import find_artifacts, make_report
 from beastflow.report.plots import recovery_metrics
+from beastflow.run_records import record_prelude, run_timings, stage_timings
 
 FILTERS = ["HST_WFC3_F336W", "HST_ACS_WFC_F475W", "HST_ACS_WFC_F814W"]
 SHORT = ["F336W", "F475W", "F814W"]
@@ -146,7 +147,7 @@ def run_output(tmp_path):
     write_noise_model(
         str(out / f"{P}_bin1_noisemodel.hd5"), FILTERS, 0.05 * err, err, np.ones_like(err), sed_grid=grid_url
     )
-    _write_parquet(truth, str(out / "demo_truth.parquet"), {})
+    _write_parquet(truth, str(out / f"{P}_truth.parquet"), {})
     for stage, secs in (("physicsmodel", [2.5]), ("fit", [1.0, 2.0, 0.5])):
         for i, s in enumerate(secs):
             storage.write_json(
@@ -210,10 +211,15 @@ def test_find_artifacts_and_timings(run_output, tmp_path):
     art = find_artifacts(str(out))
     assert art.project == "field"
     assert sorted(art.asts_per_bin) == [1, 2]
-    assert art.truth.endswith("demo_truth.parquet")
-    secs, units = stage_timings(art.cache_records)
+    assert art.truth.endswith("field_truth.parquet")
+    secs, units = stage_timings(str(out))
     assert list(secs) == ["physicsmodel", "fit"]
     assert secs["fit"] == pytest.approx(3.5) and units["fit"] == 3
+    # work done before the pipeline (the demo's field and grid) comes first, as one unit
+    record_prelude(str(out), {"field + grid": 4.0}, {"field": "300 stars"})
+    secs, units = run_timings(str(out))
+    assert list(secs) == ["field + grid", "physicsmodel", "fit"] and units["field + grid"] == 1
+    assert stage_timings(str(tmp_path)) == ({}, {})
     with pytest.raises(FileNotFoundError, match="merged stats"):
         find_artifacts(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no such output"):

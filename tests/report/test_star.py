@@ -17,7 +17,7 @@ from beastflow.fit.outputs import (
 )
 from beastflow.io.hdf5_arrays import open_h5
 from beastflow.io.sed_grid import SEDGrid
-from beastflow.report.html import find_artifacts
+from beastflow.report.artifacts import find_artifacts
 from beastflow.report.star import best_model_and_noise, make_star_pages
 from beastflow.report.star_plots import support_range
 
