@@ -777,7 +777,12 @@ def kernel_seconds(s, grid_url: str, noise_url: str, catalog: str, repeat: int =
     opts = F._resolve_options(s, grid, None)
     bs = binset_from_trimmed(grid, noise, f.pdf_max_nbins, f.pdf2d_pairs, f.chunk_models)
     cat = F.read_catalog(catalog)
-    Y = F.observed_fluxes(cat, list(grid.filters), vega_band_fluxes(list(grid.filters), compat=s.beast_compat), catalog)
+    Y = F.observed_fluxes(
+        cat,
+        list(grid.filters),
+        vega_band_fluxes(list(grid.filters), s.resolved_behaviour.physics.vega_positive_points),
+        catalog,
+    )
     ids = np.arange(len(cat))
     best = float("inf")
     for _ in range(repeat):
@@ -888,7 +893,8 @@ def run_chain(inp: dict[str, Any], phys_settings, tag: str, noise: str = "toothp
         run_noisemodel(s, g, inp["asts"], n)
     gt, nt = str(out / f"{tag}_trim_seds.hd5"), str(out / f"{tag}_trim_noise.hd5")
     tr = run_trim(s, g, n, [TrimJob(inp["catalog"], gt, nt)])
-    info = None if s.beast_compat else run_grid_info(s, [g], str(out / f"{tag}_grid_info.json")).grid_info
+    # BEAST normalises over the trimmed grid and bins from it: no grid info
+    info = None if s.compat == "beast-2.1" else run_grid_info(s, [g], str(out / f"{tag}_grid_info.json")).grid_info
     pre = str(out / f"{tag}_fit")
     run_fit(s, gt, nt, inp["catalog"], info, pre)
     return {"grid": g, "n_trim": tr[0].n_kept, "stats": f"{pre}_stats.parquet", "trim": (gt, nt), "info": info}

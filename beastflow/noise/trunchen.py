@@ -73,9 +73,13 @@ def ast_model_stats(
     filters: Sequence[str],
     vega_fluxes: Sequence[float] | np.ndarray,
     min_group: int = 5,
-    compat: bool = False,
+    raw_recovery: bool = False,
 ) -> TrunchenStats:
-    """Steps 1-3: per injected model bias, covariance and completeness."""
+    """Steps 1-3: per injected model bias, covariance and completeness.
+
+    ``raw_recovery`` (``NoiseBehaviour.trunchen_raw_recovery``): BEAST counts a non-finite
+    RATE or CUT_FLAG > 0 as recovered.
+    """
     filters = list(filters)
     bands = short_names(filters)
     vega = np.asarray(vega_fluxes, dtype=np.float64)
@@ -84,7 +88,7 @@ def ast_model_stats(
     )
     mag_in = np.column_stack([cols[f"{b}_IN"] for b in bands])
     rate = np.column_stack([cols[f"{b}_RATE"] for b in bands])
-    if not compat:
+    if not raw_recovery:
         # a NaN measurement is a non-recovery; a quality-cut fake star too
         rate = np.where(np.isfinite(rate), rate, 0.0)
         if "CUT_FLAG" in cols:
@@ -210,11 +214,17 @@ def run_trunchen(
     from beastflow.noise.toothpick import artifact_identity, read_asts, vega_fluxes_for
 
     nm = settings.noise_model
-    compat = settings.beast_compat
+    beh = settings.resolved_behaviour
     grid = SEDGrid(sed_grid_url)
     filters = grid.filters
-    vega = np.asarray(vega_fluxes, dtype=np.float64) if vega_fluxes is not None else vega_fluxes_for(filters, compat)
-    stats = ast_model_stats(read_asts(ast_url, filters), filters, vega, nm.trunchen_min_group, compat)
+    vega = (
+        np.asarray(vega_fluxes, dtype=np.float64)
+        if vega_fluxes is not None
+        else vega_fluxes_for(filters, beh.physics.vega_positive_points)
+    )
+    stats = ast_model_stats(
+        read_asts(ast_url, filters), filters, vega, nm.trunchen_min_group, beh.noise.trunchen_raw_recovery
+    )
     if len(stats) == 0:
         raise ValueError(
             f"{ast_url}: no injected model has more than {nm.trunchen_min_group} realisations with a recovery "

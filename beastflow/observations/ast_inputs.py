@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from beastflow import storage
+from beastflow.behaviour import FluxBinRule
 from beastflow.filters import short_names
 from beastflow.io.sed_grid import SEDGrid
 from beastflow.provenance import make_provenance
@@ -190,7 +191,9 @@ def _live(codes: np.ndarray, counts: np.ndarray, n_per: int) -> np.ndarray:
     return live
 
 
-def select_flux_bin(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, compat: bool = False) -> FluxBinSelection:
+def select_flux_bin(
+    gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, rule: FluxBinRule = FluxBinRule.REFERENCE
+) -> FluxBinSelection:
     """Flux-bin selection streamed over the (sub)grids.
 
     Reference semantics (spec §2.1) with a seeded generator: candidates are
@@ -200,7 +203,7 @@ def select_flux_bin(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, compat:
     in key order is done in passes: each pass streams the grid, keeps the
     ``select_buffer`` smallest keys among the not-yet-visited models that could
     still be accepted, and processes them in order.  Memory: one grid block +
-    the buffer.  ``compat`` switches to BEAST 2.1's vectorised chunk rule.
+    the buffer.  ``FluxBinRule.BEAST_CHUNK`` switches to BEAST 2.1's vectorised chunk rule.
     """
     filters = gs.filters
     nb = len(filters)
@@ -224,7 +227,7 @@ def select_flux_bin(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, compat:
         )
     edges = np.array([np.linspace(lo[k], hi[k], n_bins + 1) for k in range(nb)])
 
-    if compat:
+    if rule is FluxBinRule.BEAST_CHUNK:
         return _select_flux_bin_compat(gs, vega, ast, seed, edges, n_cand, need_cols)
 
     counts = np.zeros((n_bins, nb), np.int64)
@@ -521,7 +524,7 @@ class Region:
             ok &= geometry.points_in_convex(self.filter_hull, ra, dec)
         return ok
 
-    def usable_tiles(self, tiles: pl.DataFrame, compat: bool, erode: float) -> np.ndarray:
+    def usable_tiles(self, tiles: pl.DataFrame, beast_pruning: bool, erode: float) -> np.ndarray:
         """``tile_usable`` for every tile; the clear cases are decided vectorised first."""
         x0, x1 = tiles["min_ra"].to_numpy(), tiles["max_ra"].to_numpy()
         y0, y1 = tiles["min_dec"].to_numpy(), tiles["max_dec"].to_numpy()
@@ -541,17 +544,17 @@ class Region:
         out = np.zeros(x0.size, bool)
         out[sure_in & ~sure_out] = True
         for k in np.flatnonzero(~sure_in & ~sure_out):
-            out[k] = self.tile_usable(x0[k], x1[k], y0[k], y1[k], compat, erode)
+            out[k] = self.tile_usable(x0[k], x1[k], y0[k], y1[k], beast_pruning, erode)
         return out
 
-    def tile_usable(self, x0: float, x1: float, y0: float, y1: float, compat: bool, erode: float) -> bool:
+    def tile_usable(self, x0: float, x1: float, y0: float, y1: float, beast_pruning: bool, erode: float) -> bool:
         box = geometry.box_polygon(x0, x1, y0, y1)
 
         def meets(poly):
             part = geometry.clip_convex(box, poly)
             return len(part) >= 3 and abs(geometry.polygon_area(part)) > 0
 
-        if compat:
+        if beast_pruning:
             # BEAST's pruning (spec §3.1 step 4): eroded hull only without a boundary
             if self.boundary is None and erode > 0 and self.hull is not None and not meets(self.hull):
                 return False
@@ -635,7 +638,7 @@ def _draw_in_tiles(
 
 
 def positions_density_bins(
-    entries: int, tiles: pl.DataFrame, region: Region, ast: ASTs, rng: np.random.Generator, compat: bool
+    entries: int, tiles: pl.DataFrame, region: Region, ast: ASTs, rng: np.random.Generator, beast_pruning: bool
 ) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
     """Spec §3.1: every entry in every usable density bin (or n_per_density_bin per bin).
 
@@ -643,7 +646,7 @@ def positions_density_bins(
     ``RA``, ``DEC``; the bins used; the bins dropped as unusable).
     """
     e = ast.erode_selection_region / 3600.0
-    usable = region.usable_tiles(tiles, compat, e)
+    usable = region.usable_tiles(tiles, beast_pruning, e)
     all_bins = sorted(set(tiles["sd_bin"].to_list()))
     t_ok = tiles.filter(pl.Series(usable))
     bins = sorted(set(t_ok["sd_bin"].to_list()))
@@ -698,13 +701,13 @@ def positions_pixel_distribution(
 
 
 def positions_annulus(
-    entries: int, catalog: pl.DataFrame, ast: ASTs, rng: np.random.Generator, compat: bool
+    entries: int, catalog: pl.DataFrame, ast: ASTs, rng: np.random.Generator, needs_xy: bool
 ) -> dict[str, np.ndarray]:
     """Spec §3.2: around a random catalog star, radius d + 3U, angle 2 pi U'."""
     d = ast.pixel_distribution
     if "X" in catalog.columns and "Y" in catalog.columns:
         x, y, scale, celestial = catalog["X"].to_numpy(), catalog["Y"].to_numpy(), 1.0, False
-    elif compat:
+    elif needs_xy:
         raise ValueError(
             "asts.positions = 'annulus' needs X/Y columns in the catalog (beast-2.1: the RA/Dec branch is unreachable)"
         )
@@ -780,13 +783,13 @@ def reference_pixels(ast: ASTs, ra: np.ndarray, dec: np.ndarray) -> tuple[np.nda
     return np.asarray(x), np.asarray(y)
 
 
-def _dolphot_text(filters: Sequence[str], pos: dict[str, np.ndarray], mags: np.ndarray, compat: bool) -> str:
+def _dolphot_text(filters: Sequence[str], pos: dict[str, np.ndarray], mags: np.ndarray, short_radec: bool) -> str:
     celestial = "X" not in pos
     names = ["RA", "DEC"] if celestial else ["X", "Y"]
     n = mags.shape[0]
     if celestial:
         # BEAST writes degrees with %.5f (0.04 arcsec steps); intended keeps 1e-8 deg
-        pfmt = "%.5f" if compat else "%.8f"
+        pfmt = "%.5f" if short_radec else "%.8f"
     else:
         pfmt = "%.5f" if "sd_bin" in pos else "%.2f"  # map schemes %.5f, around stars %.2f
     lines = [" ".join(["zeros", "ones", *names, *filters])]
@@ -802,7 +805,7 @@ def run_ast_inputs(
 ) -> ASTInputsResult:
     settings.activate()
     ast = settings.asts
-    compat = settings.beast_compat
+    beh = settings.resolved_behaviour.observations
     seed = settings.project.seed
     urls = [sed_grid_urls] if isinstance(sed_grid_urls, str) else list(sed_grid_urls)
     gs = GridSet(urls, settings.physics.chunk_models)
@@ -810,7 +813,7 @@ def run_ast_inputs(
     bands = short_names(filters)
     from beastflow.physics.vega import vega_band_fluxes
 
-    vega = np.asarray(vega_band_fluxes(filters, compat), float)
+    vega = np.asarray(vega_band_fluxes(filters, settings.resolved_behaviour.physics.vega_positive_points), float)
     catalog = catalogs.read_photometry(catalog_url, filters) if catalog_url else None
     need_map = ast.positions in ("density_bins", "pixel_distribution")
     if need_map and not map_url:
@@ -821,10 +824,10 @@ def run_ast_inputs(
     info: dict[str, Any] = {"method": ast.method}
     fb = None
     if ast.method == "flux_bin":
-        fb = select_flux_bin(gs, vega, ast, seed, compat)
+        fb = select_flux_bin(gs, vega, ast, seed, beh.flux_bin_rule)
         rows = fb.rows
-        # BUG? reproduced in compat: parameters read at the candidate index, not the grid row
-        param_rows = np.minimum(fb.ordinals, gs.n_models - 1) if compat else rows
+        # BUG? (sedgrid_indx_candidate): parameters read at the candidate index, not the grid row
+        param_rows = np.minimum(fb.ordinals, gs.n_models - 1) if beh.sedgrid_indx_candidate else rows
         info |= {
             "n_candidates": fb.n_candidates,
             "passes": fb.n_passes,
@@ -856,7 +859,7 @@ def run_ast_inputs(
 
     # SED list with realisations: each chosen SED R times, consecutively
     R = ast.realization_per_model
-    if compat and ast.positions == "annulus" and ast.method != "random_pick":
+    if beh.annulus_one_per_row and ast.positions == "annulus" and ast.method != "random_pick":
         R = 1  # QUIRK: the around-stars scheme gives one position per SED row
     entries = len(rows) * R
     sed_of_entry = np.repeat(np.arange(len(rows)), R)
@@ -865,14 +868,14 @@ def run_ast_inputs(
     bins_used: list[int] = []
     dropped: list[int] = []
     if ast.positions == "annulus":
-        pos = positions_annulus(entries, catalog, ast, rng, compat)
+        pos = positions_annulus(entries, catalog, ast, rng, beh.annulus_needs_xy)
     else:
         if not map_url:  # need_map: refused above already
             raise ValueError(f"asts.positions = {ast.positions!r} needs the density map")
         tiles, _, _ = read_map(map_url)
         region = build_region(ast, catalog, bands)
         if ast.positions == "density_bins":
-            pos, bins_used, dropped = positions_density_bins(entries, tiles, region, ast, rng, compat)
+            pos, bins_used, dropped = positions_density_bins(entries, tiles, region, ast, rng, beh.beast_tile_pruning)
         else:
             pos = positions_pixel_distribution(entries, tiles, region, ast, rng)
     if ast.reference_image and "RA" in pos:
@@ -919,7 +922,7 @@ def run_ast_inputs(
             log.warning("flux bin not filled: %s", u)
     catalogs.write_parquet(table, input_url, prov, {"filters": filters, "bins": bins_used, "dropped_bins": dropped})
     tmags = np.column_stack([table[f"{b}_IN"].to_numpy() for b in bands])
-    storage.write_bytes(text_url, _dolphot_text(filters, pos, tmags, compat).encode())
+    storage.write_bytes(text_url, _dolphot_text(filters, pos, tmags, beh.short_position_precision).encode())
     return ASTInputsResult(
         params_url,
         input_url,

@@ -419,5 +419,5 @@ def test_small_negative_flux_is_a_measurement(field, default_fit, tmp_path):
     out, flags = screen_fluxes(y, vega, bands, sigma=np.array([1.0, 1.0]), k_sigma=5.0)
     assert flags == ["B:zero", "A:negative", "A:nonfinite;B:absurd"]
     assert out[0, 0] == -1.0 and np.isnan(out[0, 1]) and out[1, 1] == 3.0
-    out_c, flags_c = screen_fluxes(y, vega, bands, sigma=np.array([1.0, 1.0]), compat=True)
+    out_c, flags_c = screen_fluxes(y, vega, bands, sigma=np.array([1.0, 1.0]), as_measured=True)
     assert flags_c == ["", "", "A:nonfinite;B:absurd"]  # BEAST fits zero and negative fluxes

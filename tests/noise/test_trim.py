@@ -244,8 +244,8 @@ def test_decide_bands_compat_skips_in_order():
 
     # 3 bands; no model passes band 1 together with band 0
     hist = Counter({0b101: 4, 0b010: 3, 0b011: 0})
-    assert decide_bands(hist, 3, compat=False) == (0b111, [], 0)
-    assert decide_bands(hist, 3, compat=True) == (0b101, [1], 4)
+    assert decide_bands(hist, 3, band_skip=False) == (0b111, [], 0)
+    assert decide_bands(hist, 3, band_skip=True) == (0b101, [1], 4)
 
 
 def _tiny_case(tmp_path, y_band2):

@@ -4,6 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from beastflow.behaviour import FluxBinRule
 from beastflow.io.sed_grid import write_sed_grid
 from beastflow.observations import ast_inputs as A
 from beastflow.observations import catalogs, geometry
@@ -288,7 +289,7 @@ def test_flux_bin_compat_chunk_rule(tmp_path):
     urls, parts = _grid(tmp_path, n_sub=2, n=8000)
     ast = ASTs(n_flux_bins=10, n_per_flux_bin=20)
     new = A.select_flux_bin(A.GridSet(urls, 5000), np.ones(6), ast, 5)
-    old = A.select_flux_bin(A.GridSet(urls, 5000), np.ones(6), ast, 5, compat=True)
+    old = A.select_flux_bin(A.GridSet(urls, 5000), np.ones(6), ast, 5, rule=FluxBinRule.BEAST_CHUNK)
     # every cell that has enough candidates is "filled" by the counter in both modes
     enough = old.available >= 20
     assert (old.counts[enough] >= 20).all() and (new.counts[enough] >= 20).all()
