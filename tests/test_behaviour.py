@@ -401,6 +401,17 @@ def _screen(v):
     return flags
 
 
+def _positive_error(v):
+    from beastflow.noise.trim import trim_patterns
+
+    rng = np.random.default_rng(0)
+    n, nb = 200, 2
+    err = rng.random((n, nb)) * 0.05
+    err[::3] *= -1  # negative errors where the completeness is still positive
+    args = (rng.random((n, nb)), np.zeros((n, nb)), err, np.full((n, nb), 0.5), np.zeros((1, nb)), np.ones((1, nb)))
+    return trim_patterns(*args, 3.0, v).tolist()
+
+
 CHECKS = {
     "physics.z_weights_inverted": _z_weights,
     "physics.index0_missing": _index0,
@@ -428,6 +439,7 @@ CHECKS = {
     "noise.raw_half_width": lambda v: _noise(raw_half_width=v),
     "noise.trunchen_raw_recovery": _trunchen_recovery,
     "trim.band_skip": _band_skip,
+    "trim.positive_error_required": _positive_error,
     "fit.stats_threshold": _fit_field("stats_threshold"),
     "fit.lnp_threshold": _fit_field("lnp_threshold"),
     "fit.completeness": _fit_field("completeness"),
@@ -437,21 +449,21 @@ CHECKS = {
     "fit.bad_fluxes_as_measured": _screen,
 }
 
-#: fields read only inside a stage function; each is pinned by the named tests of the
-#: "beast-2.1" profile (the stage run end to end), not yet toggled alone
+#: fields read only inside a stage function: the named test runs the stage with the field
+#: toggled alone where it says so, else pins it through the "beast-2.1" profile only
 STAGE_ONLY = {
-    "physics.library_row_order": "tests/physics/test_physicsmodel.py (composite library, beast-2.1)",
-    "physics.nd_untrimmed": "tests/physics/test_physicsmodel.py::test_sed_rows_match_an_independent_direct_computation",
-    "physics.specgrid_indx_per_star": "tests/physics/test_physicsmodel.py::test_compat_specgrid_indx_per_distance",
-    "observations.lower_edge_no_tile": "tests/observations/test_density.py::test_compat_lower_edge_source_gets_no_tile",
+    "physics.library_row_order": "tests/physics/test_physicsmodel.py::test_one_physics_field_alone_changes_the_grid (alone)",
+    "physics.nd_untrimmed": "tests/physics/test_physicsmodel.py::test_one_physics_field_alone_changes_the_grid",
+    "physics.specgrid_indx_per_star": "tests/physics/test_physicsmodel.py::test_one_physics_field_alone_changes_the_grid",
+    "observations.lower_edge_no_tile": "tests/observations/test_density.py::test_compat_lower_edge_source_gets_no_tile"
+    " (toggled alone)",
     "observations.always_resplit": "tests/observations/test_split.py",
     "observations.flux_bin_rule": "tests/observations/test_ast_inputs.py::test_flux_bin_compat_chunk_rule",
     "observations.sedgrid_indx_candidate": "tests/observations/test_ast_inputs.py::test_compat_index_bug",
     "observations.annulus_one_per_row": "tests/observations/test_ast_inputs.py",
     "noise.sign_flip_with_calibration_only": "tests/noise/test_toothpick.py",
-    "trim.rule": "tests/noise/test_trim.py, tests/noise/test_trim_fit.py",
-    "trim.positive_error_required": "tests/noise/test_trim.py",
-    "fit.refuse_invalid_noise": "tests/fit/test_fit.py::test_compat_refuses_untrimmed_noise",
+    "trim.rule": "tests/noise/test_trim.py::test_grid_and_noise_read_once_for_all_subfiles (toggled alone)",
+    "fit.refuse_invalid_noise": "tests/fit/test_fit.py::test_compat_refuses_untrimmed_noise (toggled alone)",
     "fit.chi2min_sparse": "tests/fit/test_fit.py::test_compat_chi2min_and_index_only_over_the_sparse_set",
     "fit.regular_2d_bins": "tests/fit/test_fit.py::test_compat_mode",
 }

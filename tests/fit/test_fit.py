@@ -228,6 +228,11 @@ def test_compat_refuses_untrimmed_noise(field, tmp_path):
     nz = write_noise_model(str(tmp_path / "n.hd5"), synth.FILTERS, bias, err, comp)
     with pytest.raises(ValueError, match="completeness <= 0"):
         run_fit(s, field["trim"], nz, field["cat0"], None, str(tmp_path / "x"), vega_fluxes=synth.VEGA)
+    # behaviour.fit.refuse_invalid_noise alone refuses it; the default excludes that model
+    only = settings_for(tmp_path).model_copy(update={"behaviour": {"fit": {"refuse_invalid_noise": True}}})
+    with pytest.raises(ValueError, match="completeness <= 0"):
+        run_fit(only, field["trim"], nz, field["cat0"], None, str(tmp_path / "y"), vega_fluxes=synth.VEGA)
+    run_fit(settings_for(tmp_path), field["trim"], nz, field["cat0"], None, str(tmp_path / "z"), vega_fluxes=synth.VEGA)
 
 
 def test_clear_errors(field, tmp_path):

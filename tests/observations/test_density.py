@@ -99,6 +99,16 @@ def test_compat_lower_edge_source_gets_no_tile(tmp_path, make_settings):
     assert (old["sd_tile"] < 0).sum() >= 1
     assert (old.filter(pl.col("sd_tile") < 0)["SourceDensity"] == 0).all()
     assert old["sd_bin"].null_count() == 0  # still binned (BEAST's linear lookup)
+    # behaviour.observations.lower_edge_no_tile alone: the edge source loses its tile, nothing else changes
+    only = pl.read_parquet(
+        run_density_map(
+            make_settings(out=str(tmp_path / "edge"), behaviour={"observations": {"lower_edge_no_tile": True}}, **kw),
+            str(p),
+        ).catalog_url
+    )
+    assert (only["sd_tile"] < 0).sum() >= 1
+    keep = only["sd_tile"] >= 0
+    assert (only.filter(keep)["sd_tile"] == new.filter(keep)["sd_tile"]).all()
 
 
 def test_magnitude_cut_given_or_peak():

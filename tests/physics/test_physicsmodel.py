@@ -360,3 +360,20 @@ def test_replaced_library_file_makes_the_grid_out_of_date(tmp_path, kurucz_grid)
     r3 = run_physicsmodel(s)
     assert not r3.summary["cached"]
     assert SEDGrid(r3.sed_grids[0]).provenance["input_hashes"]["stellib:kurucz"] != before
+
+
+@pytest.mark.parametrize("field", ["specgrid_indx_per_star", "nd_untrimmed", "library_row_order"])
+def test_one_physics_field_alone_changes_the_grid(tmp_path, field):
+    """behaviour.physics.<field> = true alone (every other field at its default) changes the SED grid."""
+
+    def grid(sub, behaviour):
+        s = small_settings(tmp_path / sub, libraries=("atlas9", "planck"), logt=(9.0,), avs=(0.0,))
+        g = SEDGrid(run_physicsmodel(s.model_copy(update={"behaviour": behaviour})).sed_grids[0]).read()
+        return g.seds, g.columns
+
+    seds0, cols0 = grid("default", {})
+    seds1, cols1 = grid(field, {"physics": {field: True}})
+    changed = [c for c in cols0 if not np.array_equal(cols0[c], cols1[c])]
+    assert changed or not np.array_equal(seds0, seds1)
+    if field == "specgrid_indx_per_star":
+        assert changed == ["specgrid_indx"]
