@@ -457,9 +457,10 @@ STAGE_ONLY = {
     "physics.specgrid_indx_per_star": "tests/physics/test_physicsmodel.py::test_one_physics_field_alone_changes_the_grid",
     "observations.lower_edge_no_tile": "tests/observations/test_density.py::test_compat_lower_edge_source_gets_no_tile"
     " (toggled alone)",
-    "observations.always_resplit": "tests/observations/test_split.py",
-    "observations.flux_bin_rule": "tests/observations/test_ast_inputs.py::test_flux_bin_compat_chunk_rule",
-    "observations.sedgrid_indx_candidate": "tests/observations/test_ast_inputs.py::test_compat_index_bug",
+    "observations.always_resplit": "tests/observations/test_split.py::"
+    "test_frozen_split_puts_an_added_star_where_its_flux_falls (alone)",
+    "observations.flux_bin_rule": "tests/observations/test_ast_inputs.py::test_flux_bin_compat_chunk_rule (alone)",
+    "observations.sedgrid_indx_candidate": "tests/observations/test_ast_inputs.py::test_compat_index_bug (alone)",
     "observations.annulus_one_per_row": "tests/observations/test_ast_inputs.py",
     "noise.sign_flip_with_calibration_only": "tests/noise/test_toothpick.py",
     "trim.rule": "tests/noise/test_trim.py::test_grid_and_noise_read_once_for_all_subfiles (toggled alone)",

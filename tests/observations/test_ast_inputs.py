@@ -176,7 +176,7 @@ def test_run_flux_bin_density_bins(phat_setup, make_settings, tmp_path):
     )
 
 
-def test_compat_index_bug(phat_setup, make_settings):
+def test_compat_index_bug(phat_setup, make_settings, tmp_path):
     urls, parts, vega, d = phat_setup
     s = make_settings(
         "beast-2.1",
@@ -190,6 +190,18 @@ def test_compat_index_bug(phat_setup, make_settings):
     mags = A.magnitudes(seds[params["sedgrid_indx"].to_numpy()], vega)
     # magnitudes are the chosen model's, parameters (and sedgrid_indx) come from the wrong row
     assert not np.allclose(params["F475W_IN"].to_numpy(), mags[:, 2])
+    # behaviour.observations.sedgrid_indx_candidate alone: the same wrong rows; without it the right ones
+    for on in (True, False):
+        s1 = make_settings(
+            out=str(tmp_path / f"idx_{on}"),
+            physics={"chunk_models": 4000},
+            asts={"n_flux_bins": 6, "n_per_flux_bin": 4},
+            observations={"source_density": {"pixsize": 1.0}},
+            behaviour={"observations": {"sedgrid_indx_candidate": on}},
+        )
+        p1 = pl.read_parquet(A.run_ast_inputs(s1, urls, d.catalog_url, d.map_url).params_url)
+        m1 = A.magnitudes(seds[p1["sedgrid_indx"].to_numpy()], vega)
+        assert np.allclose(p1["F475W_IN"].to_numpy(), m1[:, 2]) is not on
 
 
 def test_random_pick_and_supplement(phat_setup, make_settings, tmp_path):
