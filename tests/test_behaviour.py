@@ -449,25 +449,35 @@ CHECKS = {
     "fit.bad_fluxes_as_measured": _screen,
 }
 
-#: fields read only inside a stage function: the named test runs the stage with the field
-#: toggled alone where it says so, else pins it through the "beast-2.1" profile only
+#: fields read inside a stage function (or needing a stage's fixtures): the named test
+#: runs that stage with the field switched alone and checks what it changes
 STAGE_ONLY = {
-    "physics.library_row_order": "tests/physics/test_physicsmodel.py::test_one_physics_field_alone_changes_the_grid (alone)",
+    "physics.library_row_order": "tests/physics/test_physicsmodel.py::test_one_physics_field_alone_changes_the_grid",
     "physics.nd_untrimmed": "tests/physics/test_physicsmodel.py::test_one_physics_field_alone_changes_the_grid",
     "physics.specgrid_indx_per_star": "tests/physics/test_physicsmodel.py::test_one_physics_field_alone_changes_the_grid",
-    "observations.lower_edge_no_tile": "tests/observations/test_density.py::test_compat_lower_edge_source_gets_no_tile"
-    " (toggled alone)",
+    "observations.lower_edge_no_tile": "tests/observations/test_density.py::test_compat_lower_edge_source_gets_no_tile",
     "observations.always_resplit": "tests/observations/test_split.py::"
-    "test_frozen_split_puts_an_added_star_where_its_flux_falls (alone)",
-    "observations.flux_bin_rule": "tests/observations/test_ast_inputs.py::test_flux_bin_compat_chunk_rule (alone)",
-    "observations.sedgrid_indx_candidate": "tests/observations/test_ast_inputs.py::test_compat_index_bug (alone)",
-    "observations.annulus_one_per_row": "tests/observations/test_ast_inputs.py",
-    "noise.sign_flip_with_calibration_only": "tests/noise/test_toothpick.py",
-    "trim.rule": "tests/noise/test_trim.py::test_grid_and_noise_read_once_for_all_subfiles (toggled alone)",
-    "fit.refuse_invalid_noise": "tests/fit/test_fit.py::test_compat_refuses_untrimmed_noise (toggled alone)",
+    "test_frozen_split_puts_an_added_star_where_its_flux_falls",
+    "observations.flux_bin_rule": "tests/observations/test_ast_inputs.py::test_flux_bin_compat_chunk_rule",
+    "observations.sedgrid_indx_candidate": "tests/observations/test_ast_inputs.py::test_compat_index_bug",
+    "observations.annulus_one_per_row": "tests/observations/test_ast_inputs.py::test_annulus_one_position_per_row_alone",
+    "noise.sign_flip_with_calibration_only": "tests/noise/test_toothpick.py::"
+    "test_run_noisemodel_streams_and_matches_direct_evaluation",
+    "trim.rule": "tests/noise/test_trim.py::test_grid_and_noise_read_once_for_all_subfiles",
+    "fit.refuse_invalid_noise": "tests/fit/test_fit.py::test_compat_refuses_untrimmed_noise",
     "fit.chi2min_sparse": "tests/fit/test_fit.py::test_compat_chi2min_and_index_only_over_the_sparse_set",
-    "fit.regular_2d_bins": "tests/fit/test_fit.py::test_compat_mode",
+    "fit.regular_2d_bins": "tests/fit/test_fit.py::test_regular_2d_bins_alone",
 }
+
+
+def test_stage_only_fields_name_tests_that_exist():
+    root = Path(__file__).resolve().parent
+    for name, where in STAGE_ONLY.items():
+        path, test = where.split("::")
+        text = (root.parent / path).read_text()
+        assert f"def {test}(" in text, (name, where)
+        assert name.split(".")[1] in text, f"{where} does not switch {name}"
+
 
 #: fields whose two values agree on every input the code can reach (the doc says why)
 NO_EFFECT = {"physics.gravity_fraction_unclamped"}

@@ -196,6 +196,11 @@ def test_run_noisemodel_streams_and_matches_direct_evaluation(tmp_path, phat_ast
     again = ToothpickStats.from_dict(nm.meta["stats"])
     np.testing.assert_array_equal(evaluate_on_grid(again, seds)[2], c)
     assert blocks == [1024] * 4 + [904]  # streamed in [noise_model] chunk_models blocks
+    # behaviour.noise.sign_flip_with_calibration_only alone: no calibration matrix, so no flip (BEAST)
+    s1 = _settings(tmp_path).model_copy(update={"behaviour": {"noise": {"sign_flip_with_calibration_only": True}}})
+    e1 = open_noise_model(run_noisemodel(s1, grid, str(phat_asts_rate), str(tmp_path / "nm1.hd5"))).read().error
+    np.testing.assert_array_equal(e1, evaluate_on_grid(stats, seds, None, False)[1])
+    assert not np.array_equal(np.signbit(e1), np.signbit(blk.error))
 
 
 def test_run_noisemodel_absflux_term(tmp_path, phat_asts_rate, asts, vega):

@@ -301,6 +301,7 @@ def test_flux_bin_compat_chunk_rule(tmp_path):
     urls, parts = _grid(tmp_path, n_sub=2, n=8000)
     ast = ASTs(n_flux_bins=10, n_per_flux_bin=20)
     new = A.select_flux_bin(A.GridSet(urls, 5000), np.ones(6), ast, 5)
+    # the function behaviour.observations.flux_bin_rule switches, with that rule alone
     old = A.select_flux_bin(A.GridSet(urls, 5000), np.ones(6), ast, 5, rule=FluxBinRule.BEAST_CHUNK)
     # every cell that has enough candidates is "filled" by the counter in both modes
     enough = old.available >= 20
@@ -375,3 +376,19 @@ def test_reference_image_pixels(phat_setup, make_settings, tmp_path):
     lines = open(r.text_url).read().splitlines()
     assert lines[0].split()[:4] == ["zeros", "ones", "X", "Y"]
     assert abs(float(lines[1].split()[2]) - x[0]) < 1e-5
+
+
+def test_annulus_one_position_per_row_alone(phat_setup, make_settings, tmp_path):
+    """behaviour.observations.annulus_one_per_row: BEAST's around-stars scheme ignores
+    realization_per_model (one position per SED row)."""
+    urls, _, _, d = phat_setup
+    heights = {}
+    for on in (False, True):
+        s = make_settings(
+            out=str(tmp_path / f"ann_{on}"),
+            physics={"chunk_models": 3000},
+            asts={"method": "suppl_seds", "n_supplement": 50, "positions": "annulus", "realization_per_model": 2},
+            behaviour={"observations": {"annulus_one_per_row": on}},
+        )
+        heights[on] = pl.read_parquet(A.run_ast_inputs(s, urls, d.catalog_url, None).input_url).height
+    assert heights == {False: 100, True: 50}
