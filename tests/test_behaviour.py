@@ -518,3 +518,21 @@ def test_enums_are_chosen_in_code():
     assert {m.value for m in TileLookup} == {"tan", "linear"}
     assert {m.value for m in PriorNorm} == {"full-grid", "trimmed-grid"}
     assert ObservationsBehaviour().flux_bin_rule is FluxBinRule.REFERENCE
+
+
+def test_overrides_of_user_settings_are_said(caplog):
+    """A behaviour field that replaces a key the user changed logs a warning (never silent)."""
+    from beastflow.fit.fitting import _resolve_options
+    from beastflow.noise.toothpick import ast_binned_stats
+
+    s = settings_from_dict({"compat": "beast-2.1", "fit": {"stats_threshold": -5.0, "completeness": "product"}})
+    with caplog.at_level("WARNING"):
+        o = _resolve_options(s, _Grid(), None)
+    assert (o.stat_thr, o.completeness) == (-10.0, "none")
+    assert "fit.stats_threshold = -5.0 is overridden by behaviour.fit.stats_threshold = -10.0" in caplog.text
+    assert "fit.completeness = 'product' is overridden" in caplog.text
+    assert "lnp_threshold" not in caplog.text  # the user kept the default, which BEAST's value equals
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        ast_binned_stats(_asts_table(), ["HST_ACS_WFC_F475W"], 8, 5, 2.0, np.array([1.0]), BEAST.noise, "stddev")
+    assert "noise_model.statistic = 'stddev' is overridden" in caplog.text

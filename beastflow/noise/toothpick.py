@@ -126,8 +126,14 @@ def ast_binned_stats(
     vega = np.asarray(vega_fluxes, dtype=np.float64)
     if vega.shape != (len(filters),) or not np.all(np.isfinite(vega) & (vega > 0)):
         raise ValueError(f"vega_fluxes must be {len(filters)} positive finite numbers, got {vega!r}")
-    if behaviour.statistic is not None:
-        statistic = behaviour.statistic  # BEAST's driver never sets compute_stddev
+    if behaviour.statistic is not None and behaviour.statistic != statistic:
+        # BEAST's driver never sets compute_stddev; an override is said, never silent
+        log.warning(
+            "noise_model.statistic = %r is overridden by behaviour.noise.statistic = %r (compat profile)",
+            statistic,
+            behaviour.statistic,
+        )
+        statistic = behaviour.statistic
     wanted = [f"{b}_IN" for b in bands] + [f"{b}_RATE" for b in bands]
     cols = table_columns(ast_df, wanted, optional=["CUT_FLAG"], what="AST table")
     flag = cols.get("CUT_FLAG")
