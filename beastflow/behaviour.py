@@ -83,9 +83,10 @@ class PriorNorm(enum.Enum):
     TRIMMED_GRID = "trimmed-grid"
 
 
-def _f(default: Any, beast: Any, doc: str, spec: str) -> Any:
-    """A behaviour field: default value, BEAST 2.1's value, what it switches, where the spec says so."""
-    return field(default=default, metadata={"beast": beast, "doc": doc, "spec": spec})
+def _f(default: Any, beast: Any, doc: str, spec: str, choices: tuple[str, ...] = ()) -> Any:
+    """A behaviour field: default value, BEAST 2.1's value, what it switches, where the spec
+    says so (and, for a string field, the values an override may take)."""
+    return field(default=default, metadata={"beast": beast, "doc": doc, "spec": spec, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,7 @@ class NoiseBehaviour:
         "percentile",
         "forces the binned statistic (BEAST's driver never sets compute_stddev); None = [noise_model] statistic",
         "noise-model §2.1 step 7",
+        ("percentile", "stddev"),
     )
     raw_half_width: bool = _f(
         False,
@@ -372,6 +374,7 @@ class FitBehaviour:
         "none",
         'overrides fit.completeness (BEAST: "none", no completeness term); None = the setting',
         "noise-model §7",
+        ("min", "product", "none"),
     )
     prior_norm: PriorNorm = _f(
         PriorNorm.FULL_GRID,
@@ -485,8 +488,8 @@ def _coerce(stage: str, f: dataclasses.Field, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value >= 0:
             raise ValueError(f"{key}: must be a negative number (ln units below the peak), got {value!r}")
         return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"{key}: must be a string, got {value!r}")
+    if value not in f.metadata["choices"]:
+        raise ValueError(f"{key}: must be one of {list(f.metadata['choices'])}, got {value!r}")
     return value
 
 

@@ -73,7 +73,8 @@ def test_override_one_field_of_a_profile():
         ({"fit": {"pmax": "prob"}}, "behaviour.fit.pmax: must be one of"),
         ({"trim": {"band_skip": 1}}, "behaviour.trim.band_skip: must be true or false"),
         ({"fit": {"stats_threshold": 1.0}}, "behaviour.fit.stats_threshold: must be a negative number"),
-        ({"noise": {"statistic": 3}}, "behaviour.noise.statistic: must be a string"),
+        ({"noise": {"statistic": 3}}, "behaviour.noise.statistic: must be one of"),
+        ({"fit": {"completeness": "max"}}, r"behaviour.fit.completeness: must be one of \[.min., .product., .none.\]"),
     ],
 )
 def test_bad_overrides_are_errors(overrides, match):
