@@ -321,6 +321,14 @@ class NoiseBehaviour:
         "error sign flipped outside AST coverage only when a calibration matrix is given (BEAST) instead of always",
         "noise-model §2.3",
     )
+    trunchen_precision: str = _f(
+        "float32",
+        "float64",
+        "truncheon noise model stored in float64 (BEAST's files) instead of float32, "
+        "when noise_model.precision is unset",
+        "noise-model §6",
+        ("float32", "float64"),
+    )
     trunchen_raw_recovery: bool = _f(
         False,
         True,

@@ -464,6 +464,8 @@ STAGE_ONLY = {
     "observations.annulus_one_per_row": "tests/observations/test_ast_inputs.py::test_annulus_one_position_per_row_alone",
     "noise.sign_flip_with_calibration_only": "tests/noise/test_toothpick.py::"
     "test_run_noisemodel_streams_and_matches_direct_evaluation",
+    "noise.trunchen_precision": "tests/noise/test_trunchen.py::"
+    "test_float32_storage_is_the_float64_model_rounded_to_24_bits",
     "trim.rule": "tests/noise/test_trim.py::test_grid_and_noise_read_once_for_all_subfiles",
     "fit.refuse_invalid_noise": "tests/fit/test_fit.py::test_compat_refuses_untrimmed_noise",
     "fit.chi2min_sparse": "tests/fit/test_fit.py::test_compat_chi2min_and_index_only_over_the_sparse_set",

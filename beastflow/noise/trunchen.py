@@ -251,7 +251,7 @@ def run_trunchen(
         "k": ev.k,
         "absflux_matrix": None if a_matrix is None else a_matrix.tolist(),
     }
-    precision = nm.precision or ("float64" if compat else "float32")
+    precision = nm.precision or beh.noise.trunchen_precision
     with NoiseModelWriter(
         out_url,
         filters,
