@@ -190,7 +190,9 @@ def prepare_demo(
     filters = settings.physics.filters
     side = _patch_area(n_stars, mean_density)
     geometry = FieldGeometry(size_arcsec=side, mean_density=mean_density)
-    instrument = default_instrument(filters, vega_band_fluxes(filters, settings.beast_compat), geometry)
+    instrument = default_instrument(
+        filters, vega_band_fluxes(filters, settings.resolved_behaviour.physics.vega_positive_points), geometry
+    )
     fld = make_field(grids[0], instrument, n_stars, seed=settings.project.seed)
     meta = {
         INSTRUMENT_KEY: instrument.to_json().encode(),

@@ -7,7 +7,8 @@ and writes ``{prefix}_stats.parquet``, ``{prefix}_pdf1d.hd5``,
 ``{prefix}_pdf2d.hd5`` and ``{prefix}_lnp.hd5`` (docs/formats.md, "Fit outputs").
 When the grid fits in one chunk it is prepared once and kept for all blocks.
 
-Default behaviour vs ``compat = "beast-2.1"`` (docs/differences-from-beast.md):
+Default behaviour vs ``compat = "beast-2.1"`` (docs/differences-from-beast.md; each row is a
+field of ``beastflow.behaviour.FitBehaviour``):
 
 | | default | beast-2.1 |
 |---|---|---|
@@ -42,13 +43,14 @@ import numpy as np
 import polars as pl
 
 from beastflow import plan
+from beastflow.behaviour import FitBehaviour, PercentileRule, PriorNorm
 from beastflow.filters import short_names
 from beastflow.fit import likelihood as lk
 from beastflow.fit.grid_info import EXCLUDED, read_grid_info, symlog
 from beastflow.fit.lnp import NOT_TRUNCATED, reduce_heaps_flat, star_seeds
 from beastflow.fit.outputs import PDF2DWriter, write_lnp, write_pdf1d, write_stats
 from beastflow.fit.pdfs import BinSet, binset_from_info, binset_from_trimmed
-from beastflow.fit.stats import STAT_SUFFIXES, iau_names, percentiles_from_pdf
+from beastflow.fit.stats import STAT_SUFFIXES, iau_names, percentiles_from_pdf, pmax_column
 from beastflow.io.noise_model import open_noise_model
 from beastflow.io.sed_grid import open_sed_grid
 from beastflow.io.trim_index import open_kept
@@ -99,7 +101,6 @@ ID_COLUMNS = (
     "sd_bin",
     "reorder_tag",
 )
-BEAST_THRESHOLD = -10.0
 
 
 @dataclass
@@ -116,7 +117,7 @@ class FitResult:
 class FitOptions:
     """Everything mode-dependent, resolved once from the settings."""
 
-    compat: bool
+    behaviour: FitBehaviour
     stat_thr: float
     lnp_thr: float
     completeness: str
@@ -177,7 +178,7 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
     errT = np.ascontiguousarray(err.T)
     bad_noise = ~(np.all(errT > 0, axis=0) & np.all(np.isfinite(errT), axis=0) & np.all(np.isfinite(mT), axis=0))
     bad_comp = ~np.all(comp > 0, axis=1)
-    if opts.compat and (bad_comp.any() or bad_noise.any()):
+    if opts.behaviour.refuse_invalid_noise and (bad_comp.any() or bad_noise.any()):
         raise ValueError(
             f"{where}: {int((bad_comp | bad_noise).sum())} model(s) have completeness <= 0 or an "
             "invalid error in some band; BEAST fits only trimmed grids (compat = 'beast-2.1')"
@@ -207,7 +208,7 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
             icdT = np.ascontiguousarray(nblk.arrays["icov_diag"].T)
             icoT = np.ascontiguousarray(nblk.arrays["icov_offdiag"].T)
             bad_cov = ~(np.isfinite(qn) & np.all(icdT > 0, axis=0) & np.all(np.isfinite(icoT), axis=0))
-            if opts.compat and bad_cov.any():
+            if opts.behaviour.refuse_invalid_noise and bad_cov.any():
                 raise ValueError(f"{where}: {int(bad_cov.sum())} model(s) have an invalid truncheon covariance")
             valid &= ~bad_cov
             counters["invalid_noise"] += int((bad_cov & ~bad_noise).sum())
@@ -237,24 +238,35 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
 
 def _resolve_options(settings: Settings, grid, info: dict | None) -> FitOptions:
     f = settings.fit
-    compat = settings.beast_compat
-    if compat:
-        stat_thr = lnp_thr = BEAST_THRESHOLD
-        completeness = "none"
+    b = settings.resolved_behaviour.fit
+    _warn_overridden(b, f)
+    if b.stats_threshold is not None:
+        stat_thr = b.stats_threshold
+    else:
+        stat_thr = f.stats_threshold if f.stats_threshold is not None else lk.ALL_MODELS_THRESHOLD
+    lnp_thr = b.lnp_threshold if b.lnp_threshold is not None else f.lnp_threshold
+    completeness = b.completeness if b.completeness is not None else f.completeness
+    if b.prior_norm is PriorNorm.TRIMMED_GRID:
         if settings.physics.n_subgrid > 1:
             ln_norm = 0.0  # BEAST do_not_normalize for subgrid runs
         else:
             w = grid.column("weight")
             ln_norm = math.log(float(w[w > 0].sum()))
     else:
-        stat_thr = f.stats_threshold if f.stats_threshold is not None else lk.ALL_MODELS_THRESHOLD
-        lnp_thr = f.lnp_threshold
-        completeness = f.completeness
         # the FULL grid's total weight: the same constant in every sub-file and
         # subgrid, so total_log_norm is a log evidence comparable everywhere
         ln_norm = math.log(info["total_weight"]) if info else 0.0
     seed = f.seed if f.seed is not None else settings.project.seed
-    return FitOptions(compat, stat_thr, lnp_thr, completeness, ln_norm, f.lnp_npts, seed)
+    return FitOptions(b, stat_thr, lnp_thr, completeness, ln_norm, f.lnp_npts, seed)
+
+
+def _warn_overridden(b: FitBehaviour, f: Any) -> None:
+    """Say so when a behaviour field replaces a [fit] key the user changed from its default."""
+    for name in ("stats_threshold", "lnp_threshold", "completeness"):
+        forced, own = getattr(b, name), getattr(f, name)
+        default = type(f).model_fields[name].get_default(call_default_factory=True)
+        if forced is not None and own != default and own != forced:
+            log.warning("fit.%s = %r is overridden by behaviour.fit.%s = %r (compat profile)", name, own, name, forced)
 
 
 def fit_arrays(
@@ -406,7 +418,7 @@ def fit_arrays(
         out["exp"][sl] = acc_exp.sum(axis=0) / s0[:, None]
         out["pdf1"][sl] = acc_h1.sum(axis=0) / s0[:, None]
         out["best_q"][sl], out["best_gid"][sl], out["best_spec"][sl] = bq, bg, bsp
-        if opts.compat:
+        if opts.behaviour.chi2min_sparse:
             # chi2min over the sparse set S (lnP - max > -10) only, as BEAST (QUIRK):
             # the all-model minimum of pass_max is discarded, not merely compared
             # with, since it is <= every sparse-set chi2 and would always win
@@ -463,7 +475,7 @@ def stats_table(
         pdf = res["pdf1"][:, bs.offsets1[i] : bs.offsets1[i + 1]]
         pc = (
             percentiles_from_pdf(pdf, b.centres)
-            if opts.compat
+            if opts.behaviour.percentiles is PercentileRule.BIN_CENTRES
             else percentiles_from_pdf(pdf, b.centres, b.scaled_edges, b.log)
         )
         data[f"{q}_Best"] = res["best_q"][:, i]
@@ -471,8 +483,8 @@ def stats_table(
         data[f"{q}_p16"], data[f"{q}_p50"], data[f"{q}_p84"] = pc[:, 0], pc[:, 1], pc[:, 2]
     data["chi2min"] = res["chi2min"]
     data["chi2min_indx"] = res["chi2min_idx"]
-    # default: probability of the MAP grid point; compat: the peak lnP (a log, QUIRK)
-    data["Pmax"] = res["lnPmax"] if opts.compat else np.exp(res["lnPmax"] - res["total_log_norm"])
+    # default: probability of the MAP grid point; LN_PEAK: the peak lnP (a log, QUIRK)
+    data["Pmax"] = pmax_column(opts.behaviour.pmax, res["lnPmax"], res["total_log_norm"])
     data["Pmax_indx"] = res["best_idx"]
     data["specgrid_indx"] = res["best_spec"]
     data["total_log_norm"] = res["total_log_norm"]
@@ -555,10 +567,16 @@ def run_fit(
     opts = _resolve_options(settings, grid, info)
     if info is not None:
         bs = binset_from_info(
-            info, grid.columns, filters, f.pdf_max_nbins, f.pdf2d_pairs, opts.compat, trimmed_grid_url
+            info,
+            grid.columns,
+            filters,
+            f.pdf_max_nbins,
+            f.pdf2d_pairs,
+            opts.behaviour.regular_2d_bins,
+            trimmed_grid_url,
         )
     else:
-        if not opts.compat:
+        if opts.behaviour.prior_norm is PriorNorm.FULL_GRID:
             log.warning(
                 "%s: no grid info given: PDF bins come from the trimmed grid, so these PDFs cannot be "
                 "merged with other sub-files (run grid-info on the full grid)",
@@ -569,13 +587,14 @@ def run_fit(
     cat = catalogs.read_table(catalog_url)  # a sub-file as it is (Parquet or any catalog format)
     from beastflow.physics.vega import vega_band_fluxes  # lazy: pyphot is slow to import
 
-    vega_fluxes = vega_band_fluxes(filters, compat=settings.beast_compat)
+    vega_fluxes = vega_band_fluxes(filters, settings.resolved_behaviour.physics.vega_positive_points)
     Y = catalogs.physical_fluxes(cat, filters, vega_fluxes, catalog_url)
     # bad measurements (non-finite, zero, absurd, too negative) are dropped per band and flagged,
     # never fitted and never allowed to fail the sub-file (docs/formats.md "Bad measurements")
-    sigma = None if settings.beast_compat else largest_errors(noise, f.chunk_models)
+    as_measured = opts.behaviour.bad_fluxes_as_measured
+    sigma = None if as_measured else largest_errors(noise, f.chunk_models)
     Y, flags = catalogs.screen_fluxes(
-        Y, vega_fluxes, short_names(filters), sigma, f.negative_flux_sigma, compat=settings.beast_compat
+        Y, vega_fluxes, short_names(filters), sigma, f.negative_flux_sigma, as_measured=as_measured
     )
     n_flagged = sum(1 for x in flags if x)
     if n_flagged:

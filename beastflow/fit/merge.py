@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 
 from beastflow import plan
+from beastflow.behaviour import PercentileRule
 from beastflow.fit.fitting import FitResult
 from beastflow.fit.grid_info import Bins
 from beastflow.fit.lnp import NOT_TRUNCATED, merge_star_samples
@@ -47,7 +48,7 @@ from beastflow.fit.outputs import (
     write_pdf1d,
     write_stats,
 )
-from beastflow.fit.stats import percentiles_from_pdf
+from beastflow.fit.stats import percentiles_from_pdf, pmax_column
 from beastflow.io.hdf5_arrays import decode_attr, open_h5
 from beastflow.provenance import make_provenance
 
@@ -67,9 +68,9 @@ class MergeResult:
     lnp: str
 
 
-def _percentiles(pdf: np.ndarray, p1: dict[str, Any], q: str, compat: bool) -> np.ndarray:
+def _percentiles(pdf: np.ndarray, p1: dict[str, Any], q: str, rule: PercentileRule) -> np.ndarray:
     """p16/p50/p84 by the same rule as the fit (fit.stats.percentiles_from_pdf)."""
-    if compat:
+    if rule is PercentileRule.BIN_CENTRES:
         return percentiles_from_pdf(pdf, p1["centres"][q])
     edges, log = p1["edges"][q], p1["log"][q]
     return percentiles_from_pdf(pdf, p1["centres"][q], np.log10(edges) if log else edges, log)
@@ -114,7 +115,7 @@ def merge_subgrids(settings: Settings, fits: Sequence[Any], out_prefix: str) -> 
     fits = [_as_result(f) for f in fits]
     if not fits:
         raise ValueError("merge over subgrids needs at least one fit")
-    compat = settings.beast_compat
+    beh = settings.resolved_behaviour.fit
     tabs, metas, p1s = [], [], []
     for f in fits:
         df, info = read_stats(f.stats)
@@ -166,13 +167,13 @@ def merge_subgrids(settings: Settings, fits: Sequence[Any], out_prefix: str) -> 
     for q in qnames:
         best = np.stack([df[f"{q}_Best"].to_numpy() for df in tabs])[best_g, rows]
         exp = sum(W[g] * tabs[g][f"{q}_Exp"].to_numpy() for g in range(G)) / Wsum
-        pc = _percentiles(merged_pdf[q], p1s[0], q, compat)
+        pc = _percentiles(merged_pdf[q], p1s[0], q, beh.percentiles)
         out[f"{q}_Best"], out[f"{q}_Exp"] = best, exp
         out[f"{q}_p16"], out[f"{q}_p50"], out[f"{q}_p84"] = pc[:, 0], pc[:, 1], pc[:, 2]
     pick = lambda c: np.stack([df[c].to_numpy() for df in tabs])[best_g, rows]  # noqa: E731
     out["chi2min"] = np.stack([df["chi2min"].to_numpy() for df in tabs]).min(axis=0)
     lnp_best = lnpmax[best_g, rows]
-    out["Pmax"] = lnp_best if compat else np.exp(lnp_best - tln)
+    out["Pmax"] = pmax_column(beh.pmax, lnp_best, tln)
     out["Pmax_indx"] = pick("Pmax_indx")
     out["specgrid_indx"] = pick("specgrid_indx")
     out["total_log_norm"] = tln
@@ -236,7 +237,8 @@ def _merge_lnp(urls, subgrids, out_url, settings: Settings, prov, meta) -> None:
         if not _same_ids(f["star_id"], ids):
             raise ValueError(f"{u}: lnp stars differ from {urls[0]}")
     k = settings.fit.lnp_npts
-    thr = -10.0 if settings.beast_compat else settings.fit.lnp_threshold
+    forced = settings.resolved_behaviour.fit.lnp_threshold
+    thr = forced if forced is not None else settings.fit.lnp_threshold
     lnpmax = np.max([f["lnPmax"] for f in files], axis=0)
     parts: dict[str, list[np.ndarray]] = {f: [] for f in LNP_FIELDS}
     offsets, trunc = [0], []

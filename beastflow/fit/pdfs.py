@@ -92,7 +92,7 @@ def binset_from_info(
     filters: list[str],
     max_nbins: int,
     pairs: list[list[str]],
-    compat: bool,
+    regular_2d: bool,
     where: str,
 ) -> BinSet:
     cols = [c for c in trimmed_columns if c != "fullgrid_idx"]
@@ -111,7 +111,7 @@ def binset_from_info(
     bins1 = [bins_from_info(info, q) for q in qnames]
     nu = {q: int(info["quantities"][q]["num_unique"]) for q in qnames}
     by = {b.name: b for b in bins1}
-    bins_for = (lambda q: bins_from_info(info, q, regular2d=True)) if compat else by.__getitem__
+    bins_for = (lambda q: bins_from_info(info, q, regular2d=True)) if regular_2d else by.__getitem__
     return BinSet(qnames, bins1, _pairs(qnames, pairs, nu, bins_for), "full_grid")
 
 

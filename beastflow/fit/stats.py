@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from beastflow.behaviour import PmaxConvention
+
 PERCENTILES = (16, 50, 84)
 STAT_SUFFIXES = ("Best", "Exp", "p16", "p50", "p84")
 
@@ -96,6 +98,13 @@ def percentiles_from_pdf(
         out = 10.0**out
         out[empty] = 0.0
     return out
+
+
+def pmax_column(convention: PmaxConvention, lnpmax: np.ndarray, total_log_norm: np.ndarray) -> np.ndarray:
+    """The ``Pmax`` column: the best grid point's probability, or BEAST's peak lnP (fitting.md §4)."""
+    if convention is PmaxConvention.LN_PEAK:
+        return lnpmax
+    return np.exp(lnpmax - total_log_norm)
 
 
 def iau_names(surveyname: str, ra_deg: np.ndarray, dec_deg: np.ndarray) -> list[str]:

@@ -52,13 +52,20 @@ class BinnedBand:
 
 
 def prepare_band(
-    mag_in: np.ndarray, flux_out: np.ndarray, cut_flag: np.ndarray | None, nonrecovered_ratio: float, compat: bool
+    mag_in: np.ndarray,
+    flux_out: np.ndarray,
+    cut_flag: np.ndarray | None,
+    nonrecovered_ratio: float,
+    nan_outputs_recovered: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 1-5 of spec §2.1: (f_in, f_out) with f_out == 0 meaning "not recovered"."""
+    """Steps 1-5 of spec §2.1: (f_in, f_out) with f_out == 0 meaning "not recovered".
+
+    ``nan_outputs_recovered``: BEAST 2.1's NaN handling (``NoiseBehaviour``, step 1 QUIRK).
+    """
     mag_in = np.asarray(mag_in, dtype=np.float64)
     f_out = np.array(flux_out, dtype=np.float64, copy=True)
     flag = None if cut_flag is None else np.asarray(cut_flag, dtype=np.float64)
-    if compat:
+    if nan_outputs_recovered:
         # BEAST 2.1: rows are dropped only when some input is NaN, and then
         # every row with a non-finite input or output goes.  Otherwise NaN
         # outputs stay and count as recovered (NaN != 0)  -- QUIRK kept.
@@ -154,7 +161,7 @@ def bin_band(
         if n[i] == 0:
             continue
         fo = f_out[idx]
-        rec = fo != 0.0  # NaN counts as recovered here only in compat mode (see prepare_band)
+        rec = fo != 0.0  # NaN counts as recovered here only with nan_outputs_recovered (see prepare_band)
         n_rec[i] = int(rec.sum())
         compl[i] = n_rec[i] / float(n[i])
         if n_rec[i] > min_per_bin:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numba
 import numpy as np
 
+from beastflow.behaviour import DEFAULT_NOISE, NoiseBehaviour
 from beastflow.filters import short_names
 from beastflow.io.noise_model import NoiseModelWriter
 from beastflow.io.sed_grid import SEDGrid
@@ -109,7 +110,7 @@ def ast_binned_stats(
     min_per_bin: int = 10,
     nonrecovered_ratio: float = 2.0,
     vega_fluxes: Sequence[float] | np.ndarray | None = None,
-    compat: bool = False,
+    behaviour: NoiseBehaviour = DEFAULT_NOISE,
     statistic: str = "percentile",
 ) -> ToothpickStats:
     """Binned AST statistics per band (spec §2.1), physical units.
@@ -117,8 +118,8 @@ def ast_binned_stats(
     ``ast_df``: any table (polars/pandas DataFrame, astropy Table, dict of
     arrays) with ``{B}_IN`` (Vega mag), ``{B}_RATE`` (F/F_Vega) per band and
     optionally ``CUT_FLAG``.  ``vega_fluxes``: Vega band fluxes (erg s^-1
-    cm^-2 A^-1) in filter order.  ``compat``: reproduce BEAST 2.1's NaN
-    handling (spec §2.1 step 1 QUIRK) and always use percentiles.
+    cm^-2 A^-1) in filter order.  ``behaviour``: BEAST 2.1's NaN handling
+    (spec §2.1 step 1 QUIRK), its forced statistic and raw half-widths.
     """
     filters = list(filters)
     bands = short_names(filters)
@@ -127,15 +128,23 @@ def ast_binned_stats(
     vega = np.asarray(vega_fluxes, dtype=np.float64)
     if vega.shape != (len(filters),) or not np.all(np.isfinite(vega) & (vega > 0)):
         raise ValueError(f"vega_fluxes must be {len(filters)} positive finite numbers, got {vega!r}")
-    if compat:
-        statistic = "percentile"  # BEAST's driver never sets compute_stddev
+    if behaviour.statistic is not None and behaviour.statistic != statistic:
+        # BEAST's driver never sets compute_stddev; an override is said, never silent
+        log.warning(
+            "noise_model.statistic = %r is overridden by behaviour.noise.statistic = %r (compat profile)",
+            statistic,
+            behaviour.statistic,
+        )
+        statistic = behaviour.statistic
     wanted = [f"{b}_IN" for b in bands] + [f"{b}_RATE" for b in bands]
     cols = table_columns(ast_df, wanted, optional=["CUT_FLAG"], what="AST table")
     flag = cols.get("CUT_FLAG")
     out = []
     for k, (full, b) in enumerate(zip(filters, bands)):
-        f_in, f_out = prepare_band(cols[f"{b}_IN"], cols[f"{b}_RATE"], flag, nonrecovered_ratio, compat)
-        binned = bin_band(f_in, f_out, n_flux_bins, min_per_bin, statistic, unbiased=not compat)
+        f_in, f_out = prepare_band(
+            cols[f"{b}_IN"], cols[f"{b}_RATE"], flag, nonrecovered_ratio, behaviour.nan_outputs_recovered
+        )
+        binned = bin_band(f_in, f_out, n_flux_bins, min_per_bin, statistic, unbiased=not behaviour.raw_half_width)
         g = binned.good
         out.append(
             BandStats(
@@ -296,7 +305,7 @@ def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, o
     from ``beastflow.physics.vega.vega_band_fluxes``.
     """
     nm = settings.noise_model
-    compat = settings.beast_compat
+    beh = settings.resolved_behaviour.noise
     if nm.model == "splinter":
         return run_splinter(settings, sed_grid_url, out_url)
     if not ast_url:
@@ -308,10 +317,12 @@ def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, o
         return run_trunchen(settings, sed_grid_url, ast_url, out_url)
     grid = SEDGrid(sed_grid_url)
     filters = grid.filters
-    vega = np.asarray(vega_table.vega_band_fluxes(filters, compat), dtype=np.float64)
+    vega = np.asarray(
+        vega_table.vega_band_fluxes(filters, settings.resolved_behaviour.physics.vega_positive_points), dtype=np.float64
+    )
     asts = catalogs.read_asts(ast_url, filters)
     stats = ast_binned_stats(
-        asts, filters, nm.n_flux_bins, nm.min_per_bin, nm.ast_nonrecovered_ratio, vega, compat, nm.statistic
+        asts, filters, nm.n_flux_bins, nm.min_per_bin, nm.ast_nonrecovered_ratio, vega, beh, nm.statistic
     )
     empty = [bs.filter for bs in stats.bands if len(bs.centres) == 0]
     if empty:
@@ -328,7 +339,7 @@ def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, o
         a2 = absflux.band_variances(a_matrix)
     # BEAST flips the sign only when a calibration matrix is given; intended:
     # always mark models outside AST coverage (the values are 0 there anyway).
-    flip = (a_matrix is not None) or not compat
+    flip = (a_matrix is not None) or not beh.sign_flip_with_calibration_only
     with_cov = a_matrix is not None
 
     inputs = {"asts": ast_url}
@@ -345,7 +356,7 @@ def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, o
     meta = {
         "model": "toothpick",
         "compat": settings.compat,
-        "statistic": "percentile" if compat else nm.statistic,
+        "statistic": beh.statistic if beh.statistic is not None else nm.statistic,
         "stats": stats.to_dict(),
         "absflux_matrix": None if a_matrix is None else a_matrix.tolist(),
     }

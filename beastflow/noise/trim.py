@@ -66,6 +66,7 @@ import numba
 import numpy as np
 
 from beastflow import plan
+from beastflow.behaviour import TrimRule
 from beastflow.filters import short_names
 from beastflow.io.noise_model import NoiseModel, NoiseModelWriter
 from beastflow.io.sed_grid import SEDGrid, SEDGridWriter
@@ -197,15 +198,15 @@ def trim_patterns_numpy(seds, bias, err, compl, ymin, ymax, sigma_fac, need_pos_
     return out
 
 
-def decide_bands(hist: Counter, n_bands: int, compat: bool) -> tuple[int, list[int], int]:
+def decide_bands(hist: Counter, n_bands: int, band_skip: bool) -> tuple[int, list[int], int]:
     """From the histogram {pattern: count} of covered models, return
     (mask of bands applied, bands skipped, number of survivors).
 
-    compat: bands in filter order, a band whose cut would leave nothing is
+    ``band_skip``: bands in filter order, a band whose cut would leave nothing is
     skipped (BEAST 2.1 QUIRK).  Default: every band applies.
     """
     full = (1 << n_bands) - 1
-    if not compat:
+    if not band_skip:
         return full, [], sum(c for p, c in hist.items() if p & full == full)
     req = 0
     skipped = []
@@ -235,7 +236,7 @@ def observed_fluxes(catalog_url: str, filters: Sequence[str], vega: np.ndarray) 
     df = catalogs.normalise_columns(catalogs.read_table(catalog_url), catalog_url)
     fl = catalogs.physical_fluxes(df, filters, vega, f"{catalog_url} (catalog sub-file)")
     # the fit's bad-measurement rule, minus zero/negative (keeping those only widens the range: lossless)
-    fl, _ = catalogs.screen_fluxes(fl, vega, short_names(filters), compat=True)
+    fl, _ = catalogs.screen_fluxes(fl, vega, short_names(filters), as_measured=True)
     if len(fl) == 0:
         raise TrimError(f"{catalog_url}: the catalog sub-file has no stars")
     bad = [f"{b}_RATE" for b, ok in zip(short_names(filters), np.isfinite(fl).any(axis=0)) if not ok]
@@ -537,7 +538,7 @@ def run_trim(
     Successful jobs are written even if another job fails; failures are then
     raised together as one TrimError naming each sub-file and band.
     """
-    compat = settings.beast_compat
+    beh = settings.resolved_behaviour
     tr = settings.trim
     grid = SEDGrid(sed_grid_url)
     noise = NoiseModel(noise_url)
@@ -550,11 +551,11 @@ def run_trim(
         raise ValueError(f"{noise_url}: noise-model filters {noise.filters} differ from the grid's {grid.filters}")
     filters = grid.filters
     nb = len(filters)
-    vega = np.asarray(vega_table.vega_band_fluxes(filters, compat), dtype=np.float64)
+    vega = np.asarray(vega_table.vega_band_fluxes(filters, beh.physics.vega_positive_points), dtype=np.float64)
     in_cols = [c for c in grid.columns if c != "fullgrid_idx"]
     out_cols = in_cols + ["fullgrid_idx"]
     bound_cols = [c for c in in_cols if c == "weight"]
-    need_pos_err = not compat
+    need_pos_err = beh.trim.positive_error_required
     settings_hash = settings.section_hash("compat", "trim")
     id_grid = artifact_identity(sed_grid_url)
     id_noise = artifact_identity(noise_url)
@@ -602,10 +603,12 @@ def run_trim(
 
         full = (1 << nb) - 1
         lossless = None
-        if not compat and "q_norm" not in noise.names:
+        if beh.trim.rule is TrimRule.SIGMA_OR_LOSSLESS and "q_norm" not in noise.names:
             # default: pass 1 histograms the sigma rule and gathers the lossless
             # bound's candidates; pass 2 writes sigma-rule OR lossless survivors
-            lossless = _Bound(states, fluxes, settings.fit.completeness, grid.n_models)
+            # the bound must use the fit's likelihood, so the fit's effective completeness term
+            completeness = beh.fit.completeness if beh.fit.completeness is not None else settings.fit.completeness
+            lossless = _Bound(states, fluxes, completeness, grid.n_models)
             _stream(
                 grid,
                 noise,
@@ -623,7 +626,7 @@ def run_trim(
         try:
             for st in states:
                 _open_writers(st, grid, noise, out_cols, *provs(st), n_jobs=len(states), materialize=tr.materialize)
-            # default: pass 2 with the lossless bound; compat (no bound): an optimistic
+            # default: pass 2 with the lossless bound; TrimRule.SIGMA (no bound): an optimistic
             # single pass, every band applied (right unless a band has to be skipped)
             _stream(
                 grid,
@@ -653,7 +656,7 @@ def run_trim(
                     "(completeness > 0 in every band): no models are brighter than the minimum ASTs run"
                 )
                 continue
-            mask, skipped, n_keep = decide_bands(st.hist, nb, compat)
+            mask, skipped, n_keep = decide_bands(st.hist, nb, beh.trim.band_skip)
             if n_keep == 0:
                 k = _first_empty_band(st.hist, nb)
                 _close(st, ok=False)
@@ -670,7 +673,7 @@ def run_trim(
             results.append(_result(st, grid, noise, tr.materialize))
 
         if redo:
-            # compat band-skip: rewrite those jobs with their reduced band mask
+            # band skip (TrimBehaviour.band_skip): rewrite those jobs with their reduced band mask
             rstates = []
             for st, mask, skipped in redo:
                 _close(st, ok=False)

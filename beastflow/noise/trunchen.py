@@ -75,9 +75,13 @@ def ast_model_stats(
     filters: Sequence[str],
     vega_fluxes: Sequence[float] | np.ndarray,
     min_group: int = 5,
-    compat: bool = False,
+    raw_recovery: bool = False,
 ) -> TrunchenStats:
-    """Steps 1-3: per injected model bias, covariance and completeness."""
+    """Steps 1-3: per injected model bias, covariance and completeness.
+
+    ``raw_recovery`` (``NoiseBehaviour.trunchen_raw_recovery``): BEAST counts a non-finite
+    RATE or CUT_FLAG > 0 as recovered.
+    """
     filters = list(filters)
     bands = short_names(filters)
     vega = np.asarray(vega_fluxes, dtype=np.float64)
@@ -86,7 +90,7 @@ def ast_model_stats(
     )
     mag_in = np.column_stack([cols[f"{b}_IN"] for b in bands])
     rate = np.column_stack([cols[f"{b}_RATE"] for b in bands])
-    if not compat:
+    if not raw_recovery:
         # a NaN measurement is a non-recovery; a quality-cut fake star too
         rate = np.where(np.isfinite(rate), rate, 0.0)
         if "CUT_FLAG" in cols:
@@ -208,11 +212,13 @@ class TrunchenEvaluator:
 def run_trunchen(settings: Settings, sed_grid_url: str, ast_url: str, out_url: str) -> str:
     """Truncheon noise model of ``ast_url`` evaluated on one SED (sub)grid, streamed."""
     nm = settings.noise_model
-    compat = settings.beast_compat
+    beh = settings.resolved_behaviour
     grid = SEDGrid(sed_grid_url)
     filters = grid.filters
-    vega = np.asarray(vega_table.vega_band_fluxes(filters, compat), dtype=np.float64)
-    stats = ast_model_stats(catalogs.read_asts(ast_url, filters), filters, vega, nm.trunchen_min_group, compat)
+    vega = np.asarray(vega_table.vega_band_fluxes(filters, beh.physics.vega_positive_points), dtype=np.float64)
+    stats = ast_model_stats(
+        catalogs.read_asts(ast_url, filters), filters, vega, nm.trunchen_min_group, beh.noise.trunchen_raw_recovery
+    )
     if len(stats) == 0:
         raise ValueError(
             f"{ast_url}: no injected model has more than {nm.trunchen_min_group} realisations with a recovery "
@@ -239,7 +245,7 @@ def run_trunchen(settings: Settings, sed_grid_url: str, ast_url: str, out_url: s
         "k": ev.k,
         "absflux_matrix": None if a_matrix is None else a_matrix.tolist(),
     }
-    precision = nm.precision or ("float64" if compat else "float32")
+    precision = nm.precision or beh.noise.trunchen_precision
     with NoiseModelWriter(
         out_url,
         filters,

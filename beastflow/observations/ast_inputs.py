@@ -76,13 +76,13 @@ class ASTInputsResult:
         return [u for u in (self.params_url, self.input_url, self.text_url, self.fluxbins_url) if u]
 
 
-def _dolphot_text(filters: Sequence[str], pos: dict[str, np.ndarray], mags: np.ndarray, compat: bool) -> str:
+def _dolphot_text(filters: Sequence[str], pos: dict[str, np.ndarray], mags: np.ndarray, short_radec: bool) -> str:
     celestial = "X" not in pos
     names = ["RA", "DEC"] if celestial else ["X", "Y"]
     n = mags.shape[0]
     if celestial:
         # BEAST writes degrees with %.5f (0.04 arcsec steps); intended keeps 1e-8 deg
-        pfmt = "%.5f" if compat else "%.8f"
+        pfmt = "%.5f" if short_radec else "%.8f"
     else:
         pfmt = "%.5f" if "sd_bin" in pos else "%.2f"  # map schemes %.5f, around stars %.2f
     lines = [" ".join(["zeros", "ones", *names, *filters])]
@@ -97,7 +97,7 @@ def run_ast_inputs(
     settings: Settings, sed_grid_urls: Sequence[str] | str, catalog_url: str | None, map_url: str | None
 ) -> ASTInputsResult:
     ast = settings.asts
-    compat = settings.beast_compat
+    beh = settings.resolved_behaviour.observations
     seed = settings.project.seed
     urls = [sed_grid_urls] if isinstance(sed_grid_urls, str) else list(sed_grid_urls)
     gs = GridSet(urls, settings.physics.chunk_models)
@@ -105,7 +105,7 @@ def run_ast_inputs(
     bands = short_names(filters)
     from beastflow.physics.vega import vega_band_fluxes
 
-    vega = np.asarray(vega_band_fluxes(filters, compat), float)
+    vega = np.asarray(vega_band_fluxes(filters, settings.resolved_behaviour.physics.vega_positive_points), float)
     catalog = catalogs.read_photometry(catalog_url, filters) if catalog_url else None
     need_map = ast.positions in ("density_bins", "pixel_distribution")
     if need_map and not map_url:
@@ -116,10 +116,10 @@ def run_ast_inputs(
     info: dict[str, Any] = {"method": ast.method}
     fb = None
     if ast.method == "flux_bin":
-        fb = select_flux_bin(gs, vega, ast, seed, compat)
+        fb = select_flux_bin(gs, vega, ast, seed, beh.flux_bin_rule)
         rows = fb.rows
-        # BUG? reproduced in compat: parameters read at the candidate index, not the grid row
-        param_rows = np.minimum(fb.ordinals, gs.n_models - 1) if compat else rows
+        # BUG? (sedgrid_indx_candidate): parameters read at the candidate index, not the grid row
+        param_rows = np.minimum(fb.ordinals, gs.n_models - 1) if beh.sedgrid_indx_candidate else rows
         info |= {
             "n_candidates": fb.n_candidates,
             "passes": fb.n_passes,
@@ -151,7 +151,7 @@ def run_ast_inputs(
 
     # SED list with realisations: each chosen SED R times, consecutively
     R = ast.realization_per_model
-    if compat and ast.positions == "annulus" and ast.method != "random_pick":
+    if beh.annulus_one_per_row and ast.positions == "annulus" and ast.method != "random_pick":
         R = 1  # QUIRK: the around-stars scheme gives one position per SED row
     entries = len(rows) * R
     sed_of_entry = np.repeat(np.arange(len(rows)), R)
@@ -160,14 +160,14 @@ def run_ast_inputs(
     bins_used: list[int] = []
     dropped: list[int] = []
     if ast.positions == "annulus":
-        pos = positions_annulus(entries, catalog, ast, rng, compat)
+        pos = positions_annulus(entries, catalog, ast, rng, beh.annulus_needs_xy)
     else:
         if not map_url:  # need_map: refused above already
             raise ValueError(f"asts.positions = {ast.positions!r} needs the density map")
         tiles, _, _ = read_map(map_url)
         region = build_region(ast, catalog, bands)
         if ast.positions == "density_bins":
-            pos, bins_used, dropped = positions_density_bins(entries, tiles, region, ast, rng, compat)
+            pos, bins_used, dropped = positions_density_bins(entries, tiles, region, ast, rng, beh.beast_tile_pruning)
         else:
             pos = positions_pixel_distribution(entries, tiles, region, ast, rng)
     if ast.reference_image and "RA" in pos:
@@ -212,7 +212,7 @@ def run_ast_inputs(
             log.warning("flux bin not filled: %s", u)
     catalogs.write_parquet(table, input_url, prov, {"filters": filters, "bins": bins_used, "dropped_bins": dropped})
     tmags = np.column_stack([table[f"{b}_IN"].to_numpy() for b in bands])
-    storage.write_bytes(text_url, _dolphot_text(filters, pos, tmags, compat).encode())
+    storage.write_bytes(text_url, _dolphot_text(filters, pos, tmags, beh.short_position_precision).encode())
     return ASTInputsResult(
         params_url,
         input_url,

@@ -39,7 +39,7 @@ class Region:
             ok &= geometry.points_in_convex(self.filter_hull, ra, dec)
         return ok
 
-    def usable_tiles(self, tiles: pl.DataFrame, compat: bool, erode: float) -> np.ndarray:
+    def usable_tiles(self, tiles: pl.DataFrame, beast_pruning: bool, erode: float) -> np.ndarray:
         """``tile_usable`` for every tile; the clear cases are decided vectorised first."""
         x0, x1 = tiles["min_ra"].to_numpy(), tiles["max_ra"].to_numpy()
         y0, y1 = tiles["min_dec"].to_numpy(), tiles["max_dec"].to_numpy()
@@ -59,17 +59,17 @@ class Region:
         out = np.zeros(x0.size, bool)
         out[sure_in & ~sure_out] = True
         for k in np.flatnonzero(~sure_in & ~sure_out):
-            out[k] = self.tile_usable(x0[k], x1[k], y0[k], y1[k], compat, erode)
+            out[k] = self.tile_usable(x0[k], x1[k], y0[k], y1[k], beast_pruning, erode)
         return out
 
-    def tile_usable(self, x0: float, x1: float, y0: float, y1: float, compat: bool, erode: float) -> bool:
+    def tile_usable(self, x0: float, x1: float, y0: float, y1: float, beast_pruning: bool, erode: float) -> bool:
         box = geometry.box_polygon(x0, x1, y0, y1)
 
         def meets(poly):
             part = geometry.clip_convex(box, poly)
             return len(part) >= 3 and abs(geometry.polygon_area(part)) > 0
 
-        if compat:
+        if beast_pruning:
             # BEAST's pruning (spec §3.1 step 4): eroded hull only without a boundary
             if self.boundary is None and erode > 0 and self.hull is not None and not meets(self.hull):
                 return False
@@ -153,7 +153,7 @@ def _draw_in_tiles(
 
 
 def positions_density_bins(
-    entries: int, tiles: pl.DataFrame, region: Region, ast: ASTs, rng: np.random.Generator, compat: bool
+    entries: int, tiles: pl.DataFrame, region: Region, ast: ASTs, rng: np.random.Generator, beast_pruning: bool
 ) -> tuple[dict[str, np.ndarray], list[int], list[int]]:
     """Spec §3.1: every entry in every usable density bin (or n_per_density_bin per bin).
 
@@ -161,7 +161,7 @@ def positions_density_bins(
     ``RA``, ``DEC``; the bins used; the bins dropped as unusable).
     """
     e = ast.erode_selection_region / 3600.0
-    usable = region.usable_tiles(tiles, compat, e)
+    usable = region.usable_tiles(tiles, beast_pruning, e)
     all_bins = sorted(set(tiles["sd_bin"].to_list()))
     t_ok = tiles.filter(pl.Series(usable))
     bins = sorted(set(t_ok["sd_bin"].to_list()))
@@ -216,13 +216,13 @@ def positions_pixel_distribution(
 
 
 def positions_annulus(
-    entries: int, catalog: pl.DataFrame, ast: ASTs, rng: np.random.Generator, compat: bool
+    entries: int, catalog: pl.DataFrame, ast: ASTs, rng: np.random.Generator, needs_xy: bool
 ) -> dict[str, np.ndarray]:
     """Spec §3.2: around a random catalog star, radius d + 3U, angle 2 pi U'."""
     d = ast.pixel_distribution
     if "X" in catalog.columns and "Y" in catalog.columns:
         x, y, scale, celestial = catalog["X"].to_numpy(), catalog["Y"].to_numpy(), 1.0, False
-    elif compat:
+    elif needs_xy:
         raise ValueError(
             "asts.positions = 'annulus' needs X/Y columns in the catalog (beast-2.1: the RA/Dec branch is unreachable)"
         )

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from beastflow import storage
+from beastflow.behaviour import FluxBinRule
 from beastflow.filters import short_names
 from beastflow.magnitudes import flux_to_mag
 from beastflow.settings.asts import ASTs
@@ -118,7 +119,9 @@ def _live(codes: np.ndarray, counts: np.ndarray, n_per: int) -> np.ndarray:
     return live
 
 
-def select_flux_bin(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, compat: bool = False) -> FluxBinSelection:
+def select_flux_bin(
+    gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, rule: FluxBinRule = FluxBinRule.REFERENCE
+) -> FluxBinSelection:
     """Flux-bin selection streamed over the (sub)grids.
 
     Reference semantics (spec §2.1) with a seeded generator: candidates are
@@ -128,7 +131,7 @@ def select_flux_bin(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, compat:
     in key order is done in passes: each pass streams the grid, keeps the
     ``select_buffer`` smallest keys among the not-yet-visited models that could
     still be accepted, and processes them in order.  Memory: one grid block +
-    the buffer.  ``compat`` switches to BEAST 2.1's vectorised chunk rule.
+    the buffer.  ``FluxBinRule.BEAST_CHUNK`` switches to BEAST 2.1's vectorised chunk rule.
     """
     filters = gs.filters
     nb = len(filters)
@@ -152,7 +155,7 @@ def select_flux_bin(gs: GridSet, vega: np.ndarray, ast: ASTs, seed: int, compat:
         )
     edges = np.array([np.linspace(lo[k], hi[k], n_bins + 1) for k in range(nb)])
 
-    if compat:
+    if rule is FluxBinRule.BEAST_CHUNK:
         return _select_flux_bin_compat(gs, vega, ast, seed, edges, n_cand, need_cols)
 
     counts = np.zeros((n_bins, nb), np.int64)

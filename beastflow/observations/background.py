@@ -58,9 +58,12 @@ def _annulus_sums(img, mask, xs, ys, r_in, r_out):  # pragma: no cover - compile
 
 
 def individual_backgrounds(
-    img: np.ndarray, x: np.ndarray, y: np.ndarray, mask_radius: float, ann_width: float, compat: bool
+    img: np.ndarray, x: np.ndarray, y: np.ndarray, mask_radius: float, ann_width: float, annulus_area: bool
 ) -> np.ndarray:
-    """Per-source background; x, y are 0-based pixel coordinates of the image."""
+    """Per-source background; x, y are 0-based pixel coordinates of the image.
+
+    ``annulus_area``: BEAST's masked sum / full annulus area (QUIRK) instead of the unmasked mean.
+    """
     img = np.asarray(img, float)
     mask = ~np.isfinite(img)
     _stamp_mask(mask, np.asarray(x, float), np.asarray(y, float), float(mask_radius))
@@ -72,7 +75,7 @@ def individual_backgrounds(
         float(mask_radius),
         float(mask_radius + ann_width),
     )
-    if compat:
+    if annulus_area:
         area = math.pi * ((mask_radius + ann_width) ** 2 - mask_radius**2)
         return sums / area
     with np.errstate(invalid="ignore", divide="ignore"):

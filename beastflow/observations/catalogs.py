@@ -283,7 +283,7 @@ def screen_fluxes(
     bands: Sequence[str],
     sigma: np.ndarray | None = None,
     k_sigma: float = 5.0,
-    compat: bool = False,
+    as_measured: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
     """Physical fluxes [stars, bands] with every bad measurement set to NaN, and a flag per star.
 
@@ -291,7 +291,8 @@ def screen_fluxes(
     ``nonfinite`` (NaN, inf, null), ``zero`` (RATE = 0 means "no measurement"),
     ``absurd`` (|RATE| > ABSURD_RATE) or ``negative`` beyond ``k_sigma`` x
     ``sigma`` (the noise model's largest error in that band, physical units):
-    no model is that far above it.  With ``compat`` zero and negative fluxes are
+    no model is that far above it.  With ``as_measured`` (``FitBehaviour.bad_fluxes_as_measured``)
+    zero and negative fluxes are
     fitted as measurements (BEAST 2.1 does); non-finite and absurd ones are
     dropped in both modes, as they would only turn the likelihood into NaN/inf.
     The flag lists what was dropped, ``"F475W:zero;F814W:absurd"``, or "".
@@ -304,7 +305,7 @@ def screen_fluxes(
     with np.errstate(invalid="ignore", over="ignore"):
         rate = np.where(finite, y, 0.0) / vega[None, :]
         reasons.append(("absurd", finite & (np.abs(rate) > ABSURD_RATE)))
-        if not compat:
+        if not as_measured:
             reasons.append(("zero", finite & (y == 0.0)))
             if sigma is not None:
                 limit = -k_sigma * np.asarray(sigma, dtype=np.float64)[None, :]

@@ -47,14 +47,19 @@ def flag_bands(settings: Settings) -> list[str]:
 
 
 def cut_masks(
-    df: pl.DataFrame, bands: Sequence[str], fbands: Sequence[str], cuts: Cuts, compat: bool, url: str = "catalog"
+    df: pl.DataFrame,
+    bands: Sequence[str],
+    fbands: Sequence[str],
+    cuts: Cuts,
+    flag_cut_zero_rate: bool,
+    url: str = "catalog",
 ) -> dict[str, np.ndarray]:
     """Boolean 'removed by this cut' arrays, one per cut (same rules for stars and ASTs).
 
     - partial_overlap: zero rate in some but not all bands (outside a band's
       footprint); all-zero rows stay (non-recovered ASTs).
     - flagged: intended (docs): FLAG >= 99 where the rate is positive in a flag
-      band; negative fluxes stay.  compat (beast-2.1 code): rate exactly 0 in a
+      band; negative fluxes stay.  ``flag_cut_zero_rate`` (beast-2.1 code): rate exactly 0 in a
       flag band, whatever the flag.  A table without the FLAG column (ASTs) is
       not flag-cut in intended mode.
     """
@@ -69,7 +74,7 @@ def cut_masks(
         bad = np.zeros(n, bool)
         for b in fbands:
             rate = df[f"{b}_RATE"].to_numpy()
-            if compat:
+            if flag_cut_zero_rate:
                 bad |= rate == 0
             elif f"{b}_FLAG" in df.columns:
                 bad |= (df[f"{b}_FLAG"].to_numpy() >= 99) & (rate > 0)
@@ -93,14 +98,14 @@ def region_text(ra: np.ndarray, dec: np.ndarray, removed: np.ndarray) -> str:
 def run_cut(settings: Settings, catalog_url: str, ast_url: str | None = None) -> CutResult:
     """Stage: cut the (annotated) photometry and apply the same cuts to the ASTs."""
     cuts = settings.observations.cuts
-    compat = settings.beast_compat
+    zero_rate = settings.resolved_behaviour.observations.flag_cut_zero_rate
     filters = settings.physics.filters
     bands = short_names(filters)
     fb = flag_bands(settings)
     ast_url = ast_url or settings.observations.ast_results
 
     cat = catalogs.read_photometry(catalog_url, filters)
-    masks = cut_masks(cat, bands, fb, cuts, compat, catalog_url)
+    masks = cut_masks(cat, bands, fb, cuts, zero_rate, catalog_url)
     removed = np.zeros(cat.height, bool)
     counts = {"catalog": {"n_in": cat.height}}
     for name, m in masks.items():
@@ -118,7 +123,7 @@ def run_cut(settings: Settings, catalog_url: str, ast_url: str | None = None) ->
     ast_removed = None
     if ast_url:
         asts = catalogs.read_asts(ast_url, filters)
-        amasks = cut_masks(asts, bands, fb, cuts, compat, ast_url)
+        amasks = cut_masks(asts, bands, fb, cuts, zero_rate, ast_url)
         ast_removed = np.zeros(asts.height, bool)
         counts["asts"] = {"n_in": asts.height}
         for name, m in amasks.items():

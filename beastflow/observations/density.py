@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from beastflow import plan, storage
+from beastflow.behaviour import ObservationsBehaviour, TileLookup
 from beastflow.provenance import make_provenance
 from beastflow.settings import Settings
 from beastflow.settings.observations import SourceDensity
@@ -158,9 +159,12 @@ def footprint_fraction(hull: np.ndarray, n_x: int, n_y: int) -> np.ndarray:
 
 
 def compute_density_map(
-    df: pl.DataFrame, sd: SourceDensity, compat: bool = False
+    df: pl.DataFrame, sd: SourceDensity, lower_edge_no_tile: bool = False
 ) -> tuple[dict[str, np.ndarray], TileGrid, dict[str, Any], dict[str, np.ndarray]]:
-    """Tile values and per-source annotation for a normalised catalog."""
+    """Tile values and per-source annotation for a normalised catalog.
+
+    ``lower_edge_no_tile``: ``ObservationsBehaviour.lower_edge_no_tile`` (BEAST QUIRK).
+    """
     if not catalogs.has_positions(df):
         raise ValueError("the source-density map needs RA and DEC columns in the catalog")
     ra = df["RA"].to_numpy()
@@ -177,7 +181,7 @@ def compute_density_map(
     x, y = grid.map_coords(ra, dec)
     i = np.ceil(x).astype(np.int64) - 1
     j = np.ceil(y).astype(np.int64) - 1
-    if compat:
+    if lower_edge_no_tile:
         # QUIRK: a source at (or, through the projection, just outside) the
         # lower/upper grid edge belongs to no tile and keeps density 0
         ok = (i >= 0) & (i < n_x) & (j >= 0) & (j < n_y)
@@ -227,28 +231,36 @@ def compute_density_map(
     return tiles, grid, info, {"SourceDensity": src_density, "sd_tile": tile}
 
 
-def bin_map(tiles: dict[str, np.ndarray], sd: SourceDensity, compat: bool) -> tuple[np.ndarray | None, np.ndarray]:
-    edges = bin_edges(tiles["value"], sd, compat)
-    return edges, assign_bins(tiles["value"], edges, sd, compat)
+def bin_map(
+    tiles: dict[str, np.ndarray], sd: SourceDensity, width_extra_bin: bool
+) -> tuple[np.ndarray | None, np.ndarray]:
+    edges = bin_edges(tiles["value"], sd)
+    return edges, assign_bins(tiles["value"], edges, sd, width_extra_bin)
 
 
 def source_bins(
-    df_ra: np.ndarray, df_dec: np.ndarray, sd_tile: np.ndarray, tile_bins: np.ndarray, grid: TileGrid, compat: bool
+    df_ra: np.ndarray,
+    df_dec: np.ndarray,
+    sd_tile: np.ndarray,
+    tile_bins: np.ndarray,
+    grid: TileGrid,
+    behaviour: ObservationsBehaviour,
 ) -> np.ndarray:
     """Density bin of every source.
 
     Intended: the bin of the tile whose density the source received (the TAN
-    assignment), so density and bin always agree.  compat: BEAST's split looks
-    the tile up linearly in RA/Dec (QUIRK) with the Dec clamp BUG?.
+    assignment), so density and bin always agree.  ``source_bin_lookup`` LINEAR:
+    BEAST's split looks the tile up linearly in RA/Dec (QUIRK), with
+    ``dec_clamped_with_ra_limits`` its Dec clamp BUG?.
     """
-    if compat:
-        i, j = lookup_tiles_linear(df_ra, df_dec, grid.ra_grid, grid.dec_grid, compat=True)
+    if behaviour.source_bin_lookup is TileLookup.LINEAR:
+        i, j = lookup_tiles_linear(df_ra, df_dec, grid.ra_grid, grid.dec_grid, behaviour.dec_clamped_with_ra_limits)
         return tile_bins[i * grid.n_y + j]
     return tile_bins[sd_tile]
 
 
 def background_values(
-    df: pl.DataFrame, sd: SourceDensity, tile: np.ndarray, n_tiles: int, compat: bool
+    df: pl.DataFrame, sd: SourceDensity, tile: np.ndarray, n_tiles: int, annulus_area: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """(individual background per source, median per tile) from the reference image."""
     from astropy.io import fits
@@ -273,7 +285,7 @@ def background_values(
     if img.ndim != 2 or not wcs.has_celestial:
         raise ValueError(f"{url}[{sd.reference_hdu}]: need a 2-D image with a celestial WCS")
     x, y = wcs.all_world2pix(df["RA"].to_numpy(), df["DEC"].to_numpy(), 0)
-    indiv = individual_backgrounds(img, x, y, sd.mask_radius, sd.ann_width, compat)
+    indiv = individual_backgrounds(img, x, y, sd.mask_radius, sd.ann_width, annulus_area)
     return indiv, tile_medians(indiv, tile, n_tiles)
 
 
@@ -294,7 +306,7 @@ def _fits_image(values: np.ndarray, grid: TileGrid, provenance: dict[str, Any]) 
 def run_density_map(settings: Settings, catalog_url: str | None = None) -> DensityMapResult:
     """Stage: density map + annotated catalog (see module docstring)."""
     sd = settings.observations.source_density
-    compat = settings.beast_compat
+    beh = settings.resolved_behaviour.observations
     url = catalog_url or settings.observations.catalog
     if not url:
         raise ValueError("no photometry catalog: pass one or set observations.catalog")
@@ -303,23 +315,21 @@ def run_density_map(settings: Settings, catalog_url: str | None = None) -> Densi
             "observations.source_density.kind = 'background' needs observations.source_density.reference_image"
         )
     df = catalogs.read_photometry(url, settings.physics.filters)
-    tiles, grid, info, annot = compute_density_map(df, sd, compat)
+    tiles, grid, info, annot = compute_density_map(df, sd, beh.lower_edge_no_tile)
     inputs = {"catalog": url}
     extra_cols: dict[str, np.ndarray] = {}
     if sd.kind == "background" and sd.reference_image:  # always set for "background" (checked above)
         inputs["reference_image"] = sd.reference_image
-        indiv, med = background_values(df, sd, annot["sd_tile"], grid.n_x * grid.n_y, compat)
+        indiv, med = background_values(df, sd, annot["sd_tile"], grid.n_x * grid.n_y, beh.annulus_area_background)
         tiles["value"] = med
         extra_cols = {
             "indiv_bg": indiv,
             "bin_median_bg": np.where(annot["sd_tile"] >= 0, med[np.maximum(annot["sd_tile"], 0)], 0.0),
         }
         info["background"] = {"mask_radius": sd.mask_radius, "ann_width": sd.ann_width}
-    edges, tile_bins = bin_map(tiles, sd, compat)
+    edges, tile_bins = bin_map(tiles, sd, beh.width_extra_bin)
     tiles["sd_bin"] = tile_bins
-    sbin = source_bins(
-        df["RA"].to_numpy(), df["DEC"].to_numpy(), np.maximum(annot["sd_tile"], 0), tile_bins, grid, compat
-    )
+    sbin = source_bins(df["RA"].to_numpy(), df["DEC"].to_numpy(), np.maximum(annot["sd_tile"], 0), tile_bins, grid, beh)
 
     prov = make_provenance(
         STAGE, settings.section_hash("compat", "physics", "observations"), inputs=inputs, extra={"info": info}

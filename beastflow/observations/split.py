@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from beastflow import plan, storage
+from beastflow.behaviour import TileLookup
 from beastflow.filters import short_names
 from beastflow.provenance import make_provenance
 from beastflow.settings import Settings
@@ -41,10 +42,10 @@ class SplitResult:
     bins: list[int]
 
 
-def subfile_sizes(n: int, split: Split, compat: bool) -> list[int]:
+def subfile_sizes(n: int, split: Split, empty_trailing: bool) -> list[int]:
     """Row counts of the sub-files of a bin with n sources (spec §6 step 3).
 
-    compat keeps BEAST's empty trailing sub-files (n=4, S=3 -> 2, 2, 0); the
+    ``empty_trailing`` keeps BEAST's empty trailing sub-files (n=4, S=3 -> 2, 2, 0); the
     intended behaviour drops them.
     """
     by_size = math.ceil(n / split.n_per_file)
@@ -54,7 +55,7 @@ def subfile_sizes(n: int, split: Split, compat: bool) -> list[int]:
         n_sub = split.min_n_subfile
         per = math.ceil(n / n_sub)
     sizes = [max(0, min(per, n - k * per)) for k in range(n_sub)]
-    return sizes if compat else [s for s in sizes if s > 0]
+    return sizes if empty_trailing else [s for s in sizes if s > 0]
 
 
 def sort_order(cat: pl.DataFrame, sort_col: str) -> np.ndarray:
@@ -72,11 +73,19 @@ def sort_order(cat: pl.DataFrame, sort_col: str) -> np.ndarray:
     return o[np.argsort(b, kind="stable")]
 
 
-def tile_bin_lookup(ra: np.ndarray, dec: np.ndarray, grid: TileGrid, tile_bins: np.ndarray, compat: bool) -> np.ndarray:
-    """Density bin at positions: compat = BEAST's linear RA/Dec lookup; intended = the
-    same TAN tile assignment the density map used (nearest tile off the grid)."""
-    if compat:
-        i, j = lookup_tiles_linear(ra, dec, grid.ra_grid, grid.dec_grid, compat=True)
+def tile_bin_lookup(
+    ra: np.ndarray,
+    dec: np.ndarray,
+    grid: TileGrid,
+    tile_bins: np.ndarray,
+    lookup: TileLookup,
+    dec_clamped_with_ra_limits: bool = False,
+) -> np.ndarray:
+    """Density bin at positions: LINEAR = BEAST's linear RA/Dec lookup (with its Dec
+    clamp BUG? if asked); TAN = the same tile assignment the density map used
+    (nearest tile off the grid)."""
+    if lookup is TileLookup.LINEAR:
+        i, j = lookup_tiles_linear(ra, dec, grid.ra_grid, grid.dec_grid, dec_clamped_with_ra_limits)
     else:
         x, y = grid.map_coords(ra, dec)
         i = np.clip(np.ceil(x).astype(np.int64) - 1, 0, grid.n_x - 1)
@@ -130,7 +139,7 @@ def _frozen_edges(man_url: str, sort_col: str, bin_edges, bins: np.ndarray) -> d
 
 def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url: str) -> SplitResult:
     sp = settings.observations.split
-    compat = settings.beast_compat
+    beh = settings.resolved_behaviour.observations
     filters = settings.physics.filters
     bands = short_names(filters)
     tiles, grid, meta = read_map(map_url)
@@ -140,10 +149,17 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
     if sp.sort_col.upper() not in cat.columns:
         raise ValueError(f"observations.split.sort_col = {sp.sort_col!r}: no such column in {catalog_url}")
     sort_col = sp.sort_col.upper()
-    if compat or "sd_bin" not in cat.columns:
+    if beh.source_bin_lookup is TileLookup.LINEAR or "sd_bin" not in cat.columns:
         if not catalogs.has_positions(cat):
             raise ValueError(f"{catalog_url}: no sd_bin column and no RA/DEC to find the density bins")
-        sbin = tile_bin_lookup(cat["RA"].to_numpy(), cat["DEC"].to_numpy(), grid, tile_bins, compat)
+        sbin = tile_bin_lookup(
+            cat["RA"].to_numpy(),
+            cat["DEC"].to_numpy(),
+            grid,
+            tile_bins,
+            beh.source_bin_lookup,
+            beh.dec_clamped_with_ra_limits,
+        )
         cat = cat.with_columns(pl.Series("sd_bin", sbin.astype(np.int64)))
 
     asts = None
@@ -151,7 +167,14 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
     if ast_url:
         asts = catalogs.read_asts(ast_url, filters)
         if catalogs.has_positions(asts):
-            ab = tile_bin_lookup(asts["RA"].to_numpy(), asts["DEC"].to_numpy(), grid, tile_bins, compat)
+            ab = tile_bin_lookup(
+                asts["RA"].to_numpy(),
+                asts["DEC"].to_numpy(),
+                grid,
+                tile_bins,
+                beh.ast_bin_lookup,
+                beh.dec_clamped_with_ra_limits,
+            )
             asts = asts.with_columns(pl.Series("sd_bin", ab.astype(np.int64)))
             ast_mode = "positions"
         elif sp.asts_without_positions == "error":
@@ -169,7 +192,7 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
 
     names = plan.Names.of(settings)
     man_url = names.split_manifest()
-    frozen = None if compat or sp.resplit else _frozen_edges(man_url, sort_col, meta.get("edges"), bins)
+    frozen = None if beh.always_resplit or sp.resplit else _frozen_edges(man_url, sort_col, meta.get("edges"), bins)
     prov = make_provenance(
         STAGE,
         settings.section_hash("compat", "physics", "observations"),
@@ -185,7 +208,7 @@ def run_split(settings: Settings, catalog_url: str, ast_url: str | None, map_url
             vals = cat[sort_col].to_numpy()[s0:s1]
             sizes = np.diff(np.searchsorted(vals, edges, side="left"), prepend=0, append=s1 - s0).tolist()
         else:
-            sizes = subfile_sizes(s1 - s0, sp, compat)
+            sizes = subfile_sizes(s1 - s0, sp, beh.empty_trailing_subfiles)
             # lower flux edge of every sub-file but the first (rows are sorted by sort_col)
             cuts = np.cumsum(sizes)[:-1]
             vals = cat[sort_col].to_numpy()[s0:s1]

@@ -14,7 +14,7 @@ cool stars, smooth continua).
 
 The file labels model ``fp00t9400g395`` (Teff 9400 K, log g = 3.95, the Vega
 model) with logg = 39.5.  BEAST reads the value as it is, so
-``compat = "beast-2.1"`` keeps it; the default restores 3.95.
+``compat = "beast-2.1"`` (``PhysicsBehaviour.atlas9_file_logg``) keeps it; the default restores 3.95.
 """
 
 from __future__ import annotations
@@ -93,12 +93,12 @@ def corrected_logg(logg: np.ndarray, names: np.ndarray) -> np.ndarray:
     return out
 
 
-def atlas9_library(compat: bool = False):
+def atlas9_library(file_logg: bool = False):
     """The embedded ATLAS9 library as a ``StellarLibrary`` (validity polygon: BEAST's Kurucz one)."""
     from beastflow.physics.stellib import StellarLibrary
 
     a = read_packed(embedded_path().read_bytes())
-    logg = a["logg"] if compat else corrected_logg(a["logg"], a["name"])
+    logg = a["logg"] if file_logg else corrected_logg(a["logg"], a["name"])
     n = a["logT"].size
     return StellarLibrary(
         name=NAME,

@@ -6,7 +6,7 @@ caller does not matter.  The ``step`` prior is 2-D: the dust distribution
 changes at distance ``dist0`` (pc), so it is tabulated per (axis value,
 distance).
 
-Normalisation: compat (``beast-2.1``) keeps BEAST's values (continuous
+Normalisation: compat (``beast-2.1``, ``PhysicsBehaviour.dust_priors_unnormalised``) keeps BEAST's values (continuous
 lognormal densities, flat amplitudes; not normalised on the grid).  The default
 mode normalises each axis prior into a density over its grid,
 sum_i p_i Delta_i = 1 (``grid_weights.normalised_prior``); the step prior is
@@ -155,41 +155,42 @@ def _axis(values, column) -> np.ndarray:
     return a
 
 
-def _axis_weights(row_vals, axis_vals, distance, model, axis, compat) -> np.ndarray:
+def _axis_weights(row_vals, axis_vals, distance, model, axis, unnormalised) -> np.ndarray:
     column = _COLUMN[axis]
     ax = _axis(axis_vals, column)
     idx = _lookup(row_vals, ax, column)
     if model["name"] != "step":
         table = dust_axis_prior(ax, model, axis)
-        if not compat:
+        if not unnormalised:
             table = normalised_prior(ax, table, what=f"physics.priors.{axis}")
         return table[idx]
     u_d, d_idx = np.unique(np.asarray(distance, dtype=np.float64), return_inverse=True)
     out = np.empty(idx.size)
     for j, d in enumerate(u_d):
         table = dust_axis_prior(ax, model, axis, distance_pc=d)
-        if not compat:
+        if not unnormalised:
             table = normalised_prior(ax, table, what=f"physics.priors.{axis} (step, distance {d} pc)")
         sel = d_idx == j
         out[sel] = table[idx[sel]]
     return out
 
 
-def dust_prior_weights(Av, Rv, fA, distance, axes, priors, compat: bool, has_fA: bool = True) -> np.ndarray:
+def dust_prior_weights(Av, Rv, fA, distance, axes, priors, unnormalised: bool, has_fA: bool = True) -> np.ndarray:
     """Per-row dust prior weight av_w * rv_w * fA_w (spec §8).
 
     ``axes`` = (avs, rvs, fAs), the full 1-D dust grids; ``distance`` in pc per
-    row (used by ``step`` priors).  With ``has_fA=False`` (a single extinction
+    row (used by ``step`` priors).  ``unnormalised``: BEAST's values
+    (``PhysicsBehaviour.dust_priors_unnormalised``).  With ``has_fA=False`` (a single extinction
     curve, no mixture) the f_A factor is 1.
     """
     avs, rvs, fAs = axes
     Av = np.atleast_1d(np.asarray(Av, dtype=np.float64))
     n = Av.size
     dist = np.broadcast_to(np.asarray(distance, dtype=np.float64), (n,))
-    w = _axis_weights(Av, avs, dist, priors.av, "av", compat)
-    w = w * _axis_weights(np.broadcast_to(Rv, (n,)), rvs, dist, priors.rv, "rv", compat)
+    w = _axis_weights(Av, avs, dist, priors.av, "av", unnormalised)
+    w = w * _axis_weights(np.broadcast_to(Rv, (n,)), rvs, dist, priors.rv, "rv", unnormalised)
     if has_fA:
-        w = w * _axis_weights(np.broadcast_to(fA, (n,)), fAs, dist, priors.fA, "fA", compat)
+        w = w * _axis_weights(np.broadcast_to(fA, (n,)), fAs, dist, priors.fA, "fA", unnormalised)
     return w
 
 

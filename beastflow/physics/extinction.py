@@ -1,13 +1,14 @@
 """Extinction laws, dust parameter grids and valid dust points (spec §7).
 
-``make_extinction_law(settings.physics.extinction, compat)`` builds the law the
+``make_extinction_law(settings.physics.extinction, beast_curves)`` builds the law the
 SED grid builder applies: a Gordon et al. (2016) R(V)-f_A mixture of an A
 (Milky-Way-like, R(V)-dependent) and a B (SMC-like, fixed R_B) curve, or a
 single curve.  A(lambda)/A(V) depends only on (R_A, f_A), so ``curve`` is
 cached per wavelength array and component R(V): the builder evaluates it once
 per valid (R, f_A) pair and scales by each A(V).
 
-"gordon16" uses BEAST 2.1's own F99 + G03_SMCBar in compat mode (needed to
+"gordon16" uses BEAST 2.1's own F99 + G03_SMCBar with ``beast_curves``
+(``PhysicsBehaviour.beast_gordon16_curves``, compat mode; needed to
 match BEAST numbers, spec §11) and the ``dust_extinction`` package's F99 +
 G03_SMCBar by default (the curves as maintained by their authors).
 """
@@ -58,14 +59,14 @@ def rv_a_of_mixture(Rv: float, f_A: float, Rv_B: float) -> float:
     return 3.1
 
 
-def transmission(a_lambda_mag, compat: bool) -> np.ndarray:
+def transmission(a_lambda_mag, exp_attenuation: bool) -> np.ndarray:
     """Flux transmission for an extinction A(lambda) in magnitudes.
 
-    Default: 10**(-0.4 A).  compat: exp(-A), what BEAST 2.1 applies (spec §7.4
+    Default: 10**(-0.4 A).  ``exp_attenuation``: exp(-A), what BEAST 2.1 applies (spec §7.4
     BUG?: 8.6 % more extinction in magnitudes than the A(V) grid value says).
     """
     a = np.asarray(a_lambda_mag, dtype=np.float64)
-    if compat:
+    if exp_attenuation:
         return np.exp(-a)
     return 10.0 ** (-0.4 * a)
 
@@ -223,10 +224,10 @@ def _setting_curve(class_name: str, setting: str) -> PackageCurve:
     return PackageCurve(class_name, setting)
 
 
-def make_extinction_law(ext, compat: bool) -> ExtinctionLaw:
+def make_extinction_law(ext, beast_curves: bool) -> ExtinctionLaw:
     """The law named by ``physics.extinction.law`` (see the module docstring)."""
     if ext.law == "gordon16":
-        if compat:
+        if beast_curves:
             return ExtinctionLaw("Gordon16_RvFALaw (BEAST F99 + G03_SMCBar)", BeastF99(), BeastG03SMCBar())
         return ExtinctionLaw(
             "gordon16 (dust_extinction F99 + G03_SMCBar)",

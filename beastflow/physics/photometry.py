@@ -17,7 +17,8 @@ Point sets (the only difference between the two modes):
   points (zero-throughput points included).  This is the ordinary trapezoid
   rule of a linearly interpolated integrand, the same as pyphot's
   ``Filter.get_flux``; a flat f_λ returns itself exactly.
-- ``compat=True`` (BEAST 2.1 QUIRK, §5 step 2): the numerator is integrated
+- ``numerator_positive_only=True`` (BEAST 2.1 QUIRK, §5 step 2,
+  ``PhysicsBehaviour.band_numerator_positive_only``): the numerator is integrated
   only over the points with T > 0, joined across any gap, while the
   denominator uses all points.  A flat spectrum then comes out slightly
   fainter than itself (by the two half-segments at the filter edges).
@@ -113,17 +114,14 @@ def _check_grid(lamb_A: np.ndarray) -> np.ndarray:
 def band_weights(
     lamb_A: np.ndarray,
     filters: Sequence[str | Filter],
-    compat: bool = False,
-    numerator_positive_only: bool | None = None,
+    numerator_positive_only: bool = False,
 ) -> np.ndarray:
     """Matrix W [nλ, nbands] such that ``spectra @ W`` are the band fluxes.
 
-    ``numerator_positive_only`` overrides the point set of the numerator
-    (default: T > 0 only in compat mode, the BEAST QUIRK).
+    ``numerator_positive_only``: the numerator over the T > 0 points only (the BEAST QUIRK).
     """
     lamb = _check_grid(lamb_A)
     filts = load_filters(filters)
-    pos_only = compat if numerator_positive_only is None else numerator_positive_only
     W = np.zeros((lamb.size, len(filts)))
     all_c = trapezoid_weights(lamb)
     for b, f in enumerate(filts):
@@ -135,7 +133,7 @@ def band_weights(
                 f"filter {f.name} has no throughput on the model wavelength grid "
                 f"[{lamb[0]:.1f}, {lamb[-1]:.1f}] Å (physics.filters vs the stellar library range)"
             )
-        if pos_only:
+        if numerator_positive_only:
             idx = np.flatnonzero(T > 0)
             # trapezoid over the T>0 points only, consecutive in wavelength
             # order: joins across any zero-throughput gap (BEAST phot.py).
@@ -149,7 +147,7 @@ def band_fluxes(
     lamb_A: np.ndarray,
     spectra: np.ndarray,
     filters: Sequence[str | Filter],
-    compat: bool = False,
+    numerator_positive_only: bool = False,
     weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Photon-counting band fluxes [n, nbands] of ``spectra`` [n, nλ] (or [nλ]).
@@ -160,7 +158,7 @@ def band_fluxes(
     spectra = np.asarray(spectra, dtype=np.float64)
     one = spectra.ndim == 1
     spec2 = spectra[None, :] if one else spectra
-    W = band_weights(lamb_A, filters, compat) if weights is None else weights
+    W = band_weights(lamb_A, filters, numerator_positive_only) if weights is None else weights
     if spec2.shape[1] != W.shape[0]:
         raise ValueError(f"spectra have {spec2.shape[1]} wavelengths, the grid has {W.shape[0]}")
     out = spec2 @ W

@@ -135,10 +135,9 @@ def plan_dust(settings: Settings) -> DustPlan:
     from beastflow.physics.extinction import dust_axes, make_extinction_law
 
     ext = settings.physics.extinction
-    compat = settings.beast_compat
     avs, rvs, fAs = (np.atleast_1d(np.asarray(a, dtype=np.float64)) for a in dust_axes(ext))
     axes = (avs, rvs, fAs)
-    law = make_extinction_law(ext, compat)
+    law = make_extinction_law(ext, settings.resolved_behaviour.physics.beast_gordon16_curves)
     pts = law.valid_dust_points(*axes)
     Av = np.asarray(pts["Av"], dtype=np.float64)
     if Av.size == 0:
@@ -177,7 +176,7 @@ def _dust_prior_table(settings: Settings, dust: DustPlan, distances: np.ndarray)
         np.tile(distances, nv),
         dust.axes,
         settings.physics.priors,
-        settings.beast_compat,
+        settings.resolved_behaviour.physics.dust_priors_unnormalised,
         has_fA=dust.has_fA,
     )
     return np.asarray(w, dtype=np.float64).reshape(nv, nd)
@@ -191,8 +190,8 @@ class DustWeightMatrices:
     The curve A(λ)/A(V) is cached per (R(V), f_A, R_A); A(V) only scales it.
     """
 
-    def __init__(self, dust: DustPlan, lamb_sup: np.ndarray, W_sup: np.ndarray, compat: bool):
-        self.dust, self.lamb, self.W, self.compat = dust, lamb_sup, W_sup, compat
+    def __init__(self, dust: DustPlan, lamb_sup: np.ndarray, W_sup: np.ndarray, exp_attenuation: bool):
+        self.dust, self.lamb, self.W, self.exp_attenuation = dust, lamb_sup, W_sup, exp_attenuation
         self._curves: dict[tuple[float, float, float], np.ndarray] = {}
 
     def curve(self, c: int) -> np.ndarray:
@@ -211,7 +210,7 @@ class DustWeightMatrices:
         nb = self.W.shape[1]
         out = np.empty((self.lamb.size, cs.size, nb))
         for i, c in enumerate(cs):
-            t = np.asarray(transmission(self.dust.Av[c] * self.curve(int(c)), self.compat), dtype=np.float64)
+            t = np.asarray(transmission(self.dust.Av[c] * self.curve(int(c)), self.exp_attenuation), dtype=np.float64)
             out[:, i, :] = t[:, None] * self.W
         return out.reshape(self.lamb.size, cs.size * nb)
 
@@ -271,18 +270,18 @@ def build_sed_subgrid(
     meta: dict[str, Any],
 ) -> int:
     """Write the SED grid of spectral rows [r0, r1) × all valid dust points to ``url``."""
-    compat = settings.beast_compat
+    beh = settings.resolved_behaviour.physics
     chunk = int(settings.physics.chunk_models)
     r0, r1 = rows
     n0 = r1 - r0
     nb = len(sg.filters)
     n_models = n0 * dust.n
 
-    W = photometry.band_weights(sg.lamb, sg.filters, compat)
+    W = photometry.band_weights(sg.lamb, sg.filters, beh.band_numerator_positive_only)
     sup = photometry.filter_support(W)
     W_sup = W[sup]
     lamb_band = photometry.mean_wavelengths(sg.lamb, sg.filters)
-    Wd = DustWeightMatrices(dust, sg.lamb[sup], W_sup, compat)
+    Wd = DustWeightMatrices(dust, sg.lamb[sup], W_sup, beh.exp_attenuation)
 
     # unique stars of the slice, restricted to the filters' wavelength support;
     # a row's spectrum is star spectrum × (10 pc / d)²

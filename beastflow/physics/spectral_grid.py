@@ -37,6 +37,7 @@ from beastflow.physics.isochrones import load_isochrones
 from beastflow.physics.stellar_priors import compute_stellar_weights
 
 if TYPE_CHECKING:
+    from beastflow.behaviour import PhysicsBehaviour
     from beastflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,11 @@ def wd_column(filter_name: str) -> str:
     return f"log{filter_name}_wd"
 
 
-def distance_values(spec: Sequence[float], compat: bool = False) -> np.ndarray:
+def distance_values(spec: Sequence[float], arange: bool = False) -> np.ndarray:
     """The distance grid in the settings' unit (§4.1).
 
-    ``[value]`` → that value.  ``[min, max, step]``: compat reproduces BEAST's
+    ``[value]`` → that value.  ``[min, max, step]``: ``arange``
+    (``PhysicsBehaviour.distance_arange``) reproduces BEAST's
     ``arange(min, max + step, step)`` (QUIRK: floating point can add a point
     past max or lose max); the default includes max whenever it lies on the
     lattice (within 1e-9 steps) and never goes past it.
@@ -73,15 +75,15 @@ def distance_values(spec: Sequence[float], compat: bool = False) -> np.ndarray:
     if len(vals) == 1:
         return np.array(vals)
     lo, hi, step = vals
-    if compat:
+    if arange:
         return np.arange(lo, hi + step, step)
     n = int(np.floor((hi - lo) / step + 1e-9)) + 1
     return lo + step * np.arange(n)
 
 
-def distances_pc(spec: Sequence[float], unit: str, compat: bool = False) -> np.ndarray:
+def distances_pc(spec: Sequence[float], unit: str, arange: bool = False) -> np.ndarray:
     """Distance grid in pc; ``unit = "mag"`` means distance moduli, d = 10^(μ/5 + 1)."""
-    vals = distance_values(spec, compat)
+    vals = distance_values(spec, arange)
     if unit == "mag":
         return 10.0 ** (vals / 5.0 + 1.0)
     if unit not in PC_PER_UNIT:
@@ -167,13 +169,13 @@ def _isochrone_table(settings: Settings) -> dict[str, np.ndarray]:
     return cols
 
 
-def _library_spectra(lib, iso: dict[str, np.ndarray], compat: bool):
+def _library_spectra(lib, iso: dict[str, np.ndarray], behaviour: PhysicsBehaviour):
     """Spectra of the isochrone points, in chunks; returns (kept idx, L_λ, radius, osl)."""
     n = iso["logA"].size
     keep_idx, spec, rad, osl = [], [], [], []
     for a in range(0, n, LIBRARY_CHUNK):
         b = min(n, a + LIBRARY_CHUNK)
-        keep, L, r, o = lib.spectra_at(iso["logT"][a:b], iso["logg"][a:b], iso["Z"][a:b], iso["logL"][a:b], compat)
+        keep, L, r, o = lib.spectra_at(iso["logT"][a:b], iso["logg"][a:b], iso["Z"][a:b], iso["logL"][a:b], behaviour)
         keep = np.asarray(keep)
         idx = np.flatnonzero(keep) if keep.dtype == bool else keep.astype(np.int64)
         L = np.asarray(L, dtype=np.float64)
@@ -228,17 +230,17 @@ def build_spectral_grid(settings: Settings) -> SpectralGrid:
     from beastflow.physics.stellib import beast_row_order, make_stellar_library
 
     phys = settings.physics
-    compat = settings.beast_compat
+    beh = settings.resolved_behaviour.physics
     filters = list(phys.filters)
 
     iso = _isochrone_table(settings)
     n_iso = int(iso["logA"].size)
 
-    lib = make_stellar_library(phys.stellar_library, compat)
+    lib = make_stellar_library(phys.stellar_library, beh.atlas9_file_logg)
     if lib.is_analytic:
         log.warning("stellar library: %s", lib.label)
-    kept, L, radius, osl = _library_spectra(lib, iso, compat)
-    if compat and osl is not None:
+    kept, L, radius, osl = _library_spectra(lib, iso, beh)
+    if beh.library_row_order and osl is not None:
         # BEAST concatenates a composite library's sub-grids library by
         # library (§2.2 step 4); the default keeps isochrone order.
         perm = beast_row_order(osl)
@@ -260,7 +262,7 @@ def build_spectral_grid(settings: Settings) -> SpectralGrid:
     lamb_rest = np.asarray(lib.wavelength, dtype=np.float64)
     lamb_obs = lamb_rest * redshift_factor(phys.velocity)
 
-    law = make_extinction_law(phys.extinction, compat)
+    law = make_extinction_law(phys.extinction, beh.beast_gordon16_curves)
     keep_lam = trim_mask(lamb_obs, law.x_range)
     if keep_lam.sum() < 2:
         raise ValueError(
@@ -268,17 +270,18 @@ def build_spectral_grid(settings: Settings) -> SpectralGrid:
             f"overlap the extinction law's range x = {law.x_range} µm⁻¹ (physics.extinction)"
         )
 
-    # _nd band fluxes per star at 10 pc.  compat (QUIRK §4.5): computed on the
-    # untrimmed spectrum; default: on the trimmed spectrum, so that _nd equals
-    # the A(V) = 0 SED exactly.
-    if compat:
-        nd10 = photometry.band_fluxes(lamb_obs, F10, filters, compat=True)
+    # _nd band fluxes per star at 10 pc.  nd_untrimmed (QUIRK §4.5): computed on
+    # the untrimmed spectrum; default: on the trimmed spectrum, so that _nd
+    # equals the A(V) = 0 SED exactly.
+    pos_only = beh.band_numerator_positive_only
+    if beh.nd_untrimmed:
+        nd10 = photometry.band_fluxes(lamb_obs, F10, filters, pos_only)
     F10 = np.ascontiguousarray(F10[:, keep_lam])
     lamb = lamb_obs[keep_lam]
-    if not compat:
-        nd10 = photometry.band_fluxes(lamb, F10, filters, compat=False)
+    if not beh.nd_untrimmed:
+        nd10 = photometry.band_fluxes(lamb, F10, filters, pos_only)
 
-    dist = distances_pc(phys.distances, phys.distance_unit, compat)
+    dist = distances_pc(phys.distances, phys.distance_unit, beh.distance_arange)
     n_dist = dist.size
     n_rows = n_kept * n_dist
     star_index = np.tile(np.arange(n_kept, dtype=np.int64), n_dist)
@@ -290,7 +293,9 @@ def build_spectral_grid(settings: Settings) -> SpectralGrid:
     cols["radius"] = np.tile(radius, n_dist)
     # specgrid_indx: BEAST copies the per-star index into every distance block
     # (QUIRK §4); the default makes it the row of the spectral grid.
-    cols["specgrid_indx"] = star_index.astype(np.float64) if compat else np.arange(n_rows, dtype=np.float64)
+    cols["specgrid_indx"] = (
+        star_index.astype(np.float64) if beh.specgrid_indx_per_star else np.arange(n_rows, dtype=np.float64)
+    )
     iso_cols = [c for c in ISOCHRONE_COLUMNS if c in iso]
     for c in iso_cols:
         cols[c] = np.tile(iso[c][kept], n_dist)
@@ -301,7 +306,7 @@ def build_spectral_grid(settings: Settings) -> SpectralGrid:
         cols[nd_column(f)] = photometry.log_flux(nd_rows[:, b])
     del nd_rows
 
-    gw, pw = compute_stellar_weights(cols["logA"], cols["M_ini"], cols["Z"], cols["distance"], phys.priors, compat)
+    gw, pw = compute_stellar_weights(cols["logA"], cols["M_ini"], cols["Z"], cols["distance"], phys.priors, beh)
     cols["grid_weight"] = np.asarray(gw, dtype=np.float64)
     cols["prior_weight"] = np.asarray(pw, dtype=np.float64)
     cols["weight"] = cols["grid_weight"] * cols["prior_weight"]

@@ -9,9 +9,10 @@ How ``prior_weight`` is normalised
 ----------------------------------
 compat (``beast-2.1``): BEAST's values, unnormalised: per isochrone the mass
 grid weights and the bin-averaged IMF are each divided by their mean (so the
-summed weight of an isochrone grows with its number of points, a QUIRK), the
-age prior is used as returned, and the metallicity/distance renormalisation is
-skipped (in BEAST it silently has no effect, a BUG?).
+summed weight of an isochrone grows with its number of points, a QUIRK:
+``PhysicsBehaviour.mass_weights_per_isochrone``), the age prior is used as
+returned, and the metallicity/distance renormalisation is skipped (in BEAST it
+silently has no effect, a BUG?: ``skip_z_distance_renormalisation``).
 
 default: the intended physics.
   * mass: ``prior_weight`` of a row is the IMF integral over its mass bin
@@ -35,6 +36,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from beastflow.behaviour import PhysicsBehaviour
 
 from .grid_weights import bin_widths, compute_bin_boundaries, compute_grid_weights
 
@@ -222,22 +225,22 @@ def metallicity_prior(Z, model: Mapping[str, Any]) -> np.ndarray:
 # ----------------------------------------------------------- combination
 
 
-def _prior_for(axis: str, values: np.ndarray, priors, grid_w: np.ndarray, compat: bool):
+def _prior_for(axis: str, values: np.ndarray, priors, grid_w: np.ndarray, per_isochrone: bool):
     if axis == "logA":
         return age_prior(values, priors.age)
-    if compat:
+    if per_isochrone:
         return mass_prior(values, priors.mass)
     return _mass_prior_physical(values, grid_w, priors.mass)
 
 
-def _age_mass_weights(logA, M_ini, rows, tracks, priors, compat, gw, pw):
+def _age_mass_weights(logA, M_ini, rows, tracks, priors, per_isochrone, gw, pw):
     """Step 3 of spec §6.4 for the rows of one (distance, Z) slab."""
     cols = {"logA": logA, "M_ini": M_ini}
     p1, p2 = ("M_ini", "logA") if tracks else ("logA", "M_ini")
     v1 = cols[p1][rows]
     u1, first = np.unique(v1, return_index=True)
     g1 = compute_grid_weights(u1, log=(p1 == "logA"))
-    pr1 = _prior_for(p1, u1, priors, g1, compat)
+    pr1 = _prior_for(p1, u1, priors, g1, per_isochrone)
 
     order = np.lexsort((cols[p2][rows], v1))
     srows = rows[order]
@@ -254,7 +257,7 @@ def _age_mass_weights(logA, M_ini, rows, tracks, priors, compat, gw, pw):
         # their unique value, each copy getting it in full (as BEAST)
         u2, inv2 = np.unique(cols[p2][sl], return_inverse=True)
         g2 = compute_grid_weights(u2, log=(p2 == "logA"))
-        pr2 = _prior_for(p2, u2, priors, g2, compat)
+        pr2 = _prior_for(p2, u2, priors, g2, per_isochrone)
         gw[sl] *= g2[inv2] * g1[k]
         pw[sl] *= pr2[inv2] * pr1[k]
 
@@ -282,13 +285,13 @@ def _renormalise_blocks(labels, rows, axis_grid_w, axis_prior, gw, pw, what):
         pw[sel] *= share_p[i] * G / W
 
 
-def compute_stellar_weights(logA, M_ini, Z, distance, priors, compat: bool):
+def compute_stellar_weights(logA, M_ini, Z, distance, priors, behaviour: PhysicsBehaviour):
     """Grid and prior weights of every spectral-grid row (spec §6.4).
 
     Rows are grouped by distance, then Z, then the regular variable p1 (log age
     for isochrones; initial mass when there are more unique ages than masses,
     i.e. evolutionary tracks).  Returns (grid_weight, prior_weight), float64.
-    See the module docstring for the compat / default normalisation.
+    See the module docstring for the compat / default normalisation (two fields of ``behaviour``).
     """
     logA = np.asarray(logA, dtype=np.float64)
     M_ini = np.asarray(M_ini, dtype=np.float64)
@@ -310,8 +313,10 @@ def compute_stellar_weights(logA, M_ini, Z, distance, priors, compat: bool):
         tracks = np.unique(logA[drows]).size > np.unique(M_ini[drows]).size
         u_z, z_lab = np.unique(Z[drows], return_inverse=True)
         for zi in range(u_z.size):
-            _age_mass_weights(logA, M_ini, drows[z_lab == zi], tracks, priors, compat, gw, pw)
-        if not compat:
+            _age_mass_weights(
+                logA, M_ini, drows[z_lab == zi], tracks, priors, behaviour.mass_weights_per_isochrone, gw, pw
+            )
+        if not behaviour.skip_z_distance_renormalisation:
             _renormalise_blocks(
                 z_lab,
                 drows,
@@ -321,7 +326,7 @@ def compute_stellar_weights(logA, M_ini, Z, distance, priors, compat: bool):
                 pw,
                 "metallicity",
             )
-    if not compat:
+    if not behaviour.skip_z_distance_renormalisation:
         _renormalise_blocks(
             dist_lab,
             all_rows,

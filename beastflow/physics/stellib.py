@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from beastflow import storage
+from beastflow.behaviour import DEFAULT_PHYSICS, PhysicsBehaviour
 from beastflow.physics import stellib_interp as _k
 
 log = logging.getLogger(__name__)
@@ -230,14 +231,16 @@ class StellarLibrary:
 
     # -- interpolation ------------------------------------------------------------
 
-    def interpolation_weights(self, logT, logg, Z, compat: bool) -> tuple[np.ndarray, np.ndarray]:
+    def interpolation_weights(
+        self, logT, logg, Z, behaviour: PhysicsBehaviour = DEFAULT_PHYSICS
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Library model indices and weights (n, 8) for each target (spec §3.1–3.2).
 
         Metallicity (§3.2): a target Z equal to a library Z uses that plane;
         otherwise the planes just below and above.  With both,
         fz = (Z - Z_inf)/(Z_sup - Z_inf) and the plane weights are
-        (1 - fz, fz), or BEAST's inverted (fz, 1 - fz) with ``compat``
-        (spec BUG?).  With one neighbour (outside the library's Z range), that
+        (1 - fz, fz), or BEAST's inverted (fz, 1 - fz) with
+        ``behaviour.z_weights_inverted`` (spec BUG?).  With one neighbour (outside the library's Z range), that
         plane alone with weight 1 (nearest-Z clamping).
         """
         T0 = np.ascontiguousarray(logT, dtype=np.float64).ravel()
@@ -257,12 +260,23 @@ class StellarLibrary:
             zl = zs[lo[both]]
             zh = zs[hi[both]]
             fz = (z0[both] - zl) / (zh - zl)
-            if compat:
+            if behaviour.z_weights_inverted:
                 fac_lo[both], fac_hi[both] = fz, 1.0 - fz
             else:
                 fac_lo[both], fac_hi[both] = 1.0 - fz, fz
         return _k.interpolation_weights(
-            T0, g0, lo.astype(np.int64), hi.astype(np.int64), fac_lo, fac_hi, start, order, lT, lg, bool(compat)
+            T0,
+            g0,
+            lo.astype(np.int64),
+            hi.astype(np.int64),
+            fac_lo,
+            fac_hi,
+            start,
+            order,
+            lT,
+            lg,
+            bool(behaviour.index0_missing),
+            bool(behaviour.gravity_fraction_unclamped),
         )
 
     def spectra_for(self, idx: np.ndarray, w: np.ndarray, r_m: np.ndarray) -> np.ndarray:
@@ -270,7 +284,7 @@ class StellarLibrary:
         r_cm = np.asarray(r_m, dtype=np.float64) * 100.0
         return _k.combine_spectra(idx, w, self.spec_row, self.flux, 4.0 * np.pi * r_cm**2)
 
-    def spectra_at(self, logT, logg, Z, logL, compat: bool = False):
+    def spectra_at(self, logT, logg, Z, logL, behaviour: PhysicsBehaviour = DEFAULT_PHYSICS):
         """Spectra at isochrone points (spec §3).
 
         Returns ``(keep, L_lambda, radius_rsun, osl)``: ``keep`` flags the points
@@ -287,7 +301,7 @@ class StellarLibrary:
             log.info(
                 "%s: %d of %d points outside the library coverage dropped", self.label, int((~keep).sum()), keep.size
             )
-        idx, w = self.interpolation_weights(logT[keep], logg[keep], Z[keep], compat)
+        idx, w = self.interpolation_weights(logT[keep], logg[keep], Z[keep], behaviour)
         r_m = radius_m(logL[keep], logT[keep])
         return keep, self.spectra_for(idx, w, r_m), r_m / R_SUN_M, None
 
@@ -380,7 +394,7 @@ class CompositeLibrary:
             rep[f"osl{k + 1}:{lib.name}"] = int((osl == k + 1).sum())
         return rep
 
-    def spectra_at(self, logT, logg, Z, logL, compat: bool = False):
+    def spectra_at(self, logT, logg, Z, logL, behaviour: PhysicsBehaviour = DEFAULT_PHYSICS):
         """As :meth:`StellarLibrary.spectra_at`, plus ``osl`` (1-based library index).
 
         Rows stay in input order.  BEAST concatenates library by library; a
@@ -411,7 +425,7 @@ class CompositeLibrary:
         for k, lib in enumerate(self.members):
             sel = np.nonzero(osl == k + 1)[0]
             if sel.size:
-                idx, w = lib.interpolation_weights(T[sel], g[sel], z[sel], compat)
+                idx, w = lib.interpolation_weights(T[sel], g[sel], z[sel], behaviour)
                 spec[sel] = lib.spectra_for(idx, w, r_m[sel])
         return keep, spec, r_m / R_SUN_M, osl
 
@@ -590,34 +604,36 @@ def library_file(name: str, lib) -> str:
     return dest
 
 
-def load_library(name: str, lib, compat: bool = False, wavelength: np.ndarray | None = None) -> StellarLibrary:
+def load_library(
+    name: str, lib, atlas9_file_logg: bool = False, wavelength: np.ndarray | None = None
+) -> StellarLibrary:
     """One library of ``physics.stellar_library``; ``wavelength`` only for ``planck``."""
     if name == "planck":
         return planck_library(wavelength=wavelength)
     if name == "atlas9":
         from beastflow.physics.atlas9 import atlas9_library
 
-        return atlas9_library(compat)
+        return atlas9_library(atlas9_file_logg)
     if name in STANDARD_FILES:
         return read_beast_fits(library_file(name, lib), name)
     raise ValueError(f"physics.stellar_library.libraries: unknown library {name!r}")
 
 
-def make_stellar_library(lib, compat: bool = False) -> StellarLibrary | CompositeLibrary:
+def make_stellar_library(lib, atlas9_file_logg: bool = False) -> StellarLibrary | CompositeLibrary:
     """The library (or composite, in preference order) of ``physics.stellar_library``.
 
     Next to a real library, ``planck`` is evaluated on that library's
     wavelengths (within its own 90 Å lower limit), so the composite's grid is
     the real library's sampling rather than the union of both grids.
     """
-    real = [load_library(name, lib, compat) for name in lib.libraries if name != "planck"]
+    real = [load_library(name, lib, atlas9_file_logg) for name in lib.libraries if name != "planck"]
     wl = None
     if real and "planck" in lib.libraries:
         wl = real[0].wavelength
         wl = wl[wl >= 90.0]
     libs = []
     for name in lib.libraries:
-        libs.append(load_library(name, lib, compat, wl) if name == "planck" else real.pop(0))
+        libs.append(load_library(name, lib, atlas9_file_logg, wl) if name == "planck" else real.pop(0))
     if len(libs) == 1:
         return libs[0]
     return CompositeLibrary(libs)

@@ -33,18 +33,19 @@ def _outside01(a, b, c):
 
 
 @nb.njit(cache=True)
-def pegase_weights(T0, g0, T, g, compat, idx, w):
+def pegase_weights(T0, g0, T, g, index0_missing, gravity_fraction_unclamped, idx, w):
     """(T, g) interpolation at one library metallicity (spec §3.1).
 
     ``T``, ``g``: logT, logg of the library models of one Z plane (local
     order = library order).  Fills ``idx`` (4 local indices, -1 = unused) and
     ``w`` (4 weights) for the quadrant points i1..i4 and returns nothing.
 
-    ``compat`` reproduces BEAST 2.1: index 0 is treated as missing in the
-    temperature-consistency test, and the four-point gravity fraction is
-    used as is (so weights can be negative; the caller then drops them).
-    Default: index 0 is a valid point and the gravity fraction is clamped to
-    [0, 1], so the weights are >= 0 and sum to 1 (no extrapolation in logg).
+    BEAST 2.1 (``PhysicsBehaviour``): ``index0_missing`` treats index 0 as
+    missing in the temperature-consistency test; ``gravity_fraction_unclamped``
+    uses the four-point gravity fraction as is (so weights can be negative;
+    the caller then drops them).  Default: index 0 is a valid point and the
+    gravity fraction is clamped to [0, 1], so the weights are >= 0 and sum
+    to 1 (no extrapolation in logg).
     """
     n = T.size
     # 1. exact grid point -> weight 1 (BEAST 2.1.0 raises IndexError here)
@@ -101,8 +102,8 @@ def pegase_weights(T0, g0, T, g, compat, idx, w):
     g2 = g[i2] if i2 >= 0 else 0.0
     g3 = g[i3] if i3 >= 0 else 0.0
     g4 = g[i4] if i4 >= 0 else 0.0
-    # 3. temperature consistency; QUIRK (compat): index 0 counts as missing
-    lim = 0 if compat else -1
+    # 3. temperature consistency; QUIRK (index0_missing): index 0 counts as missing
+    lim = 0 if index0_missing else -1
     if i1 > lim and i2 > lim:
         if T1 < T2 - DT_MAX:
             i2 = -1
@@ -211,7 +212,7 @@ def pegase_weights(T0, g0, T, g, compat, idx, w):
         gp = alpha * g1 + (1.0 - alpha) * g3
         gs = beta * g2 + (1.0 - beta) * g4
         gamma = (g0 - gs) / (gp - gs) if gp != gs else 0.5
-        if not compat:
+        if not gravity_fraction_unclamped:
             # g0 outside [g'', g']: hold the nearer edge instead of
             # extrapolating (BEAST extrapolates and then drops the negative
             # weights, so its weights no longer sum to 1)
@@ -231,7 +232,9 @@ def pegase_weights(T0, g0, T, g, compat, idx, w):
 
 
 @nb.njit(cache=True)
-def interpolation_weights(T0, g0, plane_lo, plane_hi, fac_lo, fac_hi, plane_start, plane_models, lT, lg, compat):
+def interpolation_weights(
+    T0, g0, plane_lo, plane_hi, fac_lo, fac_hi, plane_start, plane_models, lT, lg, index0_missing, unclamped
+):
     """Library models and weights for many targets (spec §3.1 + §3.2).
 
     For target k, ``plane_lo[k]`` / ``plane_hi[k]`` are the Z planes to use
@@ -255,7 +258,7 @@ def interpolation_weights(T0, g0, plane_lo, plane_hi, fac_lo, fac_hi, plane_star
                 continue
             s0 = plane_start[p]
             s1 = plane_start[p + 1]
-            pegase_weights(T0[k], g0[k], lT[s0:s1], lg[s0:s1], compat, li, lw)
+            pegase_weights(T0[k], g0[k], lT[s0:s1], lg[s0:s1], index0_missing, unclamped, li, lw)
             for q in range(4):
                 if li[q] >= 0:
                     wq = lw[q] * f

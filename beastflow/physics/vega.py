@@ -7,7 +7,7 @@ pyphot (``libs/vega.hd5``, table ``/spectrum``; the same Bohlin 2007 spectrum
 BEAST's ``vega.hd5`` holds), so the numbers are reproducible offline.
 
 BEAST's stored LUM integrates numerator and denominator over the points with
-T > 0 (``Filter.getFlux``); compat mode returns the tabulated LUM of the
+T > 0 (``Filter.getFlux``); compat mode (``PhysicsBehaviour.vega_positive_points``) returns the tabulated LUM of the
 shipped ``vega.hd5`` ``/sed`` table (BEAST's own numbers) when every filter is
 in it, else that integral.  In the default mode the same all-points trapezoid
 as ``photometry.band_fluxes`` is used, so the Vega spectrum put through the
@@ -50,7 +50,7 @@ def _names(filters: Sequence) -> tuple[str, ...]:
 
 
 @functools.cache
-def _vega_fluxes_cached(names: tuple[str, ...], compat: bool) -> np.ndarray:
+def _vega_fluxes_cached(names: tuple[str, ...], positive_points: bool) -> np.ndarray:
     # compat: BEAST's LUM is its own Filter.getFlux of the Vega spectrum; the
     # integral below reproduces that to 1e-15 (measured against BEAST 2.1.0 by
     # bench/compare_beast.py), whereas pyphot's shipped /sed table differs from
@@ -59,7 +59,7 @@ def _vega_fluxes_cached(names: tuple[str, ...], compat: bool) -> np.ndarray:
     # compat: BEAST's LUM uses the T > 0 points for both integrals; dividing
     # the T>0-numerator weights by a T>0-denominator is the same as
     # normalising the T>0 weights to unit λT integral.
-    if compat:
+    if positive_points:
         W = np.zeros((lam.size, len(names)))
         for b, f in enumerate(photometry.load_filters(names)):
             T = f.interpolated(lam)
@@ -69,17 +69,20 @@ def _vega_fluxes_cached(names: tuple[str, ...], compat: bool) -> np.ndarray:
             c = photometry.trapezoid_weights(lam[idx]) * lam[idx] * T[idx]
             W[idx, b] = c / c.sum()
     else:
-        W = photometry.band_weights(lam, names, compat=False)
+        W = photometry.band_weights(lam, names)
     out = flux @ W
     out.setflags(write=False)
     return out
 
 
-def vega_band_fluxes(filters: Sequence, compat: bool = False) -> np.ndarray:
-    """Vega band fluxes [nbands] in erg s⁻¹ cm⁻² Å⁻¹ (cached per filter tuple)."""
-    return _vega_fluxes_cached(_names(filters), bool(compat)).copy()
+def vega_band_fluxes(filters: Sequence, positive_points: bool = False) -> np.ndarray:
+    """Vega band fluxes [nbands] in erg s⁻¹ cm⁻² Å⁻¹ (cached per filter tuple).
+
+    ``positive_points``: BEAST's T > 0 integrals (``PhysicsBehaviour.vega_positive_points``).
+    """
+    return _vega_fluxes_cached(_names(filters), bool(positive_points)).copy()
 
 
-def vega_magnitudes(fluxes: np.ndarray, filters: Sequence, compat: bool = False) -> np.ndarray:
+def vega_magnitudes(fluxes: np.ndarray, filters: Sequence, positive_points: bool = False) -> np.ndarray:
     """Vega magnitudes m = −2.5 log10(F / F_Vega) of band fluxes [..., nbands]."""
-    return flux_to_mag(fluxes, vega_band_fluxes(filters, compat))
+    return flux_to_mag(fluxes, vega_band_fluxes(filters, positive_points))

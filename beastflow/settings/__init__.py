@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from beastflow import storage
+from beastflow.behaviour import Behaviour, resolve
 
 from .asts import ASTs
 from .base import Section, reject_unused
@@ -110,6 +111,9 @@ class Project(Section):
 class Settings(Section):
     #: "beast-2.1" reproduces every QUIRK / BUG? of BEAST 2.1.0 that changes numbers
     compat: Literal["none", "beast-2.1"] = "none"
+    #: single behaviour fields overriding the compat profile, per stage:
+    #: [behaviour.fit] pmax = "probability" (names: beastflow/behaviour.py)
+    behaviour: dict[str, dict[str, Any]] = Field(default_factory=dict)
     project: Project = Field(default_factory=Project)
     physics: Physics = Field(default_factory=Physics)
     observations: Observations = Field(default_factory=Observations)
@@ -122,6 +126,12 @@ class Settings(Section):
     storage: Storage = Field(default_factory=Storage)
     #: where the file was read from ("" for settings built in Python)
     source: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _resolve_behaviour(self):
+        # an unknown [behaviour] stage or key, or a wrong value, is a settings error
+        resolve(self.compat, self.behaviour)
+        return self
 
     @model_validator(mode="after")
     def _splinter_bands(self):
@@ -146,8 +156,13 @@ class Settings(Section):
         return self
 
     @property
-    def beast_compat(self) -> bool:
-        return self.compat == "beast-2.1"
+    def resolved_behaviour(self) -> Behaviour:
+        """The compat profile with the [behaviour] overrides applied (beastflow/behaviour.py).
+
+        Every stage reads this object, never the profile name; resolving is a few
+        dataclass copies, so it is not cached (``model_copy`` would keep a stale one).
+        """
+        return resolve(self.compat, self.behaviour)
 
     @property
     def output(self) -> str:
@@ -162,6 +177,8 @@ class Settings(Section):
     def section_hash(self, *names: str) -> str:
         """Stable hash of the named sections (all settings if none named)."""
         data = self.model_dump(mode="json", exclude={"source"})
+        # the cache key follows what the run does, not how it was spelled
+        data["compat"] = self.resolved_behaviour.as_dict()
         if names:
             data = {n: data[n] for n in names}
         return storage.hash_object(data)

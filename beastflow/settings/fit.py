@@ -1,8 +1,10 @@
 """[fit] settings: likelihood, statistics, PDFs, sparse posterior samples.
 
 Every key is documented in ``beastflow/data/settings_template.toml``.  With
-``compat = "beast-2.1"`` several keys are overridden by the BEAST behaviour
-(see docs/differences-from-beast.md, "Fitting and merging").
+``compat = "beast-2.1"`` several keys are overridden by named fields of
+``beastflow.behaviour.FitBehaviour`` (``stats_threshold``, ``lnp_threshold``,
+``completeness``; a warning says so when the user changed the key; see
+docs/differences-from-beast.md, "Behaviour fields").
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ class Fit(Section):
     #: the lnp sample is drawn among models with lnP - max(lnP) > lnp_threshold
     lnp_threshold: float = Field(default=-10.0, lt=0)
     #: statistics and PDFs use models with lnP - max(lnP) > stats_threshold;
-    #: None = every model (BEAST: -10, forced by compat = "beast-2.1")
+    #: None = every model (BEAST: -10, behaviour.fit.stats_threshold)
     stats_threshold: float | None = None
     #: detection-probability term in the likelihood from the noise model's
     #: per-band completeness c_k: "min" = ln min_k c_k, "product" = sum_k ln c_k,
-    #: "none" = no term (BEAST; forced by compat = "beast-2.1")
+    #: "none" = no term (BEAST: behaviour.fit.completeness)
     completeness: Literal["min", "product", "none"] = "min"
     #: most bins of a 1-D / 2-D PDF axis (fewer when the grid has fewer unique values)
     pdf_max_nbins: int = Field(default=50, ge=2)

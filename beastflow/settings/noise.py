@@ -63,7 +63,7 @@ class NoiseModel(Section):
     trunchen_min_group: int = Field(default=5, ge=1)
     #: trunchen: stored precision of bias, error, completeness and C^-1 (io/noise_model.py):
     #: "float32" (24-bit mantissa, 6e-8 relative, far below the AST sampling error; 2.7x
-    #: smaller files), "float64"; unset = float32, or float64 with compat = "beast-2.1"
+    #: smaller files), "float64"; unset = behaviour.noise.trunchen_precision (float32; BEAST float64)
     precision: Literal["float32", "float64"] | None = None
 
 

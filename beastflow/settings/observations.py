@@ -82,7 +82,8 @@ class Split(Section):
     asts_without_positions: Literal["all_bins", "error"] = "all_bins"
     #: default mode: a rerun keeps the previous run's sub-file flux edges (recorded in the split
     #: manifest) while the density bins are the same, so a changed or added star only changes the
-    #: sub-file its flux falls in; true = split by n_per_file again.  compat always re-splits (BEAST)
+    #: sub-file its flux falls in; true = split by n_per_file again.  compat always re-splits (BEAST:
+    #: behaviour.observations.always_resplit)
     resplit: bool = False
 
 

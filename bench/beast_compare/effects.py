@@ -42,7 +42,8 @@ def run_chain(inp: dict[str, Any], phys_settings, tag: str, noise: str = "toothp
         run_noisemodel(s, g, inp["asts"], n)
     gt, nt = str(out / f"{tag}_trim_seds.hd5"), str(out / f"{tag}_trim_noise.hd5")
     tr = run_trim(s, g, n, [TrimJob(inp["catalog"], gt, nt)])
-    info = None if s.beast_compat else run_grid_info(s, [g], str(out / f"{tag}_grid_info.json")).grid_info
+    # BEAST normalises over the trimmed grid and bins from it: no grid info
+    info = None if s.compat == "beast-2.1" else run_grid_info(s, [g], str(out / f"{tag}_grid_info.json")).grid_info
     pre = str(out / f"{tag}_fit")
     run_fit(s, gt, nt, inp["catalog"], info, pre)
     return {"grid": g, "n_trim": tr[0].n_kept, "stats": f"{pre}_stats.parquet", "trim": (gt, nt), "info": info}

@@ -146,7 +146,10 @@ def kernel_seconds(s, grid_url: str, noise_url: str, catalog: str, repeat: int =
     bs = binset_from_trimmed(grid, noise, f.pdf_max_nbins, f.pdf2d_pairs, f.chunk_models)
     cat = catalogs.read_table(catalog)
     Y = catalogs.physical_fluxes(
-        cat, list(grid.filters), vega_band_fluxes(list(grid.filters), compat=s.beast_compat), catalog
+        cat,
+        list(grid.filters),
+        vega_band_fluxes(list(grid.filters), s.resolved_behaviour.physics.vega_positive_points),
+        catalog,
     )
     ids = np.arange(len(cat))
     best = float("inf")

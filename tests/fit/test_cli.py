@@ -16,7 +16,7 @@ def test_cli_grid_info_fit_merge(field, settings_file, tmp_path, capsys, monkeyp
     from tests.fit import synth
 
     # the test grid uses stand-in Vega fluxes
-    monkeypatch.setattr(vega, "vega_band_fluxes", lambda filters, compat=False: synth.VEGA.copy())
+    monkeypatch.setattr(vega, "vega_band_fluxes", lambda filters, positive_points=False: synth.VEGA.copy())
     out = tmp_path / "out"
     assert main(["grid-info", str(settings_file), *field["subs"]]) == 0
     gi = out / "P_grid_info.json"
@@ -76,7 +76,7 @@ def test_cli_fit_and_grid_info_default_from_settings_and_manifest(field, tmp_pat
     import beastflow.physics.vega as vega
     from tests.fit import synth
 
-    monkeypatch.setattr(vega, "vega_band_fluxes", lambda filters, compat=False: synth.VEGA.copy())
+    monkeypatch.setattr(vega, "vega_band_fluxes", lambda filters, positive_points=False: synth.VEGA.copy())
     out = tmp_path / "run"
     out.mkdir()
     (out / "P_seds.grid.hd5").symlink_to(field["full"])

@@ -223,6 +223,11 @@ def test_compat_refuses_untrimmed_noise(field, tmp_path, synth_vega):
     nz = write_noise_model(str(tmp_path / "n.hd5"), synth.FILTERS, bias, err, comp)
     with pytest.raises(ValueError, match="completeness <= 0"):
         run_fit(s, field["trim"], nz, field["cat0"], None, str(tmp_path / "x"))
+    # behaviour.fit.refuse_invalid_noise alone refuses it; the default excludes that model
+    only = settings_for(tmp_path).model_copy(update={"behaviour": {"fit": {"refuse_invalid_noise": True}}})
+    with pytest.raises(ValueError, match="completeness <= 0"):
+        run_fit(only, field["trim"], nz, field["cat0"], None, str(tmp_path / "y"))
+    run_fit(settings_for(tmp_path), field["trim"], nz, field["cat0"], None, str(tmp_path / "z"))
 
 
 def test_clear_errors(field, tmp_path, synth_vega):
@@ -366,6 +371,20 @@ def test_compat_chi2min_and_index_only_over_the_sparse_set(field, tmp_path, synt
     st, _ = read_stats(r.stats)
     np.testing.assert_allclose(st["chi2min"].to_numpy(), in_s.min(axis=1), rtol=1e-12)
     assert (st["chi2min_indx"].to_numpy() == in_s.argmin(axis=1)).all()
+    # behaviour.fit.chi2min_sparse alone: the minimum over the statistics set (here every model
+    # within the default threshold, which the 1e-30 weights fall below), not over every model
+    for on in (False, True):
+        s1 = settings_for(tmp_path, lnp_npts=10).model_copy(update={"behaviour": {"fit": {"chi2min_sparse": on}}})
+        r1 = run_fit(
+            s1,
+            grid,
+            field["trim_noise"],
+            field["cat0"],
+            None,
+            str(tmp_path / f"c{on}_bin0_sub0"),
+        )
+        c1 = read_stats(r1.stats)[0]["chi2min"].to_numpy()
+        assert np.allclose(c1, chi2.min(axis=1), rtol=1e-12) is not on
 
 
 # ----------------------------------------------------------------------------------------------
@@ -407,5 +426,22 @@ def test_small_negative_flux_is_a_measurement(field, default_fit, tmp_path):
     out, flags = screen_fluxes(y, vega, bands, sigma=np.array([1.0, 1.0]), k_sigma=5.0)
     assert flags == ["B:zero", "A:negative", "A:nonfinite;B:absurd"]
     assert out[0, 0] == -1.0 and np.isnan(out[0, 1]) and out[1, 1] == 3.0
-    out_c, flags_c = screen_fluxes(y, vega, bands, sigma=np.array([1.0, 1.0]), compat=True)
+    out_c, flags_c = screen_fluxes(y, vega, bands, sigma=np.array([1.0, 1.0]), as_measured=True)
     assert flags_c == ["", "", "A:nonfinite;B:absurd"]  # BEAST fits zero and negative fluxes
+
+
+def test_regular_2d_bins_alone(field, default_fit):
+    """behaviour.fit.regular_2d_bins: BEAST's always-regular 2-D bins instead of the 1-D bins."""
+    from beastflow.fit.pdfs import binset_from_info
+
+    s, gi, _ = default_fit
+    g = open_sed_grid(field["trim"])
+    args = (read_grid_info(gi), g.columns, list(g.filters), s.fit.pdf_max_nbins, s.fit.pdf2d_pairs)
+    own, regular = binset_from_info(*args, False, "t"), binset_from_info(*args, True, "t")
+    assert [b.edges.tolist() for b in own.bins1] == [b.edges.tolist() for b in regular.bins1]
+    by = {b.name: b for b in own.bins1}
+    assert all(a is by[a.name] and b is by[b.name] for a, b in own.pairs)
+    assert any(
+        not np.array_equal(a.edges, by[a.name].edges) or not np.array_equal(b.edges, by[b.name].edges)
+        for a, b in regular.pairs
+    )

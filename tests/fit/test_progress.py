@@ -11,7 +11,7 @@ def test_fit_reports_stars_per_block(field, tmp_path, monkeypatch):
     import beastflow.physics.vega as vega
     from tests.fit import synth
 
-    monkeypatch.setattr(vega, "vega_band_fluxes", lambda filters, compat=False: synth.VEGA.copy())
+    monkeypatch.setattr(vega, "vega_band_fluxes", lambda filters, positive_points=False: synth.VEGA.copy())
     s = settings_for(tmp_path, star_block=16, lnp_npts=10)
     calls = []
     with stars_progress(lambda done, total: calls.append((done, total))):

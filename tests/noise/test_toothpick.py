@@ -4,6 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from beastflow.behaviour import PROFILES
 from beastflow.io.noise_model import open_noise_model
 from beastflow.io.sed_grid import open_sed_grid
 from beastflow.noise.ast_stats import gaussian_halfwidth
@@ -57,7 +58,7 @@ def direct_stats(asts, band, vega_k, n_bins, min_per_bin=10, ratio=2.0):
 
 @pytest.mark.parametrize("n_bins", [4, 6, 10])
 def test_binned_stats_match_direct_computation_on_real_asts(asts, vega, n_bins):
-    stats = ast_binned_stats(asts, FILTERS, n_bins, 10, 2.0, vega, compat=False)
+    stats = ast_binned_stats(asts, FILTERS, n_bins, 10, 2.0, vega, behaviour=PROFILES["none"].noise)
     for k, band in enumerate(BANDS):
         ref = direct_stats(asts, band, vega[k], n_bins)
         bs = stats[k]
@@ -138,8 +139,8 @@ def _toy_table(n=400, nan_out=0, seed=0):
 def test_nan_outputs_default_vs_beast_quirk():
     tab, fin, fout = _toy_table(nan_out=5)
     args = (["HST_ACS_WFC_F475W"], 2, 10, 2.0, [1.0])
-    new = ast_binned_stats(tab, *args, compat=False)[0]
-    old = ast_binned_stats(tab, *args, compat=True)[0]
+    new = ast_binned_stats(tab, *args, behaviour=PROFILES["none"].noise)[0]
+    old = ast_binned_stats(tab, *args, behaviour=PROFILES["beast-2.1"].noise)[0]
     # default: NaN outputs are non-recoveries, everything stays finite
     assert np.all(np.isfinite(new.bias)) and np.all(np.isfinite(new.error))
     assert new.binned.n.sum() == 400
@@ -195,6 +196,11 @@ def test_run_noisemodel_streams_and_matches_direct_evaluation(tmp_path, phat_ast
     again = ToothpickStats.from_dict(nm.meta["stats"])
     np.testing.assert_array_equal(evaluate_on_grid(again, seds)[2], c)
     assert blocks == [1024] * 4 + [904]  # streamed in [noise_model] chunk_models blocks
+    # behaviour.noise.sign_flip_with_calibration_only alone: no calibration matrix, so no flip (BEAST)
+    s1 = _settings(tmp_path).model_copy(update={"behaviour": {"noise": {"sign_flip_with_calibration_only": True}}})
+    e1 = open_noise_model(run_noisemodel(s1, grid, str(phat_asts_rate), str(tmp_path / "nm1.hd5"))).read().error
+    np.testing.assert_array_equal(e1, evaluate_on_grid(stats, seds, None, False)[1])
+    assert not np.array_equal(np.signbit(e1), np.signbit(blk.error))
 
 
 def test_run_noisemodel_absflux_term(tmp_path, phat_asts_rate, asts, vega):
@@ -248,8 +254,8 @@ def test_compat_equals_default_on_phat_small(asts, vega):
     """The real ASTs mark not-inserted bands with NaN inputs (BEAST 2.1's
     convention), so both modes drop the same rows and agree exactly -- except
     the error, which the default corrects for the bin's count (unbiased sigma)."""
-    a = ast_binned_stats(asts, FILTERS, 6, 10, 2.0, vega, compat=False)
-    b = ast_binned_stats(asts, FILTERS, 6, 10, 2.0, vega, compat=True)
+    a = ast_binned_stats(asts, FILTERS, 6, 10, 2.0, vega, behaviour=PROFILES["none"].noise)
+    b = ast_binned_stats(asts, FILTERS, 6, 10, 2.0, vega, behaviour=PROFILES["beast-2.1"].noise)
     for x, y in zip(a.bands, b.bands):
         for k in ("centres", "bias", "completeness"):
             np.testing.assert_array_equal(getattr(x, k), getattr(y, k))

@@ -25,13 +25,14 @@ SIGMA_FAC = 3.0
 NBINS = 5  # phat_small has few ASTs: 5 bins give the widest joint coverage (README)
 
 
-def _settings(tmp_path, compat="none", **trim):
+def _settings(tmp_path, compat="none", behaviour=None, **trim):
     return settings_from_dict(
         {
             "compat": compat,
             "project": {"output": str(tmp_path)},
             "noise_model": {"n_flux_bins": NBINS, "chunk_models": 1024},
             "trim": {"chunk_models": 1024, **trim},
+            "behaviour": behaviour or {},
         }
     )
 
@@ -203,6 +204,14 @@ def test_grid_and_noise_read_once_for_all_subfiles(tmp_path, trimmed, monkeypatc
     jobs = [TrimJob(j.catalog_url, j.out_grid_url + ".4", j.out_noise_url + ".4") for j in trimmed["jobs"]]
     run_trim(_settings(tmp_path, compat="beast-2.1"), trimmed["grid"], trimmed["noise"], jobs)
     assert len(calls) == 1
+    # behaviour.trim.rule alone switches to BEAST's one-pass sigma rule (fewer models kept)
+    calls.clear()
+    jobs = [TrimJob(j.catalog_url, j.out_grid_url + ".5", j.out_noise_url + ".5") for j in trimmed["jobs"]]
+    sigma_only = run_trim(
+        _settings(tmp_path, behaviour={"trim": {"rule": "sigma"}}), trimmed["grid"], trimmed["noise"], jobs
+    )
+    assert len(calls) == 1
+    assert sum(r.n_kept for r in sigma_only) < sum(r.n_kept for r in res)
 
 
 def test_faint_subfile_outside_ast_coverage(trimmed):
@@ -244,8 +253,8 @@ def test_decide_bands_compat_skips_in_order():
 
     # 3 bands; no model passes band 1 together with band 0
     hist = Counter({0b101: 4, 0b010: 3, 0b011: 0})
-    assert decide_bands(hist, 3, compat=False) == (0b111, [], 0)
-    assert decide_bands(hist, 3, compat=True) == (0b101, [1], 4)
+    assert decide_bands(hist, 3, band_skip=False) == (0b111, [], 0)
+    assert decide_bands(hist, 3, band_skip=True) == (0b101, [1], 4)
 
 
 def _tiny_case(tmp_path, y_band2):

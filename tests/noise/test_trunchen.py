@@ -162,6 +162,11 @@ def test_float32_storage_is_the_float64_model_rounded_to_24_bits(tmp_path, fixed
     s = settings_from_dict({"compat": "beast-2.1", "noise_model": {"model": "trunchen"}})
     compat = open_noise_model(run_noisemodel(s, grid, ast, str(tmp_path / "c.hd5")))
     assert compat.precision == "float64"
+    # behaviour.noise.trunchen_precision alone
+    s = settings_from_dict(
+        {"noise_model": {"model": "trunchen"}, "behaviour": {"noise": {"trunchen_precision": "float64"}}}
+    )
+    assert open_noise_model(run_noisemodel(s, grid, ast, str(tmp_path / "b.hd5"))).precision == "float64"
     n32, n64 = open_noise_model(urls["f32"]), open_noise_model(urls["f64"])
     assert (n32.precision, n64.precision) == ("float32", "float64")
     assert n32.icov_exponents == [int(np.rint(np.log2(v))) for v in VEGA]

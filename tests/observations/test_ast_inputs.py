@@ -4,6 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from beastflow.behaviour import FluxBinRule
 from beastflow.io.sed_grid import SEDGrid, write_sed_grid
 from beastflow.observations import ast_inputs as A
 from beastflow.observations import ast_positions as P
@@ -178,7 +179,7 @@ def test_run_flux_bin_density_bins(phat_setup, make_settings, tmp_path):
     )
 
 
-def test_compat_index_bug(phat_setup, make_settings):
+def test_compat_index_bug(phat_setup, make_settings, tmp_path):
     urls, parts, vega, d = phat_setup
     s = make_settings(
         "beast-2.1",
@@ -192,6 +193,18 @@ def test_compat_index_bug(phat_setup, make_settings):
     mags = S.magnitudes(seds[params["sedgrid_indx"].to_numpy()], vega)
     # magnitudes are the chosen model's, parameters (and sedgrid_indx) come from the wrong row
     assert not np.allclose(params["F475W_IN"].to_numpy(), mags[:, 2])
+    # behaviour.observations.sedgrid_indx_candidate alone: the same wrong rows; without it the right ones
+    for on in (True, False):
+        s1 = make_settings(
+            out=str(tmp_path / f"idx_{on}"),
+            physics={"chunk_models": 4000},
+            asts={"n_flux_bins": 6, "n_per_flux_bin": 4},
+            observations={"source_density": {"pixsize": 1.0}},
+            behaviour={"observations": {"sedgrid_indx_candidate": on}},
+        )
+        p1 = pl.read_parquet(A.run_ast_inputs(s1, urls, d.catalog_url, d.map_url).params_url)
+        m1 = A.magnitudes(seds[p1["sedgrid_indx"].to_numpy()], vega)
+        assert np.allclose(p1["F475W_IN"].to_numpy(), m1[:, 2]) is not on
 
 
 def test_random_pick_and_supplement(phat_setup, make_settings, tmp_path):
@@ -291,7 +304,8 @@ def test_flux_bin_compat_chunk_rule(tmp_path):
     urls, parts = _grid(tmp_path, n_sub=2, n=8000)
     ast = ASTs(n_flux_bins=10, n_per_flux_bin=20)
     new = S.select_flux_bin(GridSet(urls, 5000), np.ones(6), ast, 5)
-    old = S.select_flux_bin(GridSet(urls, 5000), np.ones(6), ast, 5, compat=True)
+    # the function behaviour.observations.flux_bin_rule switches, with that rule alone
+    old = S.select_flux_bin(GridSet(urls, 5000), np.ones(6), ast, 5, rule=FluxBinRule.BEAST_CHUNK)
     # every cell that has enough candidates is "filled" by the counter in both modes
     enough = old.available >= 20
     assert (old.counts[enough] >= 20).all() and (new.counts[enough] >= 20).all()
@@ -365,3 +379,19 @@ def test_reference_image_pixels(phat_setup, make_settings, tmp_path):
     lines = open(r.text_url).read().splitlines()
     assert lines[0].split()[:4] == ["zeros", "ones", "X", "Y"]
     assert abs(float(lines[1].split()[2]) - x[0]) < 1e-5
+
+
+def test_annulus_one_position_per_row_alone(phat_setup, make_settings, tmp_path):
+    """behaviour.observations.annulus_one_per_row: BEAST's around-stars scheme ignores
+    realization_per_model (one position per SED row)."""
+    urls, _, _, d = phat_setup
+    heights = {}
+    for on in (False, True):
+        s = make_settings(
+            out=str(tmp_path / f"ann_{on}"),
+            physics={"chunk_models": 3000},
+            asts={"method": "suppl_seds", "n_supplement": 50, "positions": "annulus", "realization_per_model": 2},
+            behaviour={"observations": {"annulus_one_per_row": on}},
+        )
+        heights[on] = pl.read_parquet(A.run_ast_inputs(s, urls, d.catalog_url, None).input_url).height
+    assert heights == {False: 100, True: 50}

@@ -99,6 +99,16 @@ def test_compat_lower_edge_source_gets_no_tile(tmp_path, make_settings):
     assert (old["sd_tile"] < 0).sum() >= 1
     assert (old.filter(pl.col("sd_tile") < 0)["SourceDensity"] == 0).all()
     assert old["sd_bin"].null_count() == 0  # still binned (BEAST's linear lookup)
+    # behaviour.observations.lower_edge_no_tile alone: the edge source loses its tile, nothing else changes
+    only = pl.read_parquet(
+        run_density_map(
+            make_settings(out=str(tmp_path / "edge"), behaviour={"observations": {"lower_edge_no_tile": True}}, **kw),
+            str(p),
+        ).catalog_url
+    )
+    assert (only["sd_tile"] < 0).sum() >= 1
+    keep = only["sd_tile"] >= 0
+    assert (only.filter(keep)["sd_tile"] == new.filter(keep)["sd_tile"]).all()
 
 
 def test_magnitude_cut_given_or_peak():
@@ -116,7 +126,7 @@ def test_bins_modes():
     np.testing.assert_allclose(e, [0, 1, 2, 3])
     # intended: max lands in the last bin; compat QUIRK: an extra bin
     np.testing.assert_array_equal(assign_bins(v, e, sd), [1, 1, 2, 3, 3])
-    np.testing.assert_array_equal(assign_bins(v, e, sd, compat=True), [1, 1, 2, 3, 4])
+    np.testing.assert_array_equal(assign_bins(v, e, sd, width_extra_bin=True), [1, 1, 2, 3, 4])
     sdn = SourceDensity(n_bins=2, bin_width=None)
     e = bin_edges(v, sdn)
     np.testing.assert_allclose(e, np.linspace(0, 3.03, 3))
@@ -145,7 +155,7 @@ def test_linear_lookup_compat_dec_clamp():
     dec_grid = np.array([0.0, 1.0, 2.0, 3.0])  # n_y = 3
     i, j = lookup_tiles_linear(np.array([0.5]), np.array([2.5]), ra_grid, dec_grid)
     assert (i[0], j[0]) == (0, 2)
-    i, j = lookup_tiles_linear(np.array([0.5]), np.array([2.5]), ra_grid, dec_grid, compat=True)
+    i, j = lookup_tiles_linear(np.array([0.5]), np.array([2.5]), ra_grid, dec_grid, dec_clamped_with_ra_limits=True)
     assert (i[0], j[0]) == (0, 0)  # BUG?: Dec clamped with the RA limits
 
 

@@ -181,3 +181,10 @@ def test_frozen_split_puts_an_added_star_where_its_flux_falls(phat_catalog, phat
     _, _, r3 = _chain(s2, cat, phat_asts_rate)
     m3 = json.loads(Path(r3.manifest_url).read_text())
     assert not m3["frozen"] and all(e["n_rows"] <= 20 for e in m3["subfiles"])
+    # behaviour.observations.always_resplit alone (BEAST) re-splits too
+    s4 = make_settings(
+        observations={"source_density": {"pixsize": 1.0}, "split": {"n_per_file": 20}},
+        behaviour={"observations": {"always_resplit": True}},
+    )
+    _, _, r4 = _chain(s4, cat, phat_asts_rate)
+    assert not json.loads(Path(r4.manifest_url).read_text())["frozen"]

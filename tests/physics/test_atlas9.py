@@ -51,7 +51,7 @@ def test_float32_copy_against_the_float64_original(kurucz_grid, embedded):
     diff = np.nonzero(embedded.logg != ref.logg)[0]
     assert diff.tolist() == [VEGA_ROW]
     assert ref.logg[VEGA_ROW] == 39.5 and embedded.logg[VEGA_ROW] == 3.95
-    assert atlas9.atlas9_library(compat=True).logg[VEGA_ROW] == 39.5  # BEAST reads it as it is
+    assert atlas9.atlas9_library(file_logg=True).logg[VEGA_ROW] == 39.5  # BEAST reads it as it is
 
 
 def test_pack_fits_gives_the_shipped_arrays(kurucz_grid):

@@ -62,7 +62,7 @@ def test_step_prior_vector_uses_distance_per_model():
     # compat per-row weights reproduce it through the full interface
     priors = Priors(av=STEP)
     axes = (np.array([0.1, 0.9, 1.1, 2.0]), np.array([3.1]), np.array([0.5]))
-    w = dust_prior_weights(av, np.full(4, 3.1), np.full(4, 0.5), d, axes, priors, compat=True)
+    w = dust_prior_weights(av, np.full(4, 3.1), np.full(4, 0.5), d, axes, priors, unnormalised=True)
     np.testing.assert_allclose(w, [79.68878, 0, 7.244435, 6.544045e-31], rtol=1e-6, atol=1e-300)
 
 
@@ -73,7 +73,7 @@ def test_compat_weights_are_products_of_beast_priors():
         fA={"name": "lognormal", "mean": 0.8, "sigma": 0.1},
     )
     av, rv, fa = (g.ravel() for g in np.meshgrid(AVS, RVS, FAS, indexing="ij"))
-    w = dust_prior_weights(av, rv, fa, np.full(av.size, 1e5), (AVS, RVS, FAS), priors, compat=True)
+    w = dust_prior_weights(av, rv, fa, np.full(av.size, 1e5), (AVS, RVS, FAS), priors, unnormalised=True)
     expected = (
         dust_axis_prior(av, priors.av, "av")
         * dust_axis_prior(rv, priors.rv, "rv")
@@ -85,7 +85,7 @@ def test_compat_weights_are_products_of_beast_priors():
 def test_two_lognormal_rows_use_the_whole_axis():
     priors = Priors(av=TWO_LN)
     rows = np.array([4.0, 2.0, 2.0])  # any subset of rows, any order
-    w = dust_prior_weights(rows, np.full(3, 3.0), np.full(3, 1.0), 1e5, (AVS, RVS, FAS), priors, compat=True)
+    w = dust_prior_weights(rows, np.full(3, 3.0), np.full(3, 1.0), 1e5, (AVS, RVS, FAS), priors, unnormalised=True)
     np.testing.assert_allclose(w, [2.563834e-3, 4.969014e-1, 4.969014e-1], rtol=1e-6)
 
 
@@ -113,7 +113,7 @@ def test_default_dust_priors_are_densities_on_the_grid(axis, x, model):
         "rv": (np.full(n, 2.0), x, np.full(n, 0.6)),
         "fA": (np.full(n, 2.0), np.full(n, 3.0), x),
     }[axis]
-    w = dust_prior_weights(*cols, np.full(n, 1e5), axes, priors, compat=False)
+    w = dust_prior_weights(*cols, np.full(n, 1e5), axes, priors, unnormalised=False)
     # the other two axes are flat and normalised over their own grids
     others = {"av": (RVS, FAS), "rv": (AVS, FAS), "fA": (AVS, RVS)}[axis]
     flat = np.prod([1.0 / np.sum(bin_widths(o, noneg=True)) for o in others])
@@ -131,7 +131,7 @@ def test_default_step_prior_is_normalised_at_each_distance():
             np.full(40, d),
             (avs, np.array([3.0]), np.array([1.0])),
             priors,
-            compat=False,
+            unnormalised=False,
         )
         assert np.sum(w * bin_widths(avs, noneg=True)) == pytest.approx(1.0, rel=1e-12)
 
@@ -145,7 +145,7 @@ def test_single_curve_has_no_fA_factor():
         1e5,
         (np.array([1.0, 2.0]), np.array([3.0]), np.array([1.0])),
         priors,
-        compat=True,
+        unnormalised=True,
         has_fA=False,
     )
     np.testing.assert_array_equal(w, [1.0])

@@ -104,7 +104,7 @@ def test_curve_is_one_at_v(kw, compat):
 )
 def test_single_curve_law(curve, rvs):
     ext = Extinction(law="single", curve=curve, rvs=rvs, avs=[0.5, 1.5, 1.0])
-    law = make_extinction_law(ext, compat=False)
+    law = make_extinction_law(ext, beast_curves=False)
     assert not law.has_fA
     vp = law.valid_dust_points(*dust_axes(ext))
     assert vp["Av"].size == 2 * len(np.arange(rvs[0], rvs[1] + rvs[2] / 2, rvs[2]))
@@ -119,7 +119,7 @@ def test_single_curve_law(curve, rvs):
 
 def test_mixture_identity_and_curve():
     ext = Extinction(law="rvfa", a_law="F19", b_law="G03_SMCBar", rvs=[2.0, 6.0, 0.5], fAs=[0.0, 1.0, 0.25])
-    law = make_extinction_law(ext, compat=False)
+    law = make_extinction_law(ext, beast_curves=False)
     vp = law.valid_dust_points(*dust_axes(ext))
     a = vp["f_A"] > 0
     np.testing.assert_allclose(1 / vp["Rv"][a], vp["f_A"][a] / vp["Rv_A"][a] + (1 - vp["f_A"][a]) / 2.74, rtol=1e-12)
@@ -135,7 +135,7 @@ def test_mixture_identity_and_curve():
 
 
 def test_a_lambda_scales_with_av():
-    law = make_extinction_law(Extinction(), compat=True)
+    law = make_extinction_law(Extinction(), beast_curves=True)
     lam = np.linspace(1200.0, 25000.0, 300)
     k = law.curve(lam, 3.0, 0.5)
     np.testing.assert_allclose(law.a_lambda(lam, 2.5, 3.0, 0.5), 2.5 * k)
@@ -145,7 +145,7 @@ def test_a_lambda_scales_with_av():
 
 
 def test_valid_points_rule_and_order():
-    law = make_extinction_law(Extinction(), compat=True)
+    law = make_extinction_law(Extinction(), beast_curves=True)
     avs = np.array([0.5, 1.0])
     rvs = np.array([2.0, 2.74, 3.5, 6.0])
     fas = np.array([0.0, 0.25, 0.5, 1.0])
@@ -174,13 +174,13 @@ def test_valid_points_rule_and_order():
 
 def test_default_grid_drops_all_fA_zero():
     ext = Extinction()
-    law = make_extinction_law(ext, compat=False)
+    law = make_extinction_law(ext, beast_curves=False)
     vp = law.valid_dust_points(*dust_axes(ext))
     assert vp["f_A"].min() == 0.25
 
 
 def test_no_valid_points_names_settings():
-    law = make_extinction_law(Extinction(), compat=False)
+    law = make_extinction_law(Extinction(), beast_curves=False)
     with pytest.raises(ValueError, match=r"No valid points.*physics\.extinction\.rvs"):
         law.valid_dust_points(np.array([1.0]), np.array([5.0]), np.array([0.0]))
 
@@ -189,10 +189,10 @@ def test_no_valid_points_names_settings():
 
 
 def test_wavelength_outside_law_range():
-    law = make_extinction_law(Extinction(), compat=True)
+    law = make_extinction_law(Extinction(), beast_curves=True)
     with pytest.raises(ValueError, match=r"Gordon16_RvFALaw.*1000\.0-33333\.3 Angstrom"):
         law.curve(np.array([900.0, 5000.0]), 3.1, 1.0)
-    law = make_extinction_law(Extinction(law="rvfa", a_law="F19"), compat=False)
+    law = make_extinction_law(Extinction(law="rvfa", a_law="F19"), beast_curves=False)
     with pytest.raises(ValueError, match="F19"):
         law.curve(np.array([1100.0]), 3.1, 1.0)  # F19 stops at x = 8.7
 
@@ -207,26 +207,26 @@ def test_bad_law_names():
     # the law itself refuses swapped components too (settings built elsewhere)
     bad = Extinction.model_construct(law="rvfa", a_law="G03_SMCBar", b_law="G03_SMCBar")
     with pytest.raises(ValueError, match=r"physics\.extinction\.a_law = 'G03_SMCBar' is an average curve"):
-        make_extinction_law(bad, compat=False)
+        make_extinction_law(bad, beast_curves=False)
 
 
 def test_rv_grid_outside_curve_range_is_named():
     ext = Extinction(law="single", curve="G23")  # G23 covers R(V) 2.3-5.6, grid is 2-6
-    law = make_extinction_law(ext, compat=False)
+    law = make_extinction_law(ext, beast_curves=False)
     with pytest.raises(ValueError, match=r"physics\.extinction\.rvs"):
         law.valid_dust_points(*dust_axes(ext))
 
 
 def test_transmission_compat_and_default():
-    assert transmission(1.0, compat=True) == pytest.approx(np.exp(-1.0), rel=1e-15)
-    assert transmission(1.0, compat=False) == pytest.approx(10**-0.4, rel=1e-15)
+    assert transmission(1.0, exp_attenuation=True) == pytest.approx(np.exp(-1.0), rel=1e-15)
+    assert transmission(1.0, exp_attenuation=False) == pytest.approx(10**-0.4, rel=1e-15)
     # default: A magnitudes of extinction dim the flux by exactly A magnitudes
     a = np.array([0.0, 0.3, 2.0])
-    np.testing.assert_allclose(-2.5 * np.log10(transmission(a, compat=False)), a, atol=1e-14)
+    np.testing.assert_allclose(-2.5 * np.log10(transmission(a, exp_attenuation=False)), a, atol=1e-14)
 
 
 def test_curve_cache_returns_same_values():
-    law = make_extinction_law(Extinction(), compat=True)
+    law = make_extinction_law(Extinction(), beast_curves=True)
     lam = np.linspace(1200.0, 25000.0, 1000)
     first = law.curve(lam, 3.0, 0.75)
     again = law.curve(lam.copy(), 3.0, 0.75)

@@ -23,8 +23,8 @@ def test_vega_is_zero_mag_in_every_default_filter():
     mags = vega.vega_magnitudes(f, DEFAULT_FILTERS)
     np.testing.assert_allclose(mags, 0.0, atol=1e-12)
     # compat: BEAST's QUIRKed band average vs its T>0 LUM: still ~0 (<1e-3 mag)
-    fc = photometry.band_fluxes(lam, flux, DEFAULT_FILTERS, compat=True)
-    assert np.all(np.abs(vega.vega_magnitudes(fc, DEFAULT_FILTERS, compat=True)) < 1e-3)
+    fc = photometry.band_fluxes(lam, flux, DEFAULT_FILTERS, numerator_positive_only=True)
+    assert np.all(np.abs(vega.vega_magnitudes(fc, DEFAULT_FILTERS, positive_points=True)) < 1e-3)
 
 
 def _beast_lum_table() -> dict[str, float]:
@@ -47,7 +47,7 @@ def test_vega_agrees_with_pyphot_and_beast_table():
     # compat mode recomputes LUM as BEAST's Filter.getFlux does; the shipped
     # vega.hd5 /sed table agrees with that to < 1e-5
     lum = _beast_lum_table()
-    fc = vega.vega_band_fluxes(DEFAULT_FILTERS, compat=True)
+    fc = vega.vega_band_fluxes(DEFAULT_FILTERS, positive_points=True)
     for i, f in enumerate(DEFAULT_FILTERS):
         if f in lum:
             assert fc[i] == pytest.approx(lum[f], rel=1e-5)
@@ -82,7 +82,7 @@ def test_flat_spectrum_returns_itself():
     np.testing.assert_allclose(out, 2.5e-15, rtol=1e-12)
     # compat numerator drops the edge half-segments and bridges internal
     # zero-throughput gaps: close to, but not exactly, the input (QUIRK)
-    outc = photometry.band_fluxes(lam, spec, DEFAULT_FILTERS, compat=True)
+    outc = photometry.band_fluxes(lam, spec, DEFAULT_FILTERS, numerator_positive_only=True)
     np.testing.assert_allclose(outc, 2.5e-15, rtol=1e-3)
     assert np.any(np.abs(outc / 2.5e-15 - 1) > 1e-9)
 
@@ -112,12 +112,12 @@ def test_compat_numerator_joins_across_throughput_gaps():
     lam = np.arange(1000.0, 1010.0)
     filt = photometry.Filter("gap", lam, np.array([0, 1, 1, 0, 0, 0, 1, 1, 0, 0.0]))
     f = np.ones(lam.size)
-    W = photometry.band_weights(lam, [filt], compat=True)[:, 0]
+    W = photometry.band_weights(lam, [filt], numerator_positive_only=True)[:, 0]
     lt = lam * filt.throughput
     pos = filt.throughput > 0
     expect = np.trapezoid(lt[pos] * f[pos], lam[pos]) / np.trapezoid(lt, lam)
     assert f @ W == pytest.approx(expect, rel=1e-14)
-    Wd = photometry.band_weights(lam, [filt], compat=False)[:, 0]
+    Wd = photometry.band_weights(lam, [filt], numerator_positive_only=False)[:, 0]
     assert f @ Wd == pytest.approx(1.0, rel=1e-14)
 
 

@@ -55,7 +55,7 @@ def test_distance_grids_and_units():
     np.testing.assert_allclose(spectral_grid.distances_pc([10, 20, 5], "kpc"), [1e4, 1.5e4, 2e4])
     np.testing.assert_allclose(spectral_grid.distances_pc([1.0], "Mpc"), [1e6])
     # numpy-arange QUIRK: arange(0.1, 0.3 + 0.1, 0.1) adds a point past max
-    np.testing.assert_allclose(spectral_grid.distance_values([0.1, 0.3, 0.1], compat=True), [0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(spectral_grid.distance_values([0.1, 0.3, 0.1], arange=True), [0.1, 0.2, 0.3, 0.4])
     np.testing.assert_allclose(spectral_grid.distance_values([0.1, 0.3, 0.1]), [0.1, 0.2, 0.3])
     np.testing.assert_allclose(spectral_grid.distance_values([1.0, 2.0, 0.3]), [1.0, 1.3, 1.6, 1.9])
 
@@ -322,7 +322,11 @@ def test_sed_rows_match_an_independent_direct_computation(tmp_path, kurucz_grid,
     rng = np.random.default_rng(3)
     for i in rng.choice(len(b), 6, replace=False):
         keep, L, rad, _ = lib.spectra_at(
-            c["logT"][i : i + 1], c["logg"][i : i + 1], c["Z"][i : i + 1], c["logL"][i : i + 1], beast
+            c["logT"][i : i + 1],
+            c["logg"][i : i + 1],
+            c["Z"][i : i + 1],
+            c["logL"][i : i + 1],
+            s.resolved_behaviour.physics,
         )
         assert rad[0] == pytest.approx(c["radius"][i], rel=1e-12)
         d_cm = c["distance"][i] * 3.0856775e18
@@ -356,3 +360,20 @@ def test_replaced_library_file_makes_the_grid_out_of_date(tmp_path, kurucz_grid)
     r3 = run_physicsmodel(s)
     assert not r3.summary["cached"]
     assert SEDGrid(r3.sed_grids[0]).provenance["input_hashes"]["stellib:kurucz"] != before
+
+
+@pytest.mark.parametrize("field", ["specgrid_indx_per_star", "nd_untrimmed", "library_row_order"])
+def test_one_physics_field_alone_changes_the_grid(tmp_path, field):
+    """behaviour.physics.<field> = true alone (every other field at its default) changes the SED grid."""
+
+    def grid(sub, behaviour):
+        s = small_settings(tmp_path / sub, libraries=("atlas9", "planck"), logt=(9.0,), avs=(0.0,))
+        g = SEDGrid(run_physicsmodel(s.model_copy(update={"behaviour": behaviour})).sed_grids[0]).read()
+        return g.seds, g.columns
+
+    seds0, cols0 = grid("default", {})
+    seds1, cols1 = grid(field, {"physics": {field: True}})
+    changed = [c for c in cols0 if not np.array_equal(cols0[c], cols1[c])]
+    assert changed or not np.array_equal(seds0, seds1)
+    if field == "specgrid_indx_per_star":
+        assert changed == ["specgrid_indx"]

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from beastflow.behaviour import PROFILES
 from beastflow.physics.grid_weights import bin_widths, compute_grid_weights, normalised_prior
 from beastflow.physics.stellar_priors import (
     age_prior,
@@ -136,7 +137,7 @@ def _toy_grid():
 def test_compat_weights_are_beast_per_isochrone_products():
     logA, M, Z, D, iso = _toy_grid()
     priors = Priors(age={"name": "exponential", "tau": 0.05}, mass={"name": "kroupa"})
-    gw, pw = compute_stellar_weights(logA, M, Z, D, priors, compat=True)
+    gw, pw = compute_stellar_weights(logA, M, Z, D, priors, PROFILES["beast-2.1"].physics)
     for z in (0.004, 0.019):
         ages = np.array(sorted(a for (zz, a) in iso if zz == z))
         g1 = compute_grid_weights(ages, log=True)
@@ -160,7 +161,7 @@ def test_compat_weights_are_beast_per_isochrone_products():
 
 def test_duplicate_masses_share_the_unique_value_weights():
     logA, M, Z, D, _ = _toy_grid()
-    gw, pw = compute_stellar_weights(logA, M, Z, D, Priors(), compat=True)
+    gw, pw = compute_stellar_weights(logA, M, Z, D, Priors(), PROFILES["beast-2.1"].physics)
     sel = (Z == 0.004) & (logA == 8.0) & (M == 1.0) & (D == 7.0e5)
     assert sel.sum() == 2
     assert gw[sel][0] == gw[sel][1] > 0
@@ -172,7 +173,7 @@ def test_tracks_swap_mass_becomes_regular_axis():
     rows = [(a, m, 0.01, 1e4) for m in (1.0, 2.0, 4.0) for a in np.linspace(6.0, 9.0 + m / 10, 6)]
     logA, M, Z, D = np.array(rows).T
     priors = Priors(mass={"name": "salpeter"})
-    gw, pw = compute_stellar_weights(logA, M, Z, D, priors, compat=True)
+    gw, pw = compute_stellar_weights(logA, M, Z, D, priors, PROFILES["beast-2.1"].physics)
     g1 = compute_grid_weights(np.array([1.0, 2.0, 4.0]))
     p1 = mass_prior(np.array([1.0, 2.0, 4.0]), priors.mass)
     for k, m in enumerate((1.0, 2.0, 4.0)):
@@ -184,7 +185,7 @@ def test_tracks_swap_mass_becomes_regular_axis():
 def test_default_mass_weights_count_stars_per_bin():
     logA, M, Z, D, _ = _toy_grid()
     priors = Priors(mass={"name": "kroupa"})
-    gw, pw = compute_stellar_weights(logA, M, Z, D, priors, compat=False)
+    gw, pw = compute_stellar_weights(logA, M, Z, D, priors, PROFILES["none"].physics)
     sel = (Z == 0.019) & (logA == 9.0) & (D == 7.0e5)
     from beastflow.physics.grid_weights import compute_bin_boundaries
 
@@ -195,7 +196,7 @@ def test_default_mass_weights_count_stars_per_bin():
     # weight ratios inside an isochrone = ratios of IMF integrals over the bins
     np.testing.assert_allclose(w / w.sum(), stars / stars.sum(), rtol=1e-12)
     # and across ages: total isochrone weight ~ age-bin width x IMF mass alive
-    gw_c, pw_c = compute_stellar_weights(logA, M, Z, D, priors, compat=True)
+    gw_c, pw_c = compute_stellar_weights(logA, M, Z, D, priors, PROFILES["beast-2.1"].physics)
     np.testing.assert_allclose(gw_c[sel] * pw_c[sel] / (gw_c[sel] * pw_c[sel]).sum(), w / w.sum(), rtol=1e-12)
 
 
@@ -203,7 +204,7 @@ def test_default_metallicity_and_distance_shares():
     logA, M, Z, D, _ = _toy_grid()
     dprior = {"name": "absexponential", "dist0": 7.2e5, "tau": 1e5, "amp": 1.0}
     priors = Priors(distance=dprior)
-    gw, pw = compute_stellar_weights(logA, M, Z, D, priors, compat=False)
+    gw, pw = compute_stellar_weights(logA, M, Z, D, priors, PROFILES["none"].physics)
     w = gw * pw
     assert gw.sum() == pytest.approx(1.0)
     ud = np.array([7.0e5, 8.0e5])

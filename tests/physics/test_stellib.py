@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from beastflow.behaviour import PROFILES
 from beastflow.physics import stellib
 from beastflow.physics.stellib import (
     PLANCK_LABEL,
@@ -20,6 +21,8 @@ from beastflow.physics.stellib import (
 )
 from beastflow.settings.physics import StellarLibrary as LibSettings
 
+#: compat flag -> physics behaviour of that profile
+BEHAVIOURS = {False: PROFILES["none"].physics, True: PROFILES["beast-2.1"].physics}
 SIGMA_CGS = 5.670374419e-5  # erg s^-1 cm^-2 K^-4
 L_SUN_CGS = 3.828e33  # erg s^-1
 LOGT_SUN = np.log10(5772.0)
@@ -77,9 +80,9 @@ def test_kurucz_flux_integrates_to_sigma_t4(kurucz):
 def test_exact_grid_point_returns_that_spectrum(kurucz):
     i = 137
     T, g = kurucz.logT[i], kurucz.logg[i]
-    idx, w = kurucz.interpolation_weights([T], [g], [0.02], compat=True)
+    idx, w = kurucz.interpolation_weights([T], [g], [0.02], PROFILES["beast-2.1"].physics)
     assert idx[0, 0] == i and w[0, 0] == 1.0 and np.all(idx[0, 1:] == -1)
-    keep, L, R, osl = kurucz.spectra_at([T], [g], [0.02], [1.3], compat=False)
+    keep, L, R, osl = kurucz.spectra_at([T], [g], [0.02], [1.3], PROFILES["none"].physics)
     assert keep.all() and osl is None
     assert np.array_equal(L[0], kurucz.flux[i] * _area(1.3, T))
 
@@ -90,7 +93,7 @@ def test_interpolation_between_two_teff(kurucz):
     b = np.nonzero(np.isclose(tk, 6000) & (kurucz.logg == 4.5))[0][0]
     T0 = 0.5 * (kurucz.logT[a] + kurucz.logT[b])
     for compat in (False, True):
-        idx, w = kurucz.interpolation_weights([T0], [4.5], [0.0152], compat)
+        idx, w = kurucz.interpolation_weights([T0], [4.5], [0.0152], BEHAVIOURS[compat])
         used = idx[0] >= 0
         assert set(idx[0][used]) == {a, b}
         assert np.isclose(w[0][used].sum(), 1.0, rtol=0, atol=1e-14)
@@ -109,7 +112,7 @@ def test_bilinear_inside_a_cell_sums_to_one(kurucz):
     T0 = rng.uniform(3.6, 3.9, 500)
     g0 = rng.uniform(1.2, 4.8, 500)
     for compat in (False, True):
-        idx, w = kurucz.interpolation_weights(T0, g0, np.full(500, 0.02), compat)
+        idx, w = kurucz.interpolation_weights(T0, g0, np.full(500, 0.02), BEHAVIOURS[compat])
         assert np.all(w >= 0)
         assert np.allclose(w.sum(axis=1), 1.0, rtol=0, atol=1e-12)
         # the weighted (logT, logg) reproduces the target (linear interpolation)
@@ -187,7 +190,7 @@ def test_metallicity_weights_default_vs_compat(z, default, compat):
     lib = _two_z_library()
     ref = planck_flux(lib.wavelength, np.array([10**3.8]))[0] * _area(0.0, 3.8)
     for mode, factor in ((False, default), (True, compat)):
-        keep, spec, R, _ = lib.spectra_at([3.8], [4.0], [z], [0.0], compat=mode)
+        keep, spec, R, _ = lib.spectra_at([3.8], [4.0], [z], [0.0], BEHAVIOURS[mode])
         assert np.allclose(spec[0], factor * ref, rtol=1e-12), (z, mode)
 
 
@@ -201,8 +204,8 @@ def test_index_zero_quirk_in_temperature_consistency():
     lib = StellarLibrary(
         "q", "quirk test", wl, T, g, np.full(4, 0.02), planck_flux(wl, 10**T), np.arange(4), "box", True
     )
-    i_def, w_def = lib.interpolation_weights([3.9], [4.0], [0.02], compat=False)
-    i_bst, w_bst = lib.interpolation_weights([3.9], [4.0], [0.02], compat=True)
+    i_def, w_def = lib.interpolation_weights([3.9], [4.0], [0.02], PROFILES["none"].physics)
+    i_bst, w_bst = lib.interpolation_weights([3.9], [4.0], [0.02], PROFILES["beast-2.1"].physics)
     assert 0 not in i_def[0][w_def[0] > 0]
     assert 0 in i_bst[0][w_bst[0] > 0]
     assert np.isclose(w_def[0].sum(), 1.0) and np.isclose(w_bst[0].sum(), 1.0)
@@ -390,9 +393,9 @@ BEAST_WEIGHTS = [
 
 @pytest.mark.parametrize("T0, g0, expected", BEAST_WEIGHTS)
 def test_weights_match_beast_bit_for_bit(kurucz, T0, g0, expected):
-    idx, w = kurucz.interpolation_weights([T0], [g0], [0.02], compat=True)
+    idx, w = kurucz.interpolation_weights([T0], [g0], [0.02], PROFILES["beast-2.1"].physics)
     got = sorted((int(i), float(x)) for i, x in zip(idx[0], w[0]) if i >= 0)
     assert got == expected
     # default mode: same algorithm without the index-0 rule; weights sum to 1
-    idx, w = kurucz.interpolation_weights([T0], [g0], [0.02], compat=False)
+    idx, w = kurucz.interpolation_weights([T0], [g0], [0.02], PROFILES["none"].physics)
     assert np.isclose(w[0].sum(), 1.0, atol=1e-12)
