@@ -216,3 +216,19 @@ def test_non_secret_storage_options_are_accepted():
         }
     )
     assert s.project.storage_options["s3"]["profile"] == "survey"
+
+
+def test_section_hash_names_run_files_by_their_place_in_the_output(tmp_path):
+    """A run folder copied elsewhere keeps its cache keys: a catalog inside the output is
+    hashed by its relative name (its content is hashed as a unit input); one outside is not."""
+    keys = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        out.mkdir()
+        s = settings_from_dict({"project": {"output": str(out)}, "observations": {"catalog": str(out / "cat.parquet")}})
+        keys.append(s.section_hash("observations"))
+    assert keys[0] == keys[1]
+    other = settings_from_dict(
+        {"project": {"output": str(tmp_path / "a")}, "observations": {"catalog": str(tmp_path / "x.parquet")}}
+    )
+    assert other.section_hash("observations") != keys[0]

@@ -181,7 +181,9 @@ class Settings(Section):
         data["compat"] = self.resolved_behaviour.as_dict()
         if names:
             data = {n: data[n] for n in names}
-        return storage.hash_object(data)
+        # files of the run (its catalog, ASTs, ...) by their place in the output folder: a run
+        # folder copied or moved keeps its cache; the files' contents are hashed as unit inputs
+        return storage.hash_object(storage.portable(data, self.project.output))
 
     def activate(self) -> Settings:
         """Install the storage options so every fsspec access uses them.
