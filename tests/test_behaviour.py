@@ -274,7 +274,7 @@ def _background(v):
 
 
 def _tile_pruning(v):
-    from beastflow.observations.ast_inputs import Region
+    from beastflow.observations.ast_positions import Region
 
     hull = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
     region = Region(hull=hull, boundary=None, boundary_erode=0.0, filter_hull=None)
@@ -289,7 +289,7 @@ def _precision(v):
 
 
 def _annulus_xy(v):
-    from beastflow.observations.ast_inputs import positions_annulus
+    from beastflow.observations.ast_positions import positions_annulus
     from beastflow.settings.asts import ASTs
 
     cat = pl.DataFrame({"RA": [10.0, 10.001], "DEC": [40.0, 40.001]})

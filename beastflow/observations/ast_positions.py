@@ -227,11 +227,12 @@ def positions_annulus(
             "asts.positions = 'annulus' needs X/Y columns in the catalog (beast-2.1: the RA/Dec branch is unreachable)"
         )
     else:
-        # work in arcsec offsets from the catalog centre; pixel_scale converts the radii
+        # arcsec offsets on the tangent plane at the catalog centre (for the edge test);
+        # pixel_scale converts the radii
         dec0 = catalogs.column_float(catalog["DEC"].mean(), "catalog column DEC")
         ra0 = catalogs.column_float(catalog["RA"].mean(), "catalog column RA")
-        x = (catalog["RA"].to_numpy() - ra0) * np.cos(np.radians(dec0)) * 3600.0
-        y = (catalog["DEC"].to_numpy() - dec0) * 3600.0
+        plane = tangent_plane(ra0, dec0)
+        x, y = plane.wcs_world2pix(catalog["RA"].to_numpy(), catalog["DEC"].to_numpy(), 0)
         scale, celestial = ast.pixel_scale, True
     r_in, width = d * scale, 3.0 * scale
     keep = (
@@ -248,10 +249,30 @@ def positions_annulus(
     th = 2 * np.pi * rng.random(entries)
     px, py = xs[star] + r * np.cos(th), ys[star] + r * np.sin(th)
     if celestial:
-        dec = dec0 + py / 3600.0
-        ra = ra0 + px / 3600.0 / np.cos(np.radians(dec0))
-        return {"entry": np.arange(entries), "RA": ra, "DEC": dec}
+        # on the sphere: r arcsec from the star, in the direction th (east of the x axis = east)
+        from astropy import units as u
+        from astropy.coordinates import SkyCoord
+
+        host = SkyCoord(catalog["RA"].to_numpy()[keep][star] * u.deg, catalog["DEC"].to_numpy()[keep][star] * u.deg)
+        pos = host.directional_offset_by((0.5 * np.pi - th) * u.rad, r * u.arcsec)
+        return {"entry": np.arange(entries), "RA": pos.ra.deg, "DEC": pos.dec.deg}
     return {"entry": np.arange(entries), "X": px, "Y": py}
+
+
+def tangent_plane(ra0: float, dec0: float):
+    """Gnomonic (TAN) projection at (ra0, dec0) in arcsec: x east, y north, 0 at the centre.
+
+    Offsets on it are angles on the sky at any declination, where the flat
+    (RA - ra0) cos(dec0) is off by up to (distance from dec0) x tan(dec) in RA.
+    """
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra0, dec0]
+    w.wcs.crpix = [1.0, 1.0]  # FITS pixel 1 = 0-based pixel 0 = the centre
+    w.wcs.cdelt = [1.0 / 3600.0, 1.0 / 3600.0]
+    return w
 
 
 def reference_pixels(ast: ASTs, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

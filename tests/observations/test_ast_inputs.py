@@ -395,3 +395,25 @@ def test_annulus_one_position_per_row_alone(phat_setup, make_settings, tmp_path)
         )
         heights[on] = pl.read_parquet(A.run_ast_inputs(s, urls, d.catalog_url, None).input_url).height
     assert heights == {False: 100, True: 50}
+
+
+def test_annulus_on_the_sky_at_high_declination():
+    """Celestial annulus positions are at the drawn angular distance from their star on the sky,
+    also far from the field centre at high declination (flat RA offsets are off there)."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    # stars 0.2 deg apart: the nearest star of an injected position is the one it was drawn around
+    ra, dec = (
+        g.ravel()
+        for g in np.meshgrid(np.arange(18.0, 22.01, 0.2 / np.cos(np.radians(80.0))), np.arange(79.5, 80.51, 0.2))
+    )
+    cat = pl.DataFrame({"RA": ra, "DEC": dec})
+    ast = ASTs(positions="annulus", pixel_distribution=100.0, pixel_scale=1.0)  # radii 100-103 arcsec
+    pos = P.positions_annulus(2000, cat, ast, np.random.default_rng(1), needs_xy=False)
+    inj = SkyCoord(pos["RA"] * u.deg, pos["DEC"] * u.deg)
+    stars = SkyCoord(ra * u.deg, dec * u.deg)
+    _, sep, _ = inj.match_to_catalog_sky(stars)
+    assert np.all((sep.arcsec >= 100.0 - 1e-6) & (sep.arcsec <= 103.0 + 1e-6)), (sep.arcsec.min(), sep.arcsec.max())
+    x, y = P.tangent_plane(20.0, 80.0).wcs_world2pix([20.0], [80.0], 0)
+    assert abs(x[0]) < 1e-9 and abs(y[0]) < 1e-9
