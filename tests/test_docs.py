@@ -32,8 +32,8 @@ from tests.conftest import REPO
 STAGES_MD = REPO / "docs" / "stages.md"
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
-#: test-only parameters the page leaves out on purpose (#13 item 3 removes them)
-_UNDOCUMENTED = {"vega_fluxes", "tag"}
+#: parameters the page leaves out on purpose (none: every stage parameter is documented)
+_UNDOCUMENTED: set[str] = set()
 
 _CALL = re.compile(r"`(beastflow(?:\.\w+)+)\(([^`]*)\)`")
 
