@@ -23,6 +23,11 @@ Default behaviour vs ``compat = "beast-2.1"`` (docs/differences-from-beast.md):
 A truncheon noise model (``q_norm``, ``icov_diag``, ``icov_offdiag`` present)
 switches the likelihood to the full band covariance in both modes.
 
+Default mode with a diagonal noise model: the kernels are ``screen_max`` /
+``screen_accumulate``, a float32 screen that decides which models the float64
+arithmetic evaluates; the results are those of ``pass_max`` / ``pass_accumulate``
+(compat, truncheon) bit for bit (likelihood.py, "float32 screen").
+
 Memory: one prepared chunk is ~70 doubles per model (≈ 0.6 GB per 10⁶ models
 with 6 bands and ~30 quantities) plus per-thread accumulators of
 ``star_block`` × (quantities + PDF bins); ``fit.chunk_models`` bounds it.
@@ -477,6 +482,8 @@ def fit_arrays(
         hook = STAR_PROGRESS.get()
         if hook is not None:
             hook(hi, ns)
+    if cached:  # the global model ids of the rows, already in memory (no second read of the grid)
+        out["gid"] = cached[0].gid
     if counters["zero_weight"]:
         log.warning("%s: %d model(s) with weight <= 0 are ignored", where, counters["zero_weight"])
     if counters["invalid_noise"]:
@@ -697,7 +704,7 @@ def run_fit(
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     cat_f = lambda f_, dt: np.concatenate([np.asarray(s[f_], dt) for _, s in samples]) if samples else np.empty(0, dt)  # noqa: E731
     idx = cat_f("idx", np.int64)
-    gid = _gid_of(grid, idx, gid_offset)
+    gid = res["gid"][idx] if "gid" in res else _gid_of(grid, idx, gid_offset)
     fields = {
         "idx": idx,
         "gid": gid,

@@ -96,23 +96,32 @@ def _tile_lnp_full(Y, USED, s, mT, icdT, icoT, const, j0, nt, chi2, lnp, d):
     """Truncheon model (noise-model.md §6.7): chi2 = Σ_k d_k² C⁻¹_kk + 2 Σ_{k<l} C⁻¹_kl d_k d_l,
     lnP = c_j − ½ chi2 with c_j holding q_norm = −½ ln det C.  All bands measured."""
     nb = Y.shape[1]
+    # row slices from 0 (as _tile_lnp): no negative-index fix-up, the loops vectorise
     for k in range(nb):
         yk = Y[s, k]
+        mk = mT[k, j0 : j0 + nt]
+        dk = d[k]
         for jj in range(nt):
-            d[k, jj] = yk - mT[k, j0 + jj]
+            dk[jj] = yk - mk[jj]
     for jj in range(nt):
         chi2[jj] = 0.0
     for k in range(nb):
+        dk = d[k]
+        ik = icdT[k, j0 : j0 + nt]
         for jj in range(nt):
-            chi2[jj] += d[k, jj] * d[k, jj] * icdT[k, j0 + jj]
+            chi2[jj] += dk[jj] * dk[jj] * ik[jj]
     p = 0
     for k in range(nb - 1):
+        dk = d[k]
         for l in range(k + 1, nb):
+            dl = d[l]
+            ok = icoT[p, j0 : j0 + nt]
             for jj in range(nt):
-                chi2[jj] += 2.0 * icoT[p, j0 + jj] * d[k, jj] * d[l, jj]
+                chi2[jj] += 2.0 * ok[jj] * dk[jj] * dl[jj]
             p += 1
+    ck = const[j0 : j0 + nt]
     for jj in range(nt):
-        lnp[jj] = const[j0 + jj] - 0.5 * chi2[jj]
+        lnp[jj] = ck[jj] - 0.5 * chi2[jj]
 
 
 @njit(cache=True)
