@@ -118,7 +118,8 @@ def stage_breakdown(call) -> None:
         setattr(obj, name, timed_fn)
         undo.append((obj, name, fn))
 
-    for name, label in [("pass_max", "kernel pass 1 (peak)"), ("pass_accumulate", "kernel pass 2 (sums, PDFs, lnP)")]:
+    for name in getattr(lk, "KERNELS", ("pass_max", "pass_accumulate")):
+        label = "kernel pass 1 (peak)" if name.endswith("max") else "kernel pass 2 (sums, PDFs, lnP)"
         wrap(lk, name, label)
     for name, label in [
         ("_prepare", "grid preparation"),
