@@ -28,8 +28,9 @@ Default mode with a diagonal noise model: the kernels are ``screen_max`` /
 arithmetic evaluates; the results are those of ``pass_max`` / ``pass_accumulate``
 (compat, truncheon) bit for bit (likelihood.py, "float32 screen").
 
-Memory: one prepared chunk is ~70 doubles per model (≈ 0.6 GB per 10⁶ models
-with 6 bands and ~30 quantities) plus per-thread accumulators of
+Memory: one prepared chunk is ~70 doubles per model, plus 13 float32 (the
+screen's copies) in default mode (≈ 0.65 GB per 10⁶ models with 6 bands and ~30
+quantities) plus per-thread accumulators of
 ``star_block`` × (quantities + PDF bins); ``fit.chunk_models`` bounds it.
 """
 
