@@ -5,10 +5,23 @@ model, the peak memory of the fitting process, and the ratio against a plain
 numpy implementation of the same likelihood and summary sums, run in the same
 process on the same grid.
 
-    .venv/bin/python bench/bench_fit.py [--stars 64] [--numpy-stars 3] [--dir /tmp/bench_fit] [--stages]
+    .venv/bin/python bench/bench_fit.py [--stars 64] [--numpy-stars 3] [--dir /tmp/bench_fit]
+                                         [--repeat 3] [--stages] [--cold] [--json]
 
-``--stages`` also prints where run_fit spends its CPU time (kernels, 2-D / 1-D
-PDF writing, lnP samples, stats table...), from a second, instrumented call.
+Also, on a sub-file of ~80k models x 500 stars (every 12th model of the full
+grid, bins from the full grid's info): run_fit's CPU time outside the kernels
+(``overhead_s``), its wall time on 1 and 2 threads, and the wall time of the
+first run_fit of a fresh process (``first_call_s``; numba cache warm; ``--cold``
+also times it with an empty cache, i.e. with the compile).
+
+``--stages`` also prints where run_fit spends its CPU time on that sub-file
+(kernels, 2-D / 1-D PDF writing, lnP samples, stats table...).
+
+``--json`` ends the output with one JSON line: models, bands, stars (the 1e6
+grid), ns_per_model_star_1thread (kernels, CPU time on one thread),
+ns_per_model_star_2threads (kernels, WALL time on two threads: the ratio of the
+two is the 2-thread speed-up), first_call_s, overhead_s.  Every timing is the
+best of ``--repeat`` (the machine may be shared).
 
 The grid (synthetic, physically shaped: tests/fit/synth.py) is generated once
 in a subprocess (so its memory is not counted) and kept in --dir.
@@ -17,6 +30,7 @@ in a subprocess (so its memory is not counted) and kept in --dir.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import resource
@@ -39,6 +53,11 @@ seds, cols = synth.make_models(n_mass=106, logas=tuple(np.arange(7.0, 10.01, 0.1
                                avs=tuple(np.arange(0.0, 5.01, 0.25)))
 synth.write_grid({grid!r}, seds, cols, fullgrid_idx=np.arange(len(seds)))
 synth.write_noise({noise!r}, seds, scale=3.0)
+synth.write_grid({full!r}, seds, cols)
+# a sub-file's trimmed grid of ~80k models (every 12th model of the full grid)
+rows = np.arange(0, len(seds), 12)
+synth.write_grid({sub!r}, seds[rows], {{k: v[rows] for k, v in cols.items()}}, fullgrid_idx=rows)
+synth.write_noise({subnoise!r}, seds[rows], scale=3.0)
 print(len(seds))
 """
 
@@ -100,7 +119,8 @@ def stage_breakdown(call) -> None:
         setattr(obj, name, timed_fn)
         undo.append((obj, name, fn))
 
-    for name, label in [("pass_max", "kernel pass 1 (peak)"), ("pass_accumulate", "kernel pass 2 (sums, PDFs, lnP)")]:
+    for name in getattr(lk, "KERNELS", ("pass_max", "pass_accumulate")):
+        label = "kernel pass 1 (peak)" if name.endswith("max") else "kernel pass 2 (sums, PDFs, lnP)"
         wrap(lk, name, label)
     for name, label in [
         ("_prepare", "grid preparation"),
@@ -131,27 +151,90 @@ def stage_breakdown(call) -> None:
     print(f"  {'other (reads, setup, hashing)':34s} {total - sum(acc.values()):8.3f} s")
 
 
+def _timed_kernels(acc: dict[str, float]):
+    """Wrap the kernel entry points of ``likelihood`` (``lk.KERNELS``, or the two
+    passes of older versions) so that their CPU and wall time add up into ``acc``."""
+    import functools
+
+    from beastflow.fit import likelihood as lk
+
+    undo = []
+    for name in getattr(lk, "KERNELS", ("pass_max", "pass_accumulate")):
+        fn = getattr(lk, name)
+
+        @functools.wraps(fn)
+        def timed_fn(*a, _fn=fn, **kw):
+            t0, w0 = time.process_time(), time.perf_counter()
+            try:
+                return _fn(*a, **kw)
+            finally:
+                acc["cpu"] = acc.get("cpu", 0.0) + time.process_time() - t0
+                acc["wall"] = acc.get("wall", 0.0) + time.perf_counter() - w0
+
+        setattr(lk, name, timed_fn)
+        undo.append((name, fn))
+
+    def restore():
+        for name, fn in undo:
+            setattr(lk, name, fn)
+
+    return restore
+
+
+FIRST_CALL = r"""
+import sys, time
+sys.path.insert(0, {repo!r})
+from beastflow.fit.fitting import run_fit
+from beastflow.settings import settings_from_dict
+from tests.fit import synth
+s = settings_from_dict({{"project": {{"output": {d!r}, "name": "P"}}, "fit": {{"lnp_npts": 500}}}})
+t = time.perf_counter()
+run_fit(s, {grid!r}, {noise!r}, {cat!r}, {gi!r}, {prefix!r})
+print(time.perf_counter() - t)
+"""
+
+
+def first_call(args, sub, gi, cache_dir: str | None) -> float:
+    """Wall time of the first run_fit of a fresh process (imports excluded)."""
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    code = FIRST_CALL.format(
+        repo=REPO, d=args.dir, grid=sub[0], noise=sub[1], cat=sub[2], gi=gi, prefix=f"{args.dir}/F_bin0_sub0"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stars", type=int, default=64)
     ap.add_argument("--numpy-stars", type=int, default=3)
+    ap.add_argument("--sub-stars", type=int, default=500, help="stars of the ~80k-model sub-file")
+    ap.add_argument("--repeat", type=int, default=3, help="best of this many timings (shared machine)")
     ap.add_argument("--dir", default="/tmp/bench_fit")
     ap.add_argument("--stages", action="store_true", help="also print run_fit's CPU time by stage")
+    ap.add_argument("--cold", action="store_true", help="also time a first call with an empty numba cache")
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the headline figures")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     grid_url, noise_url = f"{args.dir}/P_seds_trim.grid.hd5", f"{args.dir}/P_noisemodel_trim.grid.hd5"
-    if not (os.path.exists(grid_url) and os.path.exists(noise_url)):
+    full_url = f"{args.dir}/P_seds.grid.hd5"
+    sub_grid, sub_noise = (
+        f"{args.dir}/S_bin0_sub0_seds_trim.grid.hd5",
+        f"{args.dir}/S_bin0_sub0_noisemodel_trim.grid.hd5",
+    )
+    if not all(os.path.exists(u) for u in (grid_url, noise_url, full_url, sub_grid, sub_noise)):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", GEN.format(repo=REPO, grid=grid_url, noise=noise_url)], check=True)
-        print(f"generated grid in {time.perf_counter() - t:.0f} s")
+        code = GEN.format(repo=REPO, grid=grid_url, noise=noise_url, full=full_url, sub=sub_grid, subnoise=sub_noise)
+        subprocess.run([sys.executable, "-c", code], check=True)
+        print(f"generated grids in {time.perf_counter() - t:.0f} s")
 
     import numba
     import pytest
 
-    from beastflow.fit import likelihood as lk
-    from beastflow.fit.fitting import _prepare, _resolve_options, run_fit
+    from beastflow.fit.fitting import _OneBlock, _resolve_options, fit_arrays, run_fit
     from beastflow.fit.grid_info import read_grid_info, run_grid_info
-    from beastflow.fit.lnp import star_seeds
     from beastflow.fit.pdfs import binset_from_info
     from beastflow.io.noise_model import open_noise_model
     from beastflow.io.sed_grid import open_sed_grid
@@ -166,8 +249,11 @@ def main() -> int:
     grid, noise = open_sed_grid(grid_url), open_noise_model(noise_url)
     gi = run_grid_info(s, [grid_url]).grid_info
     info = read_grid_info(gi)
+    gi_full = run_grid_info(s, [full_url], out_url=f"{args.dir}/S_grid_info.json").grid_info
     cat = simulate_observations(grid_url, noise_url, args.stars, 1, synth.VEGA)
     cat.write_parquet(f"{args.dir}/P_bin0_sub0.parquet")
+    sub_cat = f"{args.dir}/S_bin0_sub0.parquet"
+    simulate_observations(sub_grid, sub_noise, args.sub_stars, 2, synth.VEGA).write_parquet(sub_cat)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     T = numba.config.NUMBA_NUM_THREADS
     print(
@@ -185,136 +271,107 @@ def main() -> int:
         f"hashing and writing); peak RSS {rss:.0f} MiB (before the fit: {rss0:.0f} MiB)"
     )
     if args.stages:
-        stage_breakdown(
-            lambda: run_fit(
-                s,
-                grid_url,
-                noise_url,
-                f"{args.dir}/P_bin0_sub0.parquet",
-                gi,
-                f"{args.dir}/P_bin0_sub0",
-            )
-        )
+        stage_breakdown(lambda: run_fit(s, sub_grid, sub_noise, sub_cat, gi_full, f"{args.dir}/S_bin0_sub0"))
 
-    # the kernels alone on the prepared grid (CPU time: the machine is shared,
-    # wall time would measure the neighbours; CPU time summed over threads)
+    # the kernels alone, on the grid read once (CPU time: the machine is shared, wall
+    # time would measure the neighbours; CPU time is summed over threads)
     bs = binset_from_info(info, grid.columns, grid.filters, s.fit.pdf_max_nbins, s.fit.pdf2d_pairs, False, "b")
     opts = _resolve_options(s, grid, info)
     bands = [c[:-5] for c in cat.columns if c.endswith("_RATE") and "INPUT" not in c]
     Y = np.column_stack([cat[f"{b}_RATE"].to_numpy() for b in bands]) * synth.VEGA
     cols = sorted({q for q in bs.qnames if not q.startswith("symlog")} | {"weight", "fullgrid_idx", "specgrid_indx"})
     t = time.perf_counter()
-    chunk = _prepare(
-        grid.read(columns=cols),
-        noise.read(names=["bias", "error", "completeness"]),
-        bs,
-        opts,
-        0,
-        grid_url,
-        {"zero_weight": 0, "invalid_noise": 0},
-    )
-    print(f"read + prepare the grid once per sub-file: {time.perf_counter() - t:.1f} s")
-    y = np.ascontiguousarray(Y)
-    used = np.isfinite(y)
-    ns = len(y)
-    seeds = star_seeds(1, range(ns))
+    g1, n1 = _OneBlock(grid, grid.read(columns=cols)), _OneBlock(noise, noise.read())
+    print(f"read the grid once: {time.perf_counter() - t:.1f} s")
+    ns = len(Y)
+    nm = grid.n_models
 
     def kernels(threads):
         numba.set_num_threads(threads)
-        best = None
-        for _ in range(2):  # the first call may include loading the compiled kernels
-            M, bi, c2, c2i = np.full(ns, -np.inf), np.full(ns, -1), np.full(ns, np.inf), np.full(ns, -1)
-            t0 = time.process_time()
-            w0 = time.perf_counter()
-            lk.pass_max(
-                y,
-                used,
-                chunk.m,
-                chunk.ivar,
-                chunk.lne,
-                chunk.icd,
-                chunk.ico,
-                chunk.full,
-                chunk.const,
-                0,
-                M,
-                bi,
-                c2,
-                c2i,
-                threads,
-            )
-            ta = time.process_time() - t0
-            k, nq = s.fit.lnp_npts, len(bs.qnames)
-            z = lambda *sh, v=0.0, dt=float: np.full(sh, v, dt)  # noqa: E731
-            acc = (
-                z(threads, ns),
-                z(threads, ns, nq),
-                z(threads, ns, bs.n1),
-                z(threads, ns, bs.n2),
-                z(threads, ns, v=np.inf),
-                z(threads, ns, v=-1, dt=np.int64),
-                z(threads, ns, dt=np.int64),
-                z(threads, ns, k, v=np.inf),
-                z(threads, ns, k, dt=np.int64),
-                z(threads, ns, k),
-                z(threads, ns, k),
-                z(threads, ns, dt=np.int64),
-                z(ns, nq),
-                z(ns, dt=np.int64),
-                z(ns, dt=np.int64),
-            )
-            t0 = time.process_time()
-            lk.pass_accumulate(
-                y,
-                used,
-                chunk.m,
-                chunk.ivar,
-                chunk.lne,
-                chunk.icd,
-                chunk.ico,
-                chunk.full,
-                chunk.const,
-                0,
-                M,
-                opts.stat_thr,
-                opts.lnp_thr,
-                chunk.qvals,
-                chunk.bins1,
-                chunk.bins2,
-                chunk.gid,
-                chunk.specgrid,
-                bi,
-                seeds,
-                *acc,
-            )
-            tb = time.process_time() - t0
-            wall = time.perf_counter() - w0
-            if best is None or ta + tb < best[0] + best[1]:
-                best = (ta, tb, wall)
-        return best
+        cpu = wall = math.inf
+        for _ in range(max(2, args.repeat)):  # the first call may include loading the compiled kernels
+            acc: dict[str, float] = {}
+            restore = _timed_kernels(acc)
+            try:
+                fit_arrays(g1, n1, Y, np.arange(ns), bs, opts, 0, s.fit.chunk_models, s.fit.star_block)
+            finally:
+                restore()
+            cpu, wall = min(cpu, acc["cpu"]), min(wall, acc["wall"])
+        return cpu, wall  # each the best of the repeats
 
-    ta, tb, wall = kernels(T)
-    cpu = (ta + tb) / ns
-    print(
-        f"kernels ({T} thread(s)): pass 1 (peak) {ta / ns * 1e3:.1f} + pass 2 (sums, PDFs, lnp sample) "
-        f"{tb / ns * 1e3:.1f} = {cpu * 1e3:.1f} ms CPU per star per core "
-        f"({cpu / grid.n_models * 1e9:.1f} ns per model per star) -> {1 / cpu:.1f} stars/s per core, "
-        f"{ns / wall:.1f} stars/s wall on this (shared) machine"
-    )
-    ta1, tb1, _ = kernels(1)
-    cpu1 = (ta1 + tb1) / ns
-    print(f"kernels (1 thread): {cpu1 * 1e3:.1f} ms CPU per star -> {1 / cpu1:.1f} stars/s per core")
+    cpu_all, wall_all = kernels(T)
+    cpu1, wall1 = kernels(1)
+    cpu2, wall2 = kernels(2) if T >= 2 else (cpu1, wall1)
     numba.set_num_threads(T)
-    t_one = cpu1
-    t_all = cpu
+    per = lambda x: x / ns / nm * 1e9  # noqa: E731  ns per model per star
+    print(
+        f"kernels, 1 thread: {per(cpu1):.1f} ns CPU per model per star ({cpu1 / ns * 1e3:.1f} ms CPU per star "
+        f"-> {ns / cpu1:.1f} stars/s per core); wall {per(wall1):.1f} ns"
+    )
+    print(
+        f"kernels, 2 threads: {per(wall2):.1f} ns wall per model per star ({per(cpu2):.1f} ns CPU), "
+        f"speed-up {wall1 / wall2:.2f}x wall; {T} threads: {per(wall_all):.1f} ns wall ({per(cpu_all):.1f} ns CPU)"
+    )
     g_all, n_all = grid.read(), noise.read()
     t_np = numpy_reference(g_all, n_all, Y[: args.numpy_stars], bs, opts.ln_norm)
+    del g_all, n_all
     print(f"numpy reference (same likelihood + sums, 1 star at a time): {t_np * 1e3:.0f} ms CPU per star")
     print(
-        f"ratio numpy / numba (CPU time per star): {t_np / t_one:.1f}x (numba 1 thread), "
-        f"{t_np / t_all:.1f}x (numba {T} threads)"
+        f"ratio numpy / numba (CPU time per star): {t_np / (cpu1 / ns):.1f}x (numba 1 thread), "
+        f"{t_np / (wall2 / ns):.1f}x (numba 2 threads, wall)"
     )
+
+    # the whole stage on a sub-file of ~80k models x 500 stars: overhead outside the
+    # kernels (1 thread, CPU), 1 vs 2 threads (wall), first call of a fresh process
+    sub = (sub_grid, sub_noise, sub_cat)
+    nsub = open_sed_grid(sub_grid).n_models
+
+    def stage(threads):
+        numba.set_num_threads(threads)
+        best = (math.inf, math.inf, math.inf)
+        for _ in range(args.repeat):
+            acc: dict[str, float] = {}
+            restore = _timed_kernels(acc)
+            t0, w0 = time.process_time(), time.perf_counter()
+            try:
+                run_fit(s, sub_grid, sub_noise, sub_cat, gi_full, f"{args.dir}/S_bin0_sub0")
+            finally:
+                restore()
+            cpu, wall = time.process_time() - t0, time.perf_counter() - w0
+            best = (min(best[0], cpu), min(best[1], wall), min(best[2], cpu - acc["cpu"]))
+        return best
+
+    s_cpu1, s_wall1, overhead = stage(1)
+    s_cpu2, s_wall2, _ = stage(2) if T >= 2 else (s_cpu1, s_wall1, overhead)
+    numba.set_num_threads(T)
+    print(
+        f"run_fit {nsub:,} models x {args.sub_stars} stars: 1 thread {s_wall1:.2f} s wall ({s_cpu1:.2f} s CPU, "
+        f"{overhead:.3f} s CPU outside the kernels); 2 threads {s_wall2:.2f} s wall ({s_cpu2:.2f} s CPU): "
+        f"speed-up {s_wall1 / s_wall2:.2f}x"
+    )
+    t_first = first_call(args, sub, gi_full, None)
+    print(f"first run_fit of a fresh process (numba cache warm): {t_first:.2f} s wall")
+    if args.cold:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as cold:
+            t_cold = first_call(args, sub, gi_full, cold)
+        print(f"first run_fit of a fresh process with an empty numba cache (compiles): {t_cold:.1f} s wall")
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "models": nm,
+                    "bands": grid.n_bands,
+                    "stars": ns,
+                    "ns_per_model_star_1thread": round(per(cpu1), 3),
+                    "ns_per_model_star_2threads": round(per(wall2), 3),
+                    "first_call_s": round(t_first, 3),
+                    "overhead_s": round(overhead, 4),
+                }
+            )
+        )
     return 0
 
 

@@ -24,8 +24,14 @@ field of ``beastflow.behaviour.FitBehaviour``):
 A truncheon noise model (``q_norm``, ``icov_diag``, ``icov_offdiag`` present)
 switches the likelihood to the full band covariance in both modes.
 
-Memory: one prepared chunk is ~70 doubles per model (≈ 0.6 GB per 10⁶ models
-with 6 bands and ~30 quantities) plus per-thread accumulators of
+Default mode with a diagonal noise model: the kernels are ``screen_max`` /
+``screen_accumulate``, a float32 screen that decides which models the float64
+arithmetic evaluates; the results are those of ``pass_max`` / ``pass_accumulate``
+(compat, truncheon) bit for bit (likelihood.py, "float32 screen").
+
+Memory: one prepared chunk is ~70 doubles per model, plus 13 float32 (the
+screen's copies) in default mode (≈ 0.65 GB per 10⁶ models with 6 bands and ~30
+quantities) plus per-thread accumulators of
 ``star_block`` × (quantities + PDF bins); ``fit.chunk_models`` bounds it.
 """
 
@@ -126,6 +132,11 @@ class FitOptions:
     seed: int
 
 
+#: default mode, diagonal noise model: float32 screen in front of the float64 kernels
+#: (likelihood.py, "float32 screen"; the same results, bit for bit); False = the float64
+#: kernels for every model, as compat (the tests compare the two)
+SCREEN = True
+
 #: grids up to this size are read once per fit when the PDF bins come from the
 #: trimmed grid (bins + fit); larger ones are streamed twice (memory)
 ONE_READ_MODELS = 1 << 16
@@ -165,6 +176,29 @@ class _Chunk:
             specgrid,
             start,
         )
+        self.screen = False
+
+    def add_screen(self, valid: np.ndarray) -> None:
+        """float32 copies for the screened kernels (likelihood.py, "float32 screen"),
+        band-scaled by a typical error so that (y - m)² / e² stays far from float32's
+        range limits (physical fluxes are ~1e-18, 1/e² ~1e38)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = np.where(valid, 1.0 / np.sqrt(self.ivar), np.nan)
+            sc = np.nanmedian(err, axis=1) if valid.any() else np.ones(len(err))
+        self.scale = np.where(np.isfinite(sc) & (sc > 0), sc, 1.0)[:, None]
+        self.m32 = np.where(valid, self.m / self.scale, lk.INVALID_M32).astype(np.float32)
+        self.hv32 = np.where(valid, -0.5 * self.ivar * self.scale**2, -1.0).astype(np.float32)
+        self.cref = float(self.const[valid].max()) if valid.any() else 0.0
+        self.c32 = (self.const - self.cref).astype(np.float32)
+        self.screen = True
+
+    def screen_stars(self, y: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(y32, fast): scaled float32 fluxes, and which stars take the float32 screen
+        (every band measured; the others use the float64 kernels)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            y32 = (y / self.scale[:, 0]).astype(np.float32)
+        fast = used.all(axis=1) & np.all(np.abs(y32) < lk.FAST_Y32, axis=1)
+        return np.where(fast[:, None], y32, np.float32(0.0)), fast
 
 
 def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: str, counters: dict[str, int]) -> _Chunk:
@@ -233,7 +267,14 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
         if "specgrid_indx" in blk.columns
         else np.full(len(seds), -1, np.int64)
     )
-    return _Chunk(mT, ivT, lneT, const, qT, b1T, b2T, gid, spec, blk.start, icdT, icoT)
+    # the kernels scatter one model's quantities at a time: model-major
+    qM, b1M, b2M = (np.ascontiguousarray(a.T) for a in (qT, b1T, b2T))
+    del qT, b1T, b2T
+    chunk = _Chunk(mT, ivT, lneT, const, qM, b1M, b2M, gid, spec, blk.start, icdT, icoT)
+    # the screen is proven for the default fit rules only (thresholds, chi2min, Pmax...)
+    if SCREEN and opts.behaviour == FitBehaviour() and not full:
+        chunk.add_screen(valid)
+    return chunk
 
 
 def _resolve_options(settings: Settings, grid, info: dict | None) -> FitOptions:
@@ -350,8 +391,19 @@ def fit_arrays(
         bidx = np.full(nsb, -1, np.int64)
         c2 = np.full(nsb, np.inf)
         c2i = np.full(nsb, -1, np.int64)
+        tmax: list[np.ndarray | None] = []
         for c in chunks():
-            lk.pass_max(y, used, c.m, c.ivar, c.lne, c.icd, c.ico, c.full, c.const, c.start, M, bidx, c2, c2i, T)
+            if c.screen:
+                y32, fast = c.screen_stars(y, used)
+                tm = np.empty((T, lk.screen_tiles(c.m.shape[1], T), nsb), np.float32)
+                lk.screen_max(
+                    y, y32, fast, used, c.m, c.ivar, c.lne, c.const, c.m32, c.hv32, c.c32, c.cref,
+                    c.start, M, bidx, c2, c2i, tm, T,
+                )  # fmt: skip
+                tmax.append(tm)
+            else:
+                lk.pass_max(y, used, c.m, c.ivar, c.lne, c.icd, c.ico, c.full, c.const, c.start, M, bidx, c2, c2i, T)
+                tmax.append(None)
         if not np.all(np.isfinite(M)):
             raise ValueError(
                 f"{where}: no model has a finite posterior (every model has weight <= 0 or an invalid noise model)"
@@ -373,44 +425,25 @@ def fit_arrays(
         bg = np.full(nsb, -1, np.int64)
         bsp = np.full(nsb, -1, np.int64)
         seeds = seeds_all[lo:hi]
-        for c in chunks():
+        for c, tiles_max in zip(chunks(), tmax):
             if k > 0:
                 heaps = (hk, hi_, hl, hc, hn)
             else:  # a zero-size heap axis switches sampling off inside the kernel
-                heaps = (hk[:, :, :0], hi_[:, :, :0], hl[:, :, :0], hc[:, :, :0], hn)
-            lk.pass_accumulate(
-                y,
-                used,
-                c.m,
-                c.ivar,
-                c.lne,
-                c.icd,
-                c.ico,
-                c.full,
-                c.const,
-                c.start,
-                M,
-                opts.stat_thr,
-                opts.lnp_thr,
-                c.qvals,
-                c.bins1,
-                c.bins2,
-                c.gid,
-                c.specgrid,
-                bidx,
-                seeds,
-                acc_s0,
-                acc_exp,
-                acc_h1,
-                acc_h2,
-                acc_c2,
-                acc_c2i,
-                acc_nc,
-                *heaps,
-                bq,
-                bg,
-                bsp,
-            )
+                # (new C-ordered arrays, not slices: the kernels' compiled signature is the same)
+                heaps = (np.empty((T, nsb, 0)), np.empty((T, nsb, 0), np.int64), np.empty((T, nsb, 0)),
+                         np.empty((T, nsb, 0)), hn)  # fmt: skip
+            sums = (c.qvals, c.bins1, c.bins2, c.gid, c.specgrid, bidx, seeds)
+            accs = (acc_s0, acc_exp, acc_h1, acc_h2, acc_c2, acc_c2i, acc_nc, *heaps, bq, bg, bsp)
+            if tiles_max is not None:
+                lk.screen_accumulate(
+                    y, used, c.m, c.ivar, c.lne, c.const, c.cref, tiles_max,
+                    c.start, M, opts.stat_thr, opts.lnp_thr, *sums, *accs,
+                )  # fmt: skip
+            else:
+                lk.pass_accumulate(
+                    y, used, c.m, c.ivar, c.lne, c.icd, c.ico, c.full, c.const,
+                    c.start, M, opts.stat_thr, opts.lnp_thr, *sums, *accs,
+                )  # fmt: skip
         s0 = acc_s0.sum(axis=0)
         sl = slice(lo, hi)
         out["lnPmax"][sl], out["best_idx"][sl] = M, bidx
@@ -440,6 +473,8 @@ def fit_arrays(
         hook = STAR_PROGRESS.get()
         if hook is not None:
             hook(hi, ns)
+    if cached:  # the global model ids of the rows, already in memory (no second read of the grid)
+        out["gid"] = cached[0].gid
     if counters["zero_weight"]:
         log.warning("%s: %d model(s) with weight <= 0 are ignored", where, counters["zero_weight"])
     if counters["invalid_noise"]:
@@ -654,7 +689,7 @@ def run_fit(
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     cat_f = lambda f_, dt: np.concatenate([np.asarray(s[f_], dt) for _, s in samples]) if samples else np.empty(0, dt)  # noqa: E731
     idx = cat_f("idx", np.int64)
-    gid = _gid_of(grid, idx, gid_offset)
+    gid = res["gid"][idx] if "gid" in res else _gid_of(grid, idx, gid_offset)
     fields = {
         "idx": idx,
         "gid": gid,

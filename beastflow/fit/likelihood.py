@@ -69,20 +69,26 @@ def _tile_lnp(Y, USED, s, mT, ivT, lneT, const, j0, nt, chi2, lnp, any_missing):
     nb = Y.shape[1]
     for jj in range(nt):
         chi2[jj] = 0.0
+    # slices: indices from 0, so numba adds no negative-index fix-up and the loops
+    # vectorise (lane by lane the same IEEE operations: the same bits as scalar code)
     for k in range(nb):
         if USED[s, k]:
             yk = Y[s, k]
+            mk = mT[k, j0 : j0 + nt]
+            ik = ivT[k, j0 : j0 + nt]
             for jj in range(nt):
-                d = yk - mT[k, j0 + jj]
-                chi2[jj] += d * d * ivT[k, j0 + jj]
+                d = yk - mk[jj]
+                chi2[jj] += d * d * ik[jj]
+    ck = const[j0 : j0 + nt]
     for jj in range(nt):
-        lnp[jj] = const[j0 + jj] - 0.5 * chi2[jj]
+        lnp[jj] = ck[jj] - 0.5 * chi2[jj]
     if any_missing:
         # a band without a measurement drops out of the Gaussian normalisation too
         for k in range(nb):
             if not USED[s, k]:
+                lk = lneT[k, j0 : j0 + nt]
                 for jj in range(nt):
-                    lnp[jj] += lneT[k, j0 + jj] + 0.5 * LN2PI
+                    lnp[jj] += lk[jj] + 0.5 * LN2PI
 
 
 @njit(cache=True)
@@ -90,23 +96,32 @@ def _tile_lnp_full(Y, USED, s, mT, icdT, icoT, const, j0, nt, chi2, lnp, d):
     """Truncheon model (noise-model.md §6.7): chi2 = Σ_k d_k² C⁻¹_kk + 2 Σ_{k<l} C⁻¹_kl d_k d_l,
     lnP = c_j − ½ chi2 with c_j holding q_norm = −½ ln det C.  All bands measured."""
     nb = Y.shape[1]
+    # row slices from 0 (as _tile_lnp): no negative-index fix-up, the loops vectorise
     for k in range(nb):
         yk = Y[s, k]
+        mk = mT[k, j0 : j0 + nt]
+        dk = d[k]
         for jj in range(nt):
-            d[k, jj] = yk - mT[k, j0 + jj]
+            dk[jj] = yk - mk[jj]
     for jj in range(nt):
         chi2[jj] = 0.0
     for k in range(nb):
+        dk = d[k]
+        ik = icdT[k, j0 : j0 + nt]
         for jj in range(nt):
-            chi2[jj] += d[k, jj] * d[k, jj] * icdT[k, j0 + jj]
+            chi2[jj] += dk[jj] * dk[jj] * ik[jj]
     p = 0
     for k in range(nb - 1):
+        dk = d[k]
         for l in range(k + 1, nb):
+            dl = d[l]
+            ok = icoT[p, j0 : j0 + nt]
             for jj in range(nt):
-                chi2[jj] += 2.0 * icoT[p, j0 + jj] * d[k, jj] * d[l, jj]
+                chi2[jj] += 2.0 * ok[jj] * dk[jj] * dl[jj]
             p += 1
+    ck = const[j0 : j0 + nt]
     for jj in range(nt):
-        lnp[jj] = const[j0 + jj] - 0.5 * chi2[jj]
+        lnp[jj] = ck[jj] - 0.5 * chi2[jj]
 
 
 @njit(cache=True)
@@ -283,6 +298,120 @@ def _heap_push(keys, idx, lnp, chi2, n, k, key, j, lp, c2):
     return n
 
 
+@njit(cache=True)
+def _accumulate_tile(
+    t,
+    s,
+    j0,
+    nt,
+    start,
+    chi2,
+    lnp,
+    Ms,
+    stat_thr,
+    lnp_thr,
+    qM,
+    b1M,
+    b2M,
+    gid,
+    seeds,
+    w,
+    sel,
+    et,
+    acc_s0,
+    acc_exp,
+    acc_h1,
+    acc_h2,
+    acc_chi2,
+    acc_chi2i,
+    acc_ncand,
+    heap_key,
+    heap_idx,
+    heap_lnp,
+    heap_chi2,
+    heap_n,
+):
+    """Add the models j0..j0+nt-1 (chi2, lnP of star s in chi2[:nt], lnp[:nt]) to
+    partition t's accumulators: weights above the statistics threshold, lnP sample."""
+    nq = qM.shape[1]
+    np2 = b2M.shape[1]
+    k = heap_key.shape[2]
+    # weights of the models of the tile above the statistics threshold, compacted
+    # so the scatters touch only those; in the same sweep, the lnP sample's candidates
+    # (pushed in model order, as the sample's bottom-k needs no particular order)
+    nz = 0
+    bc = acc_chi2[t, s]
+    bci = acc_chi2i[t, s]
+    nc = 0
+    for jj in range(nt):
+        dl = lnp[jj] - Ms
+        if dl > stat_thr:
+            w[nz] = math.exp(dl)
+            sel[nz] = j0 + jj
+            nz += 1
+            if chi2[jj] < bc:
+                bc = chi2[jj]
+                bci = j0 + jj + start
+        if k > 0 and dl > lnp_thr:
+            nc += 1
+            j = j0 + jj
+            key = hash_key(seeds[s], gid[j])
+            # a full heap keeps its k smallest keys: most candidates stop here
+            if heap_n[t, s] < k or key < heap_key[t, s, 0]:
+                heap_n[t, s] = _heap_push(
+                    heap_key[t, s],
+                    heap_idx[t, s],
+                    heap_lnp[t, s],
+                    heap_chi2[t, s],
+                    heap_n[t, s],
+                    k,
+                    key,
+                    j + start,
+                    lnp[jj],
+                    chi2[jj],
+                )
+    acc_chi2[t, s] = bc
+    acc_chi2i[t, s] = bci
+    acc_ncand[t, s] += nc
+    if nz > 0:
+        sw = 0.0
+        for i in range(nz):
+            sw += w[i]
+        acc_s0[t, s] += sw
+        ex = acc_exp[t, s]
+        h1 = acc_h1[t, s]
+        h2 = acc_h2[t, s]
+        # model-major (one model's quantities and bins contiguous): the nq sums and
+        # scatters of a model are independent, so they overlap instead of waiting on
+        # one another; each sum and each bin still adds the models in tile order
+        for q in range(nq):
+            et[q] = 0.0
+        for i in range(nz):
+            wi = w[i]
+            # row views: indices from 0, no negative-index fix-up, the sums vectorise
+            qj = qM[sel[i]]
+            b1j = b1M[sel[i]]
+            b2j = b2M[sel[i]]
+            for q in range(nq):
+                et[q] += wi * qj[q]
+            for q in range(nq):
+                h1[b1j[q]] += wi
+            for p in range(np2):
+                h2[b2j[p]] += wi
+        for q in range(nq):
+            ex[q] += et[q]
+
+
+@njit(cache=True)
+def _best_quantities(s, bi, j0, nt, qM, gid, specgrid, best_q, best_gid, best_spec):
+    """Best (MAP) model's quantities, when it lies in the tile (bi: chunk-local index)."""
+    if bi >= j0 and bi < j0 + nt:
+        for q in range(qM.shape[1]):
+            best_q[s, q] = qM[bi, q]
+        best_gid[s] = gid[bi]
+        best_spec[s] = specgrid[bi]
+
+
 @njit(parallel=True, cache=True)
 def pass_accumulate(
     Y,
@@ -298,9 +427,9 @@ def pass_accumulate(
     M,
     stat_thr,
     lnp_thr,
-    qT,
-    b1T,
-    b2T,
+    qM,
+    b1M,
+    b2M,
     gid,
     specgrid,
     best_idx,
@@ -323,12 +452,10 @@ def pass_accumulate(
 ):
     """Accumulate one chunk into the per-partition accumulators (leading axis T).
 
-    qT [nq, n] quantity values, b1T [nq, n] offset 1-D bin indices, b2T [npairs, n]
-    flat 2-D bin indices (band/quantity-major, like mT)."""
+    Model-major: qM [n, nq] quantity values, b1M [n, nq] offset 1-D bin indices,
+    b2M [n, npairs] flat 2-D bin indices."""
     ns, nb = Y.shape
     n = mT.shape[1]
-    nq = qT.shape[0]
-    np2 = b2T.shape[0]
     T = acc_s0.shape[0]
     k = heap_key.shape[2]
     missing = np.zeros(ns, dtype=np.bool_)
@@ -345,6 +472,7 @@ def pass_accumulate(
         lnp = np.empty(TILE)
         w = np.empty(TILE)
         sel = np.empty(TILE, dtype=np.int64)
+        et = np.empty(qM.shape[1])
         d = np.empty((nb, TILE))
         for j0 in range(lo, hi, TILE):
             nt = min(TILE, hi - j0)
@@ -355,61 +483,256 @@ def pass_accumulate(
                 for jj in range(nt):
                     if lnp[jj] > top:
                         top = lnp[jj]
-                bi = best_idx[s] - start
-                if bi >= j0 and bi < j0 + nt:
-                    for q in range(nq):
-                        best_q[s, q] = qT[q, bi]
-                    best_gid[s] = gid[bi]
-                    best_spec[s] = specgrid[bi]
+                _best_quantities(s, best_idx[s] - start, j0, nt, qM, gid, specgrid, best_q, best_gid, best_spec)
                 if top - Ms <= floor:
                     continue
-                # weights of the models of the tile above the statistics
-                # threshold, compacted so the scatters touch only those
-                nz = 0
-                for jj in range(nt):
-                    dl = lnp[jj] - Ms
-                    if dl > stat_thr:
-                        w[nz] = math.exp(dl)
-                        sel[nz] = j0 + jj
-                        nz += 1
-                        if chi2[jj] < acc_chi2[t, s]:
-                            acc_chi2[t, s] = chi2[jj]
-                            acc_chi2i[t, s] = j0 + jj + start
-                if nz > 0:
-                    sw = 0.0
-                    for i in range(nz):
-                        sw += w[i]
-                    acc_s0[t, s] += sw
-                    ex = acc_exp[t, s]
-                    h1 = acc_h1[t, s]
-                    h2 = acc_h2[t, s]
-                    for q in range(nq):
-                        e = 0.0
-                        for i in range(nz):
-                            e += w[i] * qT[q, sel[i]]
-                            h1[b1T[q, sel[i]]] += w[i]
-                        ex[q] += e
-                    for p in range(np2):
-                        for i in range(nz):
-                            h2[b2T[p, sel[i]]] += w[i]
-                if k > 0:
+                _accumulate_tile(
+                    t, s, j0, nt, start, chi2, lnp, Ms, stat_thr, lnp_thr, qM, b1M, b2M, gid, seeds, w, sel, et,
+                    acc_s0, acc_exp, acc_h1, acc_h2, acc_chi2, acc_chi2i, acc_ncand,
+                    heap_key, heap_idx, heap_lnp, heap_chi2, heap_n,
+                )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# float32 screen (default mode, diagonal noise model)
+#
+# Almost every (star, model) pair is far below the star's peak: its lnP is needed only
+# to know that.  ``screen_max`` evaluates lnP in float32 (half the memory traffic, twice
+# the SIMD width) on band-scaled arrays prepared by the driver,
+#
+#     m32 = m / s_k,  hv32 = -(s_k / e)² / 2,  c32 = const - cref,  y32 = y / s_k,
+#     lnP32 = c32 + Σ_k (y32 - m32)² hv32            (+ cref = lnP, to float32 rounding)
+#
+# and recomputes in float64, with the operations of ``_tile_lnp``, every model whose
+# float32 lnP (or chi2) is within ``SCREEN_MARGIN`` of the running maximum (minimum):
+# those that can be the peak or the smallest chi2.  It also keeps each tile's float32
+# maximum per star, and ``screen_accumulate`` evaluates (in float64) only the tiles
+# whose maximum can reach the statistics or sampling threshold.  The float32 error is
+# ~1e-5 in lnP (tests/fit/test_fit.py checks that it stays far below the margin), so
+# every decision, sum and PDF is the float64 kernels', bit for bit.
+# --------------------------------------------------------------------------------------
+
+#: lnP units: a model whose float32 lnP is further than this from a decision is skipped
+SCREEN_MARGIN = 0.5
+#: scaled flux of an invalid model in the float32 arrays (with hv32 = -1): its acc is
+#: about -n_bands * 1e37, below any valid model's, and still finite in float32; stars
+#: with a scaled flux beyond FAST_Y32 take the float64 kernels
+INVALID_M32 = 3e18
+FAST_Y32 = 1e15
+
+
+@njit(cache=True, fastmath={"nnan", "nsz", "contract", "arcp"})
+def _tile32(y32, s, m32, hv32, c32, j0, nt, acc, lnp):
+    """float32 lnP of models j0.. for star s (acc = -chi2/2); returns the tile's max
+    of lnp and of acc.  Invalid models have c32 = -inf and m32, hv32 that make acc
+    hugely negative (``INVALID_M32``), so they win neither maximum."""
+    nb = y32.shape[1]
+    for jj in range(nt):
+        acc[jj] = 0.0
+    for k in range(nb):
+        yk = y32[s, k]
+        # slices: indices from 0, so numba adds no negative-index fix-up and the loop vectorises
+        mk = m32[k, j0 : j0 + nt]
+        hk = hv32[k, j0 : j0 + nt]
+        for jj in range(nt):
+            dk = yk - mk[jj]
+            acc[jj] += dk * dk * hk[jj]
+    ck = c32[j0 : j0 + nt]
+    top = np.float32(-np.inf)
+    amax = np.float32(-np.inf)
+    for jj in range(nt):
+        lp = ck[jj] + acc[jj]
+        lnp[jj] = lp
+        top = max(top, lp)
+        amax = max(amax, acc[jj])
+    return top, amax
+
+
+@njit(cache=True)
+def _exact(Y, s, mT, ivT, const, j):
+    """float64 (chi2, lnP) of model j for star s with every band measured: the
+    operations of ``_tile_lnp`` in the same order, hence the same bits."""
+    c2 = 0.0
+    for k in range(Y.shape[1]):
+        dk = Y[s, k] - mT[k, j]
+        c2 += dk * dk * ivT[k, j]
+    return c2, const[j] - 0.5 * c2
+
+
+def screen_tiles(n: int, T: int) -> int:
+    """Tiles of the largest of T model partitions of n models (rows of ``tmax``)."""
+    return (n // T + 1 + TILE - 1) // TILE + 1
+
+
+@njit(parallel=True, cache=True)
+def screen_max(
+    Y,
+    Y32,
+    FAST,
+    USED,
+    mT,
+    ivT,
+    lneT,
+    const,
+    m32,
+    hv32,
+    c32,
+    cref,
+    start,
+    best_lnp,
+    best_idx,
+    chi2min,
+    chi2min_idx,
+    tmax,
+    T,
+):
+    """``pass_max`` for a diagonal noise model, screened in float32 for the stars
+    with FAST[s] (every band measured); also the float32 maximum lnP - cref of every
+    (partition, tile, star) into tmax [T, tiles, ns]."""
+    ns, nb = Y.shape
+    n = mT.shape[1]
+    margin = SCREEN_MARGIN
+    tl = np.full((T, ns), -np.inf)
+    ti = np.full((T, ns), -1, dtype=np.int64)
+    tc = np.full((T, ns), np.inf)
+    tci = np.full((T, ns), -1, dtype=np.int64)
+    missing = np.zeros(ns, dtype=np.bool_)
+    for s in range(ns):
+        for k in range(nb):
+            if not USED[s, k]:
+                missing[s] = True
+    none = np.empty((0, n))
+    for t in prange(T):
+        lo = t * n // T
+        hi = (t + 1) * n // T
+        chi2 = np.empty(TILE)
+        lnp = np.empty(TILE)
+        d = np.empty((nb, TILE))
+        acc32 = np.empty(TILE, dtype=np.float32)
+        lnp32 = np.empty(TILE, dtype=np.float32)
+        for j0 in range(lo, hi, TILE):
+            it = (j0 - lo) // TILE
+            nt = min(TILE, hi - j0)
+            for s in range(ns):
+                bl = tl[t, s]
+                bc = tc[t, s]
+                if FAST[s]:
+                    top, amax = _tile32(Y32, s, m32, hv32, c32, j0, nt, acc32, lnp32)
+                    tmax[t, it, s] = top
+                    lcut = bl - cref - margin
+                    ccut = -0.5 * bc - margin
+                    if top >= lcut or amax >= ccut:
+                        for jj in range(nt):
+                            if lnp32[jj] >= lcut or (acc32[jj] >= ccut and c32[j0 + jj] > -np.inf):
+                                j = j0 + jj
+                                c2, lp = _exact(Y, s, mT, ivT, const, j)
+                                if lp > bl:  # -inf (invalid models) never wins
+                                    bl = lp
+                                    ti[t, s] = j
+                                if c2 < bc and const[j] > -np.inf:
+                                    bc = c2
+                                    tci[t, s] = j
+                else:
+                    _tile(Y, USED, s, mT, ivT, lneT, none, none, False, const, j0, nt, chi2, lnp, missing[s], d)
+                    top64 = -np.inf
                     for jj in range(nt):
-                        if lnp[jj] - Ms > lnp_thr:
-                            acc_ncand[t, s] += 1
-                            j = j0 + jj
-                            key = hash_key(seeds[s], gid[j])
-                            heap_n[t, s] = _heap_push(
-                                heap_key[t, s],
-                                heap_idx[t, s],
-                                heap_lnp[t, s],
-                                heap_chi2[t, s],
-                                heap_n[t, s],
-                                k,
-                                key,
-                                j + start,
-                                lnp[jj],
-                                chi2[jj],
-                            )
+                        if lnp[jj] > top64:
+                            top64 = lnp[jj]
+                        if lnp[jj] > bl:
+                            bl = lnp[jj]
+                            ti[t, s] = j0 + jj
+                        if chi2[jj] < bc and const[j0 + jj] > -np.inf:
+                            bc = chi2[jj]
+                            tci[t, s] = j0 + jj
+                    tmax[t, it, s] = top64 - cref
+                tl[t, s] = bl
+                tc[t, s] = bc
+    for t in range(T):  # partition order = model order: strict comparisons keep the first index
+        for s in range(ns):
+            if tl[t, s] > best_lnp[s]:
+                best_lnp[s] = tl[t, s]
+                best_idx[s] = ti[t, s] + start
+            if tc[t, s] < chi2min[s]:
+                chi2min[s] = tc[t, s]
+                chi2min_idx[s] = tci[t, s] + start
+
+
+@njit(parallel=True, cache=True)
+def screen_accumulate(
+    Y,
+    USED,
+    mT,
+    ivT,
+    lneT,
+    const,
+    cref,
+    tmax,
+    start,
+    M,
+    stat_thr,
+    lnp_thr,
+    qM,
+    b1M,
+    b2M,
+    gid,
+    specgrid,
+    best_idx,
+    seeds,
+    acc_s0,
+    acc_exp,
+    acc_h1,
+    acc_h2,
+    acc_chi2,
+    acc_chi2i,
+    acc_ncand,
+    heap_key,
+    heap_idx,
+    heap_lnp,
+    heap_chi2,
+    heap_n,
+    best_q,
+    best_gid,
+    best_spec,
+):
+    """``pass_accumulate`` for a diagonal noise model, visiting only the tiles whose
+    float32 maximum (tmax of ``screen_max``) can reach the thresholds."""
+    ns, nb = Y.shape
+    n = mT.shape[1]
+    T = acc_s0.shape[0]
+    k = heap_key.shape[2]
+    missing = np.zeros(ns, dtype=np.bool_)
+    for s in range(ns):
+        for kb in range(nb):
+            if not USED[s, kb]:
+                missing[s] = True
+    floor = min(stat_thr, lnp_thr) if k > 0 else stat_thr
+    none = np.empty((0, n))
+    for t in prange(T):
+        lo = t * n // T
+        hi = (t + 1) * n // T
+        chi2 = np.empty(TILE)
+        lnp = np.empty(TILE)
+        w = np.empty(TILE)
+        sel = np.empty(TILE, dtype=np.int64)
+        et = np.empty(qM.shape[1])
+        d = np.empty((nb, TILE))
+        for j0 in range(lo, hi, TILE):
+            it = (j0 - lo) // TILE
+            nt = min(TILE, hi - j0)
+            for s in range(ns):
+                Ms = M[s]
+                _best_quantities(s, best_idx[s] - start, j0, nt, qM, gid, specgrid, best_q, best_gid, best_spec)
+                # lnP - cref of a model that can reach the thresholds exceeds cut
+                cut = Ms - cref + floor - SCREEN_MARGIN
+                if tmax[t, it, s] <= cut:
+                    continue
+                # a tile that can contribute is evaluated in float64 as a whole (vectorised)
+                _tile(Y, USED, s, mT, ivT, lneT, none, none, False, const, j0, nt, chi2, lnp, missing[s], d)
+                _accumulate_tile(
+                    t, s, j0, nt, start, chi2, lnp, Ms, stat_thr, lnp_thr, qM, b1M, b2M, gid, seeds, w, sel, et,
+                    acc_s0, acc_exp, acc_h1, acc_h2, acc_chi2, acc_chi2i, acc_ncand,
+                    heap_key, heap_idx, heap_lnp, heap_chi2, heap_n,
+                )  # fmt: skip
 
 
 def set_threads(n: int | None) -> None:
@@ -418,4 +741,20 @@ def set_threads(n: int | None) -> None:
         numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
 
 
-__all__ = ["pass_max", "pass_accumulate", "hash_key", "LN2PI", "ALL_MODELS_THRESHOLD", "n_partitions", "set_threads"]
+#: the kernel entry points the driver calls (bench/bench_fit.py times them)
+KERNELS = ("pass_max", "pass_accumulate", "screen_max", "screen_accumulate")
+
+__all__ = [
+    "pass_max",
+    "pass_accumulate",
+    "screen_max",
+    "screen_accumulate",
+    "screen_tiles",
+    "SCREEN_MARGIN",
+    "KERNELS",
+    "hash_key",
+    "LN2PI",
+    "ALL_MODELS_THRESHOLD",
+    "n_partitions",
+    "set_threads",
+]
