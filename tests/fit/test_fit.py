@@ -503,11 +503,3 @@ def test_float32_error_is_far_below_the_screen_margin(field, default_fit):
         worst = max(worst, np.abs(l32[near] + c.cref - lnp[e, near]).max())
         np.testing.assert_allclose(-2.0 * acc[near], chi2[e, near], rtol=1e-5, atol=lk.SCREEN_MARGIN / 100)
     assert worst < lk.SCREEN_MARGIN / 100, worst
-
-
-def test_warmup_fits_both_modes():
-    """``python -m beastflow.fit.warmup`` (compile the kernels into the cache before a SLURM
-    array) fits its tiny field in default and compat mode without error."""
-    from beastflow.fit.warmup import warm_up
-
-    assert warm_up() > 0
