@@ -20,10 +20,15 @@ points the filters see, stacking the per-dust-point matrices side by side and
 doing one BLAS matrix product per block of ``chunk_models`` rows costs
 2·nλ_support·n_bands flops per model (≈ 7e3 for Kurucz and 6 HST bands) at
 BLAS speed; the product is computed once per *star* and scaled per distance.
-A numba kernel then gathers, scales, reorders and takes the log in one pass.  The extinction curve depends only on
-(R(V), f_A), so it is evaluated once per pair and scaled by A(V).  Memory is
-bounded by one block (plus the spectral grid itself, which is held once per
-star, not per distance or dust point).
+The extinction curve depends only on (R(V), f_A), so it is evaluated once
+per pair and scaled by A(V).  The grid is then written one HDF5 chunk of rows
+(a *unit*) at a time: a numba kernel gathers, scales and takes the log of
+the band fluxes and fills every grid column of the unit in one pass, and the
+unit's chunks are shuffled and deflated by beastflow (zlib releases the GIL)
+on ``numba.get_num_threads()`` threads and stored with HDF5's direct chunk
+write, in order.  Memory is bounded by a few units and blocks (plus the
+spectral grid itself, which is held once per star, not per distance or dust
+point), whatever the grid size.
 """
 
 from __future__ import annotations
