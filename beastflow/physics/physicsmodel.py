@@ -264,7 +264,7 @@ class _Segment:
     j0: int
     j1: int
     r: int
-    G: np.ndarray
+    G: Any  # the block's product, or its Future when the build runs on threads
     grow: np.ndarray
     roff: int
     gcol: int
@@ -360,17 +360,28 @@ def build_sed_subgrid(
         # slice larger than a block: gathered rows in blocks, one dust point at a time
         step = min(chunk, max(1, _GATHER_BYTES // (8 * max(1, sup.size))))
         rows_of_slice = np.arange(n0, dtype=np.int64)
-    blocks: dict[tuple[int, int], np.ndarray] = {}
+    threads = max(1, int(numba.get_num_threads()))
+    # with threads, the block products are tasks too: queued before the units
+    # that read them (first in, first out), so a unit never waits on a product
+    # no thread has started, and the main thread only orders and stores chunks
+    pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
+    # every extinction curve evaluated here, once: product tasks then only read
+    # the cache (the law's own LRU cache is not meant for concurrent updates)
+    for c in range(dust.n):
+        Wd.curve(c)
+    blocks: dict[tuple[int, int], Any] = {}
 
-    def block(key: tuple[int, int]) -> np.ndarray:
+    def product(key: tuple[int, int]) -> np.ndarray:
+        if stacked:
+            g = key[0]
+            return A @ Wd.stacked(np.arange(g * per, min(dust.n, (g + 1) * per)))  # the only O(n·nλ) work
+        c, s = key
+        return A[inv[s * step : min(n0, (s + 1) * step)]] @ Wd.stacked(np.array([c]))
+
+    def block(key: tuple[int, int]) -> Any:
         G = blocks.get(key)
         if G is None:
-            if stacked:
-                g = key[0]
-                G = A @ Wd.stacked(np.arange(g * per, min(dust.n, (g + 1) * per)))  # the only O(n·nλ) work
-            else:
-                c, s = key
-                G = A[inv[s * step : min(n0, (s + 1) * step)]] @ Wd.stacked(np.array([c]))
+            G = product(key) if pool is None else pool.submit(product, key)
             blocks[key] = G
         return G
 
@@ -395,8 +406,9 @@ def build_sed_subgrid(
         seds = np.zeros((unit, nb)) if hi - lo < unit else np.empty((unit, nb))
         cols = np.zeros((len(stored), unit)) if hi - lo < unit else np.empty((len(stored), unit))
         for sg_ in segs:
+            G = sg_.G.result() if isinstance(sg_.G, concurrent.futures.Future) else sg_.G
             _fill_segment(
-                sg_.G, sg_.grow, sg_.roff, sg_.gcol, scale, sg_.c, sg_.j0, sg_.j1, sg_.r,
+                G, sg_.grow, sg_.roff, sg_.gcol, scale, sg_.c, sg_.j0, sg_.j1, sg_.r,
                 kind, src, dvals, stellar, sgw, spw, dgw, dprior, dist_idx, seds, cols,
             )  # fmt: skip
         enc = {"seds": encode_chunk(seds, _RAW_FLUX_BYTES)}
@@ -404,7 +416,6 @@ def build_sed_subgrid(
             enc[f"grid/{c}"] = encode_chunk(cols[q])
         return hi - lo, enc
 
-    threads = max(1, int(numba.get_num_threads()))
     with (
         SEDGridWriter(
             url,
@@ -417,7 +428,7 @@ def build_sed_subgrid(
             meta=meta,
             chunk_rows=unit,
         ) as w,
-        concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool,
+        pool if pool is not None else contextlib.nullcontext(),
     ):
         pending: collections.deque = collections.deque()
         for lo in range(0, n_models, unit):
@@ -428,7 +439,7 @@ def build_sed_subgrid(
                 continue
             pending.append(pool.submit(encode_unit, lo, hi, segs))
             # bounded look-ahead: memory stays a few units whatever the grid size
-            while len(pending) > threads:
+            while len(pending) > 2 * threads:
                 w.append_encoded(*pending.popleft().result())
         while pending:
             w.append_encoded(*pending.popleft().result())
