@@ -12,7 +12,8 @@ run and extrapolated to the full grid.
 
 ``--json`` also times the SED build alone (``build_sed_subgrid``: spectral grid
 in memory -> extinguished band fluxes -> grid file written) in two fresh
-processes, one with 1 thread and one with 2 (numba and BLAS), best of
+processes, one with 1 numba thread and one with 2 (BLAS at 1 thread in both:
+the build puts its own threads on the block products), best of
 ``--repeat`` builds each, and prints as its last line one JSON object:
 ``models``, ``models_per_s_1thread`` (models / CPU seconds of the 1-thread
 process: per core, robust to other jobs on a shared machine),
@@ -116,10 +117,12 @@ def sed_build_worker(avs_step: float, chunk_models: int, kurucz: str | None, rep
 
 
 def sed_build_in_process(threads: int, args) -> dict:
-    """``sed_build_worker`` in a fresh process with numba and BLAS set to ``threads``."""
-    env = dict(os.environ)
-    for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[v] = str(threads)
+    """``sed_build_worker`` in a fresh process with ``threads`` numba threads."""
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+    # the build spreads its units and block products over numba's threads itself;
+    # BLAS threads inside each product would only compete with them for the cores
+    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[v] = "1"
     cmd = [sys.executable, __file__, "--worker", "--avs-step", str(args.avs_step)]
     cmd += ["--chunk-models", str(args.chunk_models), "--repeat", str(args.repeat)]
     if args.kurucz:
