@@ -1,7 +1,7 @@
 """beastflow (compat = "beast-2.1") against the reference BEAST 2.1.0, stage by stage.
 
     .venv/bin/python bench/compare_beast.py [--nstars 20] [--workdir DIR] [--no-check] [--effects]
-                                            [--noise toothpick|splinter]
+                                            [--noise toothpick|splinter] [--speed-only]
 
 1. Runs BEAST 2.1.0 through ``../shared/peer-beast/run.sh small N`` (its own
    venv under ``PEER_HOME``; the project never imports it).  ``--peer-run DIR``
@@ -33,6 +33,10 @@
    stages, and default physics with compat noise/trim/fit) and prints the
    median shift of the fitted parameters: the measured effect of the
    deliberate differences (docs/differences-from-beast.md, "Measured effect").
+
+4. Speed (bench/compare_speed.py; ``--speed-only`` runs only this part): the
+   SED grid build and the fit, CPU time of each code's stage call on one core,
+   best of ``--speed-repeat`` (3) runs interleaved BEAST / beastflow.
 
 Everything is printed and written to ``WORKDIR/compare_beast.json``.
 The exit status is 1 (unless ``--no-check``) when an agreement criterion of the issue fails
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-check", dest="check", action="store_false", help="always exit 0 after the report")
     p.add_argument("--json", type=Path, default=None, help="results file (default WORKDIR/compare_beast.json)")
+    p.add_argument("--speed-only", action="store_true", help="only the speed ratios (bench/compare_speed.py)")
+    p.add_argument("--speed-repeat", type=int, default=3, help="interleaved runs per code for the speed ratios")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -177,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     inp["out"].mkdir(parents=True, exist_ok=True)
     print(f"[beastflow] settings {inp['settings_file']}", flush=True)
+    if args.speed_only:
+        speed_vs_beast(args, peer, inp, R)
+        print_and_dump(R, args, workdir)
+        return 0 if R["speed_vs_beast"]["status"] == "ok" else 1
 
     # full BEAST grid / noise, converted once (stage-alone comparisons use them)
     filters = peer.setting("filters")
@@ -212,9 +222,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[peer] BEAST fit stage again x{n_retime} (timing)", flush=True)
         R["beast_fit_loop_reruns_s"] = retime_beast_fit(args, peer, n_retime)
     ok = report(R, peer)
+    speed_vs_beast(args, peer, inp, R)
     R["ok"] = ok
     print_and_dump(R, args, workdir)
     return 0 if (ok or not args.check) else 1
+
+
+def speed_vs_beast(args, peer: Peer, inp: dict[str, Any], R: dict[str, Any]) -> None:
+    """SED build and fit speed ratios against BEAST (bench/compare_speed.py), into R["speed_vs_beast"]."""
+    import compare_speed
+
+    print("[speed] BEAST and beastflow, interleaved, CPU time", flush=True)
+    gb = to_bf_grid(peer.path("seds_trim.grid.hd5"), inp["out"] / "speed_beast_trim_seds.grid.hd5")
+    nb = to_bf_noise(
+        peer.path("noisemodel_trim.grid.hd5"), peer.setting("filters"), inp["out"] / "speed_beast_trim_noise.grid.hd5"
+    )
+    args_ = (inp["settings"], args.peer_home, PEER_DIR, peer.run, gb, nb, inp["catalog"], inp["out"] / "speed")
+    res = stage("speed_vs_beast", R, compare_speed.measure, *args_, repeat=args.speed_repeat)
+    if res is not None:
+        compare_speed.report(res)
+        R["speed_vs_beast"] = {"status": "ok", **res}
 
 
 def print_and_dump(R: dict[str, Any], args, workdir: Path) -> None:

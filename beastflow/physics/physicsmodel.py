@@ -20,14 +20,22 @@ points the filters see, stacking the per-dust-point matrices side by side and
 doing one BLAS matrix product per block of ``chunk_models`` rows costs
 2·nλ_support·n_bands flops per model (≈ 7e3 for Kurucz and 6 HST bands) at
 BLAS speed; the product is computed once per *star* and scaled per distance.
-A numba kernel then gathers, scales, reorders and takes the log in one pass.  The extinction curve depends only on
-(R(V), f_A), so it is evaluated once per pair and scaled by A(V).  Memory is
-bounded by one block (plus the spectral grid itself, which is held once per
-star, not per distance or dust point).
+The extinction curve depends only on (R(V), f_A), so it is evaluated once
+per pair and scaled by A(V).  The grid is then written one HDF5 chunk of rows
+(a *unit*) at a time: a numba kernel gathers, scales and takes the log of
+the band fluxes and fills every grid column of the unit in one pass, and the
+unit's chunks are shuffled and deflated by beastflow (zlib releases the GIL)
+on ``numba.get_num_threads()`` threads and stored with HDF5's direct chunk
+write, in order.  Memory is bounded by a few units and blocks (plus the
+spectral grid itself, which is held once per star, not per distance or dust
+point), whatever the grid size.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -38,7 +46,8 @@ import numba
 import numpy as np
 
 from beastflow import plan, storage
-from beastflow.io.sed_grid import SEDGrid, SEDGridWriter
+from beastflow.io.hdf5_arrays import encode_chunk
+from beastflow.io.sed_grid import SEDGrid, SEDGridWriter, log_flux_columns
 from beastflow.physics import photometry
 from beastflow.physics.spectral_grid import (
     SpectralGrid,
@@ -226,38 +235,55 @@ def grid_columns(sg: SpectralGrid, has_fA: bool) -> list[str]:
     return dust_cols + stellar + nd + [wd_column(f) for f in sg.filters]
 
 
-def _block_columns(
-    sg: SpectralGrid,
-    dust: DustPlan,
-    dprior: np.ndarray,
-    dist_idx: np.ndarray,
-    r0: int,
-    r1: int,
-    cs: np.ndarray,
-    a: int,
-    b: int,
-) -> dict[str, np.ndarray]:
-    """Columns of the rows (dust points cs) × (spectral rows r0+a .. r0+b)."""
-    n = b - a
-    nc = cs.size
-    out: dict[str, np.ndarray] = {
-        "Av": np.repeat(dust.Av[cs], n),
-        "Rv": np.repeat(dust.Rv[cs], n),
-    }
-    if dust.has_fA:
-        out["Rv_A"] = np.repeat(dust.Rv_A[cs], n)
-        out["f_A"] = np.repeat(dust.f_A[cs], n)
-    sl = slice(r0 + a, r0 + b)
-    for c in sg.column_order:
-        if c in ("weight", "prior_weight", "grid_weight"):
-            continue
-        out[c] = np.tile(sg.columns[c][sl], nc)
-    gw = np.tile(sg.columns["grid_weight"][sl], nc) * np.repeat(dust.grid_weight[cs], n)
-    pw = np.tile(sg.columns["prior_weight"][sl], nc) * dprior[cs][:, dist_idx[a:b]].ravel()
-    out["grid_weight"] = gw
-    out["prior_weight"] = pw
-    out["weight"] = gw * pw
-    return out
+#: rows of a unit (one HDF5 chunk of every dataset), at most: the grain of the
+#: threads and of the memory the build holds
+_UNIT_ROWS = 65_536
+#: what a grid column is filled from (``_column_sources``)
+_DUST, _STELLAR, _GRID_W, _PRIOR_W, _WEIGHT = range(5)
+#: byte planes of a float64 flux left uncompressed (hdf5_arrays.encode_chunk): the
+#: 48 low mantissa bits of fluxes are near-random, deflate gains ~1.3x on them at
+#: ~50 MB/s, which alone cost more than the rest of the build
+_RAW_FLUX_BYTES = 6
+
+
+@dataclass
+class _Segment:
+    """Rows of one dust point c and spectral rows [j0, j1) of the slice, at unit row ``r``.
+
+    Band fluxes are ``G[grow[j] - roff, gcol + b] * scale[j]``: G is the matrix
+    product of a block (the per-star product of a group of dust points, or the
+    gathered rows of one dust point in the row-chunked path).
+    """
+
+    c: int
+    j0: int
+    j1: int
+    r: int
+    G: Any  # the block's product, or its Future when the build runs on threads
+    grow: np.ndarray
+    roff: int
+    gcol: int
+
+
+def _column_sources(columns: list[str], sg: SpectralGrid, has_fA: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per stored grid column: (kind, index) of what it is filled from, in file column order."""
+    dust_cols = ["Av", "Rv", "Rv_A", "f_A"] if has_fA else ["Av", "Rv"]
+    stellar = _stellar_columns(sg)
+    fixed = {"grid_weight": _GRID_W, "prior_weight": _PRIOR_W, "weight": _WEIGHT}
+    pairs: list[tuple[int, int]] = []
+    for c in columns:
+        if c in dust_cols:
+            pairs.append((_DUST, dust_cols.index(c)))
+        elif c in fixed:
+            pairs.append((fixed[c], 0))
+        else:
+            pairs.append((_STELLAR, stellar.index(c)))
+    kind, idx = zip(*pairs) if pairs else ((), ())
+    return np.asarray(kind, np.int64), np.asarray(idx, np.int64)
+
+
+def _stellar_columns(sg: SpectralGrid) -> list[str]:
+    return [c for c in sg.column_order if c not in ("weight", "prior_weight", "grid_weight")]
 
 
 def build_sed_subgrid(
@@ -269,7 +295,17 @@ def build_sed_subgrid(
     provenance: dict[str, Any],
     meta: dict[str, Any],
 ) -> int:
-    """Write the SED grid of spectral rows [r0, r1) × all valid dust points to ``url``."""
+    """Write the SED grid of spectral rows [r0, r1) × all valid dust points to ``url``.
+
+    The grid is produced one HDF5 chunk of rows (a *unit*) at a time: a numba
+    kernel fills every column of the unit from the block matrix products, and
+    the unit's chunks are shuffled and deflated (``encode_chunk``) on
+    ``numba.get_num_threads()`` threads, then stored as they are.  The matrix
+    products are the same calls on the same blocks as a block-at-a-time build
+    (``per`` dust points side by side, or ``step`` gathered rows of one dust
+    point), so every number is independent of the units and of the threads.
+    Memory: a few units and the blocks they read, whatever the grid size.
+    """
     beh = settings.resolved_behaviour.physics
     chunk = int(settings.physics.chunk_models)
     r0, r1 = rows
@@ -287,75 +323,179 @@ def build_sed_subgrid(
     # a row's spectrum is star spectrum × (10 pc / d)²
     star = sg.star_index[r0:r1]
     ustar, inv = np.unique(star, return_inverse=True)
+    inv = np.ascontiguousarray(inv, dtype=np.int64)
     A = np.ascontiguousarray(sg.star_spectra[np.ix_(ustar, sup)])
-    scale = sg.scale[r0:r1]
+    scale = np.ascontiguousarray(sg.scale[r0:r1], dtype=np.float64)
     dist_idx = np.searchsorted(sg.distances, sg.columns["distance"][r0:r1])
-    dist_idx = np.clip(dist_idx, 0, sg.distances.size - 1)
-    dprior = _dust_prior_table(settings, dust, sg.distances)
+    dist_idx = np.ascontiguousarray(np.clip(dist_idx, 0, sg.distances.size - 1), dtype=np.int64)
+    dprior = np.ascontiguousarray(_dust_prior_table(settings, dust, sg.distances))
 
     columns = grid_columns(sg, dust.has_fA)
-    with SEDGridWriter(
-        url,
-        sg.filters,
-        lamb_band,
-        columns,
-        n_models=n_models,
-        provenance=provenance,
-        stellar_library=sg.library_label,
-        meta=meta,
-        chunk_rows=_chunk_rows(n_models),
-    ) as w:
-        if n0 == 0:
-            return 0
-        if n0 <= chunk:
-            # several dust points per block: one matrix product against the
-            # side-by-side stack of their weight matrices
-            per = max(1, min(chunk // n0, _GATHER_BYTES // (8 * max(1, sup.size) * nb)))
-            for c0 in range(0, dust.n, per):
-                cs = np.arange(c0, min(dust.n, c0 + per))
-                Wst = Wd.stacked(cs)
-                R = A @ Wst  # [n_unique_stars, nc*nb]: the only O(n·nλ) work
-                seds = np.empty((cs.size * n0, nb))
-                logs = np.empty((nb, cs.size * n0))
-                _assemble_block(R, inv, scale, n0, cs.size, nb, seds, logs)
-                cols = _block_columns(sg, dust, dprior, dist_idx, r0, r1, cs, 0, n0)
-                for k, f in enumerate(sg.filters):
-                    cols[wd_column(f)] = logs[k]
-                w.append_models(seds, cols)
-        else:
-            # slice larger than a block: rows in chunks, one dust point at a time
-            step = min(chunk, max(1, _GATHER_BYTES // (8 * max(1, sup.size))))
-            for c in range(dust.n):
-                cs = np.array([c])
-                Wc = Wd.stacked(cs)
-                for a in range(0, n0, step):
-                    b = min(n0, a + step)
-                    seds = (A[inv[a:b]] @ Wc) * scale[a:b, None]
-                    cols = _block_columns(sg, dust, dprior, dist_idx, r0, r1, cs, a, b)
-                    _add_wd(cols, seds, sg.filters)
-                    w.append_models(seds, cols)
+    # log{F}_wd columns are not stored (sed_grid.derived_columns): readers take
+    # np.log10 of /seds
+    derived = log_flux_columns(sg.filters, columns)
+    stored = [c for c in columns if c not in derived]
+    kind, src = _column_sources(stored, sg, dust.has_fA)
+    stellar = np.ascontiguousarray(np.stack([sg.columns[c][r0:r1] for c in _stellar_columns(sg)]), dtype=np.float64)
+    dvals = np.ascontiguousarray(
+        np.stack([dust.Av, dust.Rv, dust.Rv_A, dust.f_A] if dust.has_fA else [dust.Av, dust.Rv]), dtype=np.float64
+    )
+    sgw = np.ascontiguousarray(sg.columns["grid_weight"][r0:r1], dtype=np.float64)
+    spw = np.ascontiguousarray(sg.columns["prior_weight"][r0:r1], dtype=np.float64)
+    dgw = np.ascontiguousarray(dust.grid_weight, dtype=np.float64)
+    # one chunk length for every dataset (the writer caps a chunk at 4 MB)
+    unit = _chunk_rows(n_models, target=min(_UNIT_ROWS, (4 << 20) // (8 * max(1, nb))))
+
+    stacked = n0 <= chunk
+    if stacked:
+        # several dust points per block: one matrix product against the
+        # side-by-side stack of their weight matrices
+        per = max(1, min(chunk // n0, _GATHER_BYTES // (8 * max(1, sup.size) * nb)))
+    else:
+        # slice larger than a block: gathered rows in blocks, one dust point at a time
+        step = min(chunk, max(1, _GATHER_BYTES // (8 * max(1, sup.size))))
+        rows_of_slice = np.arange(n0, dtype=np.int64)
+    threads = max(1, int(numba.get_num_threads()))
+    # with threads, the block products are tasks too: queued before the units
+    # that read them (first in, first out), so a unit never waits on a product
+    # no thread has started, and the main thread only orders and stores chunks
+    pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
+    # every extinction curve evaluated here, once: product tasks then only read
+    # the cache (the law's own LRU cache is not meant for concurrent updates)
+    for c in range(dust.n):
+        Wd.curve(c)
+    blocks: dict[tuple[int, int], Any] = {}
+
+    def product(key: tuple[int, int]) -> np.ndarray:
+        if stacked:
+            g = key[0]
+            return A @ Wd.stacked(np.arange(g * per, min(dust.n, (g + 1) * per)))  # the only O(n·nλ) work
+        c, s = key
+        return A[inv[s * step : min(n0, (s + 1) * step)]] @ Wd.stacked(np.array([c]))
+
+    def block(key: tuple[int, int]) -> Any:
+        G = blocks.get(key)
+        if G is None:
+            G = product(key) if pool is None else pool.submit(product, key)
+            blocks[key] = G
+        return G
+
+    def segments(lo: int, hi: int) -> list[_Segment]:
+        out = []
+        for c in range(lo // n0, (hi - 1) // n0 + 1):
+            ja, jb = max(lo, c * n0) - c * n0, min(hi, (c + 1) * n0) - c * n0
+            if stacked:
+                g = c // per
+                out.append(_Segment(c, ja, jb, c * n0 + ja - lo, block((g, 0)), inv, 0, (c - g * per) * nb))
+                continue
+            for s in range(ja // step, (jb - 1) // step + 1):
+                a, b = max(ja, s * step), min(jb, (s + 1) * step)
+                out.append(_Segment(c, a, b, c * n0 + a - lo, block((c, s)), rows_of_slice, s * step, 0))
+        # blocks no later unit needs are dropped (units advance through the dust points)
+        first = out[-1].c
+        for key in [k for k in blocks if (k[0] * per + per - 1 if stacked else k[0]) < first]:
+            del blocks[key]
+        return out
+
+    def encode_unit(lo: int, hi: int, segs: list[_Segment]) -> tuple[int, dict[str, bytes]]:
+        seds = np.zeros((unit, nb)) if hi - lo < unit else np.empty((unit, nb))
+        cols = np.zeros((len(stored), unit)) if hi - lo < unit else np.empty((len(stored), unit))
+        for sg_ in segs:
+            G = sg_.G.result() if isinstance(sg_.G, concurrent.futures.Future) else sg_.G
+            _fill_segment(
+                G, sg_.grow, sg_.roff, sg_.gcol, scale, sg_.c, sg_.j0, sg_.j1, sg_.r,
+                kind, src, dvals, stellar, sgw, spw, dgw, dprior, dist_idx, seds, cols,
+            )  # fmt: skip
+        enc = {"seds": encode_chunk(seds, _RAW_FLUX_BYTES)}
+        for q, c in enumerate(stored):
+            enc[f"grid/{c}"] = encode_chunk(cols[q])
+        return hi - lo, enc
+
+    with (
+        SEDGridWriter(
+            url,
+            sg.filters,
+            lamb_band,
+            columns,
+            n_models=n_models,
+            provenance=provenance,
+            stellar_library=sg.library_label,
+            meta=meta,
+            chunk_rows=unit,
+        ) as w,
+        pool if pool is not None else contextlib.nullcontext(),
+    ):
+        pending: collections.deque = collections.deque()
+        for lo in range(0, n_models, unit):
+            hi = min(n_models, lo + unit)
+            segs = segments(lo, hi)
+            if pool is None:
+                w.append_encoded(*encode_unit(lo, hi, segs))
+                continue
+            pending.append(pool.submit(encode_unit, lo, hi, segs))
+            # bounded look-ahead: memory stays a few units whatever the grid size
+            while len(pending) > 2 * threads:
+                w.append_encoded(*pending.popleft().result())
+        while pending:
+            w.append_encoded(*pending.popleft().result())
     return n_models
 
 
 @numba.njit(cache=True, nogil=True)
-def _assemble_block(R, inv, scale, n0, nc, nb, seds, logs):  # pragma: no cover - compiled
-    """Rows of a block from the per-star products, in one pass (numba).
+def _fill_segment(
+    G,
+    grow,
+    roff,
+    gcol,
+    scale,
+    c,
+    j0,
+    j1,
+    r,
+    kind,
+    src,
+    dvals,
+    stellar,
+    sgw,
+    spw,
+    dgw,
+    dprior,
+    dist_idx,
+    seds,
+    cols,
+):  # pragma: no cover - compiled
+    """Every column of the rows (dust point c) × (spectral rows j0..j1) of a unit (numba).
 
-    R[u, c·nb + b] is band b of unique star u through dust point c.  Row
-    c·n0 + j of the block (dust-point-major, §7.4) gets R[inv[j], c·nb + b]
-    times the distance factor of spectral row j; ``logs`` [nb, rows] receives
-    log10 of it (−100 for ≤ 0, §4.4) as contiguous column arrays.  Fusing the
-    gather, scaling, reordering and log saves four block-sized temporaries.
+    Row r + j - j0 of the unit: band b = G[grow[j] - roff, gcol + b] × scale[j]
+    and the stored grid columns in file order.  Same arithmetic, operand by operand, as the former
+    numpy build (tile/repeat and products), so the numbers are bit-identical.
     """
-    for c in range(nc):
-        base = c * n0
-        for j in range(n0):
-            u = inv[j]
-            s = scale[j]
-            for b in range(nb):
-                v = R[u, c * nb + b] * s
-                seds[base + j, b] = v
-                logs[b, base + j] = np.log10(v) if v > 0.0 else -100.0
+    nb = seds.shape[1]
+    for j in range(j0, j1):
+        u = grow[j] - roff
+        s = scale[j]
+        for b in range(nb):
+            seds[r + j - j0, b] = G[u, gcol + b] * s
+    for q in range(kind.size):
+        k = kind[q]
+        i = src[q]
+        out = cols[q]
+        if k == _DUST:
+            v = dvals[i, c]
+            for j in range(j0, j1):
+                out[r + j - j0] = v
+        elif k == _STELLAR:
+            for j in range(j0, j1):
+                out[r + j - j0] = stellar[i, j]
+        elif k == _GRID_W:
+            for j in range(j0, j1):
+                out[r + j - j0] = sgw[j] * dgw[c]
+        elif k == _PRIOR_W:
+            for j in range(j0, j1):
+                out[r + j - j0] = spw[j] * dprior[c, dist_idx[j]]
+        elif k == _WEIGHT:
+            for j in range(j0, j1):
+                out[r + j - j0] = (sgw[j] * dgw[c]) * (spw[j] * dprior[c, dist_idx[j]])
 
 
 def _chunk_rows(n_models: int, target: int = 65_536) -> int:
@@ -369,12 +509,6 @@ def _chunk_rows(n_models: int, target: int = 65_536) -> int:
         return 1
     n_chunks = -(-n_models // target)
     return -(-n_models // n_chunks)
-
-
-def _add_wd(cols: dict[str, np.ndarray], seds: np.ndarray, filters: Sequence[str]) -> None:
-    logs = photometry.log_flux(seds)
-    for b, f in enumerate(filters):
-        cols[wd_column(f)] = logs[:, b]
 
 
 # -------------------------------------------------------------- the stage

@@ -377,3 +377,60 @@ def test_one_physics_field_alone_changes_the_grid(tmp_path, field):
     assert changed or not np.array_equal(seds0, seds1)
     if field == "specgrid_indx_per_star":
         assert changed == ["specgrid_indx"]
+
+
+def _build(s, url, threads: int | None = None):
+    import numba
+
+    from beastflow.physics.physicsmodel import build_sed_subgrid, plan_dust
+
+    s.activate()
+    sg = spectral_grid.build_spectral_grid(s)
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads or old)
+    try:
+        return build_sed_subgrid(s, sg, plan_dust(s), (0, sg.n_rows), url, {}, {})
+    finally:
+        numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("chunk", [1024, 1 << 20])
+def test_sed_grid_is_the_same_on_one_and_two_threads(tmp_path, monkeypatch, chunk):
+    """Units are encoded on several threads; every number and the row order stay the same
+    (both the stacked and the row-chunked products, several units per grid)."""
+    import numba
+
+    from beastflow.physics import physicsmodel
+
+    if numba.config.NUMBA_NUM_THREADS < 2:  # type: ignore[attr-defined]
+        pytest.skip("numba has a single thread here")
+    monkeypatch.setattr(physicsmodel, "_UNIT_ROWS", 3000)
+    s = small_settings(tmp_path, logt=(6.0, 10.0, 1.0), avs=(0.0, 1.0, 0.5), chunk_models=chunk)
+    n1 = _build(s, str(tmp_path / "one.h5"), threads=1)
+    n2 = _build(s, str(tmp_path / "two.h5"), threads=2)
+    assert n1 == n2 > 3 * 3000
+    a, b = SEDGrid(str(tmp_path / "one.h5")).read(), SEDGrid(str(tmp_path / "two.h5")).read()
+    np.testing.assert_array_equal(a.seds, b.seds)
+    for c in a.columns:
+        np.testing.assert_array_equal(a.columns[c], b.columns[c], err_msg=c)
+
+
+def test_sed_build_memory_is_flat_in_grid_size(tmp_path, monkeypatch):
+    """The build holds a few units, not the grid: 4x the models, about the same peak."""
+    import tracemalloc
+
+    from beastflow.physics import physicsmodel
+
+    monkeypatch.setattr(physicsmodel, "_UNIT_ROWS", 2048)
+    peaks, sizes = [], []
+    for hi in (2.0, 8.0):
+        s = small_settings(tmp_path / str(hi), logt=(6.0, 10.0, 1.0), avs=(0.0, hi, 0.25), distances=(24.0,))
+        _build(s, str(tmp_path / "warm.h5"))  # numba cache load, extinction curves
+        tracemalloc.start()
+        try:
+            sizes.append(_build(s, str(tmp_path / f"g{hi}.h5")))
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert sizes[1] > 3.5 * sizes[0]
+    assert peaks[1] < 1.3 * peaks[0], (sizes, peaks)
