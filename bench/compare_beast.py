@@ -77,6 +77,7 @@ import numpy as np  # noqa: E402
 # the parts of the comparison, one module each (bench/beast_compare/): the BEAST side
 # (peer), beastflow's inputs from it (convert), the stages run and compared (stages,
 # checks, metrics), the effects study (effects), the printed tables (report)
+from beast_compare.common import PEER_DIR  # noqa: E402
 from beast_compare.convert import to_bf_grid, to_bf_noise, write_inputs  # noqa: E402
 from beast_compare.effects import do_effects  # noqa: E402
 from beast_compare.peer import Peer, read_beast_grid, read_beast_noise, retime_beast_fit, run_peer  # noqa: E402
