@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from beastflow.fit.outputs import read_pdf1d
 from beastflow.report import make_report
@@ -43,6 +44,7 @@ def test_tile_index_and_medians():
     del ra_e, dec_e
 
 
+@pytest.mark.slow  # a whole report (plots of every section): in make test, not the inner loop
 def test_report_field_sections_with_pdf2d_and_noise(run_output):  # noqa: F811
     out, truth = run_output
     n = len(truth["star_id"])

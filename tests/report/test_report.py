@@ -157,6 +157,7 @@ def run_output(tmp_path):
     return out, truth
 
 
+@pytest.mark.slow  # a whole report (plots of every section): in make test, not the inner loop
 def test_report_on_synthetic_run(run_output):
     out, truth = run_output
     rep = make_report(str(out))
@@ -238,6 +239,7 @@ def test_recovery_metrics_detects_bias_and_overconfidence():
     assert narrow["coverage_68"] < 0.3
 
 
+@pytest.mark.slow  # a whole report (plots of every section): in make test, not the inner loop
 def test_cli_report(run_output, capsys):
     from beastflow.cli import main
 
@@ -252,6 +254,7 @@ def test_cli_report(run_output, capsys):
     assert "merged stats" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a whole report (plots of every section): in make test, not the inner loop
 def test_run_cli_ends_with_the_report(run_output, capsys):
     """`beastflow run` finishes by writing the report and printing where it is."""
     from beastflow.cli.run import _write_report
