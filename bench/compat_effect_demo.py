@@ -32,7 +32,6 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import argparse  # noqa: E402
-import glob  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -42,6 +41,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+
+from beastflow import run_records  # noqa: E402
 
 #: (label, stats/truth column, take log10 of the values)
 QUANTITIES = [
@@ -97,31 +98,8 @@ def recovery(p16: np.ndarray, p50: np.ndarray, p84: np.ndarray, truth: np.ndarra
 
 
 def stage_seconds(output: str) -> dict[str, float]:
-    """Compute seconds per stage from the pipeline's cache records."""
-    out: dict[str, float] = {}
-    for rec_path in sorted(glob.glob(os.path.join(output, ".cache", "*", "*.json"))):
-        try:
-            rec = json.loads(Path(rec_path).read_text())
-        except (OSError, ValueError):
-            continue
-        stage = rec.get("stage") or Path(rec_path).parent.name
-        out[stage] = out.get(stage, 0.0) + float(rec.get("seconds") or 0.0)
-    return {k: out[k] for k in sorted(out, key=lambda k: STAGE_ORDER.index(k) if k in STAGE_ORDER else 99)}
-
-
-STAGE_ORDER = [
-    "physicsmodel",
-    "density",
-    "ast_inputs",
-    "demo_asts",
-    "cut",
-    "split",
-    "noisemodel",
-    "trim",
-    "grid_info",
-    "fit",
-    "merge",
-]
+    """Seconds per stage, in pipeline order, from the run's unit records."""
+    return run_records.stage_timings(output)[0]
 
 
 def grid_prior(output: str, project: str) -> dict[str, float]:
