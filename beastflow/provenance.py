@@ -1,8 +1,14 @@
 """What every artifact records about how it was made.
 
 A provenance record holds the stage name, the hash of the settings sections the
-stage depends on, the content hashes of its input artifacts and the software
-versions.  It deliberately holds no time stamp: the same inputs then give the
+stage depends on, the identities of its inputs and the software versions.
+
+One rule names every input (``input_identity``): an HDF5 artifact written by
+beastflow (a grid, a noise model, a trim index...) by its own embedded
+provenance record plus its size -- a 100 GB grid is not re-read by every
+downstream stage --, and any other file (a catalog, ASTs, a library file, a
+JSON) by the SHA-256 of its bytes.  Cache keys (``beastflow.flows.caching``)
+are a different thing: they verify, so they always hash content.  It deliberately holds no time stamp: the same inputs then give the
 same bytes, so a stage that reruns but produces an identical artifact does not
 invalidate the caches of the stages downstream of it.  It is stored inside the artifact (HDF5 attribute, Parquet metadata)
 so that an artifact found on disk can always be traced, and so that caches can
@@ -14,7 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import platform
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from beastflow import storage
@@ -45,7 +51,7 @@ def artifact_identity(url: str) -> str:
 
     Hashing a grid of 100 GB on every downstream stage would cost a full
     extra read; every beastflow artifact embeds a unique provenance record
-    (inputs' hashes, settings hash, creation time), so hash that plus size.
+    (its own inputs' identities, settings hash, software), so hash that plus size.
     """
     with open_h5(url) as h5:
         prov = h5.attrs.get("provenance", "")
@@ -54,20 +60,39 @@ def artifact_identity(url: str) -> str:
     return "artifact:" + storage.hash_object([prov, int(n_rows), storage.size(url)])
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_beastflow_artifact(url: str) -> bool:
+    """An HDF5 file whose ``format`` attribute names a beastflow format and which
+    carries a provenance record (what ``artifact_identity`` hashes)."""
+    with storage.open_url(url, "rb") as fh:
+        if fh.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
+            return False
+    with open_h5(url) as h5:
+        fmt = h5.attrs.get("format", "")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
+        return fmt.startswith("beastflow-") and "provenance" in h5.attrs
+
+
+def input_identity(url: str) -> str:
+    """How a provenance record names one input (the module docstring's one rule)."""
+    return artifact_identity(url) if is_beastflow_artifact(url) else storage.content_hash(url)
+
+
 def make_provenance(
     stage: str,
     settings_hash: str,
     inputs: Mapping[str, str] | None = None,
     input_hashes: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
-    by_identity: Collection[str] = (),
 ) -> dict[str, Any]:
-    """Build the record; input hashes are computed from ``inputs`` unless given, the
-    inputs named in ``by_identity`` by ``artifact_identity`` (large HDF5 artifacts)."""
+    """Build the record; every input is named by ``input_identity`` (``input_hashes``:
+    identities a caller already computed that way, e.g. once for a batch of sub-files)."""
     hashes = dict(input_hashes or {})
     for name, url in (inputs or {}).items():
         if name not in hashes:
-            hashes[name] = artifact_identity(url) if name in by_identity else storage.content_hash(url)
+            hashes[name] = input_identity(url)
     rec = {
         "stage": stage,
         "settings_hash": settings_hash,

@@ -651,13 +651,9 @@ def run_fit(
         }
     if grid_info_url:
         inputs["grid_info"] = grid_info_url
-    # the full grid and noise model are identified cheaply (their own provenance), not re-hashed per sub-file
+    # grids and noise models are named by their own provenance (provenance.input_identity), not re-hashed
     prov = make_provenance(
-        "fit",
-        settings.section_hash("fit", "compat", "project"),
-        inputs,
-        extra={"lnp_seed": opts.seed},
-        by_identity=("sed_grid", "noise_model") if trim_index else (),
+        "fit", settings.section_hash("fit", "compat", "project"), inputs, extra={"lnp_seed": opts.seed}
     )
     meta = {
         "tag": tag,

@@ -30,7 +30,7 @@ from beastflow.filters import short_names
 from beastflow.io.noise_model import NoiseModelWriter
 from beastflow.io.sed_grid import SEDGrid
 from beastflow.noise import absflux
-from beastflow.provenance import artifact_identity, make_provenance
+from beastflow.provenance import make_provenance
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,6 @@ def run_splinter(settings: Any, sed_grid_url: str, out_url: str) -> str:
         "noisemodel",
         settings.section_hash("compat", "noise_model"),
         inputs=inputs,
-        input_hashes={"sed_grid": artifact_identity(sed_grid_url)},
     )
     return write_splinter_noise_model(
         sed_grid_url,

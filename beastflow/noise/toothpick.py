@@ -32,7 +32,7 @@ from beastflow.noise.splinter import run_splinter
 from beastflow.noise.trunchen import run_trunchen
 from beastflow.observations import catalogs
 from beastflow.physics import vega as vega_table  # looked up at call time (tests/seams.py)
-from beastflow.provenance import artifact_identity, make_provenance
+from beastflow.provenance import make_provenance
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -343,14 +343,12 @@ def run_noisemodel(settings: Settings, sed_grid_url: str, ast_url: str | None, o
     with_cov = a_matrix is not None
 
     inputs = {"asts": ast_url}
-    hashes = {"sed_grid": artifact_identity(sed_grid_url)}
     if nm.absflux_covariance:
         inputs["absflux_covariance"] = nm.absflux_covariance
     prov = make_provenance(
         "noisemodel",
         settings.section_hash("compat", "noise_model"),
         inputs={**inputs, "sed_grid": sed_grid_url},
-        input_hashes=hashes,
         extra={"vega_fluxes": vega.tolist()},
     )
     meta = {

@@ -73,7 +73,7 @@ from beastflow.io.sed_grid import SEDGrid, SEDGridWriter
 from beastflow.io.trim_index import write_trim_index
 from beastflow.observations import catalogs
 from beastflow.physics import vega as vega_table  # looked up at call time (tests/seams.py)
-from beastflow.provenance import artifact_identity, make_provenance
+from beastflow.provenance import input_identity, make_provenance
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -557,8 +557,9 @@ def run_trim(
     bound_cols = [c for c in in_cols if c == "weight"]
     need_pos_err = beh.trim.positive_error_required
     settings_hash = settings.section_hash("compat", "trim")
-    id_grid = artifact_identity(sed_grid_url)
-    id_noise = artifact_identity(noise_url)
+    # named once for the whole batch of sub-files, by the one rule (provenance.input_identity)
+    id_grid = input_identity(sed_grid_url)
+    id_noise = input_identity(noise_url)
 
     results: list[TrimResult] = []
     failures: list[str] = []

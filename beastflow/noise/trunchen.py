@@ -41,7 +41,7 @@ from beastflow.noise import absflux
 from beastflow.noise.ast_stats import table_columns
 from beastflow.observations import catalogs
 from beastflow.physics import vega as vega_table  # looked up at call time (tests/seams.py)
-from beastflow.provenance import artifact_identity, make_provenance
+from beastflow.provenance import make_provenance
 
 if TYPE_CHECKING:
     from beastflow.settings import Settings
@@ -234,7 +234,6 @@ def run_trunchen(settings: Settings, sed_grid_url: str, ast_url: str, out_url: s
         "noisemodel",
         settings.section_hash("compat", "noise_model"),
         inputs=inputs,
-        input_hashes={"sed_grid": artifact_identity(sed_grid_url)},
         extra={"vega_fluxes": vega.tolist()},
     )
     meta = {
