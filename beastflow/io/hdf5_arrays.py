@@ -167,12 +167,15 @@ class ArraysWriter:
         # leaves its first compressed copy as dead space in the file (HDF5 does not
         # reuse it; 2 MB of a 16 MB grid); the tail is written on close
         for name, arr in block.items():
-            # a copy: the caller may reuse its buffer before the chunk is full
-            self._pending.setdefault(name, []).append(np.array(arr, copy=True))
-            pending = sum(len(a) for a in self._pending[name])
+            parts = self._pending.setdefault(name, [])
+            parts.append(np.asarray(arr))
+            pending = sum(len(a) for a in parts)
             rows = self._h5[name].chunks[0]
             if pending >= rows:
                 self._write(name, pending - pending % rows)
+            else:
+                # held back: a copy, the caller may reuse its buffer before the chunk is full
+                parts[-1] = np.array(parts[-1], copy=True)
         self.rows_written += n
 
     def _write(self, name: str, n: int) -> None:
@@ -188,7 +191,7 @@ class ArraysWriter:
         ds[lo : lo + n] = data[:n]
         self._stored[name] = lo + n
         if n < len(data):
-            self._pending[name] = [data[n:]]
+            self._pending[name] = [data[n:].copy()]  # may be a view of the caller's buffer
 
     def chunk_rows_of(self, name: str) -> int:
         assert self._h5 is not None
