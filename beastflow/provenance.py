@@ -46,6 +46,29 @@ def _software_versions() -> tuple[tuple[str, str], ...]:
     return tuple(out.items())
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _embedded_record(url: str) -> tuple[str, int] | None:
+    """(provenance record, n_rows) of an HDF5 file written by beastflow (its ``format``
+    attribute names a beastflow format and it holds a record); None for any other file."""
+    with storage.open_url(url, "rb") as fh:
+        if fh.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
+            return None
+    with open_h5(url) as h5:
+        fmt = h5.attrs.get("format", "")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
+        if not fmt.startswith("beastflow-") or "provenance" not in h5.attrs:
+            return None
+        prov = h5.attrs["provenance"]
+        n_rows = int(h5.attrs.get("n_rows", -1))
+    return (prov.decode() if isinstance(prov, bytes) else str(prov)), n_rows
+
+
+def _identity(url: str, record: tuple[str, int]) -> str:
+    return "artifact:" + storage.hash_object([record[0], record[1], storage.size(url)])
+
+
 def artifact_identity(url: str) -> str:
     """Cheap identity of a (possibly huge) HDF5 artifact for provenance.
 
@@ -55,29 +78,20 @@ def artifact_identity(url: str) -> str:
     """
     with open_h5(url) as h5:
         prov = h5.attrs.get("provenance", "")
-        n_rows = h5.attrs.get("n_rows", -1)
-    prov = prov.decode() if isinstance(prov, bytes) else str(prov)
-    return "artifact:" + storage.hash_object([prov, int(n_rows), storage.size(url)])
-
-
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+        n_rows = int(h5.attrs.get("n_rows", -1))
+    return _identity(url, (prov.decode() if isinstance(prov, bytes) else str(prov), n_rows))
 
 
 def is_beastflow_artifact(url: str) -> bool:
     """An HDF5 file whose ``format`` attribute names a beastflow format and which
     carries a provenance record (what ``artifact_identity`` hashes)."""
-    with storage.open_url(url, "rb") as fh:
-        if fh.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
-            return False
-    with open_h5(url) as h5:
-        fmt = h5.attrs.get("format", "")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
-        return fmt.startswith("beastflow-") and "provenance" in h5.attrs
+    return _embedded_record(url) is not None
 
 
 def input_identity(url: str) -> str:
     """How a provenance record names one input (the module docstring's one rule)."""
-    return artifact_identity(url) if is_beastflow_artifact(url) else storage.content_hash(url)
+    record = _embedded_record(url)  # one read of the header, not two
+    return _identity(url, record) if record is not None else storage.content_hash(url)
 
 
 def make_provenance(
