@@ -52,6 +52,7 @@ from beastflow import plan
 from beastflow.behaviour import FitBehaviour, PercentileRule, PriorNorm
 from beastflow.filters import short_names
 from beastflow.fit import likelihood as lk
+from beastflow.fit.factors import GridFactors, grid_factors
 from beastflow.fit.grid_info import EXCLUDED, read_grid_info, symlog
 from beastflow.fit.lnp import NOT_TRUNCATED, reduce_heaps_flat, star_seeds
 from beastflow.fit.outputs import PDF2DWriter, write_lnp, write_pdf1d, write_stats
@@ -159,10 +160,15 @@ class _OneBlock:
 
 
 class _Chunk:
-    """One block of models prepared for the kernels."""
+    """One block of models prepared for the kernels, in the visiting order of its
+    ``factors`` (``rowid``: the chunk row of each visited model)."""
 
-    def __init__(self, m, ivar, lne, const, qvals, bins1, bins2, gid, specgrid, start, icd=None, ico=None):
+    def __init__(
+        self, m, ivar, lne, const, qvals, bins1, bins2, gid, specgrid, start, factors, rowid, icd=None, ico=None
+    ):
         self.m, self.ivar, self.lne, self.const = m, ivar, lne, const
+        self.factors: GridFactors = factors
+        self.rowid = rowid
         nb, n = m.shape
         self.full = icd is not None
         # toothpick: empty truncheon arrays (one kernel signature for both)
@@ -177,6 +183,39 @@ class _Chunk:
             start,
         )
         self.screen = False
+
+    def best_positions(self, best_idx: np.ndarray) -> np.ndarray:
+        """Visiting position of each star's best model (grid rows best_idx) in this
+        chunk, -1 where it lies in another chunk."""
+        rel = best_idx - self.start
+        inside = (rel >= 0) & (rel < len(self.rowid))
+        if self.factors.perm is None:
+            return np.where(inside, rel, -1)
+        pos = np.empty(len(self.rowid), np.int64)
+        pos[self.rowid] = np.arange(len(self.rowid))
+        return np.where(inside, pos[np.clip(rel, 0, len(pos) - 1)], -1)
+
+    def stored_gid(self) -> np.ndarray:
+        """The global model ids in the chunk's stored row order."""
+        if self.factors.perm is None:
+            return self.gid
+        out = np.empty_like(self.gid)
+        out[self.rowid] = self.gid
+        return out
+
+    def dust_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For ``likelihood.expand_dust``: the dust quantities (original indices), and
+        per dust point their values, 1-D bins and dust-pair 2-D bins."""
+        f = self.factors
+        nd = int(f.layout[0] + f.layout[1])
+        npd = int(f.layout[2] + f.layout[3])
+        rep = f.dust_rep
+        return (
+            np.ascontiguousarray(f.qorder[nd:]),
+            np.ascontiguousarray(self.qvals[rep][:, nd:]),
+            np.ascontiguousarray(self.bins1[rep][:, nd:]),
+            np.ascontiguousarray(self.bins2[rep][:, npd:]),
+        )
 
     def add_screen(self, valid: np.ndarray) -> None:
         """float32 copies for the screened kernels (likelihood.py, "float32 screen"),
@@ -267,10 +306,22 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
         if "specgrid_indx" in blk.columns
         else np.full(len(seds), -1, np.int64)
     )
-    # the kernels scatter one model's quantities at a time: model-major
-    qM, b1M, b2M = (np.ascontiguousarray(a.T) for a in (qT, b1T, b2T))
+    qi = {q: i for i, q in enumerate(bs.qnames)}
+    fac = grid_factors(bs.qnames, qT, [(qi[a.name], qi[b.name]) for a, b in bs.pairs], blk.columns)
+    rowid = np.arange(len(seds), dtype=np.int64)
+    if fac.perm is not None:  # visit each stellar model's rows one after the other
+        p = fac.perm
+        # (numpy lays a[:, p] out column-major: the kernels need C order)
+        cols_of = lambda a: np.ascontiguousarray(a[:, p])  # noqa: E731
+        mT, ivT, lneT, qT, b1T, b2T = (cols_of(a) for a in (mT, ivT, lneT, qT, b1T, b2T))
+        icdT, icoT = (cols_of(a) if a is not None else None for a in (icdT, icoT))
+        const, gid, spec, valid, rowid = const[p], gid[p], spec[p], valid[p], p.astype(np.int64)
+    # the kernels scatter one model's quantities at a time: model-major, and in the
+    # factors' order (direct quantities first, then stellar, then dust)
+    qM, b1M = (np.ascontiguousarray(a[fac.qorder].T) for a in (qT, b1T))
+    b2M = np.ascontiguousarray(b2T[fac.porder].T)
     del qT, b1T, b2T
-    chunk = _Chunk(mT, ivT, lneT, const, qM, b1M, b2M, gid, spec, blk.start, icdT, icoT)
+    chunk = _Chunk(mT, ivT, lneT, const, qM, b1M, b2M, gid, spec, blk.start, fac, rowid, icdT, icoT)
     # the screen is proven for the default fit rules only (thresholds, chi2min, Pmax...)
     if SCREEN and opts.behaviour == FitBehaviour() and not full:
         chunk.add_screen(valid)
@@ -333,7 +384,7 @@ def fit_arrays(
     used_all = np.isfinite(Y)
     Yc = np.where(used_all, Y, 0.0)
     qcols = [c for c in bs.qnames if not c.startswith("symlog")]
-    cols = sorted(set(qcols) | {"weight"} | ({"fullgrid_idx", "specgrid_indx"} & set(grid.columns)))
+    cols = sorted(set(qcols) | {"weight"} | ({"fullgrid_idx", "specgrid_indx", "distance"} & set(grid.columns)))
     where = grid.url
     counters = {"zero_weight": 0, "invalid_noise": 0}
     single = grid.n_models <= chunk_models
@@ -397,12 +448,14 @@ def fit_arrays(
                 y32, fast = c.screen_stars(y, used)
                 tm = np.empty((T, lk.screen_tiles(c.m.shape[1], T), nsb), np.float32)
                 lk.screen_max(
-                    y, y32, fast, used, c.m, c.ivar, c.lne, c.const, c.m32, c.hv32, c.c32, c.cref,
+                    y, y32, fast, used, c.m, c.ivar, c.lne, c.const, c.m32, c.hv32, c.c32, c.cref, c.rowid,
                     c.start, M, bidx, c2, c2i, tm, T,
                 )  # fmt: skip
                 tmax.append(tm)
             else:
-                lk.pass_max(y, used, c.m, c.ivar, c.lne, c.icd, c.ico, c.full, c.const, c.start, M, bidx, c2, c2i, T)
+                lk.pass_max(
+                    y, used, c.m, c.ivar, c.lne, c.icd, c.ico, c.full, c.const, c.rowid, c.start, M, bidx, c2, c2i, T
+                )  # fmt: skip
                 tmax.append(None)
         if not np.all(np.isfinite(M)):
             raise ValueError(
@@ -432,8 +485,11 @@ def fit_arrays(
                 # (new C-ordered arrays, not slices: the kernels' compiled signature is the same)
                 heaps = (np.empty((T, nsb, 0)), np.empty((T, nsb, 0), np.int64), np.empty((T, nsb, 0)),
                          np.empty((T, nsb, 0)), hn)  # fmt: skip
-            sums = (c.qvals, c.bins1, c.bins2, c.gid, c.specgrid, bidx, seeds)
-            accs = (acc_s0, acc_exp, acc_h1, acc_h2, acc_c2, acc_c2i, acc_nc, *heaps, bq, bg, bsp)
+            fac = c.factors
+            sums = (c.qvals, c.bins1, c.bins2, c.gid, c.rowid, fac.stellar, fac.dustpt, fac.layout, fac.qorder,
+                    c.specgrid, c.best_positions(bidx), seeds)  # fmt: skip
+            acc_wd = np.zeros((T, nsb, max(fac.n_dust, 1)))
+            accs = (acc_s0, acc_exp, acc_h1, acc_h2, acc_wd, acc_c2, acc_c2i, acc_nc, *heaps, bq, bg, bsp)
             if tiles_max is not None:
                 lk.screen_accumulate(
                     y, used, c.m, c.ivar, c.lne, c.const, c.cref, tiles_max,
@@ -444,6 +500,9 @@ def fit_arrays(
                     y, used, c.m, c.ivar, c.lne, c.icd, c.ico, c.full, c.const,
                     c.start, M, opts.stat_thr, opts.lnp_thr, *sums, *accs,
                 )  # fmt: skip
+            if fac.n_dust:
+                dq, dvals, db1, db2 = c.dust_tables()
+                lk.expand_dust(acc_wd, dq, dvals, db1, db2, acc_exp, acc_h1, acc_h2)
         s0 = acc_s0.sum(axis=0)
         sl = slice(lo, hi)
         out["lnPmax"][sl], out["best_idx"][sl] = M, bidx
@@ -457,8 +516,8 @@ def fit_arrays(
             # with, since it is <= every sparse-set chi2 and would always win
             c2 = np.full(nsb, np.inf)
             c2i = np.full(nsb, -1, np.int64)
-            for t in range(T):  # partition order = model order: ties keep the first index
-                better = acc_c2[t] < c2
+            for t in range(T):  # ties keep the first index
+                better = (acc_c2[t] < c2) | ((acc_c2[t] == c2) & (acc_c2i[t] >= 0) & (acc_c2i[t] < c2i))
                 c2 = np.where(better, acc_c2[t], c2)
                 c2i = np.where(better, acc_c2i[t], c2i)
         out["chi2min"][sl], out["chi2min_idx"][sl] = c2, c2i
@@ -474,7 +533,7 @@ def fit_arrays(
         if hook is not None:
             hook(hi, ns)
     if cached:  # the global model ids of the rows, already in memory (no second read of the grid)
-        out["gid"] = cached[0].gid
+        out["gid"] = cached[0].stored_gid()
     if counters["zero_weight"]:
         log.warning("%s: %d model(s) with weight <= 0 are ignored", where, counters["zero_weight"])
     if counters["invalid_noise"]:

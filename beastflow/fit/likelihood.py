@@ -17,7 +17,9 @@ holds q_norm = −½ ln det C instead of −Σ_k ln e_jk (``_tile_lnp_full``).
 
 The kernels are parallel over *models*: ``prange`` runs over T contiguous model
 partitions, each with its own accumulators (no races, deterministic sums), which
-are reduced in partition order afterwards (so ties keep the first index).
+are reduced in partition order afterwards (ties keep the first row of the grid's
+stored order: every comparison breaks them by row, since the models are visited in
+the order of ``factors.GridFactors``, each stellar model's rows together).
 T is a constant (``REDUCTION_PARTITIONS``), not the thread count: the
 partition boundaries set the order of the floating-point sums, so a fixed T
 gives bit-identical statistics on 1, 2 or 16 threads.
@@ -32,7 +34,9 @@ accumulators persist across chunks.  Two passes per star block:
    chunking, threading or subgrid splitting.  Models with lnP − M_s below the
    statistics threshold are skipped: with the default threshold (−60) their
    weights (< 1e-26 relative to the peak term, which is exactly 1) are below
-   the floating-point resolution of the sums.
+   the floating-point resolution of the sums.  The sums are factored along the
+   grid's stellar-model × dust-point structure (``factors.py``, ~3× fewer
+   scatters), and the weights use a vectorised exp (``_exp_inplace``, 1 ulp).
 """
 
 from __future__ import annotations
@@ -194,7 +198,9 @@ def _tile(Y, USED, s, mT, ivT, lneT, icdT, icoT, full, const, j0, nt, chi2, lnp,
 
 
 @njit(parallel=True, cache=True)
-def pass_max(Y, USED, mT, ivT, lneT, icdT, icoT, full, const, start, best_lnp, best_idx, chi2min, chi2min_idx, T):
+def pass_max(
+    Y, USED, mT, ivT, lneT, icdT, icoT, full, const, rowid, start, best_lnp, best_idx, chi2min, chi2min_idx, T
+):
     """Update per-star max lnP / argmax and min chi2 / argmin with one chunk (in place).
 
     Arrays of the chunk are band-major: mT, ivT, lneT [n_bands, n_models]; with
@@ -224,20 +230,42 @@ def pass_max(Y, USED, mT, ivT, lneT, icdT, icoT, full, const, start, best_lnp, b
                 bl = tl[t, s]
                 bc = tc[t, s]
                 for jj in range(nt):
-                    if lnp[jj] > bl:  # -inf (invalid models) never wins
+                    r = rowid[j0 + jj]
+                    if _better_max(lnp[jj], r, bl, ti[t, s]):
                         bl = lnp[jj]
-                        ti[t, s] = j0 + jj
-                    if chi2[jj] < bc and const[j0 + jj] > -np.inf:
+                        ti[t, s] = r
+                    if const[j0 + jj] > -np.inf and _better_min(chi2[jj], r, bc, tci[t, s]):
                         bc = chi2[jj]
-                        tci[t, s] = j0 + jj
+                        tci[t, s] = r
                 tl[t, s] = bl
                 tc[t, s] = bc
-    for t in range(T):  # partition order = model order: strict comparisons keep the first index
+    _reduce_extrema(tl, ti, tc, tci, start, best_lnp, best_idx, chi2min, chi2min_idx)
+
+
+@njit(cache=True)
+def _better_max(v, r, best, best_r):
+    """v (at chunk row r) beats the running maximum: larger, or equal at an earlier
+    row (the first index wins ties, in the grid's own row order, whatever order the
+    models are visited in); -inf (invalid models) never wins."""
+    return v > best or (v == best and v > -np.inf and r < best_r)
+
+
+@njit(cache=True)
+def _better_min(v, r, best, best_r):
+    return v < best or (v == best and v < np.inf and best_r >= 0 and r < best_r)
+
+
+@njit(cache=True)
+def _reduce_extrema(tl, ti, tc, tci, start, best_lnp, best_idx, chi2min, chi2min_idx):
+    """Per-partition maxima/minima (rows of the chunk) into the running per-star ones
+    (rows of the grid: + start; earlier chunks have smaller rows)."""
+    T, ns = tl.shape
+    for t in range(T):
         for s in range(ns):
-            if tl[t, s] > best_lnp[s]:
+            if ti[t, s] >= 0 and _better_max(tl[t, s], ti[t, s] + start, best_lnp[s], best_idx[s]):
                 best_lnp[s] = tl[t, s]
                 best_idx[s] = ti[t, s] + start
-            if tc[t, s] < chi2min[s]:
+            if tci[t, s] >= 0 and _better_min(tc[t, s], tci[t, s] + start, chi2min[s], chi2min_idx[s]):
                 chi2min[s] = tc[t, s]
                 chi2min_idx[s] = tci[t, s] + start
 
@@ -298,6 +326,52 @@ def _heap_push(keys, idx, lnp, chi2, n, k, key, j, lp, c2):
     return n
 
 
+#: exp(x) = 2^n e^r, n = round(x / ln 2), |r| <= ln2 / 2: Cody-Waite reduction with
+#: ln 2 split in two (n ln2_hi is exact), then Taylor to degree 13 (the first omitted
+#: term, r^14/14!, is < 2^-55 relative).  1 ulp of the C library's exp, 90 % of values
+#: bit-equal to it; unlike a call to it, the loop vectorises (tests/fit/test_fit.py).
+_LN2_HI = 0.6931471803691238
+_LN2_LO = 1.9082149292705877e-10
+_LOG2E = 1.4426950408889634
+#: 1.5 * 2^52: x + this rounds x to an integer held in the low bits of the mantissa
+_ROUNDER = 6755399441055744.0
+_ROUNDER_BITS = np.float64(_ROUNDER).view(np.int64)
+#: below this exp underflows to subnormals (the weights are then 0 for every sum)
+_EXP_MIN = -708.0
+
+
+@njit(cache=True)
+def _exp_inplace(x, n, tmp):
+    """x[:n] = exp(x[:n]) for x <= 0 (below _EXP_MIN: exp(_EXP_MIN), ~3e-308);
+    tmp: scratch of at least n doubles."""
+    for i in range(n):
+        v = max(x[i], _EXP_MIN)
+        t = v * _LOG2E + _ROUNDER
+        nf = t - _ROUNDER
+        r = (v - nf * _LN2_HI) - nf * _LN2_LO
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        x[i] = p * r + 1.0
+        tmp[i] = t
+    # 2^n: n + 1023 in the exponent field of a double
+    bits = tmp.view(np.int64)
+    for i in range(n):
+        bits[i] = (bits[i] - _ROUNDER_BITS + 1023) << 52
+    for i in range(n):
+        x[i] *= tmp[i]
+
+
 @njit(cache=True)
 def _accumulate_tile(
     t,
@@ -314,14 +388,22 @@ def _accumulate_tile(
     b1M,
     b2M,
     gid,
+    rowid,
+    stellar,
+    dustpt,
+    layout,
+    qorder,
     seeds,
     w,
+    ebits,
     sel,
+    cand,
     et,
     acc_s0,
     acc_exp,
     acc_h1,
     acc_h2,
+    acc_wd,
     acc_chi2,
     acc_chi2i,
     acc_ncand,
@@ -332,28 +414,43 @@ def _accumulate_tile(
     heap_n,
 ):
     """Add the models j0..j0+nt-1 (chi2, lnP of star s in chi2[:nt], lnp[:nt]) to
-    partition t's accumulators: weights above the statistics threshold, lnP sample."""
+    partition t's accumulators: weights above the statistics threshold, lnP sample.
+
+    The sums are factored along the grid's structure (``fitting.GridFactors``):
+    quantities [0, nd) are added model by model; the stellar ones [nd, nd + nst)
+    (and stellar 2-D pairs) once per run of consecutive models of the same stellar
+    model (``stellar``), with the run's summed weight; the dust ones (the rest)
+    through the per-star table acc_wd of weight per dust point (``dustpt``), which
+    the driver expands after the chunk.  The same sums, ~3x fewer scatters."""
+    nd, nst, npd, nps = layout[0], layout[1], layout[2], layout[3]
     nq = qM.shape[1]
-    np2 = b2M.shape[1]
     k = heap_key.shape[2]
-    # weights of the models of the tile above the statistics threshold, compacted
-    # so the scatters touch only those; in the same sweep, the lnP sample's candidates
-    # (pushed in model order, as the sample's bottom-k needs no particular order)
+    # the models above the statistics threshold (weights, sums) and above the
+    # sampling threshold (lnP-sample candidates), compacted without branches: whether
+    # a model passes is data-dependent, a branch would often be mispredicted
     nz = 0
-    bc = acc_chi2[t, s]
-    bci = acc_chi2i[t, s]
     nc = 0
     for jj in range(nt):
         dl = lnp[jj] - Ms
-        if dl > stat_thr:
-            w[nz] = math.exp(dl)
-            sel[nz] = j0 + jj
-            nz += 1
-            if chi2[jj] < bc:
-                bc = chi2[jj]
-                bci = j0 + jj + start
-        if k > 0 and dl > lnp_thr:
-            nc += 1
+        sel[nz] = jj
+        nz += dl > stat_thr
+        cand[nc] = jj
+        nc += dl > lnp_thr
+    bc = acc_chi2[t, s]
+    bci = acc_chi2i[t, s]
+    for i in range(nz):
+        w[i] = lnp[sel[i]] - Ms
+    _exp_inplace(w, nz, ebits)
+    for i in range(nz):
+        jj = sel[i]
+        r = rowid[j0 + jj] + start
+        if _better_min(chi2[jj], r, bc, bci):
+            bc = chi2[jj]
+            bci = r
+        sel[i] = j0 + jj
+    if k > 0:
+        for i in range(nc):
+            jj = cand[i]
             j = j0 + jj
             key = hash_key(seeds[s], gid[j])
             # a full heap keeps its k smallest keys: most candidates stop here
@@ -366,48 +463,79 @@ def _accumulate_tile(
                     heap_n[t, s],
                     k,
                     key,
-                    j + start,
+                    rowid[j] + start,
                     lnp[jj],
                     chi2[jj],
                 )
+    else:
+        nc = 0
     acc_chi2[t, s] = bc
     acc_chi2i[t, s] = bci
     acc_ncand[t, s] += nc
-    if nz > 0:
-        sw = 0.0
-        for i in range(nz):
-            sw += w[i]
-        acc_s0[t, s] += sw
-        ex = acc_exp[t, s]
-        h1 = acc_h1[t, s]
-        h2 = acc_h2[t, s]
-        # model-major (one model's quantities and bins contiguous): the nq sums and
-        # scatters of a model are independent, so they overlap instead of waiting on
-        # one another; each sum and each bin still adds the models in tile order
-        for q in range(nq):
-            et[q] = 0.0
-        for i in range(nz):
-            wi = w[i]
-            # row views: indices from 0, no negative-index fix-up, the sums vectorise
-            qj = qM[sel[i]]
-            b1j = b1M[sel[i]]
-            b2j = b2M[sel[i]]
-            for q in range(nq):
-                et[q] += wi * qj[q]
-            for q in range(nq):
-                h1[b1j[q]] += wi
-            for p in range(np2):
-                h2[b2j[p]] += wi
-        for q in range(nq):
-            ex[q] += et[q]
+    if nz == 0:
+        return
+    sw = 0.0
+    for i in range(nz):
+        sw += w[i]
+    acc_s0[t, s] += sw
+    ex = acc_exp[t, s]
+    h1 = acc_h1[t, s]
+    h2 = acc_h2[t, s]
+    wd = acc_wd[t, s]
+    for q in range(nq):
+        et[q] = 0.0
+    cur = -1
+    rs = 0.0
+    rj = 0
+    for i in range(nz):
+        wi = w[i]
+        j = sel[i]
+        g = stellar[j]
+        if g != cur:
+            if cur >= 0:
+                _add_run(rs, rj, nd, nst, npd, nps, qM, b1M, b2M, et, h1, h2)
+            cur = g
+            rs = 0.0
+            rj = j
+        rs += wi
+        wd[dustpt[j]] += wi
+        # row views: indices from 0, no negative-index fix-up, the sums vectorise
+        qj = qM[j]
+        b1j = b1M[j]
+        b2j = b2M[j]
+        for q in range(nd):
+            et[q] += wi * qj[q]
+        for q in range(nd):
+            h1[b1j[q]] += wi
+        for p in range(npd):
+            h2[b2j[p]] += wi
+    _add_run(rs, rj, nd, nst, npd, nps, qM, b1M, b2M, et, h1, h2)
+    for q in range(nd + nst):
+        ex[qorder[q]] += et[q]
 
 
 @njit(cache=True)
-def _best_quantities(s, bi, j0, nt, qM, gid, specgrid, best_q, best_gid, best_spec):
-    """Best (MAP) model's quantities, when it lies in the tile (bi: chunk-local index)."""
+def _add_run(rs, j, nd, nst, npd, nps, qM, b1M, b2M, et, h1, h2):
+    """A run of models of one stellar model (row j of it), summed weight rs: its
+    stellar quantities and 2-D pairs take rs at once."""
+    qj = qM[j]
+    b1j = b1M[j]
+    b2j = b2M[j]
+    for q in range(nd, nd + nst):
+        et[q] += rs * qj[q]
+    for q in range(nd, nd + nst):
+        h1[b1j[q]] += rs
+    for p in range(npd, npd + nps):
+        h2[b2j[p]] += rs
+
+
+@njit(cache=True)
+def _best_quantities(s, bi, j0, nt, qM, qorder, gid, specgrid, best_q, best_gid, best_spec):
+    """Best (MAP) model's quantities, when it lies in the tile (bi: its position in the
+    chunk as visited, -1 when it is in another chunk)."""
     if bi >= j0 and bi < j0 + nt:
         for q in range(qM.shape[1]):
-            best_q[s, q] = qM[bi, q]
+            best_q[s, qorder[q]] = qM[bi, q]
         best_gid[s] = gid[bi]
         best_spec[s] = specgrid[bi]
 
@@ -431,13 +559,19 @@ def pass_accumulate(
     b1M,
     b2M,
     gid,
+    rowid,
+    stellar,
+    dustpt,
+    layout,
+    qorder,
     specgrid,
-    best_idx,
+    best_pos,
     seeds,
     acc_s0,
     acc_exp,
     acc_h1,
     acc_h2,
+    acc_wd,
     acc_chi2,
     acc_chi2i,
     acc_ncand,
@@ -472,6 +606,8 @@ def pass_accumulate(
         lnp = np.empty(TILE)
         w = np.empty(TILE)
         sel = np.empty(TILE, dtype=np.int64)
+        cand = np.empty(TILE, dtype=np.int64)
+        ebits = np.empty(TILE)
         et = np.empty(qM.shape[1])
         d = np.empty((nb, TILE))
         for j0 in range(lo, hi, TILE):
@@ -483,12 +619,13 @@ def pass_accumulate(
                 for jj in range(nt):
                     if lnp[jj] > top:
                         top = lnp[jj]
-                _best_quantities(s, best_idx[s] - start, j0, nt, qM, gid, specgrid, best_q, best_gid, best_spec)
+                _best_quantities(s, best_pos[s], j0, nt, qM, qorder, gid, specgrid, best_q, best_gid, best_spec)
                 if top - Ms <= floor:
                     continue
                 _accumulate_tile(
-                    t, s, j0, nt, start, chi2, lnp, Ms, stat_thr, lnp_thr, qM, b1M, b2M, gid, seeds, w, sel, et,
-                    acc_s0, acc_exp, acc_h1, acc_h2, acc_chi2, acc_chi2i, acc_ncand,
+                    t, s, j0, nt, start, chi2, lnp, Ms, stat_thr, lnp_thr, qM, b1M, b2M, gid, rowid, stellar,
+                    dustpt, layout, qorder, seeds, w, ebits, sel, cand, et, acc_s0, acc_exp, acc_h1, acc_h2, acc_wd, acc_chi2, acc_chi2i,
+                    acc_ncand,
                     heap_key, heap_idx, heap_lnp, heap_chi2, heap_n,
                 )  # fmt: skip
 
@@ -578,6 +715,7 @@ def screen_max(
     hv32,
     c32,
     cref,
+    rowid,
     start,
     best_lnp,
     best_idx,
@@ -588,7 +726,12 @@ def screen_max(
 ):
     """``pass_max`` for a diagonal noise model, screened in float32 for the stars
     with FAST[s] (every band measured); also the float32 maximum lnP - cref of every
-    (partition, tile, star) into tmax [T, tiles, ns]."""
+    (partition, tile, star) into tmax [T, tiles, ns].
+
+    Two sweeps: the float32 one finds each star's float32 maxima of lnP and of
+    -chi2/2 (tile by tile); the second evaluates in float64 only the models within
+    ``SCREEN_MARGIN`` of them.  The cut is global, so the work does not depend on
+    the order the models are visited in."""
     ns, nb = Y.shape
     n = mT.shape[1]
     margin = SCREEN_MARGIN
@@ -596,6 +739,9 @@ def screen_max(
     ti = np.full((T, ns), -1, dtype=np.int64)
     tc = np.full((T, ns), np.inf)
     tci = np.full((T, ns), -1, dtype=np.int64)
+    tam = np.empty_like(tmax)  # float32 max of -chi2/2 per (partition, tile, star)
+    pl = np.full((T, ns), -np.inf, dtype=np.float32)
+    pa = np.full((T, ns), -np.inf, dtype=np.float32)
     missing = np.zeros(ns, dtype=np.bool_)
     for s in range(ns):
         for k in range(nb):
@@ -614,47 +760,69 @@ def screen_max(
             it = (j0 - lo) // TILE
             nt = min(TILE, hi - j0)
             for s in range(ns):
-                bl = tl[t, s]
-                bc = tc[t, s]
                 if FAST[s]:
                     top, amax = _tile32(Y32, s, m32, hv32, c32, j0, nt, acc32, lnp32)
                     tmax[t, it, s] = top
-                    lcut = bl - cref - margin
-                    ccut = -0.5 * bc - margin
-                    if top >= lcut or amax >= ccut:
-                        for jj in range(nt):
-                            if lnp32[jj] >= lcut or (acc32[jj] >= ccut and c32[j0 + jj] > -np.inf):
-                                j = j0 + jj
-                                c2, lp = _exact(Y, s, mT, ivT, const, j)
-                                if lp > bl:  # -inf (invalid models) never wins
-                                    bl = lp
-                                    ti[t, s] = j
-                                if c2 < bc and const[j] > -np.inf:
-                                    bc = c2
-                                    tci[t, s] = j
-                else:
-                    _tile(Y, USED, s, mT, ivT, lneT, none, none, False, const, j0, nt, chi2, lnp, missing[s], d)
-                    top64 = -np.inf
-                    for jj in range(nt):
-                        if lnp[jj] > top64:
-                            top64 = lnp[jj]
-                        if lnp[jj] > bl:
-                            bl = lnp[jj]
-                            ti[t, s] = j0 + jj
-                        if chi2[jj] < bc and const[j0 + jj] > -np.inf:
-                            bc = chi2[jj]
-                            tci[t, s] = j0 + jj
-                    tmax[t, it, s] = top64 - cref
+                    tam[t, it, s] = amax
+                    pl[t, s] = max(pl[t, s], top)
+                    pa[t, s] = max(pa[t, s], amax)
+                    continue
+                # a star with an unmeasured band: float64 for every model
+                bl = tl[t, s]
+                bc = tc[t, s]
+                _tile(Y, USED, s, mT, ivT, lneT, none, none, False, const, j0, nt, chi2, lnp, missing[s], d)
+                top64 = -np.inf
+                for jj in range(nt):
+                    r = rowid[j0 + jj]
+                    if lnp[jj] > top64:
+                        top64 = lnp[jj]
+                    if _better_max(lnp[jj], r, bl, ti[t, s]):
+                        bl = lnp[jj]
+                        ti[t, s] = r
+                    if const[j0 + jj] > -np.inf and _better_min(chi2[jj], r, bc, tci[t, s]):
+                        bc = chi2[jj]
+                        tci[t, s] = r
+                tmax[t, it, s] = top64 - cref
                 tl[t, s] = bl
                 tc[t, s] = bc
-    for t in range(T):  # partition order = model order: strict comparisons keep the first index
-        for s in range(ns):
-            if tl[t, s] > best_lnp[s]:
-                best_lnp[s] = tl[t, s]
-                best_idx[s] = ti[t, s] + start
-            if tc[t, s] < chi2min[s]:
-                chi2min[s] = tc[t, s]
-                chi2min_idx[s] = tci[t, s] + start
+    lcut = np.empty(ns, dtype=np.float32)
+    ccut = np.empty(ns, dtype=np.float32)
+    for s in range(ns):
+        ml = np.float32(-np.inf)
+        ma = np.float32(-np.inf)
+        for t in range(T):
+            ml = max(ml, pl[t, s])
+            ma = max(ma, pa[t, s])
+        lcut[s] = ml - margin
+        ccut[s] = ma - margin
+    for t in prange(T):
+        lo = t * n // T
+        hi = (t + 1) * n // T
+        acc32 = np.empty(TILE, dtype=np.float32)
+        lnp32 = np.empty(TILE, dtype=np.float32)
+        for j0 in range(lo, hi, TILE):
+            it = (j0 - lo) // TILE
+            nt = min(TILE, hi - j0)
+            for s in range(ns):
+                if not FAST[s] or (tmax[t, it, s] < lcut[s] and tam[t, it, s] < ccut[s]):
+                    continue
+                _tile32(Y32, s, m32, hv32, c32, j0, nt, acc32, lnp32)
+                bl = tl[t, s]
+                bc = tc[t, s]
+                for jj in range(nt):
+                    if lnp32[jj] >= lcut[s] or (acc32[jj] >= ccut[s] and c32[j0 + jj] > -np.inf):
+                        j = j0 + jj
+                        r = rowid[j]
+                        c2, lp = _exact(Y, s, mT, ivT, const, j)
+                        if _better_max(lp, r, bl, ti[t, s]):
+                            bl = lp
+                            ti[t, s] = r
+                        if const[j] > -np.inf and _better_min(c2, r, bc, tci[t, s]):
+                            bc = c2
+                            tci[t, s] = r
+                tl[t, s] = bl
+                tc[t, s] = bc
+    _reduce_extrema(tl, ti, tc, tci, start, best_lnp, best_idx, chi2min, chi2min_idx)
 
 
 @njit(parallel=True, cache=True)
@@ -675,13 +843,19 @@ def screen_accumulate(
     b1M,
     b2M,
     gid,
+    rowid,
+    stellar,
+    dustpt,
+    layout,
+    qorder,
     specgrid,
-    best_idx,
+    best_pos,
     seeds,
     acc_s0,
     acc_exp,
     acc_h1,
     acc_h2,
+    acc_wd,
     acc_chi2,
     acc_chi2i,
     acc_ncand,
@@ -714,6 +888,8 @@ def screen_accumulate(
         lnp = np.empty(TILE)
         w = np.empty(TILE)
         sel = np.empty(TILE, dtype=np.int64)
+        cand = np.empty(TILE, dtype=np.int64)
+        ebits = np.empty(TILE)
         et = np.empty(qM.shape[1])
         d = np.empty((nb, TILE))
         for j0 in range(lo, hi, TILE):
@@ -721,7 +897,7 @@ def screen_accumulate(
             nt = min(TILE, hi - j0)
             for s in range(ns):
                 Ms = M[s]
-                _best_quantities(s, best_idx[s] - start, j0, nt, qM, gid, specgrid, best_q, best_gid, best_spec)
+                _best_quantities(s, best_pos[s], j0, nt, qM, qorder, gid, specgrid, best_q, best_gid, best_spec)
                 # lnP - cref of a model that can reach the thresholds exceeds cut
                 cut = Ms - cref + floor - SCREEN_MARGIN
                 if tmax[t, it, s] <= cut:
@@ -729,10 +905,33 @@ def screen_accumulate(
                 # a tile that can contribute is evaluated in float64 as a whole (vectorised)
                 _tile(Y, USED, s, mT, ivT, lneT, none, none, False, const, j0, nt, chi2, lnp, missing[s], d)
                 _accumulate_tile(
-                    t, s, j0, nt, start, chi2, lnp, Ms, stat_thr, lnp_thr, qM, b1M, b2M, gid, seeds, w, sel, et,
-                    acc_s0, acc_exp, acc_h1, acc_h2, acc_chi2, acc_chi2i, acc_ncand,
+                    t, s, j0, nt, start, chi2, lnp, Ms, stat_thr, lnp_thr, qM, b1M, b2M, gid, rowid, stellar,
+                    dustpt, layout, qorder, seeds, w, ebits, sel, cand, et, acc_s0, acc_exp, acc_h1, acc_h2, acc_wd, acc_chi2, acc_chi2i,
+                    acc_ncand,
                     heap_key, heap_idx, heap_lnp, heap_chi2, heap_n,
                 )  # fmt: skip
+
+
+@njit(cache=True)
+def expand_dust(acc_wd, dq, dvals, db1, db2, acc_exp, acc_h1, acc_h2):
+    """The dust-point weight tables of ``_accumulate_tile`` (acc_wd [T, ns, n_dust])
+    into partition 0's sums: per dust point d, its summed weight W goes to the
+    quantities dq (original indices) with values dvals [d, x], to the 1-D bins
+    db1 [d, x] and to the 2-D bins db2 [d, y].  Sequential: the same sums on any
+    thread count."""
+    T, ns, nd = acc_wd.shape
+    for s in range(ns):
+        for d in range(nd):
+            W = 0.0
+            for t in range(T):
+                W += acc_wd[t, s, d]
+            if W == 0.0:
+                continue
+            for x in range(dq.shape[0]):
+                acc_exp[0, s, dq[x]] += W * dvals[d, x]
+                acc_h1[0, s, db1[d, x]] += W
+            for y in range(db2.shape[1]):
+                acc_h2[0, s, db2[d, y]] += W
 
 
 def set_threads(n: int | None) -> None:
@@ -745,6 +944,7 @@ def set_threads(n: int | None) -> None:
 KERNELS = ("pass_max", "pass_accumulate", "screen_max", "screen_accumulate")
 
 __all__ = [
+    "expand_dust",
     "pass_max",
     "pass_accumulate",
     "screen_max",
