@@ -474,17 +474,18 @@ def fit_arrays(
         hl = np.zeros((T, nsb, max(kk, 1)))
         hc = np.zeros((T, nsb, max(kk, 1)))
         hn = np.zeros((T, nsb), np.int64)
+        hroot = np.full((T, nsb), np.inf)  # each partition's heap root once full (likelihood.py)
         bq = np.full((nsb, nq), np.nan)
         bg = np.full(nsb, -1, np.int64)
         bsp = np.full(nsb, -1, np.int64)
         seeds = seeds_all[lo:hi]
         for c, tiles_max in zip(chunks(), tmax):
             if k > 0:
-                heaps = (hk, hi_, hl, hc, hn)
+                heaps = (hk, hi_, hl, hc, hn, hroot)
             else:  # a zero-size heap axis switches sampling off inside the kernel
                 # (new C-ordered arrays, not slices: the kernels' compiled signature is the same)
                 heaps = (np.empty((T, nsb, 0)), np.empty((T, nsb, 0), np.int64), np.empty((T, nsb, 0)),
-                         np.empty((T, nsb, 0)), hn)  # fmt: skip
+                         np.empty((T, nsb, 0)), hn, hroot)  # fmt: skip
             fac = c.factors
             sums = (c.qvals, c.bins1, c.bins2, c.gid, c.rowid, fac.stellar, fac.dustpt, fac.layout, fac.qorder,
                     c.specgrid, c.best_positions(bidx), seeds)  # fmt: skip

@@ -412,6 +412,7 @@ def _accumulate_tile(
     heap_lnp,
     heap_chi2,
     heap_n,
+    heap_root,
 ):
     """Add the models j0..j0+nt-1 (chi2, lnP of star s in chi2[:nt], lnp[:nt]) to
     partition t's accumulators: weights above the statistics threshold, lnP sample.
@@ -449,12 +450,19 @@ def _accumulate_tile(
             bci = r
         sel[i] = j0 + jj
     if k > 0:
+        # a key above any partition's full-heap root is not among the star's k smallest:
+        # it need not enter this partition's heap either (the roots only decrease, so a
+        # root read while another thread moves on is still a valid bound; the union of
+        # the heaps still holds the k smallest keys, whatever the timing)
+        lim = np.inf
+        for u in range(heap_root.shape[0]):
+            lim = min(lim, heap_root[u, s])
         for i in range(nc):
             jj = cand[i]
             j = j0 + jj
             key = hash_key(seeds[s], gid[j])
             # a full heap keeps its k smallest keys: most candidates stop here
-            if heap_n[t, s] < k or key < heap_key[t, s, 0]:
+            if key < lim and (heap_n[t, s] < k or key < heap_key[t, s, 0]):
                 heap_n[t, s] = _heap_push(
                     heap_key[t, s],
                     heap_idx[t, s],
@@ -467,6 +475,8 @@ def _accumulate_tile(
                     lnp[jj],
                     chi2[jj],
                 )
+        if heap_n[t, s] >= k:
+            heap_root[t, s] = heap_key[t, s, 0]
     else:
         nc = 0
     acc_chi2[t, s] = bc
@@ -580,6 +590,7 @@ def pass_accumulate(
     heap_lnp,
     heap_chi2,
     heap_n,
+    heap_root,
     best_q,
     best_gid,
     best_spec,
@@ -626,7 +637,7 @@ def pass_accumulate(
                     t, s, j0, nt, start, chi2, lnp, Ms, stat_thr, lnp_thr, qM, b1M, b2M, gid, rowid, stellar,
                     dustpt, layout, qorder, seeds, w, ebits, sel, cand, et, acc_s0, acc_exp, acc_h1, acc_h2, acc_wd, acc_chi2, acc_chi2i,
                     acc_ncand,
-                    heap_key, heap_idx, heap_lnp, heap_chi2, heap_n,
+                    heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, heap_root,
                 )  # fmt: skip
 
 
@@ -864,6 +875,7 @@ def screen_accumulate(
     heap_lnp,
     heap_chi2,
     heap_n,
+    heap_root,
     best_q,
     best_gid,
     best_spec,
@@ -908,7 +920,7 @@ def screen_accumulate(
                     t, s, j0, nt, start, chi2, lnp, Ms, stat_thr, lnp_thr, qM, b1M, b2M, gid, rowid, stellar,
                     dustpt, layout, qorder, seeds, w, ebits, sel, cand, et, acc_s0, acc_exp, acc_h1, acc_h2, acc_wd, acc_chi2, acc_chi2i,
                     acc_ncand,
-                    heap_key, heap_idx, heap_lnp, heap_chi2, heap_n,
+                    heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, heap_root,
                 )  # fmt: skip
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from beastflow.fit.fitting import run_fit
 from beastflow.fit.grid_info import make_bins, read_grid_info, run_grid_info, symlog
+from beastflow.fit.likelihood import hash_key
+from beastflow.fit.lnp import star_seeds
 from beastflow.fit.outputs import lnp_star, read_lnp, read_pdf1d, read_stats
 from beastflow.fit.stats import iau_names, percentiles_from_pdf
 from beastflow.io.noise_model import open_noise_model
@@ -121,6 +123,22 @@ def test_lnp_sample(field, default_fit):
         np.testing.assert_allclose(sm["lnp"], lnp[e, sm["idx"]], rtol=1e-12)
         np.testing.assert_allclose(sm["chi2"], chi2[e, sm["idx"]], rtol=1e-12)
         assert (sm["gid"] == g.columns["fullgrid_idx"][sm["idx"]]).all()
+
+
+def test_lnp_sample_is_the_bottom_k_by_key(field, default_fit, tmp_path, synth_vega):
+    """A small sample (k = 3: every partition's heap fills, so the kernels skip candidates
+    by the partitions' shared heap bounds): still the k smallest keys of all candidates."""
+    s, gi, _ = default_fit
+    s3 = settings_for(tmp_path, lnp_npts=3)
+    r = run_fit(s3, field["trim"], field["trim_noise"], field["cat0"], gi, str(tmp_path / "P_bin0_sub0"))
+    L = read_lnp(r.lnp)
+    g, m, lnp, chi2, cat = _reference(field, gi)
+    ids = cat["star_id"].to_numpy() if "star_id" in cat.columns else np.arange(len(cat))
+    seeds = star_seeds(s3.fit.seed if s3.fit.seed is not None else s3.project.seed, ids)
+    for e in range(len(cat)):
+        cand = np.flatnonzero(lnp[e] - lnp[e].max() > -10)
+        keys = np.sort([hash_key(seeds[e], gd) for gd in g.columns["fullgrid_idx"][cand].astype(np.int64)])
+        np.testing.assert_array_equal(np.sort(lnp_star(L, e)["key"]), keys[:3], err_msg=str(e))
 
 
 def test_streaming_in_chunks_is_the_same(field, default_fit, tmp_path, synth_vega):
