@@ -15,11 +15,14 @@ order) of the single-grid sample.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Sequence
 
 import numba
 import numpy as np
+
+from beastflow.io.hdf5_arrays import codec_threads, run_codec
 
 #: "complete": the sample holds every candidate
 NOT_TRUNCATED = 2.0
@@ -49,19 +52,23 @@ def reduce_heaps_flat(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k):
     n = int(offsets[-1])
     out = {"key": np.empty(n), "idx": np.empty(n, np.int64), "lnp": np.empty(n), "chi2": np.empty(n)}
     hn = np.ascontiguousarray(heap_n, dtype=np.int64)
-    _bottom_k(heap_key, heap_idx, heap_lnp, heap_chi2, hn, offsets, out["key"], out["idx"], out["lnp"], out["chi2"])
+    arrays = (heap_key, heap_idx, heap_lnp, heap_chi2, hn, offsets, out["key"], out["idx"], out["lnp"], out["chi2"])
+    # stars split between the codec threads (the kernel releases the GIL; each star
+    # writes only its own rows of the output)
+    parts = np.linspace(0, ns, min(ns, codec_threads()) + 1).astype(np.int64)
+    run_codec([functools.partial(_bottom_k, *arrays, a, b) for a, b in zip(parts[:-1], parts[1:])])
     return counts, out
 
 
 @numba.njit(cache=True, nogil=True)
-def _bottom_k(hk, hi, hl, hc, hn, offsets, key, idx, lnp, chi2):  # pragma: no cover - compiled
-    """Star s: the offsets[s+1] - offsets[s] smallest keys of its heaps' entries, in a
+def _bottom_k(hk, hi, hl, hc, hn, offsets, key, idx, lnp, chi2, s0, s1):  # pragma: no cover - compiled
+    """Stars s0..s1-1; star s: the offsets[s+1] - offsets[s] smallest keys of its heaps' entries, in a
     stable key order.  Only the k-th smallest key is found by selection
     (linear); only the entries up to it are sorted, ties at it taken first come."""
-    T, ns, kk = hk.shape
+    T, _, kk = hk.shape
     cand = np.empty(T * kk)
     where = np.empty((T * kk, 2), np.int64)
-    for s in range(ns):
+    for s in range(s0, s1):
         m = 0
         for t in range(T):
             for j in range(min(hn[t, s], kk)):

@@ -23,9 +23,22 @@ def _stable_sort_reference(hk, hi, hl, hc, hn, k):
 @pytest.mark.parametrize(
     ("T", "ns", "k", "decimals"), [(8, 40, 50, None), (8, 40, 50, 1), (3, 5, 4, 1), (1, 6, 7, None)]
 )
-def test_reduction_is_the_stable_sort_of_all_entries(T, ns, k, decimals):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_reduction_is_the_stable_sort_of_all_entries(T, ns, k, decimals, threads):
     """Selection then sort gives the stable sort's samples, ties at the k-th key (rounded
-    keys) resolved by partition order, for empty, part-full and full heaps."""
+    keys) resolved by partition order, for empty, part-full and full heaps, with the
+    stars on one or two threads."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        _check(T, ns, k, decimals)
+    finally:
+        numba.set_num_threads(before)
+
+
+def _check(T, ns, k, decimals):
     rng = np.random.default_rng(T * 100 + ns)
     hn = rng.integers(0, 2 * k, (T, ns)).clip(0, k)
     hn[:, 0] = 0  # a star without candidates
