@@ -226,15 +226,17 @@ class _SparseChunks:
     def flush(self) -> None:
         if not self.n or not self.fill:
             return
-        offsets, tiles = [], []
-        for t in np.argwhere(self.occ):
-            sl = (slice(None), *(slice(j * w, (j + 1) * w) for j, w in zip(t, self.tile)))
-            offsets.append((self.start, *(int(j) * w for j, w in zip(t, self.tile))))
-            tiles.append(self.buf[sl].tobytes())
-            self.buf[sl] = 0.0
+        occupied = np.argwhere(self.occ)
+        # the buffer with one axis per tile index, then the rows and the cells of a tile:
+        # the occupied tiles come out together as [tiles, rows, *tile], each one chunk's bytes
+        nd = len(self.tile)
+        split = self.buf.reshape(self.rows, *(x for m, t in zip(self.ntiles, self.tile) for x in (m, t)))
+        by_tile = split.transpose(*range(1, 2 * nd, 2), 0, *range(2, 2 * nd + 1, 2))
+        tiles = by_tile[tuple(occupied.T)]
         # compressed on the codec threads, stored in the same order as one by one
-        for off, data in zip(offsets, run_codec([functools.partial(deflate, b) for b in tiles])):
-            self.ds.write_direct_chunk(off, data)
+        for t, data in zip(occupied, run_codec([functools.partial(deflate, b) for b in tiles])):
+            self.ds.write_direct_chunk((self.start, *(int(j) * w for j, w in zip(t, self.tile))), data)
+        self.buf.fill(0.0)
         self.occ[...] = False
         self.start += self.fill
         self.fill = 0
