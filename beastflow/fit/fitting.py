@@ -570,6 +570,7 @@ def largest_errors(noise, chunk_models: int) -> np.ndarray:
 
 
 def _largest_errors(error: np.ndarray) -> np.ndarray:
+    """Per band, the largest finite |error| of one block of the noise model."""
     err = np.where(np.isfinite(error), np.abs(error), 0.0)
     return err.max(axis=0) if len(err) else np.zeros(err.shape[1])
 

@@ -62,9 +62,9 @@ def reduce_heaps_flat(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k):
 
 @numba.njit(cache=True, nogil=True)
 def _bottom_k(hk, hi, hl, hc, hn, offsets, key, idx, lnp, chi2, s0, s1):  # pragma: no cover - compiled
-    """Stars s0..s1-1; star s: the offsets[s+1] - offsets[s] smallest keys of its heaps' entries, in a
-    stable key order.  Only the k-th smallest key is found by selection
-    (linear); only the entries up to it are sorted, ties at it taken first come."""
+    """Stars s0..s1-1: the offsets[s+1] - offsets[s] smallest keys of star s's heap
+    entries, in a stable key order.  The k-th smallest key is found by selection
+    (linear), and only the entries up to it are sorted (ties at it: first come)."""
     T, _, kk = hk.shape
     cand = np.empty(T * kk)
     where = np.empty((T * kk, 2), np.int64)
