@@ -58,14 +58,13 @@ from beastflow.fit.lnp import NOT_TRUNCATED, reduce_heaps_flat, star_seeds
 from beastflow.fit.outputs import PDF2DWriter, write_lnp, write_pdf1d, write_stats
 from beastflow.fit.pdfs import BinSet, binset_from_info, binset_from_trimmed
 from beastflow.fit.stats import STAT_SUFFIXES, iau_names, percentiles_from_pdf, pmax_column
-from beastflow.io.noise_model import open_noise_model
+from beastflow.io.noise_model import NoiseModel, open_noise_model
 from beastflow.io.sed_grid import open_sed_grid
 from beastflow.io.trim_index import open_kept
 from beastflow.observations import catalogs
 from beastflow.provenance import make_provenance
 
 if TYPE_CHECKING:
-    from beastflow.io.noise_model import NoiseModel
     from beastflow.io.sed_grid import SEDGrid
     from beastflow.io.trim_index import KeptGrid, KeptNoise
     from beastflow.settings import Settings
@@ -157,6 +156,19 @@ class _OneBlock:
 
     def column(self, name: str) -> np.ndarray:
         return self._block.columns[name]
+
+
+class _ReadOnce(_OneBlock):
+    """A block read ahead for the one pass of a fit over a grid in one chunk: served
+    once and then let go, so that it is freed as the fit prepares it (as a block it
+    read itself would be); a later pass reads the source."""
+
+    def iter_chunks(self, *args: Any, **kwargs: Any):
+        block, self._block = self._block, None
+        if block is None:
+            yield from self._src.iter_chunks(*args, **kwargs)
+        else:
+            yield block
 
 
 class _Chunk:
@@ -434,6 +446,7 @@ def fit_arrays(
         "n_used": used_all.sum(axis=1),
     }
     seeds_all = star_seeds(opts.seed, star_ids)
+    reuse: dict[str, np.ndarray] = {}
     for lo in range(0, ns, star_block):
         hi = min(ns, lo + star_block)
         y, used = np.ascontiguousarray(Yc[lo:hi]), np.ascontiguousarray(used_all[lo:hi])
@@ -463,8 +476,8 @@ def fit_arrays(
             )
         acc_s0 = np.zeros((T, nsb))
         acc_exp = np.zeros((T, nsb, nq))
-        acc_h1 = np.zeros((T, nsb, bs.n1))
-        acc_h2 = np.zeros((T, nsb, max(n2, 1)))
+        acc_h1 = _zeroed(reuse, "h1", (T, nsb, bs.n1))
+        acc_h2 = _zeroed(reuse, "h2", (T, nsb, max(n2, 1)))
         acc_c2 = np.full((T, nsb), np.inf)
         acc_c2i = np.full((T, nsb), -1, np.int64)
         acc_nc = np.zeros((T, nsb), np.int64)
@@ -542,6 +555,18 @@ def fit_arrays(
     return out
 
 
+def _zeroed(reuse: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 array of zeros, the one of the previous star block when it has this shape:
+    the PDF accumulators are T x stars x bins (tens of MB), and fresh ones cost their
+    page faults in every block, several times what clearing them costs."""
+    a = reuse.get(name)
+    if a is None or a.shape != shape:
+        reuse[name] = a = np.zeros(shape)
+    else:
+        a.fill(0.0)
+    return a
+
+
 def stats_table(
     cat: pl.DataFrame,
     Y: np.ndarray,
@@ -599,10 +624,15 @@ def largest_errors(noise, chunk_models: int) -> np.ndarray:
     """
     worst = None
     for blk in noise.iter_chunks(chunk_models, ["error"]):
-        err = np.where(np.isfinite(blk.error), np.abs(blk.error), 0.0)
-        m = err.max(axis=0) if len(err) else np.zeros(err.shape[1])
+        m = _largest_errors(blk.error)
         worst = m if worst is None else np.maximum(worst, m)
     return worst if worst is not None else np.zeros(len(noise.filters))
+
+
+def _largest_errors(error: np.ndarray) -> np.ndarray:
+    """Per band, the largest finite |error| of one block of the noise model."""
+    err = np.where(np.isfinite(error), np.abs(error), 0.0)
+    return err.max(axis=0) if len(err) else np.zeros(err.shape[1])
 
 
 def run_fit(
@@ -687,7 +717,15 @@ def run_fit(
     # bad measurements (non-finite, zero, absurd, too negative) are dropped per band and flagged,
     # never fitted and never allowed to fail the sub-file (docs/formats.md "Bad measurements")
     as_measured = opts.behaviour.bad_fluxes_as_measured
-    sigma = None if as_measured else largest_errors(noise, f.chunk_models)
+    sigma = None
+    if not as_measured and isinstance(noise, NoiseModel) and 0 < grid.n_models <= f.chunk_models:
+        # a grid in one chunk: its noise model is read once, for these errors and for the fit
+        # (every array the fit may use: the calibration covariance is not one)
+        nblk = noise.read(names=[k for k in noise.names if k not in ("covdiag", "covoffdiag")])
+        sigma = _largest_errors(nblk.error)
+        noise = _ReadOnce(noise, nblk)
+    elif not as_measured:
+        sigma = largest_errors(noise, f.chunk_models)
     Y, flags = catalogs.screen_fluxes(
         Y, vega_fluxes, short_names(filters), sigma, f.negative_flux_sigma, as_measured=as_measured
     )

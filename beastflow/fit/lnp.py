@@ -15,10 +15,14 @@ order) of the single-grid sample.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Sequence
 
+import numba
 import numpy as np
+
+from beastflow.io.hdf5_arrays import codec_threads, run_codec
 
 #: "complete": the sample holds every candidate
 NOT_TRUNCATED = 2.0
@@ -37,19 +41,63 @@ def star_seeds(seed: int, star_ids: Sequence) -> np.ndarray:
 def reduce_heaps_flat(heap_key, heap_idx, heap_lnp, heap_chi2, heap_n, k):
     """Per-partition bottom-k heaps [T, ns, k] -> (sample size per star [ns], flat
     arrays ``key``, ``idx``, ``lnp``, ``chi2`` of the samples one star after the
-    other, each sorted by key).  Unused heap slots hold key +inf (keys are < 1),
-    so a stable sort of the padded rows orders the entries as a stable sort of
-    the used ones concatenated in partition order."""
+    other, each sorted by key).  A partition's heap holds its entries in its
+    first ``heap_n`` slots; the entries of a star are ordered as a stable sort by
+    key of its used slots in partition order."""
     T, ns, kk = heap_key.shape
     counts = np.minimum(np.asarray(heap_n).sum(axis=0), k).astype(np.int64)
     if ns == 0 or kk == 0:
         return counts, {"key": np.empty(0), "idx": np.empty(0, np.int64), "lnp": np.empty(0), "chi2": np.empty(0)}
-    rows = lambda a: np.ascontiguousarray(a.transpose(1, 0, 2)).reshape(ns, T * kk)  # noqa: E731
-    keys = rows(heap_key)
-    order = np.argsort(keys, axis=1, kind="stable")[:, :k]
-    keep = np.arange(order.shape[1])[None, :] < counts[:, None]
-    pick = lambda a: np.take_along_axis(rows(a), order, axis=1)[keep]  # noqa: E731
-    return counts, {"key": pick(heap_key), "idx": pick(heap_idx), "lnp": pick(heap_lnp), "chi2": pick(heap_chi2)}
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    n = int(offsets[-1])
+    out = {"key": np.empty(n), "idx": np.empty(n, np.int64), "lnp": np.empty(n), "chi2": np.empty(n)}
+    hn = np.ascontiguousarray(heap_n, dtype=np.int64)
+    arrays = (heap_key, heap_idx, heap_lnp, heap_chi2, hn, offsets, out["key"], out["idx"], out["lnp"], out["chi2"])
+    # stars split between the codec threads (the kernel releases the GIL; each star
+    # writes only its own rows of the output)
+    parts = np.linspace(0, ns, min(ns, codec_threads()) + 1).astype(np.int64)
+    run_codec([functools.partial(_bottom_k, *arrays, a, b) for a, b in zip(parts[:-1], parts[1:])])
+    return counts, out
+
+
+@numba.njit(cache=True, nogil=True)
+def _bottom_k(hk, hi, hl, hc, hn, offsets, key, idx, lnp, chi2, s0, s1):  # pragma: no cover - compiled
+    """Stars s0..s1-1: the offsets[s+1] - offsets[s] smallest keys of star s's heap
+    entries, in a stable key order.  The k-th smallest key is found by selection
+    (linear), and only the entries up to it are sorted (ties at it: first come)."""
+    T, _, kk = hk.shape
+    cand = np.empty(T * kk)
+    where = np.empty((T * kk, 2), np.int64)
+    for s in range(s0, s1):
+        m = 0
+        for t in range(T):
+            for j in range(min(hn[t, s], kk)):
+                cand[m] = hk[t, s, j]
+                where[m, 0], where[m, 1] = t, j
+                m += 1
+        want = offsets[s + 1] - offsets[s]
+        if want == 0:
+            continue
+        if want < m:
+            kth = np.partition(cand[:m], want - 1)[want - 1]
+            below = 0
+            for i in range(m):
+                below += cand[i] < kth
+            ties = want - below  # entries equal to the k-th key still taken, in order
+            sel = 0
+            for i in range(m):
+                c = cand[i]
+                if c < kth or (c == kth and ties > 0):
+                    ties -= c == kth
+                    cand[sel] = c
+                    where[sel, 0], where[sel, 1] = where[i, 0], where[i, 1]
+                    sel += 1
+            m = sel
+        order = np.argsort(cand[:m], kind="mergesort")
+        o = offsets[s]
+        for r in range(want):
+            t, j = where[order[r], 0], where[order[r], 1]
+            key[o + r], idx[o + r], lnp[o + r], chi2[o + r] = hk[t, s, j], hi[t, s, j], hl[t, s, j], hc[t, s, j]
 
 
 def merge_star_samples(

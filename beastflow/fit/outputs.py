@@ -8,10 +8,10 @@ and stores the provenance record inside the artifact.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import sys
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beastflow import storage
-from beastflow.io.hdf5_arrays import decode_attr, open_h5
+from beastflow.io.hdf5_arrays import decode_attr, deflate, open_h5, run_codec, shuffle_deflate
 
 PDF1D_FORMAT = "beastflow-pdf1d"
 PDF2D_FORMAT = "beastflow-pdf2d"
@@ -226,13 +226,17 @@ class _SparseChunks:
     def flush(self) -> None:
         if not self.n or not self.fill:
             return
-        for t in np.argwhere(self.occ):
-            sl = (slice(None), *(slice(j * w, (j + 1) * w) for j, w in zip(t, self.tile)))
-            self.ds.write_direct_chunk(
-                (self.start, *(int(j) * w for j, w in zip(t, self.tile))),
-                zlib.compress(self.buf[sl].tobytes(), GZIP_LEVEL),
-            )
-            self.buf[sl] = 0.0
+        occupied = np.argwhere(self.occ)
+        # the buffer with one axis per tile index, then the rows and the cells of a tile:
+        # the occupied tiles come out together as [tiles, rows, *tile], each one chunk's bytes
+        nd = len(self.tile)
+        split = self.buf.reshape(self.rows, *(x for m, t in zip(self.ntiles, self.tile) for x in (m, t)))
+        by_tile = split.transpose(*range(1, 2 * nd, 2), 0, *range(2, 2 * nd + 1, 2))
+        tiles = by_tile[tuple(occupied.T)]
+        # compressed on the codec threads, stored in the same order as one by one
+        for t, data in zip(occupied, run_codec([functools.partial(deflate, b) for b in tiles])):
+            self.ds.write_direct_chunk((self.start, *(int(j) * w for j, w in zip(t, self.tile))), data)
+        self.buf.fill(0.0)
         self.occ[...] = False
         self.start += self.fill
         self.fill = 0
@@ -505,9 +509,20 @@ def write_lnp(
         h5.create_dataset("n_candidates", data=np.asarray(n_candidates, np.int64))
         h5.create_dataset("truncated_key", data=np.asarray(truncated_key, np.float64))
         h5.create_dataset("lnPmax", data=np.asarray(lnp_max, np.float64))
+        # byte shuffle first: faster and smaller than gzip alone on these ids and doubles;
+        # the chunks of all the fields are encoded together on the codec threads
+        stored, tasks = [], []
         for k, dt in LNP_FIELDS.items():
-            # byte shuffle first: faster and smaller than gzip alone on these ids and doubles
-            h5.create_dataset(k, data=np.asarray(fields[k], dt), compression="gzip", compression_opts=1, shuffle=True)
+            data = np.asarray(fields[k], dt)
+            ds = h5.create_dataset(
+                k, shape=data.shape, dtype=dt, chunks=True, compression="gzip", compression_opts=1, shuffle=True
+            )
+            rows = cast(tuple[int, ...], ds.chunks)[0]  # h5py's own choice, as when it wrote the data itself
+            for lo in range(0, len(data), rows):
+                stored.append((ds, lo))
+                tasks.append(functools.partial(shuffle_deflate, data[lo : lo + rows], rows))
+        for (ds, lo), enc in zip(stored, run_codec(tasks)):
+            ds.id.write_direct_chunk((lo,), enc)
         if inputs is not None:
             h5.create_dataset("input", data=np.asarray(inputs, np.float64))
         if waves is not None:

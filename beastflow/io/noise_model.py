@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from beastflow import storage
-from beastflow.io.hdf5_arrays import ArraysWriter, decode_attr, iter_row_blocks, open_h5
+from beastflow.io.hdf5_arrays import ArraysWriter, decode_attr, iter_row_blocks, open_h5, read_rows
 
 FORMAT = "beastflow-noise-model"
 FORMAT_VERSION = 1
@@ -179,7 +179,8 @@ class NoiseModel:
         sel = slice(None) if rows is None else rows
         names = list(names or self.names)
         with open_h5(self.url) as h5:
-            arrays = {k: self.physical(k, h5[k][sel]) for k in names}
+            stored = read_rows(h5, names, sel) if isinstance(sel, slice) else {k: h5[k][sel] for k in names}
+            arrays = {k: self.physical(k, v) for k, v in stored.items()}
         start = (sel.start or 0) if isinstance(sel, slice) else -1
         return NoiseBlock(start=start, arrays=arrays)
 
@@ -187,7 +188,8 @@ class NoiseModel:
         names = list(names or self.names)
         with open_h5(self.url) as h5:
             for sl in iter_row_blocks(self.n_models, chunk_models):
-                yield NoiseBlock(start=sl.start, arrays={k: self.physical(k, h5[k][sl]) for k in names})
+                stored = read_rows(h5, names, sl)
+                yield NoiseBlock(start=sl.start, arrays={k: self.physical(k, v) for k, v in stored.items()})
 
     def physical(self, name: str, stored: np.ndarray) -> np.ndarray:
         """float64 in physical units, whatever the stored precision (exact: a cast and a power of two)."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from beastflow.io.hdf5_arrays import ArraysWriter, decode_attr, iter_row_blocks, open_h5
+from beastflow.io.hdf5_arrays import ArraysWriter, decode_attr, iter_row_blocks, open_h5, read_rows
 
 FORMAT = "beastflow-sed-grid"
 FORMAT_VERSION = 1
@@ -187,11 +187,13 @@ class SEDGrid:
 
     def _block(self, h5: Any, sel: slice | np.ndarray, cols: Sequence[str], seds: bool) -> SEDGridBlock:
         need = seds or any(c in self.derived for c in cols)
-        all_seds = np.asarray(h5["seds"][sel]) if need else np.empty((0, self.n_bands))
-        out_cols = {
-            c: log10_band(all_seds, self.derived[c]) if c in self.derived else np.asarray(h5[f"grid/{c}"][sel])
-            for c in cols
-        }
+        names = (["seds"] if need else []) + [f"grid/{c}" for c in cols if c not in self.derived]
+        if isinstance(sel, slice):  # the chunks of every dataset decoded together, on threads
+            got = read_rows(h5, names, sel)
+        else:
+            got = {k: np.asarray(h5[k][sel]) for k in names}
+        all_seds = got["seds"] if need else np.empty((0, self.n_bands))
+        out_cols = {c: log10_band(all_seds, self.derived[c]) if c in self.derived else got[f"grid/{c}"] for c in cols}
         return SEDGridBlock(start=0, seds=all_seds if seds else np.empty((0, self.n_bands)), columns=out_cols)
 
     def column(self, name: str) -> np.ndarray:

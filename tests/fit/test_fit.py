@@ -175,7 +175,7 @@ def test_statistics_are_bit_identical_on_1_and_2_threads(field, default_fit, tmp
     floating-point sum, and thus every statistic and PDF, is the same on any thread count."""
     import numba
 
-    from beastflow.fit.outputs import read_pdf1d
+    from beastflow.fit.outputs import LNP_FIELDS, read_pdf1d, read_pdf2d
 
     s, gi, _ = default_fit
     if numba.config.NUMBA_NUM_THREADS < 2:
@@ -205,6 +205,14 @@ def test_statistics_are_bit_identical_on_1_and_2_threads(field, default_fit, tmp
     pa, pb = (read_pdf1d(r.pdf1d) for r in runs)
     for q in pa["quantities"]:
         np.testing.assert_array_equal(pa["pdf"][q], pb["pdf"][q], err_msg=q)
+    # the chunks of every output are compressed on the codec threads (as many as numba's)
+    p2a, p2b = (read_pdf2d(r.pdf2d) for r in runs)
+    assert p2a["pairs"]
+    for p in p2a["pairs"]:
+        np.testing.assert_array_equal(p2a["pdf"][p], p2b["pdf"][p], err_msg=p)
+    la, lb = (read_lnp(r.lnp) for r in runs)
+    for f in ("offsets", *LNP_FIELDS):
+        np.testing.assert_array_equal(la[f], lb[f], err_msg=f)
 
 
 def test_compat_mode(field, tmp_path, synth_vega):
