@@ -15,8 +15,10 @@ skipped.  The per-star work is then ~3 flops per band per model.
 With a truncheon noise model the χ² uses the full inverse covariance and c_j
 holds q_norm = −½ ln det C instead of −Σ_k ln e_jk (``_tile_lnp_full``).
 
-The kernels are parallel over *models*: ``prange`` runs over T contiguous model
-partitions, each with its own accumulators (no races, deterministic sums), which
+The kernels are parallel over *models*: ``prange`` runs over T model partitions,
+partition t taking the tiles t, t + T, t + 2T... (interleaved, so that each thread
+gets its share of the models near the stars' peaks, wherever they lie in the grid),
+each with its own accumulators (no races, deterministic sums), which
 are reduced in partition order afterwards (ties keep the first row of the grid's
 stored order: every comparison breaks them by row, since the models are visited in
 the order of ``factors.GridFactors``, each stellar model's rows together).
@@ -218,13 +220,11 @@ def pass_max(
             if not USED[s, k]:
                 missing[s] = True
     for t in prange(T):
-        lo = t * n // T
-        hi = (t + 1) * n // T
         chi2 = np.empty(TILE)
         lnp = np.empty(TILE)
         d = np.empty((nb, TILE))
-        for j0 in range(lo, hi, TILE):
-            nt = min(TILE, hi - j0)
+        for j0 in range(t * TILE, n, T * TILE):  # tiles t, t + T, t + 2T...
+            nt = min(TILE, n - j0)
             for s in range(ns):
                 _tile(Y, USED, s, mT, ivT, lneT, icdT, icoT, full, const, j0, nt, chi2, lnp, missing[s], d)
                 bl = tl[t, s]
@@ -611,8 +611,6 @@ def pass_accumulate(
     # a tile whose best model is below both thresholds contributes nothing
     floor = min(stat_thr, lnp_thr) if k > 0 else stat_thr
     for t in prange(T):
-        lo = t * n // T
-        hi = (t + 1) * n // T
         chi2 = np.empty(TILE)
         lnp = np.empty(TILE)
         w = np.empty(TILE)
@@ -621,8 +619,8 @@ def pass_accumulate(
         ebits = np.empty(TILE)
         et = np.empty(qM.shape[1])
         d = np.empty((nb, TILE))
-        for j0 in range(lo, hi, TILE):
-            nt = min(TILE, hi - j0)
+        for j0 in range(t * TILE, n, T * TILE):  # tiles t, t + T, t + 2T...
+            nt = min(TILE, n - j0)
             for s in range(ns):
                 _tile(Y, USED, s, mT, ivT, lneT, icdT, icoT, full, const, j0, nt, chi2, lnp, missing[s], d)
                 Ms = M[s]
@@ -709,7 +707,7 @@ def _exact(Y, s, mT, ivT, const, j):
 
 def screen_tiles(n: int, T: int) -> int:
     """Tiles of the largest of T model partitions of n models (rows of ``tmax``)."""
-    return (n // T + 1 + TILE - 1) // TILE + 1
+    return ((n + TILE - 1) // TILE + T - 1) // T
 
 
 @njit(parallel=True, cache=True)
@@ -760,16 +758,14 @@ def screen_max(
                 missing[s] = True
     none = np.empty((0, n))
     for t in prange(T):
-        lo = t * n // T
-        hi = (t + 1) * n // T
         chi2 = np.empty(TILE)
         lnp = np.empty(TILE)
         d = np.empty((nb, TILE))
         acc32 = np.empty(TILE, dtype=np.float32)
         lnp32 = np.empty(TILE, dtype=np.float32)
-        for j0 in range(lo, hi, TILE):
-            it = (j0 - lo) // TILE
-            nt = min(TILE, hi - j0)
+        for j0 in range(t * TILE, n, T * TILE):  # tiles t, t + T, t + 2T...
+            it = j0 // (T * TILE)
+            nt = min(TILE, n - j0)
             for s in range(ns):
                 if FAST[s]:
                     top, amax = _tile32(Y32, s, m32, hv32, c32, j0, nt, acc32, lnp32)
@@ -807,13 +803,11 @@ def screen_max(
         lcut[s] = ml - margin
         ccut[s] = ma - margin
     for t in prange(T):
-        lo = t * n // T
-        hi = (t + 1) * n // T
         acc32 = np.empty(TILE, dtype=np.float32)
         lnp32 = np.empty(TILE, dtype=np.float32)
-        for j0 in range(lo, hi, TILE):
-            it = (j0 - lo) // TILE
-            nt = min(TILE, hi - j0)
+        for j0 in range(t * TILE, n, T * TILE):  # tiles t, t + T, t + 2T...
+            it = j0 // (T * TILE)
+            nt = min(TILE, n - j0)
             for s in range(ns):
                 if not FAST[s] or (tmax[t, it, s] < lcut[s] and tam[t, it, s] < ccut[s]):
                     continue
@@ -894,8 +888,6 @@ def screen_accumulate(
     floor = min(stat_thr, lnp_thr) if k > 0 else stat_thr
     none = np.empty((0, n))
     for t in prange(T):
-        lo = t * n // T
-        hi = (t + 1) * n // T
         chi2 = np.empty(TILE)
         lnp = np.empty(TILE)
         w = np.empty(TILE)
@@ -904,9 +896,9 @@ def screen_accumulate(
         ebits = np.empty(TILE)
         et = np.empty(qM.shape[1])
         d = np.empty((nb, TILE))
-        for j0 in range(lo, hi, TILE):
-            it = (j0 - lo) // TILE
-            nt = min(TILE, hi - j0)
+        for j0 in range(t * TILE, n, T * TILE):  # tiles t, t + T, t + 2T...
+            it = j0 // (T * TILE)
+            nt = min(TILE, n - j0)
             for s in range(ns):
                 Ms = M[s]
                 _best_quantities(s, best_pos[s], j0, nt, qM, qorder, gid, specgrid, best_q, best_gid, best_spec)
