@@ -12,7 +12,7 @@ field of ``beastflow.behaviour.FitBehaviour``):
 
 | | default | beast-2.1 |
 |---|---|---|
-| models in the statistics | all (lnP − max > −60, exact to rounding) | lnP − max > −10 |
+| models in the statistics | all (skipped: < 1e-9 of the peak weight in all) | lnP − max > −10 |
 | chi2min | over all models | over that sparse set |
 | Pmax | max normalised posterior weight (0–1) | max lnP (a log) |
 | PDF bins | FULL grid (grid info); 2-D = 1-D bins | trimmed grid (or grid info); regular 2-D |
@@ -347,7 +347,7 @@ def _resolve_options(settings: Settings, grid, info: dict | None) -> FitOptions:
     if b.stats_threshold is not None:
         stat_thr = b.stats_threshold
     else:
-        stat_thr = f.stats_threshold if f.stats_threshold is not None else lk.ALL_MODELS_THRESHOLD
+        stat_thr = f.stats_threshold if f.stats_threshold is not None else lk.all_models_threshold(grid.n_models)
     lnp_thr = b.lnp_threshold if b.lnp_threshold is not None else f.lnp_threshold
     completeness = b.completeness if b.completeness is not None else f.completeness
     if b.prior_norm is PriorNorm.TRIMMED_GRID:

@@ -34,9 +34,9 @@ accumulators persist across chunks.  Two passes per star block:
    and the lnP sample is drawn by bottom-k on a hash key of (star, global
    model id): a uniform sample without replacement that does not depend on
    chunking, threading or subgrid splitting.  Models with lnP − M_s below the
-   statistics threshold are skipped: with the default threshold (−60) their
-   weights (< 1e-26 relative to the peak term, which is exactly 1) are below
-   the floating-point resolution of the sums.  The sums are factored along the
+   statistics threshold are skipped: with the default threshold
+   (``all_models_threshold``: ln(1e-9 / N) for N models) all their weights
+   together are < 1e-9 of the peak term, which is exactly 1.  The sums are factored along the
    grid's stellar-model × dust-point structure (``factors.py``, ~3× fewer
    scatters), and the weights use a vectorised exp (``_exp_inplace``, 1 ulp).
 """
@@ -50,8 +50,17 @@ import numpy as np
 from numba import njit, prange
 
 LN2PI = math.log(2.0 * math.pi)
-#: "every model": contributions below e^-60 of the peak do not change a double sum
-ALL_MODELS_THRESHOLD = -60.0
+#: "every model": the statistics skip only models whose weights, all of them together,
+#: are below this fraction of the peak model's weight (exactly 1): each below
+#: e^thr with thr = ln(ALL_MODELS_EPS / N) for N models (about -35 for 10^6 models)
+ALL_MODELS_EPS = 1e-9
+
+
+def all_models_threshold(n_models: int) -> float:
+    """The default statistics threshold (ln units below the peak) for a grid of
+    n_models: the skipped weights sum to < ALL_MODELS_EPS of the peak's, so no PDF bin
+    moves by more than that fraction of its peak and no CDF by more than that."""
+    return math.log(ALL_MODELS_EPS / max(int(n_models), 1))
 
 
 #: model partitions of the reductions (see the module docstring); threads beyond
@@ -958,7 +967,8 @@ __all__ = [
     "KERNELS",
     "hash_key",
     "LN2PI",
-    "ALL_MODELS_THRESHOLD",
+    "ALL_MODELS_EPS",
+    "all_models_threshold",
     "n_partitions",
     "set_threads",
 ]

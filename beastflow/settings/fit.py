@@ -22,7 +22,8 @@ class Fit(Section):
     #: the lnp sample is drawn among models with lnP - max(lnP) > lnp_threshold
     lnp_threshold: float = Field(default=-10.0, lt=0)
     #: statistics and PDFs use models with lnP - max(lnP) > stats_threshold;
-    #: None = every model (BEAST: -10, behaviour.fit.stats_threshold)
+    #: None = every model: only weights that together are < 1e-9 of the peak model's
+    #: are skipped (likelihood.all_models_threshold; BEAST: -10, behaviour.fit.stats_threshold)
     stats_threshold: float | None = None
     #: detection-probability term in the likelihood from the noise model's
     #: per-band completeness c_k: "min" = ln min_k c_k, "product" = sum_k ln c_k,

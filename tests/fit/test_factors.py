@@ -134,3 +134,23 @@ def test_exp_is_within_one_ulp_of_the_c_library(seed):
     w = np.array([-800.0, -1e5])
     lk._exp_inplace(w, 2, np.empty(2))
     assert np.all(np.abs(w - math.exp(-708.0)) <= np.spacing(math.exp(-708.0)))  # clamped: no sum resolves it
+
+
+def test_default_statistics_threshold_moves_nothing_beyond_its_bound(field, tmp_path, synth_vega):
+    """Default threshold ln(1e-9 / N): every PDF within 1e-9 of its peak and every Exp within
+    1e-9 of the quantity's range of the fit that skips only terms below e^-60 of the peak."""
+    s = settings_for(tmp_path, lnp_npts=10)
+    gi = run_grid_info(s, [field["full"]], out_url=str(tmp_path / "gi.json")).grid_info
+    a = run_fit(s, field["trim"], field["trim_noise"], field["cat0"], gi, str(tmp_path / "A_bin0_sub0"))
+    s60 = settings_for(tmp_path, lnp_npts=10, stats_threshold=-60.0)
+    b = run_fit(s60, field["trim"], field["trim_noise"], field["cat0"], gi, str(tmp_path / "B_bin0_sub0"))
+    (sa, meta), sb = read_stats(a.stats), read_stats(b.stats)[0]
+    n = open_sed_grid(field["trim"]).n_models
+    thr = meta["meta"]["stats_threshold"]
+    assert thr == pytest.approx(math.log(1e-9 / n)) and thr > -60
+    pa, pb = read_pdf1d(a.pdf1d), read_pdf1d(b.pdf1d)
+    for q in pa["quantities"]:
+        peak = pb["pdf"][q].max(axis=1, keepdims=True)
+        assert np.all(np.abs(pa["pdf"][q] - pb["pdf"][q]) <= 1e-9 * peak), q
+        x, y = sa[f"{q}_Exp"].to_numpy(), sb[f"{q}_Exp"].to_numpy()
+        assert np.all(np.abs(x - y) <= 1e-9 * (np.abs(y).max() + 1e-300)), q
