@@ -151,11 +151,9 @@ def warm_up_cache(cache_dir: str | None = None, verbose: bool = False) -> float:
     use_cache_dir(cache_dir)
     dt = warm_up(verbose)
     import numba
-
-    where = numba.config.CACHE_DIR or default_cache_dir()  # type: ignore[attr-defined]
-    os.makedirs(where, exist_ok=True)
     from llvmlite import binding
 
+    where = numba.config.CACHE_DIR or default_cache_dir()  # type: ignore[attr-defined]
     # the machine it compiled for: numba keeps one entry per CPU in its cache, so a
     # node of another CPU type compiles once more (and adds its entry)
     stamp = {
@@ -167,9 +165,15 @@ def warm_up_cache(cache_dir: str | None = None, verbose: bool = False) -> float:
     # written whole under another name, then renamed: a reader sees no stamp or all of it
     path = stamp_path(where)
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(stamp, f)
-    os.replace(tmp, path)
+    try:
+        os.makedirs(where, exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(stamp, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        # a read-only installation: numba then caches in the user's cache folder, and
+        # only the next warm-up check misses (it reloads the kernels, a few seconds)
+        logging.getLogger(__name__).warning("kernels compiled, but no warm-up stamp in %s: %s", where, exc)
     return dt
 
 
