@@ -22,11 +22,11 @@ doing one BLAS matrix product per block of ``chunk_models`` rows costs
 BLAS speed; the product is computed once per *star* and scaled per distance.
 The extinction curve depends only on (R(V), f_A), so it is evaluated once
 per pair and scaled by A(V).  The grid is then written one HDF5 chunk of rows
-(a *unit*) at a time: a numba kernel gathers, scales and takes the log of
-the band fluxes and fills every grid column of the unit in one pass, and the
-unit's chunks are shuffled and deflated by beastflow (zlib releases the GIL)
-on ``numba.get_num_threads()`` threads and stored with HDF5's direct chunk
-write, in order.  Memory is bounded by a few units and blocks (plus the
+(a *unit*) at a time: numba kernels gather and scale the band fluxes and
+fill the unit's grid columns one by one, each chunk is shuffled and deflated
+by beastflow (zlib releases the GIL) while it is in the core's cache, units
+on ``numba.get_num_threads()`` threads, and the chunks are stored with HDF5's
+direct chunk write, in order.  Memory is bounded by a few units and blocks (plus the
 spectral grid itself, which is held once per star, not per distance or dust
 point), whatever the grid size.
 """
@@ -300,10 +300,11 @@ def build_sed_subgrid(
 ) -> int:
     """Write the SED grid of spectral rows [r0, r1) × all valid dust points to ``url``.
 
-    The grid is produced one HDF5 chunk of rows (a *unit*) at a time: a numba
-    kernel fills every column of the unit from the block matrix products, and
-    the unit's chunks are shuffled and deflated (``encode_chunk``) on
-    ``numba.get_num_threads()`` threads, then stored as they are.  The matrix
+    The grid is produced one HDF5 chunk of rows (a *unit*) at a time: numba
+    kernels fill the unit's fluxes from the block matrix products and its
+    columns one at a time, each shuffled and deflated (``encode_chunk``) as it
+    is filled, units on ``numba.get_num_threads()`` threads; the chunks are
+    then stored as they are.  The matrix
     products are the same calls on the same blocks as a block-at-a-time build
     (``per`` dust points side by side, or ``step`` gathered rows of one dust
     point), so every number is independent of the units and of the threads.
@@ -412,16 +413,19 @@ def build_sed_subgrid(
 
     def encode_unit(lo: int, hi: int, segs: list[_Segment]) -> tuple[int, dict[str, bytes]]:
         seds = np.zeros((unit, nb)) if hi - lo < unit else np.empty((unit, nb))
-        cols = np.zeros((len(stored), unit)) if hi - lo < unit else np.empty((len(stored), unit))
         for sg_ in segs:
             G = sg_.G.result() if isinstance(sg_.G, concurrent.futures.Future) else sg_.G
-            _fill_segment(
-                G, sg_.grow, sg_.roff, sg_.gcol, scale, sg_.c, sg_.j0, sg_.j1, sg_.r,
-                kind, src, dvals, stellar, sgw, spw, dgw, dprior, dist_idx, seds, cols,
-            )  # fmt: skip
+            _fill_seds(G, sg_.grow, sg_.roff, sg_.gcol, scale, sg_.j0, sg_.j1, sg_.r, seds)
         enc = {"seds": encode_chunk(seds, _RAW_FLUX_BYTES)}
+        # one column at a time, filled, shuffled and deflated while it is in the
+        # core's cache: filling every column of the unit first (13 MB) and then
+        # encoding them sent each through memory three more times, which on 2
+        # threads sharing the memory bus cost more CPU than on 1
+        spans_ = np.array([(sg_.c, sg_.j0, sg_.j1, sg_.r) for sg_ in segs], dtype=np.int64).reshape(-1, 4)
+        col = np.zeros(unit) if hi - lo < unit else np.empty(unit)
         for q, c in enumerate(stored):
-            enc[f"grid/{c}"] = encode_chunk(cols[q])
+            _fill_column(kind[q], src[q], spans_, dvals, stellar, sgw, spw, dgw, dprior, dist_idx, col)
+            enc[f"grid/{c}"] = encode_chunk(col)
         return hi - lo, enc
 
     with (
@@ -463,33 +467,11 @@ def build_sed_subgrid(
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_segment(
-    G,
-    grow,
-    roff,
-    gcol,
-    scale,
-    c,
-    j0,
-    j1,
-    r,
-    kind,
-    src,
-    dvals,
-    stellar,
-    sgw,
-    spw,
-    dgw,
-    dprior,
-    dist_idx,
-    seds,
-    cols,
-):  # pragma: no cover - compiled
-    """Every column of the rows (dust point c) × (spectral rows j0..j1) of a unit (numba).
+def _fill_seds(G, grow, roff, gcol, scale, j0, j1, r, seds):  # pragma: no cover - compiled
+    """Band fluxes of the rows (one dust point) × (spectral rows j0..j1) of a unit (numba).
 
-    Row r + j - j0 of the unit: band b = G[grow[j] - roff, gcol + b] × scale[j]
-    and the stored grid columns in file order.  Same arithmetic, operand by operand, as the former
-    numpy build (tile/repeat and products), so the numbers are bit-identical.
+    Row r + j - j0 of the unit: band b = G[grow[j] - roff, gcol + b] × scale[j]: the
+    same product, operand by operand, as the former numpy build, so bit-identical.
     """
     nb = seds.shape[1]
     for j in range(j0, j1):
@@ -497,10 +479,18 @@ def _fill_segment(
         s = scale[j]
         for b in range(nb):
             seds[r + j - j0, b] = G[u, gcol + b] * s
-    for q in range(kind.size):
-        k = kind[q]
-        i = src[q]
-        out = cols[q]
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_column(k, i, spans, dvals, stellar, sgw, spw, dgw, dprior, dist_idx, out):  # pragma: no cover - compiled
+    """One stored grid column (what ``_column_sources`` says: kind k, index i) of a unit (numba).
+
+    ``spans`` rows: (dust point c, j0, j1, unit row r) of each segment; row r + j - j0
+    holds spectral row j at dust point c.  Same arithmetic, operand by operand, as
+    the former numpy build (tile/repeat and products), so the numbers are bit-identical.
+    """
+    for s in range(spans.shape[0]):
+        c, j0, j1, r = spans[s, 0], spans[s, 1], spans[s, 2], spans[s, 3]
         if k == _DUST:
             v = dvals[i, c]
             for j in range(j0, j1):
