@@ -10,6 +10,12 @@ Retries here are per unit: when one element of an array fails, only that
 element is resubmitted (after ``retry_delay_s``), up to ``retries`` times.
 Units still failing at the end are reported together in ``UnitsFailed``,
 naming each unit (sub-file) and the last line of its error.
+
+Compiled kernels: before fit units go to a pool or an array, the fit kernels are
+compiled once into numba's cache (``beastflow.fit.warmup``) when it does not hold
+this installation's yet, and every worker and task caches in
+``execution.numba_cache_dir`` (``NUMBA_CACHE_DIR``): an array of a few hundred
+tasks then loads the kernels instead of compiling them in every task.
 """
 
 from __future__ import annotations
@@ -18,9 +24,13 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import importlib
+import logging
 import math
 import multiprocessing
 import os
+import shlex
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -29,6 +39,11 @@ from typing import Any
 from beastflow import storage
 
 from . import caching
+
+log = logging.getLogger(__name__)
+
+#: stages whose units run the fit kernels (compiled by ``beastflow.fit.warmup``)
+WARM_UP_STAGES = frozenset({"fit"})
 
 
 @dataclasses.dataclass
@@ -177,6 +192,8 @@ def run_batch(
         def submit(settings, pending, keys, _run=_run_processes):
             return _run(settings, pending, keys, on_stars=lambda u, done: on_event(u, "stars", {"done": done}))
 
+    if kind != "inprocess" and ex.warm_up and any(u.stage in WARM_UP_STAGES for u in units):
+        ensure_warm(settings, kind)
     results: dict[str, Any] = {}
     pending = list(units)
     reasons: dict[str, str] = {}
@@ -222,9 +239,12 @@ def _run_inprocess(settings, units, keys):
 _STAR_QUEUE: Any = None
 
 
-def _init_worker(queue) -> None:
+def _init_worker(queue, cache_dir: str | None = None) -> None:
     global _STAR_QUEUE
     _STAR_QUEUE = queue
+    from beastflow.fit.warmup import use_cache_dir
+
+    use_cache_dir(cache_dir)
 
 
 def _execute_reporting(settings, unit: Unit, key: str) -> dict[str, Any]:
@@ -251,7 +271,12 @@ def _run_processes(settings, units, keys, on_stars: Callable[[Unit, int], None] 
             queue = stack.enter_context(ctx.Manager()).Queue()
             stack.enter_context(_drain(queue, lambda label, done: on_stars(by_label[label], done)))
         pool = stack.enter_context(
-            cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,))
+            cf.ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(queue, numba_cache_dir(settings)),
+            )
         )
         yield from _pool_results(pool, payload, units, keys)
 
@@ -321,8 +346,64 @@ def _slurm_executor(settings, name: str, mem_gb: int):
         params["slurm_array_parallelism"] = sl.array_parallelism
     if sl.extra:
         params["slurm_additional_parameters"] = dict(sl.extra)
+    cache = numba_cache_dir(settings)
+    if cache:
+        # in the job script, before Python starts: numba reads it when imported
+        params["slurm_setup"] = [f"export NUMBA_CACHE_DIR={shlex.quote(cache)}"]
     executor.update_parameters(**params)
     return executor
+
+
+# --------------------------------------------------------------------------
+# compiled kernels: one warm-up before an array, one cache for all its tasks
+# --------------------------------------------------------------------------
+def numba_cache_dir(settings) -> str | None:
+    """The numba cache folder the tasks use: ``execution.numba_cache_dir``, else this
+    process's ``NUMBA_CACHE_DIR`` (inherited by pool workers and, with sbatch's default
+    ``--export=ALL``, by SLURM tasks), else None (numba's default, next to the sources)."""
+    d = settings.execution.numba_cache_dir or os.environ.get("NUMBA_CACHE_DIR") or None
+    return os.path.abspath(os.path.expanduser(d)) if d else None
+
+
+def ensure_warm(settings, kind: str) -> bool:
+    """Compile the fit kernels into the tasks' cache unless it holds them; True if it ran.
+
+    ``processes``: in a fresh process on this machine (the pool's).  ``slurm``: as one
+    job with the array's partition and options, waited for, so that the kernels are
+    compiled for the compute nodes' CPU, not the login node's.  A failed warm-up is
+    logged, not raised: each task then compiles for itself, as without it.
+    """
+    from beastflow.fit import warmup
+
+    cache = numba_cache_dir(settings)
+    if warmup.is_warm(cache):
+        return False
+    where = cache or "numba's default folder"
+    log.info("compiling the fit kernels into %s once, before the %s tasks start", where, kind)
+    t0 = time.monotonic()
+    try:
+        _run_warm_up(settings, kind, cache)
+    except Exception as exc:  # noqa: BLE001 - the tasks still run, compiling themselves
+        log.warning("warm-up of the fit kernels failed (%s); every task compiles them itself", _short_reason(exc))
+    else:
+        log.info("fit kernels compiled in %.0f s", time.monotonic() - t0)
+    return True
+
+
+def _run_warm_up(settings, kind: str, cache: str | None) -> None:
+    if kind == "slurm":
+        executor = _slurm_executor(settings, "bf-warmup", max(1, math.ceil(settings.execution.slurm.mem_overhead_gb)))
+        from beastflow.fit.warmup import warm_up_cache
+
+        executor.submit(warm_up_cache, cache).result()
+        return
+    env = dict(os.environ)
+    if cache:
+        env["NUMBA_CACHE_DIR"] = cache
+    cmd = [sys.executable, "-m", "beastflow.fit.warmup"] + (["--cache-dir", cache] if cache else [])
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip() or f"{' '.join(cmd)} exited with {out.returncode}")
 
 
 def _run_slurm(settings, units, keys):

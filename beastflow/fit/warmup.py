@@ -3,14 +3,20 @@
 The kernels are ``cache=True``: compiled once (about a minute and a half of CPU on a
 small machine), then loaded from the cache in about a second by every later process.
 A SLURM array whose tasks start together would otherwise compile in every task.
-Run once per installation (and after an upgrade) before submitting the array:
 
-    NUMBA_CACHE_DIR=/shared/numba-cache python -m beastflow.fit.warmup
+The pipeline does this by itself: before it hands fit units to a process pool or a
+SLURM array it runs this warm-up once (on the pool's machine, or as one SLURM job on
+the array's partition) unless the cache already holds this installation's kernels,
+and every task gets ``execution.numba_cache_dir`` as ``NUMBA_CACHE_DIR``
+(``beastflow.flows.executors``).  By hand, e.g. after an upgrade:
 
-with ``NUMBA_CACHE_DIR`` exported to the tasks too when the installation directory
-is not writable or not shared (numba otherwise writes next to the sources, in
-``__pycache__``).  The cache is keyed on the source files' paths and modification
-times, so a fresh checkout or install compiles again.
+    python -m beastflow.fit.warmup --cache-dir /shared/numba-cache
+
+(without ``--cache-dir``: ``NUMBA_CACHE_DIR``, else numba's default, ``__pycache__``
+next to the sources).  numba keys its cache on the source files' paths and
+modification times, so a fresh checkout or install compiles again; a stamp file
+in the cache folder (``stamp_path``), keyed the same way, tells that this
+installation was warmed up there.
 
 It fits a tiny synthetic field in the default mode and in compat mode: every kernel
 signature a fit uses (diagonal and truncheon noise models share them).
@@ -18,10 +24,16 @@ signature a fit uses (diagonal and truncheon noise models share them).
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
 import logging
+import os
+import platform
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -78,8 +90,98 @@ def warm_up(verbose: bool = False) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> int:
-    dt = warm_up()
+def default_cache_dir() -> str:
+    """Where numba caches the fit kernels when no cache folder is named: next to their sources."""
+    return str(Path(__file__).resolve().parent / "__pycache__")
+
+
+def install_key() -> str:
+    """What numba's cache of this installation's kernels depends on, as a digest.
+
+    numba finds a kernel by its source file's absolute path, modification time and
+    size, and its own version; a stamp under this key is stale as soon as any of
+    these change (an upgrade, a fresh checkout, an edited module).
+    """
+    import llvmlite
+    import numba
+
+    pkg = Path(__file__).resolve().parents[1]
+    files = [[str(f), f.stat().st_mtime_ns, f.stat().st_size] for f in sorted(pkg.rglob("*.py"))]
+    body = {
+        "python": sys.version,
+        "numba": numba.__version__,
+        "llvmlite": llvmlite.__version__,
+        "numpy": np.__version__,
+        "files": files,
+    }
+    return hashlib.sha256(json.dumps(body).encode()).hexdigest()
+
+
+def stamp_path(cache_dir: str | None) -> str:
+    """The file a finished warm-up leaves in ``cache_dir`` (None: numba's default folder)."""
+    return os.path.join(cache_dir or default_cache_dir(), f"beastflow-warmup-{install_key()[:20]}.json")
+
+
+def is_warm(cache_dir: str | None) -> bool:
+    """Whether this installation's kernels were compiled into ``cache_dir`` already."""
+    return os.path.exists(stamp_path(cache_dir))
+
+
+def use_cache_dir(cache_dir: str | None) -> None:
+    """Make numba cache in ``cache_dir`` from now on, in this process and its children.
+
+    ``NUMBA_CACHE_DIR`` is read when numba is imported; where numba is imported
+    already, its config is set too: a kernel module imported afterwards caches
+    there (kernels imported before keep their folder).
+    """
+    if not cache_dir:
+        return
+    os.environ["NUMBA_CACHE_DIR"] = cache_dir
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.config.CACHE_DIR = cache_dir
+
+
+def warm_up_cache(cache_dir: str | None = None, verbose: bool = False) -> float:
+    """``warm_up`` with numba's cache in ``cache_dir``, then the stamp; returns the seconds.
+
+    Meant for a fresh process (a SLURM job, ``python -m beastflow.fit.warmup``):
+    kernels imported before the cache folder is set are not compiled into it.
+    """
+    use_cache_dir(cache_dir)
+    dt = warm_up(verbose)
+    import numba
+    from llvmlite import binding
+
+    where = numba.config.CACHE_DIR or default_cache_dir()  # type: ignore[attr-defined]
+    # the machine it compiled for: numba keeps one entry per CPU in its cache, so a
+    # node of another CPU type compiles once more (and adds its entry)
+    stamp = {
+        "seconds": round(dt, 3),
+        "host": platform.node(),
+        "cpu": numba.config.CPU_NAME or binding.get_host_cpu_name(),  # type: ignore[attr-defined]
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    # written whole under another name, then renamed: a reader sees no stamp or all of it
+    path = stamp_path(where)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(where, exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(stamp, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        # a read-only installation: numba then caches in the user's cache folder, and
+        # only the next warm-up check misses (it reloads the kernels, a few seconds)
+        logging.getLogger(__name__).warning("kernels compiled, but no warm-up stamp in %s: %s", where, exc)
+    return dt
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache-dir", help="numba cache folder (default: $NUMBA_CACHE_DIR, else next to the sources)")
+    args = ap.parse_args(argv)
+    dt = warm_up_cache(args.cache_dir or os.environ.get("NUMBA_CACHE_DIR") or None)
     import numba
 
     where = numba.config.CACHE_DIR or "next to the sources (__pycache__)"  # type: ignore[attr-defined]

@@ -22,11 +22,11 @@ doing one BLAS matrix product per block of ``chunk_models`` rows costs
 BLAS speed; the product is computed once per *star* and scaled per distance.
 The extinction curve depends only on (R(V), f_A), so it is evaluated once
 per pair and scaled by A(V).  The grid is then written one HDF5 chunk of rows
-(a *unit*) at a time: a numba kernel gathers, scales and takes the log of
-the band fluxes and fills every grid column of the unit in one pass, and the
-unit's chunks are shuffled and deflated by beastflow (zlib releases the GIL)
-on ``numba.get_num_threads()`` threads and stored with HDF5's direct chunk
-write, in order.  Memory is bounded by a few units and blocks (plus the
+(a *unit*) at a time: numba kernels gather and scale the band fluxes and
+fill the unit's grid columns one by one, each chunk is shuffled and deflated
+by beastflow (zlib releases the GIL) while it is in the core's cache, units
+on ``numba.get_num_threads()`` threads, and the chunks are stored with HDF5's
+direct chunk write, in order.  Memory is bounded by a few units and blocks (plus the
 spectral grid itself, which is held once per star, not per distance or dust
 point), whatever the grid size.
 """
@@ -217,10 +217,13 @@ class DustWeightMatrices:
         from beastflow.physics.extinction import transmission
 
         nb = self.W.shape[1]
+        # whole-block numpy calls, not a few per dust point: those held the GIL
+        # ~0.1 ms per point, serialising the build's threads; each element is the
+        # same product and power as one point at a time, so no number changes
+        k = np.stack([self.curve(int(c)) for c in cs])
+        t = np.asarray(transmission(self.dust.Av[cs][:, None] * k, self.exp_attenuation), dtype=np.float64)
         out = np.empty((self.lamb.size, cs.size, nb))
-        for i, c in enumerate(cs):
-            t = np.asarray(transmission(self.dust.Av[c] * self.curve(int(c)), self.exp_attenuation), dtype=np.float64)
-            out[:, i, :] = t[:, None] * self.W
+        np.multiply(t.T[:, :, None], self.W[:, None, :], out=out)
         return out.reshape(self.lamb.size, cs.size * nb)
 
 
@@ -297,10 +300,11 @@ def build_sed_subgrid(
 ) -> int:
     """Write the SED grid of spectral rows [r0, r1) × all valid dust points to ``url``.
 
-    The grid is produced one HDF5 chunk of rows (a *unit*) at a time: a numba
-    kernel fills every column of the unit from the block matrix products, and
-    the unit's chunks are shuffled and deflated (``encode_chunk``) on
-    ``numba.get_num_threads()`` threads, then stored as they are.  The matrix
+    The grid is produced one HDF5 chunk of rows (a *unit*) at a time: numba
+    kernels fill the unit's fluxes from the block matrix products and its
+    columns one at a time, each shuffled and deflated (``encode_chunk``) as it
+    is filled, units on ``numba.get_num_threads()`` threads; the chunks are
+    then stored as they are.  The matrix
     products are the same calls on the same blocks as a block-at-a-time build
     (``per`` dust points side by side, or ``step`` gathered rows of one dust
     point), so every number is independent of the units and of the threads.
@@ -356,10 +360,12 @@ def build_sed_subgrid(
         step = min(chunk, max(1, _GATHER_BYTES // (8 * max(1, sup.size))))
         rows_of_slice = np.arange(n0, dtype=np.int64)
     threads = max(1, int(numba.get_num_threads()))
-    # with threads, the block products are tasks too: queued before the units
-    # that read them (first in, first out), so a unit never waits on a product
-    # no thread has started, and the main thread only orders and stores chunks
+    # with threads, the block products are tasks too: queued `ahead` units before
+    # the units that read them (first in, first out), so a unit never waits on a
+    # product no thread has started, and the main thread only orders and stores
+    # chunks; the blocks of at most ~4·threads units are alive at a time
     pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
+    ahead = 2 * threads
     # every extinction curve evaluated here, once: product tasks then only read
     # the cache (the law's own LRU cache is not meant for concurrent updates)
     for c in range(dust.n):
@@ -380,17 +386,25 @@ def build_sed_subgrid(
             blocks[key] = G
         return G
 
-    def segments(lo: int, hi: int) -> list[_Segment]:
+    def spans(lo: int, hi: int) -> list[tuple[int, int, int, tuple[int, int]]]:
+        """(dust point c, j0, j1, block key) of every segment of unit rows [lo, hi)."""
         out = []
         for c in range(lo // n0, (hi - 1) // n0 + 1):
             ja, jb = max(lo, c * n0) - c * n0, min(hi, (c + 1) * n0) - c * n0
             if stacked:
-                g = c // per
-                out.append(_Segment(c, ja, jb, c * n0 + ja - lo, block((g, 0)), inv, 0, (c - g * per) * nb))
+                out.append((c, ja, jb, (c // per, 0)))
                 continue
             for s in range(ja // step, (jb - 1) // step + 1):
-                a, b = max(ja, s * step), min(jb, (s + 1) * step)
-                out.append(_Segment(c, a, b, c * n0 + a - lo, block((c, s)), rows_of_slice, s * step, 0))
+                out.append((c, max(ja, s * step), min(jb, (s + 1) * step), (c, s)))
+        return out
+
+    def segments(lo: int, hi: int) -> list[_Segment]:
+        out = []
+        for c, a, b, key in spans(lo, hi):
+            if stacked:
+                out.append(_Segment(c, a, b, c * n0 + a - lo, block(key), inv, 0, (c - key[0] * per) * nb))
+            else:
+                out.append(_Segment(c, a, b, c * n0 + a - lo, block(key), rows_of_slice, key[1] * step, 0))
         # blocks no later unit needs are dropped (units advance through the dust points)
         first = out[-1].c
         for key in [k for k in blocks if (k[0] * per + per - 1 if stacked else k[0]) < first]:
@@ -399,16 +413,19 @@ def build_sed_subgrid(
 
     def encode_unit(lo: int, hi: int, segs: list[_Segment]) -> tuple[int, dict[str, bytes]]:
         seds = np.zeros((unit, nb)) if hi - lo < unit else np.empty((unit, nb))
-        cols = np.zeros((len(stored), unit)) if hi - lo < unit else np.empty((len(stored), unit))
         for sg_ in segs:
             G = sg_.G.result() if isinstance(sg_.G, concurrent.futures.Future) else sg_.G
-            _fill_segment(
-                G, sg_.grow, sg_.roff, sg_.gcol, scale, sg_.c, sg_.j0, sg_.j1, sg_.r,
-                kind, src, dvals, stellar, sgw, spw, dgw, dprior, dist_idx, seds, cols,
-            )  # fmt: skip
+            _fill_seds(G, sg_.grow, sg_.roff, sg_.gcol, scale, sg_.j0, sg_.j1, sg_.r, seds)
         enc = {"seds": encode_chunk(seds, _RAW_FLUX_BYTES)}
+        # one column at a time, filled, shuffled and deflated while it is in the
+        # core's cache: filling every column of the unit first (13 MB) and then
+        # encoding them sent each through memory three more times, which on 2
+        # threads sharing the memory bus cost more CPU than on 1
+        spans_ = np.array([(sg_.c, sg_.j0, sg_.j1, sg_.r) for sg_ in segs], dtype=np.int64).reshape(-1, 4)
+        col = np.zeros(unit) if hi - lo < unit else np.empty(unit)
         for q, c in enumerate(stored):
-            enc[f"grid/{c}"] = encode_chunk(cols[q])
+            _fill_column(kind[q], src[q], spans_, dvals, stellar, sgw, spw, dgw, dprior, dist_idx, col)
+            enc[f"grid/{c}"] = encode_chunk(col)
         return hi - lo, enc
 
     with (
@@ -428,6 +445,14 @@ def build_sed_subgrid(
         pending: collections.deque = collections.deque()
         for lo in range(0, n_models, unit):
             hi = min(n_models, lo + unit)
+            if pool is not None:
+                # the products of the unit `ahead` units on are queued now, that many
+                # tasks before the first unit reading them: queued just before that
+                # unit, a product ran on one thread while the other sat in the unit
+                # waiting for it (~0.1 s per block on 2 threads, 6 blocks per 1.5e6 models)
+                nxt = lo + ahead * unit
+                for *_, key in spans(nxt, min(n_models, nxt + unit)) if nxt < n_models else ():
+                    block(key)
             segs = segments(lo, hi)
             if pool is None:
                 w.append_encoded(*encode_unit(lo, hi, segs))
@@ -442,33 +467,11 @@ def build_sed_subgrid(
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_segment(
-    G,
-    grow,
-    roff,
-    gcol,
-    scale,
-    c,
-    j0,
-    j1,
-    r,
-    kind,
-    src,
-    dvals,
-    stellar,
-    sgw,
-    spw,
-    dgw,
-    dprior,
-    dist_idx,
-    seds,
-    cols,
-):  # pragma: no cover - compiled
-    """Every column of the rows (dust point c) × (spectral rows j0..j1) of a unit (numba).
+def _fill_seds(G, grow, roff, gcol, scale, j0, j1, r, seds):  # pragma: no cover - compiled
+    """Band fluxes of the rows (one dust point) × (spectral rows j0..j1) of a unit (numba).
 
-    Row r + j - j0 of the unit: band b = G[grow[j] - roff, gcol + b] × scale[j]
-    and the stored grid columns in file order.  Same arithmetic, operand by operand, as the former
-    numpy build (tile/repeat and products), so the numbers are bit-identical.
+    Row r + j - j0 of the unit: band b = G[grow[j] - roff, gcol + b] × scale[j]: the
+    same product, operand by operand, as the former numpy build, so bit-identical.
     """
     nb = seds.shape[1]
     for j in range(j0, j1):
@@ -476,10 +479,18 @@ def _fill_segment(
         s = scale[j]
         for b in range(nb):
             seds[r + j - j0, b] = G[u, gcol + b] * s
-    for q in range(kind.size):
-        k = kind[q]
-        i = src[q]
-        out = cols[q]
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_column(k, i, spans, dvals, stellar, sgw, spw, dgw, dprior, dist_idx, out):  # pragma: no cover - compiled
+    """One stored grid column (what ``_column_sources`` says: kind k, index i) of a unit (numba).
+
+    ``spans`` rows: (dust point c, j0, j1, unit row r) of each segment; row r + j - j0
+    holds spectral row j at dust point c.  Same arithmetic, operand by operand, as
+    the former numpy build (tile/repeat and products), so the numbers are bit-identical.
+    """
+    for s in range(spans.shape[0]):
+        c, j0, j1, r = spans[s, 0], spans[s, 1], spans[s, 2], spans[s, 3]
         if k == _DUST:
             v = dvals[i, c]
             for j in range(j0, j1):

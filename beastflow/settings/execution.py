@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import Section
 
@@ -62,4 +62,20 @@ class Execution(Section):
     #: a run holds a lease on project.output (one run per output); a second run waits
     #: this many seconds for it, then stops naming the holder (0 = stop at once)
     lease_wait_s: float = Field(default=0.0, ge=0)
+    #: numba's cache of compiled kernels for every pool worker and SLURM task
+    #: (exported as NUMBA_CACHE_DIR): a folder on a file system the compute nodes
+    #: share; relative = below the directory the run starts in. None: the
+    #: NUMBA_CACHE_DIR of the environment, else next to the installed sources
+    numba_cache_dir: str | None = None
+    #: before fit units go to a pool or SLURM array, compile the fit kernels into
+    #: that cache once (a SLURM job on the array's partition) unless it holds this
+    #: installation's already; false: every task compiles whatever the cache lacks
+    warm_up: bool = True
     slurm: Slurm = Field(default_factory=Slurm)
+
+    @field_validator("numba_cache_dir")
+    @classmethod
+    def _local_folder(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or "://" in v):
+            raise ValueError(f"must be a folder path on a shared file system, got {v!r}")
+        return v
