@@ -323,8 +323,8 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
     rowid = np.arange(len(seds), dtype=np.int64)
     if fac.perm is not None:  # visit each stellar model's rows one after the other
         p = fac.perm
-        # (numpy lays a[:, p] out column-major: the kernels need C order)
-        cols_of = lambda a: np.ascontiguousarray(a[:, p])  # noqa: E731
+        # (take, not a[:, p]: numpy lays that out column-major, and the kernels need C order)
+        cols_of = lambda a: np.take(a, p, axis=1)  # noqa: E731
         mT, ivT, lneT, qT, b1T, b2T = (cols_of(a) for a in (mT, ivT, lneT, qT, b1T, b2T))
         icdT, icoT = (cols_of(a) if a is not None else None for a in (icdT, icoT))
         const, gid, spec, valid, rowid = const[p], gid[p], spec[p], valid[p], p.astype(np.int64)
@@ -334,8 +334,9 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
     b2M = np.ascontiguousarray(b2T[fac.porder].T)
     del qT, b1T, b2T
     chunk = _Chunk(mT, ivT, lneT, const, qM, b1M, b2M, gid, spec, blk.start, fac, rowid, icdT, icoT)
-    # the screen is proven for the default fit rules only (thresholds, chi2min, Pmax...)
-    if SCREEN and opts.behaviour == FitBehaviour() and not full:
+    # the screen only chooses which models the float64 arithmetic evaluates (every
+    # decision is made in float64), so it holds for any fit rules (tested for both profiles)
+    if SCREEN and not full:
         chunk.add_screen(valid)
     return chunk
 
@@ -427,7 +428,7 @@ def fit_arrays(
             n2 = len(flat2)
     if flat2 is None:
         flat2 = np.arange(n2, dtype=np.int64)
-    T = lk.n_partitions()
+    T = lk.n_partitions(grid.n_models)
     k = opts.lnp_npts
     out = {
         "lnPmax": np.full(ns, -np.inf),

@@ -22,7 +22,7 @@ each with its own accumulators (no races, deterministic sums), which
 are reduced in partition order afterwards (ties keep the first row of the grid's
 stored order: every comparison breaks them by row, since the models are visited in
 the order of ``factors.GridFactors``, each stellar model's rows together).
-T is a constant (``REDUCTION_PARTITIONS``), not the thread count: the
+T depends on the grid size only (``n_partitions``), not on the thread count: the
 partition boundaries set the order of the floating-point sums, so a fixed T
 gives bit-identical statistics on 1, 2 or 16 threads.
 Grids larger than memory are streamed: the caller feeds chunks and the
@@ -68,8 +68,17 @@ def all_models_threshold(n_models: int) -> float:
 REDUCTION_PARTITIONS = 8
 
 
-def n_partitions() -> int:
-    return REDUCTION_PARTITIONS
+#: models per partition below which a grid gets fewer partitions (down to 2): each
+#: partition holds its own PDF accumulators [stars, bins], cleared and summed per star
+#: block, which would cost a small grid more than its kernels
+MODELS_PER_PARTITION = 16384
+
+
+def n_partitions(n_models: int) -> int:
+    """Partitions of a fit over n_models: a function of the grid, never of the thread
+    count (the partitions set the order of the sums)."""
+    want = -(-int(n_models) // MODELS_PER_PARTITION)
+    return max(2, min(REDUCTION_PARTITIONS, want))
 
 
 #: models per tile: the tile's model data (~13 doubles per model) stay in L1/L2
