@@ -69,6 +69,32 @@ def _constant_within(values: np.ndarray, ids: np.ndarray, first: np.ndarray) -> 
     return bool(np.array_equal(values, values[first][ids], equal_nan=True))
 
 
+def stellar_models(columns: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Stellar-model id of each row (numbered in order of first appearance), from
+    ``specgrid_indx`` and ``distance``; None when the grid does not name them."""
+    if "specgrid_indx" not in columns or not len(columns["specgrid_indx"]):
+        return None
+    key, _ = _ids(np.asarray(columns["specgrid_indx"]))
+    if "distance" in columns:
+        did, nd_ = _ids(np.asarray(columns["distance"], dtype=np.float64))
+        key = key * nd_ + did
+    stellar, _ = _ids(key)
+    first = np.unique(stellar, return_index=True)[1]
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[stellar]
+
+
+def visiting_order(columns: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The rows in the order the kernels visit them: each stellar model's rows one
+    after the other, in the stored order within it; None when that is the stored order."""
+    stellar = stellar_models(columns)
+    if stellar is None:
+        return None
+    order = np.argsort(stellar, kind="stable")
+    return None if np.array_equal(order, np.arange(len(order))) else order
+
+
 def grid_factors(
     qnames: list[str],
     qvals: np.ndarray,
@@ -79,20 +105,12 @@ def grid_factors(
     stored order, ``pairs`` the 2-D PDFs as quantity indices, ``columns`` the
     chunk's grid columns (``specgrid_indx`` and ``distance`` name the stellar model)."""
     nq, n = qvals.shape
-    if "specgrid_indx" in columns and n:
-        key, _ = _ids(np.asarray(columns["specgrid_indx"]))
-        if "distance" in columns:
-            did, nd_ = _ids(np.asarray(columns["distance"], dtype=np.float64))
-            key = key * nd_ + did
-        stellar, _ = _ids(key)
-        # stellar models numbered in order of first appearance, so that a grid whose
-        # stellar models' rows are already consecutive is visited as stored
+    found = stellar_models(columns) if n else None
+    if found is not None:
+        stellar = found
+        # numbered in order of first appearance: a grid whose stellar models' rows are
+        # already consecutive is visited as stored
         first = np.unique(stellar, return_index=True)[1]
-        rank = np.empty(len(first), np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-        stellar = rank[stellar]
-        first = np.sort(first)
-        # each stellar model's rows consecutive, in the stored order within it
         order = np.argsort(stellar, kind="stable")
         perm: np.ndarray | None = None if np.array_equal(order, np.arange(n)) else order
         is_stellar = [_constant_within(qvals[i], stellar, first) for i in range(nq)]

@@ -52,14 +52,14 @@ from beastflow import plan
 from beastflow.behaviour import FitBehaviour, PercentileRule, PriorNorm
 from beastflow.filters import short_names
 from beastflow.fit import likelihood as lk
-from beastflow.fit.factors import GridFactors, grid_factors
+from beastflow.fit.factors import GridFactors, grid_factors, visiting_order
 from beastflow.fit.grid_info import EXCLUDED, read_grid_info, symlog
 from beastflow.fit.lnp import NOT_TRUNCATED, reduce_heaps_flat, star_seeds
 from beastflow.fit.outputs import PDF2DWriter, write_lnp, write_pdf1d, write_stats
 from beastflow.fit.pdfs import BinSet, binset_from_info, binset_from_trimmed
 from beastflow.fit.stats import STAT_SUFFIXES, iau_names, percentiles_from_pdf, pmax_column
-from beastflow.io.noise_model import NoiseModel, open_noise_model
-from beastflow.io.sed_grid import open_sed_grid
+from beastflow.io.noise_model import NoiseBlock, NoiseModel, open_noise_model
+from beastflow.io.sed_grid import SEDGridBlock, open_sed_grid
 from beastflow.io.trim_index import open_kept
 from beastflow.observations import catalogs
 from beastflow.provenance import make_provenance
@@ -254,7 +254,13 @@ class _Chunk:
 
 def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: str, counters: dict[str, int]) -> _Chunk:
     """Band/quantity-major arrays of one block (the kernels loop over contiguous
-    models); built directly in that layout to keep the transient memory low."""
+    models); built directly in that layout to keep the transient memory low, and in
+    the kernels' visiting order (``factors.visiting_order``: the input rows are
+    reordered once, which is cheaper than reordering every derived array)."""
+    order = visiting_order(blk.columns)
+    if order is not None:
+        blk = SEDGridBlock(blk.start, blk.seds[order], {k: v[order] for k, v in blk.columns.items()})
+        nblk = NoiseBlock(nblk.start, {k: v[order] for k, v in nblk.arrays.items()})
     seds = blk.seds
     err = nblk.error
     comp = nblk.completeness
@@ -320,14 +326,10 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
     )
     qi = {q: i for i, q in enumerate(bs.qnames)}
     fac = grid_factors(bs.qnames, qT, [(qi[a.name], qi[b.name]) for a, b in bs.pairs], blk.columns)
-    rowid = np.arange(len(seds), dtype=np.int64)
-    if fac.perm is not None:  # visit each stellar model's rows one after the other
-        p = fac.perm
-        # (take, not a[:, p]: numpy lays that out column-major, and the kernels need C order)
-        cols_of = lambda a: np.take(a, p, axis=1)  # noqa: E731
-        mT, ivT, lneT, qT, b1T, b2T = (cols_of(a) for a in (mT, ivT, lneT, qT, b1T, b2T))
-        icdT, icoT = (cols_of(a) if a is not None else None for a in (icdT, icoT))
-        const, gid, spec, valid, rowid = const[p], gid[p], spec[p], valid[p], p.astype(np.int64)
+    if fac.perm is not None:  # the rows are in visiting order already
+        raise AssertionError(f"{where}: stellar models not consecutive after reordering")
+    fac.perm = order
+    rowid = order.astype(np.int64) if order is not None else np.arange(len(seds), dtype=np.int64)
     # the kernels scatter one model's quantities at a time: model-major, and in the
     # factors' order (direct quantities first, then stellar, then dust)
     qM, b1M = (np.ascontiguousarray(a[fac.qorder].T) for a in (qT, b1T))
