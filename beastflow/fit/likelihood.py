@@ -435,12 +435,12 @@ def _accumulate_tile(
     """Add the models j0..j0+nt-1 (chi2, lnP of star s in chi2[:nt], lnp[:nt]) to
     partition t's accumulators: weights above the statistics threshold, lnP sample.
 
-    The sums are factored along the grid's structure (``fitting.GridFactors``):
+    The sums are factored along the grid's structure (``factors.GridFactors``):
     quantities [0, nd) are added model by model; the stellar ones [nd, nd + nst)
     (and stellar 2-D pairs) once per run of consecutive models of the same stellar
     model (``stellar``), with the run's summed weight; the dust ones (the rest)
     through the per-star table acc_wd of weight per dust point (``dustpt``), which
-    the driver expands after the chunk.  The same sums, ~3x fewer scatters."""
+    the driver expands after the chunk (``expand_dust``).  The same sums, to rounding."""
     nd, nst, npd, nps = layout[0], layout[1], layout[2], layout[3]
     nq = qM.shape[1]
     k = heap_key.shape[2]

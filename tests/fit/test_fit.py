@@ -484,23 +484,11 @@ def test_float32_screen_gives_the_float64_results_bit_for_bit(field, default_fit
     bit: the budget of the float32 arithmetic (p16/p50/p84 shift < 1e-4 of the range, PDFs
     < 1e-4 of their peak) is met with zero difference."""
     from beastflow.fit import fitting
-    from beastflow.fit.outputs import read_pdf2d
 
     s, gi, r = default_fit
     monkeypatch.setattr(fitting, "SCREEN", False)
     r64 = run_fit(s, field["trim"], field["trim_noise"], field["cat0"], gi, str(tmp_path / "P_bin0_sub0"))
-    a, b = read_stats(r.stats)[0], read_stats(r64.stats)[0]
-    for c in a.columns:
-        assert a[c].equals(b[c]), c
-    pa, pb = read_pdf1d(r.pdf1d), read_pdf1d(r64.pdf1d)
-    for q in pa["quantities"]:
-        np.testing.assert_array_equal(pa["pdf"][q], pb["pdf"][q], err_msg=q)
-    p2a, p2b = read_pdf2d(r.pdf2d), read_pdf2d(r64.pdf2d)
-    for p in p2a["pairs"]:
-        np.testing.assert_array_equal(p2a["pdf"][p], p2b["pdf"][p], err_msg=p)
-    la, lb = read_lnp(r.lnp), read_lnp(r64.lnp)
-    for k in ("gid", "lnp", "chi2", "key", "offsets", "n_candidates"):
-        np.testing.assert_array_equal(la[k], lb[k], err_msg=k)
+    _assert_same_outputs(r, r64)
 
 
 def test_float32_error_is_far_below_the_screen_margin(field, default_fit):
@@ -539,12 +527,18 @@ def test_float32_screen_in_compat_mode_gives_the_float64_results_bit_for_bit(fie
     """Compat (thresholds -10, chi2min over the sparse set, Pmax a log, bins from the
     trimmed grid) with and without the float32 screen: the same files, bit for bit."""
     from beastflow.fit import fitting
-    from beastflow.fit.outputs import read_pdf2d
 
     s = settings_for(tmp_path, lnp_npts=50).model_copy(update={"compat": "beast-2.1"})
     r = run_fit(s, field["trim"], field["trim_noise"], field["cat0"], None, str(tmp_path / "A_bin0_sub0"))
     monkeypatch.setattr(fitting, "SCREEN", False)
     r64 = run_fit(s, field["trim"], field["trim_noise"], field["cat0"], None, str(tmp_path / "B_bin0_sub0"))
+    _assert_same_outputs(r, r64)
+
+
+def _assert_same_outputs(r, r64):
+    """Stats, 1-D and 2-D PDFs and lnP samples of two fits: equal bit for bit."""
+    from beastflow.fit.outputs import read_pdf2d
+
     a, b = read_stats(r.stats)[0], read_stats(r64.stats)[0]
     for c in a.columns:
         assert a[c].equals(b[c]), c
