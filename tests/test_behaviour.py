@@ -361,6 +361,8 @@ def _band_skip(v):
 
 
 class _Grid:
+    n_models = 3
+
     def column(self, name):
         return np.array([1.0, 3.0, 0.0])
 

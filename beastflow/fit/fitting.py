@@ -258,6 +258,8 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
     the kernels' visiting order (``factors.visiting_order``: the input rows are
     reordered once, which is cheaper than reordering every derived array)."""
     order = visiting_order(blk.columns)
+    # the chunk row of each visited model
+    rowid = order.astype(np.int64) if order is not None else np.arange(len(blk.seds), dtype=np.int64)
     if order is not None:
         blk = SEDGridBlock(blk.start, blk.seds[order], {k: v[order] for k, v in blk.columns.items()})
         nblk = NoiseBlock(nblk.start, {k: v[order] for k, v in nblk.arrays.items()})
@@ -318,7 +320,7 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
     if "fullgrid_idx" in blk.columns:
         gid = blk.columns["fullgrid_idx"].astype(np.int64) + gid_offset
     else:
-        gid = np.arange(blk.start, blk.start + len(seds), dtype=np.int64) + gid_offset
+        gid = blk.start + rowid + gid_offset
     spec = (
         blk.columns["specgrid_indx"].astype(np.int64)
         if "specgrid_indx" in blk.columns
@@ -329,7 +331,6 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
     if fac.perm is not None:  # the rows are in visiting order already
         raise AssertionError(f"{where}: stellar models not consecutive after reordering")
     fac.perm = order
-    rowid = order.astype(np.int64) if order is not None else np.arange(len(seds), dtype=np.int64)
     # the kernels scatter one model's quantities at a time: model-major, and in the
     # factors' order (direct quantities first, then stellar, then dust)
     qM, b1M = (np.ascontiguousarray(a[fac.qorder].T) for a in (qT, b1T))

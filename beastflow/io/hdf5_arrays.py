@@ -140,7 +140,11 @@ def read_rows(h5: h5py.File, names: Sequence[str], rows: slice) -> dict[str, np.
     for name in names:
         ds = h5[name]
         lo, hi, step = rows.indices(ds.shape[0])
-        if step != 1 or hi <= lo or not _shuffle_deflate(ds):
+        # a block much smaller than a chunk goes through h5py: its chunk cache keeps the
+        # inflated chunk for the next block, where inflating here would hold a whole
+        # chunk per call (the readers' memory is bounded by their block, not the chunk)
+        small = ds.chunks is not None and (hi - lo) * 2 < ds.chunks[0]
+        if step != 1 or hi <= lo or small or not _shuffle_deflate(ds):
             out[name] = np.asarray(ds[rows])
             continue
         try:
