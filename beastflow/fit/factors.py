@@ -49,14 +49,6 @@ class GridFactors:
     layout: np.ndarray  # [n direct q, n stellar q, n direct pairs, n stellar pairs]
     dust_rep: np.ndarray  # a visited position of each dust point (its representative)
 
-    @property
-    def n_dust_q(self) -> int:
-        return len(self.qorder) - int(self.layout[0] + self.layout[1])
-
-    @property
-    def n_dust_pairs(self) -> int:
-        return len(self.porder) - int(self.layout[2] + self.layout[3])
-
 
 def _ids(values: np.ndarray) -> tuple[np.ndarray, int]:
     """Dense ids of equal values (NaN equal to NaN), and their number."""
