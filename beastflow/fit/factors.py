@@ -77,37 +77,41 @@ def stellar_models(columns: dict[str, np.ndarray]) -> np.ndarray | None:
     return rank[stellar]
 
 
-def visiting_order(columns: dict[str, np.ndarray]) -> np.ndarray | None:
-    """The rows in the order the kernels visit them: each stellar model's rows one
-    after the other, in the stored order within it; None when that is the stored order."""
+@dataclass
+class Visit:
+    """The order in which the kernels visit a chunk's rows: each stellar model's rows
+    one after the other, in the stored order within it."""
+
+    order: np.ndarray | None  # the stored rows in visiting order; None = as stored
+    stellar: np.ndarray | None  # stellar-model id per visited row (non-decreasing); None = not named
+
+
+def visiting_order(columns: dict[str, np.ndarray]) -> Visit:
+    """The visiting order of a chunk whose grid columns are ``columns``."""
     stellar = stellar_models(columns)
     if stellar is None:
-        return None
+        return Visit(None, None)
     order = np.argsort(stellar, kind="stable")
-    return None if np.array_equal(order, np.arange(len(order))) else order
+    if np.array_equal(order, np.arange(len(order))):
+        return Visit(None, stellar)
+    return Visit(order, stellar[order])
 
 
 def grid_factors(
     qnames: list[str],
     qvals: np.ndarray,
     pairs: list[tuple[int, int]],
-    columns: dict[str, np.ndarray],
+    visit: Visit,
 ) -> GridFactors:
     """Factors of a chunk: ``qvals`` [nq, n] the fitted quantities' values in the
-    stored order, ``pairs`` the 2-D PDFs as quantity indices, ``columns`` the
-    chunk's grid columns (``specgrid_indx`` and ``distance`` name the stellar model)."""
+    visiting order ``visit``, ``pairs`` the 2-D PDFs as quantity indices."""
     nq, n = qvals.shape
-    found = stellar_models(columns) if n else None
-    if found is not None:
-        stellar = found
-        # numbered in order of first appearance: a grid whose stellar models' rows are
-        # already consecutive is visited as stored
-        first = np.unique(stellar, return_index=True)[1]
-        order = np.argsort(stellar, kind="stable")
-        perm: np.ndarray | None = None if np.array_equal(order, np.arange(n)) else order
+    if visit.stellar is not None and n:
+        stellar = visit.stellar
+        first = np.flatnonzero(np.diff(stellar, prepend=-1))  # each run's first row
         is_stellar = [_constant_within(qvals[i], stellar, first) for i in range(nq)]
     else:  # no stellar model named: every model its own run, nothing factored
-        perm, stellar = None, np.arange(n, dtype=np.int64)
+        stellar = np.arange(n, dtype=np.int64)
         is_stellar = [False] * nq
     dust_q = [i for i, q in enumerate(qnames) if q in DUST_QUANTITIES and not is_stellar[i]]
     dustpt, n_dust = np.zeros(n, np.int64), 0
@@ -127,11 +131,9 @@ def grid_factors(
         for a, b in pairs
     ]
     porder = [p for k in ("direct", "stellar", "dust") for p in range(len(pairs)) if pk[p] == k]
-    if perm is not None:
-        stellar, dustpt = stellar[perm], dustpt[perm]
     dust_rep = np.unique(dustpt, return_index=True)[1] if n_dust else np.zeros(0, np.int64)
     return GridFactors(
-        perm=perm,
+        perm=visit.order,
         stellar=np.ascontiguousarray(stellar, dtype=np.int64),
         dustpt=np.ascontiguousarray(dustpt, dtype=np.int64),
         n_dust=n_dust,

@@ -257,7 +257,8 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
     models); built directly in that layout to keep the transient memory low, and in
     the kernels' visiting order (``factors.visiting_order``: the input rows are
     reordered once, which is cheaper than reordering every derived array)."""
-    order = visiting_order(blk.columns)
+    visit = visiting_order(blk.columns)
+    order = visit.order
     # the chunk row of each visited model
     rowid = order.astype(np.int64) if order is not None else np.arange(len(blk.seds), dtype=np.int64)
     if order is not None:
@@ -327,10 +328,7 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
         else np.full(len(seds), -1, np.int64)
     )
     qi = {q: i for i, q in enumerate(bs.qnames)}
-    fac = grid_factors(bs.qnames, qT, [(qi[a.name], qi[b.name]) for a, b in bs.pairs], blk.columns)
-    if fac.perm is not None:  # the rows are in visiting order already
-        raise AssertionError(f"{where}: stellar models not consecutive after reordering")
-    fac.perm = order
+    fac = grid_factors(bs.qnames, qT, [(qi[a.name], qi[b.name]) for a, b in bs.pairs], visit)
     # the kernels scatter one model's quantities at a time: model-major, and in the
     # factors' order (direct quantities first, then stellar, then dust)
     qM, b1M = (np.ascontiguousarray(a[fac.qorder].T) for a in (qT, b1T))

@@ -245,19 +245,31 @@ def pass_max(
             nt = min(TILE, n - j0)
             for s in range(ns):
                 _tile(Y, USED, s, mT, ivT, lneT, icdT, icoT, full, const, j0, nt, chi2, lnp, missing[s], d)
-                bl = tl[t, s]
-                bc = tc[t, s]
-                for jj in range(nt):
-                    r = rowid[j0 + jj]
-                    if _better_max(lnp[jj], r, bl, ti[t, s]):
-                        bl = lnp[jj]
-                        ti[t, s] = r
-                    if const[j0 + jj] > -np.inf and _better_min(chi2[jj], r, bc, tci[t, s]):
-                        bc = chi2[jj]
-                        tci[t, s] = r
-                tl[t, s] = bl
-                tc[t, s] = bc
+                _fold_extrema(lnp, chi2, const, rowid, j0, nt, t, s, tl, ti, tc, tci)
     _reduce_extrema(tl, ti, tc, tci, start, best_lnp, best_idx, chi2min, chi2min_idx)
+
+
+@njit(cache=True)
+def _fold_extrema(lnp, chi2, const, rowid, j0, nt, t, s, tl, ti, tc, tci):
+    """Fold one tile's lnP and chi2 (models j0 .. j0 + nt) into star s's running
+    maximum lnP and minimum chi2 in partition t, with their rows; returns the
+    tile's largest lnP."""
+    bl = tl[t, s]
+    bc = tc[t, s]
+    top = -np.inf
+    for jj in range(nt):
+        r = rowid[j0 + jj]
+        if lnp[jj] > top:
+            top = lnp[jj]
+        if _better_max(lnp[jj], r, bl, ti[t, s]):
+            bl = lnp[jj]
+            ti[t, s] = r
+        if const[j0 + jj] > -np.inf and _better_min(chi2[jj], r, bc, tci[t, s]):
+            bc = chi2[jj]
+            tci[t, s] = r
+    tl[t, s] = bl
+    tc[t, s] = bc
+    return top
 
 
 @njit(cache=True)
@@ -793,23 +805,9 @@ def screen_max(
                     pa[t, s] = max(pa[t, s], amax)
                     continue
                 # a star with an unmeasured band: float64 for every model
-                bl = tl[t, s]
-                bc = tc[t, s]
                 _tile(Y, USED, s, mT, ivT, lneT, none, none, False, const, j0, nt, chi2, lnp, missing[s], d)
-                top64 = -np.inf
-                for jj in range(nt):
-                    r = rowid[j0 + jj]
-                    if lnp[jj] > top64:
-                        top64 = lnp[jj]
-                    if _better_max(lnp[jj], r, bl, ti[t, s]):
-                        bl = lnp[jj]
-                        ti[t, s] = r
-                    if const[j0 + jj] > -np.inf and _better_min(chi2[jj], r, bc, tci[t, s]):
-                        bc = chi2[jj]
-                        tci[t, s] = r
+                top64 = _fold_extrema(lnp, chi2, const, rowid, j0, nt, t, s, tl, ti, tc, tci)
                 tmax[t, it, s] = top64 - cref
-                tl[t, s] = bl
-                tc[t, s] = bc
     lcut = np.empty(ns, dtype=np.float32)
     ccut = np.empty(ns, dtype=np.float32)
     for s in range(ns):

@@ -7,7 +7,7 @@ import pytest
 
 from beastflow.fit import fitting
 from beastflow.fit import likelihood as lk
-from beastflow.fit.factors import GridFactors, grid_factors
+from beastflow.fit.factors import GridFactors, grid_factors, visiting_order
 from beastflow.fit.fitting import run_fit
 from beastflow.fit.grid_info import run_grid_info
 from beastflow.fit.outputs import read_lnp, read_pdf1d, read_stats
@@ -18,11 +18,11 @@ from . import synth
 from .conftest import settings_for
 
 
-def _unfactored(qnames, qvals, pairs, columns):
-    """Nothing factored, models visited as stored: every quantity added model by model."""
+def _unfactored(qnames, qvals, pairs, visit):
+    """Nothing factored: every quantity added model by model (in the same visiting order)."""
     nq, n = qvals.shape
     return GridFactors(
-        perm=None,
+        perm=visit.order,
         stellar=np.arange(n, dtype=np.int64),
         dustpt=np.zeros(n, np.int64),
         n_dust=0,
@@ -33,13 +33,19 @@ def _unfactored(qnames, qvals, pairs, columns):
     )
 
 
+def _factors(names, qvals, pairs, columns):
+    """grid_factors of the rows in ``columns`` as the fit visits them."""
+    v = visiting_order(columns)
+    return grid_factors(names, qvals if v.order is None else qvals[:, v.order], pairs, v)
+
+
 def test_factors_of_a_dust_major_grid(field):
     """synth grids are stored as BEAST stores them, dust point by dust point: the factors
     visit each stellar model's rows together and sort the quantities by what they depend on."""
     g = open_sed_grid(field["trim"]).read()
     names = ["Av", "Rv", "f_A", "M_ini", "logA", "logL", "logHST_ACS_WFC_F475W_nd", "logHST_ACS_WFC_F475W_wd"]
     qv = np.stack([g.columns[q] for q in names])
-    f = grid_factors(names, qv, [(0, 1), (3, 4), (0, 3)], g.columns)
+    f = _factors(names, qv, [(0, 1), (3, 4), (0, 3)], g.columns)
     assert f.perm is not None and sorted(f.perm) == list(range(len(g.seds)))
     st = f.stellar
     assert np.all(np.diff(st) >= 0)  # each stellar model's rows consecutive
@@ -63,9 +69,9 @@ def test_factors_of_a_dust_major_grid(field):
 def test_a_quantity_varying_within_a_stellar_model_is_not_factored(field):
     g = open_sed_grid(field["trim"]).read()
     noisy = g.columns["M_ini"] * (1 + 1e-12 * (g.columns["Av"] > 1))  # depends on dust by a hair
-    f = grid_factors(["M_ini"], noisy[None, :], [], g.columns)
+    f = _factors(["M_ini"], noisy[None, :], [], g.columns)
     assert list(f.layout[:2]) == [1, 0]
-    f = grid_factors(["M_ini"], noisy[None, :], [], {k: v for k, v in g.columns.items() if k != "specgrid_indx"})
+    f = _factors(["M_ini"], noisy[None, :], [], {k: v for k, v in g.columns.items() if k != "specgrid_indx"})
     assert f.perm is None and list(f.layout[:2]) == [1, 0]  # no stellar model named: nothing factored
 
 
@@ -114,7 +120,7 @@ def test_ties_keep_the_first_stored_row(tmp_path, synth_vega):
         cat = cat.with_columns(cat[f"{band}_RATE"] * 0 + seds[a, k] / synth.VEGA[k])
     cat.write_parquet(tmp_path / "c.parquet")
     g = open_sed_grid(grid).read()
-    f = grid_factors(["M_ini"], g.columns["M_ini"][None, :], [], g.columns)
+    f = _factors(["M_ini"], g.columns["M_ini"][None, :], [], g.columns)
     pos = np.argsort(f.perm)
     assert pos[b] < pos[a]  # the duplicate stored later is visited first
     r = run_fit(s, grid, noise, str(tmp_path / "c.parquet"), gi, str(tmp_path / "F_bin0_sub0"))
