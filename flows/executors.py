@@ -11,7 +11,7 @@ element is resubmitted (after ``retry_delay_s``), up to ``retries`` times.
 Units still failing at the end are reported together in ``UnitsFailed``,
 naming each unit (sub-file) and the last line of its error.
 
-Compiled kernels: before fit units go to a pool or an array, the fit kernels are
+Compiled kernels: before fit or trim units go to a pool or an array, their kernels are
 compiled once into numba's cache (``beastflow.fit.warmup``) when it does not hold
 this installation's yet, and every worker and task caches in
 ``execution.numba_cache_dir`` (``NUMBA_CACHE_DIR``): an array of a few hundred
@@ -42,8 +42,8 @@ from . import caching
 
 log = logging.getLogger(__name__)
 
-#: stages whose units run the fit kernels (compiled by ``beastflow.fit.warmup``)
-WARM_UP_STAGES = frozenset({"fit"})
+#: stages whose units run the fit or trim kernels (compiled by ``beastflow.fit.warmup``)
+WARM_UP_STAGES = frozenset({"fit", "trim"})
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""Compile the fit kernels into numba's on-disk cache ahead of the first fit.
+"""Compile the fit and trim kernels into numba's on-disk cache ahead of the first fit.
 
 The kernels are ``cache=True``: compiled once (about a minute and a half of CPU on a
 small machine), then loaded from the cache in about a second by every later process.
@@ -18,8 +18,8 @@ modification times, so a fresh checkout or install compiles again; a stamp file
 in the cache folder (``stamp_path``), keyed the same way, tells that this
 installation was warmed up there.
 
-It fits a tiny synthetic field in the default mode and in compat mode: every kernel
-signature a fit uses (diagonal and truncheon noise models share them).
+It fits a tiny synthetic field in the default mode and in compat mode (every kernel
+signature a fit uses: diagonal and truncheon noise models share them), and trims it.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ FILTERS = ["HST_WFC3_F275W", "HST_ACS_WFC_F475W", "HST_WFC3_F160W"]
 
 
 def warm_up(verbose: bool = False) -> float:
-    """Fit a tiny field in both modes; returns the wall time (s) it took."""
+    """Fit a tiny field in both modes and trim it; returns the wall time (s) it took."""
     from beastflow.fit.fitting import run_fit
     from beastflow.io.noise_model import write_noise_model
     from beastflow.io.sed_grid import write_sed_grid
+    from beastflow.noise.trim import trim_patterns
     from beastflow.physics.vega import vega_band_fluxes
     from beastflow.settings import settings_from_dict
     from beastflow.simulate import simulate_observations
@@ -85,6 +86,10 @@ def warm_up(verbose: bool = False) -> float:
                         }
                     )
                     run_fit(s, grid, noise, f"{d}/W_bin0_sub0.parquet", None, f"{d}/W_{compat}_{npts}")
+            # the trim stage's kernel: trimming arrays of SLURM tasks load it too
+            trim_patterns(
+                seds, np.zeros_like(seds), 0.05 * seds, np.full_like(seds, 0.9), seds[:2], seds[2:4], 3.0, True
+            )
     finally:
         quiet.setLevel(level)
     return time.perf_counter() - t0

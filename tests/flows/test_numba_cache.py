@@ -76,8 +76,13 @@ def test_pool_warms_up_once_and_workers_use_the_cache(settings, warm_ups):
     assert len(warm_ups) == 1
 
 
-def test_no_warm_up_without_fits_or_when_switched_off(settings, warm_ups):
+def test_trim_units_warm_up_too(settings, warm_ups):
     executors.run_batch(with_execution(settings, workers=1), *_units(settings, "trim", 1), kind="processes")
+    assert warm_ups == [("processes", settings.execution.numba_cache_dir)]
+
+
+def test_no_warm_up_without_fits_or_when_switched_off(settings, warm_ups):
+    executors.run_batch(with_execution(settings, workers=1), *_units(settings, "noisemodel", 1), kind="processes")
     off = with_execution(settings, workers=1, warm_up=False)
     executors.run_batch(off, *_units(off, "fit", 1), kind="processes")
     executors.run_batch(settings, *_units(settings, "fit", 1, "here"), kind="inprocess")
