@@ -16,12 +16,16 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/beastflow run
 
+# two test processes at most (pytest-xdist), each running whole test files (their fixtures stay
+# per file); many tests wait on servers, subprocesses and SLURM, so 2 cores run 2 at once
+PYTEST_PARALLEL = -n auto --maxprocesses 2 --dist loadfile
+
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # the inner loop: everything but the service, browser, slow and whole-pipeline tests
 test-fast: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -m "not service and not browser and not slow and not pipeline"
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not service and not browser and not slow and not pipeline"
 
 # what CI checks before the tests: lint, formatting, types
 lint: $(BIN)/.installed

@@ -9,7 +9,9 @@ survives (Prefect's default for a temporary API server is 20 s).
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,7 +19,12 @@ from pathlib import Path
 #: ephemeral server a flow or a CLI subprocess starts on its own)
 PREFECT_STARTUP_TIMEOUT_S = 300
 
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="beastflow-prefect-home-"))
+if os.environ.get("PREFECT_HOME") in (None, os.environ.get("BEASTFLOW_TEST_PREFECT_HOME")):
+    # one private home per test process (each pytest-xdist worker its own, not the
+    # controller's it inherits), removed when the process ends
+    _home = tempfile.mkdtemp(prefix="beastflow-prefect-home-")
+    os.environ["PREFECT_HOME"] = os.environ["BEASTFLOW_TEST_PREFECT_HOME"] = _home
+    atexit.register(shutil.rmtree, _home, ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = str(PREFECT_STARTUP_TIMEOUT_S)
