@@ -280,7 +280,12 @@ def test_trim_and_fit_as_slurm_arrays(tiny_settings, slurm_cluster, tmp_path, mo
         if "_" in n:
             arrays[n.split("_")[0]] = arrays.get(n.split("_")[0], 0) + 1
     singles = [n for n in names if "_" not in n and n not in arrays]
-    assert sorted(arrays.values()) == [n_units, n_units] and len(singles) == 1, names
+    scripts = [p.read_text() for p in folder.glob(".submission_file_*.sh")]
+    # a single warm-up job before the first array when numba's cache does not hold the
+    # kernels yet (it depends on which tests ran before in this process): at most one
+    n_warm_up = sum("--job-name=bf-warmup" in t for t in scripts)
+    assert n_warm_up <= 1, n_warm_up
+    assert sorted(arrays.values()) == [n_units, n_units] and len(singles) == 1 + n_warm_up, names
     assert (tmp_path / "failed-once").exists()
 
     # memory request: overhead + factor x the kept share of grid + noise model (the trim index's set size)
@@ -294,7 +299,6 @@ def test_trim_and_fit_as_slurm_arrays(tiny_settings, slurm_cluster, tmp_path, mo
         for t in trimmed
     )
     assert expected > 1  # the grid size, not the overhead, decides it
-    scripts = [p.read_text() for p in folder.glob(".submission_file_*.sh")]
     fit_scripts = [t for t in scripts if "--job-name=bf-fit" in t]
     assert fit_scripts and all(f"#SBATCH --mem={expected}GB" in t for t in fit_scripts[:1]), fit_scripts[0][:600]
 
