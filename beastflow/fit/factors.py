@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from beastflow.fit.layout import constant_within
+
 #: the dust-grid axes: a quantity among these, constant over each dust point's
 #: rows, goes through the per-star dust table
 DUST_QUANTITIES = ("Av", "Rv", "f_A", "Rv_A")
@@ -54,11 +56,6 @@ def _ids(values: np.ndarray) -> tuple[np.ndarray, int]:
     """Dense ids of equal values (NaN equal to NaN), and their number."""
     u, inv = np.unique(values, return_inverse=True, equal_nan=True)
     return inv.astype(np.int64).ravel(), len(u)
-
-
-def _constant_within(values: np.ndarray, ids: np.ndarray, first: np.ndarray) -> bool:
-    """Whether ``values`` is one value per id (first: a row of each id)."""
-    return bool(np.array_equal(values, values[first][ids], equal_nan=True))
 
 
 def stellar_models(columns: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -109,7 +106,8 @@ def grid_factors(
     if visit.stellar is not None and n:
         stellar = visit.stellar
         first = np.flatnonzero(np.diff(stellar, prepend=-1))  # each run's first row
-        is_stellar = [_constant_within(qvals[i], stellar, first) for i in range(nq)]
+        # compiled: most quantities differ within the first run, and it stops there
+        is_stellar = [bool(constant_within(qvals[i], stellar, first)) for i in range(nq)]
     else:  # no stellar model named: every model its own run, nothing factored
         stellar = np.arange(n, dtype=np.int64)
         is_stellar = [False] * nq

@@ -51,6 +51,7 @@ import polars as pl
 from beastflow import plan
 from beastflow.behaviour import FitBehaviour, PercentileRule, PriorNorm
 from beastflow.filters import short_names
+from beastflow.fit import layout
 from beastflow.fit import likelihood as lk
 from beastflow.fit.factors import GridFactors, grid_factors, visiting_order
 from beastflow.fit.grid_info import EXCLUDED, read_grid_info, symlog
@@ -58,8 +59,8 @@ from beastflow.fit.lnp import NOT_TRUNCATED, reduce_heaps_flat, star_seeds
 from beastflow.fit.outputs import PDF2DWriter, write_lnp, write_pdf1d, write_stats
 from beastflow.fit.pdfs import BinSet, binset_from_info, binset_from_trimmed
 from beastflow.fit.stats import STAT_SUFFIXES, iau_names, percentiles_from_pdf, pmax_column
-from beastflow.io.noise_model import NoiseBlock, NoiseModel, open_noise_model
-from beastflow.io.sed_grid import SEDGridBlock, open_sed_grid
+from beastflow.io.noise_model import NoiseModel, open_noise_model
+from beastflow.io.sed_grid import open_sed_grid
 from beastflow.io.trim_index import open_kept
 from beastflow.observations import catalogs
 from beastflow.provenance import make_provenance
@@ -254,24 +255,27 @@ class _Chunk:
 
 def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: str, counters: dict[str, int]) -> _Chunk:
     """Band/quantity-major arrays of one block (the kernels loop over contiguous
-    models); built directly in that layout to keep the transient memory low, and in
-    the kernels' visiting order (``factors.visiting_order``: the input rows are
-    reordered once, which is cheaper than reordering every derived array)."""
+    models), in the kernels' visiting order (``factors.visiting_order``): each array
+    is gathered from the stored rows and laid out in one pass (``layout``), and
+    per-model values (weight, completeness) are computed on the stored rows and
+    gathered, which is cheaper than reordering the input blocks first."""
     visit = visiting_order(blk.columns)
-    order = visit.order
+    n = len(blk.seds)
     # the chunk row of each visited model
-    rowid = order.astype(np.int64) if order is not None else np.arange(len(blk.seds), dtype=np.int64)
-    if order is not None:
-        blk = SEDGridBlock(blk.start, blk.seds[order], {k: v[order] for k, v in blk.columns.items()})
-        nblk = NoiseBlock(nblk.start, {k: v[order] for k, v in nblk.arrays.items()})
-    seds = blk.seds
-    err = nblk.error
+    rowid = visit.order.astype(np.int64) if visit.order is not None else np.arange(n, dtype=np.int64)
+
+    def visited(a: np.ndarray) -> np.ndarray:
+        return a[rowid] if visit.order is not None else a
+
+    nb = blk.seds.shape[1]
+    mT, errT, ok = np.empty((nb, n)), np.empty((nb, n)), np.empty(n, np.bool_)
+    if n:
+        seds, bias, err = (np.ascontiguousarray(a, np.float64) for a in (blk.seds, nblk.bias, nblk.error))
+        layout.band_major(rowid, seds, bias, err, mT, errT, ok)
     comp = nblk.completeness
-    weight = blk.columns["weight"]
-    mT = np.ascontiguousarray((seds + nblk.bias).T)
-    errT = np.ascontiguousarray(err.T)
-    bad_noise = ~(np.all(errT > 0, axis=0) & np.all(np.isfinite(errT), axis=0) & np.all(np.isfinite(mT), axis=0))
-    bad_comp = ~np.all(comp > 0, axis=1)
+    weight = visited(blk.columns["weight"])
+    bad_noise = ~ok
+    bad_comp = visited(~np.all(comp > 0, axis=1))
     if opts.behaviour.refuse_invalid_noise and (bad_comp.any() or bad_noise.any()):
         raise ValueError(
             f"{where}: {int((bad_comp | bad_noise).sum())} model(s) have completeness <= 0 or an "
@@ -287,10 +291,11 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
         lneT = np.log(errT)
         del errT
         lnw = np.log(weight) - opts.ln_norm
+        lnc: np.ndarray | float
         if opts.completeness == "min":
-            lnc = np.log(comp.min(axis=1))
+            lnc = visited(np.log(comp.min(axis=1)))
         elif opts.completeness == "product":
-            lnc = np.log(comp).sum(axis=1)
+            lnc = visited(np.log(comp).sum(axis=1))
         else:
             lnc = 0.0
         full = "q_norm" in nblk.arrays
@@ -298,41 +303,41 @@ def _prepare(blk, nblk, bs: BinSet, opts: FitOptions, gid_offset: int, where: st
         icoT: np.ndarray | None
         if full:
             # truncheon: full band covariance, q_norm = -1/2 ln det C (noise-model.md §6)
-            qn = nblk.arrays["q_norm"]
-            icdT = np.ascontiguousarray(nblk.arrays["icov_diag"].T)
-            icoT = np.ascontiguousarray(nblk.arrays["icov_offdiag"].T)
+            qn = visited(nblk.arrays["q_norm"])
+            icdT = np.ascontiguousarray(visited(nblk.arrays["icov_diag"]).T)
+            icoT = np.ascontiguousarray(visited(nblk.arrays["icov_offdiag"]).T)
             bad_cov = ~(np.isfinite(qn) & np.all(icdT > 0, axis=0) & np.all(np.isfinite(icoT), axis=0))
             if opts.behaviour.refuse_invalid_noise and bad_cov.any():
                 raise ValueError(f"{where}: {int(bad_cov.sum())} model(s) have an invalid truncheon covariance")
             valid &= ~bad_cov
             counters["invalid_noise"] += int((bad_cov & ~bad_noise).sum())
-            const = lnw + lnc + qn - 0.5 * seds.shape[1] * lk.LN2PI
+            const = lnw + lnc + qn - 0.5 * nb * lk.LN2PI
         else:
             icdT = icoT = None
-            const = lnw + lnc - lneT.sum(axis=0) - 0.5 * seds.shape[1] * lk.LN2PI
+            const = lnw + lnc - lneT.sum(axis=0) - 0.5 * nb * lk.LN2PI
     const = np.ascontiguousarray(np.where(valid, const, -np.inf))
     nq = len(bs.qnames)
-    qT = np.empty((nq, len(seds)))
+    qT = np.empty((nq, n))
     nphys = sum(1 for q in bs.qnames if not q.startswith("symlog"))
     for i, q in enumerate(bs.qnames[:nphys]):
-        qT[i] = blk.columns[q]
+        qT[i] = visited(blk.columns[q])
     qT[nphys:] = symlog(mT)
     b1T, b2T = bs.assign(qT, where)
     if "fullgrid_idx" in blk.columns:
-        gid = blk.columns["fullgrid_idx"].astype(np.int64) + gid_offset
+        gid = visited(blk.columns["fullgrid_idx"]).astype(np.int64) + gid_offset
     else:
         gid = blk.start + rowid + gid_offset
     spec = (
-        blk.columns["specgrid_indx"].astype(np.int64)
+        visited(blk.columns["specgrid_indx"]).astype(np.int64)
         if "specgrid_indx" in blk.columns
-        else np.full(len(seds), -1, np.int64)
+        else np.full(n, -1, np.int64)
     )
     qi = {q: i for i, q in enumerate(bs.qnames)}
     fac = grid_factors(bs.qnames, qT, [(qi[a.name], qi[b.name]) for a, b in bs.pairs], visit)
     # the kernels scatter one model's quantities at a time: model-major, and in the
     # factors' order (direct quantities first, then stellar, then dust)
-    qM, b1M = (np.ascontiguousarray(a[fac.qorder].T) for a in (qT, b1T))
-    b2M = np.ascontiguousarray(b2T[fac.porder].T)
+    qM, b1M = layout.model_major_of(qT, fac.qorder), layout.model_major_of(b1T, fac.qorder)
+    b2M = layout.model_major_of(b2T, fac.porder)
     del qT, b1T, b2T
     chunk = _Chunk(mT, ivT, lneT, const, qM, b1M, b2M, gid, spec, blk.start, fac, rowid, icdT, icoT)
     # the screen only chooses which models the float64 arithmetic evaluates (every
@@ -524,7 +529,7 @@ def fit_arrays(
         out["lnPmax"][sl], out["best_idx"][sl] = M, bidx
         out["total_log_norm"][sl] = M + np.log(s0)
         out["exp"][sl] = acc_exp.sum(axis=0) / s0[:, None]
-        out["pdf1"][sl] = acc_h1.sum(axis=0) / s0[:, None]
+        lk.sum_partitions(acc_h1, s0, out["pdf1"][sl], bs.n1)  # and clears acc_h1
         out["best_q"][sl], out["best_gid"][sl], out["best_spec"][sl] = bq, bg, bsp
         if opts.behaviour.chi2min_sparse:
             # chi2min over the sparse set S (lnP - max > -10) only, as BEAST (QUIRK):
@@ -544,7 +549,11 @@ def fit_arrays(
             out["truncated_key"][lo + trunc] = smp["key"][np.cumsum(cnt)[trunc] - 1]
             out["samples"].append((cnt, smp))
         if pdf2d_sink is not None and bs.pairs:
-            pdf2d_sink(lo, acc_h2.sum(axis=0)[:, :n2] / s0[:, None], flat2)
+            pdf2 = _scratch(reuse, "pdf2", (nsb, n2))
+            lk.sum_partitions(acc_h2, s0, pdf2, n2)  # and clears acc_h2
+            pdf2d_sink(lo, pdf2, flat2)
+        else:
+            acc_h2.fill(0.0)
         hook = STAR_PROGRESS.get()
         if hook is not None:
             hook(hi, ns)
@@ -558,14 +567,21 @@ def fit_arrays(
 
 
 def _zeroed(reuse: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A float64 array of zeros, the one of the previous star block when it has this shape:
-    the PDF accumulators are T x stars x bins (tens of MB), and fresh ones cost their
-    page faults in every block, several times what clearing them costs."""
+    """A float64 array of zeros, the one of the previous star block when it has this shape
+    (the PDF accumulators are T x stars x bins, tens of MB, and fresh ones cost their page
+    faults in every block): every block leaves its accumulators cleared
+    (``likelihood.sum_partitions`` clears what it adds up)."""
     a = reuse.get(name)
     if a is None or a.shape != shape:
         reuse[name] = a = np.zeros(shape)
-    else:
-        a.fill(0.0)
+    return a
+
+
+def _scratch(reuse: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 array to overwrite, the one of the previous star block when it has this shape."""
+    a = reuse.get(name)
+    if a is None or a.shape != shape:
+        reuse[name] = a = np.empty(shape)
     return a
 
 

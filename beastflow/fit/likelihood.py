@@ -954,6 +954,30 @@ def expand_dust(acc_wd, dq, dvals, db1, db2, acc_exp, acc_h1, acc_h2):
                 acc_h2[0, s, db2[d, y]] += W
 
 
+@njit(parallel=True, cache=True, error_model="numpy")
+def sum_partitions(acc, s0, out, n):
+    """out[s, :n] = (acc[0, s, :n] + acc[1, s, :n] + ...) / s0[s]: the partitions'
+    PDF accumulators of a star block added in partition order (numpy's
+    ``acc.sum(axis=0)``, bit for bit), then acc cleared for the next block; the
+    stars are split between threads (each writes only its own rows)."""
+    T, ns, m = acc.shape
+    for s in prange(ns):
+        o = out[s]
+        for x in range(n):
+            o[x] = acc[0, s, x]
+        for t in range(1, T):
+            a = acc[t, s]
+            for x in range(n):
+                o[x] += a[x]
+        d = s0[s]
+        for x in range(n):
+            o[x] /= d
+        for t in range(T):
+            a = acc[t, s]
+            for x in range(m):
+                a[x] = 0.0
+
+
 def set_threads(n: int | None) -> None:
     if n:
         # numba.config sets its options at import time, so they are invisible to mypy
@@ -965,6 +989,7 @@ KERNELS = ("pass_max", "pass_accumulate", "screen_max", "screen_accumulate")
 
 __all__ = [
     "expand_dust",
+    "sum_partitions",
     "pass_max",
     "pass_accumulate",
     "screen_max",
